@@ -1,0 +1,40 @@
+"""lminspect: a terminal workbench for taking small language models apart.
+
+The REPL surface (``import lminspect as li``). Everything is imported lazily so
+``import lminspect`` and ``lminspect --help`` stay fast and pull in neither torch
+nor textual until a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute"; resolved on first use
+_LAZY = {
+    "open": "lminspect.api:open",
+    "Model": "lminspect.api:Model",
+    "runs": "lminspect.api:runs",
+    "experiments": "lminspect.api:experiments",
+    "activations": "lminspect.api:activations",
+    "parse_plan": "lminspect.stitch:parse_plan",
+    "UserError": "lminspect.errors:UserError",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'lminspect' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,48 @@
+"""The ``lminspect`` command: a thin Typer layer over the library.
+
+Each command group lives in its own module with a ``register(app)`` function.
+Command modules import only typer/rich at module level; torch, textual and the
+formats are imported inside the command functions so ``lminspect --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lminspect.cli import (
+    activations_cmd,
+    data_cmd,
+    generate_cmd,
+    grow_cmd,
+    repl_cmd,
+    stitch_cmd,
+    train_cmd,
+    tui_cmd,
+    weights_cmd,
+)
+
+app = typer.Typer(
+    name="lminspect",
+    help="A terminal workbench for taking small language models apart.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for _module in (
+    weights_cmd,
+    generate_cmd,
+    stitch_cmd,
+    data_cmd,
+    train_cmd,
+    activations_cmd,
+    grow_cmd,
+    tui_cmd,
+    repl_cmd,
+):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

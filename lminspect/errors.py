@@ -1,0 +1,35 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad file, a bad plan, a bad flag) is raised as a
+``UserError`` with a one-line message naming *what* and *where*. It is a
+``click.ClickException``, so the CLI (and ``CliRunner`` in tests) prints
+``lminspect: error: <message>`` on stderr and exits with code 2, no traceback.
+In the REPL it is an ordinary exception.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+class UserError(click.ClickException):
+    """A problem with the user's input; the message is shown as one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.hint = hint
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        out = file or sys.stderr
+        line = f"lminspect: error: {self.message}"
+        if self.hint:
+            line += f" (hint: {self.hint})"
+        print(line, file=out)
+
+
+class FormatError(UserError):
+    """A model/data file that is corrupt or not what its name says."""
