@@ -44,5 +44,13 @@ for _module in (
     _module.register(app)
 
 
+@app.command(rich_help_panel="Misc")
+def version() -> None:
+    """Print lminspect's version."""
+    from lminspect import __version__
+
+    print(__version__)
+
+
 def main() -> None:
     app()
