@@ -30,6 +30,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """lminspect: look at weights, cut and repeat layers, train variants, compare curves."""
+
+
 for _module in (
     weights_cmd,
     generate_cmd,
