@@ -1,0 +1,136 @@
+"""The one model engine: small torch modules per family, built from a TensorStore.
+
+``load_model(store_or_ref)`` reads ``store.config`` and the canonical tensors (no transformers);
+``Llama`` / ``GPT2`` / ``Falcon`` with their config dataclasses construct random models for
+training. See docs/engine.md for forward / plans / caches / hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lminspect.errors import UserError
+from lminspect.models.common import LM, MLP, SITE_KINDS, Attention, Block, KVCache, RMSNorm
+from lminspect.models.falcon import Falcon, FalconConfig
+from lminspect.models.gpt2 import GPT2, GPT2Config
+from lminspect.models.layercall import LayerCall, full_plan
+from lminspect.models.llama import Llama, LlamaConfig
+
+FAMILIES: dict[str, tuple[type, type]] = {
+    "llama": (Llama, LlamaConfig),
+    "gpt2": (GPT2, GPT2Config),
+    "falcon": (Falcon, FalconConfig),
+}
+
+_MODEL_TYPES = {"llama": "llama", "mistral": None, "gpt2": "gpt2", "falcon": "falcon", "RefinedWebModel": "falcon",
+                "RefinedWeb": "falcon"}
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def arch_of(config: dict, hint: str | None = None) -> str:
+    """Family name for a HF-style config (``lminspect_arch`` wins, then the store's arch, then model_type)."""
+    if config.get("lminspect_arch"):
+        arch = str(config["lminspect_arch"])
+    elif hint and hint != "unknown":
+        arch = hint
+    else:
+        mt = str(config.get("model_type", ""))
+        arch = _MODEL_TYPES.get(mt) or ""
+        if not arch:
+            for a in config.get("architectures") or []:
+                a = a.lower()
+                arch = next((k for k in FAMILIES if a.startswith(k)), "")
+                if arch:
+                    break
+    if arch not in FAMILIES:
+        raise UserError(f"unsupported model architecture {arch or config.get('model_type')!r} "
+                        f"(expected one of {', '.join(FAMILIES)})")
+    return arch
+
+
+def config_from_hf(config: dict, arch: str | None = None) -> Any:
+    """The family config dataclass for a HF-style config dict."""
+    return FAMILIES[arch_of(config, arch)][1].from_hf(config)
+
+
+def build_model(config: Any) -> LM:
+    """A randomly initialised model for a family config dataclass."""
+    for model_cls, cfg_cls in FAMILIES.values():
+        if isinstance(config, cfg_cls):
+            return model_cls(config)
+    raise UserError(f"not a model config: {type(config).__name__}")
+
+
+def _torch_dtype(dtype: Any):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPES.get(str(dtype).removeprefix("torch."))
+    if name is None:
+        raise UserError(f"unsupported dtype {dtype!r} (expected float32, bfloat16 or float16)")
+    return getattr(torch, name)
+
+
+def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -> LM:
+    """Build the model a TensorStore (or anything ``open_store`` accepts) describes.
+
+    Parameters are created on the meta device and then *assigned* from ``torch.from_numpy`` of
+    the store's canonical arrays, so the only copy is the dtype conversion (plus one copy for a
+    read-only memory map, which torch must not write through). Missing tensors or wrong shapes
+    are a ``UserError`` naming the tensor and the expected shape.
+    """
+    import numpy as np
+    import torch
+
+    store = store_or_ref
+    if not hasattr(store, "get_canonical"):
+        from lminspect.weights import open_store
+
+        store = open_store(store_or_ref)
+    tdtype = _torch_dtype(dtype)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"bad device {device!r} (expected cpu or cuda)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA GPU is available (hint: --device cpu)")
+    config = dict(store.config or {})
+    arch = arch_of(config, getattr(store, "arch", None))
+    model_cls, cfg_cls = FAMILIES[arch]
+    cfg = cfg_cls.from_hf(config)
+    with torch.device("meta"):
+        model = model_cls(cfg)
+    model._make_buffers()
+    name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
+    state = {}
+    for pname, p in model.state_dict().items():
+        try:
+            arr = store.get_canonical(pname)
+        except (KeyError, LookupError) as e:
+            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})") from e
+        if arr is None:
+            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
+        if tuple(arr.shape) != tuple(p.shape):
+            raise UserError(f"{name}: tensor {pname} has shape {tuple(arr.shape)}, expected {tuple(p.shape)}")
+        if isinstance(arr, np.ndarray):
+            if not arr.flags.writeable:
+                arr = np.array(arr)
+            t = torch.from_numpy(arr)
+        else:
+            t = torch.as_tensor(arr)
+        state[pname] = t.to(device=dev, dtype=tdtype)
+    model.load_state_dict(state, assign=True)
+    model.to(dev)
+    model.eval()
+    model.source = name
+    return model
+
+
+__all__ = [
+    "FAMILIES", "LM", "SITE_KINDS", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
+    "KVCache", "LayerCall", "Llama", "LlamaConfig", "MLP", "RMSNorm", "arch_of", "build_model",
+    "config_from_hf", "full_plan", "load_model",
+]

@@ -1,0 +1,530 @@
+"""Pieces shared by every model family: norms, attention, MLP, decoder block, KV cache, hooks, LM base.
+
+Design choices (one engine for generate / eval / stitch / stats / train):
+
+- Parameter names are the canonical names of docs/ARCHITECTURE.md (``layers.N.attn.q.weight`` ...),
+  so ``state_dict()`` round-trips through the weight store and export without a name map.
+- A forward pass runs a *plan* (``list[LayerCall]``): blocks in any order, repeated or skipped,
+  with per-occurrence attention/MLP scales. The model itself is never modified by a plan.
+- Attention uses ``F.scaled_dot_product_attention``; an eager path (explicit softmax) runs only
+  when someone asked for attention probabilities, so parity and speed do not pull against each other.
+- The KV cache has one slot per plan *occurrence* (a repeated block must not share its keys),
+  preallocated tensors written in place (no ``torch.cat`` per step), grown by doubling if needed.
+- Hooks cost one ``if`` per site when unused: the forward carries a ``_Run`` context whose
+  ``hooks`` field is ``None`` unless ``run_with_cache`` / ``model.hooks(...)`` installed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lminspect.errors import UserError
+from lminspect.models.layercall import LayerCall, full_plan
+
+SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs")
+
+HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
+
+
+# --------------------------------------------------------------------------- norms / activations
+
+
+class RMSNorm(nn.Module):
+    """Llama's RMSNorm, computed in float32 like HF (then cast back before the weight)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MLP nonlinearity named in a HF config (``activation_function`` / ``hidden_act``)."""
+    name = (name or "").lower()
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "gelu":
+        return F.gelu
+    if name in ("silu", "swish"):
+        return F.silu
+    if name == "relu":
+        return F.relu
+    raise UserError(
+        f"unsupported activation {name!r} (expected one of gelu, gelu_new, gelu_pytorch_tanh, silu, relu)"
+    )
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [length, head_dim] in float32, computed exactly as HF's default RoPE."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    pos = torch.arange(length, dtype=torch.int64).float()
+    freqs = pos[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, D] already in x's dtype."""
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al.), as HF Falcon/BLOOM compute them (float32)."""
+    closest = 2 ** math.floor(math.log2(n_head))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32))
+    if closest != n_head:
+        extra = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32)
+        n_rest = min(closest, n_head - closest)
+        slopes = torch.cat([slopes, torch.pow(extra, torch.arange(1, 1 + 2 * n_rest, 2, dtype=torch.int32))])
+    return slopes
+
+
+def alibi_table(n_head: int, length: int) -> torch.Tensor:
+    """Per-key ALiBi bias [n_head, length] in float32. HF multiplies in bfloat16; we match it
+    bit for bit (the softmax is shift invariant, so a key-position bias equals the relative one)."""
+    return (alibi_slopes(n_head).bfloat16()[:, None] * torch.arange(length)[None, :]).float()
+
+
+# --------------------------------------------------------------------------- KV cache
+
+
+class KVCache:
+    """Keys/values for one sequence batch: one slot per plan occurrence.
+
+    ``k[i]`` / ``v[i]`` are preallocated ``[B, n_kv_head, capacity, head_dim]`` tensors for plan
+    position ``i``; ``pos`` is how many tokens are already cached. Capacity doubles when needed
+    (bounded by the model's context length) so a casual ``new_cache()`` stays small.
+    """
+
+    def __init__(self, plan: list[LayerCall], shapes: list[tuple[int, int]], batch_size: int,
+                 capacity: int, limit: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.plan = list(plan)
+        self.pos = 0
+        self.limit = limit
+        self.batch_size = batch_size
+        self._shapes = shapes
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        cap = max(1, min(capacity, limit))
+        for n_kv, hd in shapes:
+            self.k.append(torch.zeros(batch_size, n_kv, cap, hd, dtype=dtype, device=device))
+            self.v.append(torch.zeros(batch_size, n_kv, cap, hd, dtype=dtype, device=device))
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2] if self.k else 0
+
+    def reserve(self, n_tokens: int) -> None:
+        """Make room for ``n_tokens`` positions in total (copying once if we must grow)."""
+        if n_tokens > self.limit:
+            raise UserError(f"sequence of {n_tokens} tokens exceeds the model's context of {self.limit} tokens")
+        if n_tokens <= self.capacity:
+            return
+        cap = min(self.limit, max(n_tokens, 2 * self.capacity))
+        for i in range(len(self.k)):
+            for store in (self.k, self.v):
+                old = store[i]
+                new = old.new_zeros(old.shape[0], old.shape[1], cap, old.shape[3])
+                new[:, :, : self.pos] = old[:, :, : self.pos]
+                store[i] = new
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def crop(self, n: int) -> None:
+        """Forget everything after the first ``n`` tokens (e.g. to re-run a shared prompt)."""
+        self.pos = min(self.pos, n)
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class _Hooks:
+    """What a hooked forward records / calls. ``wants(kind, pos)`` is asked only when hooks exist."""
+
+    def __init__(self, sites: set[str] | None, kinds: set[str] | None,
+                 callback: HookCallback | None, store: dict[str, torch.Tensor] | None) -> None:
+        self.sites = sites  # exact "{kind}.{pos}" names, or None for "kind-only" matching below
+        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs)
+        self.callback = callback
+        self.store = store
+
+    def wants(self, kind: str, pos: int) -> bool:
+        if self.kinds is None and self.sites is None:
+            return kind != "attn_probs"
+        if self.kinds is not None and kind in self.kinds:
+            return True
+        return self.sites is not None and f"{kind}.{pos}" in self.sites
+
+    def emit(self, kind: str, pos: int, t: torch.Tensor) -> torch.Tensor:
+        if not self.wants(kind, pos):
+            return t
+        name = f"{kind}.{pos}"
+        if self.callback is not None:
+            out = self.callback(name, t)
+            if out is not None:
+                t = out
+        if self.store is not None:
+            self.store[name] = t.detach()
+        return t
+
+
+def _parse_sites(sites: Iterable[str] | None) -> tuple[set[str] | None, set[str] | None]:
+    if sites is None:
+        return None, None
+    if isinstance(sites, str):
+        sites = [sites]
+    exact: set[str] = set()
+    kinds: set[str] = set()
+    for s in sites:
+        kind, _, pos = s.partition(".")
+        if kind not in SITE_KINDS:
+            raise UserError(f"unknown hook site {s!r} (expected KIND or KIND.POS with KIND one of {', '.join(SITE_KINDS)})")
+        if pos:
+            if not pos.isdigit():
+                raise UserError(f"bad hook site {s!r}: the position after the dot must be an integer")
+            exact.add(f"{kind}.{int(pos)}")
+        else:
+            kinds.add(kind)
+    return exact, kinds
+
+
+# --------------------------------------------------------------------------- attention / MLP / block
+
+
+@dataclass
+class _Run:
+    """Per-forward context shared by every block (built once per forward, not per layer)."""
+
+    start: int  # absolute position of the first new token
+    length: int  # number of new tokens T
+    cos: torch.Tensor | None  # RoPE tables for the new positions [T, D] (None: no RoPE)
+    sin: torch.Tensor | None
+    bias: torch.Tensor | None  # additive attention bias [1|B, H, T, L] (ALiBi + causal), None: causal
+    cache: KVCache | None
+    hooks: _Hooks | None
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped KV heads; RoPE or ALiBi come from the ``_Run`` context.
+
+    ``v_norm`` (default None) is an optional module applied to the value projection output
+    ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
+    """
+
+    def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
+                 o_bias: bool | None = None) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.q = nn.Linear(dim, n_head * head_dim, bias=bias)
+        self.k = nn.Linear(dim, n_kv_head * head_dim, bias=bias)
+        self.v = nn.Linear(dim, n_kv_head * head_dim, bias=bias)
+        self.o = nn.Linear(n_head * head_dim, dim, bias=bias if o_bias is None else o_bias)
+        self.v_norm: nn.Module | None = None
+
+    def forward(self, x: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
+        v = self.v(x)
+        if self.v_norm is not None:
+            v = self.v_norm(v)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if run.cos is not None:
+            cos, sin = run.cos.to(q.dtype), run.sin.to(q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache = run.cache
+        if cache is not None:
+            end = run.start + T
+            kc, vc = cache.k[pos], cache.v[pos]
+            kc[:, :, run.start:end] = k
+            vc[:, :, run.start:end] = v
+            k, v = kc[:, :, :end], vc[:, :, :end]
+        hooks = run.hooks
+        if hooks is not None and hooks.wants("attn_probs", pos):
+            y = self._eager(q, k, v, run, pos)
+        else:
+            gqa = self.n_kv_head != self.n_head
+            if run.bias is not None:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa)
+            elif T == 1:  # decoding one token: it sees every cached key, no mask
+                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+            elif run.start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            else:  # chunk after a cached prefix: causal mask aligned to the bottom right
+                L = k.shape[2]
+                mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        return self.o(y)
+
+    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+        """Explicit softmax(QK^T/sqrt(d) + bias) V, so the probabilities can be seen (and edited)."""
+        rep = self.n_head // self.n_kv_head
+        if rep != 1:
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        T, L = q.shape[2], k.shape[2]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # [B, H, T, L]
+        if run.bias is not None:
+            scores = scores + run.bias
+        else:
+            mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        probs = run.hooks.emit("attn_probs", pos, probs)
+        return probs @ v
+
+
+class MLP(nn.Module):
+    """``down(act(up(x)))``, or the gated form ``down(act(gate(x)) * up(x))`` (SwiGLU)."""
+
+    def __init__(self, dim: int, hidden: int, act: str, gated: bool, bias: bool) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden, bias=bias) if gated else None
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.act = activation(act)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            return self.act(self.gate(x)) * self.up(x)
+        return self.act(self.up(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.hidden(x))
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP read the same
+    normed input and are both added to the residual)."""
+
+    def __init__(self, attn_norm: nn.Module, attn: Attention, mlp_norm: nn.Module | None, mlp: MLP,
+                 parallel: bool = False) -> None:
+        super().__init__()
+        self.attn_norm = attn_norm
+        self.attn = attn
+        if mlp_norm is not None:
+            self.mlp_norm = mlp_norm
+        else:
+            self.mlp_norm = None
+        self.mlp = mlp
+        self.parallel = parallel
+
+    def forward(self, x: torch.Tensor, run: _Run, pos: int, call: LayerCall) -> torch.Tensor:
+        hooks = run.hooks
+        if hooks is not None:
+            x = hooks.emit("resid_in", pos, x)
+        h = self.attn_norm(x)
+        a = self.attn(h, run, pos)
+        if call.attn_scale != 1.0:
+            a = a * call.attn_scale
+        if hooks is not None:
+            a = hooks.emit("attn_out", pos, a)
+        if self.parallel:
+            m_in = h
+        else:
+            x = x + a
+            m_in = self.mlp_norm(x)
+        if hooks is not None:
+            mh = hooks.emit("mlp_hidden", pos, self.mlp.hidden(m_in))
+            m = self.mlp.down(mh)
+        else:
+            m = self.mlp(m_in)
+        if call.mlp_scale != 1.0:
+            m = m * call.mlp_scale
+        if hooks is not None:
+            m = hooks.emit("mlp_out", pos, m)
+        x = x + a + m if self.parallel else x + m
+        if hooks is not None:
+            x = hooks.emit("resid_out", pos, x)
+        return x
+
+
+# --------------------------------------------------------------------------- the LM base
+
+
+class LM(nn.Module):
+    """Base of every family: embeddings -> blocks (per plan) -> final norm -> head.
+
+    Subclasses build ``self.embed`` (with ``tokens`` and optionally ``positions``), ``self.layers``,
+    ``self.norm``, optionally ``self.head`` (absent when tied) and implement ``_positions`` hooks:
+    ``_embed(ids, start)`` and ``_run_extras(start, T, L)`` returning (cos, sin, bias).
+    """
+
+    config: object
+    arch: str = "unknown"
+
+    def _finish_init(self) -> None:
+        self._hooks: _Hooks | None = None
+
+    # ---- sizes
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.config.context_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.tokens.weight.dtype
+
+    # ---- init
+    def init_weights(self) -> None:
+        """nanoGPT-style init: N(0, 0.02) for linears and embeddings, zero biases, unit norms,
+        residual projections (attn.o, mlp.down) scaled by 1/sqrt(2 * n_layer)."""
+        std = 0.02
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, 0.0, std)
+                if mod.bias is not None:
+                    nn.init.zeros_(mod.bias)
+            elif isinstance(mod, nn.Embedding):
+                nn.init.normal_(mod.weight, 0.0, std)
+            elif isinstance(mod, (nn.LayerNorm, RMSNorm)):
+                if getattr(mod, "weight", None) is not None:
+                    nn.init.ones_(mod.weight)
+                if getattr(mod, "bias", None) is not None:
+                    nn.init.zeros_(mod.bias)
+        for block in self.layers:
+            nn.init.normal_(block.attn.o.weight, 0.0, std / math.sqrt(2 * self.n_layers))
+            nn.init.normal_(block.mlp.down.weight, 0.0, std / math.sqrt(2 * self.n_layers))
+
+    # ---- plans
+    def _check_plan(self, plan: list[LayerCall] | None) -> list[LayerCall]:
+        if plan is None:
+            return full_plan(self.n_layers)
+        n = self.n_layers
+        for c in plan:
+            if not 0 <= c.index < n:
+                raise UserError(f"layer plan uses layer {c.index}, but the model has layers 0..{n - 1}")
+        return list(plan)
+
+    def new_cache(self, plan: list[LayerCall] | None = None, batch_size: int = 1,
+                  max_len: int | None = None) -> KVCache:
+        """A KV cache with one slot per occurrence in ``plan`` (None: the full plan)."""
+        plan = self._check_plan(plan)
+        shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
+        cap = max_len if max_len is not None else min(256, self.context_length)
+        return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
+
+    # ---- family-specific pieces
+    def _make_buffers(self) -> None:
+        """(Re)create derived, non-persistent tables; called after a meta-device construction."""
+
+    def _embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        return self.embed.tokens(ids)
+
+    def _extras(self, start: int, T: int, L: int) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                            torch.Tensor | None]:
+        return None, None, None
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        head = getattr(self, "head", None)
+        if head is not None:
+            return head(x)
+        return F.linear(x, self.embed.tokens.weight)
+
+    # ---- forward
+    def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
+                plan: list[LayerCall] | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` for ``input_ids [B, T]`` (``last_only``: ``[B, 1, vocab]``).
+
+        With a ``cache`` the tokens continue the cached sequence; the cache's plan is used when
+        ``plan`` is None, and a different plan is an error (its slots would not line up)."""
+        if input_ids.dim() == 1:
+            input_ids = input_ids[None]
+        B, T = input_ids.shape
+        if cache is not None:
+            if plan is None:
+                plan = cache.plan
+            elif list(plan) != cache.plan:
+                raise UserError("forward(plan=...) differs from the plan the KV cache was made for")
+            plan = cache.plan
+            start = cache.pos
+            if cache.batch_size != B:
+                raise UserError(f"KV cache is for batch size {cache.batch_size}, got {B}")
+            cache.reserve(start + T)
+        else:
+            plan = self._check_plan(plan)
+            start = 0
+        L = start + T
+        if L > self.context_length:
+            raise UserError(f"sequence of {L} tokens exceeds the model's context of {self.context_length} tokens")
+        x = self._embed(input_ids, start)
+        cos, sin, bias = self._extras(start, T, L)
+        run = _Run(start, T, cos, sin, bias, cache, self._hooks)
+        layers = self.layers
+        for pos, call in enumerate(plan):
+            x = layers[call.index](x, run, pos, call)
+        if cache is not None:
+            cache.pos = L
+        if last_only:
+            x = x[:, -1:]
+        return self._logits(self.norm(x))
+
+    # ---- hooks
+    @contextlib.contextmanager
+    def hooks(self, callback: HookCallback, sites: Iterable[str] | None = None) -> Iterator[LM]:
+        """Call ``callback(site_name, tensor)`` at each hook site during forwards in this block.
+
+        ``sites``: names ``"{kind}.{pos}"`` or bare kinds (all positions); None = every kind but
+        ``attn_probs`` (probabilities are computed, via the eager path, only when named). A callback
+        that returns a tensor replaces the activation (ablation / patching)."""
+        exact, kinds = _parse_sites(sites)
+        prev = self._hooks
+        self._hooks = _Hooks(exact, kinds, callback, None)
+        try:
+            yield self
+        finally:
+            self._hooks = prev
+
+    @torch.inference_mode()
+    def run_with_cache(self, input_ids: torch.Tensor, sites: Iterable[str] | None = None,
+                       plan: list[LayerCall] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward once and return ``(logits, {site_name: activation})`` for the requested sites."""
+        exact, kinds = _parse_sites(sites)
+        store: dict[str, torch.Tensor] = {}
+        prev = self._hooks
+        self._hooks = _Hooks(exact, kinds, None, store)
+        try:
+            logits = self.forward(input_ids, plan=plan)
+        finally:
+            self._hooks = prev
+        return logits, store
+
+
+def causal_bias(start: int, T: int, L: int, device: torch.device) -> torch.Tensor:
+    """[T, L] additive mask: 0 where query (at start+i) may see key j, -inf elsewhere."""
+    q = torch.arange(start, start + T, device=device)[:, None]
+    k = torch.arange(L, device=device)[None, :]
+    return torch.zeros(T, L, device=device).masked_fill(k > q, float("-inf"))
