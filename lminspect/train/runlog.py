@@ -1,0 +1,137 @@
+"""Reading and writing a run directory's ``config.json`` and ``stats.jsonl``.
+
+``stats.jsonl`` has one JSON object per optimizer step (rank 0 writes it):
+``step, tokens, loss, acc, lr, grad_norm, tok_s, time, plan_step`` and, on steps where
+validation ran, ``val_loss, val_acc``. :func:`load_run` turns it into columns for plots,
+the TUI and the REPL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lminspect.errors import UserError
+
+RUNNING_AFTER_S = 120.0  # a run whose stats changed this recently (and that has no "done") is live
+
+
+@dataclass
+class Run:
+    """One training run as columns. ``columns["loss"][i]`` belongs to ``columns["step"][i]``.
+
+    Missing values (e.g. ``val_loss`` on steps without evaluation) are ``nan``.
+    """
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+    columns: dict[str, list[float]] = field(default_factory=dict)
+    is_running: bool = False
+    status: str = "unknown"  # "running" | "done" | "stopped" | "interrupted" | "failed" | "unknown"
+
+    def __len__(self) -> int:
+        return len(self.columns.get("step", []))
+
+    def series(self, metric: str, x: str = "tokens") -> tuple[list[float], list[float]]:
+        """``(xs, ys)`` for ``metric`` with the rows where it is missing dropped."""
+        if metric not in self.columns:
+            known = ", ".join(k for k in self.columns if k not in ("step", "tokens"))
+            raise UserError(f"run {self.name}: no metric {metric!r} (has: {known})")
+        if x not in ("tokens", "step", "time"):
+            raise UserError(f"x axis must be tokens, steps or time, not {x!r}")
+        xs, ys = [], []
+        for xv, yv in zip(self.columns[x], self.columns[metric], strict=False):
+            if yv is not None and not (isinstance(yv, float) and math.isnan(yv)):
+                xs.append(xv)
+                ys.append(yv)
+        return xs, ys
+
+    @property
+    def tokens(self) -> float:
+        t = self.columns.get("tokens") or [0]
+        return t[-1]
+
+    @property
+    def last(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.columns.items() if v}
+
+
+def read_stats(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+    return rows
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory (``config.json`` + ``stats.jsonl``)."""
+    p = Path(path)
+    if p.is_file() and p.name in ("stats.jsonl", "config.json"):
+        p = p.parent
+    stats = p / "stats.jsonl"
+    if not p.is_dir() or not (stats.is_file() or (p / "config.json").is_file()):
+        raise UserError(f"{path}: not a run directory (no stats.jsonl / config.json)")
+    config: dict[str, Any] = {}
+    if (p / "config.json").is_file():
+        try:
+            config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p / 'config.json'}: not valid JSON ({e})") from e
+    rows = read_stats(stats)
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    columns = {k: [_num(r.get(k)) for r in rows] for k in keys}
+    status = config.get("status", "unknown")
+    mtime = stats.stat().st_mtime if stats.is_file() else 0.0
+    running = status == "running" and (time.time() - mtime) < RUNNING_AFTER_S
+    if status == "running" and not running:
+        status = "stopped"
+    name = config.get("name") or p.name
+    return Run(p, name, config, columns, running, status)
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return float("nan")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class StatsWriter:
+    """Appends rows to ``stats.jsonl``, flushing each one so plots can follow a live run."""
+
+    def __init__(self, path: Path, truncate_after_step: int | None = None) -> None:
+        self.path = Path(path)
+        if truncate_after_step is not None and self.path.exists():
+            from lminspect.fsutil import atomic_write_text
+
+            keep = [r for r in read_stats(self.path) if r.get("step", 0) <= truncate_after_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
