@@ -1,9 +1,26 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect tui``: the Textual workbench (textual is imported only when the command runs)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+
+    @app.command(rich_help_panel="Interactive")
+    def tui(
+        model: str | None = typer.Argument(
+            None,
+            help="Model to open: .safetensors, HF dir, .gguf, a fetched name (smollm2) or hf:ORG/NAME. "
+            "Without it, pick from fetched/recent models and runs.",
+            show_default=False,
+        ),
+        runs: Path = typer.Option(Path("runs"), "--runs", help="Directory holding training runs (Runs tab)."),
+    ) -> None:
+        """Browse weights, stitch layers and watch training runs in a terminal UI."""
+        from lminspect.tui.app import run_app
+
+        run_app(model, runs)

@@ -1,0 +1,141 @@
+"""``lminspect tui``: the Textual app (Weights, Stitch and Runs tabs).
+
+Start-up only builds widgets; opening the model (reading headers), statistics,
+model loading, generation and run loading all happen in thread workers, so the
+first screen shows at once and the UI thread never blocks for long. Worker
+errors become an error modal (``report_error``), never a crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from lminspect.tui import backend
+from lminspect.tui.commands import LMInspectCommands
+from lminspect.tui.messages import StoreOpened
+from lminspect.tui.screens.error import ErrorScreen
+from lminspect.tui.screens.help import HelpScreen
+from lminspect.tui.screens.picker import Choice, PickerScreen
+from lminspect.tui.widgets.runs import RunsPane
+from lminspect.tui.widgets.stitch import StitchPane
+from lminspect.tui.widgets.weights import WeightsPane
+
+
+class LMInspectApp(App[None]):
+    """The workbench. ``model`` is anything ``open_store`` accepts; ``runs_dir`` holds runs."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "lminspect"
+    COMMANDS = App.COMMANDS | {LMInspectCommands}
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("f1,question_mark", "help", "Help", id="app.help", key_display="F1"),
+        Binding("o", "open_model", "Open", id="app.open", tooltip="Open a model or a run"),
+        Binding("w", "show_tab('weights')", "Weights", id="app.weights"),
+        Binding("s", "show_tab('stitch')", "Stitch", id="app.stitch"),
+        Binding("r", "show_tab('runs')", "Runs", id="app.runs"),
+        Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
+    ]
+
+    def __init__(self, model: str | None = None, runs_dir: str | Path = "runs", *, remember: bool = True) -> None:
+        super().__init__()
+        self.model_ref = model
+        self.runs_dir = Path(runs_dir)
+        self.store: Any = None
+        self.remember = remember  # tests and benchmarks don't touch recent.json
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs", initial="weights"):
+            with TabPane("Weights", id="weights"):
+                yield WeightsPane(id="weights-pane")
+            with TabPane("Stitch", id="stitch"):
+                yield StitchPane(id="stitch-pane")
+            with TabPane("Runs", id="runs"):
+                yield RunsPane(self.runs_dir, id="runs-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.model_ref:
+            self.sub_title = f"opening {self.model_ref}..."
+            self.open_model(self.model_ref)
+        else:
+            self.sub_title = "no model"
+            self.call_after_refresh(self.action_open_model)
+
+    # -- opening a model ----------------------------------------------------------
+
+    def open_model(self, ref: str) -> None:
+        self.sub_title = f"opening {ref}..."
+        self._open_store(ref)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open")
+    def _open_store(self, ref: str) -> None:
+        store = backend.open_store(ref)
+        self.post_message(StoreOpened(ref, store))
+
+    def on_store_opened(self, message: StoreOpened) -> None:
+        self.store = message.store
+        self.model_ref = message.ref
+        name = getattr(message.store, "name", None) or message.ref
+        self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')})"
+        self.query_one(WeightsPane).set_store(message.store)
+        self.query_one(StitchPane).set_store(message.store)
+        if self.remember:
+            backend.remember_model(message.ref)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "open" and event.state == WorkerState.ERROR:
+            self.sub_title = "no model"
+            self.report_error(f"Could not open {self.model_ref}", event.worker.error)
+
+    def report_error(self, title: str, error: BaseException | None) -> None:
+        """Show a worker's error in a modal; the app keeps running."""
+        message = backend.user_message(error) if error is not None else "unknown error"
+        self.log.error(title, error)
+        self.push_screen(ErrorScreen(title, message))
+
+    # -- actions ------------------------------------------------------------------
+
+    def action_open_model(self) -> None:
+        self.push_screen(PickerScreen(self.runs_dir), self._picked)
+
+    def _picked(self, choice: Choice) -> None:
+        if choice is None:
+            return
+        kind, value = choice
+        if kind == "model":
+            self.open_model(value)
+            self.action_show_tab("weights")
+        else:
+            self.action_show_tab("runs")
+            self.query_one(RunsPane).select_run(value)
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def action_stitch_run(self) -> None:
+        self.action_show_tab("stitch")
+        self.query_one(StitchPane).action_run()
+
+    def action_stitch_stop(self) -> None:
+        self.query_one(StitchPane).action_stop()
+
+
+def run_app(model: str | None = None, runs_dir: str | Path = "runs") -> None:
+    LMInspectApp(model, runs_dir).run()

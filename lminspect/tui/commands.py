@@ -1,0 +1,36 @@
+"""Command palette provider: the app's own actions, searchable with ctrl+p."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (title, action, help)
+COMMANDS: list[tuple[str, str, str]] = [
+    ("Open model or run", "open_model", "Pick a fetched/recent model, a run, or type a path"),
+    ("Weights tab", "show_tab('weights')", "Browse tensors, statistics and figures"),
+    ("Stitch tab", "show_tab('stitch')", "Layer plans and streamed generation"),
+    ("Runs tab", "show_tab('runs')", "Training curves and diff vs baseline"),
+    ("Run generation", "stitch_run", "Generate with the current plan"),
+    ("Stop generation", "stitch_stop", "Cancel the running generation"),
+    ("Toggle dark/light theme", "toggle_theme", "Switch between dark and light"),
+    ("Help", "help", "Keys and what each tab does"),
+    ("Quit", "quit", "Leave lminspect"),
+]
+
+
+class LMInspectCommands(Provider):
+    async def discover(self) -> Hits:
+        for title, action, help_text in COMMANDS:
+            yield DiscoveryHit(title, partial(self._run, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, action, help_text in COMMANDS:
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), partial(self._run, action), text=title, help=help_text)
+
+    async def _run(self, action: str) -> None:
+        await self.app.run_action(action)

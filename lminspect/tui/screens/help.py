@@ -1,0 +1,67 @@
+"""The help screen (F1 / ?): what each tab does and the keys."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# lminspect tui
+
+A workbench for taking small language models apart. Everything slow runs in
+the background; the interface stays live while statistics and tokens arrive.
+
+## Tabs
+
+* **Weights**: the model's tensors grouped by layer and component. Select a
+  tensor (Enter or click) to see its shape and size at once, then statistics,
+  a histogram, a |W| heatmap, the singular-value spectrum and, for attention
+  projections, per-head norms. Results are cached in memory and on disk.
+* **Stitch**: type a layer plan (checked as you type; the error names the
+  column), a prompt and generation settings. **Run** streams tokens with tok/s;
+  **Compare** streams the unstitched baseline beside the plan; **Stop** cancels
+  within one token. The model is loaded on the first run.
+* **Runs**: tick training runs to plot loss and accuracy, and the difference
+  against the first ticked run (the baseline). Smoothing is a moving-average
+  window. Runs still training refresh by themselves.
+
+## Keys
+
+| key | action |
+|---|---|
+| `w` / `s` / `r` | Weights / Stitch / Runs tab |
+| `o` | open another model |
+| `ctrl+p` | command palette |
+| `ctrl+t` | dark / light theme |
+| `F1` or `?` | this help |
+| `q` or `ctrl+q` | quit |
+| `escape` | close this help |
+
+In the Stitch tab, `ctrl+r` runs and `ctrl+x` stops.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Modal help text; any of escape/q/F1 closes it."""
+
+    BINDINGS = [
+        Binding("escape,q,f1,question_mark", "dismiss_help", "Close", show=True),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90%; max-width: 100; height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)

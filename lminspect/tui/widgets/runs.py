@@ -1,0 +1,175 @@
+"""The Runs tab: tick training runs, see loss / accuracy / diff-vs-baseline curves.
+
+Runs are read with ``lminspect.train.runlog.load_run`` (in a worker) and drawn
+with ``lminspect.plots`` (the same figures as ``lminspect plot``). A timer
+watches the selected runs' files; when one changes (a run still training) the
+runs are reloaded and the plots redrawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Label, Select, SelectionList, Static
+from textual.worker import Worker, WorkerState
+
+from lminspect.tui import backend
+from lminspect.tui.messages import RunsLoaded
+from lminspect.tui.widgets.plot import PlotView
+
+SMOOTHING = [("none", 1), ("5 steps", 5), ("20 steps", 20), ("50 steps", 50), ("200 steps", 200)]
+POLL_SECONDS = 2.0
+
+
+class RunsPane(Widget):
+    DEFAULT_CSS = """
+    RunsPane { layout: horizontal; height: 1fr; }
+    RunsPane #runs-side { width: 36; max-width: 40%; border-right: solid $primary-darken-2; }
+    RunsPane #runs-side > Label { padding: 0 1; text-style: bold; margin-top: 1; }
+    RunsPane #runs-list { height: 1fr; }
+    RunsPane #runs-plots { width: 1fr; padding: 0 1; }
+    RunsPane #runs-status { height: auto; color: $text-muted; }
+    RunsPane PlotView { height: 18; margin-bottom: 1; }
+    """
+
+    def __init__(self, runs_dir: Path, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.runs_dir = Path(runs_dir)
+        self.loaded: dict[str, Any] = {}
+        self.mtimes: dict[str, float] = {}
+        self.smoothing = 1
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="runs-side"):
+            yield Label(f"runs in {self.runs_dir}")
+            yield SelectionList[str](id="runs-list")
+            yield Label("smoothing")
+            yield Select(SMOOTHING, value=1, allow_blank=False, id="smoothing")
+        with VerticalScroll(id="runs-plots"):
+            yield Static("Tick one or more runs on the left (space). The first ticked run is the baseline.",
+                         id="runs-status", markup=False)
+            yield PlotView("", id="plot-loss")
+            yield PlotView("", id="plot-acc")
+            yield PlotView("", id="plot-diff")
+
+    def on_mount(self) -> None:
+        self.refresh_list()
+        self.set_interval(POLL_SECONDS, self._poll)
+
+    def refresh_list(self, select: str | None = None) -> None:
+        """Re-scan the runs directory, keeping ticks; ``select`` ticks one more run."""
+        sl = self.query_one("#runs-list", SelectionList)
+        keep = set(sl.selected)
+        if select is not None:
+            keep.add(str(Path(select)))
+        runs = backend.find_runs(self.runs_dir)
+        if select is not None and str(Path(select)) not in {str(r) for r in runs}:
+            runs.append(Path(select))
+        sl.clear_options()
+        for run in runs:
+            label = run.name if run.parent == self.runs_dir else str(run)
+            sl.add_option((label, str(run), str(run) in keep))
+        if not runs:
+            self.query_one("#runs-status", Static).update(
+                f"No runs under {self.runs_dir} (a run is a directory with stats.jsonl). "
+                "Train one with `lminspect train`, or start with --runs DIR."
+            )
+        elif keep:
+            self._load(sorted(keep, key=lambda p: list(sl.selected).index(p) if p in sl.selected else 0))
+
+    def select_run(self, path: str) -> None:
+        self.refresh_list(select=path)
+
+    @on(SelectionList.SelectedChanged, "#runs-list")
+    def _selection_changed(self) -> None:
+        selected = list(self.query_one("#runs-list", SelectionList).selected)
+        if not selected:
+            self.loaded = {}
+            self._draw()
+            return
+        self._load(selected)
+
+    @on(Select.Changed, "#smoothing")
+    def _smoothing_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, int):
+            self.smoothing = event.value
+            self._draw()
+
+    def _poll(self) -> None:
+        """Reload when a selected run's files changed since we read them (a run still training)."""
+        selected = list(self.query_one("#runs-list", SelectionList).selected)
+        if not selected:
+            return
+        changed = any(backend.run_mtime(Path(p)) != self.mtimes.get(p) for p in selected)
+        if changed:
+            self._load(selected)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    def _load(self, paths: list[str]) -> None:
+        runs: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for p in paths:
+            self.mtimes[p] = backend.run_mtime(Path(p))
+            try:
+                runs[p] = backend.load_run(p)
+            except backend.Unavailable:
+                raise
+            except Exception as exc:  # one bad run must not hide the others
+                errors[p] = backend.user_message(exc)
+        self.post_message(RunsLoaded(runs, errors))
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        self.loaded = message.runs
+        if message.errors:
+            for path, err in message.errors.items():
+                self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8)
+        self._draw()
+
+    def _draw(self) -> None:
+        status = self.query_one("#runs-status", Static)
+        views = [self.query_one(i, PlotView) for i in ("#plot-loss", "#plot-acc", "#plot-diff")]
+        if not self.loaded:
+            status.update("Tick one or more runs on the left (space). The first ticked run is the baseline.")
+            for v in views:
+                v.show_message("")
+            return
+        try:
+            plots = backend.plots_module()
+        except backend.Unavailable as exc:
+            status.update(f"Plots are not available yet: {exc}")
+            return
+        runs = list(self.loaded.values())
+        names = [Path(p).name for p in self.loaded]
+        status.update(f"{len(runs)} run(s): {', '.join(names)}; baseline {names[0]}; smoothing {self.smoothing}")
+        smooth = self.smoothing
+        views[0].show_figure(lambda w, h: _figure(plots, "loss", runs, smooth, w, h))
+        views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h))
+        if len(runs) > 1:
+            views[2].show_figure(lambda w, h: _figure(plots, "diff", runs, smooth, w, h))
+        else:
+            views[2].show_message("diff vs baseline: tick a second run")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "runs" and event.state == WorkerState.ERROR:
+            err = event.worker.error
+            if isinstance(err, backend.Unavailable):
+                self.query_one("#runs-status", Static).update(f"Runs cannot be read yet: {err}")
+            else:
+                self.app.report_error("Could not read the runs", err)
+
+
+def _figure(plots: Any, kind: str, runs: list[Any], smooth: int, width: int, height: int) -> str:
+    """One figure from lminspect.plots (kept in one place: the library owns the drawing)."""
+    from lminspect.tui.plotting import PLOT_LOCK
+
+    with PLOT_LOCK:
+        if kind == "loss":
+            return plots.loss_plot(runs, smooth=smooth, width=width, height=height)
+        if kind == "acc":
+            return plots.accuracy_plot(runs, smooth=smooth, width=width, height=height)
+        return plots.diff_plot(runs, smooth=smooth, width=width, height=height)

@@ -1,0 +1,311 @@
+"""The Stitch tab: a layer plan checked as you type, a prompt, and streamed generation.
+
+The model is loaded lazily, in the generation worker, on the first Run. The
+worker pulls one token at a time from ``lminspect.generate.generate`` and posts
+each text piece to the UI; it checks ``is_cancelled`` between tokens, so Stop
+takes effect within one token. Compare interleaves the baseline (no plan) and
+the plan, one token each, so both columns grow side by side.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Button, Checkbox, Input, Label, Log, Static, TextArea
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from lminspect.tui import backend
+from lminspect.tui.messages import GenerationPiece, GenerationStatus
+
+DEFAULT_PROMPT = "Once upon a time"
+_COL_RE = re.compile(r"col(?:umn)?\s*(\d+)", re.IGNORECASE)
+LABEL_WIDTH = 13
+
+
+def error_column(exc: BaseException) -> int | None:
+    """1-based column of a plan error: an attribute if the parser sets one, else from the message."""
+    for attr in ("column", "col"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    m = _COL_RE.search(str(getattr(exc, "message", exc)))
+    return int(m.group(1)) if m else None
+
+
+def plan_summary(plan: list[Any], limit: int = 40) -> str:
+    parts = []
+    for call in plan[:limit]:
+        s = str(call.index)
+        if getattr(call, "attn_scale", 1.0) != 1.0 or getattr(call, "mlp_scale", 1.0) != 1.0:
+            s += f"(a{call.attn_scale:g},m{call.mlp_scale:g})"
+        parts.append(s)
+    more = f" ... (+{len(plan) - limit})" if len(plan) > limit else ""
+    return " ".join(parts) + more
+
+
+class StitchPane(Widget):
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", id="stitch.run"),
+        Binding("ctrl+x", "stop", "Stop", id="stitch.stop"),
+    ]
+
+    DEFAULT_CSS = """
+    StitchPane { layout: vertical; height: 1fr; padding: 0 1; }
+    StitchPane .row { height: auto; }
+    StitchPane .row > Label { width: 13; padding: 1 1 0 0; text-align: right; }
+    StitchPane #plan-input { width: 1fr; }
+    StitchPane #plan-error { height: auto; padding-left: 15; }
+    StitchPane #plan-error.invalid { color: $error; }
+    StitchPane #plan-error.valid { color: $success; }
+    StitchPane #prompt { height: 4; width: 1fr; }
+    StitchPane #max-tokens { width: 10; }
+    StitchPane #temperature { width: 10; }
+    StitchPane Checkbox { margin-left: 1; }
+    StitchPane Button { margin-left: 1; min-width: 9; }
+    StitchPane #gen-status { height: auto; color: $text-muted; padding-left: 1; }
+    StitchPane #outputs { height: 1fr; min-height: 5; }
+    StitchPane .out-col { width: 1fr; }
+    StitchPane .out-col > Label { text-style: bold; padding-left: 1; }
+    StitchPane Log { height: 1fr; border: round $primary-darken-2; }
+    StitchPane #col-baseline { display: none; }
+    StitchPane.compare #col-baseline { display: block; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.store: Any = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.plan: list[Any] | None = None
+        self.plan_ok = True
+        self.timings: dict[str, float] = {}
+        self._worker: Worker | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("layer plan")
+            yield Input(placeholder="empty = every layer once (e.g. 0-3, 2, 3)", id="plan-input")
+        yield Static("Open a model to check plans.", id="plan-error", markup=False)
+        with Horizontal(classes="row"):
+            yield Label("prompt")
+            yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False)
+        with Horizontal(classes="row"):
+            yield Label("max tokens")
+            yield Input("48", id="max-tokens", type="integer")
+            yield Label("temperature", classes="narrow")
+            yield Input("0", id="temperature", type="number")
+            yield Checkbox("Compare", id="compare")
+            yield Button("Run", id="run", variant="success")
+            yield Button("Stop", id="stop", variant="error", disabled=True)
+        yield Static("", id="gen-status", markup=False)
+        with Horizontal(id="outputs"):
+            with Vertical(classes="out-col", id="col-baseline"):
+                yield Label("baseline (every layer once)")
+                yield Log(id="out-baseline", auto_scroll=True)
+            with Vertical(classes="out-col", id="col-plan"):
+                yield Label("plan", id="plan-label")
+                yield Log(id="out-plan", auto_scroll=True)
+
+    # -- the model ---------------------------------------------------------------
+
+    def set_store(self, store: Any) -> None:
+        if store is not self.store:
+            self.model = None
+            self.tokenizer = None
+        self.store = store
+        self.validate_plan(self.query_one("#plan-input", Input).value)
+
+    # -- plan validation (as you type) ----------------------------------------------
+
+    @on(Input.Changed, "#plan-input")
+    def _plan_changed(self, event: Input.Changed) -> None:
+        self.validate_plan(event.value)
+
+    def validate_plan(self, text: str) -> bool:
+        out = self.query_one("#plan-error", Static)
+        out.set_class(False, "invalid")
+        out.set_class(False, "valid")
+        if self.store is None:
+            out.update("Open a model to check plans.")
+            self.plan, self.plan_ok = None, True
+            return True
+        layers = backend.n_layers(self.store)
+        if not text.strip():
+            self.plan, self.plan_ok = None, True
+            out.update(f"full model: {layers if layers is not None else '?'} layers, each once")
+            out.set_class(True, "valid")
+            return True
+        if layers is None:
+            out.update("this model's config does not say how many layers it has")
+            self.plan, self.plan_ok = None, False
+            out.set_class(True, "invalid")
+            return False
+        try:
+            plan = backend.parse_plan(text, layers)
+        except backend.Unavailable as exc:
+            out.update(f"plans cannot be checked yet: {exc}")
+            self.plan, self.plan_ok = None, False
+            out.set_class(True, "invalid")
+            return False
+        except Exception as exc:  # UserError from the parser (anything else is shown too)
+            col = error_column(exc)
+            msg = backend.user_message(exc)
+            caret = (" " * (col - 1) + "^\n") if col is not None and 0 < col <= len(text) + 1 else ""
+            out.update(f"{caret}error: {msg}")
+            self.plan, self.plan_ok = None, False
+            out.set_class(True, "invalid")
+            return False
+        self.plan, self.plan_ok = list(plan), True
+        out.update(f"ok: {len(plan)} layer calls: {plan_summary(self.plan)}")
+        out.set_class(True, "valid")
+        return True
+
+    # -- running -----------------------------------------------------------------------
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "run":
+            event.stop()
+            self.action_run()
+        elif event.button.id == "stop":
+            event.stop()
+            self.action_stop()
+
+    @on(Checkbox.Changed, "#compare")
+    def _compare_changed(self, event: Checkbox.Changed) -> None:
+        self.set_class(event.value, "compare")
+
+    def _params(self) -> tuple[int, float] | None:
+        try:
+            max_new = int(self.query_one("#max-tokens", Input).value or "48")
+            temperature = float(self.query_one("#temperature", Input).value or "0")
+        except ValueError:
+            self.app.notify("max tokens must be an integer and temperature a number", severity="error")
+            return None
+        if max_new <= 0 or temperature < 0:
+            self.app.notify("max tokens must be > 0 and temperature >= 0", severity="error")
+            return None
+        return max_new, temperature
+
+    def action_run(self) -> None:
+        if self.store is None:
+            self.app.notify("Open a model first (press o).", severity="warning")
+            return
+        if not self.validate_plan(self.query_one("#plan-input", Input).value):
+            self.app.notify("Fix the layer plan first.", severity="error")
+            return
+        params = self._params()
+        if params is None:
+            return
+        prompt = self.query_one("#prompt", TextArea).text
+        if not prompt.strip():
+            self.app.notify("Type a prompt first.", severity="warning")
+            return
+        compare = self.query_one("#compare", Checkbox).value
+        for log_id in ("#out-plan", "#out-baseline"):
+            log = self.query_one(log_id, Log)
+            log.clear()
+            log.write(prompt)
+        self.query_one("#plan-label", Label).update(
+            "plan: " + (plan_summary(self.plan, 20) if self.plan is not None else "every layer once")
+        )
+        self.timings = {"run_pressed": time.perf_counter()}
+        self.query_one("#run", Button).disabled = True
+        self.query_one("#stop", Button).disabled = False
+        self._worker = self._generate(prompt, self.plan, params[0], params[1], compare)
+
+    def action_stop(self) -> None:
+        if self._worker is not None and self._worker.is_running:
+            self._worker.cancel()
+            self.query_one("#gen-status", Static).update("stopping...")
+
+    def _status(self, text: str, done: bool = False) -> None:
+        self.post_message(GenerationStatus(text, done))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
+    def _generate(self, prompt: str, plan: list[Any] | None, max_new: int, temperature: float, compare: bool) -> None:
+        worker = get_current_worker()
+        store = self.store
+        if self.model is None:
+            self._status("loading the model (first run only)...")
+            t0 = time.perf_counter()
+            self.tokenizer = backend.load_tokenizer(store)
+            self.model = backend.load_model(store)
+            self._status(f"model loaded in {time.perf_counter() - t0:.1f} s; generating...")
+        else:
+            self._status("generating...")
+        if worker.is_cancelled:
+            self._status("stopped", done=True)
+            return
+        generate = backend.generate_fn()
+        streams: list[tuple[str, Any]] = []
+        if compare:
+            streams.append(("baseline", generate(self.model, self.tokenizer, prompt, max_new_tokens=max_new,
+                                                 temperature=temperature, plan=None)))
+        streams.append(("plan", generate(self.model, self.tokenizer, prompt, max_new_tokens=max_new,
+                                         temperature=temperature, plan=plan)))
+        counts = {name: 0 for name, _ in streams}
+        t_start = time.perf_counter()
+        t_first: float | None = None
+        active = list(streams)
+        try:
+            while active and not worker.is_cancelled:
+                for item in list(active):
+                    name, it = item
+                    try:
+                        piece = next(it)
+                    except StopIteration:
+                        active.remove(item)
+                        continue
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    counts[name] += 1
+                    self.post_message(GenerationPiece(name, str(piece)))
+                    if worker.is_cancelled:
+                        break
+        finally:
+            for _, it in streams:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        elapsed = time.perf_counter() - t_start
+        total = sum(counts.values())
+        ttft = (t_first - t_start) if t_first is not None else float("nan")
+        rate = total / elapsed if elapsed > 0 else 0.0
+        state = "stopped" if worker.is_cancelled else "done"
+        per = ", ".join(f"{k} {v}" for k, v in counts.items())
+        self._status(f"{state}: {total} tokens ({per}) in {elapsed:.2f} s, {rate:.1f} tok/s, first token {ttft:.2f} s",
+                     done=True)
+
+    def on_generation_piece(self, message: GenerationPiece) -> None:
+        if "first_piece" not in self.timings:
+            self.timings["first_piece"] = time.perf_counter()
+            self.call_after_refresh(self._mark, "first_paint")
+        self.query_one(f"#out-{message.column}", Log).write(message.text)
+
+    def _mark(self, key: str) -> None:
+        self.timings[key] = time.perf_counter()
+
+    def on_generation_status(self, message: GenerationStatus) -> None:
+        self.query_one("#gen-status", Static).update(message.text)
+        if message.done:
+            self.query_one("#run", Button).disabled = False
+            self.query_one("#stop", Button).disabled = True
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "generate":
+            return
+        if event.state == WorkerState.ERROR:
+            self.query_one("#gen-status", Static).update("generation failed (see the error)")
+            self.query_one("#run", Button).disabled = False
+            self.query_one("#stop", Button).disabled = True
+            self.app.report_error("Generation failed", event.worker.error)
+        elif event.state == WorkerState.CANCELLED:
+            self.query_one("#run", Button).disabled = False
+            self.query_one("#stop", Button).disabled = True

@@ -1,0 +1,326 @@
+"""The Weights tab: a tensor tree on the left, the selected tensor's view on the right.
+
+Selecting a tensor paints its name, shape, dtype and size at once (header
+reads only ``store.info``), then a thread worker computes statistics
+(``store.stats``, cached on disk by the weight store), a block-downsampled
+|W| heatmap and per-head norms; results are cached in memory so coming back
+to a tensor is instant. The worker is exclusive: a new selection supersedes
+the old one, and the tree never waits for it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable, Static, Tree
+from textual.widgets.tree import TreeNode
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from lminspect.tui import backend, plotting
+from lminspect.tui.messages import TensorComputed
+from lminspect.tui.widgets.plot import PlotView
+
+_HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
+
+# rows x cols of the in-memory heatmap; the figure rebins it to the widget's size
+HEATMAP_BLOCKS = (64, 192)
+
+
+def human_bytes(n: int) -> str:
+    step = 1024.0
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < step or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= step
+    return f"{n} B"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}"
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def scalar_stats(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The rows of the statistics table: every scalar in the stats dict, in its order."""
+    rows = []
+    for key, value in stats.items():
+        if isinstance(value, int | float | np.integer | np.floating | bool):
+            rows.append((str(key), _fmt(value)))
+        elif isinstance(value, str) and len(value) < 60:
+            rows.append((str(key), value))
+        elif isinstance(value, list | tuple) and 0 < len(value) <= 4 and all(isinstance(x, int | float) for x in value):
+            rows.append((str(key), ", ".join(_fmt(x) for x in value)))
+    return rows
+
+
+def histogram_of(stats: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    """(counts, edges) from the stats dict, whichever of the usual spellings it uses."""
+    h = stats.get("histogram") or stats.get("hist")
+    if h is None:
+        return None
+    if isinstance(h, Mapping):
+        counts = h.get("counts") or h.get("count") or h.get("values")
+        edges = h.get("edges") or h.get("bin_edges") or h.get("bins")
+    elif isinstance(h, list | tuple) and len(h) == 2:
+        counts, edges = h
+    else:
+        return None
+    if counts is None or edges is None:
+        return None
+    return list(map(float, counts)), list(map(float, edges))
+
+
+def singular_values_of(stats: Mapping[str, Any]) -> list[float] | None:
+    for key in ("singular_values", "sv", "svals", "spectrum"):
+        sv = stats.get(key)
+        if sv is not None:
+            return [float(x) for x in sv]
+    return None
+
+
+class TensorView(VerticalScroll):
+    """Header, statistics table and figures of one tensor."""
+
+    DEFAULT_CSS = """
+    TensorView { width: 1fr; padding: 0 1; }
+    TensorView #tensor-header { height: auto; text-style: bold; }
+    TensorView #tensor-status { height: auto; color: $text-muted; }
+    TensorView DataTable { height: auto; max-height: 16; margin: 1 0; }
+    TensorView PlotView { margin-bottom: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("Select a tensor in the tree (arrows + Enter, or click).", id="tensor-header", markup=False)
+        yield Static("", id="tensor-status", markup=False)
+        table: DataTable = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("statistic", "value")
+        yield table
+        yield PlotView("", id="plot-hist")
+        yield PlotView("", id="plot-heatmap")
+        yield PlotView("", id="plot-spectrum")
+        yield PlotView("", id="plot-heads")
+
+
+class WeightsPane(Widget):
+    """Tree + TensorView; owns the stats worker and the in-memory result cache."""
+
+    DEFAULT_CSS = """
+    WeightsPane { layout: horizontal; height: 1fr; }
+    WeightsPane #weights-tree { width: 40; max-width: 45%; border-right: solid $primary-darken-2; }
+    WeightsPane #weights-empty { padding: 1 2; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.store: Any = None
+        self.cache: dict[str, dict[str, Any]] = {}
+        self.current: str | None = None
+        self.timings: dict[str, float] = {}  # for the benchmark: select/paint/stats times
+
+    def compose(self) -> ComposeResult:
+        tree: Tree[str] = Tree("no model", id="weights-tree")
+        tree.show_root = True
+        yield tree
+        yield TensorView(id="tensor-view")
+
+    # -- filling the tree ------------------------------------------------------
+
+    def set_store(self, store: Any) -> None:
+        self.store = store
+        self.cache.clear()
+        self.current = None
+        tree = self.query_one("#weights-tree", Tree)
+        tree.clear()
+        tree.root.set_label(f"{getattr(store, 'name', 'model')} [{getattr(store, 'arch', '?')}]")
+        try:
+            grouping = store.tree()
+        except Exception:  # no grouping: fall back to the flat key list
+            grouping = list(store.keys())
+        self._fill(tree.root, grouping)
+        tree.root.expand()
+        # open the first group so a new user sees tensors straight away
+        for child in tree.root.children:
+            if child.allow_expand:
+                child.expand()
+                break
+        tree.move_cursor(tree.root)
+        self.query_one("#tensor-header", Static).update(
+            f"{getattr(store, 'name', '')}: {len(list(store.keys()))} tensors, format {getattr(store, 'format', '?')}. "
+            "Select a tensor (arrows + Enter)."
+        )
+
+    def _leaf_label(self, label: str, name: str) -> str:
+        try:
+            info = self.store.info(name)
+            return f"{label}  {'x'.join(str(s) for s in info.shape)}"
+        except Exception:
+            return label
+
+    def _fill(self, node: TreeNode[str], obj: Any) -> None:
+        """Add ``obj`` (nested dicts/lists of tensor names, the store's tree()) under ``node``."""
+        if isinstance(obj, Mapping):
+            for key, value in obj.items():
+                name = self._tensor_name(value)
+                if name is not None:
+                    node.add_leaf(self._leaf_label(str(key), name), data=name)
+                else:
+                    child = node.add(str(key), data=None)
+                    self._fill(child, value)
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                name = self._tensor_name(item)
+                if name is not None:
+                    node.add_leaf(self._leaf_label(name, name), data=name)
+                elif isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
+                    sub = self._tensor_name(item[1])
+                    if sub is not None:
+                        node.add_leaf(self._leaf_label(item[0], sub), data=sub)
+                    else:
+                        self._fill(node.add(item[0], data=None), item[1])
+        else:
+            name = self._tensor_name(obj)
+            if name is not None:
+                node.add_leaf(self._leaf_label(name, name), data=name)
+
+    def _tensor_name(self, value: Any) -> str | None:
+        if isinstance(value, str):
+            return value
+        name = getattr(value, "name", None)
+        if isinstance(name, str) and hasattr(value, "shape"):
+            return name
+        return None
+
+    # -- selecting a tensor ----------------------------------------------------
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
+        if event.node.data:
+            self.show_tensor(event.node.data)
+
+    def show_tensor(self, name: str) -> None:
+        """Paint the header now; statistics from the cache or a worker."""
+        if self.store is None:
+            return
+        self.timings = {"selected": time.perf_counter()}
+        self.current = name
+        info = self.store.info(name)
+        shape = " x ".join(str(s) for s in info.shape) or "scalar"
+        canonical = f"   canonical: {info.canonical}" if getattr(info, "canonical", None) and info.canonical != name else ""
+        numel = int(np.prod(info.shape)) if len(info.shape) else 1
+        self.query_one("#tensor-header", Static).update(
+            f"{name}\nshape {shape}   dtype {info.dtype}   {numel:,} values   {human_bytes(info.nbytes)}{canonical}"
+        )
+        self.call_after_refresh(self._mark, "painted")
+        cached = self.cache.get(name)
+        if cached is not None:
+            self._paint_result(name, cached)
+            return
+        self.query_one("#tensor-status", Static).update("computing statistics...")
+        self.query_one("#stats-table", DataTable).clear()
+        for plot_id in ("#plot-hist", "#plot-heatmap", "#plot-spectrum", "#plot-heads"):
+            self.query_one(plot_id, PlotView).show_message("")
+        self._compute(name)
+
+    def _mark(self, key: str) -> None:
+        self.timings[key] = time.perf_counter()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tensor-stats")
+    def _compute(self, name: str) -> None:
+        worker = get_current_worker()
+        store = self.store
+        result: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        result["stats"] = dict(store.stats(name))
+        result["stats_seconds"] = time.perf_counter() - t0
+        if worker.is_cancelled:
+            return
+        info = store.info(name)
+        if len(info.shape) >= 2 or (len(info.shape) == 1 and info.shape[0] > 1):
+            result["heatmap"] = plotting.downsample(store[name], *HEATMAP_BLOCKS)
+        if worker.is_cancelled:
+            return
+        result["heads"] = self._head_norms(store, name, info)
+        self.post_message(TensorComputed(name, result))
+
+    @staticmethod
+    def _head_norms(store: Any, name: str, info: Any) -> tuple[str, list[float]] | None:
+        canonical = getattr(info, "canonical", None) or name
+        m = _HEAD_RE.search(canonical)
+        if m is None:
+            return None
+        which = m.group(1)
+        heads = backend.n_heads(store, kv=which in ("k", "v"))
+        if not heads:
+            return None
+        getter = getattr(store, "get_canonical", None)
+        weight = getter(canonical) if getter is not None else store[name]
+        norms = plotting.head_norms(weight, heads, by_columns=which == "o")
+        return (which, norms) if norms else None
+
+    def on_tensor_computed(self, message: TensorComputed) -> None:
+        self.cache[message.name] = message.result
+        if message.name == self.current:
+            self._paint_result(message.name, message.result)
+
+    def _paint_result(self, name: str, result: dict[str, Any]) -> None:
+        stats = result.get("stats") or {}
+        table = self.query_one("#stats-table", DataTable)
+        table.clear()
+        for key, value in scalar_stats(stats):
+            table.add_row(key, value)
+        self.query_one("#tensor-status", Static).update("")
+        self.call_after_refresh(self._mark, "stats")
+        self.call_after_refresh(self._paint_figures, name, result)
+
+    def _paint_figures(self, name: str, result: dict[str, Any]) -> None:
+        if name != self.current:
+            return
+        stats = result.get("stats") or {}
+        info = self.store.info(name)
+        hist = histogram_of(stats)
+        hist_view = self.query_one("#plot-hist", PlotView)
+        if hist:
+            counts, edges = hist
+            hist_view.show_figure(lambda w, h: plotting.histogram_figure(counts, edges, w, h))
+        else:
+            hist_view.show_message("histogram: not in the statistics")
+        heat_view = self.query_one("#plot-heatmap", PlotView)
+        blocks = result.get("heatmap")
+        if blocks is not None:
+            shape = tuple(info.shape)
+            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h))
+        else:
+            heat_view.show_message("heatmap: scalar tensor")
+        sv_view = self.query_one("#plot-spectrum", PlotView)
+        sv = singular_values_of(stats)
+        if sv:
+            sv_view.show_figure(lambda w, h: plotting.spectrum_figure(sv, w, h))
+        else:
+            sv_view.show_message("singular values: only for matrices" if len(info.shape) < 2 else "singular values: not computed")
+        heads_view = self.query_one("#plot-heads", PlotView)
+        heads = result.get("heads")
+        if heads:
+            which, norms = heads
+            heads_view.display = True
+            heads_view.show_figure(lambda w, h: plotting.heads_figure(norms, w, h, title=f"per-head norm ({which} projection)"))
+        else:
+            heads_view.display = False
+        self._mark("figures")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.group == "tensor-stats":
+            self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
+            self.app.report_error("Could not compute statistics", event.worker.error)
