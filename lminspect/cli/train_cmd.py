@@ -1,9 +1,204 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect train``, ``lminspect exp list|describe`` and ``lminspect plot``.
+
+Only typer/rich at module level; the registry, torch and plotext load inside the commands.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import typer
+
+PANEL = "Training"
+
+exp_app = typer.Typer(help="List and describe trainable experiments (entry points).", no_args_is_help=True)
+
+
+def _complete_exp(incomplete: str) -> list[str]:
+    try:
+        from lminspect.experiments import experiment_names
+
+        return [n for n in [*experiment_names(), "list"] if n.startswith(incomplete)]
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+
+
+def _plugins_flag(no_plugins: bool) -> bool | None:
+    return False if no_plugins else None
+
+
+def print_experiment_list(no_plugins: bool = False, check: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.experiments import list_experiments
+
+    infos = list_experiments(_plugins_flag(no_plugins), check=check)
+    console = Console()
+    if not console.is_terminal:
+        for i in infos:
+            state = f"BROKEN: {i.error}" if i.error else ""
+            print("\t".join([i.name, f"{i.dist} {i.version}", i.summary, state]).rstrip())
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("experiment", "from", "description"):
+        table.add_column(col)
+    for i in infos:
+        desc = i.summary
+        if i.error:
+            desc = f"[red]broken:[/red] {i.error}" if not i.error.startswith("not available") else \
+                f"[yellow]{i.error}[/yellow]"
+        table.add_row(i.name, f"{i.dist} {i.version}", desc)
+    console.print(table)
+
+
+def describe_experiment(name: str, no_plugins: bool = False) -> None:
+    from lminspect.experiments import get_experiment, list_experiments
+
+    exp = get_experiment(name, _plugins_flag(no_plugins))
+    info = next((i for i in list_experiments(_plugins_flag(no_plugins)) if i.name == name), None)
+    print(f"{exp.name}" + (f"  ({info.dist} {info.version})" if info else ""))
+    print()
+    print(exp.description.strip())
+    print()
+    print(f"architecture: {exp.arch}   tokenizer: {exp.tokenizer}")
+    if exp.sacrificial:
+        print(f"sacrificial (training-only) parameters: {', '.join(exp.sacrificial)}")
+    if exp.defaults:
+        print(f"training defaults: {json.dumps(exp.defaults)}")
+    if exp.unavailable:
+        print(f"NOT AVAILABLE: {exp.unavailable}")
+
+
+@exp_app.command("list")
+def exp_list(
+    no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
+    check: bool = typer.Option(False, "--check", help="Import every plugin and report broken ones."),
+) -> None:
+    """List experiments: name, distribution and version, one-line description (plugins not imported)."""
+    print_experiment_list(no_plugins, check)
+
+
+@exp_app.command("describe")
+def exp_describe(
+    name: str = typer.Argument(..., autocompletion=_complete_exp),
+    no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
+) -> None:
+    """Show an experiment's full description."""
+    describe_experiment(name, no_plugins)
+
+
+def _parse_sets(items: list[str]) -> dict:
+    from lminspect.errors import UserError
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE (e.g. --set n_layer=4)")
+        try:
+            out[key.strip()] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip()] = val
+    return out
+
+
+def train(
+    exp: str = typer.Option("gpt2ish", "--exp", "-e", autocompletion=_complete_exp,
+                            help="Experiment to train, or 'list'."),
+    describe: bool = typer.Option(False, "--describe", help="Describe the experiment and exit."),
+    data: str = typer.Option(None, "--data", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
+                                                  "file or directory (default: the shipped corpus)."),
+    plan: str = typer.Option(None, "--plan", help="Training plan: built-in name or JSON file."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/EXP)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    amp: str = typer.Option("auto", "--amp", help="none | bf16 | fp16 autocast (auto: bf16 on CUDA, none on CPU)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step (global)."),
+    mini_batch_size: int = typer.Option(None, "--mini-batch-size",
+                                        help="Sequences per forward pass (gradient accumulation)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default 6e-4, or the experiment's)."),
+    optimizer: str = typer.Option(None, "--optimizer", help="adagrad (lmplay's default) or adamw."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay"),
+    grad_clip: float = typer.Option(0.0, "--grad-clip", help="Clip the gradient norm (0 = off)."),
+    seq_len: int = typer.Option(256, "--seq-len", help="Tokens per training sequence."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Stop after this many training tokens."),
+    seed: int = typer.Option(0, "--seed"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    eval_every: int = typer.Option(100, "--eval-every", help="Validate every N steps (0 = never)."),
+    save_every: int = typer.Option(200, "--save-every", help="Checkpoint every N steps (0 = at the end)."),
+    set_: list[str] = typer.Option([], "--set", help="Model option KEY=VALUE (e.g. n_layer=4), repeatable."),
+    no_plugins: bool = typer.Option(False, "--no-plugins", help="Ignore third-party experiment plugins."),
+) -> None:
+    """Train an experiment (lmplay's lmp_trainer). Under torchrun it runs data-parallel."""
+    if exp == "list":
+        print_experiment_list(no_plugins)
+        return
+    if describe:
+        describe_experiment(exp, no_plugins)
+        return
+    from lminspect.experiments import get_experiment
+    from lminspect.train import TrainConfig
+    from lminspect.train import train as run_training
+
+    get_experiment(exp, _plugins_flag(no_plugins))  # unknown names fail before anything is written
+    cfg = TrainConfig(
+        exp=exp, data=data, plan=plan, run_dir=str(run_dir) if run_dir else None, resume=resume,
+        device=device, amp=amp, batch_size=batch_size, mini_batch_size=mini_batch_size, lr=lr,
+        optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
+        max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
+        save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
+    )
+    result = run_training(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
+    if result.status == "interrupted":
+        print(f"interrupted at step {result.step}; saved {result.checkpoint}; "
+              f"continue with: lminspect train --run-dir {result.run_dir} --resume", file=sys.stderr)
+        raise typer.Exit(130)
+    print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}")
+
+
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl)."),
+    metric: str = typer.Option("loss", "--metric", "-m", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
+    diff: bool = typer.Option(False, "--diff", help="Plot each run minus the baseline."),
+    baseline: str = typer.Option(None, "--baseline", help="Baseline run (default: the one with the most tokens)."),
+    smooth_n: int = typer.Option(0, "--smooth", help="Centred smoothing half-width in rows."),
+    x: str = typer.Option("tokens", "--x", help="tokens, steps or time."),
+    log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
+    out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
+    width: int = typer.Option(None, "--width"),
+    height: int = typer.Option(None, "--height"),
+) -> None:
+    """Plot training curves in the terminal (lmplay's lmp_plotstats)."""
+    import shutil
+
+    from lminspect.fsutil import atomic_write_text
+    from lminspect.plots import plot_runs
+    from lminspect.train.runlog import load_run
+
+    loaded = [load_run(p) for p in runs]
+    size = shutil.get_terminal_size((100, 30))
+    w = width or size.columns
+    h = height or max(10, size.lines - 4)
+    color = out is None and sys.stdout.isatty()
+    text = plot_runs(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log,
+                     width=w, height=h, color=color)
+    if out is not None:
+        atomic_write_text(out, text + "\n")
+        print(f"wrote {out}")
+    else:
+        print(text)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("train", rich_help_panel=PANEL)(train)
+    app.command("plot", rich_help_panel=PANEL)(plot)
+    app.add_typer(exp_app, name="exp", rich_help_panel=PANEL)
