@@ -106,7 +106,10 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -
     model._make_buffers()
     name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
     state = {}
+    available = set(store.canonical_names()) if hasattr(store, "canonical_names") else None
     for pname, p in model.state_dict().items():
+        if available is not None and pname not in available:
+            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
         try:
             arr = store.get_canonical(pname)
         except (KeyError, LookupError) as e:
