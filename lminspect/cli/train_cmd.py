@@ -40,7 +40,10 @@ def print_experiment_list(no_plugins: bool = False, check: bool = False) -> None
     console = Console()
     if not console.is_terminal:
         for i in infos:
-            state = f"BROKEN: {i.error}" if i.error else ""
+            state = ""
+            if i.error:
+                state = i.error.upper()[:15] + i.error[15:] if i.error.startswith("not available") \
+                    else f"BROKEN: {i.error}"
             print("\t".join([i.name, f"{i.dist} {i.version}", i.summary, state]).rstrip())
         return
     table = Table(box=None, pad_edge=False)
