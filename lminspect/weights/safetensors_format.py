@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,25 +199,44 @@ def write_safetensors(
     metadata: dict[str, str] | None = None,
     bf16: set[str] | None = None,
 ) -> None:
-    """Write numpy tensors as safetensors (streamed, one tensor at a time, 8-byte aligned).
-
-    ``bf16`` names tensors whose uint16 arrays hold bfloat16 bits.
-    """
+    """Write numpy tensors as safetensors; ``bf16`` names uint16 arrays holding bfloat16 bits."""
     bf16 = bf16 or set()
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    off = 0
+    items = []
     for name, a in tensors.items():
         dt = "BF16" if name in bf16 else NP_TO_ST.get(np.dtype(a.dtype))
         if dt is None:
             raise FormatError(f"{path}: cannot store dtype {a.dtype} for tensor {name!r}")
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        off += a.nbytes
+        items.append((name, dt, tuple(a.shape), lambda a=a: a))
+    write_safetensors_lazy(path, items, metadata)
+
+
+def write_safetensors_lazy(
+    path: str | os.PathLike[str],
+    items: list[tuple[str, str, tuple[int, ...], Callable[[], np.ndarray]]],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Stream tensors to a safetensors file one at a time: ``(name, dtype, shape, make_array)``.
+
+    The header is written first from the declared shapes, so peak memory is one tensor.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    off = 0
+    for name, dt, shape, _ in items:
+        n = STORAGE[dt].itemsize
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-(len(hb) + 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hb)))
         f.write(hb)
-        for a in tensors.values():
-            f.write(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+        for name, dt, shape, make in items:
+            a = np.ascontiguousarray(make())
+            want = STORAGE[dt]
+            if a.dtype.itemsize != want.itemsize or tuple(a.shape) != tuple(shape):
+                raise FormatError(f"{path}: tensor {name!r} is {a.dtype}{a.shape}, declared {dt}{shape}")
+            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())

@@ -1,0 +1,75 @@
+"""GGUF -> HF-style model directory that lminspect and HF transformers both load.
+
+Output: ``config.json`` (synthesised from GGUF metadata), ``model.safetensors`` (HF llama
+names, dequantized, Q/K un-permuted to HF's rotary layout, float32 by default),
+``tokenizer.json`` (built from the GGUF vocabulary and merges), ``tokenizer_config.json``
+(special tokens, chat template) and ``generation_config.json``. The directory is built
+under a temp name and renamed into place (``fsutil.atomic_dir``): never half-written.
+Tensors are streamed one at a time, so memory stays at one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lminspect.errors import UserError
+from lminspect.fsutil import atomic_dir
+from lminspect.weights.naming import canonical_to_hf_llama
+
+DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "float32":
+        return a
+    if dtype == "float16":
+        return a.astype(np.float16)
+    import torch  # round-to-nearest-even bf16, stored as its uint16 bits
+
+    return torch.from_numpy(np.ascontiguousarray(a)).bfloat16().view(torch.int16).numpy().view(np.uint16)
+
+
+def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: str = "float32") -> Path:
+    """Convert a llama GGUF file into a HF-style directory at ``out_dir``; return the path."""
+    from lminspect.weights.gguf_format import open_gguf, tokenizer_config, tokenizer_json
+    from lminspect.weights.safetensors_format import write_safetensors_lazy
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    store = open_gguf(src)
+    if store.arch != "llama":
+        raise UserError(f"{src}: only llama-architecture GGUF files can be converted (found {store.arch})")
+    g = store.gguf  # type: ignore[attr-defined]
+    cfg = dict(store.config)
+    cfg["torch_dtype"] = dtype
+    cfg["dtype"] = dtype
+    items = []
+    for cname in store.canonical_names():
+        if cname == "head.weight" and cfg.get("tie_word_embeddings"):
+            continue
+        shape = store.info(cname).shape
+        items.append(
+            (canonical_to_hf_llama(cname), DTYPES[dtype], shape,
+             lambda c=cname: _cast(store.get_canonical(c), dtype))
+        )
+    gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        _umask = os.umask(0)
+        os.umask(_umask)
+        os.chmod(tmp, 0o777 & ~_umask)  # mkdtemp makes 0700; a model dir should be shareable
+        write_safetensors_lazy(tmp / "model.safetensors", items, {"format": "pt", "source": Path(src).name})
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        tj = tokenizer_json(g)
+        if tj is not None:
+            (tmp / "tokenizer.json").write_text(tj, encoding="utf-8")
+            (tmp / "tokenizer_config.json").write_text(
+                json.dumps(tokenizer_config(g), indent=2) + "\n", encoding="utf-8"
+            )
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
+    return out

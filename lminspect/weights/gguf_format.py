@@ -1,0 +1,384 @@
+"""GGUF reader: our own header/metadata parser on a memory map, gguf's dequantizers.
+
+Why not ``gguf.GGUFReader``: it builds a numpy object per array item, so the 49k-token
+vocabulary of SmolLM2 costs ~1.5 s to open. Here the metadata walk only records where
+big string arrays live and decodes them when someone asks (the tokenizer); opening a
+GGUF costs a few tens of ms. Tensor data are ``np.memmap`` views; F32/F16 are zero copy,
+quantized types are dequantized per tensor on access with ``gguf.quants.dequantize``.
+
+Shapes: GGUF stores dims in ggml order (fastest first); we report numpy order.
+Llama ``attn_q``/``attn_k`` stay as stored under their GGUF names; the canonical names
+(see naming.py) un-permute them to HF's half-split rotary layout.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lminspect.errors import FormatError
+from lminspect.weights.store import RawEntry, TensorStore
+
+# GGUF value types -> struct format (scalars)
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NP = {0: "u1", 1: "i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+STRING, ARRAY = 8, 9
+
+
+class _Truncated(Exception):
+    pass
+
+
+class StrArray:
+    """A GGUF string array decoded only when needed (vocabularies are big)."""
+
+    def __init__(self, buf: mmap.mmap, offset: int, count: int) -> None:
+        self._buf, self._off, self.count = buf, offset, count
+        self._val: list[str] | None = None
+
+    def decode(self) -> list[str]:
+        if self._val is None:
+            buf, pos, out = self._buf, self._off, []
+            unpack = struct.unpack_from
+            for _ in range(self.count):
+                (n,) = unpack("<Q", buf, pos)
+                pos += 8
+                out.append(buf[pos : pos + n].decode("utf-8", errors="replace"))
+                pos += n
+            self._val = out
+        return self._val
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} strings>"
+
+
+class GGUFFile:
+    """Parsed header, metadata and tensor table of one GGUF file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                self.size = os.fstat(f.fileno()).st_size
+                if self.size < 24:
+                    raise FormatError(f"{self.path}: not a GGUF file: only {self.size} bytes")
+                self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise FormatError(f"{self.path}: cannot read: {e.strerror or e}") from None
+        try:
+            self._parse()
+        except (_Truncated, struct.error):
+            raise FormatError(f"{self.path}: truncated GGUF header/metadata ({self.size} bytes)") from None
+        except UnicodeDecodeError:
+            raise FormatError(f"{self.path}: GGUF metadata has a key that is not UTF-8") from None
+        self._mm: np.memmap | None = None
+
+    def _fail(self, msg: str) -> FormatError:
+        return FormatError(f"{self.path}: not a valid GGUF file: {msg}")
+
+    # -------------------------------------------------------------- parsing
+    def _need(self, pos: int, n: int) -> None:
+        if pos + n > self.size:
+            raise _Truncated
+
+    def _str(self, pos: int) -> tuple[str, int]:
+        self._need(pos, 8)
+        (n,) = struct.unpack_from("<Q", self._buf, pos)
+        pos += 8
+        self._need(pos, n)
+        return self._buf[pos : pos + n].decode("utf-8"), pos + n
+
+    def _value(self, vtype: int, pos: int) -> tuple[Any, int]:
+        if vtype in _SCALAR:
+            fmt = _SCALAR[vtype]
+            n = struct.calcsize(fmt)
+            self._need(pos, n)
+            return struct.unpack_from(fmt, self._buf, pos)[0], pos + n
+        if vtype == STRING:
+            self._need(pos, 8)
+            (n,) = struct.unpack_from("<Q", self._buf, pos)
+            self._need(pos + 8, n)
+            return self._buf[pos + 8 : pos + 8 + n].decode("utf-8", errors="replace"), pos + 8 + n
+        if vtype == ARRAY:
+            self._need(pos, 12)
+            itype, count = struct.unpack_from("<IQ", self._buf, pos)
+            pos += 12
+            if count > self.size:
+                raise self._fail(f"array of {count} items is longer than the file")
+            if itype in _NP:
+                dt = np.dtype(_NP[itype])
+                self._need(pos, count * dt.itemsize)
+                arr = np.frombuffer(self._buf, dtype=dt, count=count, offset=pos)
+                return arr, pos + count * dt.itemsize
+            if itype == STRING:
+                start = pos
+                unpack = struct.unpack_from
+                size = self.size
+                for _ in range(count):
+                    if pos + 8 > size:
+                        raise _Truncated
+                    pos += 8 + unpack("<Q", self._buf, pos)[0]
+                if pos > size:
+                    raise _Truncated
+                sa = StrArray(self._buf, start, count)
+                return (sa.decode() if count <= 64 else sa), pos
+            if itype == ARRAY:
+                out = []
+                for _ in range(count):
+                    v, pos = self._value(ARRAY, pos)
+                    out.append(v)
+                return out, pos
+            raise self._fail(f"unknown array item type {itype}")
+        raise self._fail(f"unknown metadata value type {vtype}")
+
+    def _parse(self) -> None:
+        buf = self._buf
+        if buf[:4] != b"GGUF":
+            raise self._fail(f"bad magic {bytes(buf[:4])!r} (expected b'GGUF')")
+        (self.version,) = struct.unpack_from("<I", buf, 4)
+        if self.version not in (2, 3):
+            raise self._fail(f"unsupported GGUF version {self.version} (supported: 2, 3)")
+        n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+        if n_tensors > self.size or n_kv > self.size:
+            raise self._fail(f"implausible counts ({n_tensors} tensors, {n_kv} metadata keys)")
+        pos = 24
+        self.kv: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key, pos = self._str(pos)
+            self._need(pos, 4)
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            val, pos = self._value(vtype, pos + 4)
+            self.kv[key] = val
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        raw: list[tuple[str, tuple[int, ...], int, int]] = []
+        for _ in range(n_tensors):
+            name, pos = self._str(pos)
+            self._need(pos, 4)
+            (nd,) = struct.unpack_from("<I", buf, pos)
+            if nd > 8:
+                raise self._fail(f"tensor {name!r}: {nd} dimensions")
+            self._need(pos + 4, 8 * nd + 12)
+            dims = struct.unpack_from(f"<{nd}Q", buf, pos + 4)
+            ttype, off = struct.unpack_from("<IQ", buf, pos + 4 + 8 * nd)
+            pos += 4 + 8 * nd + 12
+            raw.append((name, tuple(int(d) for d in dims), ttype, off))
+        align = int(self.kv.get("general.alignment", 32) or 32)
+        self.data_start = pos + (-pos % align)
+        self.tensors: dict[str, tuple[str, tuple[int, ...], int, int, Any]] = {}
+        for name, dims, ttype, off in raw:
+            try:
+                qt = GGMLQuantizationType(ttype)
+            except ValueError:
+                raise self._fail(f"tensor {name!r}: unknown ggml type {ttype}") from None
+            block, tsize = GGML_QUANT_SIZES[qt]
+            numel = 1
+            for d in dims:
+                numel *= d
+            if dims and dims[0] % block:
+                raise self._fail(f"tensor {name!r}: row of {dims[0]} is not a multiple of {qt.name} blocks")
+            nbytes = numel // block * tsize
+            start = self.data_start + off
+            if start + nbytes > self.size:
+                raise self._fail(
+                    f"tensor {name!r} ends at byte {start + nbytes} past the end of the file "
+                    f"({self.size} bytes; truncated?)"
+                )
+            shape = tuple(reversed(dims))  # numpy order
+            self.tensors[name] = (qt.name, shape, start, nbytes, qt)
+
+    # -------------------------------------------------------------- access
+    def get_kv(self, key: str, default: Any = None) -> Any:
+        v = self.kv.get(key, default)
+        return v.decode() if isinstance(v, StrArray) else v
+
+    def _map(self) -> np.memmap:
+        if self._mm is None:
+            self._mm = np.memmap(self.path, dtype=np.uint8, mode="c")
+        return self._mm
+
+    def raw(self, name: str) -> np.ndarray:
+        """Stored bytes: typed view for F32/F16/ints, ``[..., row_bytes]`` uint8 for quantized."""
+        tname, shape, start, nbytes, qt = self.tensors[name]
+        b = self._map()[start : start + nbytes]
+        np_types = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "i1", "I16": "<i2", "I32": "<i4",
+                    "I64": "<i8"}
+        if tname in np_types:
+            return b.view(np_types[tname]).reshape(shape)
+        if tname == "BF16":
+            return b.view("<u2").reshape(shape)
+        rows = shape[:-1] if shape else ()
+        return b.reshape(*rows, -1)
+
+    def get(self, name: str) -> np.ndarray:
+        """Tensor as numpy: memmap view for F32/F16/ints, float32 for BF16 and quantized types."""
+        tname, shape, _, _, qt = self.tensors[name]
+        a = self.raw(name)
+        if tname in ("F32", "F16", "F64", "I8", "I16", "I32", "I64"):
+            return a
+        if tname == "BF16":
+            from lminspect.weights.safetensors_format import bf16_to_f32
+
+            return bf16_to_f32(a)
+        from gguf.quants import dequantize
+
+        try:
+            return dequantize(a, qt).reshape(shape)
+        except NotImplementedError:
+            raise FormatError(f"{self.path}: tensor {name!r}: cannot dequantize {tname}") from None
+
+
+# ------------------------------------------------------------------ metadata -> HF
+
+
+def hf_config(g: GGUFFile) -> dict[str, Any]:
+    """An HF-style config dict synthesised from GGUF metadata (llama family)."""
+    arch = g.get_kv("general.architecture", "llama")
+    k = lambda s, d=None: g.get_kv(f"{arch}.{s}", d)  # noqa: E731
+    n_embd = k("embedding_length")
+    n_head = k("attention.head_count")
+    tokens = g.kv.get("tokenizer.ggml.tokens")
+    vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
+    if vocab is None and "token_embd.weight" in g.tensors:
+        vocab = g.tensors["token_embd.weight"][1][0]
+    cfg: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"] if arch == "llama" else [arch],
+        "model_type": "llama" if arch == "llama" else arch,
+        "hidden_size": n_embd,
+        "intermediate_size": k("feed_forward_length"),
+        "num_hidden_layers": k("block_count"),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": k("attention.head_count_kv", n_head),
+        "rms_norm_eps": float(k("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(k("rope.freq_base", 10000.0)),
+        "vocab_size": int(vocab) if vocab is not None else None,
+        "max_position_embeddings": k("context_length", 2048),
+        "tie_word_embeddings": "output.weight" not in g.tensors,
+        "hidden_act": "silu",
+        "attention_bias": "blk.0.attn_q.bias" in g.tensors,
+        "mlp_bias": False,
+        "torch_dtype": "float32",
+    }
+    rope_dim = k("rope.dimension_count")
+    if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
+        cfg["head_dim"] = rope_dim
+    for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
+                    ("padding_token_id", "pad_token_id")):
+        v = g.get_kv(f"tokenizer.ggml.{key}")
+        if v is not None:
+            cfg[hf] = int(v)
+    name = g.get_kv("general.name")
+    if name:
+        cfg["_name_or_path"] = name
+    return cfg
+
+
+def tokenizer_json(g: GGUFFile) -> str | None:
+    """Build a HF ``tokenizers`` tokenizer.json from GGUF metadata (GPT-2 style BPE)."""
+    model = g.get_kv("tokenizer.ggml.model")
+    if model is None:
+        return None
+    if model != "gpt2":
+        raise FormatError(f"{g.path}: tokenizer model {model!r} is not supported (only GPT-2 style BPE)")
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokens = g.get_kv("tokenizer.ggml.tokens")
+    merges = g.get_kv("tokenizer.ggml.merges") or []
+    ttypes = g.get_kv("tokenizer.ggml.token_type")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merge_pairs, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if g.get_kv("tokenizer.ggml.pre") in ("smollm", "starcoder", "refact", "codeshell"):
+        # llama.cpp splits digits individually before the GPT-2 regex for these vocabularies
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if ttypes is not None:
+        control = [tokens[i] for i in np.flatnonzero(np.asarray(ttypes) == 3)]
+        if control:
+            tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+        user = [tokens[i] for i in np.flatnonzero(np.asarray(ttypes) == 4)]
+        if user:
+            tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
+    if g.get_kv("tokenizer.ggml.add_bos_token") and g.get_kv("tokenizer.ggml.bos_token_id") is not None:
+        bos_id = int(g.get_kv("tokenizer.ggml.bos_token_id"))
+        bos = tokens[bos_id]
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                          special_tokens=[(bos, bos_id)]),
+        ])
+    return tok.to_str()
+
+
+def tokenizer_config(g: GGUFFile) -> dict[str, Any]:
+    """tokenizer_config.json contents: special token strings and the chat template."""
+    tokens = g.kv.get("tokenizer.ggml.tokens")
+    out: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+    if tokens is not None:
+        toks = tokens.decode() if isinstance(tokens, StrArray) else tokens
+        for key, hf in (("bos_token_id", "bos_token"), ("eos_token_id", "eos_token"),
+                        ("unknown_token_id", "unk_token"), ("padding_token_id", "pad_token")):
+            v = g.get_kv(f"tokenizer.ggml.{key}")
+            if v is not None and 0 <= int(v) < len(toks):
+                out[hf] = toks[int(v)]
+    add_bos = g.get_kv("tokenizer.ggml.add_bos_token")
+    if add_bos is not None:
+        out["add_bos_token"] = bool(add_bos)
+    tmpl = g.get_kv("tokenizer.chat_template")
+    if tmpl:
+        out["chat_template"] = tmpl
+    out["model_max_length"] = int(hf_config(g).get("max_position_embeddings") or 2048)
+    return out
+
+
+def metadata_dict(g: GGUFFile, *, max_items: int = 16) -> dict[str, Any]:
+    """Metadata for display: big arrays summarised."""
+    out: dict[str, Any] = {}
+    for key, v in g.kv.items():
+        if isinstance(v, StrArray) or (isinstance(v, np.ndarray) and v.size > max_items):
+            out[key] = f"<array of {len(v)}>"
+        elif isinstance(v, np.ndarray):
+            out[key] = v.tolist()
+        else:
+            out[key] = v
+    return out
+
+
+def open_gguf(path: str | os.PathLike[str]) -> TensorStore:
+    """Open a GGUF file as a lazy TensorStore (names are GGUF's own, canonical names mapped)."""
+    g = GGUFFile(path)
+    entries = {
+        name: RawEntry(tname, shape, nbytes, g.path) for name, (tname, shape, _, nbytes, _) in g.tensors.items()
+    }
+    cfg = hf_config(g)
+    arch = "llama" if g.get_kv("general.architecture") == "llama" else "unknown"
+    store = TensorStore(
+        path=g.path, format="gguf", config=cfg, entries=entries, loader=g.get,
+        name=g.path.stem, tokenizer_json=lambda: tokenizer_json(g),
+        chat_template=g.get_kv("tokenizer.chat_template"), arch=arch, metadata=metadata_dict(g),
+    )
+    store.gguf = g  # type: ignore[attr-defined]  # the parsed file, for convert and the TUI
+    return store
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default)

@@ -1,0 +1,242 @@
+"""Per-tensor statistics, streamed in bounded chunks and cached on disk.
+
+Definitions (all over the tensor as stored, converted to float32; canonical names use
+the canonical tensor, e.g. one of GPT-2's split q/k/v):
+
+- ``mean``, ``std`` (population), ``rms`` = sqrt(mean(x^2)), ``min``, ``max``,
+  ``absmax``, excess ``kurtosis`` = m4 / m2^2 - 3 (0 for a Gaussian): exact, over every
+  element. Chunks of ``CHUNK`` elements (1 MiB of float32: cache-sized, so the several
+  reductions per chunk read cache, not RAM) give float32 partial sums that accumulate in
+  float64; when the mean is large compared with the spread the data are shifted by a
+  first-chunk estimate of the mean before the power sums, to avoid cancellation.
+- ``hist``: 64 equal bins over [min, max] and ``frac_near_zero`` = fraction with
+  |x| <= 1e-6 * absmax are computed on a uniform strided sample of at most
+  ``SAMPLE`` elements (every element for smaller tensors; ``sampled`` says which).
+  A full-precision histogram costs ~10x the rest of the scan, so it is sampled.
+- 2-D tensors with ``svd=True``: singular values from the eigenvalues of the Gram matrix
+  (W^T W or W W^T, the smaller) in float64 when min(shape) <= ``SVD_FULL_MAX``, else the
+  top ``SVD_TOPK`` by ``torch.svd_lowrank`` (``svd_method`` says which). ``stable_rank``
+  = sum(s^2) / max(s)^2; ``effective_rank`` = exp(entropy of s / sum(s)) (Roy & Vetterli);
+  ``alpha``: power-law exponent of the eigenvalue spectrum (lambda = s^2) as in
+  weightwatcher: for each candidate xmin the MLE alpha = 1 + n / sum(log(lambda/xmin))
+  over the tail lambda >= xmin, and the xmin with the smallest Kolmogorov-Smirnov distance
+  between the empirical tail and the fitted power law wins (``alpha_xmin``, ``alpha_ks``).
+
+Results are cached in ``cache_dir()/stats``, one JSON per (file path, size, mtime_ns,
+tensor, svd flag), so a second call is a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lminspect.fsutil import atomic_write_text, cache_dir
+
+CHUNK = 1 << 18  # elements per reduction chunk (1 MiB of float32)
+SAMPLE = 1 << 20  # max elements in the histogram / near-zero sample
+BINS = 64
+NEAR_ZERO = 1e-6  # relative to absmax
+SVD_FULL_MAX = 4096
+SVD_TOPK = 256
+VERSION = 1
+
+
+def _cache_file(store: Any, name: str, svd: bool) -> Path:
+    f = Path(store.file_of(name)).resolve()
+    st = f.stat()
+    key = f"v{VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}|{name}|svd={int(svd)}"
+    return cache_dir() / "stats" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+
+
+def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True) -> dict[str, Any]:
+    """Statistics of ``store[name]`` (see the module docstring), cached on disk."""
+    path = _cache_file(store, name, svd) if use_cache else None
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass
+    info = store.info(name)
+    arr = store[name]
+    out: dict[str, Any] = {
+        "name": name,
+        "canonical": info.canonical,
+        "shape": list(arr.shape),
+        "dtype": info.dtype,
+        "bytes": info.nbytes,
+    }
+    out.update(array_stats(arr))
+    if svd and arr.ndim == 2 and min(arr.shape) > 1:
+        out.update(spectrum_stats(arr))
+    if path is not None:
+        atomic_write_text(path, json.dumps(out))
+    return out
+
+
+def array_stats(arr: np.ndarray) -> dict[str, Any]:
+    """Streamed moments, extremes, sampled histogram (see module docstring)."""
+    import torch
+
+    flat = arr.reshape(-1)
+    n = int(flat.size)
+    if n == 0:
+        return {"numel": 0}
+    step = max(1, -(-n // SAMPLE))
+    t = torch.from_numpy(np.ascontiguousarray(flat[: min(n, CHUNK)], dtype=np.float32))
+    first_mean = float(t.double().mean())
+    first_std = float(t.double().std()) if t.numel() > 1 else 0.0
+    shift = first_mean if abs(first_mean) > 0.1 * first_std else 0.0
+    s1 = s2 = s3 = s4 = 0.0
+    mn, mx = math.inf, -math.inf
+    samples = []
+    buf1, buf2 = torch.empty(CHUNK), torch.empty(CHUNK)
+    nonfinite = 0
+    for i in range(0, n, CHUNK):
+        c_np = flat[i : i + CHUNK]
+        if c_np.dtype != np.float32:
+            c_np = c_np.astype(np.float32)
+        c = torch.from_numpy(c_np)
+        k = c.numel()
+        lo, hi = torch.aminmax(c)
+        lo, hi = float(lo), float(hi)
+        off = (-i) % step
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            c = c[torch.isfinite(c)]
+            nonfinite += k - c.numel()
+            k = c.numel()
+            if k == 0:
+                continue
+            lo, hi = float(c.min()), float(c.max())
+            samples.append(c[off::step].numpy().copy())
+        else:
+            samples.append(c_np[off::step].copy())
+        mn, mx = min(mn, lo), max(mx, hi)
+        d = torch.sub(c, shift, out=buf1[:k]) if shift else c
+        d2 = torch.mul(d, d, out=buf2[:k])
+        s1 += float(d.sum())
+        s2 += float(d2.sum())
+        s3 += float(torch.dot(d2, d))
+        s4 += float(torch.dot(d2, d2))
+    m = n - nonfinite
+    if m == 0:
+        return {"numel": n, "nonfinite": nonfinite}
+    mu = s1 / m  # mean of the shifted data
+    mean = mu + shift
+    e2, e3, e4 = s2 / m, s3 / m, s4 / m
+    var = max(e2 - mu * mu, 0.0)
+    m4 = e4 - 4 * mu * e3 + 6 * mu * mu * e2 - 3 * mu**4
+    kurt = (m4 / (var * var) - 3.0) if var > 0 else 0.0
+    absmax = max(abs(mn), abs(mx))
+    sample = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+    if mx > mn:
+        hist, edges = np.histogram(sample, bins=BINS, range=(mn, mx))
+    else:
+        hist, edges = np.array([sample.size]), np.array([mn, mx])
+    near = float(np.mean(np.abs(sample) <= NEAR_ZERO * absmax)) if sample.size else 0.0
+    rms = math.sqrt(max(var + mean * mean, 0.0))
+    out = {
+        "numel": n,
+        "mean": mean,
+        "std": math.sqrt(var),
+        "min": mn,
+        "max": mx,
+        "absmax": absmax,
+        "rms": rms,
+        "kurtosis": kurt,
+        "frac_near_zero": near,
+        "hist": hist.tolist(),
+        "hist_edges": [float(edges[0]), float(edges[-1])],
+        "sampled": step > 1,
+    }
+    if nonfinite:
+        out["nonfinite"] = nonfinite
+    return out
+
+
+def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
+    """Singular values, stable rank, effective rank and power-law alpha of a matrix."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    small = min(t.shape)
+    if small <= SVD_FULL_MAX:
+        g = t.T @ t if t.shape[0] >= t.shape[1] else t @ t.T
+        ev = torch.linalg.eigvalsh(g.double()).clamp_min(0).flip(0).numpy()
+        s = np.sqrt(ev)
+        method = "gram-eigh"
+    else:
+        k = min(SVD_TOPK, small)
+        _, sv, _ = torch.svd_lowrank(t, q=k, niter=4)
+        s = sv.double().numpy()
+        ev = s * s
+        method = f"svd_lowrank(top {k})"
+    out: dict[str, Any] = {"svd_method": method, "singular_values": s[:1024].tolist()}
+    if s.size == 0 or s[0] <= 0:
+        return out
+    out["spectral_norm"] = float(s[0])
+    out["stable_rank"] = float((s * s).sum() / (s[0] * s[0]))
+    p = s / s.sum()
+    p = p[p > 0]
+    out["effective_rank"] = float(np.exp(-(p * np.log(p)).sum()))
+    out.update(powerlaw_alpha(ev))
+    return out
+
+
+def powerlaw_alpha(ev: np.ndarray, min_tail: int = 10) -> dict[str, Any]:
+    """weightwatcher-style power-law fit of eigenvalues: MLE alpha, xmin by KS distance."""
+    x = np.sort(np.asarray(ev, dtype=np.float64))
+    x = x[x > x.max() * 1e-12] if x.size else x
+    n = x.size
+    if n < min_tail + 1:
+        return {}
+    logs = np.log(x)
+    # suffix sums of log(x) for tails starting at each candidate index
+    suffix = np.cumsum(logs[::-1])[::-1]
+    best: tuple[float, float, float] | None = None
+    for i in range(0, n - min_tail):
+        xmin = x[i]
+        tail = n - i
+        denom = suffix[i] - tail * logs[i]
+        if denom <= 0:
+            continue
+        alpha = float(1.0 + tail / denom)
+        xs = x[i:]
+        fit = 1.0 - (xs / xmin) ** (1.0 - alpha)
+        emp = np.arange(tail) / tail
+        ks = float(np.max(np.abs(emp - fit)))
+        if best is None or ks < best[2]:
+            best = (alpha, float(xmin), ks)
+    if best is None:
+        return {}
+    return {"alpha": best[0], "alpha_xmin": best[1], "alpha_ks": best[2]}
+
+
+def scan(store: Any, names: list[str], *, svd: bool = True, progress: Any = None) -> list[dict[str, Any]]:
+    """Stats for many tensors; ``progress(i, name)`` is called before each."""
+    out = []
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, name)
+        out.append(tensor_stats(store, name, svd=svd))
+    return out
+
+
+def clear_cache() -> int:
+    """Remove cached statistics; return how many files were removed."""
+    d = cache_dir() / "stats"
+    n = 0
+    if d.is_dir():
+        for p in d.glob("*.json"):
+            try:
+                os.unlink(p)
+                n += 1
+            except OSError:
+                pass
+    return n
