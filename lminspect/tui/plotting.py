@@ -40,6 +40,8 @@ def histogram_figure(
     with PLOT_LOCK:
         plt = _begin(width, height, f"{title} (log10(1+count))")
         plt.bar(centres.tolist(), np.log10(1 + counts).tolist(), color="cyan", width=1.0)
+        ticks = np.linspace(edges[0], edges[-1], 5).tolist()
+        plt.xticks(ticks, [f"{t:.3g}" for t in ticks])
         return plt.build()
 
 
@@ -95,22 +97,65 @@ def downsample(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return out
 
 
+# viridis at 5 stops: dark blue (small |W|) -> yellow (large |W|); readable on dark and light themes
+_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+
+
+def _colours(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB rows of the viridis ramp."""
+    x = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    lo = np.floor(x).astype(int).clip(0, len(_VIRIDIS) - 2)
+    t = (x - lo)[..., None]
+    return (_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).round().astype(int)
+
+
 def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height: int, title: str = "|W| heatmap") -> str:
-    """Grey-scale map of block-mean |W|; axes are labelled in real row/column indices."""
+    """Block-mean |W| as coloured half-blocks (two matrix rows per text line), axes in real indices.
+
+    Drawn directly rather than with plotext's matrix_plot, whose column mapping leaves gaps
+    and labels axes in block numbers; same ANSI-text interface as the plotext figures.
+    """
     blocks = np.asarray(blocks, dtype=np.float64)
     if blocks.size == 0:
         return f"{title}: empty"
-    plot_rows = max(2, height - 4)
-    plot_cols = max(4, width - 8)
-    if blocks.shape[0] > plot_rows or blocks.shape[1] > plot_cols:
-        blocks = _rebin(blocks, min(plot_rows, blocks.shape[0]), min(plot_cols, blocks.shape[1]))
-    hi = float(np.nanmax(blocks)) if np.isfinite(blocks).any() else 1.0
-    scaled = np.nan_to_num(blocks / (hi or 1.0) * 255.0).clip(0, 255)
-    dims = " x ".join(str(int(s)) for s in shape)
-    with PLOT_LOCK:
-        plt = _begin(width, height, f"{title} ({dims}; {blocks.shape[0]}x{blocks.shape[1]} blocks, max {hi:.3g})")
-        plt.matrix_plot(scaled.tolist())
-        return plt.build()
+    shape = tuple(int(s) for s in shape) or (1,)
+    n_rows = shape[0] if len(shape) >= 2 else 1
+    n_cols = shape[-1]
+    label_w = len(str(n_rows)) + 1
+    text_rows = max(2, height - 3)
+    rows = min(blocks.shape[0], 2 * text_rows)
+    cols = min(blocks.shape[1], max(4, width - label_w - 2))
+    if (rows, cols) != blocks.shape:
+        blocks = _rebin(blocks, rows, cols)
+    finite = blocks[np.isfinite(blocks)]
+    hi = float(finite.max()) if finite.size else 1.0
+    rgb = _colours(blocks / (hi or 1.0))
+    if rows % 2:  # pad to an even number of rows: the last line shows a top half only
+        rgb = np.concatenate([rgb, np.full((1, cols, 3), -1)], axis=0)
+    dims = " x ".join(str(s) for s in shape)
+    lines = [f"{title}  {dims}, {rows}x{cols} blocks of mean |W|, max {hi:.3g} (yellow)"]
+    for r in range(0, rgb.shape[0], 2):
+        start = int(round(r * n_rows / rows)) if rows else 0
+        label = str(start).rjust(label_w - 1) if r % 8 == 0 else " " * (label_w - 1)
+        cells = []
+        for c in range(cols):
+            top, bot = rgb[r, c], rgb[r + 1, c]
+            if bot[0] < 0:
+                cells.append(f"\x1b[38;2;{top[0]};{top[1]};{top[2]}m\u2580\x1b[0m")
+            else:
+                cells.append(
+                    f"\x1b[38;2;{top[0]};{top[1]};{top[2]};48;2;{bot[0]};{bot[1]};{bot[2]}m\u2580\x1b[0m"
+                )
+        lines.append(f"{label} " + "".join(cells))
+    ticks = [0, n_cols // 2, n_cols]
+    axis = [" "] * (cols + 1)
+    for tick in ticks:
+        pos = min(cols, int(round(tick * cols / max(n_cols, 1))))
+        txt = str(tick)
+        pos = min(pos, cols + 1 - len(txt))
+        axis[pos : pos + len(txt)] = list(txt)
+    lines.append(" " * label_w + "".join(axis).rstrip() + "  (columns)")
+    return "\n".join(lines)
 
 
 def _rebin(a: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -26,6 +26,10 @@ class PlotView(Static):
         width: 1fr;
         min-width: 30;
     }
+    PlotView.-message {
+        height: auto;
+        color: $text-muted;
+    }
     """
 
     def __init__(self, message: str = "", *, id: str | None = None, classes: str | None = None) -> None:
@@ -34,6 +38,7 @@ class PlotView(Static):
         self._message = message
         self._last_size: tuple[int, int] | None = None
         self._plain = message
+        self.set_class(True, "-message")
 
     @property
     def text(self) -> str:
@@ -44,11 +49,13 @@ class PlotView(Static):
         self._figure = None
         self._message = message
         self._plain = message
+        self.set_class(True, "-message")
         self.update(message)
 
     def show_figure(self, figure: FigureFn) -> None:
         self._figure = figure
         self._last_size = None
+        self.set_class(False, "-message")
         self._redraw()
 
     def _redraw(self) -> None:

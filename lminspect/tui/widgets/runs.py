@@ -22,7 +22,8 @@ from lminspect.tui import backend
 from lminspect.tui.messages import RunsLoaded
 from lminspect.tui.widgets.plot import PlotView
 
-SMOOTHING = [("none", 1), ("5 steps", 5), ("20 steps", 20), ("50 steps", 50), ("200 steps", 200)]
+# half-width of lminspect.plots.smooth's centred triangular window, in logged steps
+SMOOTHING = [("none", 0), ("2 steps", 2), ("5 steps", 5), ("10 steps", 10), ("25 steps", 25), ("100 steps", 100)]
 POLL_SECONDS = 2.0
 
 
@@ -42,14 +43,14 @@ class RunsPane(Widget):
         self.runs_dir = Path(runs_dir)
         self.loaded: dict[str, Any] = {}
         self.mtimes: dict[str, float] = {}
-        self.smoothing = 1
+        self.smoothing = 0
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-side"):
             yield Label(f"runs in {self.runs_dir}")
             yield SelectionList[str](id="runs-list")
             yield Label("smoothing")
-            yield Select(SMOOTHING, value=1, allow_blank=False, id="smoothing")
+            yield Select(SMOOTHING, value=0, allow_blank=False, id="smoothing")
         with VerticalScroll(id="runs-plots"):
             yield Static("Tick one or more runs on the left (space). The first ticked run is the baseline.",
                          id="runs-status", markup=False)
@@ -144,15 +145,18 @@ class RunsPane(Widget):
             status.update(f"Plots are not available yet: {exc}")
             return
         runs = list(self.loaded.values())
-        names = [Path(p).name for p in self.loaded]
-        status.update(f"{len(runs)} run(s): {', '.join(names)}; baseline {names[0]}; smoothing {self.smoothing}")
+        parts = []
+        for r in runs:
+            state = getattr(r, "status", "")
+            parts.append(f"{getattr(r, 'name', '?')} ({len(r)} steps{', ' + state if state else ''})")
+        status.update(f"{', '.join(parts)}; baseline {runs[0].name}; smoothing {self.smoothing}")
         smooth = self.smoothing
         views[0].show_figure(lambda w, h: _figure(plots, "loss", runs, smooth, w, h))
         views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h))
         if len(runs) > 1:
             views[2].show_figure(lambda w, h: _figure(plots, "diff", runs, smooth, w, h))
         else:
-            views[2].show_message("diff vs baseline: tick a second run")
+            views[2].show_message("diff vs baseline: tick a second run (the first ticked is the baseline)")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "runs" and event.state == WorkerState.ERROR:
@@ -164,12 +168,13 @@ class RunsPane(Widget):
 
 
 def _figure(plots: Any, kind: str, runs: list[Any], smooth: int, width: int, height: int) -> str:
-    """One figure from lminspect.plots (kept in one place: the library owns the drawing)."""
+    """One figure from ``lminspect.plots.plot_runs`` (the library owns the drawing)."""
     from lminspect.tui.plotting import PLOT_LOCK
 
+    metric = "acc" if kind == "acc" else "loss"
     with PLOT_LOCK:
-        if kind == "loss":
-            return plots.loss_plot(runs, smooth=smooth, width=width, height=height)
-        if kind == "acc":
-            return plots.accuracy_plot(runs, smooth=smooth, width=width, height=height)
-        return plots.diff_plot(runs, smooth=smooth, width=width, height=height)
+        try:
+            return plots.plot_runs(runs, metric, diff=kind == "diff", baseline=runs[0] if kind == "diff" else None,
+                                   smooth_n=smooth, width=width, height=height)
+        except Exception as exc:  # e.g. a run with no accuracy column: say so in place of the figure
+            return f"{metric}: {backend.user_message(exc)}"

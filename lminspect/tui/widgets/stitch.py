@@ -87,6 +87,7 @@ class StitchPane(Widget):
         self.plan_ok = True
         self.timings: dict[str, float] = {}
         self._worker: Worker | None = None
+        self._generations: list[Any] = []
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -221,8 +222,13 @@ class StitchPane(Widget):
         self._worker = self._generate(prompt, self.plan, params[0], params[1], compare)
 
     def action_stop(self) -> None:
+        """Cancel the worker and the generations; the engine checks between tokens."""
         if self._worker is not None and self._worker.is_running:
             self._worker.cancel()
+            for g in list(self._generations):
+                cancel = getattr(g, "cancel", None)
+                if cancel is not None:
+                    cancel()
             self.query_one("#gen-status", Static).update("stopping...")
 
     def _status(self, text: str, done: bool = False) -> None:
@@ -250,10 +256,11 @@ class StitchPane(Widget):
                                                  temperature=temperature, plan=None)))
         streams.append(("plan", generate(self.model, self.tokenizer, prompt, max_new_tokens=max_new,
                                          temperature=temperature, plan=plan)))
-        counts = {name: 0 for name, _ in streams}
+        self._generations = [g for _, g in streams]
+        iters = [(name, iter(g)) for name, g in streams]
         t_start = time.perf_counter()
         t_first: float | None = None
-        active = list(streams)
+        active = list(iters)
         try:
             while active and not worker.is_cancelled:
                 for item in list(active):
@@ -265,23 +272,22 @@ class StitchPane(Widget):
                         continue
                     if t_first is None:
                         t_first = time.perf_counter()
-                    counts[name] += 1
                     self.post_message(GenerationPiece(name, str(piece)))
                     if worker.is_cancelled:
                         break
         finally:
-            for _, it in streams:
+            for _, it in iters:
                 close = getattr(it, "close", None)
                 if close is not None:
                     close()
-        elapsed = time.perf_counter() - t_start
-        total = sum(counts.values())
-        ttft = (t_first - t_start) if t_first is not None else float("nan")
-        rate = total / elapsed if elapsed > 0 else 0.0
+            self._generations = []
         state = "stopped" if worker.is_cancelled else "done"
-        per = ", ".join(f"{k} {v}" for k, v in counts.items())
-        self._status(f"{state}: {total} tokens ({per}) in {elapsed:.2f} s, {rate:.1f} tok/s, first token {ttft:.2f} s",
-                     done=True)
+        lines = [f"{state} in {time.perf_counter() - t_start:.2f} s"]
+        for name, g in streams:
+            st = getattr(g, "stats", None)
+            line = st.line() if st is not None and hasattr(st, "line") else ""
+            lines.append(f"{name}: {line}" if compare else line)
+        self._status("; ".join(x for x in lines if x), done=True)
 
     def on_generation_piece(self, message: GenerationPiece) -> None:
         if "first_piece" not in self.timings:

@@ -54,10 +54,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+_NOT_IN_TABLE = {"name", "canonical", "hist_edges", "edges", "bin_edges"}
+
+
 def scalar_stats(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The rows of the statistics table: every scalar in the stats dict, in its order."""
     rows = []
     for key, value in stats.items():
+        if key in _NOT_IN_TABLE:
+            continue
         if isinstance(value, int | float | np.integer | np.floating | bool):
             rows.append((str(key), _fmt(value)))
         elif isinstance(value, str) and len(value) < 60:
@@ -72,6 +77,11 @@ def histogram_of(stats: Mapping[str, Any]) -> tuple[list[float], list[float]] | 
     h = stats.get("histogram") or stats.get("hist")
     if h is None:
         return None
+    edges_in = stats.get("hist_edges")
+    if isinstance(h, list) and edges_in is not None and len(edges_in) == 2 and len(h) != 2:
+        # the weight store gives counts plus the [lo, hi] range of equal-width bins
+        lo, hi = float(edges_in[0]), float(edges_in[1])
+        return list(map(float, h)), np.linspace(lo, hi, len(h) + 1).tolist()
     if isinstance(h, Mapping):
         counts = h.get("counts") or h.get("count") or h.get("values")
         edges = h.get("edges") or h.get("bin_edges") or h.get("bins")
@@ -101,6 +111,9 @@ class TensorView(VerticalScroll):
     TensorView #tensor-status { height: auto; color: $text-muted; }
     TensorView DataTable { height: auto; max-height: 16; margin: 1 0; }
     TensorView PlotView { margin-bottom: 1; }
+    TensorView PlotView.tall { height: 22; }
+    TensorView PlotView.short { height: 14; }
+    TensorView PlotView.-message { height: auto; }
     """
 
     def compose(self) -> ComposeResult:
@@ -109,10 +122,10 @@ class TensorView(VerticalScroll):
         table: DataTable = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("statistic", "value")
         yield table
-        yield PlotView("", id="plot-hist")
-        yield PlotView("", id="plot-heatmap")
-        yield PlotView("", id="plot-spectrum")
-        yield PlotView("", id="plot-heads")
+        yield PlotView("", id="plot-hist", classes="short")
+        yield PlotView("", id="plot-heatmap", classes="tall")
+        yield PlotView("", id="plot-spectrum", classes="short")
+        yield PlotView("", id="plot-heads", classes="short")
 
 
 class WeightsPane(Widget):
@@ -158,43 +171,55 @@ class WeightsPane(Widget):
                 child.expand()
                 break
         tree.move_cursor(tree.root)
+        if self.app.query_one("#tabs").active == "weights" and not self.app.screen.is_modal:
+            tree.focus()
         self.query_one("#tensor-header", Static).update(
             f"{getattr(store, 'name', '')}: {len(list(store.keys()))} tensors, format {getattr(store, 'format', '?')}. "
             "Select a tensor (arrows + Enter)."
         )
 
-    def _leaf_label(self, label: str, name: str) -> str:
+    def _leaf_label(self, label: str, name: str, path: tuple[str, ...] = ()) -> str:
+        """``q.weight  576x576`` under layers/3/attn: the name minus the part the tree already says."""
+        if label == name:
+            for k in range(len(path), 0, -1):
+                prefix = ".".join(path[:k]) + "."
+                if name.startswith(prefix):
+                    label = name[len(prefix) :]
+                    break
+            else:
+                if len(path) >= 2 and path[0] == "layers" and name.startswith(f"layers.{path[1]}."):
+                    label = name[len(f"layers.{path[1]}.") :]
         try:
             info = self.store.info(name)
             return f"{label}  {'x'.join(str(s) for s in info.shape)}"
         except Exception:
             return label
 
-    def _fill(self, node: TreeNode[str], obj: Any) -> None:
+    def _fill(self, node: TreeNode[str], obj: Any, path: tuple[str, ...] = ()) -> None:
         """Add ``obj`` (nested dicts/lists of tensor names, the store's tree()) under ``node``."""
         if isinstance(obj, Mapping):
             for key, value in obj.items():
                 name = self._tensor_name(value)
                 if name is not None:
-                    node.add_leaf(self._leaf_label(str(key), name), data=name)
-                else:
+                    node.add_leaf(self._leaf_label(str(key), name, path), data=name)
+                elif value:  # skip empty groups ("head" of a tied model, "other")
                     child = node.add(str(key), data=None)
-                    self._fill(child, value)
+                    self._fill(child, value, (*path, str(key)))
         elif isinstance(obj, list | tuple):
             for item in obj:
                 name = self._tensor_name(item)
                 if name is not None:
-                    node.add_leaf(self._leaf_label(name, name), data=name)
+                    node.add_leaf(self._leaf_label(name, name, path), data=name)
                 elif isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
                     sub = self._tensor_name(item[1])
                     if sub is not None:
-                        node.add_leaf(self._leaf_label(item[0], sub), data=sub)
+                        node.add_leaf(self._leaf_label(item[0], sub, path), data=sub)
                     else:
-                        self._fill(node.add(item[0], data=None), item[1])
+                        self._fill(node.add(item[0], data=None), item[1], (*path, item[0]))
         else:
             name = self._tensor_name(obj)
             if name is not None:
-                node.add_leaf(self._leaf_label(name, name), data=name)
+                node.add_leaf(self._leaf_label(name, name, path), data=name)
 
     def _tensor_name(self, value: Any) -> str | None:
         if isinstance(value, str):
@@ -218,10 +243,10 @@ class WeightsPane(Widget):
         self.current = name
         info = self.store.info(name)
         shape = " x ".join(str(s) for s in info.shape) or "scalar"
-        canonical = f"   canonical: {info.canonical}" if getattr(info, "canonical", None) and info.canonical != name else ""
+        stored = f"\nstored as {info.name}" if info.name != name else ""
         numel = int(np.prod(info.shape)) if len(info.shape) else 1
         self.query_one("#tensor-header", Static).update(
-            f"{name}\nshape {shape}   dtype {info.dtype}   {numel:,} values   {human_bytes(info.nbytes)}{canonical}"
+            f"{name}\nshape {shape}   dtype {info.dtype}   {numel:,} values   {human_bytes(info.nbytes)} on disk{stored}"
         )
         self.call_after_refresh(self._mark, "painted")
         cached = self.cache.get(name)
@@ -243,7 +268,11 @@ class WeightsPane(Widget):
         store = self.store
         result: dict[str, Any] = {}
         t0 = time.perf_counter()
-        result["stats"] = dict(store.stats(name))
+        try:
+            result["stats"] = dict(store.stats(name))
+        except (ImportError, AttributeError) as exc:  # the stats module has not landed
+            result["stats"] = {}
+            result["stats_error"] = f"statistics are not available yet ({exc})"
         result["stats_seconds"] = time.perf_counter() - t0
         if worker.is_cancelled:
             return
@@ -265,9 +294,12 @@ class WeightsPane(Widget):
         heads = backend.n_heads(store, kv=which in ("k", "v"))
         if not heads:
             return None
-        getter = getattr(store, "get_canonical", None)
-        weight = getter(canonical) if getter is not None else store[name]
-        norms = plotting.head_norms(weight, heads, by_columns=which == "o")
+        splitter = getattr(store, "heads", None)
+        if splitter is not None:
+            per_head = np.asarray(splitter(canonical), dtype=np.float32)  # [n_heads, ...]
+            norms = [float(np.linalg.norm(h)) for h in per_head]
+        else:
+            norms = plotting.head_norms(store[name], heads, by_columns=which == "o")
         return (which, norms) if norms else None
 
     def on_tensor_computed(self, message: TensorComputed) -> None:
@@ -281,7 +313,7 @@ class WeightsPane(Widget):
         table.clear()
         for key, value in scalar_stats(stats):
             table.add_row(key, value)
-        self.query_one("#tensor-status", Static).update("")
+        self.query_one("#tensor-status", Static).update(result.get("stats_error", ""))
         self.call_after_refresh(self._mark, "stats")
         self.call_after_refresh(self._paint_figures, name, result)
 
