@@ -1,9 +1,66 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect generate``: stream a continuation from any model open_store accepts."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 
+def generate_command(
+    model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
+    prompt: Annotated[str, typer.Argument(help="Prompt text.")] = "Once upon a time",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Sample from the k most likely tokens.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")] = None,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", help="HF-style; 1 = off.")] = 1.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable); not printed.")] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")] = "float32",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
+) -> None:
+    """Generate text, printing tokens as they arrive, then a stats line on stderr."""
+    import sys
+
+    from rich.console import Console
+
+    from lminspect.generate import generate
+    from lminspect.models import load_model
+    from lminspect.tokenizer import load_tokenizer
+    from lminspect.weights import open_store
+
+    store = open_store(model)
+    lm = load_model(store, dtype=dtype, device=device)
+    tok = load_tokenizer(store)
+    layer_plan = None
+    if plan is not None and plan.strip().lower() not in ("", "all"):
+        try:
+            from lminspect.stitch import parse_plan
+        except ImportError:
+            from lminspect.errors import UserError
+
+            raise UserError(f"--plan {plan!r}: only 'all' is supported in this build") from None
+        layer_plan = parse_plan(plan, lm.n_layers)
+    gen = generate(lm, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                   top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
+                   plan=layer_plan, chat=chat)
+    out = sys.stdout
+    if not chat:
+        out.write(prompt)
+    try:
+        for piece in gen:
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        gen.cancel()
+    out.write("\n")
+    out.flush()
+    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}[/dim]")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("generate", rich_help_panel="Models")(generate_command)
