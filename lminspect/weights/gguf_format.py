@@ -260,6 +260,8 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "num_key_value_heads": k("attention.head_count_kv", n_head),
         "rms_norm_eps": float(k("attention.layer_norm_rms_epsilon", 1e-5)),
         "rope_theta": float(k("rope.freq_base", 10000.0)),
+        # transformers 5 reads rope settings from here (and still accepts rope_theta)
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(k("rope.freq_base", 10000.0))},
         "vocab_size": int(vocab) if vocab is not None else None,
         "max_position_embeddings": k("context_length", 2048),
         "tie_word_embeddings": "output.weight" not in g.tensors,
