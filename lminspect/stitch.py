@@ -643,16 +643,13 @@ def _gpt2_hf_state(sd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hf_state(arch: str, sd: dict[str, Any]) -> dict[str, Any]:
-    try:  # the weight store's mapping, when it offers one
-        from lminspect.weights import naming  # type: ignore[attr-defined]
-
-        fn = getattr(naming, "canonical_state_to_hf", None)
-        if fn is not None:
-            return fn(arch, sd)
-    except ImportError:
-        pass
+    """Canonical names -> HF names: the weight store's llama mapping when present, else ours."""
     if arch == "llama":
-        return {_llama_hf_name(k): v for k, v in sd.items()}
+        try:
+            from lminspect.weights.naming import canonical_to_hf_llama as to_hf
+        except ImportError:  # pragma: no cover - the weight store ships it
+            to_hf = _llama_hf_name
+        return {to_hf(k): v for k, v in sd.items()}
     if arch == "gpt2":
         return _gpt2_hf_state(sd)
     raise UserError(f"stitch export supports llama and gpt2 models, not {arch}")

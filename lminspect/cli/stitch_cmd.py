@@ -324,8 +324,9 @@ def sweep(
             rows.append(row)
             prog.remove_task(task)
             prog.advance(overall)
+    label = Path(model.rstrip("/")).stem if Path(model).exists() else model
     n_choices = len(items[0].endings)
-    t = Table(title=f"stitch sweep: {getattr(store, 'name', model)}, {len(items)} items, chance {1 / n_choices:.2f}")
+    t = Table(title=f"stitch sweep: {label}, {len(items)} items, chance {1 / n_choices:.2f}")
     for col, just in [("plan", "left"), ("layers run", "right"), ("params", "right"), ("acc", "right"),
                       ("acc_norm", "right"), ("ppl", "right"), ("seconds", "right"), ("tok/s", "right")]:
         t.add_column(col, justify=just)
@@ -334,7 +335,7 @@ def sweep(
                   f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}")
     _console().print(t)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out / f"sweep-{Path(str(getattr(store, 'name', model))).name}-{stamp}"
+    base = out / f"sweep-{label}-{stamp}"
     meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
             "n_layers": lm.n_layers, "rows": rows}
     atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
