@@ -1,0 +1,108 @@
+"""Statistics: exact moments vs numpy, spectra vs numpy SVD, power-law alpha, disk cache, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lminspect.cli import app
+from lminspect.weights import open_store
+from lminspect.weights.safetensors_format import write_safetensors
+from lminspect.weights.stats import CHUNK, array_stats, powerlaw_alpha, spectrum_stats
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+
+
+def test_moments_exact_across_chunks():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_t(4, size=3 * CHUNK + 17) * 0.02 + 1.0).astype(np.float32)
+    r = array_stats(x)
+    x64 = x.astype(np.float64)
+    d = x64 - x64.mean()
+    assert r["numel"] == x.size
+    assert r["mean"] == pytest.approx(x64.mean(), rel=1e-6)
+    assert r["std"] == pytest.approx(x64.std(), rel=1e-5)
+    assert r["rms"] == pytest.approx(np.sqrt((x64**2).mean()), rel=1e-6)
+    assert r["kurtosis"] == pytest.approx((d**4).mean() / (d**2).mean() ** 2 - 3, rel=1e-3)
+    assert (r["min"], r["max"]) == (float(x.min()), float(x.max()))
+    assert r["absmax"] == float(np.abs(x).max())
+    assert sum(r["hist"]) == x.size and r["sampled"] is False
+
+
+def test_near_zero_and_nonfinite():
+    x = np.array([0.0, 0.0, 1.0, -2.0, np.nan, np.inf], np.float32)
+    r = array_stats(x)
+    assert r["nonfinite"] == 2 and r["frac_near_zero"] == pytest.approx(0.5)
+    assert r["absmax"] == 2.0
+
+
+def test_spectrum_matches_numpy():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((120, 80)).astype(np.float32)
+    r = spectrum_stats(w)
+    s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(r["singular_values"], s, rtol=1e-4)
+    assert r["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-4)
+    p = s / s.sum()
+    assert r["effective_rank"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-4)
+
+
+def test_powerlaw_alpha_recovers_pareto():
+    rng = np.random.default_rng(2)
+    ev = rng.pareto(2.0, 3000) + 1.0  # density exponent 3
+    assert powerlaw_alpha(ev)["alpha"] == pytest.approx(3.0, abs=0.25)
+
+
+def test_store_stats_cached(tmp_path):
+    p = tmp_path / "m.safetensors"
+    write_safetensors(p, {"w": np.random.rand(64, 32).astype(np.float32), "b": np.ones(5, np.float32)})
+    s = open_store(p)
+    r1 = s.stats("w")
+    files = list((tmp_path / "cache" / "stats").glob("*.json"))
+    assert len(files) == 1
+    assert s.stats("w") == r1 and r1["shape"] == [64, 32] and "alpha" in r1 or "stable_rank" in r1
+    assert "singular_values" not in s.stats("b")
+
+
+def test_cli_stats_json(tiny_llama_dir):
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "--tensor", "layers.0.attn.*", "--json", "--no-svd"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.strip().splitlines()]
+    assert sorted(row["canonical"] for row in rows) == sorted(f"layers.0.attn.{p}.weight" for p in "qkvo")
+    assert all("singular_values" not in row for row in rows)
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "model.norm.weight"])
+    assert r.exit_code == 0 and "norm" in r.output
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "nothing*"])
+    assert r.exit_code == 2 and "no tensor matches" in r.output
+
+
+def test_cli_inspect_and_help(tiny_gpt2_dir):
+    r = CliRunner().invoke(app, ["inspect", str(tiny_gpt2_dir)])
+    assert r.exit_code == 0, r.output
+    assert "layers.0.attn.q.weight" in r.output.replace("\n", "") or "c_attn" in r.output
+    assert "parameters" in r.output
+    for cmd in ("inspect", "stats", "convert", "fetch"):
+        h = CliRunner().invoke(app, [cmd, "--help"])
+        assert h.exit_code == 0 and "Usage" in h.output
+
+
+def test_cli_convert_bad_dtype(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"GGUF")
+    r = CliRunner().invoke(app, ["convert", str(p), str(tmp_path / "out"), "--dtype", "int3"])
+    assert r.exit_code == 2 and "--dtype" in r.output
+
+
+def test_fetch_unknown_and_unfetched(tmp_path):
+    from lminspect.errors import UserError
+
+    r = CliRunner().invoke(app, ["fetch", "nosuchmodel"])
+    assert r.exit_code == 2 and "unknown model" in r.output
+    with pytest.raises(UserError, match="not fetched"):
+        open_store("smollm2")  # LMINSPECT_CACHE points at an empty temp dir
