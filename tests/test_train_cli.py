@@ -1,0 +1,41 @@
+"""`lminspect train / exp` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from lminspect.cli import app
+
+TINY = ["--set", "n_layer=1", "--set", "dim=32", "--set", "n_head=2", "--seq-len", "16", "--batch-size", "2"]
+
+
+def test_train_cli_run_and_resume(tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--exp", "gpt2ish", "--run-dir", str(run), "--max-steps", "2",
+                                 "--eval-every", "0", *TINY])
+    assert r.exit_code == 0, r.output
+    assert "step 2" in r.output
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["train"]["model_args"] == {"n_layer": 1, "dim": 32, "n_head": 2}
+    assert conf["train"]["optimizer"] == "adagrad" and conf["train"]["lr"] == 6e-4  # lmplay defaults
+    r = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--max-steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert len((run / "stats.jsonl").read_text().splitlines()) == 3
+
+
+def test_exp_list_and_describe():
+    r = CliRunner().invoke(app, ["exp", "list", "--no-plugins"])
+    assert r.exit_code == 0 and "gpt2ish" in r.output and "llamaish" in r.output
+    r = CliRunner().invoke(app, ["exp", "describe", "value_norm"])
+    assert r.exit_code == 0 and "LayerNorm" in r.output
+    r = CliRunner().invoke(app, ["train", "--exp", "gpt2ish", "--describe"])
+    assert r.exit_code == 0 and "lmplay" in r.output
+
+
+def test_unknown_experiment_exits_2_with_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["train", "--exp", "nope", "--run-dir", str(tmp_path / "x")])
+    assert r.exit_code == 2
+    assert "unknown experiment 'nope'; known experiments: gpt2ish" in r.output
+    assert not (tmp_path / "x").exists()
