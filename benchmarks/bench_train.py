@@ -78,12 +78,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shape {SHAPE}, seq {SEQ}, "
           f"batch {BATCH}, AdamW fp32; {args.warmup} warm-up + {args.steps} timed steps each")
-    hf = bench_hf(args.steps, args.warmup)
-    li = bench_lminspect(args.steps, args.warmup)
     tok = BATCH * SEQ
-    hf_med, li_med = statistics.median(hf), statistics.median(li)
+    li = bench_lminspect(args.steps, args.warmup)
+    li_med = statistics.median(li)
+    print(f"lminspect train --exp gpt2ish:          {li_med:.2f} s/step  {tok / li_med:7.0f} tok/s", flush=True)
+    hf = bench_hf(args.steps, args.warmup)
+    hf_med = statistics.median(hf)
     print(f"HF transformers GPT2LMHeadModel (sdpa): {hf_med:.2f} s/step  {tok / hf_med:7.0f} tok/s")
-    print(f"lminspect train --exp gpt2ish:          {li_med:.2f} s/step  {tok / li_med:7.0f} tok/s")
     print(f"ratio lminspect / HF: {hf_med / li_med:.2f}x")
 
 

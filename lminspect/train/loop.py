@@ -205,7 +205,11 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     opt_name = cfg.optimizer or exp.defaults.get("optimizer", "adagrad")
 
     torch.manual_seed(cfg.seed)
-    model = exp.build(tokenizer.vocab_size, max_seq, **cfg.model_args).to(device)
+    model_args = dict(cfg.model_args)
+    vocab = int(model_args.pop("vocab_size", tokenizer.vocab_size))  # may pad the vocab (e.g. 50304)
+    if vocab < tokenizer.vocab_size:
+        raise UserError(f"--set vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
+    model = exp.build(vocab, max_seq, **model_args).to(device)
     optimizer = _make_optimizer(opt_name, [p for p in model.parameters() if p.requires_grad], lr,
                                 cfg.weight_decay)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "plan_step": 0, "step_tokens": 0,
