@@ -234,10 +234,10 @@ def presets(
 
     n = _depth(layers, model) if (layers or model) else SEED_DEPTH
     t = Table(title=f"stitch presets (seed 002; shown for {n} layers)")
-    t.add_column("name")
-    t.add_column("on 32 layers")
+    t.add_column("name", no_wrap=True)
+    t.add_column("on 32 layers", no_wrap=True)
     if n != SEED_DEPTH:
-        t.add_column(f"on {n} layers")
+        t.add_column(f"on {n} layers", no_wrap=True)
     t.add_column("calls", justify="right")
     t.add_column("what")
     for name, (spec, desc) in PRESETS.items():
