@@ -74,11 +74,24 @@ class TensorStore:
         self.name = name or self.path.stem
         self._tok = tokenizer_json
         self._chat_template = chat_template
-        shapes = {n: e.shape for n, e in entries.items()}
-        self._canon = naming.build_canonical(self.arch, format, shapes, config)
-        self._first_canon: dict[str, str] = {}
-        for c in self._canon.values():
-            self._first_canon.setdefault(c.source, c.cname)
+        self._canon_map: dict[str, naming.Canon] | None = None
+        self._first: dict[str, str] | None = None
+
+    # canonical names are built on first use: opening stays a header parse
+    @property
+    def _canon(self) -> dict[str, naming.Canon]:
+        if self._canon_map is None:
+            shapes = {n: e.shape for n, e in self._entries.items()}
+            self._canon_map = naming.build_canonical(self.arch, self.format, shapes, self.config)
+        return self._canon_map
+
+    @property
+    def _first_canon(self) -> dict[str, str]:
+        if self._first is None:
+            self._first = {}
+            for c in self._canon.values():
+                self._first.setdefault(c.source, c.cname)
+        return self._first
 
     # ------------------------------------------------------------ mapping protocol
     def keys(self) -> list[str]:

@@ -1,0 +1,148 @@
+"""Benchmark: opening a 2 GB safetensors file, and the full statistics scan.
+
+Compares, in one run on the same file:
+- open: lminspect ``open_store`` vs ``safetensors.torch.load_file`` vs a header-only parse
+  (read 8 bytes + json.loads): wall time and peak-RSS growth, each in a fresh subprocess
+  (VmHWM from /proc/self/status), repeated, medians reported;
+- stats: GB/s of lminspect's full stats scan (``svd=False``, cache off) vs a plain
+  ``np.memmap(...).sum()`` over the same bytes (both from the page cache, best of N).
+
+Usage: .venv/bin/python benchmarks/bench_open_stats.py [--gb 2] [--repeat 5]
+Targets: open within 2x of header parse, RSS growth < 20 MB, stats >= 50% of plain sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+mode, path = sys.argv[1], sys.argv[2]
+# import everything first so only the open itself is measured
+import numpy, torch, safetensors.torch  # noqa
+import lminspect.weights.store  # noqa
+base = rss()
+t = time.perf_counter()
+if mode == "header":
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        h = json.loads(f.read(n))
+    out = len(h)
+elif mode == "lminspect":
+    from lminspect.weights import open_store
+    s = open_store(path)
+    out = len(s)
+elif mode == "safetensors":
+    d = safetensors.torch.load_file(path)
+    out = len(d)
+dt = time.perf_counter() - t
+print(json.dumps({"t": dt, "rss_growth": max(hwm() - base, 0), "n": out}))
+"""
+
+
+def make_file(path: Path, gb: float) -> None:
+    import numpy as np
+
+    from lminspect.weights.safetensors_format import write_safetensors_lazy
+
+    n_tensors = 16
+    per = int(gb * 1e9 / 4 / n_tensors)
+    rows = per // 4096
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((256, 4096)).astype(np.float32)
+
+    def make(i: int):
+        return np.tile(block * (1 + i * 0.1), (rows // 256, 1))
+
+    items = [(f"layers.{i}.mlp.up.weight", "F32", (rows // 256 * 256, 4096), lambda i=i: make(i))
+             for i in range(n_tensors)]
+    write_safetensors_lazy(path, items)
+
+
+def run_child(mode: str, path: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout)
+
+
+def stats_bandwidth(path: Path, repeat: int) -> tuple[float, float]:
+    import numpy as np
+
+    from lminspect.weights import open_store
+    from lminspect.weights.stats import array_stats
+
+    size = path.stat().st_size
+    s = open_store(path)
+    names = s.keys()
+    nbytes = sum(s.info(n).nbytes for n in names)
+    plain, ours = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for n in names:  # the same bytes, tensor by tensor, as float32 memmap views
+            float(s[n].sum())
+        plain.append(nbytes / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for n in names:
+            array_stats(s[n])
+        ours.append(nbytes / (time.perf_counter() - t))
+    whole = []
+    for _ in range(repeat):
+        mm = np.memmap(path, dtype=np.float32, mode="r", offset=size % 4)
+        t = time.perf_counter()
+        mm.sum()
+        whole.append(size / (time.perf_counter() - t))
+        del mm
+    return max(plain + whole), max(ours)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=2.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dir", default=None, help="where to write the temp file")
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(dir=a.dir) as d:
+        path = Path(d) / "bench.safetensors"
+        t = time.perf_counter()
+        make_file(path, a.gb)
+        print(f"file: {path.stat().st_size / 1e9:.2f} GB, 16 F32 tensors (written in {time.perf_counter() - t:.1f} s)")
+        res: dict[str, list[dict]] = {m: [] for m in ("header", "lminspect", "safetensors")}
+        for _ in range(a.repeat):
+            for m in res:
+                res[m].append(run_child(m, path))
+        med = {m: (statistics.median(r["t"] for r in v), statistics.median(r["rss_growth"] for r in v))
+               for m, v in res.items()}
+        print(f"open (median of {a.repeat}, fresh process each):")
+        for m, (tt, rr) in med.items():
+            print(f"  {m:12s} {tt * 1e3:8.2f} ms   peak RSS growth {rr / 1e6:7.1f} MB")
+        print(f"  lminspect / header parse: {med['lminspect'][0] / med['header'][0]:.2f}x time; "
+              f"lminspect / safetensors.torch.load_file: {med['lminspect'][0] / med['safetensors'][0]:.2f}x time")
+        plain, ours = stats_bandwidth(path, max(2, a.repeat // 2))
+        print(f"stats scan (--no-svd, best of runs): lminspect {ours / 1e9:.2f} GB/s vs plain np.memmap sum "
+              f"{plain / 1e9:.2f} GB/s = {ours / plain:.0%}")
+
+
+if __name__ == "__main__":
+    main()
