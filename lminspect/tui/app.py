@@ -14,6 +14,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -119,8 +120,25 @@ class LMInspectApp(App[None]):
             self.action_show_tab("runs")
             self.query_one(RunsPane).select_run(value)
 
+    # the widget that takes focus when a tab is shown (moving focus first also keeps
+    # TabbedContent from switching back to the tab that held the old focus)
+    TAB_FOCUS = {"weights": "#weights-tree", "stitch": "#plan-input", "runs": "#runs-list"}
+
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabs = self.query_one(TabbedContent)
+        if isinstance(self.screen, ModalScreen):
+            return
+        target = self.query_one(self.TAB_FOCUS[tab])
+        tabs.active = tab
+        target.focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Clicking a tab: put focus inside the pane, so keys go where the eyes are."""
+        tab = event.pane.id
+        if tab in self.TAB_FOCUS:
+            widget = self.query_one(self.TAB_FOCUS[tab])
+            if not widget.has_focus and (self.focused is None or tab not in {a.id for a in self.focused.ancestors}):
+                self.call_after_refresh(widget.focus)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

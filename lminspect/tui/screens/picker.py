@@ -40,6 +40,8 @@ class PickerScreen(ModalScreen[Choice]):
             options.append(Option(f"model  {km.label}", id=f"model:{km.ref}"))
         for run in backend.find_runs(self._runs_dir):
             options.append(Option(f"run    {run}", id=f"run:{run}"))
+        if not options:  # nothing known yet: start in the path field
+            self.AUTO_FOCUS = "#picker-input"
         with Vertical():
             yield Label("Open a model or a run")
             if options:

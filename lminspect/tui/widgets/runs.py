@@ -47,7 +47,7 @@ class RunsPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-side"):
-            yield Label(f"runs in {self.runs_dir}")
+            yield Label(f"runs in {_display_path(self.runs_dir)}")
             yield SelectionList[str](id="runs-list")
             yield Label("smoothing")
             yield Select(SMOOTHING, value=0, allow_blank=False, id="smoothing")
@@ -73,8 +73,10 @@ class RunsPane(Widget):
             runs.append(Path(select))
         sl.clear_options()
         for run in runs:
-            label = run.name if run.parent == self.runs_dir else str(run)
+            label = run.name if run.parent == self.runs_dir else _display_path(run)
             sl.add_option((label, str(run), str(run) in keep))
+        if runs and sl.highlighted is None:
+            sl.highlighted = 0  # so space ticks the first run straight away
         if not runs:
             self.query_one("#runs-status", Static).update(
                 f"No runs under {self.runs_dir} (a run is a directory with stats.jsonl). "
@@ -165,6 +167,14 @@ class RunsPane(Widget):
                 self.query_one("#runs-status", Static).update(f"Runs cannot be read yet: {err}")
             else:
                 self.app.report_error("Could not read the runs", err)
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the working directory when inside it (short, and stable for snapshots)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
 
 
 def _figure(plots: Any, kind: str, runs: list[Any], smooth: int, width: int, height: int) -> str:

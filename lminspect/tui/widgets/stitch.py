@@ -52,23 +52,25 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
 
 class StitchPane(Widget):
     BINDINGS = [
-        Binding("ctrl+r", "run", "Run", id="stitch.run"),
-        Binding("ctrl+x", "stop", "Stop", id="stitch.stop"),
+        # priority: they must work while typing in the plan/prompt (Input would take ctrl+x as cut)
+        Binding("ctrl+r", "run", "Run", id="stitch.run", priority=True),
+        Binding("ctrl+x", "stop", "Stop", id="stitch.stop", priority=True),
     ]
 
     DEFAULT_CSS = """
     StitchPane { layout: vertical; height: 1fr; padding: 0 1; }
-    StitchPane .row { height: auto; }
-    StitchPane .row > Label { width: 13; padding: 1 1 0 0; text-align: right; }
+    StitchPane .row { height: auto; margin-top: 1; }
+    StitchPane .row > Label { width: 13; padding: 0 1 0 0; text-align: right; }
+    StitchPane .row > Label.narrow { width: auto; padding: 0 1 0 2; }
     StitchPane #plan-input { width: 1fr; }
-    StitchPane #plan-error { height: auto; padding-left: 15; }
+    StitchPane #plan-error { height: auto; padding-left: 13; }
     StitchPane #plan-error.invalid { color: $error; }
     StitchPane #plan-error.valid { color: $success; }
-    StitchPane #prompt { height: 4; width: 1fr; }
-    StitchPane #max-tokens { width: 10; }
-    StitchPane #temperature { width: 10; }
-    StitchPane Checkbox { margin-left: 1; }
-    StitchPane Button { margin-left: 1; min-width: 9; }
+    StitchPane #prompt { height: 3; width: 1fr; }
+    StitchPane #max-tokens { width: 8; }
+    StitchPane #temperature { width: 8; }
+    StitchPane Checkbox { margin-left: 2; }
+    StitchPane Button { margin-left: 2; min-width: 8; }
     StitchPane #gen-status { height: auto; color: $text-muted; padding-left: 1; }
     StitchPane #outputs { height: 1fr; min-height: 5; }
     StitchPane .out-col { width: 1fr; }
@@ -92,19 +94,20 @@ class StitchPane(Widget):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("layer plan")
-            yield Input(placeholder="empty = every layer once (e.g. 0-3, 2, 3)", id="plan-input")
+            yield Input(placeholder="empty = every layer once; e.g. 0-3,2,3  15r3  skip:2  all*0.9", id="plan-input",
+                        compact=True)
         yield Static("Open a model to check plans.", id="plan-error", markup=False)
         with Horizontal(classes="row"):
             yield Label("prompt")
-            yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False)
+            yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False, compact=True)
         with Horizontal(classes="row"):
             yield Label("max tokens")
-            yield Input("48", id="max-tokens", type="integer")
-            yield Label("temperature", classes="narrow")
-            yield Input("0", id="temperature", type="number")
-            yield Checkbox("Compare", id="compare")
-            yield Button("Run", id="run", variant="success")
-            yield Button("Stop", id="stop", variant="error", disabled=True)
+            yield Input("48", id="max-tokens", type="integer", compact=True)
+            yield Label("temp", classes="narrow")
+            yield Input("0", id="temperature", type="number", compact=True)
+            yield Checkbox("Compare", id="compare", compact=True)
+            yield Button("Run", id="run", variant="success", compact=True)
+            yield Button("Stop", id="stop", variant="error", disabled=True, compact=True)
         yield Static("", id="gen-status", markup=False)
         with Horizontal(id="outputs"):
             with Vertical(classes="out-col", id="col-baseline"):

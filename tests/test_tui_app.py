@@ -1,0 +1,262 @@
+"""The TUI driven headlessly with Pilot on tiny models made in the test."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_tui_helpers import wait_until, write_run
+from textual.widgets import DataTable, Input, Log, SelectionList, Static, Tree
+
+from lminspect.tui.app import LMInspectApp
+from lminspect.tui.screens.error import ErrorScreen
+from lminspect.tui.screens.help import HelpScreen
+from lminspect.tui.screens.picker import PickerScreen
+from lminspect.tui.widgets.plot import PlotView
+from lminspect.tui.widgets.stitch import StitchPane
+from lminspect.tui.widgets.weights import WeightsPane
+
+SIZE = (120, 40)
+pytestmark = pytest.mark.anyio  # async tests run on anyio's pytest plugin (asyncio backend)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Stats cache and recent.json in a temp dir, so tests see a fresh user."""
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+
+
+def _text(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def _opened(pilot) -> None:
+    await wait_until(pilot, lambda: pilot.app.store is not None, what="the model to open")
+    await pilot.pause()
+
+
+async def test_open_navigate_tree_and_see_statistics(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        tree = app.query_one("#weights-tree", Tree)
+        assert app.focused is tree
+        # root -> embeddings -> embed.tokens.weight
+        await pilot.press("down", "down", "enter")
+        header = app.query_one("#tensor-header", Static)
+        assert "embed.tokens.weight" in _text(header)
+        assert "300 x 64" in _text(header)
+        pane = app.query_one(WeightsPane)
+        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="statistics")
+        await pilot.pause(0.2)
+        table = app.query_one("#stats-table", DataTable)
+        keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert {"mean", "std", "absmax", "kurtosis"} <= set(keys)
+        assert "histogram" in app.query_one("#plot-hist", PlotView).text
+        assert "heatmap" in app.query_one("#plot-heatmap", PlotView).text
+        assert "singular values" in app.query_one("#plot-spectrum", PlotView).text
+
+        # into layers/0/attn: q projection, which also has per-head norms
+        await pilot.press("down")  # "layers"
+        assert tree.cursor_node is not None and str(tree.cursor_node.label) == "layers"
+        await pilot.press("space", "down", "space", "down", "space", "down", "enter")
+        assert tree.cursor_node.data == "layers.0.attn.q.weight"
+        await wait_until(pilot, lambda: "layers.0.attn.q.weight" in pane.cache, what="q statistics")
+        await pilot.pause(0.2)
+        heads = app.query_one("#plot-heads", PlotView)
+        assert heads.display and "per-head norm" in heads.text
+
+        # coming back to a tensor paints from the in-memory cache, synchronously
+        t0 = time.perf_counter()
+        pane.show_tensor("embed.tokens.weight")
+        assert time.perf_counter() - t0 < 0.5
+        await pilot.pause()
+        assert table.row_count > 5
+
+
+async def test_bad_plan_shows_inline_error_with_column(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        await pilot.press("s")
+        assert app.query_one("#tabs").active == "stitch"
+        assert app.focused is app.query_one("#plan-input", Input)
+        await pilot.press(*"0-2,9")
+        err = app.query_one("#plan-error", Static)
+        text = _text(err)
+        assert "column 5" in text and "out of range" in text
+        assert "    ^" in text  # caret under the bad item
+        assert err.has_class("invalid")
+        await pilot.press("backspace", "3", "r", "2")
+        text = _text(err)
+        assert err.has_class("valid") and "ok: 5 layer calls: 0 1 2 3 3" in text
+        await pilot.press(*",x")
+        assert "bad plan item 'x' at column 9" in _text(err)
+
+
+async def test_run_streams_tokens_and_compare(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        await pilot.press("s")
+        await pilot.press(*"0,1,1,3")
+        max_tokens = app.query_one("#max-tokens", Input)
+        max_tokens.value = "12"
+        pane = app.query_one(StitchPane)
+        await pilot.click("#run")
+        await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
+        await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)), what="generation end")
+        out = app.query_one("#out-plan", Log)
+        text = "\n".join(out.lines)
+        assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
+        assert "tok/s" in _text(app.query_one("#gen-status", Static))
+        assert not app.query_one("#run").disabled
+
+        # compare: the baseline column appears and fills too
+        await pilot.click("#compare")
+        assert pane.has_class("compare")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)) and
+                         "baseline" in _text(app.query_one("#gen-status", Static)), what="compare end")
+        base = "\n".join(app.query_one("#out-baseline", Log).lines)
+        assert base.startswith("Once upon a time") and len(base) > len("Once upon a time")
+
+
+async def test_stop_cancels_between_tokens(tiny_llama_dir, tmp_path, monkeypatch):
+    from lminspect.tui import backend
+
+    real = backend.generate_fn()
+
+    class Slow:
+        """The real Generation, slowed to ~20 tokens/s so Stop lands mid-stream."""
+
+        def __init__(self, *a, **kw):
+            self.gen = real(*a, **kw)
+            self.stats = self.gen.stats
+
+        def cancel(self):
+            self.gen.cancel()
+
+        def __iter__(self):
+            for piece in self.gen:
+                time.sleep(0.05)
+                yield piece
+
+    monkeypatch.setattr(backend, "generate_fn", lambda: Slow)
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        await pilot.press("s")
+        app.query_one("#max-tokens", Input).value = "100"
+        pane = app.query_one(StitchPane)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
+        await pilot.press("ctrl+x")
+        status = app.query_one("#gen-status", Static)
+        await wait_until(pilot, lambda: "stopped" in _text(status), timeout=5, what="stop")
+        assert "stop: cancelled" in _text(status)
+        assert not app.query_one("#run").disabled
+
+
+async def test_runs_tab_plots_loss_acc_and_diff(tmp_path):
+    from lminspect.train import TrainConfig, train
+
+    runs = tmp_path / "runs"
+    tiny = {"n_layer": 1, "dim": 16, "n_head": 2}
+    train(TrainConfig(exp="gpt2ish", run_dir=str(runs / "trained"), batch_size=2, seq_len=16, max_steps=4,
+                      eval_every=0, save_every=0, model_args=tiny, optimizer="adamw", lr=3e-3, progress=False))
+    write_run(runs / "written", steps=30)
+    app = LMInspectApp(None, runs_dir=runs, remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        # no model: the picker offers the runs
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("escape")
+        await pilot.press("r")
+        sl = app.query_one("#runs-list", SelectionList)
+        assert sl.option_count == 2
+        assert app.focused is sl
+        await pilot.press("space")  # tick the first run ("trained")
+        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        assert "accuracy" in app.query_one("#plot-acc", PlotView).text
+        assert "tick a second run" in app.query_one("#plot-diff", PlotView).text
+        await pilot.press("down", "space")
+        await wait_until(pilot, lambda: "baseline" in app.query_one("#plot-diff", PlotView).text, what="diff plot")
+
+        # a run that is still training: new rows appear without touching anything
+        pane = app.query_one("#runs-pane")
+        before = len(pane.loaded[str(runs / "written")])
+        time.sleep(0.01)
+        write_run(runs / "written", steps=40, status="running")
+        await wait_until(pilot, lambda: len(pane.loaded[str(runs / "written")]) == 40, timeout=10,
+                         what="live refresh")
+        assert before == 30
+
+
+async def test_picker_opens_a_typed_model_and_remembers_it(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(None, runs_dir=tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        field = app.screen.query_one("#picker-input", Input)
+        await wait_until(pilot, lambda: app.focused is field, timeout=5, what="path field focus")
+        field.value = str(tiny_llama_dir)
+        await pilot.press("enter")
+        await _opened(pilot)
+        assert app.query_one("#weights-tree", Tree).root.children
+    from lminspect.tui import backend
+
+    assert str(tiny_llama_dir.resolve()) in backend.recent_models()
+    assert any(k.ref == str(tiny_llama_dir.resolve()) for k in backend.known_models())
+
+
+async def test_bad_model_is_an_error_modal_not_a_crash(tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    app = LMInspectApp(str(bad), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        assert "broken.safetensors" in _text(app.screen.query_one("#error-body", Static))
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ErrorScreen)
+        assert app.is_running
+
+
+async def test_help_theme_palette_and_quit(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        dark = app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert app.current_theme.dark is not dark
+        # the command palette lists the app's own actions
+        await pilot.press("ctrl+p")
+        await pilot.press(*"runs tab")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", timeout=5, what="palette action")
+        await pilot.press("q")
+    assert not app.is_running
+
+
+def test_tui_command_wires_the_app(monkeypatch, tmp_path):
+    """``lminspect tui MODEL --runs DIR`` builds the app with those arguments (not run here)."""
+    from typer.testing import CliRunner
+
+    from lminspect.cli import app as cli
+    from lminspect.tui import app as tui_app
+
+    seen = {}
+    monkeypatch.setattr(tui_app, "run_app", lambda model, runs: seen.update(model=model, runs=runs))
+    r = CliRunner().invoke(cli, ["tui", "somemodel", "--runs", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert seen == {"model": "somemodel", "runs": tmp_path}
