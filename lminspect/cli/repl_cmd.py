@@ -1,9 +1,89 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect repl [MODEL]`` and ``lminspect session list|run``: the Python API, interactive or scripted.
+
+Module level imports only typer (see lminspect/cli/__init__.py); the API loads on use.
+"""
 
 from __future__ import annotations
 
 import typer
 
+PANEL = "Python"
+
+session_app = typer.Typer(help="Scripted REPL sessions: one runnable script per seed workflow.",
+                          no_args_is_help=True)
+
+BANNER = """lminspect {version} REPL: `li` is lminspect{model_line}.
+  li.open(ref)  li.runs(dir)  li.experiments()  help(li.Model)   (docs/api.md)"""
+
+
+def repl(
+    model: str = typer.Argument(None, help="Model to open as `m` (fetched name, path, or hf:ORG/NAME)."),
+    plain: bool = typer.Option(False, "--plain", help="Use Python's code.interact even if IPython is installed."),
+) -> None:
+    """Open a Python REPL with `li` imported and MODEL opened as `m` (IPython when installed)."""
+    import sys
+
+    import lminspect as li
+
+    ns: dict = {"li": li, "lminspect": li}
+    model_line = ""
+    if model:
+        ns["m"] = li.open(model)
+        model_line = f", `m` is {ns['m'].name}"
+    banner = BANNER.format(version=li.__version__, model_line=model_line)
+    if not plain and sys.stdin.isatty():
+        try:
+            import IPython
+        except ImportError:
+            IPython = None  # noqa: N806
+        if IPython is not None:
+            from traitlets.config import Config
+
+            cfg = Config()
+            cfg.TerminalInteractiveShell.banner2 = banner
+            IPython.start_ipython(argv=[], user_ns=ns, config=cfg)
+            return
+    import code
+
+    code.interact(banner=banner, local=ns, exitmsg="")
+
+
+def session_list(
+    directory: str = typer.Option(None, "--dir", help="Sessions folder (default ./sessions)."),
+) -> None:
+    """List the session scripts with the first line of each docstring."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.sessions_runner import find_sessions, summary
+
+    t = Table(show_header=True, header_style="bold", box=None)
+    t.add_column("session")
+    t.add_column("what")
+    for p in find_sessions(directory):
+        t.add_row(p.stem, summary(p))
+    Console().print(t)
+
+
+def session_run(
+    ctx: typer.Context,
+    script: str = typer.Argument(..., help="sessions/NAME.py or just NAME."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny model and data (sets LMINSPECT_QUICK=1)."),
+    out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME)."),
+) -> None:
+    """Run one session script; extra arguments are passed to it."""
+    from lminspect.sessions_runner import run_session
+
+    argv = list(ctx.args)
+    if out:
+        argv = ["--out", out, *argv]
+    run_session(script, argv, quick=quick)
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("repl", rich_help_panel=PANEL)(repl)
+    session_app.command("list")(session_list)
+    session_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        session_run)
+    app.add_typer(session_app, name="session", rich_help_panel=PANEL)

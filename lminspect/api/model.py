@@ -1,0 +1,505 @@
+"""``li.open(ref)`` -> :class:`Model`: one handle over the lazy weight store and the engine.
+
+Opening reads headers only (``lminspect.weights.open_store``); the torch model and the
+tokenizer are built the first time something needs them (``generate``, ``run_with_cache``,
+evals), and are shared by every view of the model (``m.stitch(plan)``). Tensors come back
+as :class:`Tensor` handles (name, shape, dtype, file) that turn into numpy on request.
+
+Navigation follows the canonical names of docs/ARCHITECTURE.md: ``m["layers.3.attn.q"]``,
+``m.layers[3].attn.q``, ``m.embed.tokens``, ``m.norm``; the format's own names
+(``m["blk.3.attn_q.weight"]``) work too. ``dir()`` lists what exists, so tab completion works.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lminspect.api.table import Table, fmt, human_bytes
+from lminspect.errors import UserError
+
+STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
+                "spectral_norm", "stable_rank", "effective_rank", "alpha")
+
+
+# display order of canonical children (the order data flows through a block)
+_ORDER = {"embed": 0, "tokens": 0, "positions": 1, "layers": 2, "attn_norm": 3, "attn": 4, "mlp_norm": 5, "mlp": 6,
+          "q": 7, "k": 8, "v": 9, "o": 10, "gate": 11, "up": 12, "down": 13, "norm": 20, "head": 21}
+
+
+class TensorStats(dict):
+    """The dict of ``lminspect.weights.stats`` with a repr that shortens long lists."""
+
+    def __repr__(self) -> str:
+        parts = []
+        for k, v in self.items():
+            if isinstance(v, list) and len(v) > 6:
+                v = f"[{', '.join(fmt(x) for x in v[:4])}, ... ({len(v)} values)]"
+            else:
+                v = fmt(v)
+            parts.append(f"  {k}: {v}")
+        return "TensorStats(\n" + "\n".join(parts) + "\n)"
+
+
+class Tensor:
+    """A handle on one stored tensor; ``.numpy()`` (or ``np.asarray(t)``) reads it."""
+
+    def __init__(self, store: Any, name: str) -> None:
+        info = store.info(name)
+        self._store = store
+        self.lookup = name  # what the array is read by (canonical name when there is one)
+        self.stored_name = info.name  # the format's own name
+        self.canonical = info.canonical if name == info.name else name
+        self.name = self.canonical or info.name
+        self.dtype = info.dtype  # dtype as stored (F32, BF16, Q4_1, ...)
+        self.nbytes = info.nbytes
+        self.source = Path(store.file_of(name))
+        self._shape: tuple[int, ...] | None = tuple(info.shape) if name == info.name else None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in numpy order (canonical tensors in ``nn.Linear`` ``[out, in]`` order)."""
+        if self._shape is None:
+            self._shape = tuple(self.numpy().shape)
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def numpy(self) -> np.ndarray:
+        """The array: a memmap view where the format allows, else converted to float32."""
+        return self._store[self.lookup]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self.numpy()
+        return a.astype(dtype) if dtype is not None else a
+
+    def torch(self) -> Any:
+        import torch
+
+        return torch.from_numpy(np.array(self.numpy(), dtype=np.float32))
+
+    def stats(self, svd: bool = True) -> TensorStats:
+        """Moments, histogram and (2-D) spectrum, cached on disk; see lminspect.weights.stats."""
+        return TensorStats(self._store.stats(self.lookup, svd=svd))
+
+    def heads(self) -> np.ndarray:
+        """Per-head view of an attention projection: q/k/v ``[heads, head_dim, in]``, o ``[heads, out, head_dim]``."""
+        return self._store.heads(self.lookup)
+
+    def norm(self) -> float:
+        """Frobenius norm."""
+        return float(np.linalg.norm(np.asarray(self.numpy(), dtype=np.float32).reshape(-1)))
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The bias beside a ``.weight`` (None when the layer has none)."""
+        if self.canonical and self.canonical.endswith(".weight"):
+            b = self.canonical[: -len("weight")] + "bias"
+            if b in self._store:
+                return Tensor(self._store, b)
+        return None
+
+    def __repr__(self) -> str:
+        own = f" (stored as {self.stored_name})" if self.stored_name != self.name else ""
+        shape = "x".join(map(str, self.shape)) or "()"
+        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {self.dtype}  size {self.size:,} "
+                f"({human_bytes(self.nbytes)} on disk)\n  from {self.source}")
+
+
+class Node:
+    """A group of canonical names (``layers.3``, ``layers.3.attn``, ``embed``): attributes are children."""
+
+    def __init__(self, model: Model, prefix: str) -> None:
+        self._model = model
+        self._prefix = prefix
+
+    def _children(self) -> list[str]:
+        return self._model._children(self._prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        child = self._model._child(self._prefix, name)
+        if child is None:
+            raise AttributeError(f"{self._prefix} has no {name!r} (has: {', '.join(self._children())})")
+        return child
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self.__getattr__(str(key))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {c for c in self._children() if c.isidentifier()})
+
+    def __len__(self) -> int:
+        return len(self._children())
+
+    def __iter__(self) -> Iterator[Any]:
+        for c in self._children():
+            yield self._model._child(self._prefix, c)
+
+    def names(self) -> list[str]:
+        """Canonical names under this node."""
+        p = self._prefix + "."
+        return [n for n in self._model._canon if n.startswith(p)]
+
+    def stats(self, svd: bool = True) -> Table:
+        return self._model.stats(self._prefix + ".*", svd=svd)
+
+    def __repr__(self) -> str:
+        rows = []
+        for n in self.names():
+            info = self._model.store.info(n)
+            rows.append({"name": n, "stored as": info.name, "dtype": info.dtype})
+        return Table(rows, title=f"{self._prefix} ({len(rows)} tensors)").text()
+
+
+class Layers(Node):
+    """``m.layers``: a sequence of layer nodes."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model, "layers")
+
+    def _children(self) -> list[str]:
+        return [str(i) for i in range(len(self))]
+
+    def __len__(self) -> int:
+        return self._model.n_layers
+
+    def __getitem__(self, key: int | str) -> Any:  # type: ignore[override]
+        i = int(key)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"layer {key} out of range (model has {n} layers)")
+        return Node(self._model, f"layers.{i % n}")
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        first = self._model._children("layers.0") if len(self) else []
+        return f"<{len(self)} layers of {self._model.name}: each has {', '.join(first)}>"
+
+
+class Tensors(Mapping):
+    """``m.tensors``: the format's own names in file order -> :class:`Tensor`; canonical names also look up."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._store:
+            raise KeyError(name)
+        return Tensor(self._store, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.keys())
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._store
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()))
+
+    def _ipython_key_completions_(self) -> list[str]:
+        return list(self._store.keys()) + list(self._store.canonical_names())
+
+    def table(self, pattern: str = "*") -> Table:
+        rows = []
+        for i in self._store.infos():
+            if fnmatch.fnmatchcase(i.name, pattern) or (i.canonical and fnmatch.fnmatchcase(i.canonical, pattern)):
+                rows.append({"name": i.name, "shape": list(i.shape), "dtype": i.dtype,
+                             "size": int(np.prod(i.shape, dtype=np.int64)), "canonical": i.canonical or ""})
+        return Table(rows, title=f"{self._store.name}: {len(rows)} tensors ({human_bytes(self._store.total_bytes)})")
+
+    def __repr__(self) -> str:
+        return self.table().text()
+
+    def __rich__(self) -> Any:
+        return self.table().__rich__()
+
+
+class Activations(dict):
+    """``{site: array}`` from ``run_with_cache``; the repr lists sites with their shapes."""
+
+    def __repr__(self) -> str:
+        rows = [{"site": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.items()]
+        return Table(rows, title=f"{len(rows)} activation sites").text()
+
+
+class Completion(str):
+    """Generated text (a ``str``) that also carries ``.stats`` (tokens, TTFT, tok/s, stop reason)."""
+
+    stats: Any = None
+
+
+class _Shared:
+    """State shared by a model and its stitched views: store, engine, tokenizer."""
+
+    def __init__(self, store: Any, dtype: str, device: str) -> None:
+        self.store = store
+        self.dtype = dtype
+        self.device = device
+        self.engine: Any = None
+        self.tokenizer: Any = None
+
+
+class Model:
+    """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
+
+    def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
+                 _shared: _Shared | None = None) -> None:
+        if _shared is None:
+            from lminspect.weights import open_store
+
+            _shared = _Shared(open_store(ref), dtype, device)
+        self._shared = _shared
+        self._canon = list(self.store.canonical_names())
+        self.plan = None
+        if plan is not None:
+            from lminspect.stitch import parse_plan
+
+            self.plan = parse_plan(plan, self.n_layers)
+
+    # ---- basics
+    @property
+    def store(self) -> Any:
+        """The underlying ``TensorStore``."""
+        return self._shared.store
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def format(self) -> str:
+        return self.store.format
+
+    @property
+    def arch(self) -> str:
+        return self.store.arch
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.store.config
+
+    @property
+    def n_layers(self) -> int:
+        if self._shared.engine is not None:
+            return len(self._shared.engine.layers)
+        cfg = self.config
+        for k in ("num_hidden_layers", "n_layer", "num_layers"):
+            if cfg.get(k):
+                return int(cfg[k])
+        idx = {int(n.split(".")[1]) for n in self._canon if n.startswith("layers.")}
+        return max(idx) + 1 if idx else 0
+
+    @property
+    def n_params(self) -> int:
+        return self.store.n_params
+
+    @property
+    def tensors(self) -> Tensors:
+        return Tensors(self.store)
+
+    @property
+    def layers(self) -> Layers:
+        return Layers(self)
+
+    def __getitem__(self, name: str) -> Tensor:
+        return Tensor(self.store, name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.store
+
+    # ---- canonical-name tree for attribute navigation
+    def _children(self, prefix: str) -> list[str]:
+        p = prefix + "." if prefix else ""
+        out: list[str] = []
+        for n in self._canon:
+            if n.startswith(p):
+                head = n[len(p):].split(".")[0]
+                if head not in ("weight", "bias") and head not in out:
+                    out.append(head)
+        return sorted(out, key=lambda c: (_ORDER.get(c, 50), int(c) if c.isdigit() else 0, c))
+
+    def _child(self, prefix: str, name: str) -> Any:
+        full = f"{prefix}.{name}" if prefix else name
+        if full == "layers":
+            return Layers(self)
+        sub = self._children(full)
+        if not sub:
+            for leaf in (full + ".weight", full + ".bias"):
+                if leaf in self._canon:
+                    return Tensor(self.store, leaf)
+            return None
+        return Node(self, full)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or "_shared" not in self.__dict__:
+            raise AttributeError(name)
+        child = self._child("", name)
+        if child is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return child
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._children("")))
+
+    # ---- engine
+    @property
+    def engine(self) -> Any:
+        """The torch model (``lminspect.models``), built on first use and shared by stitched views."""
+        if self._shared.engine is None:
+            from lminspect.models import load_model
+
+            self._shared.engine = load_model(self.store, dtype=self._shared.dtype, device=self._shared.device)
+        return self._shared.engine
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._shared.tokenizer is None:
+            from lminspect.tokenizer import load_tokenizer
+
+            self._shared.tokenizer = load_tokenizer(self.store)
+        return self._shared.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def _ids(self, text: str | list[int]) -> Any:
+        import torch
+
+        ids = self.encode(text) if isinstance(text, str) else [int(i) for i in text]
+        if not ids:
+            raise UserError("empty text: give at least one token")
+        return torch.tensor([ids], dtype=torch.long, device=self.engine.device)
+
+    # ---- weights
+    def stats(self, pattern: str = "*", svd: bool = True, columns: tuple[str, ...] = STAT_COLUMNS) -> Table:
+        """Statistics of every tensor matching a glob (canonical names, else stored names), as a Table."""
+        names = [n for n in self._canon if fnmatch.fnmatchcase(n, pattern) or
+                 (n.endswith(".weight") and fnmatch.fnmatchcase(n[:-7], pattern))]
+        if not names:
+            names = [n for n in self.store.keys() if fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            raise UserError(f"{self.name}: no tensor matches {pattern!r}")
+        rows = []
+        for n in names:
+            st = self.store.stats(n, svd=svd)
+            row = {"name": n, **{c: st.get(c) for c in columns if c != "name"}}
+            rows.append(row)
+        return Table(rows, columns=list(columns), title=f"{self.name}: {pattern} ({len(rows)} tensors)")
+
+    # ---- engine-backed methods (all honour self.plan)
+    def stitch(self, plan: Any) -> Model:
+        """A view of the same weights running ``plan`` (``"0-23,27-29"``, a preset, a list, a file)."""
+        return Model(None, plan=plan, _shared=self._shared)
+
+    def generate(self, prompt: Any, stream: bool = False, max_new_tokens: int = 64, **kw: Any) -> Any:
+        """The continuation as text (a :class:`Completion` with ``.stats``), or the streaming iterator."""
+        from lminspect.generate import generate
+
+        gen = generate(self.engine, self.tokenizer, prompt, max_new_tokens=max_new_tokens, plan=self.plan, **kw)
+        if stream:
+            return gen
+        out = Completion("".join(gen))
+        out.stats = gen.stats
+        return out
+
+    def logits(self, text: str | list[int]) -> np.ndarray:
+        """Logits ``[T, vocab]`` for a text under the plan."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.engine(self._ids(text), plan=self.plan)
+        return out[0].float().cpu().numpy()
+
+    def run_with_cache(self, text: str | list[int], sites: Any = None, numpy: bool = True) -> Activations:
+        """``{site: activation}`` for one forward (sites ``"resid_out"``, ``"attn_probs.3"``, ...; see docs/engine.md)."""
+        _, store = self.engine.run_with_cache(self._ids(text), sites, plan=self.plan)
+        if numpy:
+            return Activations({k: v.float().cpu().numpy()[0] for k, v in store.items()})
+        return Activations({k: v for k, v in store.items()})
+
+    def attention(self, text: str | list[int], layer: int | list[int] | None = None) -> np.ndarray:
+        """Attention probabilities ``[layers, heads, T, T]`` (``layer=i``: ``[heads, T, T]``); positions are plan positions."""
+        n = len(self.plan) if self.plan is not None else self.n_layers
+        layers = list(range(n)) if layer is None else ([layer] if isinstance(layer, int) else list(layer))
+        for i in layers:
+            if not 0 <= i < n:
+                raise UserError(f"layer {i} out of range (0..{n - 1})")
+        acts = self.run_with_cache(text, [f"attn_probs.{i}" for i in layers])
+        arr = np.stack([acts[f"attn_probs.{i}"] for i in layers])
+        return arr[0] if isinstance(layer, int) else arr
+
+    def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared", split: str | None = None) -> Any:
+        """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus)."""
+        from lminspect.evals.mc import evaluate_mc, load_mc
+
+        if isinstance(data, str) and data == "cloze":
+            from lminspect.evals.cloze import builtin_corpus, make_cloze, read_documents
+
+            data = make_cloze(read_documents(builtin_corpus()), n=limit or 50)
+        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
+            load_mc(data, limit=limit, split=split)
+        if limit is not None:
+            items = list(items)[:limit]
+        return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
+
+    def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
+                   limit: int | None = None) -> Any:
+        """Perplexity of a text, a list of texts, a file (.txt/.jsonl/.parquet/folder), or ``hf:DATASET``."""
+        from lminspect.evals.perplexity import evaluate_perplexity, load_texts
+
+        src = text_or_file
+        if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and len(src) < 4096
+                                            and Path(src).exists()):
+            texts = load_texts(src, limit=limit)
+        elif isinstance(src, str) and src.startswith("hf:"):
+            texts = load_texts(src[3:], limit=limit)
+        elif isinstance(src, str) and "\n" not in src and src.lower().endswith((".txt", ".jsonl", ".json", ".parquet")):
+            texts = load_texts(src, limit=limit)  # a missing file: one clear error
+        elif isinstance(src, str):
+            texts = [src]
+        else:
+            texts = load_texts(list(src), limit=limit)
+        return evaluate_perplexity(self.engine, self.tokenizer, texts, plan=self.plan, ctx_len=ctx_len,
+                                   max_tokens=max_tokens)
+
+    # ---- display
+    def __repr__(self) -> str:
+        plan = ""
+        if self.plan is not None:
+            from lminspect.stitch import plan_to_string
+
+            plan = f"\n  plan {plan_to_string(self.plan, self.n_layers)} ({len(self.plan)} layer calls)"
+        engine = "built" if self._shared.engine is not None else "not built yet"
+        return (f"Model {self.name} ({self.arch}, {self.format})\n  {self.n_layers} layers, "
+                f"{self.n_params:,} parameters, {len(self.store)} tensors, {human_bytes(self.store.total_bytes)}"
+                f"\n  from {self.path}{plan}\n  engine: {engine}")
+
+
+def open(ref: Any, *, dtype: str = "float32", device: str = "cpu") -> Model:  # noqa: A001 - li.open(path)
+    """Open a model lazily: a fetched name (``smollm2``), a path (.safetensors, .gguf, HF dir) or ``hf:ORG/NAME``."""
+    if isinstance(ref, Model):
+        return ref
+    return Model(ref, dtype=dtype, device=device)

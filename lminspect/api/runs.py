@@ -1,0 +1,140 @@
+"""``li.runs(dir)``, ``li.experiments()``, ``li.activations(dir)``: training runs and friends in the REPL."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lminspect.api.table import Figure, Table
+from lminspect.errors import UserError
+
+
+def _is_run_dir(p: Path) -> bool:
+    return p.is_dir() and ((p / "stats.jsonl").is_file() or (p / "config.json").is_file()
+                           and (p / "checkpoints").is_dir())
+
+
+def _find_runs(root: Path, depth: int = 3) -> list[Path]:
+    if _is_run_dir(root):
+        return [root]
+    if depth == 0 or not root.is_dir():
+        return []
+    out: list[Path] = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            out.extend(_find_runs(child, depth - 1))
+    return out
+
+
+class Runs(Sequence):
+    """Training runs (``lminspect.train.runlog.Run``): ``.table()``, ``.plot()``, ``.diff()``."""
+
+    def __init__(self, runs: Sequence[Any]) -> None:
+        self._runs = list(runs)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            for r in self._runs:
+                if key in (r.name, str(r.path), r.path.name):
+                    return r
+            raise KeyError(f"no run named {key!r} (runs: {', '.join(self.names)})")
+        if isinstance(key, slice):
+            return Runs(self._runs[key])
+        return self._runs[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._runs)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._runs]
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()))
+
+    def _ipython_key_completions_(self) -> list[str]:
+        return self.names
+
+    def table(self) -> Table:
+        """One row per run: experiment, status, steps, tokens, last/best losses and accuracies."""
+        rows = []
+        for r in self._runs:
+            last = r.last
+            row: dict[str, Any] = {"name": r.name, "exp": r.config.get("exp", ""), "status": r.status,
+                                   "steps": len(r), "tokens": int(r.tokens) if r.tokens == r.tokens else 0}
+            for m in ("loss", "acc", "val_loss", "val_acc"):
+                col = [v for v in r.columns.get(m, []) if not math.isnan(v)]
+                row[m] = col[-1] if col else None
+            row["best_val_loss"] = min((v for v in r.columns.get("val_loss", []) if not math.isnan(v)), default=None)
+            row["tok_s"] = last.get("tok_s")
+            rows.append(row)
+        return Table(rows, title=f"{len(rows)} runs")
+
+    def plot(self, metric: str = "loss", *, diff: bool = False, baseline: Any = None, smooth: int = 0,
+             x: str = "tokens", log: bool = False, width: int = 100, height: int = 25, color: bool = False) -> Figure:
+        """Training curves as plotext text (the same figure as ``lminspect plot``)."""
+        from lminspect.plots import plot_runs
+
+        if not self._runs:
+            raise UserError("no runs to plot")
+        text = plot_runs(self._runs, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth, log=log,
+                         width=width, height=height, color=color)
+        return Figure(text, title=f"{metric}{' diff' if diff else ''}")
+
+    def diff(self, baseline: Any = None, metric: str = "loss", **kw: Any) -> Figure:
+        """Each run minus the baseline (default: the run with the most tokens, as lmplay does)."""
+        return self.plot(metric, diff=True, baseline=baseline, **kw)
+
+    def __repr__(self) -> str:
+        return self.table().text()
+
+    def __rich__(self) -> Any:
+        return self.table().__rich__()
+
+
+def runs(*paths: str | Path) -> Runs:
+    """Runs under one or more folders (each folder a run, or holding runs up to 3 levels down)."""
+    from lminspect.train.runlog import load_run
+
+    if not paths:
+        paths = ("runs",)
+    found: list[Path] = []
+    for p in paths:
+        root = Path(p).expanduser()
+        if not root.exists():
+            raise UserError(f"{p}: no such directory")
+        hits = _find_runs(root)
+        if not hits:
+            raise UserError(f"{p}: no run directories (with stats.jsonl) found")
+        found.extend(h for h in hits if h not in found)
+    return Runs([load_run(p) for p in found])
+
+
+def experiments(load_plugins: bool | None = None, check: bool = False) -> Table:
+    """The registered experiments (built-ins and plugins) as a Table."""
+    from lminspect.experiments.registry import list_experiments
+
+    rows = [{"name": e.name, "summary": e.summary, "dist": e.dist, "version": e.version, "builtin": e.builtin,
+             "error": e.error or ""} for e in list_experiments(load_plugins=load_plugins, check=check)]
+    return Table(rows, title=f"{len(rows)} experiments")
+
+
+def activations(path: str | Path, **kw: Any) -> Any:
+    """Load a saved activation-statistics folder (delegates to ``lminspect.activations.load``)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("lminspect.activations")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("lminspect.activations"):
+            raise UserError("lminspect.activations is not available in this installation") from None
+        raise
+    load = getattr(mod, "load", None)
+    if load is None:
+        raise UserError("lminspect.activations has no load() yet")
+    return load(path, **kw)
