@@ -1,8 +1,9 @@
 """User-facing errors.
 
 Anything the user can fix (a bad file, a bad plan, a bad flag) is raised as a
-``UserError`` with a one-line message naming *what* and *where*. It is a
-``click.ClickException``, so the CLI (and ``CliRunner`` in tests) prints
+``UserError`` with a one-line message naming *what* and *where*. It is the
+``ClickException`` that typer's command runner catches (recent typer vendors its
+own copy of click), so the CLI (and ``CliRunner`` in tests) prints
 ``lminspect: error: <message>`` on stderr and exits with code 2, no traceback.
 In the REPL it is an ordinary exception.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import sys
 
-import click
+try:  # typer >= 0.2x ships its own click; its runner catches only that class
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on the click package
+    from click import ClickException
 
 
-class UserError(click.ClickException):
+class UserError(ClickException):
     """A problem with the user's input; the message is shown as one line."""
 
     exit_code = 2

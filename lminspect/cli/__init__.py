@@ -8,6 +8,7 @@ formats are imported inside the command functions so ``lminspect --help`` stays 
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 from lminspect.cli import (
     activations_cmd,
@@ -21,8 +22,24 @@ from lminspect.cli import (
     weights_cmd,
 )
 
+
+
+class _OneLineErrors(TyperGroup):
+    """Print a UserError as one plain line and exit 2 (typer's rich mode would draw a box)."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        from lminspect.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            e.show()
+            raise typer.Exit(e.exit_code) from None
+
+
 app = typer.Typer(
     name="lminspect",
+    cls=_OneLineErrors,
     help="A terminal workbench for taking small language models apart.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
