@@ -1,0 +1,75 @@
+"""SVG snapshots of the main screens at a fixed size with deterministic content (no timings).
+
+Regenerate after a deliberate UI change with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_tui_helpers import wait_until, write_run
+
+from lminspect.tui.app import LMInspectApp
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def tiny(tiny_llama_dir, tmp_path, monkeypatch):
+    """The tiny Llama under a fixed name, a fixed working dir, and a private cache."""
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    dst = tmp_path / "tiny"
+    shutil.copytree(tiny_llama_dir, dst)
+    return dst
+
+
+def test_snapshot_weights_tensor_view(tiny, snap_compare):
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def select_embedding(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="stats")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="figures")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=select_embedding)
+
+
+def test_snapshot_stitch_bad_plan(tiny, snap_compare):
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def type_bad_plan(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("s")
+        await pilot.press(*"0-2,3r2,7")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=type_bad_plan)
+
+
+def test_snapshot_runs_two_runs(tiny, tmp_path, snap_compare):
+    write_run(tmp_path / "runs" / "baseline", steps=40)
+    write_run(tmp_path / "runs" / "variant", steps=30, offset=0.15)
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def tick_both(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("r", "space", "down", "space")
+        pane = app.query_one("#runs-pane")
+        await wait_until(pilot, lambda: len(pane.loaded) == 2, what="runs")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=tick_both)
+
+
+def test_snapshot_help(tiny, snap_compare):
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def open_help(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("f1")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_help)
