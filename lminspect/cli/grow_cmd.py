@@ -1,9 +1,70 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect grow``: grow a model (depth, width, heads, ffn, vocab) without changing its function.
+
+Only typer at module level; torch loads inside the command (see lminspect/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lminspect.cli.stitch_cmd import cli_errors
+
+
+@cli_errors
+def grow(
+    checkpoint: str = typer.Argument(..., help="A training checkpoint dir, a run dir (its latest "
+                                                "checkpoint) or any HF model dir the engine loads."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output model directory (written atomically)."),
+    layers: str = typer.Option(None, "--layers", help="+N inserts N identity blocks; N grows to N blocks."),
+    at: int = typer.Option(None, "--at", help="Insert the new blocks before this layer (default: the end)."),
+    width: int = typer.Option(None, "--width", help="New residual width (hidden size)."),
+    ffn: int = typer.Option(None, "--ffn", help="New MLP hidden width."),
+    heads: int = typer.Option(None, "--heads", help="New number of query heads (head_dim stays fixed; "
+                                                    "default grows with --width)."),
+    kv_heads: int = typer.Option(None, "--kv-heads", help="llama: new number of kv heads "
+                                                          "(default keeps the q/kv ratio)."),
+    vocab: int = typer.Option(None, "--vocab", help="New vocabulary size (rows appended)."),
+    vocab_init: str = typer.Option("mean", "--vocab-init", help="New token rows: mean (logit = mean logit, "
+                                                                "never the argmax) or zero."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random parts (new read weights)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Verify max |logit diff| on a probe."),
+) -> None:
+    """Grow a llama or gpt2 model so that it computes the same logits (seed 003, building babel).
+
+    New blocks are identity (zero attn.o / mlp.down), new heads and hidden units write nothing,
+    width growth keeps the norms exact (docs/growth.md). The result is a model directory that
+    `lminspect.open` and the engine load, and that `lminspect train` can continue from.
+    """
+    import torch
+
+    from lminspect.errors import UserError
+    from lminspect.grow.core import GrowSpec, parse_layers
+    from lminspect.grow.io import grow_dir, load_for_growth
+
+    if all(v is None for v in (layers, width, ffn, heads, kv_heads, vocab)):
+        raise UserError("nothing to grow: give --layers, --width, --ffn, --heads, --kv-heads or --vocab")
+    model, _ = load_for_growth(checkpoint)
+    spec = GrowSpec(layers=parse_layers(layers, model.config.n_layer), at=at, width=width, ffn=ffn,
+                    heads=heads, kv_heads=kv_heads, vocab=vocab, vocab_init=vocab_init)
+    old, new, path = grow_dir(checkpoint, out, spec, seed=seed)
+    msg = ""
+    if check:
+        g = torch.Generator().manual_seed(0)
+        T = min(32, old.context_length)
+        ids = torch.randint(0, old.vocab_size, (1, T), generator=g)
+        with torch.inference_mode():
+            diff = (new(ids)[..., :old.vocab_size] - old(ids)).abs().max().item()
+        msg = f"; max |logit diff| {diff:.2e} on a random probe"
+    n_old = sum(p.numel() for p in old.parameters())
+    n_new = sum(p.numel() for p in new.parameters())
+    c0, c1 = old.config, new.config
+    typer.echo(f"wrote {path}: {old.arch} layers {c0.n_layer}->{c1.n_layer}, width {c0.dim}->{c1.dim}, "
+               f"heads {c0.n_head}->{c1.n_head}, ffn {c0.ffn_dim}->{c1.ffn_dim}, vocab {c0.vocab_size}->"
+               f"{c1.vocab_size}, params {n_old:,}->{n_new:,}{msg}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("grow", rich_help_panel="Training")(grow)
