@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from lminspect.cli import app
@@ -35,8 +34,6 @@ def test_exp_list_and_describe():
     assert r.exit_code == 0 and "lmplay" in r.output
 
 
-@pytest.mark.xfail(strict=False, reason="UserError subclasses click.ClickException, but typer 0.29 vendors its own "
-                   "click (typer._click), so the CLI does not turn it into exit 2 yet (errors.py / cli owner)")
 def test_unknown_experiment_exits_2_with_one_line(tmp_path):
     r = CliRunner().invoke(app, ["train", "--exp", "nope", "--run-dir", str(tmp_path / "x")])
     assert r.exit_code == 2

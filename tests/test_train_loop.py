@@ -48,15 +48,16 @@ def test_checkpoint_is_a_model_dir(tmp_path):
     assert not any(k.startswith(("model/", "optim/")) for k in keys)
     conf = json.loads((res.checkpoint / "config.json").read_text())
     assert conf["lminspect_arch"] == "gpt2" and conf["n_layer"] == 2
-    pytest.importorskip("lminspect.weights")
     import torch
 
     import lminspect as li
     from lminspect.models import load_model
+    from lminspect.weights import open_store
 
-    store = li.open(str(res.checkpoint))
-    assert store.arch == "gpt2"
-    model = load_model(store)
+    store = open_store(str(res.checkpoint))
+    assert store.arch == "gpt2" and "layers.0.attn.q.weight" in store.canonical_names()
+    li.open(str(res.checkpoint))  # the REPL handle browses it too
+    model = load_model(str(res.checkpoint))
     ids = torch.tensor([[1, 2, 3, 4]])
     assert model(ids).shape == (1, 4, 4096)
 
