@@ -1,9 +1,136 @@
-"""CLI commands (see lminspect/cli/__init__.py for the conventions)."""
+"""``lminspect activations`` (collect statistics), ``activations-show`` and ``activations-diff``.
+
+Flat commands rather than a sub-app: ``activations MODEL ...`` takes a positional argument, which a
+Typer group with subcommands would mistake for a subcommand name. See docs/activations.md.
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Annotated, Any
+
 import typer
+
+PANEL = "Analysis"
+
+
+def _one_line_errors(fn: Any) -> Any:
+    """UserError -> one line on stderr, exit 2 (typer vendors click, so ClickException isn't caught)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from lminspect.errors import UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            exc.show(sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def activations(
+    model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Results directory (resumed if it holds an unfinished run of the same model and settings).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="'builtin' (shipped corpus), a .txt/.jsonl/.parquet file or dir, or a HF dataset id[:config].")] = "builtin",
+    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens to run through the model.")] = 50_000,
+    sites: Annotated[str, typer.Option("--sites", "-s", help="Comma list of resid (=resid_out), resid_in, resid_out, attn_out, mlp_out, mlp_hidden, or KIND.POS.")] = "resid,attn_out,mlp_out,mlp_hidden",
+    plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan (see `lminspect stitch`); positions are plan positions.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward.")] = 8,
+    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Tokens per sequence (documents are cut into chunks of this).")] = 256,
+    keep_tokens: Annotated[bool, typer.Option("--keep-tokens", help="Also store every token's activations (np.memmap files under DIR/tokens).")] = False,
+    keep_dtype: Annotated[str, typer.Option("--keep-dtype", help="float16 or float32 for --keep-tokens.")] = "float16",
+    outlier_k: Annotated[float, typer.Option("--outlier-k", "-k", help="Outlier: |x| > K * std of the site.")] = 6.0,
+    text_field: Annotated[str, typer.Option("--text-field", help="Column holding the text (jsonl/parquet/HF data).")] = "text",
+    split: Annotated[str, typer.Option("--split", help="Dataset split (HF datasets).")] = "train",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16 (statistics are float64 regardless).")] = "float32",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace statistics of another model / other settings in --out.")] = False,
+    save_every: Annotated[float, typer.Option("--save-every", help="Seconds between resumable snapshots (0: after every batch).")] = 30.0,
+    max_batches: Annotated[int | None, typer.Option("--max-batches", hidden=True, help="Stop after this many batches (testing resume).")] = None,
+) -> None:
+    """Collect per-dimension activation statistics over many tokens in one streaming pass.
+
+    Mean, variance, skew, kurtosis, min/max, histograms, outlier ("massive activation") dimensions
+    with example tokens, and MLP neuron firing frequency / dead neurons; per site and plan position.
+    Interrupt any time: rerunning the same command resumes from the last snapshot.
+    """
+    from rich.console import Console
+
+    from lminspect.activations import collect
+
+    stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan, batch_size=batch_size,
+                    seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype, outlier_k=outlier_k,
+                    text_field=text_field, split=split, dtype=dtype, device=device, overwrite=overwrite,
+                    save_every=save_every, max_batches=max_batches)
+    err = Console(stderr=True, highlight=False)
+    el = float(stats.progress.get("elapsed_s", 0.0))
+    rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
+    state = "complete" if stats.complete else "partial (rerun to resume)"
+    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{rate}: {state} -> {out}")
+
+
+def show(
+    results: Annotated[str, typer.Argument(help="Results directory of `lminspect activations`.")],
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind (resid_out, mlp_hidden, ...).")] = None,
+    examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
+) -> None:
+    """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.activations import load
+    from lminspect.errors import UserError
+
+    stats = load(results)
+    rows = [s for s in stats if kind is None or s.kind == kind]
+    if not rows:
+        raise UserError(f"{results}: no sites of kind {kind!r} (have {', '.join(stats.kinds)})")
+    t = Table(title=f"{stats.model} plan={stats.plan} tokens={stats.tokens}"
+              + ("" if stats.complete else " (partial)"))
+    for col in ("site", "layer", "dim", "std", "|x| max", "kurt med", "kurt max", "outlier dims", "top outliers",
+                "dead"):
+        t.add_column(col, justify="left" if col in ("site", "top outliers") else "right")
+    for s in rows:
+        r = s.summary()
+        top = " ".join(f"{d}:{int(s.outlier_counts[d])}" for d in s.outlier_dims[:4])
+        t.add_row(s.name, str(s.layer), str(s.dim), f"{r['std']:.4g}", f"{r['absmax']:.4g}",
+                  f"{r['kurtosis_median']:.3g}", f"{r['kurtosis_max']:.3g}", str(r["outlier_dims"]), top,
+                  str(r.get("dead", "")))
+    con = Console()
+    con.print(t)
+    if examples > 0:
+        for s in rows:
+            for d in s.outlier_dims[:examples]:
+                ex = ", ".join(f"doc {doc} tok {off} |x|={v:.4g}" for doc, off, v in s.examples(int(d)))
+                con.print(f"{s.name} dim {int(d)} ({int(s.outlier_counts[d])} outliers): {ex}")
+
+
+def diff(
+    a: Annotated[str, typer.Argument(help="Results directory A (e.g. the stitched model).")],
+    b: Annotated[str, typer.Argument(help="Results directory B (e.g. the baseline).")],
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
+) -> None:
+    """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change."""
+    from rich.console import Console
+
+    from lminspect.activations import diff as diff_stats
+    from lminspect.activations import diff_table, load
+    from lminspect.errors import UserError
+
+    sa, sb = load(a), load(b)
+    rows = diff_stats(sa, sb)
+    if kind is not None:
+        rows = [r for r in rows if r["kind"] == kind]
+        if not rows:
+            raise UserError(f"no common sites of kind {kind!r}")
+    Console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("activations", rich_help_panel=PANEL)(_one_line_errors(activations))
+    app.command("activations-show", rich_help_panel=PANEL)(_one_line_errors(show))
+    app.command("activations-diff", rich_help_panel=PANEL)(_one_line_errors(diff))

@@ -1,0 +1,426 @@
+"""The streaming pass: documents -> token batches -> hooked forwards -> accumulators -> results dir.
+
+Batches: every document is tokenized with the model's own tokenizer and cut into chunks of at
+most ``seq_len`` tokens; each chunk is one row (attention never crosses documents, every chunk
+starts at position 0). A batch is the next ``batch_size`` chunks, right-padded to its longest row;
+with causal attention no real token sees the padding, and padded positions are dropped before
+any statistic (an index_select, skipped when a batch has no padding). The last batch is cut so
+exactly ``tokens`` tokens are used.
+
+Resuming: the stream position (next document, token offset in it) is part of every snapshot, and
+batch composition depends only on that position, so a resumed run sees the same batches in the
+same order as an uninterrupted one and ends with the same statistics (to float rounding of the
+snapshot, which is exact float64). Snapshots are taken every ``save_every`` seconds (0: every
+batch), when ``max_batches`` stops a run early, and at the end.
+
+Memory is flat in ``tokens``: accumulators have fixed size, documents are streamed, and kept
+token-level data is written through a short-lived ``np.memmap`` window per batch (unmapped right
+away, so written pages never accumulate in this process's RSS).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lminspect.activations.accumulate import SiteAccumulator
+from lminspect.activations.store import (
+    FORMAT,
+    VERSION,
+    ActivationStats,
+    load,
+    model_identity,
+    read_index,
+    read_state,
+    write_arrays,
+    write_index,
+    write_state,
+)
+from lminspect.errors import UserError
+
+STAT_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden")
+ALIASES = {"resid": "resid_out"}
+DEFAULT_SITES = ("resid", "attn_out", "mlp_out", "mlp_hidden")
+OUR_FILES = ("index.json", "stats.npz", "arrays", "tokens")
+
+
+@dataclass
+class CollectConfig:
+    """Everything that decides *which* numbers a run produces (stored in index.json)."""
+
+    data: str = "builtin"
+    tokens: int = 50_000
+    sites: list[str] = field(default_factory=lambda: list(DEFAULT_SITES))
+    plan: str | None = None
+    batch_size: int = 8
+    seq_len: int = 256
+    outlier_k: float = 6.0
+    keep_tokens: bool = False
+    keep_dtype: str = "float16"
+    text_field: str = "text"
+    split: str = "train"
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+# ---------------------------------------------------------------------------- sites
+
+
+def resolve_sites(spec: list[str] | tuple[str, ...] | str, n_pos: int) -> list[str]:
+    """``["resid", "mlp_hidden.3", ...]`` -> exact site names ``"{kind}.{pos}"`` in plan order."""
+    if isinstance(spec, str):
+        spec = [spec]
+    items = [p.strip() for s in spec for p in str(s).split(",") if p.strip()]
+    if not items:
+        raise UserError("no sites given (valid: " + ", ".join(("resid", *STAT_KINDS)) + ")")
+    want: set[tuple[str, int]] = set()
+    for item in items:
+        kind, dot, pos = item.partition(".")
+        kind = ALIASES.get(kind, kind)
+        if kind not in STAT_KINDS:
+            why = " (attention probabilities are not per-dimension activations)" if kind == "attn_probs" else ""
+            raise UserError(f"unknown site {item!r}{why}; valid sites: resid (= resid_out), "
+                            f"{', '.join(STAT_KINDS)}, optionally KIND.POS with POS in 0..{n_pos - 1}")
+        if dot:
+            if not pos.isdigit() or int(pos) >= n_pos:
+                raise UserError(f"site {item!r}: position must be an integer in 0..{n_pos - 1} (the plan has "
+                                f"{n_pos} layer calls)")
+            want.add((kind, int(pos)))
+        else:
+            want.update((kind, p) for p in range(n_pos))
+    kind_order = {k: i for i, k in enumerate(STAT_KINDS)}
+    return [f"{k}.{p}" for k, p in sorted(want, key=lambda kp: (kp[1], kind_order[kp[0]]))]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def iter_chunks(source: str, tok: Any, seq_len: int, *, split: str, text_field: str, doc: int = 0,
+                offset: int = 0) -> Iterator[tuple[int, int, list[int]]]:
+    """``(doc index, token offset, ids)`` chunks of at most ``seq_len`` tokens from position (doc, offset)."""
+    from lminspect.train.data import iter_documents
+
+    for i, text in iter_documents(source, split=split, text_field=text_field, start=doc):
+        if not isinstance(text, str):
+            raise UserError(f"data {source!r}: document {i} field {text_field!r} is {type(text).__name__}, not text")
+        if not text:
+            continue
+        ids = tok.encode(text)
+        start = offset if i == doc else 0
+        for off in range(start, len(ids), seq_len):
+            yield i, off, ids[off:off + seq_len]
+
+
+class _Peekable:
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+        self._buf: list[Any] = []
+
+    def peek(self) -> Any | None:
+        if not self._buf:
+            try:
+                self._buf.append(next(self._it))
+            except StopIteration:
+                return None
+        return self._buf[0]
+
+    def next(self) -> Any | None:
+        if self._buf:
+            return self._buf.pop()
+        try:
+            return next(self._it)
+        except StopIteration:
+            return None
+
+
+# ---------------------------------------------------------------------------- token memmaps
+
+
+class _TokenWriter:
+    """``tokens/{site}.npy`` preallocated ``[tokens, D]``; each batch is written through a fresh,
+    immediately released ``np.memmap`` window so pages never pile up in RSS."""
+
+    def __init__(self, root: Path, total: int, dtype: str) -> None:
+        self.root = root
+        self.total = total
+        self.dtype = np.dtype(dtype)
+        self._offsets: dict[str, tuple[int, np.dtype, int]] = {}
+
+    def _file(self, name: str, dim: int | None, dtype: np.dtype) -> tuple[int, np.dtype, int]:
+        got = self._offsets.get(name)
+        if got is not None:
+            return got
+        f = self.root / f"{name}.npy"
+        shape = (self.total,) if dim is None else (self.total, dim)
+        if not f.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
+            del mm
+        with open(f, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            fshape, _, fdtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+            header = fh.tell()
+        if tuple(fshape) != shape or fdtype != dtype:
+            raise UserError(f"{f}: holds {fdtype}{tuple(fshape)}, expected {dtype}{shape} (hint: --overwrite)")
+        got = (header, dtype, 1 if dim is None else dim)
+        self._offsets[name] = got
+        return got
+
+    def write(self, name: str, row0: int, arr: np.ndarray, dim: int | None = None, dtype: Any = None) -> None:
+        dt = np.dtype(dtype) if dtype is not None else self.dtype
+        header, dt, width = self._file(name, dim, dt)
+        n = arr.shape[0]
+        if n == 0:
+            return
+        shape = (n,) if dim is None else (n, width)
+        mm = np.memmap(self.root / f"{name}.npy", dtype=dt, mode="r+", offset=header + row0 * width * dt.itemsize,
+                       shape=shape)
+        mm[:] = arr
+        mm.flush()
+        del mm
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _check_out(out: Path, index: dict[str, Any] | None, identity: dict[str, Any], settings: dict[str, Any],
+               overwrite: bool) -> bool:
+    """Decide whether ``out`` may be used; True means resume from its snapshot."""
+    if index is None:
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise UserError(f"{out} exists and is not an activations results dir; refusing to write into it "
+                            "(hint: pick another --out, or --overwrite)")
+        return False
+    if overwrite:
+        return False
+    old = index.get("model", {})
+    if old.get("fingerprint") != identity["fingerprint"]:
+        raise UserError(f"{out} holds activation statistics of another model ({old.get('path')}, fingerprint "
+                        f"{old.get('fingerprint')}); nothing overwritten (hint: --overwrite, or another --out)")
+    old_settings = index.get("settings", {})
+    diff = [k for k in settings if old_settings.get(k) != settings[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{out} holds statistics collected with different settings ({k}: {old_settings.get(k)!r} "
+                        f"vs {settings[k]!r}); nothing overwritten (hint: --overwrite, or another --out)")
+    return (out / "stats.npz").is_file()
+
+
+def _clear(out: Path) -> None:
+    import shutil
+
+    for name in OUR_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *, overwrite: bool = False,
+            save_every: float = 30.0, max_batches: int | None = None, progress: bool | None = None,
+            **kw: Any) -> ActivationStats:
+    """Collect activation statistics of ``model`` (anything ``open_store`` takes, or a store) into ``out``.
+
+    ``kw`` overrides fields of ``config``. ``max_batches`` stops after that many batches *in this
+    call* (interruption for tests; the run resumes on the next call). Returns the loaded results.
+    """
+    import torch
+
+    from lminspect.models import load_model
+    from lminspect.stitch import parse_plan, plan_to_string
+    from lminspect.tokenizer import load_tokenizer
+    from lminspect.weights import open_store
+
+    cfg = CollectConfig(**{**(asdict(config) if config else {}), **kw})
+    if cfg.tokens < 1:
+        raise UserError(f"--tokens must be at least 1 (got {cfg.tokens})")
+    if cfg.batch_size < 1 or cfg.seq_len < 1:
+        raise UserError("--batch-size and --seq-len must be at least 1")
+    if cfg.keep_dtype not in ("float16", "float32"):
+        raise UserError(f"keep dtype {cfg.keep_dtype!r}: expected float16 or float32")
+    out = Path(out)
+    store = model if hasattr(model, "get_canonical") else open_store(model)
+    identity = model_identity(store)
+    # cheap checks before the (slow) model load: the plan and the sites need only the layer count
+    n_layers = _n_layers(store)
+    plan = parse_plan(cfg.plan, n_layers)
+    plan_str = plan_to_string(plan, n_layers)
+    sites = resolve_sites(cfg.sites, len(plan))
+    settings = {"plan": plan_str, "sites": sites, "data": cfg.data, "split": cfg.split,
+                "text_field": cfg.text_field, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
+                "outlier_k": cfg.outlier_k, "keep_tokens": cfg.keep_tokens, "dtype": cfg.dtype}
+    if cfg.keep_tokens:
+        settings["keep_dtype"] = cfg.keep_dtype
+        settings["tokens"] = cfg.tokens  # kept-token files are preallocated to this size
+    index = read_index(out) if out.is_dir() else None
+    resume = _check_out(out, index, identity, settings, overwrite)
+
+    accs: dict[str, SiteAccumulator] = {}
+    prog: dict[str, Any] = {"tokens_done": 0, "batches": 0, "doc": 0, "offset": 0, "complete": False,
+                            "exhausted": False, "elapsed_s": 0.0}
+    if resume:
+        accs, prog = read_state(out)
+        if prog.get("complete") and (prog["tokens_done"] >= cfg.tokens or prog.get("exhausted")):
+            print(f"lminspect: {out} is already complete ({prog['tokens_done']} tokens)", file=sys.stderr)
+            return load(out)
+        prog["complete"] = False
+
+    lm = load_model(store, dtype=cfg.dtype, device=cfg.device)
+    tok = load_tokenizer(store)
+    chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
+                                   doc=int(prog["doc"]), offset=int(prog["offset"])))
+    first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written
+    if first is None and prog["tokens_done"] == 0:
+        raise UserError(f"data {cfg.data!r}: no text found")
+
+    if not resume and index is not None or (overwrite and out.exists()):
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    index = {"format": FORMAT, "version": VERSION, "model": identity, "plan": plan_str,
+             "plan_layers": [c.index for c in plan], "sites": sites, "settings": settings,
+             "tokens_target": cfg.tokens, "created": (index or {}).get("created", now) if resume else now}
+    writer = _TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
+    fire_kinds = {"mlp_hidden"}
+    device = lm.device
+
+    # per-batch context the hook callback reads
+    ctx: dict[str, Any] = {"idx": None, "rows": None, "row0": 0}
+
+    def on_site(name: str, t: torch.Tensor) -> None:
+        x = t.reshape(-1, t.shape[-1])
+        if ctx["idx"] is not None:
+            x = x.index_select(0, ctx["idx"])
+        acc = accs.get(name)
+        if acc is None:
+            acc = accs[name] = SiteAccumulator(x.shape[1], outlier_k=cfg.outlier_k,
+                                               fire=name.partition(".")[0] in fire_kinds)
+        acc.update(x, ctx["rows"])
+        if writer is not None:
+            writer.write(name, ctx["row0"], x.float().cpu().numpy(), dim=x.shape[1])
+        return None
+
+    def save(complete: bool = False) -> None:
+        prog["complete"] = complete
+        write_state(out, accs, prog)
+        write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show)
+    t_start = time.perf_counter()
+    elapsed0 = float(prog.get("elapsed_s", 0.0))
+    last_save = time.perf_counter()
+    batches_here = 0
+    exhausted = False
+    try:
+        with torch.inference_mode(), lm.hooks(on_site, sites):
+            while prog["tokens_done"] < cfg.tokens:
+                if max_batches is not None and batches_here >= max_batches:
+                    break
+                need = cfg.tokens - prog["tokens_done"]
+                rows: list[tuple[int, int, list[int]]] = []
+                while len(rows) < cfg.batch_size and need > 0:
+                    ch = chunks.next()
+                    if ch is None:
+                        exhausted = True
+                        break
+                    d, off, ids = ch
+                    if len(ids) > need:
+                        ids = ids[:need]
+                    rows.append((d, off, ids))
+                    need -= len(ids)
+                if not rows:
+                    break
+                T = max(len(r[2]) for r in rows)
+                ids_t = torch.zeros(len(rows), T, dtype=torch.long)
+                lens = [len(r[2]) for r in rows]
+                for i, (_, _, ids) in enumerate(rows):
+                    ids_t[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                pos = np.concatenate([np.stack([np.full(n, d, dtype=np.int64), np.arange(off, off + n, dtype=np.int64)], 1)
+                                      for (d, off, _), n in zip(rows, lens, strict=True)])
+                if all(n == T for n in lens):
+                    ctx["idx"] = None
+                else:
+                    flat = np.concatenate([np.arange(i * T, i * T + n) for i, n in enumerate(lens)])
+                    ctx["idx"] = torch.from_numpy(flat).to(device)
+                ctx["rows"] = pos
+                ctx["row0"] = int(prog["tokens_done"])
+                lm(ids_t.to(device))
+                n_tok = int(sum(lens))
+                if writer is not None:
+                    flat_ids = np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows])
+                    writer.write("ids", ctx["row0"], flat_ids, dtype=np.int32)
+                    writer.write("pos", ctx["row0"], pos, dim=2, dtype=np.int64)
+                d, off, ids = rows[-1]
+                prog["doc"], prog["offset"] = d, off + len(ids)
+                nxt = chunks.peek()
+                if nxt is not None and nxt[0] != d:
+                    prog["doc"], prog["offset"] = nxt[0], nxt[1]
+                prog["tokens_done"] += n_tok
+                prog["batches"] += 1
+                batches_here += 1
+                prog["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+                bar.advance(n_tok)
+                if save_every <= 0 or time.perf_counter() - last_save >= save_every:
+                    save()
+                    last_save = time.perf_counter()
+                if exhausted:
+                    break
+            if not exhausted and prog["tokens_done"] < cfg.tokens and chunks.peek() is None:
+                exhausted = True
+    finally:
+        bar.close()
+    done = prog["tokens_done"] >= cfg.tokens or exhausted
+    prog["exhausted"] = exhausted
+    if exhausted and prog["tokens_done"] < cfg.tokens:
+        print(f"lminspect: data {cfg.data!r} has only {prog['tokens_done']} tokens (asked for {cfg.tokens}); "
+              f"using {prog['tokens_done']}", file=sys.stderr)
+    save(complete=done)
+    stats = load(out)
+    if done:
+        write_arrays(out, stats)
+    return stats
+
+
+def _n_layers(store: Any) -> int:
+    from lminspect.models import config_from_hf
+
+    cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
+    return int(cfg.n_layer)
+
+
+class _Bar:
+    """rich progress with tokens/s on stderr; silent when not a terminal."""
+
+    def __init__(self, total: int, done: int, show: bool) -> None:
+        self._p = None
+        if not show:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("activations"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]} tok/s"), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+        self._p.start()
+        self._t0 = time.perf_counter()
+        self._n = 0
+        self._task = self._p.add_task("collect", total=total, completed=done, rate="-")
+
+    def advance(self, n: int) -> None:
+        if self._p is None:
+            return
+        self._n += n
+        rate = self._n / max(time.perf_counter() - self._t0, 1e-9)
+        self._p.update(self._task, advance=n, rate=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
