@@ -19,6 +19,8 @@ _LAZY = {
     "runs": "lminspect.api:runs",
     "experiments": "lminspect.api:experiments",
     "activations": "lminspect.api:activations",
+    "Table": "lminspect.api:Table",
+    "quick_model": "lminspect.api:quick_model",
     "parse_plan": "lminspect.stitch:parse_plan",
     "UserError": "lminspect.errors:UserError",
 }

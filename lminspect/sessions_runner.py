@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import runpy
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from lminspect.errors import UserError
 
 ENV_QUICK = "LMINSPECT_QUICK"
 ENV_OUT = "LMINSPECT_SESSIONS_OUT"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def is_quick() -> bool:
@@ -84,6 +86,33 @@ class Session:
         with atomic_path(self.path(fname)) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(arr))
         return self._record(fname)
+
+    def plot_lines(self, fname: str, series: dict[str, Any], *, title: str = "", xlabel: str = "",
+                   xs: Sequence[float] | None = None, width: int = 100, height: int = 25) -> Path:
+        """A plotext line plot (plain text) of ``{label: ys}`` (or ``{label: (xs, ys)}``)."""
+        import plotext as plt
+
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt.theme("clear")
+        for label, ys in series.items():
+            x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
+            plt.plot([float(v) for v in x], [float(v) for v in y], label=str(label))
+        plt.title(title)
+        plt.xlabel(xlabel)
+        return self.write_text(fname, _ANSI.sub("", plt.build()))
+
+    def plot_bars(self, fname: str, labels: Sequence[str], values: Sequence[float], *, title: str = "",
+                  width: int = 100, height: int = 25) -> Path:
+        """A horizontal plotext bar chart (plain text)."""
+        import plotext as plt
+
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt.theme("clear")
+        plt.bar([str(v) for v in labels], [float(v) for v in values], orientation="horizontal")
+        plt.title(title)
+        return self.write_text(fname, _ANSI.sub("", plt.build()))
 
     def quick_model(self) -> Path:
         """The tiny model for quick mode (built once into the output folder)."""

@@ -65,7 +65,8 @@ class Runs(Sequence):
         rows = []
         for r in self._runs:
             last = r.last
-            row: dict[str, Any] = {"name": r.name, "exp": r.config.get("exp", ""), "status": r.status,
+            row: dict[str, Any] = {"name": r.name, "exp": r.config.get("experiment") or r.config.get("exp", ""),
+                                   "params": r.config.get("n_params"), "status": r.status,
                                    "steps": len(r), "tokens": int(r.tokens) if r.tokens == r.tokens else 0}
             for m in ("loss", "acc", "val_loss", "val_acc"):
                 col = [v for v in r.columns.get(m, []) if not math.isnan(v)]
