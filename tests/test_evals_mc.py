@@ -153,9 +153,9 @@ def test_hub_dataset_offline_is_one_line_error():
 @pytest.mark.xdist_group("smollm2")
 def test_smollm2_matches_transformers_harness_way(smollm2_dir):
     import torch
-    from lminspect.evals.cloze import builtin_corpus, make_cloze
     from transformers import AutoModelForCausalLM
 
+    from lminspect.evals.cloze import make_cloze, read_documents
     from lminspect.models import load_model
     from lminspect.tokenizer import load_tokenizer
     from lminspect.weights import open_store
@@ -165,7 +165,7 @@ def test_smollm2_matches_transformers_harness_way(smollm2_dir):
     tok = load_tokenizer(store)
     hf = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     encode = make_encoder(tok)
-    items = [MCItem(**{k: r[k] for k in ("ctx", "endings", "label")}) for r in make_cloze(builtin_corpus(), n=3)]
+    items = [MCItem(**{k: r[k] for k in ("ctx", "endings", "label")}) for r in make_cloze(read_documents("builtin"), n=3)]
     for item in items:
         ref = harness_lls(hf, encode, item)
         got, _ = score_item(model, encode, item)
