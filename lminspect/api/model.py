@@ -50,23 +50,19 @@ class Tensor:
     """A handle on one stored tensor; ``.numpy()`` (or ``np.asarray(t)``) reads it."""
 
     def __init__(self, store: Any, name: str) -> None:
-        info = store.info(name)
+        info = store.info(name)  # raises a UserError naming the model for unknown names
+        if name != info.name and not name.endswith((".weight", ".bias")):
+            name = name + ".weight"  # lookups may omit ".weight"
         self._store = store
-        self.lookup = name  # what the array is read by (canonical name when there is one)
+        self.lookup = name  # what the array is read by
         self.stored_name = info.name  # the format's own name
         self.canonical = info.canonical if name == info.name else name
         self.name = self.canonical or info.name
         self.dtype = info.dtype  # dtype as stored (F32, BF16, Q4_1, ...)
         self.nbytes = info.nbytes
         self.source = Path(store.file_of(name))
-        self._shape: tuple[int, ...] | None = tuple(info.shape) if name == info.name else None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape in numpy order (canonical tensors in ``nn.Linear`` ``[out, in]`` order)."""
-        if self._shape is None:
-            self._shape = tuple(self.numpy().shape)
-        return self._shape
+        # shape in numpy order: the stored shape for own names, the canonical [out, in] shape otherwise
+        self.shape: tuple[int, ...] = tuple(info.shape)
 
     @property
     def ndim(self) -> int:
