@@ -300,8 +300,23 @@ def sweep(
 
         texts = load_texts(ppl_data)
     rows: list[dict[str, Any]] = []
+    label = Path(model.rstrip("/")).stem if Path(model).exists() else model
+    base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
+            "n_layers": lm.n_layers, "complete": False, "rows": rows}
+
+    def write_results() -> None:
+        """JSON + CSV after every plan (atomically), so a long sweep leaves its finished rows."""
+        atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(base.with_suffix(".csv"), buf.getvalue())
+
+    err = _console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=_console(stderr=True), transient=True) as prog:
+                  console=err, transient=True) as prog:
         overall = prog.add_task("plans", total=len(named))
         for name, p in named.items():
             task = prog.add_task(f"  {name}", total=len(items))
@@ -322,9 +337,13 @@ def sweep(
                 pr = evaluate_perplexity(lm, tok, texts, plan=p, max_tokens=ppl_tokens, eos=eos)
                 row["ppl"] = round(pr.ppl, 3)
             rows.append(row)
+            write_results()
+            if not err.is_terminal:
+                err.print(f"{name}: acc {res.acc:.3f} acc_norm {res.acc_norm:.3f} {res.seconds:.1f} s")
             prog.remove_task(task)
             prog.advance(overall)
-    label = Path(model.rstrip("/")).stem if Path(model).exists() else model
+    meta["complete"] = True
+    write_results()
     n_choices = len(items[0].endings)
     t = Table(title=f"stitch sweep: {label}, {len(items)} items, chance {1 / n_choices:.2f}")
     for col, just in [("plan", "left"), ("layers run", "right"), ("params", "right"), ("acc", "right"),
@@ -334,18 +353,7 @@ def sweep(
         t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}", f"{r['acc']:.3f}",
                   f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}")
     _console().print(t)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out / f"sweep-{label}-{stamp}"
-    meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
-            "n_layers": lm.n_layers, "rows": rows}
-    atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(base.with_suffix(".csv"), buf.getvalue())
     _console(stderr=True).print(f"[dim]wrote {base}.json and {base}.csv[/dim]")
-
 
 # --------------------------------------------------------------------------- export
 
