@@ -6,7 +6,7 @@ import time
 
 import pytest
 from test_tui_helpers import wait_until, write_run
-from textual.widgets import DataTable, Input, Log, SelectionList, Static, Tree
+from textual.widgets import DataTable, Input, SelectionList, Static, Tree
 
 from lminspect.tui.app import LMInspectApp
 from lminspect.tui.screens.error import ErrorScreen
@@ -14,6 +14,7 @@ from lminspect.tui.screens.help import HelpScreen
 from lminspect.tui.screens.picker import PickerScreen
 from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stitch import StitchPane
+from lminspect.tui.widgets.stream import StreamView
 from lminspect.tui.widgets.weights import WeightsPane
 
 SIZE = (120, 40)
@@ -111,8 +112,7 @@ async def test_run_streams_tokens_and_compare(tiny_llama_dir, tmp_path):
         await pilot.click("#run")
         await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
         await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)), what="generation end")
-        out = app.query_one("#out-plan", Log)
-        text = "\n".join(out.lines)
+        text = app.query_one("#out-plan", StreamView).text
         assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
         assert "tok/s" in _text(app.query_one("#gen-status", Static))
         assert not app.query_one("#run").disabled
@@ -123,7 +123,7 @@ async def test_run_streams_tokens_and_compare(tiny_llama_dir, tmp_path):
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)) and
                          "baseline" in _text(app.query_one("#gen-status", Static)), what="compare end")
-        base = "\n".join(app.query_one("#out-baseline", Log).lines)
+        base = app.query_one("#out-baseline", StreamView).text
         assert base.startswith("Once upon a time") and len(base) > len("Once upon a time")
 
 

@@ -8,6 +8,7 @@ errors become an error modal (``report_error``), never a crash.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,10 @@ class LMInspectApp(App[None]):
     def on_store_opened(self, message: StoreOpened) -> None:
         self.store = message.store
         self.model_ref = message.ref
-        name = getattr(message.store, "name", None) or message.ref
+        # a fetched name ("smollm2") says more than the store's directory stem ("hf")
+        name = message.ref if not os.path.exists(message.ref) else (getattr(message.store, "name", None) or message.ref)
         self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')})"
-        self.query_one(WeightsPane).set_store(message.store)
+        self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
         if self.remember:
             backend.remember_model(message.ref)

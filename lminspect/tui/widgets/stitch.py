@@ -18,11 +18,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Input, Label, Log, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lminspect.tui import backend
 from lminspect.tui.messages import GenerationPiece, GenerationStatus
+from lminspect.tui.widgets.stream import StreamView
 
 DEFAULT_PROMPT = "Once upon a time"
 _COL_RE = re.compile(r"col(?:umn)?\s*(\d+)", re.IGNORECASE)
@@ -75,7 +76,6 @@ class StitchPane(Widget):
     StitchPane #outputs { height: 1fr; min-height: 5; }
     StitchPane .out-col { width: 1fr; }
     StitchPane .out-col > Label { text-style: bold; padding-left: 1; }
-    StitchPane Log { height: 1fr; border: round $primary-darken-2; }
     StitchPane #col-baseline { display: none; }
     StitchPane.compare #col-baseline { display: block; }
     """
@@ -112,10 +112,10 @@ class StitchPane(Widget):
         with Horizontal(id="outputs"):
             with Vertical(classes="out-col", id="col-baseline"):
                 yield Label("baseline (every layer once)")
-                yield Log(id="out-baseline", auto_scroll=True)
+                yield StreamView(id="out-baseline")
             with Vertical(classes="out-col", id="col-plan"):
                 yield Label("plan", id="plan-label")
-                yield Log(id="out-plan", auto_scroll=True)
+                yield StreamView(id="out-plan")
 
     # -- the model ---------------------------------------------------------------
 
@@ -212,10 +212,8 @@ class StitchPane(Widget):
             self.app.notify("Type a prompt first.", severity="warning")
             return
         compare = self.query_one("#compare", Checkbox).value
-        for log_id in ("#out-plan", "#out-baseline"):
-            log = self.query_one(log_id, Log)
-            log.clear()
-            log.write(prompt)
+        for view_id in ("#out-plan", "#out-baseline"):
+            self.query_one(view_id, StreamView).start(prompt)
         self.query_one("#plan-label", Label).update(
             "plan: " + (plan_summary(self.plan, 20) if self.plan is not None else "every layer once")
         )
@@ -227,11 +225,12 @@ class StitchPane(Widget):
     def action_stop(self) -> None:
         """Cancel the worker and the generations; the engine checks between tokens."""
         if self._worker is not None and self._worker.is_running:
-            self._worker.cancel()
+            # the generations first, so the engine records "cancelled" before the loop exits
             for g in list(self._generations):
                 cancel = getattr(g, "cancel", None)
                 if cancel is not None:
                     cancel()
+            self._worker.cancel()
             self.query_one("#gen-status", Static).update("stopping...")
 
     def _status(self, text: str, done: bool = False) -> None:
@@ -296,7 +295,7 @@ class StitchPane(Widget):
         if "first_piece" not in self.timings:
             self.timings["first_piece"] = time.perf_counter()
             self.call_after_refresh(self._mark, "first_paint")
-        self.query_one(f"#out-{message.column}", Log).write(message.text)
+        self.query_one(f"#out-{message.column}", StreamView).write(message.text)
 
     def _mark(self, key: str) -> None:
         self.timings[key] = time.perf_counter()

@@ -133,7 +133,7 @@ class WeightsPane(Widget):
 
     DEFAULT_CSS = """
     WeightsPane { layout: horizontal; height: 1fr; }
-    WeightsPane #weights-tree { width: 40; max-width: 45%; border-right: solid $primary-darken-2; }
+    WeightsPane #weights-tree { width: 42; max-width: 45%; border-right: solid $primary-darken-2; }
     WeightsPane #weights-empty { padding: 1 2; }
     """
 
@@ -152,13 +152,14 @@ class WeightsPane(Widget):
 
     # -- filling the tree ------------------------------------------------------
 
-    def set_store(self, store: Any) -> None:
+    def set_store(self, store: Any, label: str | None = None) -> None:
         self.store = store
         self.cache.clear()
         self.current = None
         tree = self.query_one("#weights-tree", Tree)
         tree.clear()
-        tree.root.set_label(f"{getattr(store, 'name', 'model')} [{getattr(store, 'arch', '?')}]")
+        label = label or getattr(store, "name", "model")
+        tree.root.set_label(f"{label} [{getattr(store, 'arch', '?')}]")
         try:
             grouping = store.tree()
         except Exception:  # no grouping: fall back to the flat key list
@@ -174,7 +175,7 @@ class WeightsPane(Widget):
         if self.app.query_one("#tabs").active == "weights" and not self.app.screen.is_modal:
             tree.focus()
         self.query_one("#tensor-header", Static).update(
-            f"{getattr(store, 'name', '')}: {len(list(store.keys()))} tensors, format {getattr(store, 'format', '?')}. "
+            f"{label}: {len(list(store.keys()))} tensors, format {getattr(store, 'format', '?')}. "
             "Select a tensor (arrows + Enter)."
         )
 
