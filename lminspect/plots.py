@@ -24,7 +24,7 @@ from typing import Any
 from lminspect.errors import UserError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-X_COLUMNS = {"tokens": "tokens", "steps": "step", "step": "step", "time": "time"}
+X_COLUMNS = {"tokens": "tokens", "steps": "step", "step": "step", "time": "time", "flops": "flops"}
 METRIC_LABELS = {"loss": "train loss", "acc": "train accuracy", "val_loss": "validation loss",
                  "val_acc": "validation accuracy", "lr": "learning rate", "grad_norm": "gradient norm",
                  "tok_s": "tokens/s"}
@@ -73,7 +73,7 @@ def run_series(run: Any, metric: str = "loss", x: str = "tokens", smooth_n: int 
     """One run's ``(xs, ys)``: missing rows dropped, smoothed, optionally log10'd."""
     xcol = X_COLUMNS.get(x)
     if xcol is None:
-        raise UserError(f"--x {x!r}: choose tokens, steps or time")
+        raise UserError(f"--x {x!r}: choose tokens, steps, time or flops")
     xs, ys = run.series(metric, xcol)
     ys = smooth(ys, smooth_n)
     if log:
@@ -148,7 +148,8 @@ def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", d
     if diff:
         label = f"{label} - baseline ({base_name})"
     plt.title(title or label)
-    plt.xlabel({"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds"}[x])
+    plt.xlabel({"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds",
+                "flops": "training FLOPs"}[x])
     text = plt.build()
     plt.clear_figure()
     if not color:

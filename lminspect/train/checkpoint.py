@@ -55,7 +55,8 @@ def _optim_from_flat(tensors: dict[str, Any], rest: dict[str, Any]) -> dict[str,
 
 def save_checkpoint(run_dir: Path, *, step: int, exported: dict[str, Any], config: dict[str, Any],
                     tokenizer_json: str | None, model_state: dict[str, Any], optim_state: dict[str, Any],
-                    rng: dict[str, Any], train_state: dict[str, Any], keep: int = 2) -> Path:
+                    rng: dict[str, Any], train_state: dict[str, Any], keep: int = 2,
+                    extra_files: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/step_NNNNNNN`` atomically, point ``latest`` at it, prune old ones."""
     from safetensors.torch import save_file
 
@@ -73,6 +74,8 @@ def save_checkpoint(run_dir: Path, *, step: int, exported: dict[str, Any], confi
         if tokenizer_json is not None:
             (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
         save_file(tensors, str(tmp / "trainer.safetensors"), metadata=meta)
+        for fname, text in (extra_files or {}).items():  # e.g. seen_ids.json of ordered training
+            (tmp / fname).write_text(text, encoding="utf-8")
     atomic_write_text(ckdir / "latest", name + "\n")
     if keep > 0:
         old = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and p.name != name)

@@ -58,6 +58,10 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # passed to the experiment's model_factory
     load_plugins: bool | None = None
     progress: bool | None = None  # None -> only when stdout is a terminal
+    # ordered training (seed 001, lminspect.metadata.order): feed documents sorted by a metadata column
+    order_by: str | None = None  # metadata column (e.g. ppl); None with order=shuffle: random order
+    order: str | None = None  # asc | desc | shuffle | shuffle-within-buckets (None: asc when order_by)
+    metadata: str | None = None  # parquet from `lminspect data metadata`
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -210,12 +214,28 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     if vocab < tokenizer.vocab_size:
         raise UserError(f"--set vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
     model = exp.build(vocab, max_seq, **model_args).to(device)
-    optimizer = _make_optimizer(opt_name, [p for p in model.parameters() if p.requires_grad], lr,
-                                cfg.weight_decay)
+    # growing experiment (lminspect.grow.schedule): growth events, one param group per generation
+    growth = getattr(model, "lminspect_growth", None)
+    if growth is not None and (world > 1 or cfg.compile):
+        raise UserError("the growing experiment replaces the model mid-run: not supported with "
+                        "--compile or several processes")
+
+    def make_opt(params):
+        return _make_optimizer(opt_name, params, lr, cfg.weight_decay)
+
+    def opt_params(m):
+        if growth is not None:
+            return growth.param_groups(m, lr)
+        return [p for p in m.parameters() if p.requires_grad]
+
+    optimizer = make_opt(opt_params(model))
     state: dict[str, Any] = {"step": 0, "tokens": 0, "plan_step": 0, "step_tokens": 0,
                              "data": None, "elapsed": 0.0}
     if ckpt is not None:
         loaded = load_checkpoint(ckpt)
+        if growth is not None and loaded["state"].get("growth"):
+            model = growth.replay(model, int(loaded["state"]["growth"])).to(device)
+            optimizer = make_opt(opt_params(model))
         model.load_state_dict(loaded["model"])
         optimizer.load_state_dict(loaded["optim"])
         _set_rng_state(loaded["rng"], device)
@@ -257,6 +277,12 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     def open_stream(i: int, st: dict[str, Any] | None, part: str = "train") -> PackedStream:
         s = plan.steps[i]
+        if part == "train" and (cfg.order_by or cfg.order):
+            from lminspect.metadata.order import OrderedStream
+
+            return OrderedStream(s.data, tokenizer, s.seq_len or cfg.seq_len, split=s.split,
+                                 text_field=s.text_field, order_by=cfg.order_by,
+                                 order=cfg.order or "asc", metadata=cfg.metadata, seed=cfg.seed, state=st)
         return PackedStream(s.data, tokenizer, s.seq_len or cfg.seq_len, split=s.split,
                             text_field=s.text_field, part=part, state=st)
 
@@ -274,7 +300,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             run_dir, step=state["step"], exported=export_state_dict(exp, model),
             config=export_config(exp, model), tokenizer_json=tokenizer.to_json(),
             model_state=model.state_dict(), optim_state=optimizer.state_dict(),
-            rng=_rng_state(device), train_state=state, keep=cfg.keep_checkpoints)
+            rng=_rng_state(device), train_state=state, keep=cfg.keep_checkpoints,
+            extra_files=({"seen_ids.json": json.dumps(stream.seen_ids())}
+                         if stream is not None and hasattr(stream, "seen_ids") else None))
 
     def loss_and_acc(x, y):
         with autocast():
@@ -373,6 +401,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             if exp.on_step is not None:
                 exp.on_step(model, state["step"] + 1)
             ntok = cfg.batch_size * seq
+            from lminspect.train.flops import flops_per_token
+
+            state["flops"] = state.get("flops", 0.0) + flops_per_token(model, seq) * ntok
             state["step"] += 1
             state["tokens"] += ntok
             state["step_tokens"] += ntok
@@ -383,7 +414,15 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             row = {"step": state["step"], "tokens": state["tokens"], "loss": mean_loss, "acc": acc,
                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm),
                    "tok_s": ntok / dt if dt > 0 else 0.0, "time": round(state["elapsed"], 3),
-                   "plan_step": state["plan_step"]}
+                   "plan_step": state["plan_step"], "flops": state["flops"]}
+            if hasattr(stream, "stats"):  # ordered stream: documents seen, running metadata means
+                row.update(stream.stats())
+            if growth is not None and growth.due(state["tokens"]):
+                model, optimizer, grow_row = growth.grow(model, optimizer, make_opt, lr, probe=(x, y))
+                model.to(device)
+                train_model = model
+                state["growth"] = growth.applied
+                row.update(grow_row)
             if cfg.eval_every and state["step"] % cfg.eval_every == 0:
                 vl, va = all_mean(list(evaluate()))
                 row.update(val_loss=vl, val_acc=va)

@@ -42,8 +42,10 @@ class Run:
         if metric not in self.columns:
             known = ", ".join(k for k in self.columns if k not in ("step", "tokens"))
             raise UserError(f"run {self.name}: no metric {metric!r} (has: {known})")
-        if x not in ("tokens", "step", "time"):
-            raise UserError(f"x axis must be tokens, steps or time, not {x!r}")
+        if x not in ("tokens", "step", "time", "flops"):
+            raise UserError(f"x axis must be tokens, steps, time or flops, not {x!r}")
+        if x not in self.columns:
+            raise UserError(f"run {self.name}: no {x!r} column (runs before the FLOPs counter lack it)")
         xs, ys = [], []
         for xv, yv in zip(self.columns[x], self.columns[metric], strict=False):
             if yv is not None and not (isinstance(yv, float) and math.isnan(yv)):
