@@ -162,10 +162,9 @@ class _TokenWriter:
             self.root.mkdir(parents=True, exist_ok=True)
             mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
             del mm
-        with open(f, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            fshape, _, fdtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
-            header = fh.tell()
+        mm = np.load(f, mmap_mode="r")
+        fshape, fdtype, header = mm.shape, mm.dtype, int(mm.offset)
+        del mm
         if tuple(fshape) != shape or fdtype != dtype:
             raise UserError(f"{f}: holds {fdtype}{tuple(fshape)}, expected {dtype}{shape} (hint: --overwrite)")
         got = (header, dtype, 1 if dim is None else dim)
@@ -352,7 +351,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
                     ctx["idx"] = torch.from_numpy(flat).to(device)
                 ctx["rows"] = pos
                 ctx["row0"] = int(prog["tokens_done"])
-                lm(ids_t.to(device))
+                lm(ids_t.to(device), plan=plan)
                 n_tok = int(sum(lens))
                 if writer is not None:
                     flat_ids = np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows])

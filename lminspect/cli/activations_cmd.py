@@ -31,6 +31,14 @@ def _one_line_errors(fn: Any) -> Any:
     return wrapper
 
 
+def _console() -> Any:
+    """stdout console; wide when piped (rich would otherwise squeeze tables into 80 columns)."""
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=200)
+
+
 def activations(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Results directory (resumed if it holds an unfinished run of the same model and settings).")],
@@ -78,7 +86,6 @@ def show(
     examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
 ) -> None:
     """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons)."""
-    from rich.console import Console
     from rich.table import Table
 
     from lminspect.activations import load
@@ -99,7 +106,7 @@ def show(
         t.add_row(s.name, str(s.layer), str(s.dim), f"{r['std']:.4g}", f"{r['absmax']:.4g}",
                   f"{r['kurtosis_median']:.3g}", f"{r['kurtosis_max']:.3g}", str(r["outlier_dims"]), top,
                   str(r.get("dead", "")))
-    con = Console()
+    con = _console()
     con.print(t)
     if examples > 0:
         for s in rows:
@@ -114,8 +121,6 @@ def diff(
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
 ) -> None:
     """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change."""
-    from rich.console import Console
-
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
     from lminspect.errors import UserError
@@ -126,7 +131,7 @@ def diff(
         rows = [r for r in rows if r["kind"] == kind]
         if not rows:
             raise UserError(f"no common sites of kind {kind!r}")
-    Console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"))
+    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"))
 
 
 def register(app: typer.Typer) -> None:
