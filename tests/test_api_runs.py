@@ -98,6 +98,10 @@ def test_repl_plain_piped(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "Model qm (llama" in p.stdout and "(4, 16, 64)" in p.stdout and "function" in p.stdout
     assert "`m` is qm" in p.stderr  # the banner
+    p = _run_cli(["repl", str(d)], 'm["nope"]\nprint("still here")\n1/0\n', tmp_path)
+    assert p.returncode == 0 and "still here" in p.stdout
+    assert "lminspect: error:" in p.stderr and "no tensor named 'nope'" in p.stderr
+    assert "ZeroDivisionError" in p.stderr and "code.py" not in p.stderr
 
 
 def test_repl_without_model_and_bad_model(tmp_path):

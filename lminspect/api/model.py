@@ -252,6 +252,7 @@ class _Shared:
         self.device = device
         self.engine: Any = None
         self.tokenizer: Any = None
+        self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
 class Model:
@@ -263,6 +264,9 @@ class Model:
             from lminspect.weights import open_store
 
             _shared = _Shared(open_store(ref), dtype, device)
+            r = str(ref)
+            if os.sep not in r and "." not in r and not Path(r).exists():
+                _shared.label = r.removeprefix("hf:")
         self._shared = _shared
         self._canon = list(self.store.canonical_names())
         self.plan = None
@@ -279,7 +283,7 @@ class Model:
 
     @property
     def name(self) -> str:
-        return self.store.name
+        return self._shared.label or self.store.name
 
     @property
     def path(self) -> Path:

@@ -5,6 +5,8 @@ Module level imports only typer (see lminspect/cli/__init__.py); the API loads o
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 PANEL = "Python"
@@ -45,7 +47,22 @@ def repl(
             return
     import code
 
-    code.interact(banner=banner, local=ns, exitmsg="")
+    from lminspect.errors import UserError
+
+    def one_line(tp: type, val: BaseException, tb: Any) -> None:
+        """User errors print one line (as in the CLI); anything else keeps its traceback."""
+        if isinstance(val, UserError):
+            val.show(sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exception(tp, val, getattr(tb, "tb_next", None) or tb)  # without code.py's frame
+
+    old_hook, sys.excepthook = sys.excepthook, one_line
+    try:
+        code.interact(banner=banner, local=ns, exitmsg="")
+    finally:
+        sys.excepthook = old_hook
 
 
 def session_list(
