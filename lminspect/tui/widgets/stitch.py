@@ -90,6 +90,7 @@ class StitchPane(Widget):
         self.timings: dict[str, float] = {}
         self._worker: Worker | None = None
         self._generations: list[Any] = []
+        self.last_stats: list[Any] = []
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -283,6 +284,7 @@ class StitchPane(Widget):
                 if close is not None:
                     close()
             self._generations = []
+        self.last_stats = [getattr(g, "stats", None) for _, g in streams]  # for tests and benchmarks
         state = "stopped" if worker.is_cancelled else "done"
         lines = [f"{state} in {time.perf_counter() - t_start:.2f} s"]
         for name, g in streams:

@@ -172,12 +172,21 @@ class WeightsPane(Widget):
                 child.expand()
                 break
         tree.move_cursor(tree.root)
+        self.set_timer(0.5, self._warm_up)
         if self.app.query_one("#tabs").active == "weights" and not self.app.screen.is_modal:
             tree.focus()
         self.query_one("#tensor-header", Static).update(
             f"{label}: {len(list(store.keys()))} tensors, format {getattr(store, 'format', '?')}. "
             "Select a tensor (arrows + Enter)."
         )
+
+    @work(thread=True, exit_on_error=False, group="warm-up")
+    def _warm_up(self) -> None:
+        """Import the statistics code (and torch) while the user reads the tree, not on first select."""
+        try:
+            import lminspect.weights.stats  # noqa: F401
+        except ImportError:
+            pass
 
     def _leaf_label(self, label: str, name: str, path: tuple[str, ...] = ()) -> str:
         """``q.weight  576x576`` under layers/3/attn: the name minus the part the tree already says."""
@@ -258,7 +267,8 @@ class WeightsPane(Widget):
         self.query_one("#stats-table", DataTable).clear()
         for plot_id in ("#plot-hist", "#plot-heatmap", "#plot-spectrum", "#plot-heads"):
             self.query_one(plot_id, PlotView).show_message("")
-        self._compute(name)
+        # start the worker after this paint: its first import of torch holds the GIL for a while
+        self.call_after_refresh(self._compute, name)
 
     def _mark(self, key: str) -> None:
         self.timings[key] = time.perf_counter()
