@@ -92,6 +92,12 @@ class HFDirStore:
                     self.tensors[p + "attn_norm." + kind] = v
                 elif sub == "post_attention_layernorm":
                     self.tensors[p + "mlp_norm." + kind] = v
+                elif sub == "self_attention.query_key_value" and self.config.get("multi_query"):
+                    hd = self.config["hidden_size"] // H
+                    vv = v.reshape(H + 2, hd, *v.shape[1:])
+                    self.tensors[p + "attn.q." + kind] = np.ascontiguousarray(vv[:H].reshape(H * hd, *v.shape[1:]))
+                    self.tensors[p + "attn.k." + kind] = np.ascontiguousarray(vv[H])
+                    self.tensors[p + "attn.v." + kind] = np.ascontiguousarray(vv[H + 1])
                 elif sub == "self_attention.query_key_value":
                     hd = v.shape[0] // (3 * H)
                     vv = v.reshape(H, 3, hd, *v.shape[1:])

@@ -52,3 +52,26 @@ def test_state_dict_uses_canonical_names(pair):
     assert all(k.endswith((".weight", ".bias")) for k in keys)
     if ours.config.tie_embeddings:
         assert "head.weight" not in keys
+
+
+@pytest.mark.parametrize("variant", [
+    dict(alibi=False, multi_query=True, parallel_attn=True, bias=False),  # falcon-7b wiring
+    dict(alibi=True, multi_query=False, parallel_attn=True, bias=True),
+])
+@torch.inference_mode()
+def test_falcon_variants_match_hf(tmp_path, variant):
+    from test_models_helpers import HFDirStore
+    from transformers import FalconConfig, FalconForCausalLM
+
+    torch.manual_seed(0)
+    cfg = FalconConfig(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       new_decoder_architecture=False, bos_token_id=0, eos_token_id=0, **variant)
+    FalconForCausalLM(cfg).eval().save_pretrained(tmp_path)
+    hf = hf_model(tmp_path)
+    ours = load_model(HFDirStore(tmp_path))
+    ids = torch.randint(0, 300, (2, 20))
+    ref = hf(ids).logits
+    assert (ours(ids) - ref).abs().max().item() < 1e-4
+    cache = ours.new_cache(batch_size=2)
+    got = torch.cat([ours(ids[:, :7], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(7, 20)], 1)
+    assert (got - ref).abs().max().item() < 1e-4
