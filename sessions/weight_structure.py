@@ -6,7 +6,6 @@ Run: lminspect session run weight_structure [--quick] [--out DIR] [MODEL]   (def
 import numpy as np
 
 import lminspect as li
-from lminspect.evals.cloze import builtin_corpus
 from lminspect.sessions_runner import session
 
 s = session("weight_structure")
@@ -33,29 +32,17 @@ for p in "qkvo":
     heads = [m.layers[i].attn[p].heads() for i in range(L)]
     s.save_npy(f"head_norms_{p}.npy", np.array([np.linalg.norm(h.reshape(h.shape[0], -1), axis=1) for h in heads]))
 
-# 5. The residual stream over many tokens of the shipped corpus (seed 000 traced tiny-lessons the same way):
-#    per layer and per dimension, streamed sums of x, x^2, x^4 over windows of the token stream.
-seq, n_win = (64, 2) if s.quick else (256, 16)
-ids = m.encode(builtin_corpus().read_text(encoding="utf-8")[: 200_000])[: seq * n_win]
-dim = m.config.get("hidden_size") or m.config.get("n_embd")
-s1, s2, s4 = (np.zeros((L, dim)) for _ in range(3))
-for w in range(0, len(ids) - seq + 1, seq):
-    acts = m.run_with_cache(ids[w : w + seq], sites=["resid_out"])
-    x = np.stack([acts[f"resid_out.{i}"] for i in range(L)]).astype(np.float64)  # [L, T, d]
-    s1 += x.sum(1)
-    s2 += (x**2).sum(1)
-    s4 += (x**4).sum(1)
-n = (len(ids) // seq) * seq
-mean, ms = s1 / n, s2 / n
-s.save_npy("resid_dim_rms.npy", np.sqrt(ms))  # [layers, d]: outlier dimensions stand out
-rows = []
-for i in range(L):
-    mu, var = mean[i].mean(), ms[i].mean() - mean[i].mean() ** 2
-    rms = np.sqrt(ms[i])
-    rows.append({"layer": i, "tokens": n, "mean": float(mu), "std": float(np.sqrt(max(var, 0))),
-                 "rms": float(np.sqrt(ms[i].mean())), "kurtosis_dims": float(np.mean(s4[i] / n / np.maximum(ms[i], 1e-30) ** 2) - 3),
-                 "top_dim": int(rms.argmax()), "top_dim_rms_ratio": float(rms.max() / np.median(rms))})
-s.write_table("resid_stats", li.Table(rows))
-s.plot_lines("resid_rms_plot.txt", {"rms": [r["rms"] for r in rows], "top dim / median": [r["top_dim_rms_ratio"] for r in rows]},
-             title="residual stream by layer", xlabel="layer")
+# 5. The residual stream over many tokens (seed 000 traced tiny-lessons the same way): lminspect.activations
+#    streams per-dimension moments, outlier ("massive activation") dims and histograms in one pass.
+from lminspect.activations import collect  # noqa: E402
+
+tokens, seq = (256, 64) if s.quick else (50_000, 256)
+acts = collect(m.store, s.path("activations"), tokens=tokens, seq_len=seq, batch_size=4, sites=["resid_out"],
+               overwrite=True, progress=False)
+sites = [acts[f"resid_out.{i}"] for i in range(L)]
+s.write_table("resid_stats", li.Table([st.summary() for st in sites], title=f"residual stream, {tokens} tokens"))
+s.save_npy("resid_dim_std.npy", np.stack([st.std for st in sites]))  # [layers, d]: outlier dims stand out
+s.save_npy("resid_dim_kurtosis.npy", np.stack([st.excess_kurtosis for st in sites]))
+s.plot_lines("resid_plot.txt", {"std": [st.site_std for st in sites], "absmax": [float(st.absmax.max()) for st in sites]},
+             title="residual stream by layer (li.activations(DIR) reloads it)", xlabel="layer")
 s.log("wrote", len(s.files), "files to", s.out)

@@ -76,6 +76,19 @@ def test_activations_delegates(monkeypatch, tmp_path):
         li.activations(tmp_path)
 
 
+def test_activations_name_survives_subpackage_import(tmp_path):
+    import importlib
+
+    import lminspect
+
+    fn = lminspect.activations  # may already be the (callable) subpackage
+    importlib.import_module("lminspect.activations")
+    assert callable(lminspect.activations) and callable(fn)
+    with pytest.raises(UserError):
+        lminspect.activations(tmp_path / "missing")
+    assert hasattr(lminspect.activations, "collect")
+
+
 def test_lazy_names():
     import lminspect
 

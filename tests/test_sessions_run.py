@@ -38,8 +38,13 @@ def _check_weight_structure(out: Path) -> None:
     sv = np.load(out / "spectrum_attn.q.npy")
     assert sv.shape == (4, 64) and np.all(np.diff(sv, axis=1) <= 1e-6)  # descending
     rows = json.loads((out / "resid_stats.json").read_text())
-    assert [r["layer"] for r in rows] == [0, 1, 2, 3] and all(r["rms"] > 0 and r["tokens"] > 0 for r in rows)
-    assert np.load(out / "resid_dim_rms.npy").shape == (4, 64)
+    assert [r["site"] for r in rows] == [f"resid_out.{i}" for i in range(4)]
+    assert all(r["std"] > 0 and r["n"] == 256 for r in rows)
+    assert np.load(out / "resid_dim_std.npy").shape == (4, 64)
+    assert np.load(out / "resid_dim_kurtosis.npy").shape == (4, 64)
+    import lminspect as li
+
+    assert li.activations(out / "activations")["resid_out.3"].n == 256
     assert "Frobenius norm" in (out / "layer_norms_plot.txt").read_text()
     assert len(json.loads((out / "tensor_stats.json").read_text())) == 4 * 9
 
