@@ -155,3 +155,78 @@ def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", d
     if not color:
         text = _ANSI.sub("", text)
     return text
+
+
+def saturation_rows(run: Any) -> list[int]:
+    """Row indices at the run's checkpoint steps (every ``save_every``, plus the last row); all
+    rows when that gives fewer than 3 points."""
+    steps = run.columns.get("step", [])
+    every = int((run.config.get("train") or {}).get("save_every") or 0)
+    rows = [i for i, s in enumerate(steps) if every and int(s) % every == 0]
+    if steps and (not rows or rows[-1] != len(steps) - 1):
+        rows.append(len(steps) - 1)
+    return rows if len(rows) >= 3 else list(range(len(steps)))
+
+
+def saturation_panels(runs: Sequence[Any], metrics: Sequence[str] | None = None) -> list[str]:
+    """loss, acc, then ``seen_<metric>`` (mean metadata of the data seen) for ``metrics``
+    (default: ppl when the runs have it, else the first two metadata columns)."""
+    have: list[str] = []
+    for r in runs:
+        have += [k for k in r.columns if k.startswith("seen_") and k != "seen_docs" and k not in have]
+    if metrics:
+        want = [m if m.startswith("seen_") else f"seen_{m}" for m in metrics]
+        bad = [m for m in want if m not in have]
+        if bad:
+            raise UserError(f"--saturation: no metadata column {', '.join(b[5:] for b in bad)} in the runs "
+                            f"(have: {', '.join(h[5:] for h in have) or 'none; train with --metadata'})")
+    else:
+        want = ["seen_ppl"] if "seen_ppl" in have else have[:2]
+    return ["loss", "acc", *want]
+
+
+def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None, x: str = "tokens",
+                    smooth_n: int = 0, width: int = 120, height: int = 25, color: bool = True) -> str:
+    """llama2_prebiasing's saturation view: per checkpoint, side by side, the model's loss and
+    accuracy and the running mean of each metadata metric over the samples seen so far, one line
+    per run, so sorted and shuffled runs compare on one screen."""
+    import plotext as plt
+
+    if not runs:
+        raise UserError("no runs to plot")
+    xcol = X_COLUMNS.get(x)
+    if xcol is None:
+        raise UserError(f"--x {x!r}: choose tokens, steps, time or flops")
+    panels = saturation_panels(runs, metrics)
+    # one plotext figure per panel, joined side by side here (plotext's subplots keep state
+    # between figures and garble a second call)
+    pw = max(20, width // len(panels))
+    figures: list[list[str]] = []
+    for metric in panels:
+        plt.clear_figure()
+        plt.plotsize(pw, height)
+        plt.theme("pro" if color else "clear")
+        for r in runs:
+            if metric not in r.columns or xcol not in r.columns:
+                continue
+            idx = saturation_rows(r)
+            ys_all = smooth(r.columns[metric], smooth_n) if smooth_n else r.columns[metric]
+            pts = [(r.columns[xcol][i], ys_all[i]) for i in idx if not math.isnan(ys_all[i])]
+            if pts:
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=_label(r, runs), marker="braille")
+        name = metric.removeprefix("seen_")
+        plt.title(METRIC_LABELS.get(metric, f"mean {name} seen" if metric.startswith("seen_") else metric))
+        plt.xlabel({"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds",
+                    "flops": "FLOPs"}[x])
+        fig = plt.build()
+        plt.clear_figure()
+        figures.append((fig if color else _ANSI.sub("", fig)).splitlines())
+    n_lines = max(len(f) for f in figures)
+    out = []
+    for k in range(n_lines):
+        parts = []
+        for f in figures:
+            line = f[k] if k < len(f) else ""
+            parts.append(line + " " * max(0, pw - len(_ANSI.sub("", line))))
+        out.append("".join(parts).rstrip())
+    return "\n".join(out)

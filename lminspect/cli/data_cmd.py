@@ -40,6 +40,30 @@ def make_mc(
     typer.echo(f"wrote {len(rows)} items ({choices} choices, chance {1 / choices:.2f}) from {len(docs)} documents to {out}")
 
 
+@data_app.command("metadata")
+@cli_errors
+def metadata(
+    data: str = typer.Argument(..., help="Data source as for `lminspect train --data`: 'builtin', a local "
+                                         ".txt/.jsonl/.parquet file or directory, or a HF dataset id."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .parquet (written atomically)."),
+    model: str = typer.Option(None, "--model", "-m", help="Reference model (any model ref) for per-sample "
+                                                          "perplexity; without it: no ppl column."),
+    metric: list[str] = typer.Option(None, "--metric", help="Metric(s) to compute (default: all built-ins "
+                                                            "and lminspect.metrics plugins)."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N documents."),
+    field: str = typer.Option("text", "--field", help="Text field for .jsonl/.parquet/hub data."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Batch metadata (seed 001): per sample id, index, lengths, reference perplexity and metrics,
+    for `lminspect train --order-by METRIC --metadata FILE` and `lminspect plot --saturation`."""
+    from lminspect.metadata.compute import compute_metadata, write_parquet
+
+    cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
+    write_parquet(cols, out)
+    extra = [c for c in cols if c not in ("id", "index", "split")]
+    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)})")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.add_typer(data_app, name="data", rich_help_panel="Data")

@@ -136,6 +136,11 @@ def train(
     save_every: int = typer.Option(200, "--save-every", help="Checkpoint every N steps (0 = at the end)."),
     set_: list[str] = typer.Option([], "--set", help="Model option KEY=VALUE (e.g. n_layer=4), repeatable."),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Ignore third-party experiment plugins."),
+    order_by: str = typer.Option(None, "--order-by", help="Feed training documents sorted by this "
+                                                          "metadata column (e.g. ppl; needs --metadata)."),
+    order: str = typer.Option(None, "--order", help="asc | desc | shuffle | shuffle-within-buckets "
+                                                    "(default asc with --order-by)."),
+    metadata: str = typer.Option(None, "--metadata", help="Metadata parquet from `lminspect data metadata`."),
 ) -> None:
     """Train an experiment (lmplay's lmp_trainer). Under torchrun it runs data-parallel."""
     if exp == "list":
@@ -155,6 +160,7 @@ def train(
         optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
         max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
+        order_by=order_by, order=order, metadata=metadata,
     )
     result = run_training(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -173,11 +179,13 @@ def plot(
     diff: bool = typer.Option(False, "--diff", help="Plot each run minus the baseline."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline run (default: the one with the most tokens)."),
     smooth_n: int = typer.Option(0, "--smooth", help="Centred smoothing half-width in rows."),
-    x: str = typer.Option("tokens", "--x", help="tokens, steps or time."),
+    x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
     out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
     width: int = typer.Option(None, "--width"),
     height: int = typer.Option(None, "--height"),
+    saturation: bool = typer.Option(False, "--saturation", help="Per checkpoint, side by side: loss, accuracy "
+                                                                "and the mean metadata of the data seen so far."),
 ) -> None:
     """Plot training curves in the terminal (lmplay's lmp_plotstats)."""
     import shutil
@@ -191,8 +199,14 @@ def plot(
     w = width or size.columns
     h = height or max(10, size.lines - 4)
     color = out is None and sys.stdout.isatty()
-    text = plot_runs(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log,
-                     width=w, height=h, color=color)
+    if saturation:
+        from lminspect.plots import plot_saturation
+
+        metrics = [m for m in metric.split(",") if m] if metric != "loss" else None
+        text = plot_saturation(loaded, metrics=metrics, x=x, smooth_n=smooth_n, width=w, height=h, color=color)
+    else:
+        text = plot_runs(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log,
+                         width=w, height=h, color=color)
     if out is not None:
         atomic_write_text(out, text + "\n")
         print(f"wrote {out}")

@@ -103,12 +103,15 @@ class OrderedStream:
             if len(missing) == len(docs):
                 raise UserError(f"--metadata {metadata}: describes none of the documents of {source!r}")
             keys = [(i, col[i]) for i in docs if i in col]
-            keys += [(i, float("inf")) for i in missing]  # unknown metric: fed last
         else:
             if order != "shuffle":
                 raise UserError(f"--order {order}: needs --order-by METRIC (only 'shuffle' works without one)")
-            keys = [(i, 0.0) for i in docs]
-        self.order = make_order(keys, order, seed)
+            # with metadata, shuffle the same pool the sorted run orders, so the two compare
+            described = set(self.ids) if meta is not None else set(docs)
+            keys = [(i, 0.0) for i in docs if i in described] or [(i, 0.0) for i in docs]
+        listed = {i for i, _ in keys}
+        # documents the metadata does not describe are fed last, in source order
+        self.order = make_order(keys, order, seed) + sorted(i for i in docs if i not in listed)
         st = state or {}
         self.pos = int(st.get("pos", 0))
         self.epoch = int(st.get("epoch", 0))
