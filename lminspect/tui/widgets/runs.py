@@ -44,6 +44,7 @@ class RunsPane(Widget):
         self.loaded: dict[str, Any] = {}
         self.mtimes: dict[str, float] = {}
         self.smoothing = 0
+        self._loading = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-side"):
@@ -106,14 +107,18 @@ class RunsPane(Widget):
     def _poll(self) -> None:
         """Reload when a selected run's files changed since we read them (a run still training)."""
         selected = list(self.query_one("#runs-list", SelectionList).selected)
-        if not selected:
+        if not selected or self._loading:  # never cancel a load that is still reading (slow first import)
             return
         changed = any(backend.run_mtime(Path(p)) != self.mtimes.get(p) for p in selected)
         if changed:
             self._load(selected)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def _load(self, paths: list[str]) -> None:
+        self._loading = True
+        self._load_worker(paths)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    def _load_worker(self, paths: list[str]) -> None:
         runs: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for p in paths:
@@ -127,6 +132,7 @@ class RunsPane(Widget):
         self.post_message(RunsLoaded(runs, errors))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
+        self._loading = False
         self.loaded = message.runs
         if message.errors:
             for path, err in message.errors.items():
@@ -161,6 +167,8 @@ class RunsPane(Widget):
             views[2].show_message("diff vs baseline: tick a second run (the first ticked is the baseline)")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "runs" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self._loading = False
         if event.worker.group == "runs" and event.state == WorkerState.ERROR:
             err = event.worker.error
             if isinstance(err, backend.Unavailable):
