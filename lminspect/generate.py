@@ -162,7 +162,7 @@ class Generation:
         budget = min(self.max_new_tokens, ctx - n_prompt)
         decoder = self.tokenizer.decode_stream() if self.tokenizer is not None else None
         need_seen = self.sampler.penalty != 1.0
-        seen = torch.tensor(self.prompt_ids, dtype=torch.long) if need_seen else None
+        seen = torch.tensor(self.prompt_ids, dtype=torch.long, device=model.device) if need_seen else None
         pending = ""  # decoded text not yet yielded (could still become a stop string)
         t0 = time.perf_counter()
         t_first = None
@@ -211,7 +211,7 @@ class Generation:
                     if i + 1 == budget:
                         break
                     if need_seen:
-                        seen = torch.cat([seen, torch.tensor([tok])])
+                        seen = torch.cat([seen, step.view(1).new_full((1,), tok)])
                     step.fill_(tok)
                     logits = model(step, cache=cache)[0, -1]
             if reason not in ("stop", "cancelled") and decoder is not None:

@@ -46,6 +46,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype == torch.float32:  # one fused op; same math as below
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
@@ -250,8 +252,7 @@ class Attention(nn.Module):
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if run.cos is not None:
-            cos, sin = run.cos.to(q.dtype), run.sin.to(q.dtype)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = apply_rope(q, run.cos, run.sin), apply_rope(k, run.cos, run.sin)
         cache = run.cache
         if cache is not None:
             end = run.start + T
@@ -482,6 +483,8 @@ class LM(nn.Module):
             raise UserError(f"sequence of {L} tokens exceeds the model's context of {self.context_length} tokens")
         x = self._embed(input_ids, start)
         cos, sin, bias = self._extras(start, T, L)
+        if cos is not None and cos.dtype != x.dtype:  # HF computes the tables in fp32, then casts
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         run = _Run(start, T, cos, sin, bias, cache, self._hooks)
         layers = self.layers
         for pos, call in enumerate(plan):
