@@ -8,6 +8,8 @@ nor textual until a function that needs them is called.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -36,6 +38,25 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
+
+
+class _CallableSubpackage(types.ModuleType):
+    """A subpackage that is also the REPL function of the same name.
+
+    ``lminspect.experiments`` and ``lminspect.activations`` are packages *and*
+    ``li.experiments()`` / ``li.activations(DIR)``. Importing a subpackage always
+    rebinds the parent's attribute to the module, so the module itself forwards
+    calls to ``lminspect.api``; ``li.activations.collect`` still reaches the package.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        api = importlib.import_module("lminspect.api")
+        return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+def _make_callable(module_name: str) -> None:
+    """Called by such a subpackage's ``__init__`` with its own ``__name__``."""
+    sys.modules[module_name].__class__ = _CallableSubpackage
 
 
 def __dir__() -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,50 +125,8 @@ def experiments(load_plugins: bool | None = None, check: bool = False) -> Table:
     return Table(rows, title=f"{len(rows)} experiments")
 
 
-class _CallableModule(types.ModuleType):
-    """``lminspect.activations`` is both a subpackage and the REPL function ``li.activations(DIR)``.
-
-    Importing the subpackage sets ``lminspect.activations`` to the module, shadowing the lazy
-    function; making the module callable (``-> load(DIR)``) keeps ``li.activations(DIR)`` working
-    either way, and ``li.activations.collect`` etc. still reach the package.
-    """
-
-    def __call__(self, path: str | Path, **kw: Any) -> Any:
-        return activations(path, **kw)
-
-
-def _callable_module(mod: types.ModuleType) -> types.ModuleType:
-    if type(mod) is types.ModuleType:
-        mod.__class__ = _CallableModule
-    return mod
-
-
 def activations(path: str | Path, **kw: Any) -> Any:
-    """Load a saved activation-statistics folder (delegates to ``lminspect.activations.load``)."""
-    import importlib
+    """Load a saved activation-statistics folder (``lminspect activations ... --out DIR``)."""
+    from lminspect.activations import load
 
-    try:
-        mod = importlib.import_module("lminspect.activations")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("lminspect.activations"):
-            raise UserError("lminspect.activations is not available in this installation") from None
-        raise
-    _callable_module(mod)
-    load = getattr(mod, "load", None)
-    if load is None:
-        raise UserError("lminspect.activations has no load() yet")
     return load(path, **kw)
-
-
-def _patch_activations() -> None:
-    """Import the (numpy-only) activations package now and make it callable, so no later import shadows
-    ``li.activations`` with a non-callable module. Missing or broken packages are left for call time."""
-    try:
-        import importlib
-
-        _callable_module(importlib.import_module("lminspect.activations"))
-    except Exception:  # noqa: BLE001 - reported when li.activations() is called
-        pass
-
-
-_patch_activations()

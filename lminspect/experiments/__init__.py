@@ -9,6 +9,7 @@ plugin never takes ``lminspect exp list`` down.
 
 from __future__ import annotations
 
+from lminspect import _make_callable
 from lminspect.experiments.base import Experiment, export_state_dict
 from lminspect.experiments.registry import (
     ExperimentInfo,
@@ -17,6 +18,9 @@ from lminspect.experiments.registry import (
     list_experiments,
     plugins_enabled,
 )
+
+# also the REPL function li.experiments(...) (see lminspect._make_callable)
+_make_callable(__name__)
 
 __all__ = [
     "Experiment",
