@@ -53,7 +53,8 @@ def test_stats_match_kept_tokens_and_engine(tiny_llama_dir, docs_jsonl, tmp_path
         c = x - x.mean(0)
         np.testing.assert_allclose(s.kurtosis, (c**4).mean(0) / x.var(0) ** 2, rtol=1e-3)
         np.testing.assert_array_equal(s.absmax, np.abs(x).max(0))
-        assert s.hist.sum() + s.under + s.over == x.size
+        sampled = s.hist.sum() + s.under + s.over  # every 4th token of each batch
+        assert x.size / 4 <= sampled <= x.size / 4 + st.batches * s.dim
     hid = st["mlp_hidden.1"]
     x = np.asarray(st.tokens_array("mlp_hidden.1"))
     np.testing.assert_allclose(hid.fire_freq, (x > 0).mean(0))

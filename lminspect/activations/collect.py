@@ -185,6 +185,41 @@ class _TokenWriter:
         del mm
 
 
+# ---------------------------------------------------------------------------- the hook
+
+
+class SiteHook:
+    """The engine hook callback: reduce each site's activations into its accumulator.
+
+    ``ctx`` holds the current batch: ``idx`` (flat indices of real tokens in ``[B*T]``, None
+    when the batch has no padding), ``rows`` (``[n, 2]`` doc index / token offset) and ``row0``
+    (first row in the kept-token files). Shared with benchmarks/bench_activations.py so the
+    benchmark times exactly this code.
+    """
+
+    FIRE_KINDS = frozenset({"mlp_hidden"})
+
+    def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: _TokenWriter | None = None) -> None:
+        self.accs = accs
+        self.outlier_k = outlier_k
+        self.writer = writer
+        self.ctx: dict[str, Any] = {"idx": None, "rows": None, "row0": 0}
+
+    def __call__(self, name: str, t: Any) -> None:
+        x = t.reshape(-1, t.shape[-1])
+        idx = self.ctx["idx"]
+        if idx is not None:
+            x = x.index_select(0, idx)
+        acc = self.accs.get(name)
+        if acc is None:
+            acc = self.accs[name] = SiteAccumulator(x.shape[1], outlier_k=self.outlier_k,
+                                                    fire=name.partition(".")[0] in self.FIRE_KINDS)
+        acc.update(x, self.ctx["rows"])
+        if self.writer is not None:
+            self.writer.write(name, self.ctx["row0"], x.float().cpu().numpy(), dim=x.shape[1])
+        return None
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -287,24 +322,10 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
              "plan_layers": [c.index for c in plan], "sites": sites, "settings": settings,
              "tokens_target": cfg.tokens, "created": (index or {}).get("created", now) if resume else now}
     writer = _TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
-    fire_kinds = {"mlp_hidden"}
     device = lm.device
 
-    # per-batch context the hook callback reads
-    ctx: dict[str, Any] = {"idx": None, "rows": None, "row0": 0}
-
-    def on_site(name: str, t: torch.Tensor) -> None:
-        x = t.reshape(-1, t.shape[-1])
-        if ctx["idx"] is not None:
-            x = x.index_select(0, ctx["idx"])
-        acc = accs.get(name)
-        if acc is None:
-            acc = accs[name] = SiteAccumulator(x.shape[1], outlier_k=cfg.outlier_k,
-                                               fire=name.partition(".")[0] in fire_kinds)
-        acc.update(x, ctx["rows"])
-        if writer is not None:
-            writer.write(name, ctx["row0"], x.float().cpu().numpy(), dim=x.shape[1])
-        return None
+    hook = SiteHook(accs, cfg.outlier_k, writer)
+    ctx = hook.ctx
 
     def save(complete: bool = False) -> None:
         prog["complete"] = complete
@@ -319,7 +340,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     batches_here = 0
     exhausted = False
     try:
-        with torch.inference_mode(), lm.hooks(on_site, sites):
+        with torch.inference_mode(), lm.hooks(hook, sites):
             while prog["tokens_done"] < cfg.tokens:
                 if max_batches is not None and batches_here >= max_batches:
                     break

@@ -146,6 +146,7 @@ class SiteStats:
     max = property(lambda self: self._acc.max)
     hist = property(lambda self: self._acc.hist, doc="pooled histogram counts [BINS] over `edges`")
     hist_range = property(lambda self: self._acc.hist_range)
+    hist_stride = property(lambda self: self._acc.hist_stride, doc="the histogram counts every k-th token")
     under = property(lambda self: self._acc.under, doc="values below edges[0]")
     over = property(lambda self: self._acc.over, doc="values above edges[-1]")
     outlier_counts = property(lambda self: self._acc.outliers,
