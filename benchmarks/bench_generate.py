@@ -20,34 +20,19 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def bench_ours(store, tok, prompt: str, n_new: int, repeats: int, fwd_ids: torch.Tensor) -> dict:
+def _ours_decode(model, tok, prompt: str, n_new: int) -> tuple[float, float]:
     from lminspect.generate import generate
-    from lminspect.models import load_model
 
-    t0 = time.perf_counter()
-    model = load_model(store)
-    load_s = time.perf_counter() - t0
     eos = tok.eos_ids
     tok.eos_ids = []  # always generate the full n_new tokens (HF: min_new_tokens)
-    ttft, tps = [], []
     try:
-        for _ in range(repeats):
-            g = generate(model, tok, prompt, max_new_tokens=n_new)
-            for _piece in g:
-                pass
-            assert g.stats.new_tokens == n_new, g.stats
-            ttft.append(g.stats.ttft_s)
-            tps.append(g.stats.tokens_per_s)
+        g = generate(model, tok, prompt, max_new_tokens=n_new)
+        for _piece in g:
+            pass
     finally:
         tok.eos_ids = eos
-    fwd = []
-    with torch.inference_mode():
-        model(fwd_ids[:1, :16])
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(fwd_ids)
-            fwd.append(fwd_ids.numel() / (time.perf_counter() - t))
-    return {"load_s": load_s, "ttft_s": _median(ttft), "tok_s": _median(tps), "fwd_tok_s": _median(fwd)}
+    assert g.stats.new_tokens == n_new, g.stats
+    return g.stats.ttft_s, g.stats.tokens_per_s
 
 
 class _Timer:
@@ -66,31 +51,55 @@ class _Timer:
         pass
 
 
-def bench_hf(hf_dir, ids: list[int], n_new: int, repeats: int, fwd_ids: torch.Tensor) -> dict:
+def _hf_decode(model, ids: list[int], n_new: int) -> tuple[float, float]:
+    x = torch.tensor([ids])
+    timer = _Timer()
+    t = time.perf_counter()
+    out = model.generate(x, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, streamer=timer,
+                         pad_token_id=0)
+    end = time.perf_counter()
+    assert out.shape[1] - x.shape[1] == n_new
+    return timer.first - t, (n_new - 1) / (end - timer.first)
+
+
+def _forward(fn, ids: torch.Tensor) -> float:
+    t = time.perf_counter()
+    fn(ids)
+    return ids.numel() / (time.perf_counter() - t)
+
+
+def run(hf_dir, n_new: int, repeats: int) -> tuple[dict, dict]:
+    """Both engines loaded once; repeats alternate ours / HF so machine noise hits both alike."""
     from transformers import AutoModelForCausalLM
 
+    from lminspect.models import load_model
+    from lminspect.tokenizer import load_tokenizer
+    from lminspect.weights import open_store
+
+    prompt = "Once upon a time"
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    load_s = time.perf_counter() - t0
-    x = torch.tensor([ids])
-    ttft, tps = [], []
+    store = open_store(hf_dir)
+    model = load_model(store)
+    tok = load_tokenizer(store)
+    ours: dict[str, list[float]] = {"load_s": [time.perf_counter() - t0], "ttft_s": [], "tok_s": [], "fwd_tok_s": []}
+    t0 = time.perf_counter()
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    hf: dict[str, list[float]] = {"load_s": [time.perf_counter() - t0], "ttft_s": [], "tok_s": [], "fwd_tok_s": []}
+    ids = tok.encode(prompt)
+    fwd_ids = torch.randint(0, model.vocab_size, (8, 256), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        for _ in range(repeats):
-            timer = _Timer()
-            t = time.perf_counter()
-            out = model.generate(x, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                                 streamer=timer, pad_token_id=0)
-            end = time.perf_counter()
-            assert out.shape[1] - x.shape[1] == n_new
-            ttft.append(timer.first - t)
-            tps.append((n_new - 1) / (end - timer.first))
-        fwd = []
         model(fwd_ids[:1, :16])
+        hf_model(fwd_ids[:1, :16])
         for _ in range(repeats):
-            t = time.perf_counter()
-            model(fwd_ids)
-            fwd.append(fwd_ids.numel() / (time.perf_counter() - t))
-    return {"load_s": load_s, "ttft_s": _median(ttft), "tok_s": _median(tps), "fwd_tok_s": _median(fwd)}
+            a, b = _ours_decode(model, tok, prompt, n_new)
+            ours["ttft_s"].append(a)
+            ours["tok_s"].append(b)
+            a, b = _hf_decode(hf_model, ids, n_new)
+            hf["ttft_s"].append(a)
+            hf["tok_s"].append(b)
+            ours["fwd_tok_s"].append(_forward(model, fwd_ids))
+            hf["fwd_tok_s"].append(_forward(hf_model, fwd_ids))
+    return ({k: _median(v) for k, v in ours.items()}, {k: _median(v) for k, v in hf.items()})
 
 
 def main() -> None:
@@ -102,19 +111,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
     from lminspect.weights.fetch import fetch
 
     hf_dir = fetch(args.model).hf_dir if "/" not in args.model else args.model
-    store = open_store(hf_dir)
-    tok = load_tokenizer(store)
-    prompt = "Once upon a time"
-    ids = tok.encode(prompt)
-    fwd_ids = torch.randint(0, store.config["vocab_size"], (8, 256), generator=torch.Generator().manual_seed(0))
-
-    ours = bench_ours(store, tok, prompt, args.new_tokens, args.repeats, fwd_ids)
-    hf = bench_hf(hf_dir, ids, args.new_tokens, args.repeats, fwd_ids)
+    ours, hf = run(hf_dir, args.new_tokens, args.repeats)
     print(f"SmolLM2-135M fp32 CPU, {args.threads} threads, torch {torch.__version__}, "
           f"{args.new_tokens} new tokens, median of {args.repeats}")
     print(f"{'':22}{'lminspect':>12}{'HF':>12}{'ratio':>8}")

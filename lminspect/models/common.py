@@ -422,9 +422,12 @@ class LM(nn.Module):
 
     # ---- plans
     def _check_plan(self, plan: list[LayerCall] | None) -> list[LayerCall]:
-        if plan is None:
-            return full_plan(self.n_layers)
         n = self.n_layers
+        if plan is None:
+            full = self.__dict__.get("_full_plan")
+            if full is None or len(full) != n:
+                full = self.__dict__["_full_plan"] = full_plan(n)
+            return full
         for c in plan:
             if not 0 <= c.index < n:
                 raise UserError(f"layer plan uses layer {c.index}, but the model has layers 0..{n - 1}")
