@@ -187,3 +187,16 @@ def test_bfloat16_load(tiny_llama_dir):
         assert (model(ids).float() - ref(ids)).abs().max() < 0.1
     with pytest.raises(UserError, match="dtype"):
         load_model(store_for(tiny_llama_dir), dtype="int3")
+
+
+@torch.inference_mode()
+def test_cache_expand_shares_a_prefix(llama):
+    ids = torch.randint(0, 300, (3, 14), generator=torch.Generator().manual_seed(9))
+    ids[:, :8] = ids[0, :8]  # common prefix
+    full = llama(ids, plan=PLAN)
+    c1 = llama.new_cache(PLAN)
+    llama(ids[:1, :8], cache=c1)
+    cb = c1.expand(3, max_len=14)
+    got = llama(ids[:, 8:], cache=cb)
+    assert cb.pos == 14 and cb.batch_size == 3
+    assert (got - full[:, 8:]).abs().max() < 1e-4

@@ -152,6 +152,21 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def expand(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """A new cache with ``batch_size`` rows, each a copy of this batch-1 cache's prefix
+        (score many continuations of one shared context in one batched forward)."""
+        if self.batch_size != 1:
+            raise ValueError("expand() needs a batch-1 cache")
+        cap = max(self.pos, max_len or self.capacity)
+        out = KVCache(self.plan, self._shapes, batch_size, cap, self.limit,
+                      self.k[0].dtype if self.k else torch.float32,
+                      self.k[0].device if self.k else "cpu")
+        for i in range(len(self.k)):
+            out.k[i][:, :, : self.pos] = self.k[i][:, :, : self.pos]
+            out.v[i][:, :, : self.pos] = self.v[i][:, :, : self.pos]
+        out.pos = self.pos
+        return out
+
     def crop(self, n: int) -> None:
         """Forget everything after the first ``n`` tokens (e.g. to re-run a shared prompt)."""
         self.pos = min(self.pos, n)
