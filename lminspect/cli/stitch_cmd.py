@@ -327,7 +327,7 @@ def sweep(
                 "plan": name, "spec": summary.text, "layers_run": summary.calls,
                 "params_touched": round(summary.params_touched, 4), "n": res.n,
                 "acc": res.acc, "acc_norm": res.acc_norm, "acc_bytes": res.acc_bytes,
-                "seconds": round(res.seconds, 3), "tokens_per_s": round(res.tokens_per_s, 1),
+                "seconds": round(res.seconds, 3), "cpu_seconds": round(res.cpu_seconds, 3), "tokens_per_s": round(res.tokens_per_s, 1),
                 "items_per_s": round(res.items_per_s, 2), "ppl": None,
             }
             if texts is not None:
@@ -347,11 +347,13 @@ def sweep(
     n_choices = len(items[0].endings)
     t = Table(title=f"stitch sweep: {label}, {len(items)} items, chance {1 / n_choices:.2f}")
     for col, just in [("plan", "left"), ("layers run", "right"), ("params", "right"), ("acc", "right"),
-                      ("acc_norm", "right"), ("ppl", "right"), ("seconds", "right"), ("tok/s", "right")]:
+                      ("acc_norm", "right"), ("ppl", "right"), ("seconds", "right"), ("cpu s", "right"),
+                      ("tok/s", "right")]:
         t.add_column(col, justify=just)
     for r in rows:
         t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}", f"{r['acc']:.3f}",
-                  f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}")
+                  f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
+                  f"{r['tokens_per_s']:.0f}")
     _console().print(t)
     _console(stderr=True).print(f"[dim]wrote {base}.json and {base}.csv[/dim]")
 

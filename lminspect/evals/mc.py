@@ -75,6 +75,7 @@ class MCResult:
     seconds: float
     tokens: int  # tokens run through the model (context once + endings)
     items: list[ItemScore] = field(default_factory=list, repr=False)
+    cpu_seconds: float = float("nan")  # process CPU time: robust to other load on a shared machine
 
     @property
     def items_per_s(self) -> float:
@@ -91,6 +92,7 @@ class MCResult:
             "acc_norm": self.acc_norm,
             "acc_bytes": self.acc_bytes,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
             "tokens": self.tokens,
             "items_per_s": self.items_per_s,
             "tokens_per_s": self.tokens_per_s,
@@ -396,14 +398,14 @@ def evaluate_mc(model: Any, tokenizer: Any, items: Sequence[MCItem], *, plan: An
         plan = parse_plan(plan, len(model.layers))
     scores: list[ItemScore] = []
     tokens = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for k, item in enumerate(items):
         s, n = score_item(model, encode, item, plan=plan, mode=mode, bos=bos)
         scores.append(s)
         tokens += n
         if progress is not None:
             progress(k + 1, len(items))
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(scores)
     if n == 0:
         raise UserError("no items to evaluate")
@@ -415,4 +417,5 @@ def evaluate_mc(model: Any, tokenizer: Any, items: Sequence[MCItem], *, plan: An
         seconds=dt,
         tokens=tokens,
         items=scores,
+        cpu_seconds=cpu,
     )
