@@ -5,10 +5,15 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
 
 - ``mean``, ``std`` (population), ``rms`` = sqrt(mean(x^2)), ``min``, ``max``,
   ``absmax``, excess ``kurtosis`` = m4 / m2^2 - 3 (0 for a Gaussian): exact, over every
-  finite element (``nonfinite`` counts the others). Chunks of ``CHUNK`` elements (256 KiB: cache-sized, so the several
-  reductions per chunk read cache, not RAM) give float32 partial sums that accumulate in
-  float64; when the mean is large compared with the spread the data are shifted by a
-  first-chunk estimate of the mean before the power sums, to avoid cancellation.
+  finite element (``nonfinite`` counts the others). One pass over chunks of ``CHUNK``
+  elements (512 KiB: the chunk and its square stay in L2, so only the first of the
+  per-chunk reductions reads RAM): numpy min/max, d2 = d*d into a reused buffer, then
+  float32 sum(d), sum(d2), dot(d2, d), dot(d2, d2) (BLAS dots: no further temporaries);
+  the per-chunk partial sums are combined in float64 in chunk order. When the mean is
+  large compared with the spread, d = x - (first-chunk mean), to avoid cancellation
+  (one more elementwise pass); else d = x. Runs of chunks are scanned by ``workers``
+  threads (torch and numpy release the GIL; each runs torch single-threaded); the
+  result does not depend on the worker count.
 - ``hist``: 64 equal bins over [min, max] and ``frac_near_zero`` = fraction with
   |x| <= 1e-6 * absmax are computed on a uniform strided sample of at most
   ``SAMPLE`` elements (every element for smaller tensors; ``sampled`` says which).
@@ -32,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ import numpy as np
 
 from lminspect.fsutil import atomic_write_text, cache_dir
 
-CHUNK = 1 << 16  # elements per reduction chunk (256 KiB of float32: stays in L2)
+CHUNK = 1 << 17  # elements per reduction chunk (512 KiB of float32: chunk + its square stay in L2)
 SAMPLE = 1 << 20  # max elements in the histogram / near-zero sample
 BINS = 64
 NEAR_ZERO = 1e-6  # relative to absmax
@@ -80,65 +86,132 @@ def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = T
     return out
 
 
-def array_stats(arr: np.ndarray) -> dict[str, Any]:
-    """Streamed moments, extremes, sampled histogram (see module docstring)."""
+def array_stats(arr: np.ndarray, *, workers: int | None = None) -> dict[str, Any]:
+    """Streamed moments, extremes, sampled histogram (see module docstring).
+
+    ``workers``: threads scanning disjoint runs of chunks (default: torch's intra-op
+    thread count, i.e. the cores or ``OMP_NUM_THREADS``); results do not depend on it.
+    """
     import torch
 
-    # Cache-sized chunks are too small for intra-op threads to pay off: with several
-    # threads every tiny reduction pays a fork/join (measured 30x slower on 2 cores).
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if workers is None:
+        workers = threads
+    # Each scanning thread runs torch single-threaded: on L2-sized chunks an OpenMP
+    # fork/join per op costs more than the op (measured 5-30x slower on the loaded
+    # 2-core VM); plain Python threads (torch and numpy release the GIL) parallelise
+    # over chunks instead.
+    if threads != 1:
+        torch.set_num_threads(1)
     try:
-        return _array_stats(arr)
+        return _array_stats(arr, max(1, int(workers)))
     finally:
-        torch.set_num_threads(threads)
+        if threads != 1:
+            torch.set_num_threads(threads)
 
 
-def _array_stats(arr: np.ndarray) -> dict[str, Any]:
+_POOL: tuple[int, Any] | None = None  # (size, ThreadPoolExecutor), created on first use
+
+
+def _pool(workers: int) -> Any:
+    global _POOL
+    if _POOL is None or _POOL[0] < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lminspect-stats"))
+    return _POOL[1]
+
+
+def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, step: int) -> tuple:
+    """Chunks starting in [lo, hi): per chunk 4 float32 power sums, min, max, sample."""
     import torch
 
-    flat = arr.reshape(-1)
+    n = flat.size
+    buf1, buf2 = torch.empty(CHUNK), torch.empty(CHUNK)
+    parts: list[Any] = []  # 0-d float32 tensors, 4 per chunk, combined in float64 at the end
+    los: list[float] = []
+    his: list[float] = []
+    samples = []
+    nonfinite = 0
+    isfinite = math.isfinite
+    hi = min(hi, n)
+    # all chunk views at once (one C call each) instead of two slicings per chunk
+    views = flat[lo:hi]
+    views_np = np.split(views, range(CHUNK, hi - lo, CHUNK)) if hi - lo > CHUNK else [views]
+    views_t = whole[lo:hi].split(CHUNK) if whole is not None else views_np
+    for i, c_np, c in zip(range(lo, hi, CHUNK), views_np, views_t, strict=True):
+        if whole is None:
+            c_np = c_np.astype(np.float32)
+            c = torch.from_numpy(c_np)
+        # numpy's min/max are the fastest single-pass extremes (torch.aminmax is ~4x
+        # slower); the first pulls the chunk into L2, where everything below reads it
+        mn = float(c_np.min())
+        mx = float(c_np.max())
+        if not (isfinite(mn) and isfinite(mx)):  # inf/nan present: drop them
+            k0 = c_np.size
+            c_np = c_np[np.isfinite(c_np)]
+            nonfinite += k0 - c_np.size
+            if c_np.size == 0:
+                continue
+            c = torch.from_numpy(c_np)
+            mn = float(c_np.min())
+            mx = float(c_np.max())
+        k = c_np.size
+        samples.append(c_np[(-i) % step :: step].copy())
+        los.append(mn)
+        his.append(mx)
+        if k == CHUNK:
+            d = torch.sub(c, shift, out=buf1) if shift else c
+            d2 = torch.mul(d, d, out=buf2)
+        else:
+            d = torch.sub(c, shift, out=buf1[:k]) if shift else c
+            d2 = torch.mul(d, d, out=buf2[:k])
+        parts += (d.sum(), d2.sum(), torch.dot(d2, d), torch.dot(d2, d2))
+    return parts, los, his, samples, nonfinite
+
+
+def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
+    import torch
+
+    # a base-class view: slicing an np.memmap builds a memmap object per slice (slow)
+    flat = np.asarray(arr).reshape(-1)
     n = int(flat.size)
     if n == 0:
         return {"numel": 0}
     step = max(1, -(-n // SAMPLE))
-    t = torch.from_numpy(np.ascontiguousarray(flat[: min(n, CHUNK)], dtype=np.float32))
-    first_mean = float(t.double().mean())
-    first_std = float(t.double().std()) if t.numel() > 1 else 0.0
+    # float32 data is viewed by torch once (no copy, never written: a read-only input
+    # is fine); other dtypes are converted per chunk
+    whole = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "non-writable array" warning
+        t = torch.from_numpy(np.ascontiguousarray(flat[: min(n, CHUNK)], dtype=np.float32))
+        if flat.dtype == np.float32:
+            whole = torch.from_numpy(flat)
+    t64 = t.double()
+    first_mean = float(t64.mean())
+    first_std = float(t64.std()) if t64.numel() > 1 else 0.0
     shift = first_mean if abs(first_mean) > 0.1 * first_std else 0.0
+    n_chunks = -(-n // CHUNK)
+    workers = min(workers, n_chunks // 4) if n_chunks >= 8 else 1
+    # contiguous runs of chunks, concatenated back in chunk order: the float64
+    # combination below sums the same partial sums in the same order for any workers
+    bounds = [CHUNK * (n_chunks * w // workers) for w in range(workers + 1)]
+    if workers > 1:
+        runs = list(_pool(workers).map(
+            lambda w: _scan_chunks(flat, whole, bounds[w], bounds[w + 1], shift, step), range(workers)
+        ))
+    else:
+        runs = [_scan_chunks(flat, whole, 0, n, shift, step)]
+    parts = [p for r in runs for p in r[0]]
+    los = [v for r in runs for v in r[1]]
+    his = [v for r in runs for v in r[2]]
+    samples = [v for r in runs for v in r[3]]
+    nonfinite = sum(r[4] for r in runs)
     s1 = s2 = s3 = s4 = 0.0
-    mn, mx = math.inf, -math.inf
-    samples = []
-    buf1, buf2 = torch.empty(CHUNK), torch.empty(CHUNK)
-    nonfinite = 0
-    for i in range(0, n, CHUNK):
-        c_np = flat[i : i + CHUNK]
-        if c_np.dtype != np.float32:
-            c_np = c_np.astype(np.float32)
-        c = torch.from_numpy(c_np)
-        k = c.numel()
-        off = (-i) % step
-        for _ in range(2):  # second round only for chunks with inf/nan
-            lo, hi = torch.aminmax(c)
-            d = torch.sub(c, shift, out=buf1[:k]) if shift else c
-            d2 = torch.mul(d, d, out=buf2[:k])
-            # one sync per chunk: all partial sums leave torch together
-            vals = torch.stack([lo, hi, d.sum(), d2.sum(), torch.dot(d2, d), torch.dot(d2, d2)]).tolist()
-            if math.isfinite(vals[0]) and math.isfinite(vals[1]):
-                break
-            c = c[torch.isfinite(c)]
-            nonfinite += k - c.numel()
-            k = c.numel()
-            if k == 0:
-                break
-        if k == 0:
-            continue
-        samples.append(c_np[off::step].copy() if k == c_np.size else c[off::step].numpy().copy())
-        mn, mx = min(mn, vals[0]), max(mx, vals[1])
-        s1 += vals[2]
-        s2 += vals[3]
-        s3 += vals[4]
-        s4 += vals[5]
+    if parts:
+        s1, s2, s3, s4 = torch.stack(parts).view(-1, 4).double().sum(0).tolist()
+    mn = min(los) if los else math.inf
+    mx = max(his) if his else -math.inf
     m = n - nonfinite
     if m == 0:
         return {"numel": n, "nonfinite": nonfinite}
@@ -154,7 +227,8 @@ def _array_stats(arr: np.ndarray) -> dict[str, Any]:
         hist, edges = np.histogram(sample, bins=BINS, range=(mn, mx))
     else:
         hist, edges = np.array([sample.size]), np.array([mn, mx])
-    near = float(np.mean(np.abs(sample) <= NEAR_ZERO * absmax)) if sample.size else 0.0
+    # count/size: the same float as np.mean of the booleans, without a float64 pass
+    near = np.count_nonzero(np.abs(sample) <= NEAR_ZERO * absmax) / sample.size if sample.size else 0.0
     rms = math.sqrt(max(var + mean * mean, 0.0))
     out = {
         "numel": n,

@@ -1,24 +1,27 @@
 """The lazy TensorStore: one interface over safetensors files, HF directories and GGUF.
 
-Opening reads headers only (plus config.json / GGUF metadata). ``store[name]`` returns
-a memmap view when the stored dtype is one numpy has (F32/F16/ints) and converts per
-tensor otherwise (BF16 widened to float32, GGUF quantized blocks dequantized).
+Opening reads headers only (plus an HF directory's config.json / GGUF metadata; the
+config.json beside a single file, tokenizer.json and the chat template are read on first
+use). ``store[name]`` returns a memmap view when the stored dtype is one numpy has
+(F32/F16/ints) and converts per tensor otherwise (BF16 widened to float32, GGUF
+quantized blocks dequantized).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lminspect.errors import FormatError, UserError
 from lminspect.weights import naming
-from lminspect.weights.safetensors_format import SafetensorsFile
+from lminspect.weights.safetensors_format import SafetensorsFile, _read_fd
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,9 @@ class TensorInfo:
         return n
 
 
-@dataclass(frozen=True)
-class RawEntry:
+class RawEntry(NamedTuple):
+    """A stored tensor as the store sees it (safetensors ``Entry`` records have the same fields)."""
+
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
@@ -53,29 +57,71 @@ class TensorStore:
     def __init__(
         self,
         *,
-        path: Path,
+        path: Path | str,
         format: str,  # noqa: A002 - the contract's attribute name
-        config: dict[str, Any],
-        entries: dict[str, RawEntry],
+        config: dict[str, Any] | Callable[[], dict[str, Any]],
+        entries: dict[str, RawEntry] | Callable[[], dict[str, RawEntry]],
         loader: Callable[[str], np.ndarray],
         name: str | None = None,
         tokenizer_json: Callable[[], str | None] | str | None = None,
-        chat_template: str | None = None,
+        chat_template: Callable[[], str | None] | str | None = None,
         arch: str | None = None,
         metadata: dict[str, Any] | None = None,
+        names: Any = None,
     ) -> None:
-        self.path = Path(path)
+        self._path: Any = path  # made a Path on first use (cold Path() is not free)
         self.format = format
-        self.config = config
+        # config (a callable: read on first use), arch and the chat template are
+        # resolved lazily so that opening a file stays a header parse
+        self._config = config
         self.metadata = metadata or {}
-        self._entries = entries
+        # entries may be a callable (built on first use); ``names`` then lists the
+        # tensor names (in file order) for keys()/len() without building them
+        self._entries_v = entries
+        self._names = entries if names is None else names
         self._loader = loader
-        self.arch = arch or naming.detect_arch(config, list(entries))
+        self._arch = arch or None
         self.name = name or self.path.stem
         self._tok = tokenizer_json
         self._chat_template = chat_template
         self._canon_map: dict[str, naming.Canon] | None = None
         self._first: dict[str, str] | None = None
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
+
+    @path.setter
+    def path(self, value: Path) -> None:
+        self._path = value
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if callable(self._config):
+            self._config = self._config()
+        return self._config
+
+    @config.setter
+    def config(self, value: dict[str, Any]) -> None:
+        self._config = value
+
+    @property
+    def arch(self) -> str:
+        if self._arch is None:
+            self._arch = naming.detect_arch(self.config, list(self._names))
+        return self._arch
+
+    @arch.setter
+    def arch(self, value: str) -> None:
+        self._arch = value
+
+    @property
+    def _entries(self) -> dict[str, RawEntry]:
+        if callable(self._entries_v):
+            self._entries_v = self._entries_v()
+        return self._entries_v
 
     # canonical names are built on first use: opening stays a header parse
     @property
@@ -96,13 +142,13 @@ class TensorStore:
     # ------------------------------------------------------------ mapping protocol
     def keys(self) -> list[str]:
         """The format's own tensor names, in file order."""
-        return list(self._entries)
+        return list(self._names)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._names)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self._names)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -212,6 +258,8 @@ class TensorStore:
 
     @property
     def chat_template(self) -> str | None:
+        if callable(self._chat_template):
+            self._chat_template = self._chat_template()
         return self._chat_template
 
     def stats(self, name: str, *, svd: bool = True) -> dict[str, Any]:
@@ -234,46 +282,71 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callable[[], str | None]]:
+    """Lazy readers of the tokenizer.json and chat template next to a model (first use)."""
+
+    def tok_path() -> Path:
+        p = Path(path)
+        return p / "tokenizer.json" if p.is_dir() else p.parent / "tokenizer.json"
+
+    def tok() -> str | None:
+        t = tok_path()
+        return t.read_text(encoding="utf-8") if t.is_file() else None
+
+    def chat() -> str | None:
+        t = tok_path()
+        if not t.is_file():
+            return None
+        tc = t.parent / "tokenizer_config.json"
+        if not tc.is_file():
+            return None
+        try:
+            c = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return c if isinstance(c, str) else None
+
+    return tok, chat
+
+
 def _from_safetensors_files(
-    path: Path, files: list[Path], config: dict[str, Any], fmt: str, name: str,
-    weight_map: dict[str, str] | None = None,
+    path: Path | str, files: list[Path] | list[str], config: dict[str, Any] | Callable[[], dict[str, Any]], fmt: str,
+    name: str, weight_map: dict[str, str] | None = None, opened: SafetensorsFile | None = None,
 ) -> TensorStore:
-    opened = {f: SafetensorsFile(f) for f in files}
-    entries: dict[str, RawEntry] = {}
-    owner: dict[str, SafetensorsFile] = {}
-    for f, sf in opened.items():
-        for n, e in sf.entries.items():
-            if n in entries:
-                raise FormatError(f"{f}: tensor {n!r} also appears in {entries[n].file.name}")
-            entries[n] = RawEntry(e.dtype, e.shape, e.nbytes, f)
-            owner[n] = sf
+    if opened is not None:  # one file, already parsed by open_store
+        sfs = [opened]
+    else:
+        sfs = [SafetensorsFile(f) for f in files]
+    names = None
+    if len(sfs) == 1:
+        # the header records carry dtype/shape/nbytes/file: they are the entries,
+        # built on first use (the header was validated at open)
+        sf = sfs[0]
+        entries: Any = lambda: sf.entries  # noqa: E731
+        names = sf.names()
+        loader = sf.get
+    else:
+        entries = {}
+        by_file = {sf.path: sf for sf in sfs}
+        for sf in sfs:
+            if not entries.keys().isdisjoint(sf.entries):
+                n = next(k for k in sf.entries if k in entries)
+                raise FormatError(f"{sf.path}: tensor {n!r} also appears in {entries[n].file.name}")
+            entries.update(sf.entries)
+
+        def loader(n: str) -> np.ndarray:
+            return by_file[entries[n].file].get(n)
+
     if weight_map is not None:
-        missing = [n for n in weight_map if n not in entries]
+        have = entries if names is None else names
+        missing = [n for n in weight_map if n not in have]
         if missing:
             raise FormatError(f"{path}: index lists {missing[0]!r} but no shard holds it")
-
-    def loader(n: str) -> np.ndarray:
-        return owner[n].get(n)
-
-    tok = None
-    tok_path = path / "tokenizer.json" if path.is_dir() else path.parent / "tokenizer.json"
-    chat = None
-    if tok_path.is_file():
-        tok = tok_path.read_text(encoding="utf-8")
-        tc = tok_path.parent / "tokenizer_config.json"
-        if tc.is_file():
-            try:
-                chat = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
-            except (OSError, json.JSONDecodeError):
-                chat = None
-            if chat is not None and not isinstance(chat, str):
-                chat = None
-    meta = {}
-    if len(opened) == 1:
-        meta = next(iter(opened.values())).metadata
+    tok, chat = _tokenizer_files(path)  # Path made inside, on first use
+    meta = sfs[0].metadata if len(sfs) == 1 else {}
     return TensorStore(
         path=path, format=fmt, config=config, entries=entries, loader=loader, name=name,
-        tokenizer_json=tok, chat_template=chat, metadata=meta,
+        tokenizer_json=tok, chat_template=chat, metadata=meta, names=names,
     )
 
 
@@ -307,6 +380,24 @@ def open_hf_dir(path: Path) -> TensorStore:
     return _from_safetensors_files(path, files, config, "hf-dir", path.name, weight_map)
 
 
+def _stem(path: str) -> str:
+    """``Path(path).stem`` without building a Path."""
+    name = os.path.basename(path.rstrip(os.sep)) or path
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
+
+
+def _sibling_config(path: Path) -> dict[str, Any]:
+    """config.json next to a single weights file, or {} (absent or unreadable)."""
+    cfg_path = path.parent / "config.json"
+    if cfg_path.is_file():
+        try:
+            return _read_json(cfg_path)
+        except FormatError:
+            return {}
+    return {}
+
+
 def open_store(ref: str | os.PathLike[str], **kw: Any) -> TensorStore:
     """Open a model lazily: ``.safetensors``, HF dir, ``.gguf``, a fetched name, or ``hf:ORG/NAME``."""
     if isinstance(ref, TensorStore):
@@ -316,24 +407,33 @@ def open_store(ref: str | os.PathLike[str], **kw: Any) -> TensorStore:
         from lminspect.weights.fetch import fetch
 
         return open_hf_dir(fetch(s).hf_dir)
-    p = Path(s).expanduser()
-    if p.is_dir():
-        return open_hf_dir(p)
-    if p.is_file():
-        with open(p, "rb") as f:
-            magic = f.read(4)
-        if magic == b"GGUF" or p.suffix.lower() == ".gguf":
+    fs = str(Path(s).expanduser()) if not s or s.startswith("~") else s
+    try:
+        st = os.stat(fs)
+    except (OSError, ValueError):
+        st = None
+    mode = st.st_mode if st is not None else 0
+    if stat.S_ISDIR(mode):
+        return open_hf_dir(Path(fs))
+    if stat.S_ISREG(mode):
+        # one stat, one raw open: sniff the GGUF magic, then parse the safetensors
+        # header from the same descriptor (opening reads the 8-byte length and the
+        # JSON header only; the Path objects are built on first use)
+        fd = os.open(fs, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            head = _read_fd(fd, 8)
+            gguf = head[:4] == b"GGUF" or (fs[-5:].lower() == ".gguf" and Path(fs).suffix.lower() == ".gguf")
+            sf = None if gguf else SafetensorsFile(fs, _opened=(fd, st.st_size, head))
+        finally:
+            os.close(fd)
+        if sf is None:
             from lminspect.weights.gguf_format import open_gguf
 
-            return open_gguf(p)
-        cfg_path = p.parent / "config.json"
-        config = {}
-        if cfg_path.is_file():
-            try:
-                config = _read_json(cfg_path)
-            except FormatError:
-                config = {}
-        return _from_safetensors_files(p, [p], config, "safetensors", p.stem)
+            return open_gguf(Path(fs))
+        # config.json beside a single file is optional and never an error: read on first use
+        return _from_safetensors_files(
+            fs, [fs], lambda: _sibling_config(Path(fs)), "safetensors", _stem(fs), opened=sf
+        )
     if os.sep not in s and "." not in s:
         from lminspect.weights.fetch import resolve_fetched
 
