@@ -6,29 +6,11 @@ Typer group with subcommands would mistake for a subcommand name. See docs/activ
 
 from __future__ import annotations
 
-import functools
-import sys
 from typing import Annotated, Any
 
 import typer
 
 PANEL = "Analysis"
-
-
-def _one_line_errors(fn: Any) -> Any:
-    """UserError -> one line on stderr, exit 2 (typer vendors click, so ClickException isn't caught)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lminspect.errors import UserError
-
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            exc.show(sys.stderr)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _console() -> Any:
@@ -136,6 +118,6 @@ def diff(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
-    app.command("activations", rich_help_panel=PANEL)(_one_line_errors(activations))
-    app.command("activations-show", rich_help_panel=PANEL)(_one_line_errors(show))
-    app.command("activations-diff", rich_help_panel=PANEL)(_one_line_errors(diff))
+    app.command("activations", rich_help_panel=PANEL)(activations)
+    app.command("activations-show", rich_help_panel=PANEL)(show)
+    app.command("activations-diff", rich_help_panel=PANEL)(diff)

@@ -6,35 +6,12 @@ inside the command functions so ``lminspect --help`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 
 PANEL = "Weights"
-
-
-def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into its one line on stderr and exit code 2.
-
-    lminspect.errors.UserError subclasses ``click.ClickException``, but this typer
-    vendors its own click (``typer._click``) and does not catch it, so we do.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lminspect.errors import UserError
-
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            e.show()
-            raise typer.Exit(code=2) from None
-
-    return wrapper
 
 
 def _human(n: float) -> str:
@@ -192,4 +169,4 @@ def fetch(
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     for fn in (inspect, stats, convert, fetch):
-        app.command(rich_help_panel=PANEL)(_one_line_errors(fn))
+        app.command(rich_help_panel=PANEL)(fn)

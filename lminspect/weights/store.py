@@ -441,6 +441,9 @@ def open_store(ref: str | os.PathLike[str], **kw: Any) -> TensorStore:
         if fetched is not None:
             prefer = kw.get("prefer", "hf")
             if prefer == "gguf" or not (fetched.hf_dir / "config.json").is_file():
-                return open_store(fetched.gguf_path)
-            return open_hf_dir(fetched.hf_dir)
+                store = open_store(fetched.gguf_path)
+            else:
+                store = open_hf_dir(fetched.hf_dir)
+            store.name = s  # "smollm2", not the cache folder's stem ("hf")
+            return store
     raise UserError(f"{s}: no such file or directory")
