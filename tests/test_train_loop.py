@@ -158,6 +158,15 @@ def test_value_norm_and_llamaish_train(tmp_path):
     with safe_open(str(ck / "model.safetensors"), "pt") as f:
         assert "layers.0.attn.v_norm.weight" in set(f.keys())
     assert json.loads((ck / "config.json").read_text())["lminspect_value_norm"] is True
+    # the engine rebuilds the norms from the checkpoint (ignoring them would change every output)
+    import torch
+
+    from lminspect.models import load_model
+
+    m = load_model(ck)
+    with safe_open(str(ck / "model.safetensors"), "pt") as f:
+        saved = f.get_tensor("layers.0.attn.v_norm.weight")
+    assert torch.equal(m.layers[0].attn.v_norm.weight, saved)
 
 
 def test_byte_tokenizer_and_accumulation_equivalence(tmp_path):

@@ -57,13 +57,9 @@ def make_llamaish(vocab_size: int, seq_len: int, **overrides: Any):
 
 
 def make_value_norm(vocab_size: int, seq_len: int, **overrides: Any):
-    from torch import nn
+    from lminspect.models import add_value_norm
 
-    model = make_gpt2ish(vocab_size, seq_len, **overrides)
-    for block in model.layers:
-        # the engine's Attention applies ``v_norm`` to the value projection's output
-        block.attn.v_norm = nn.LayerNorm(block.attn.v.out_features, eps=model.config.norm_eps)
-    return model
+    return add_value_norm(make_gpt2ish(vocab_size, seq_len, **overrides))
 
 
 def _value_norm_config(model: Any) -> dict[str, Any]:

@@ -74,6 +74,19 @@ def _torch_dtype(dtype: Any):
     return getattr(torch, name)
 
 
+def add_value_norm(model: LM) -> LM:
+    """lmplay's value norm: a LayerNorm on every block's value projection output.
+
+    Checkpoints of such models say ``"lminspect_value_norm": true`` in config.json and carry
+    ``layers.N.attn.v_norm.*``; ``load_model`` adds the norms before loading them.
+    """
+    from torch import nn
+
+    for block in model.layers:
+        block.attn.v_norm = nn.LayerNorm(block.attn.v.out_features, eps=model.config.norm_eps)
+    return model
+
+
 def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -> LM:
     """Build the model a TensorStore (or anything ``open_store`` accepts) describes.
 
@@ -103,6 +116,8 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -
     cfg = cfg_cls.from_hf(config)
     with torch.device("meta"):
         model = model_cls(cfg)
+        if config.get("lminspect_value_norm"):
+            add_value_norm(model)
     model._make_buffers()
     name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
     state = {}
@@ -133,7 +148,7 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -
 
 
 __all__ = [
-    "FAMILIES", "LM", "SITE_KINDS", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
+    "FAMILIES", "LM", "SITE_KINDS", "add_value_norm", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
     "KVCache", "LayerCall", "Llama", "LlamaConfig", "MLP", "RMSNorm", "arch_of", "build_model",
     "config_from_hf", "full_plan", "load_model",
 ]
