@@ -175,7 +175,7 @@ FALCON_HF = [
 FALCON_QKV = re.compile(_P + r"h\.(\d+)\.self_attention\.query_key_value\.(weight|bias)")
 
 CANONICAL_RE = re.compile(
-    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn\.[qkvo]|mlp\.(gate|up|down))"
+    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn\.([qkvo]|v_norm)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
 
