@@ -200,7 +200,8 @@ async def test_runs_tab_plots_loss_acc_and_diff(tmp_path):
 async def test_picker_opens_a_typed_model_and_remembers_it(tiny_llama_dir, tmp_path):
     app = LMInspectApp(None, runs_dir=tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen)
+                         and bool(app.screen.query("#picker-input")), what="the picker")
         field = app.screen.query_one("#picker-input", Input)
         await wait_until(pilot, lambda: app.focused is field, timeout=5, what="path field focus")
         field.value = str(tiny_llama_dir)
