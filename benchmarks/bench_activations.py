@@ -3,13 +3,15 @@
 SmolLM2-135M (fetched once), the shipped corpus cut into ``--seq-len`` chunks with the model's
 tokenizer, ``--batch-size`` rows per batch, all default sites (resid_out, attn_out, mlp_out,
 mlp_hidden at every one of the 30 layers = 120 sites). For each batch the plain forward and the
-collecting forward (``lm.hooks(SiteHook)`` - exactly the callback ``collect`` uses, reductions in
-torch, Chan-Pebay merges into float64 numpy) run back to back, in alternating order, under
-``torch.inference_mode``; warm-up batches are dropped and medians of tokens/s are reported.
+collecting forward (``lm.hooks(SiteHook)`` - exactly the callback ``collect`` uses: one
+cache-blocked reduction pass per site in torch, Chan-Pebay merges into float64 numpy) run back to back, in alternating order, under
+``torch.inference_mode``; warm-up batches are dropped and medians of tokens/s are reported, plus
+the median of the per-batch time ratios (the pairs run back to back, so that one is the least
+disturbed by other load on a shared machine).
 ``--e2e`` also times a whole ``collect()`` call (tokenizing, snapshots, results dir) on the same
 number of tokens.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_activations.py [--batches 6] [--warmup 1] [--threads 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_activations.py --batches 10 --warmup 2 --threads 1
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--e2e", action="store_true")
+    ap.add_argument("--floor", action="store_true", help="also time a hooked forward with a no-op callback")
     a = ap.parse_args()
 
     import torch
@@ -68,7 +71,7 @@ def main() -> None:
     data = batches(tok, a.seq_len, a.batch_size, a.warmup + a.batches)
     accs: dict = {}
     hook = SiteHook(accs, outlier_k=6.0)
-    plain, coll = [], []
+    plain, coll, noop = [], [], []
     ntok = a.batch_size * a.seq_len
     with torch.inference_mode():
         for i, (ids, pos) in enumerate(data):
@@ -84,10 +87,18 @@ def main() -> None:
                     lm(ids)
                 return time.perf_counter() - t
 
+            def run_noop(ids=ids) -> float:
+                t = time.perf_counter()
+                with lm.hooks(lambda name, t: None, sites):
+                    lm(ids)
+                return time.perf_counter() - t
+
             if i % 2:
                 tc, tp = run_coll(), run_plain()
             else:
                 tp, tc = run_plain(), run_coll()
+            if a.floor and i >= a.warmup:
+                noop.append(ntok / run_noop())
             if i >= a.warmup:
                 plain.append(ntok / tp)
                 coll.append(ntok / tc)
@@ -97,7 +108,13 @@ def main() -> None:
           f"{len(plain)} batches (after {a.warmup} warm-up)")
     print(f"plain forward : {mp:8.1f} tok/s (median)")
     print(f"collect       : {mc:8.1f} tok/s (median)")
-    print(f"overhead      : {100 * (mp / mc - 1):.1f}% time per token")
+    if noop:
+        mn = statistics.median(noop)
+        print(f"no-op hooks   : {mn:8.1f} tok/s (median; {100 * (mp / mn - 1):.1f}% = the hooked forward itself)")
+    print(f"overhead      : {100 * (mp / mc - 1):.1f}% time per token (ratio of the medians)")
+    ratios = sorted(p / c for p, c in zip(plain, coll, strict=True))
+    print(f"per batch     : {100 * (statistics.median(ratios) - 1):.1f}% median of the back-to-back pairs "
+          f"(range {100 * (ratios[0] - 1):.0f}..{100 * (ratios[-1] - 1):.0f}%)")
     if a.e2e:
         from lminspect.activations import collect
 

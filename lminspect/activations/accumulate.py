@@ -13,8 +13,13 @@ update, extended to the 3rd and 4th central moments by Pebay (2008):
     M4 = M4a + M4b + d^4 na nb (na^2 - na nb + nb^2) / n^3
          + 6 d^2 (na^2 M2b + nb^2 M2a) / n^2 + 4 d (na M3b - nb M3a) / n
 
-Per-batch moments are *centred on the batch mean* before they are raised to powers, so float32
-is enough inside a batch and nothing like ``sum(x^2) - n mean^2`` ever cancels catastrophically.
+Per-batch moments are computed in one cache-blocked pass (``SiteAccumulator._reduce``): the rows
+are cut into blocks of ~``BLOCK_ELEMS`` values (256 KiB), each block is read from memory once and
+centred on *its own* mean, and its powers, min/max, sign count and histogram sample are taken
+while it sits in L2; the blocks are combined exactly in float64 (multi-group Chan-Pebay). So
+float32 is enough inside a block and nothing like ``sum(x^2) - n mean^2`` ever cancels
+catastrophically. The per-block extremes also localise the outlier counts and example look-ups
+to the (block, column) pairs that can hold them, instead of gathering whole columns.
 
 Histogram: ``BINS`` linear bins over ``[-R, R]`` where ``R = 1.25 * max|x|`` of the *first* batch
 (rounded up to 2 significant digits), fixed thereafter so histograms add; values outside go to
@@ -41,6 +46,21 @@ import numpy as np
 BINS = 256
 EXAMPLES = 4  # top-|x| examples kept per dimension
 HIST_STRIDE = 4  # the histogram counts every 4th token of a batch (histc is the costliest reduction)
+BLOCK_ELEMS = 1 << 16  # values per row block of the reduction pass (256 KiB of float32: blocks stay in L2)
+
+_WS: dict[tuple[int, int, str], tuple[Any, Any]] = {}
+
+
+def _workspace(rows: int, dim: int, device: Any) -> tuple[Any, Any]:
+    """Two scratch ``[rows, dim]`` float32 buffers for the blocked reduction, shared by every site
+    of that width (allocated once: no per-block allocator traffic, and they stay cache-hot)."""
+    import torch
+
+    key = (rows, dim, str(device))
+    ws = _WS.get(key)
+    if ws is None:
+        ws = _WS[key] = (torch.empty(rows, dim, device=device), torch.empty(rows, dim, device=device))
+    return ws
 
 
 def _round_up(x: float) -> float:
@@ -102,6 +122,7 @@ class SiteAccumulator:
         self.hist_range = 0.0  # R; 0 until the first batch fixes it
         self.under = 0
         self.over = 0
+        self._blk = 1  # rows per block of the last _reduce (not state)
 
     # ------------------------------------------------------------------ derived
     def site_std(self) -> float:
@@ -113,35 +134,127 @@ class SiteAccumulator:
         return math.sqrt(max(within + between, 0.0))
 
     # ------------------------------------------------------------------ update
+    def _reduce(self, x: Any) -> tuple[Any, Any, Any, Any | None, Any | None]:
+        """One cache-blocked pass over ``x [n, D]`` (float32, contiguous).
+
+        Returns ``[6, D]`` float64 (mean, M2, M3, M4 centred on the batch mean, min, max), the
+        per-block minima and maxima ``[nb, D]`` (float32; they localise the outlier and example
+        look-ups to the blocks that can hold them), fired counts and - once the range is fixed -
+        the sampled histogram.
+
+        Rows are taken in blocks of ~``BLOCK_ELEMS`` values, so a block is read from memory once
+        and every further pass (centre, powers, min/max, sign, histc) hits the L2 cache. Each block
+        is centred on *its own* mean (float32 is plenty there) and the blocks are combined exactly
+        in float64 with the multi-group form of Chan-Pebay (``d_i`` = block mean - batch mean):
+        ``M2 = sum M2_i + k_i d_i^2``, ``M3 = sum M3_i + 3 d_i M2_i + k_i d_i^3``,
+        ``M4 = sum M4_i + 4 d_i M3_i + 6 d_i^2 M2_i + k_i d_i^4``.
+        """
+        import torch
+
+        n, D = int(x.shape[0]), int(x.shape[1])
+        blk = self._blk = self._block(n, D, x.device)
+        nb = -(-n // blk)
+        c, c2 = _workspace(min(blk, n), D, x.device)
+        dev = x.device
+        R = torch.empty(6, nb, D, dtype=torch.float32, device=dev)  # block mean M2 M3 M4 min max
+        fired = torch.empty(nb, D, dtype=torch.float32, device=dev) if self.fire else None
+        r = self.hist_range
+        stride = self.hist_stride
+        hist = torch.zeros(self.bins, dtype=torch.float32, device=dev) if r > 0 else None
+        hb = torch.empty(self.bins, dtype=torch.float32, device=dev) if r > 0 else None
+        for i in range(nb):
+            xb = x[i * blk:(i + 1) * blk]
+            k = int(xb.shape[0])
+            cb = torch.sub(xb, torch.mean(xb, 0, out=R[0, i]), out=c[:k])
+            c2b = torch.mul(cb, cb, out=c2[:k])
+            torch.sum(c2b, 0, out=R[1, i])
+            torch.sum(cb.mul_(c2b), 0, out=R[2, i])  # c^3 (c is not needed after this)
+            torch.sum(c2b.mul_(c2b), 0, out=R[3, i])  # c^4
+            torch.amin(xb, 0, out=R[4, i])
+            torch.amax(xb, 0, out=R[5, i])
+            if fired is not None:  # count of x > 0: sign -> {-1, 0, 1} -> clamp at 0 (comparisons to bool are slow)
+                torch.sum(torch.sign(xb, out=c[:k]).clamp_(min=0), 0, out=fired[i])
+            if hist is not None:
+                hist += torch.histc(xb[::stride], bins=self.bins, min=-r, max=r, out=hb)
+        bmin_b, bmax_b = R[4], R[5]
+        Rd = R[:4].double()
+        mean_i, m2_i, m3_i, m4_i = Rd[0], Rd[1], Rd[2], Rd[3]
+        kk = torch.full((nb, 1), float(blk), dtype=torch.float64, device=dev)
+        kk[-1] = n - blk * (nb - 1)
+        bmean = (kk * mean_i).sum(0) / n
+        d = mean_i - bmean
+        kd2 = kk * d * d
+        bm2 = (m2_i + kd2).sum(0)
+        bm3 = (m3_i + d * (3.0 * m2_i + kd2)).sum(0)
+        bm4 = (m4_i + d * (4.0 * m3_i + d * (6.0 * m2_i + kd2))).sum(0)
+        vec = torch.stack([bmean, bm2, bm3, bm4, bmin_b.amin(0).double(), bmax_b.amax(0).double()])
+        return vec, bmin_b, bmax_b, (fired.sum(0) if fired is not None else None), hist
+
+    def _block(self, n: int, dim: int, device: Any) -> int:
+        """Rows per block: ~BLOCK_ELEMS values, a multiple of hist_stride (so each block's
+        ``[::hist_stride]`` rows are exactly the batch's sampled rows). Off the CPU one block is
+        the whole batch (kernel launches, not cache misses, are what costs there)."""
+        s = self.hist_stride
+        if getattr(device, "type", "cpu") != "cpu":
+            return max(s, -(-n // s) * s)
+        return max(s, BLOCK_ELEMS // max(dim, 1) // s * s)
+
+    def _gather_blocks(self, x: Any, blocks: Any, cols: Any) -> Any:
+        """Values of column ``cols[j]`` in row block ``blocks[j]``: ``[len(cols), blk]`` (rows past
+        the end of ``x`` read as NaN, which neither compares equal nor exceeds a threshold)."""
+        import torch
+
+        n, D = int(x.shape[0]), int(x.shape[1])
+        blk = self._blk  # as chosen by the _reduce call on this x
+        nbf = n // blk  # full blocks
+        if nbf * blk == n:
+            return x.view(nbf, blk, D)[blocks, :, cols]
+        out = torch.full((int(cols.shape[0]), blk), float("nan"), dtype=x.dtype, device=x.device)
+        full = blocks < nbf
+        if nbf:
+            out[full] = x[: nbf * blk].view(nbf, blk, D)[blocks[full], :, cols[full]]
+        tail = ~full
+        out[tail, : n - nbf * blk] = x[nbf * blk:][:, cols[tail]].T
+        return out
+
     def update(self, x: Any, rows: np.ndarray) -> None:
+        """Fold the batch ``x [n, D]`` (tokens ``rows [n, 2]`` = doc index, offset) into the state.
+
+        On the CPU this runs with one torch thread (restored afterwards): the blocked pass is
+        hundreds of small ops, and fork/join per op with more threads was measured 3-100x slower
+        on a busy 2-core machine (a thread that is descheduled stalls every barrier)."""
         import torch
 
         n = int(x.shape[0])
         if n == 0:
             return
+        threads = torch.get_num_threads()
+        if threads > 1 and x.device.type == "cpu":
+            torch.set_num_threads(1)
+            try:
+                self._update(x, rows, n)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            self._update(x, rows, n)
+
+    def _update(self, x: Any, rows: np.ndarray, n: int) -> None:
+        import torch
+
         x = x.float()
-        bmean = x.mean(0)
-        c = x - bmean
-        c2 = c * c
-        bm2 = c2.sum(0)
-        bm3 = (c2 * c).sum(0)
-        bm4 = (c2 * c2).sum(0)
-        del c, c2
-        bmax = x.amax(0)  # values only: reductions with indices over dim 0 are ~30x slower on CPU
-        bmin = x.amin(0)
-        fired = (x > 0).sum(0, dtype=torch.int32) if self.fire else None
-        vec = torch.stack([bmean, bm2, bm3, bm4, bmin, bmax]).double().cpu().numpy()  # one transfer
-        bmean_np, bm2_np, bm3_np, bm4_np, bmin_np, bmax_np = vec
-        if self.hist_range == 0.0:
+        if not x.is_contiguous():
+            x = x.contiguous()
+        vec, bmin_b, bmax_b, fired, hist = self._reduce(x)
+        bmean_np, bm2_np, bm3_np, bm4_np, bmin_np, bmax_np = vec.cpu().numpy()  # one transfer
+        if self.hist_range == 0.0:  # first batch: fix the range, then count its sample
             self.hist_range = _round_up(1.25 * max(float(bmax_np.max()), -float(bmin_np.min())))
+            hist = torch.histc(x[:: self.hist_stride], bins=self.bins, min=-self.hist_range, max=self.hist_range)
         r = self.hist_range
-        xs = x[:: self.hist_stride]  # histogram sample: every hist_stride-th token (a view, no copy)
-        hist = torch.histc(xs, bins=self.bins, min=-r, max=r)
         # under/overflow only cost a pass when something actually fell outside the range
         if bmin_np.min() < -r:
-            self.under += int((xs < -r).sum())
+            self.under += int((x[:: self.hist_stride] < -r).sum())
         if bmax_np.max() > r:
-            self.over += int((xs > r).sum())
+            self.over += int((x[:: self.hist_stride] > r).sum())
         # moments (float64 from here on)
         self.mean, self.m2, self.m3, self.m4 = chan_merge(
             float(self.n), (self.mean, self.m2, self.m3, self.m4), float(n), (bmean_np, bm2_np, bm3_np, bm4_np))
@@ -150,29 +263,33 @@ class SiteAccumulator:
         self.max = np.maximum(self.max, bmax_np)
         self.hist += np.rint(hist.double().cpu().numpy()).astype(np.int64)
         if fired is not None:
-            self.fired += fired.cpu().numpy().astype(np.int64)
-        # outliers against the pooled std including this batch; only columns whose extreme crosses the
-        # threshold are gathered (index_select over contiguous rows is cheap; full passes are not)
+            self.fired += np.rint(np.nan_to_num(fired.double().cpu().numpy())).astype(np.int64)
+        # outliers against the pooled std including this batch; only the (row block, column) pairs
+        # whose block extreme crosses the threshold are gathered (few: full passes are what costs)
         thr = self.outlier_k * self.site_std()
-        cols = np.nonzero(np.maximum(bmax_np, -bmin_np) > thr)[0]
-        if cols.size:
-            sub = x.index_select(1, torch.from_numpy(cols).to(x.device))
-            self.outliers[cols] += (sub.abs() > thr).sum(0).cpu().numpy().astype(np.int64)
+        if max(float(bmax_np.max()), -float(bmin_np.min())) > thr:
+            babs = torch.maximum(bmax_b, bmin_b.neg())
+            bc = (babs > thr).nonzero()
+            if bc.shape[0]:
+                v = self._gather_blocks(x, bc[:, 0], bc[:, 1])
+                cnt = (v.abs() > thr).sum(1).cpu().numpy()
+                np.add.at(self.outliers, bc[:, 1].cpu().numpy(), cnt.astype(np.int64))
         # examples: each batch offers its arg-max and arg-min token per dim; the E largest |x| of all
         # offers are kept (ties keep the earlier token). Only dims whose offer would enter the kept set
-        # are looked up (few after the first batches), by matching the column extreme in a gathered
-        # sub-matrix (arg-reductions over dim 0 are a slow path in torch on CPU).
-        for vals in (bmax_np, bmin_np):
+        # are looked up (few after the first batches): the first row block holding the column extreme
+        # (from the per-block extremes), then the first matching row inside it (arg-reductions over
+        # dim 0 are a slow path in torch on CPU; this touches k x blk values).
+        for vals, blocks in ((bmax_np, bmax_b), (bmin_np, bmin_b)):
             a = np.abs(vals)
             cols = np.nonzero(a > self.top_val[:, -1])[0]
             if not cols.size:
                 continue
             sel = torch.from_numpy(cols).to(x.device)
+            bsub = blocks.index_select(1, sel)  # [nb, k] float32 block extremes
             target = torch.from_numpy(vals[cols]).to(device=x.device, dtype=x.dtype)
-            hit = (x.index_select(1, sel) == target).nonzero().cpu().numpy()  # (row, k) in row order
-            ks, first = np.unique(hit[:, 1], return_index=True)
-            idx = np.zeros(cols.size, dtype=np.int64)
-            idx[ks] = hit[first, 0]
+            first_blk = (bsub == target).to(torch.uint8).argmax(0)  # first block holding the extreme
+            hit = (self._gather_blocks(x, first_blk, sel) == target[:, None]).to(torch.uint8).argmax(1)
+            idx = (first_blk * self._blk + hit).cpu().numpy()
             val = np.concatenate([self.top_val[cols], a[cols, None]], axis=1)
             pos = np.concatenate([self.top_pos[cols], rows[idx][:, None, :]], axis=1)
             order = np.argsort(-val, axis=1, kind="stable")[:, : self.examples]
