@@ -48,17 +48,18 @@ EXAMPLES = 4  # top-|x| examples kept per dimension
 HIST_STRIDE = 4  # the histogram counts every 4th token of a batch (histc is the costliest reduction)
 BLOCK_ELEMS = 1 << 16  # values per row block of the reduction pass (256 KiB of float32: blocks stay in L2)
 
-_WS: dict[tuple[int, int, str], tuple[Any, Any]] = {}
+_WS: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
 def _workspace(rows: int, dim: int, device: Any) -> tuple[Any, Any]:
-    """Two scratch ``[rows, dim]`` float32 buffers for the blocked reduction, shared by every site
-    of that width (allocated once: no per-block allocator traffic, and they stay cache-hot)."""
+    """Two scratch float32 buffers of at least ``[rows, dim]`` for the blocked reduction, shared by
+    every site of that width (allocated once per width and grown when needed: no per-block
+    allocator traffic, they stay cache-hot, and varying batch lengths do not pile up buffers)."""
     import torch
 
-    key = (rows, dim, str(device))
+    key = (dim, str(device))
     ws = _WS.get(key)
-    if ws is None:
+    if ws is None or ws[0].shape[0] < rows:
         ws = _WS[key] = (torch.empty(rows, dim, device=device), torch.empty(rows, dim, device=device))
     return ws
 
