@@ -24,6 +24,10 @@ _LAZY = {
     "Table": "lminspect.api:Table",
     "quick_model": "lminspect.api:quick_model",
     "parse_plan": "lminspect.stitch:parse_plan",
+    "describe_plan": "lminspect.stitch:describe_plan",
+    "StitchedModel": "lminspect.stitch:StitchedModel",
+    "load_model": "lminspect.models:load_model",
+    "open_store": "lminspect.weights:open_store",
     "UserError": "lminspect.errors:UserError",
 }
 

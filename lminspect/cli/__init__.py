@@ -23,7 +23,6 @@ from lminspect.cli import (
 )
 
 
-
 class _OneLineErrors(TyperGroup):
     """Print a UserError as one plain line and exit 2 (typer's rich mode would draw a box)."""
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from lminspect.cli.stitch_cmd import cli_errors
-
 data_app = typer.Typer(
     name="data",
     help="Build evaluation data sets from text corpora.",
@@ -16,7 +14,6 @@ data_app = typer.Typer(
 
 
 @data_app.command("make-mc")
-@cli_errors
 def make_mc(
     corpus: str = typer.Argument(
         ...,
@@ -41,7 +38,6 @@ def make_mc(
 
 
 @data_app.command("metadata")
-@cli_errors
 def metadata(
     data: str = typer.Argument(..., help="Data source as for `lminspect train --data`: 'builtin', a local "
                                          ".txt/.jsonl/.parquet file or directory, or a HF dataset id."),

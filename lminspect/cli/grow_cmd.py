@@ -9,10 +9,7 @@ from pathlib import Path
 
 import typer
 
-from lminspect.cli.stitch_cmd import cli_errors
 
-
-@cli_errors
 def grow(
     checkpoint: str = typer.Argument(..., help="A training checkpoint dir, a run dir (its latest "
                                                 "checkpoint) or any HF model dir the engine loads."),

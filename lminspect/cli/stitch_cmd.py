@@ -43,27 +43,6 @@ stitch_app = typer.Typer(
 # --------------------------------------------------------------------------- helpers
 
 
-def cli_errors(fn: Any) -> Any:
-    """Turn ``UserError`` into one line on stderr and exit code 2.
-
-    typer 0.29 vendors its own click, so a ``click.ClickException`` subclass raised in a
-    command is not recognised as one there; this keeps the one-line contract regardless.
-    """
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lminspect.errors import UserError
-
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            exc.show(sys.stderr)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True) -> tuple[Any, Any, Any]:
     from lminspect.errors import UserError
     from lminspect.models import load_model
@@ -100,12 +79,11 @@ def _console(stderr: bool = False):
 
 
 @stitch_app.command("run")
-@cli_errors
 def run(
     model: str = typer.Argument(..., help=MODEL_HELP),
     plan: str = typer.Option("all", "--plan", "-p", help=PLAN_HELP),
     prompt: str = typer.Option("Once upon a time", "--prompt", help="Text to continue."),
-    max_tokens: int = typer.Option(48, "--max-tokens", "-n", help="New tokens to generate."),
+    max_tokens: int = typer.Option(48, "--max-new-tokens", "--max-tokens", "-n", help="New tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
@@ -195,7 +173,6 @@ def _depth(layers: int | None, model: str | None) -> int:
 
 
 @stitch_app.command("show")
-@cli_errors
 def show(
     plan: str = typer.Argument(..., help=PLAN_HELP),
     layers: int | None = typer.Option(None, "--layers", "-L", help="Model depth (default 32, seed 002's Llama-2)."),
@@ -222,7 +199,6 @@ def show(
 
 
 @stitch_app.command("presets")
-@cli_errors
 def presets(
     layers: int | None = typer.Option(None, "--layers", "-L", help="Also show each preset rescaled to this depth."),
     model: str | None = typer.Option(None, "--model", "-m", help="Rescale to this model's depth."),
@@ -258,7 +234,6 @@ def _fmt(x: Any, spec: str) -> str:
 
 
 @stitch_app.command("sweep")
-@cli_errors
 def sweep(
     model: str = typer.Argument(..., help=MODEL_HELP),
     plans: str = typer.Option("presets", "--plans", help="'presets', preset names (comma-separated), or a "
@@ -361,7 +336,6 @@ def sweep(
 
 
 @stitch_app.command("export")
-@cli_errors
 def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
     out_dir: Path = typer.Argument(..., help="Output HF-style directory."),
@@ -421,7 +395,7 @@ def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
 def register(app: typer.Typer) -> None:
     """Add ``stitch`` (sub-app) and ``attention`` to the main app."""
     app.add_typer(stitch_app, name="stitch", rich_help_panel="Stitching")
-    app.command("attention", rich_help_panel="Stitching")(cli_errors(attention))
+    app.command("attention", rich_help_panel="Stitching")(attention)
 
 
 def attention(
