@@ -10,7 +10,7 @@ by the weight store.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -95,9 +95,6 @@ class FalconConfig:
             "eos_token_id": self.eos_token_id,
             "torch_dtype": "float32",
         }
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class Falcon(LM):

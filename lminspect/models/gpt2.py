@@ -7,7 +7,7 @@ HF's fused ``c_attn`` and Conv1D orientation are undone by the weight store, not
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -73,9 +73,6 @@ class GPT2Config:
             "eos_token_id": self.eos_token_id,
             "torch_dtype": "float32",
         }
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class GPT2(LM):

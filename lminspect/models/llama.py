@@ -7,7 +7,7 @@ Shapes are commented as [batch, time, channels]. Parameter names are the canonic
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -110,9 +110,6 @@ class LlamaConfig:
             "eos_token_id": self.eos_token_id,
             "torch_dtype": "float32",
         }
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class Llama(LM):
