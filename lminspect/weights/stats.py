@@ -6,18 +6,22 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
 - ``mean``, ``std`` (population), ``rms`` = sqrt(mean(x^2)), ``min``, ``max``,
   ``absmax``, excess ``kurtosis`` = m4 / m2^2 - 3 (0 for a Gaussian): exact, over every
   finite element (``nonfinite`` counts the others). One pass over chunks of ``CHUNK``
-  elements (512 KiB: the chunk and its square stay in L2, so only the first of the
-  per-chunk reductions reads RAM): numpy min/max, d2 = d*d into a reused buffer, then
-  float32 sum(d), sum(d2), dot(d2, d), dot(d2, d2) (BLAS dots: no further temporaries);
-  the per-chunk partial sums are combined in float64 in chunk order. When the mean is
-  large compared with the spread, d = x - (first-chunk mean), to avoid cancellation
-  (one more elementwise pass); else d = x. Runs of chunks are scanned by ``workers``
+  elements (512 KiB: the chunk stays in L2, so only the first per-chunk reduction reads
+  RAM): numpy min, max (the first pulls the chunk into L2), then the four float32 power
+  sums of d: with numba installed (optional), one fused SIMD loop per chunk (d, d^2,
+  d^3, d^4 in registers); without it, torch: d2 = d*d into a reused buffer, sum(d),
+  sum(d2), dot(d2, d), dot(d2, d2). The per-chunk partial sums are combined in float64
+  in chunk order. When the mean is large compared with the spread, d = x - (first-chunk
+  mean), to avoid cancellation (free in the numba loop; one more elementwise pass in
+  the torch path); else d = x. Runs of chunks are scanned by ``workers``
   threads (torch and numpy release the GIL; each runs torch single-threaded); the
   result does not depend on the worker count.
 - ``hist``: 64 equal bins over [min, max] and ``frac_near_zero`` = fraction with
   |x| <= 1e-6 * absmax are computed on a uniform strided sample of at most
   ``SAMPLE`` elements (every element for smaller tensors; ``sampled`` says which).
-  A full-precision histogram costs ~10x the rest of the scan, so it is sampled.
+  A full-precision histogram costs ~10x the rest of the scan, so it is sampled. With
+  numba, both come from one pass over the sample (counts identical to ``np.histogram``:
+  each bin is settled against numpy's own edges).
 - 2-D tensors with ``svd=True``: singular values from the eigenvalues of the Gram matrix
   (W^T W or W W^T, the smaller) in float64 when min(shape) <= ``SVD_FULL_MAX``, else the
   top ``SVD_TOPK`` by ``torch.svd_lowrank`` (``svd_method`` says which). ``stable_rank``
@@ -152,8 +156,49 @@ def _psums_kernel() -> Any:
                     s4 += d2 * d2
                 return s1, s2, s3, s4
 
+            @numba.njit(nogil=True, cache=True)
+            def hist(a: np.ndarray, edges: np.ndarray, near: np.float32) -> tuple:
+                # np.histogram's uniform-bin counts: estimate the bin, then settle it by
+                # comparing with the same edges numpy uses (so the counts are identical);
+                # plus the count of |v| <= near (float32 compare, as numpy does it)
+                nb = edges.size - 1
+                out = np.zeros(nb, np.int64)
+                nz = 0
+                lo = edges[0]
+                hi = edges[nb]
+                scale = nb / (float(hi) - float(lo))
+                for i in range(a.size):
+                    v = a[i]
+                    if abs(v) <= near:
+                        nz += 1
+                    if not (v >= lo and v <= hi):
+                        continue
+                    k = int((float(v) - float(lo)) * scale)
+                    k = min(max(k, 0), nb - 1)
+                    while k > 0 and v < edges[k]:
+                        k -= 1
+                    while k < nb - 1 and v >= edges[k + 1]:
+                        k += 1
+                    out[k] += 1
+                return out, nz
+
             _PSUMS = psums
+            _HIST[0] = hist
     return _PSUMS or None
+
+
+_HIST: list[Any] = [None]  # numba histogram kernel (set with _PSUMS)
+
+
+def _histogram(sample: np.ndarray, lo: float, hi: float, near: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """``np.histogram(sample, BINS, (lo, hi))`` and ``count_nonzero(|sample| <= near)``
+    (float32 ``sample``), in one numba pass when numba is there."""
+    if sample.dtype != np.float32 or _psums_kernel() is None or _HIST[0] is None:
+        hist, edges = np.histogram(sample, bins=BINS, range=(lo, hi))
+        return hist, edges, int(np.count_nonzero(np.abs(sample) <= near))
+    edges = np.histogram_bin_edges(sample, bins=BINS, range=(lo, hi))
+    hist, nz = _HIST[0](sample, edges, np.float32(near))
+    return hist, edges, int(nz)
 
 
 def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, step: int) -> tuple:
@@ -271,11 +316,12 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     absmax = max(abs(mn), abs(mx))
     sample = np.concatenate(samples) if samples else np.zeros(0, np.float32)
     if mx > mn:
-        hist, edges = np.histogram(sample, bins=BINS, range=(mn, mx))
+        hist, edges, nz = _histogram(sample, mn, mx, NEAR_ZERO * absmax)
     else:
         hist, edges = np.array([sample.size]), np.array([mn, mx])
+        nz = int(np.count_nonzero(np.abs(sample) <= NEAR_ZERO * absmax))
     # count/size: the same float as np.mean of the booleans, without a float64 pass
-    near = np.count_nonzero(np.abs(sample) <= NEAR_ZERO * absmax) / sample.size if sample.size else 0.0
+    near = nz / sample.size if sample.size else 0.0
     rms = math.sqrt(max(var + mean * mean, 0.0))
     out = {
         "numel": n,
