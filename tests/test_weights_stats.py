@@ -106,3 +106,21 @@ def test_fetch_unknown_and_unfetched(tmp_path):
     assert r.exit_code == 2 and "unknown model" in r.output
     with pytest.raises(UserError, match="not fetched"):
         open_store("smollm2")  # LMINSPECT_CACHE points at an empty temp dir
+
+
+def test_numba_and_fallback_paths_agree(monkeypatch):
+    """The optional compiled kernel ([stats] extra) and the numpy/torch fallback give the same statistics."""
+    import numpy as np
+
+    from lminspect.weights import stats
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_t(5, size=600_000) * 0.02 + 0.001).astype(np.float32)
+    fast = stats.array_stats(a)
+    monkeypatch.setattr(stats, "_PSUMS", False)
+    monkeypatch.setattr(stats, "_HIST", [None])
+    slow = stats.array_stats(a)
+    for key in ("mean", "std", "rms", "min", "max", "absmax"):
+        assert np.isclose(fast[key], slow[key], rtol=1e-5, atol=1e-9), key
+    assert np.isclose(fast["kurtosis"], slow["kurtosis"], rtol=1e-3)
+    assert fast["hist"] == slow["hist"] and fast["frac_near_zero"] == slow["frac_near_zero"]
