@@ -219,7 +219,8 @@ async def test_bad_model_is_an_error_modal_not_a_crash(tmp_path):
     bad.write_bytes(b"\xff" * 64)
     app = LMInspectApp(str(bad), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen)
+                         and bool(app.screen.query("#error-body")), what="the error modal")
         assert "broken.safetensors" in _text(app.screen.query_one("#error-body", Static))
         await pilot.press("escape")
         assert not isinstance(app.screen, ErrorScreen)
