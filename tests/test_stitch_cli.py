@@ -125,3 +125,9 @@ def test_help_mentions_conventions():
     assert r.exit_code == 0 and "INCLUSIVE" in r.output and "HALF-OPEN" in r.output
     r = invoke("stitch", "show", "--help")
     assert "INCLUSIVE" in r.output
+
+
+def test_make_mc_missing_corpus_is_one_line_exit_2(tmp_path):
+    r = CliRunner().invoke(app, ["data", "make-mc", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "m.jsonl")])
+    assert r.exit_code == 2 and "no such file or directory" in r.output
+    assert not (tmp_path / "m.jsonl").exists()

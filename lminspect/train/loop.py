@@ -149,6 +149,8 @@ def _check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
     if cfg.mini_batch_size is not None and cfg.mini_batch_size <= 0:
         raise UserError("--mini-batch-size must be positive")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
     if cfg.amp not in ("auto", "none", "bf16", "fp16"):
         raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
 
