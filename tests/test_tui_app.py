@@ -109,7 +109,8 @@ async def test_run_streams_tokens_and_compare(tiny_llama_dir, tmp_path):
         max_tokens = app.query_one("#max-tokens", Input)
         max_tokens.value = "12"
         pane = app.query_one(StitchPane)
-        await pilot.click("#run")
+        assert app.focused is app.query_one("#plan-input", Input)
+        await pilot.press("enter")  # Enter in the plan field runs, like the Run button
         await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
         await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)), what="generation end")
         text = app.query_one("#out-plan", StreamView).text

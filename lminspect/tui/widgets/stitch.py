@@ -174,6 +174,12 @@ class StitchPane(Widget):
 
     # -- running -----------------------------------------------------------------------
 
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        """Enter in any field of the tab runs, as the Run button does."""
+        event.stop()
+        self.action_run()
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "run":
             event.stop()
