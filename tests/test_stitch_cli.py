@@ -80,7 +80,9 @@ def test_sweep_writes_table_json_csv(tiny_llama_dir, tmp_path):
     assert data["rows"][1]["layers_run"] == 2 and data["rows"][0]["ppl"] > 1
     assert csvs[0].read_text().splitlines()[0].startswith("plan,spec,layers_run")
     r = invoke("stitch", "sweep", str(tiny_llama_dir), "--eval", str(tmp_path / "nope.jsonl"))
-    assert r.exit_code == 2 and "not found" in r.output
+    assert r.exit_code == 2 and "no such file or directory" in r.output
+    r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(out))  # a path, not a hub id
+    assert r.exit_code == 2 and "no such file or directory" in r.output
 
 
 def test_export_cli(tiny_llama_dir, tmp_path):
@@ -126,8 +128,3 @@ def test_help_mentions_conventions():
     r = invoke("stitch", "show", "--help")
     assert "INCLUSIVE" in r.output
 
-
-def test_make_mc_missing_corpus_is_one_line_exit_2(tmp_path):
-    r = CliRunner().invoke(app, ["data", "make-mc", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "m.jsonl")])
-    assert r.exit_code == 2 and "no such file or directory" in r.output
-    assert not (tmp_path / "m.jsonl").exists()
