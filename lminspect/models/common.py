@@ -390,6 +390,23 @@ class LM(nn.Module):
     config: object
     arch: str = "unknown"
 
+    def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
+        """What every family's constructor shares, in state_dict order: token embedding
+        (+ learned positions), the blocks from ``make_block``, the final norm, an untied head
+        when the config asks for one; then derived tables and the training init."""
+        c = self.config
+        self.embed = nn.Module()
+        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
+        if positions:
+            self.embed.positions = nn.Embedding(c.context_length, c.dim)
+        self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
+        self.norm = norm
+        if not c.tie_embeddings:
+            self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self._make_buffers()
+        self._finish_init()
+        self.init_weights()
+
     def _finish_init(self) -> None:
         self._hooks: _Hooks | None = None
 

@@ -107,15 +107,7 @@ class Falcon(LM):
         self.config = c = config
         if c.dim % c.n_head:
             raise UserError(f"falcon config: hidden_size {c.dim} is not a multiple of {c.n_head} heads")
-        self.embed = nn.Module()
-        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        if not c.tie_embeddings:
-            self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self._make_buffers()
-        self._finish_init()
-        self.init_weights()
+        self._build(nn.LayerNorm(c.dim, eps=c.norm_eps))
 
     def make_block(self, i: int) -> Block:
         """One decoder block; subclass and override to try a variant."""

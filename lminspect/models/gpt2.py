@@ -85,13 +85,7 @@ class GPT2(LM):
         self.config = c = config
         if c.dim % c.n_head:
             raise UserError(f"gpt2 config: n_embd {c.dim} is not a multiple of n_head {c.n_head}")
-        self.embed = nn.Module()
-        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
-        self.embed.positions = nn.Embedding(c.context_length, c.dim)
-        self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self._finish_init()
-        self.init_weights()
+        self._build(nn.LayerNorm(c.dim, eps=c.norm_eps), positions=True)
 
     def make_block(self, i: int) -> Block:
         """One decoder block; subclass and override to try a variant."""

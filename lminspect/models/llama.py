@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from lminspect.errors import UserError
 from lminspect.models.common import LM, MLP, Attention, Block, RMSNorm, rope_tables
 
@@ -122,15 +120,7 @@ class Llama(LM):
         self.config = c = config
         if c.n_head % c.n_kv_head:
             raise UserError(f"llama config: {c.n_head} heads are not a multiple of {c.n_kv_head} kv heads")
-        self.embed = nn.Module()
-        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
-        self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-        if not c.tie_embeddings:
-            self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self._make_buffers()
-        self._finish_init()
-        self.init_weights()
+        self._build(RMSNorm(c.dim, c.norm_eps))
 
     def make_block(self, i: int) -> Block:
         """One decoder block; subclass and override to try a variant."""
