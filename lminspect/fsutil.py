@@ -9,6 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def human_bytes(n: float) -> str:
+    """A byte count for people: ``513.1 MB`` (binary multiples)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def cache_dir() -> Path:
     """Per-user cache (fetched models, statistics). ``LMINSPECT_CACHE`` overrides it."""
     env = os.environ.get("LMINSPECT_CACHE")

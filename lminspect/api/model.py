@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.api.table import Table, fmt, human_bytes
+from lminspect.api.table import Table, fmt
 from lminspect.errors import UserError
+from lminspect.fsutil import human_bytes
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
                 "spectral_norm", "stable_rank", "effective_rank", "alpha")

@@ -35,14 +35,6 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 class Table:
     """Rows (dicts with the same keys) with a readable repr and exports."""
 

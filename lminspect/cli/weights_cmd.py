@@ -11,15 +11,9 @@ from pathlib import Path
 
 import typer
 
+from lminspect.fsutil import human_bytes
+
 PANEL = "Weights"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _count(n: int) -> str:
@@ -61,10 +55,10 @@ def inspect(
             table.add_section()
             last = layer
         shape = "x".join(str(d) for d in info.shape) or "scalar"
-        table.add_row(info.name, info.canonical or "-", shape, info.dtype, _human(info.nbytes))
+        table.add_row(info.name, info.canonical or "-", shape, info.dtype, human_bytes(info.nbytes))
     console.print(table)
     console.print(
-        f"{len(infos)} tensors, {_count(store.n_params)} parameters, {_human(store.total_bytes)} on disk"
+        f"{len(infos)} tensors, {_count(store.n_params)} parameters, {human_bytes(store.total_bytes)} on disk"
         + (f", {store.config.get('num_hidden_layers')} layers" if store.config.get("num_hidden_layers") else "")
     )
 

@@ -66,27 +66,27 @@ def detect_arch(config: dict[str, Any] | None, names: list[str] | None = None) -
     return "unknown"
 
 
-def n_heads(config: dict[str, Any]) -> int | None:
-    for k in ("num_attention_heads", "n_head", "num_heads"):
+def _first_int(config: dict[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` the config sets (families name the same field differently)."""
+    for k in keys:
         if config.get(k):
             return int(config[k])
     return None
+
+
+def n_heads(config: dict[str, Any]) -> int | None:
+    return _first_int(config, "num_attention_heads", "n_head", "num_heads")
 
 
 def n_kv_heads(config: dict[str, Any]) -> int | None:
-    for k in ("num_key_value_heads", "num_kv_heads", "n_head_kv"):
-        if config.get(k):
-            return int(config[k])
-    if config.get("multi_query"):
-        return 1
-    return n_heads(config)
+    kv = _first_int(config, "num_key_value_heads", "num_kv_heads", "n_head_kv")
+    if kv is not None:
+        return kv
+    return 1 if config.get("multi_query") else n_heads(config)
 
 
 def hidden_size(config: dict[str, Any]) -> int | None:
-    for k in ("hidden_size", "n_embd", "d_model"):
-        if config.get(k):
-            return int(config[k])
-    return None
+    return _first_int(config, "hidden_size", "n_embd", "d_model")
 
 
 def head_dim(config: dict[str, Any]) -> int | None:
