@@ -117,9 +117,9 @@ def test_data_make_mc(tmp_path):
     assert len(rows) == 25
     assert all(len(x["endings"]) == 4 and 0 <= x["label"] < 4 and x["ctx"] for x in rows)
     r = invoke("data", "make-mc", str(tmp_path / "missing.txt"), "--out", str(out))
-    assert r.exit_code == 2 and "no such file or directory" in r.output
+    assert r.exit_code == 2 and "not found" in r.output
     r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(out))  # a path, not a hub id
-    assert r.exit_code == 2 and "no such file or directory" in r.output
+    assert r.exit_code == 2 and "not found" in r.output
 
 
 def test_help_mentions_conventions():

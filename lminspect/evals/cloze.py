@@ -67,10 +67,6 @@ def read_documents(source: str | Path | Sequence[str], *, field: str = "text", s
     if str(source) == "builtin":
         source = builtin_corpus()
     path = Path(source)
-    looks_local = str(source).startswith(("/", ".", "~")) or path.suffix.lower() in (
-        ".txt", ".md", ".jsonl", ".json", ".parquet")
-    if looks_local and not path.exists():
-        raise UserError(f"{source}: no such file or directory")
     if path.is_file() and path.suffix.lower() not in (".jsonl", ".json", ".parquet"):
         raw = path.read_text(encoding="utf-8", errors="replace")
         docs = [d.strip() for d in re.split(r"\n\s*\n\s*\n", raw) if d.strip()]

@@ -59,7 +59,8 @@ def load_texts(source: str | Path | Sequence[str], *, field: str = "text", limit
             else:
                 raw = path.read_text(encoding="utf-8", errors="replace")
                 texts = [d.strip() for d in raw.split("\n\n\n") if d.strip()]
-        elif str(source).lower().endswith((".txt", ".jsonl", ".json", ".parquet")):
+        elif str(source).lower().endswith((".txt", ".md", ".jsonl", ".json", ".parquet")) or str(
+                source).startswith(("/", ".", "~")):  # a path, not a hub id
             raise UserError(f"text file not found: {source}")
         else:
             from lminspect.evals.mc import _rows_from_hub
