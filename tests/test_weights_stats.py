@@ -112,15 +112,60 @@ def test_numba_and_fallback_paths_agree(monkeypatch):
     """The optional compiled kernel ([stats] extra) and the numpy/torch fallback give the same statistics."""
     import numpy as np
 
-    from lminspect.weights import stats
+    from lminspect.weights import stats, stats_kernels
 
+    assert stats_kernels.kernels() is not None, "numba (dev extra) should be installed for the tests"
     rng = np.random.default_rng(0)
     a = (rng.standard_t(5, size=600_000) * 0.02 + 0.001).astype(np.float32)
-    fast = stats.array_stats(a)
-    monkeypatch.setattr(stats, "_PSUMS", False)
-    monkeypatch.setattr(stats, "_HIST", [None])
-    slow = stats.array_stats(a)
-    for key in ("mean", "std", "rms", "min", "max", "absmax"):
-        assert np.isclose(fast[key], slow[key], rtol=1e-5, atol=1e-9), key
-    assert np.isclose(fast["kurtosis"], slow["kurtosis"], rtol=1e-3)
-    assert fast["hist"] == slow["hist"] and fast["frac_near_zero"] == slow["frac_near_zero"]
+    a[[7, 300_001]] = (np.nan, -np.inf)  # one chunk with nonfinite values on each path
+    cases = [a, -np.abs(a) - 1, np.abs(a) + 1, a.astype(np.float16)]  # mixed signs, all <0, all >0, fp16
+    fast = [stats.array_stats(x, workers=w) for x in cases for w in (1, 2)]
+    monkeypatch.setattr(stats_kernels, "_KERNELS", False)
+    slow = [stats.array_stats(x, workers=w) for x in cases for w in (1, 2)]
+    for f, s in zip(fast, slow, strict=True):
+        for key in ("mean", "std", "rms", "absmax"):
+            assert np.isclose(f[key], s[key], rtol=1e-5, atol=1e-9), key
+        assert (f["min"], f["max"], f.get("nonfinite")) == (s["min"], s["max"], s.get("nonfinite"))
+        assert np.isclose(f["kurtosis"], s["kurtosis"], rtol=1e-3)
+        assert f["hist"] == s["hist"] and f["frac_near_zero"] == s["frac_near_zero"]
+    finite = a[np.isfinite(a)].astype(np.float64)
+    assert fast[0]["nonfinite"] == 2 and fast[0]["std"] == pytest.approx(finite.std(), rel=1e-6)
+    assert (fast[0]["min"], fast[0]["max"]) == (finite.min(), finite.max())
+
+
+def test_float_extremes_from_bit_keys():
+    """The compiled scan's min/max come from int32/uint32 bit extremes; check every sign case."""
+    from lminspect.weights.stats_kernels import float_extremes
+
+    for vals in ([1.5, 2.0, 0.0], [-1.5, -2.0, -0.5], [-3.0, 0.5, 2.5], [-0.0, 0.0], [1e-45, -1e-45], [np.inf, 1.0]):
+        v = np.array(vals, np.float32)
+        i, u = v.view(np.int32).astype(np.int64), v.view(np.uint32).astype(np.int64)
+        got = float_extremes(int(i.min()), int(i.max()), int(u.min()), int(u.max()))
+        if not np.isfinite(v).all():
+            assert got is None
+        else:
+            assert got == (float(v.min()), float(v.max())), vals
+
+
+def test_compiled_histogram_equals_numpy():
+    """The SIMD histogram recomputes numpy's float32 edges; its counts must equal
+    np.histogram's, and so must the edge-table path it falls back to."""
+    from lminspect.weights import stats_kernels
+
+    k = stats_kernels.kernels()
+    rng = np.random.default_rng(3)
+    samples = [
+        rng.standard_normal(200_003).astype(np.float32),
+        (rng.standard_t(3, 100_000) * 0.02 + 0.3).astype(np.float32),
+        np.linspace(-1, 1, 4097, dtype=np.float32),  # many values exactly on edges
+        rng.integers(-3, 4, 50_000).astype(np.float32),
+    ]
+    for x in samples:
+        lo, hi = float(x.min()), float(x.max())
+        want, edges = np.histogram(x, bins=64, range=(lo, hi))
+        near = np.float32(0.01)
+        want_nz = int(np.count_nonzero(np.abs(x) <= near))
+        got, nz = k.hist(x, edges, lo, (hi - lo) / 64, near)
+        assert got.tolist() == want.tolist() and nz == want_nz
+        got, nz = k.hist(x, edges, lo, (hi - lo) / 64 * 1.001, near)  # edges differ: table path
+        assert got.tolist() == want.tolist() and nz == want_nz

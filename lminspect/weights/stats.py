@@ -5,23 +5,23 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
 
 - ``mean``, ``std`` (population), ``rms`` = sqrt(mean(x^2)), ``min``, ``max``,
   ``absmax``, excess ``kurtosis`` = m4 / m2^2 - 3 (0 for a Gaussian): exact, over every
-  finite element (``nonfinite`` counts the others). One pass over chunks of ``CHUNK``
-  elements (512 KiB: the chunk stays in L2, so only the first per-chunk reduction reads
-  RAM): numpy min, max (the first pulls the chunk into L2), then the four float32 power
-  sums of d: with numba installed (optional), one fused SIMD loop per chunk (d, d^2,
-  d^3, d^4 in registers); without it, torch: d2 = d*d into a reused buffer, sum(d),
-  sum(d2), dot(d2, d), dot(d2, d2). The per-chunk partial sums are combined in float64
-  in chunk order. When the mean is large compared with the spread, d = x - (first-chunk
-  mean), to avoid cancellation (free in the numba loop; one more elementwise pass in
-  the torch path); else d = x. Runs of chunks are scanned by ``workers``
-  threads (torch and numpy release the GIL; each runs torch single-threaded); the
+  finite element (``nonfinite`` counts the others). One read of the data, in chunks:
+  per chunk the four float32 power sums of d = x - shift and the extremes, the
+  per-chunk partial sums combined in float64 in chunk order. ``shift`` is the mean of
+  the first ``SHIFT_HEAD`` elements when that is large compared with their spread (so
+  the sums do not cancel), else 0. With numba installed (the optional ``[stats]`` extra), one compiled
+  loop per chunk does all of it in SIMD registers (``stats_kernels``: 32k-element
+  chunks, min/max from the float bits as integers); without it, the torch path: per
+  512 KiB chunk numpy min and max, then d2 = d*d into a reused buffer, sum(d), sum(d2),
+  dot(d2, d), dot(d2, d2). Runs of chunks are scanned by ``workers`` threads (the
+  kernels, torch and numpy release the GIL; torch runs single-threaded in each); the
   result does not depend on the worker count.
 - ``hist``: 64 equal bins over [min, max] and ``frac_near_zero`` = fraction with
-  |x| <= 1e-6 * absmax are computed on a uniform strided sample of at most
-  ``SAMPLE`` elements (every element for smaller tensors; ``sampled`` says which).
-  A full-precision histogram costs ~10x the rest of the scan, so it is sampled. With
-  numba, both come from one pass over the sample (counts identical to ``np.histogram``:
-  each bin is settled against numpy's own edges).
+  |x| <= 1e-6 * absmax are computed on a sample of about ``SAMPLE`` elements (every
+  element for smaller tensors; ``sampled`` says which): with step = ceil(numel /
+  SAMPLE), the first ceil(len / step) elements of every ``SAMPLE_BLOCK`` (32k)
+  elements, copied while the chunks are scanned. A full-precision histogram costs ~10x the rest of the
+  scan, so it is sampled. The compiled histogram's counts equal ``np.histogram``'s.
 - 2-D tensors with ``svd=True``: singular values from the eigenvalues of the Gram matrix
   (W^T W or W W^T, the smaller) in float64 when min(shape) <= ``SVD_FULL_MAX``, else the
   top ``SVD_TOPK`` by ``torch.svd_lowrank`` (``svd_method`` says which). ``stable_rank``
@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,17 @@ from typing import Any
 import numpy as np
 
 from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.weights.stats_kernels import CHUNK as KERNEL_CHUNK
+from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_extremes, kernels
 
-CHUNK = 1 << 17  # elements per reduction chunk (512 KiB of float32: chunk + its square stay in L2)
+CHUNK = 1 << 17  # elements per chunk on the torch path (512 KiB of float32: chunk + its square stay in L2)
+SHIFT_HEAD = 1 << 13  # elements that estimate the mean for the shift
 SAMPLE = 1 << 20  # max elements in the histogram / near-zero sample
 BINS = 64
 NEAR_ZERO = 1e-6  # relative to absmax
 SVD_FULL_MAX = 4096
 SVD_TOPK = 256
-VERSION = 1
+VERSION = 2  # bump when results change (v2: 32k chunks on the compiled path, finite first-chunk shift)
 
 
 def _cache_file(store: Any, name: str, svd: bool) -> Path:
@@ -126,93 +130,88 @@ def _pool(workers: int) -> Any:
     return _POOL[1]
 
 
-_PSUMS: Any = None  # numba kernel, or False when numba is not importable
-
-
-def _psums_kernel() -> Any:
-    """The fused power-sum kernel (numba, compiled on first use), or None without numba."""
-    global _PSUMS
-    if _PSUMS is None:
-        try:
-            import numba
-        except ImportError:
-            _PSUMS = False
-        else:
-
-            @numba.njit(nogil=True, fastmath=True, cache=True)
-            def psums(c: np.ndarray, sh: np.float32) -> tuple:
-                # one read of the chunk, 4 float32 sums in SIMD registers (fastmath lets
-                # LLVM reassociate, i.e. vectorise; finite data only: callers drop inf/nan)
-                s1 = np.float32(0.0)
-                s2 = np.float32(0.0)
-                s3 = np.float32(0.0)
-                s4 = np.float32(0.0)
-                for i in range(c.size):
-                    d = c[i] - sh
-                    d2 = d * d
-                    s1 += d
-                    s2 += d2
-                    s3 += d2 * d
-                    s4 += d2 * d2
-                return s1, s2, s3, s4
-
-            @numba.njit(nogil=True, cache=True)
-            def hist(a: np.ndarray, edges: np.ndarray, near: np.float32) -> tuple:
-                # np.histogram's uniform-bin counts: estimate the bin, then settle it by
-                # comparing with the same edges numpy uses (so the counts are identical);
-                # plus the count of |v| <= near (float32 compare, as numpy does it)
-                nb = edges.size - 1
-                out = np.zeros(nb, np.int64)
-                nz = 0
-                lo = edges[0]
-                hi = edges[nb]
-                scale = nb / (float(hi) - float(lo))
-                for i in range(a.size):
-                    v = a[i]
-                    if abs(v) <= near:
-                        nz += 1
-                    if not (v >= lo and v <= hi):
-                        continue
-                    k = int((float(v) - float(lo)) * scale)
-                    k = min(max(k, 0), nb - 1)
-                    while k > 0 and v < edges[k]:
-                        k -= 1
-                    while k < nb - 1 and v >= edges[k + 1]:
-                        k += 1
-                    out[k] += 1
-                return out, nz
-
-            _PSUMS = psums
-            _HIST[0] = hist
-    return _PSUMS or None
-
-
-_HIST: list[Any] = [None]  # numba histogram kernel (set with _PSUMS)
-
-
 def _histogram(sample: np.ndarray, lo: float, hi: float, near: float) -> tuple[np.ndarray, np.ndarray, int]:
     """``np.histogram(sample, BINS, (lo, hi))`` and ``count_nonzero(|sample| <= near)``
-    (float32 ``sample``), in one numba pass when numba is there."""
-    if sample.dtype != np.float32 or _psums_kernel() is None or _HIST[0] is None:
+    (float32 ``sample``), in one compiled pass when numba is there."""
+    k = kernels()
+    if sample.dtype != np.float32 or k is None:
         hist, edges = np.histogram(sample, bins=BINS, range=(lo, hi))
         return hist, edges, int(np.count_nonzero(np.abs(sample) <= near))
     edges = np.histogram_bin_edges(sample, bins=BINS, range=(lo, hi))
-    hist, nz = _HIST[0](sample, edges, np.float32(near))
+    hist, nz = k.hist(sample, edges, lo, (hi - lo) / BINS, np.float32(near))
     return hist, edges, int(nz)
 
 
-def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, step: int) -> tuple:
-    """Chunks starting in [lo, hi): per chunk 4 float32 power sums, min, max, sample."""
+# elements converted to float32 at a time for non-float32 tensors on the compiled path
+CONVERT_BLOCK = 64 * KERNEL_CHUNK
+# The histogram sample: the first ceil(len / step) elements of every block of
+# SAMPLE_BLOCK elements. Contiguous runs copy fast while the block is in cache (an
+# element-strided sample cost ~20% of the scan), and the blocks spread it over the
+# whole tensor.
+SAMPLE_BLOCK = KERNEL_CHUNK
+
+_SAMPLE_BUF = threading.local()  # per calling thread: reused, so no page faults per call
+
+
+def _sample_buffer(n: int, step: int) -> tuple[np.ndarray, int]:
+    """This thread's sample buffer (at least big enough), and the sample's length."""
+    full, rem = divmod(n, SAMPLE_BLOCK)
+    size = full * -(-SAMPLE_BLOCK // step) + -(-rem // step)
+    buf = getattr(_SAMPLE_BUF, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _SAMPLE_BUF.buf = np.empty(size, np.float32)
+    return buf, size
+
+
+def _scan_compiled(flat: np.ndarray, lo: int, hi: int, shift: float, step: int, sample: np.ndarray) -> tuple:
+    """Elements [lo, hi) of ``flat`` through the compiled kernel: (float64 (chunks, 4)
+    power sums, min, max, nonfinite); fills its part of ``sample``. ``lo`` is a multiple
+    of KERNEL_CHUNK (= SAMPLE_BLOCK)."""
+    scan = kernels().scan
+    sh32 = np.float32(shift)
+    per_block = -(-SAMPLE_BLOCK // step)
+    sums_all = []
+    nonfinite = 0
+    mn, mx = math.inf, -math.inf
+    block = hi - lo if flat.dtype == np.float32 else CONVERT_BLOCK
+    for b0 in range(lo, hi, block):
+        x = flat[b0 : min(hi, b0 + block)]
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        nch = -(-x.size // KERNEL_CHUNK)
+        sums = np.empty((nch, 4), np.float32)
+        keys = np.empty((nch, 4), np.int64)
+        scan(x, sh32, KERNEL_CHUNK, step, sums, keys, sample[b0 // SAMPLE_BLOCK * per_block :])
+        sums = sums.astype(np.float64)
+        bad = (keys[:, 1] >= POS_INF_BITS) | (keys[:, 3] >= NEG_INF_BITS)
+        for j in np.flatnonzero(bad):  # chunks with inf/nan: redo over the finite elements
+            c = x[j * KERNEL_CHUNK : (j + 1) * KERNEL_CHUNK]
+            fin = c[np.isfinite(c)].astype(np.float64)
+            nonfinite += c.size - fin.size
+            d = fin - shift
+            sums[j] = (d.sum(), (d * d).sum(), (d**3).sum(), (d**4).sum())
+            if fin.size:
+                mn, mx = min(mn, float(fin.min())), max(mx, float(fin.max()))
+        good = keys[~bad]
+        if good.size:
+            cmn, cmx = float_extremes(int(good[:, 0].min()), int(good[:, 1].max()),
+                                      int(good[:, 2].min()), int(good[:, 3].max()))
+            mn, mx = min(mn, cmn), max(mx, cmx)
+        sums_all.append(sums)
+    return np.concatenate(sums_all), mn, mx, nonfinite
+
+
+def _scan_torch(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, step: int, sample: np.ndarray) -> tuple:
+    """The path without numba. Chunks starting in [lo, hi): per chunk 4 float32 power
+    sums (0-d tensors), min, max; nonfinite; fills its part of ``sample``."""
     import torch
 
     n = flat.size
-    psums = _psums_kernel()
-    sh32 = np.float32(shift)
+    per_block = -(-SAMPLE_BLOCK // step)
     buf1, buf2 = torch.empty(CHUNK), torch.empty(CHUNK)
-    parts: list[Any] = []  # 4 float32 sums per chunk (0-d tensors or floats), combined in float64
+    parts: list[Any] = []  # 4 float32 sums per chunk (0-d tensors), combined in float64
     los: list[float] = []
     his: list[float] = []
-    samples = []
     nonfinite = 0
     isfinite = math.isfinite
     hi = min(hi, n)
@@ -220,15 +219,14 @@ def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, s
     views = flat[lo:hi]
     views_np = np.split(views, range(CHUNK, hi - lo, CHUNK)) if hi - lo > CHUNK else [views]
     views_t = whole[lo:hi].split(CHUNK) if whole is not None else views_np
-    if psums is not None:  # numba: no torch views needed
-        views_t = views_np
     for i, c_np, c in zip(range(lo, hi, CHUNK), views_np, views_t, strict=True):
-        if psums is not None:
-            if c_np.dtype != np.float32:
-                c_np = c_np.astype(np.float32)
-        elif whole is None:
+        if whole is None:
             c_np = c_np.astype(np.float32)
             c = torch.from_numpy(c_np)
+        for o in range(0, c_np.size, SAMPLE_BLOCK):
+            m = -(-min(SAMPLE_BLOCK, c_np.size - o) // step)
+            at = (i + o) // SAMPLE_BLOCK * per_block
+            sample[at : at + m] = c_np[o : o + m]
         # numpy's min/max are the fastest single-pass extremes (torch.aminmax is ~4x
         # slower); the first pulls the chunk into L2, where everything below reads it
         mn = float(np.minimum.reduce(c_np))
@@ -239,16 +237,12 @@ def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, s
             nonfinite += k0 - c_np.size
             if c_np.size == 0:
                 continue
-            c = torch.from_numpy(c_np) if psums is None else c_np
+            c = torch.from_numpy(c_np)
             mn = float(c_np.min())
             mx = float(c_np.max())
         k = c_np.size
-        samples.append(c_np[(-i) % step :: step].copy())
         los.append(mn)
         his.append(mx)
-        if psums is not None:
-            parts += psums(c_np, sh32)
-            continue
         if k == CHUNK:
             d = torch.sub(c, shift, out=buf1) if shift else c
             d2 = torch.mul(d, d, out=buf2)
@@ -256,7 +250,7 @@ def _scan_chunks(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, s
             d = torch.sub(c, shift, out=buf1[:k]) if shift else c
             d2 = torch.mul(d, d, out=buf2[:k])
         parts += (d.sum(), d2.sum(), torch.dot(d2, d), torch.dot(d2, d2))
-    return parts, los, his, samples, nonfinite
+    return parts, los, his, nonfinite
 
 
 def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
@@ -268,42 +262,51 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     if n == 0:
         return {"numel": 0}
     step = max(1, -(-n // SAMPLE))
-    # float32 data is viewed by torch once (no copy, never written: a read-only input
+    # the torch path views float32 data once (no copy, never written: a read-only input
     # is fine); other dtypes are converted per chunk
     whole = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's "non-writable array" warning
-        t = torch.from_numpy(np.ascontiguousarray(flat[: min(n, CHUNK)], dtype=np.float32))
-        if flat.dtype == np.float32:
+    if flat.dtype == np.float32 and kernels() is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's "non-writable array" warning
             whole = torch.from_numpy(flat)
-    t64 = t.double()
-    first_mean = float(t64.mean())
-    first_std = float(t64.std()) if t64.numel() > 1 else 0.0
+    # shift by the mean of the first SHIFT_HEAD elements (the finite ones) when the mean
+    # is large compared with the spread: the float32 power sums of x - shift then do
+    # not cancel (the shift need only be near the mean)
+    head = flat[: min(n, SHIFT_HEAD)].astype(np.float64)
+    head = head[np.isfinite(head)]
+    first_mean = float(head.mean()) if head.size else 0.0
+    first_std = float(head.std()) if head.size > 1 else 0.0
     shift = first_mean if abs(first_mean) > 0.1 * first_std else 0.0
-    n_chunks = -(-n // CHUNK)
+    compiled = kernels() is not None
+    chunk = KERNEL_CHUNK if compiled else CHUNK
+    n_chunks = -(-n // chunk)
     workers = min(workers, n_chunks // 4) if n_chunks >= 8 else 1
     # contiguous runs of chunks, concatenated back in chunk order: the float64
     # combination below sums the same partial sums in the same order for any workers
-    bounds = [CHUNK * (n_chunks * w // workers) for w in range(workers + 1)]
-    if workers > 1:
-        runs = list(_pool(workers).map(
-            lambda w: _scan_chunks(flat, whole, bounds[w], bounds[w + 1], shift, step), range(workers)
-        ))
+    bounds = [min(n, chunk * (n_chunks * w // workers)) for w in range(workers + 1)]
+    buf, sample_size = _sample_buffer(n, step)
+    if compiled:
+        def one(w: int) -> tuple:
+            return _scan_compiled(flat, bounds[w], bounds[w + 1], shift, step, buf)
     else:
-        runs = [_scan_chunks(flat, whole, 0, n, shift, step)]
-    parts = [p for r in runs for p in r[0]]
-    los = [v for r in runs for v in r[1]]
-    his = [v for r in runs for v in r[2]]
-    samples = [v for r in runs for v in r[3]]
-    nonfinite = sum(r[4] for r in runs)
-    s1 = s2 = s3 = s4 = 0.0
-    if parts:
-        if isinstance(parts[0], torch.Tensor):
+        def one(w: int) -> tuple:
+            return _scan_torch(flat, whole, bounds[w], bounds[w + 1], shift, step, buf)
+    runs = list(_pool(workers).map(one, range(workers))) if workers > 1 else [one(0)]
+    nonfinite = sum(r[-1] for r in runs)
+    sample = buf[:sample_size]
+    if nonfinite:
+        sample = sample[np.isfinite(sample)]
+    if compiled:
+        s1, s2, s3, s4 = np.concatenate([r[0] for r in runs]).sum(0).tolist()
+        mn = min(r[1] for r in runs)
+        mx = max(r[2] for r in runs)
+    else:
+        parts = [p for r in runs for p in r[0]]
+        s1 = s2 = s3 = s4 = 0.0
+        if parts:
             s1, s2, s3, s4 = torch.stack(parts).view(-1, 4).double().sum(0).tolist()
-        else:
-            s1, s2, s3, s4 = np.array(parts, dtype=np.float64).reshape(-1, 4).sum(0).tolist()
-    mn = min(los) if los else math.inf
-    mx = max(his) if his else -math.inf
+        mn = min((v for r in runs for v in r[1]), default=math.inf)
+        mx = max((v for r in runs for v in r[2]), default=-math.inf)
     m = n - nonfinite
     if m == 0:
         return {"numel": n, "nonfinite": nonfinite}
@@ -314,7 +317,6 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     m4 = e4 - 4 * mu * e3 + 6 * mu * mu * e2 - 3 * mu**4
     kurt = (m4 / (var * var) - 3.0) if var > 0 else 0.0
     absmax = max(abs(mn), abs(mx))
-    sample = np.concatenate(samples) if samples else np.zeros(0, np.float32)
     if mx > mn:
         hist, edges, nz = _histogram(sample, mn, mx, NEAR_ZERO * absmax)
     else:
