@@ -6,11 +6,12 @@ Compares, in one run on the same file:
   (VmHWM from /proc/self/status), repeated, medians reported;
 - stats: GB/s of lminspect's full stats scan (``array_stats``, i.e. ``--no-svd`` with
   the cache off) vs a plain ``np.memmap(...).sum()`` over the same bytes (both from the
-  page cache, interleaved, best of N). numpy's sum is single-threaded, so the scan is
+  page cache, interleaved). numpy's sum is single-threaded, so the scan is
   reported twice: on one thread (``workers=1``, same-thread comparison) and with its
   default worker count (torch's intra-op thread count: the cores, or OMP_NUM_THREADS).
+  Medians over the interleaved rounds (best in brackets).
 
-Usage: .venv/bin/python benchmarks/bench_open_stats.py [--gb 2] [--repeat 5]
+Usage: .venv/bin/python benchmarks/bench_open_stats.py [--gb 2] [--repeat 5] [--fallback]
 (run it with and without OMP_NUM_THREADS=1: the default worker count follows it)
 Targets: open within 2x of header parse, RSS growth < 20 MB, stats >= 50% of plain sum.
 """
@@ -88,39 +89,50 @@ def run_child(mode: str, path: Path) -> dict:
     return json.loads(r.stdout)
 
 
-def stats_bandwidth(path: Path, repeat: int, workers: int) -> dict[str, float]:
-    """Best-of-``repeat`` GB/s, interleaved: wall clock for all, and CPU time (this
-    thread's) for the single-threaded ones, which a loaded machine's preemption does not
-    inflate."""
+def stats_bandwidth(path: Path, repeat: int, workers: int, fallback: bool = False) -> dict[str, tuple[float, float]]:
+    """GB/s of each variant over ``repeat`` interleaved rounds, as (median, best): wall
+    clock for all, and CPU time (this thread's) for the single-threaded ones, which a
+    loaded machine's preemption does not inflate. The plain sum of a round is the faster
+    of the tensor-by-tensor sum and one sum over the whole file."""
     import numpy as np
 
-    from lminspect.weights import open_store
+    from lminspect.weights import open_store, stats_kernels
     from lminspect.weights.stats import array_stats
+
+    def without_numba() -> None:  # the numpy/torch path users get without the [stats] extra
+        saved, stats_kernels._KERNELS = stats_kernels._KERNELS, False
+        try:
+            [array_stats(s[n], workers=1) for n in names]
+        finally:
+            stats_kernels._KERNELS = saved
 
     size = path.stat().st_size
     s = open_store(path)
     names = s.keys()
     nbytes = sum(s.info(n).nbytes for n in names)
-    best: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {}
 
     def timed(key: str, fn, nb: int = nbytes) -> None:
         t, c = time.perf_counter(), time.thread_time()
         fn()
         wall, cpu = time.perf_counter() - t, time.thread_time() - c
-        best[key] = max(best.get(key, 0.0), nb / wall)
-        best[key + "_cpu"] = max(best.get(key + "_cpu", 0.0), nb / max(cpu, 1e-9))
+        rounds.setdefault(key, []).append(nb / wall)
+        rounds.setdefault(key + "_cpu", []).append(nb / max(cpu, 1e-9))
 
     for _ in range(repeat):
         # the same bytes, tensor by tensor, as float32 memmap views
         timed("plain", lambda: [float(s[n].sum()) for n in names])
         timed("ours1", lambda: [array_stats(s[n], workers=1) for n in names])
         timed("oursw", lambda: [array_stats(s[n], workers=workers) for n in names])
+        if fallback:
+            timed("fallback1", without_numba)
         mm = np.memmap(path, dtype=np.float32, mode="r", offset=size % 4)
         timed("plain_whole", lambda mm=mm: mm.sum(), size)
         del mm
     for k in ("", "_cpu"):
-        best["plain" + k] = max(best["plain" + k], best.pop("plain_whole" + k))
-    return best
+        whole = rounds.pop("plain_whole" + k)
+        rounds["plain" + k] = [max(a, b) for a, b in zip(rounds["plain" + k], whole, strict=True)]
+    return {k: (statistics.median(v), max(v)) for k, v in rounds.items()}
 
 
 def main() -> None:
@@ -128,6 +140,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where to write the temp file")
+    ap.add_argument("--fallback", action="store_true", help="also time the numpy/torch path (no numba)")
     a = ap.parse_args()
     import torch
 
@@ -149,14 +162,22 @@ def main() -> None:
         print(f"  lminspect / header parse: {med['lminspect'][0] / med['header'][0]:.2f}x time; "
               f"lminspect / safetensors.torch.load_file: {med['lminspect'][0] / med['safetensors'][0]:.2f}x time")
         reps = max(3, a.repeat)
-        b = stats_bandwidth(path, reps, workers)
-        plain, plain_cpu = b["plain"], b["plain_cpu"]
-        print(f"stats scan (--no-svd, array_stats; best of {reps} interleaved runs; numpy's sum is 1 thread):")
-        print(f"  plain np.memmap sum   {plain / 1e9:6.2f} GB/s wall, {plain_cpu / 1e9:6.2f} GB/s CPU time")
-        print(f"  lminspect, 1 thread   {b['ours1'] / 1e9:6.2f} GB/s wall = {b['ours1'] / plain:.0%} of plain; "
-              f"{b['ours1_cpu'] / 1e9:6.2f} GB/s CPU time = {b['ours1_cpu'] / plain_cpu:.0%}")
-        print(f"  lminspect, {workers} thread{'s' if workers > 1 else ' '}  {b['oursw'] / 1e9:6.2f} GB/s wall = "
-              f"{b['oursw'] / plain:.0%} of plain (default workers = torch.get_num_threads())")
+        b = stats_bandwidth(path, reps, workers, a.fallback)
+        plain, plain_cpu = b["plain"][0], b["plain_cpu"][0]
+
+        def row(key: str) -> str:
+            med, best = b[key]
+            return f"{med / 1e9:6.2f} GB/s (best {best / 1e9:5.2f})"
+
+        print(f"stats scan (--no-svd, array_stats; medians of {reps} interleaved rounds; numpy's sum is 1 thread):")
+        print(f"  plain np.memmap sum   {row('plain')} wall, {row('plain_cpu')} CPU time")
+        print(f"  lminspect, 1 thread   {row('ours1')} wall = {b['ours1'][0] / plain:.0%} of plain; "
+              f"{row('ours1_cpu')} CPU time = {b['ours1_cpu'][0] / plain_cpu:.0%}")
+        print(f"  lminspect, {workers} thread{'s' if workers > 1 else ' '}  {row('oursw')} wall = "
+              f"{b['oursw'][0] / plain:.0%} of plain (default workers = torch.get_num_threads())")
+        if a.fallback:
+            print(f"  without numba, 1 thread {row('fallback1')} wall = {b['fallback1'][0] / plain:.0%} of plain; "
+                  f"compiled / fallback {b['ours1'][0] / b['fallback1'][0]:.2f}x")
         print(f"  machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
 
