@@ -44,6 +44,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,8 +70,12 @@ def _cache_file(store: Any, name: str, svd: bool) -> Path:
     return cache_dir() / "stats" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
-def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True) -> dict[str, Any]:
-    """Statistics of ``store[name]`` (see the module docstring), cached on disk."""
+def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Statistics of ``store[name]`` (see the module docstring), cached on disk.
+
+    ``progress(stage)`` is called before each stage of a computation (not for a cache
+    hit), with a line a person can read, e.g. for a status bar."""
     path = _cache_file(store, name, svd) if use_cache else None
     if path is not None and path.is_file():
         try:
@@ -86,12 +91,24 @@ def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = T
         "dtype": info.dtype,
         "bytes": info.nbytes,
     }
+    if progress is not None:
+        progress(f"moments and histogram over {arr.size:,} values")
     out.update(array_stats(arr))
     if svd and arr.ndim == 2 and min(arr.shape) > 1:
+        if progress is not None:
+            progress(spectrum_stage(arr.shape))
         out.update(spectrum_stats(arr))
     if path is not None:
         atomic_write_text(path, json.dumps(out))
     return out
+
+
+def spectrum_stage(shape: tuple[int, ...]) -> str:
+    """What ``spectrum_stats`` will do for a matrix of this shape, in words."""
+    small = min(shape)
+    if small <= SVD_FULL_MAX:
+        return f"singular values: eigenvalues of the {small}x{small} Gram matrix"
+    return f"singular values: top {min(SVD_TOPK, small)} by randomized SVD"
 
 
 def array_stats(arr: np.ndarray, *, workers: int | None = None) -> dict[str, Any]:
@@ -350,7 +367,7 @@ def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
 
     t = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
     small = min(t.shape)
-    if small <= SVD_FULL_MAX:
+    if small <= SVD_FULL_MAX:  # (spectrum_stage describes these two branches)
         g = t.T @ t if t.shape[0] >= t.shape[1] else t @ t.T
         ev = torch.linalg.eigvalsh(g.double()).clamp_min(0).flip(0).numpy()
         s = np.sqrt(ev)

@@ -262,11 +262,12 @@ class TensorStore:
             self._chat_template = self._chat_template()
         return self._chat_template
 
-    def stats(self, name: str, *, svd: bool = True) -> dict[str, Any]:
-        """Statistics of one tensor (cached on disk, keyed by file identity); see stats.py."""
+    def stats(self, name: str, *, svd: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Statistics of one tensor (cached on disk, keyed by file identity); see stats.py.
+        ``progress(stage)`` hears each stage of a computation."""
         from lminspect.weights.stats import tensor_stats
 
-        return tensor_stats(self, name, svd=svd)
+        return tensor_stats(self, name, svd=svd, progress=progress)
 
 
 # ---------------------------------------------------------------- openers
