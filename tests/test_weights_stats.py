@@ -169,3 +169,16 @@ def test_compiled_histogram_equals_numpy():
         assert got.tolist() == want.tolist() and nz == want_nz
         got, nz = k.hist(x, edges, lo, (hi - lo) / 64 * 1.001, near)  # edges differ: table path
         assert got.tolist() == want.tolist() and nz == want_nz
+
+
+def test_stats_progress_stages(tmp_path):
+    """A computation reports its stages (the TUI shows them); a cache hit reports none."""
+    p = tmp_path / "m.safetensors"
+    write_safetensors(p, {"w": np.random.rand(64, 32).astype(np.float32)})
+    s = open_store(p)
+    stages: list[str] = []
+    s.stats("w", progress=stages.append)
+    assert stages == ["moments and histogram over 2,048 values", "singular values: eigenvalues of the 32x32 Gram matrix"]
+    stages.clear()
+    s.stats("w", progress=stages.append)
+    assert stages == []

@@ -43,8 +43,8 @@ import math
 import os
 import threading
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
