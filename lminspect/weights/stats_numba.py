@@ -168,5 +168,7 @@ def warm_up() -> None:
     x = np.linspace(-1, 1, 100, dtype=np.float32)
     sums, keys, sample = np.empty((1, 4), np.float32), np.empty((1, 4), np.int64), np.empty(100, np.float32)
     scan(x, np.float32(0), CHUNK, 1, sums, keys, sample)
+    x.flags.writeable = False  # memory-mapped weights are read-only: numba compiles those apart
+    scan(x, np.float32(0), CHUNK, 1, sums, keys, sample)
     edges = np.histogram_bin_edges(x, bins=4, range=(-1.0, 1.0))
     hist(x, edges, -1.0, 0.5, np.float32(0))
