@@ -642,7 +642,84 @@ def _gpt2_hf_state(sd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _hf_state(arch: str, sd: dict[str, Any]) -> dict[str, Any]:
+_FALCON_SUB = {
+    "attn_norm": "input_layernorm",
+    "mlp_norm": "post_attention_layernorm",
+    "attn.o": "self_attention.dense",
+    "mlp.up": "mlp.dense_h_to_4h",
+    "mlp.down": "mlp.dense_4h_to_h",
+}
+
+
+def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> Any:
+    """Canonical q/k/v (weights or biases) -> HF Falcon's fused ``query_key_value`` rows.
+
+    The inverse of the weight store's split (``naming._falcon_qkv``) for the two layouts the
+    engine runs: multi-query is ``[q (n_head heads), k (1 head), v (1 head)]``; the classic
+    RW layout interleaves per head, ``[n_head, 3, head_dim]`` (``FalconAttention._split_heads``).
+    """
+    import torch
+
+    hd = q.shape[0] // n_head
+    n_kv = 1 if multi_query else n_head
+    if q.shape[0] != n_head * hd or k.shape[0] != n_kv * hd or v.shape[0] != n_kv * hd:
+        raise UserError(
+            f"cannot export falcon attention: q/k/v have {q.shape[0]}/{k.shape[0]}/{v.shape[0]} rows, "
+            f"expected {n_head * hd}/{n_kv * hd}/{n_kv * hd} for {n_head} heads"
+            f"{' (multi_query)' if multi_query else ''}"
+        )
+    if multi_query:
+        return torch.cat([q, k, v], 0)
+    rest = tuple(q.shape[1:])
+    parts = [t.reshape(n_head, hd, *rest) for t in (q, k, v)]
+    return torch.stack(parts, 1).reshape(3 * n_head * hd, *rest)
+
+
+def _falcon_hf_state(sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical Falcon tensors -> HF ``FalconForCausalLM`` names (q/k/v fused into ``query_key_value``)."""
+    if hf_cfg.get("new_decoder_architecture"):
+        raise UserError(
+            "stitch export supports falcon only with new_decoder_architecture=false "
+            "(the RW / 7B layouts the engine runs)"
+        )
+    n_head = int(hf_cfg.get("num_attention_heads") or hf_cfg.get("n_head") or 0)
+    if n_head < 1:
+        raise UserError("cannot export falcon: config lacks num_attention_heads")
+    multi_query = bool(hf_cfg.get("multi_query", True))
+    out: dict[str, Any] = {}
+    layers: set[str] = set()
+    for cname, t in sd.items():
+        stem, _, kind = cname.rpartition(".")
+        if stem == "embed.tokens":
+            out[f"transformer.word_embeddings.{kind}"] = t
+            continue
+        if stem == "norm":
+            out[f"transformer.ln_f.{kind}"] = t
+            continue
+        if stem == "head":
+            out[f"lm_head.{kind}"] = t
+            continue
+        m = re.match(r"^layers\.(\d+)\.(.+)$", stem)
+        if not m or m[2] not in (*_FALCON_SUB, "attn.q", "attn.k", "attn.v"):
+            raise UserError(f"cannot export tensor {cname} as falcon")
+        i, part = m[1], m[2]
+        if part in ("attn.q", "attn.k", "attn.v"):
+            layers.add(i)
+            continue
+        out[f"transformer.h.{i}.{_FALCON_SUB[part]}.{kind}"] = t
+    for i in sorted(layers, key=int):
+        for kind in ("weight", "bias"):
+            names = [f"layers.{i}.attn.{x}.{kind}" for x in "qkv"]
+            if all(n in sd for n in names):
+                out[f"transformer.h.{i}.self_attention.query_key_value.{kind}"] = _falcon_fuse_qkv(
+                    *(sd[n] for n in names), n_head, multi_query
+                )
+            elif any(n in sd for n in names):
+                raise UserError(f"cannot export falcon layer {i}: q/k/v {kind}s are incomplete")
+    return out
+
+
+def _hf_state(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Canonical names -> HF names: the weight store's llama mapping when present, else ours."""
     if arch == "llama":
         try:
@@ -652,7 +729,9 @@ def _hf_state(arch: str, sd: dict[str, Any]) -> dict[str, Any]:
         return {to_hf(k): v for k, v in sd.items()}
     if arch == "gpt2":
         return _gpt2_hf_state(sd)
-    raise UserError(f"stitch export supports llama and gpt2 models, not {arch}")
+    if arch == "falcon":
+        return _falcon_hf_state(sd, hf_cfg)
+    raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
 
 
 def _arch_of(model: Any, hf_cfg: Mapping[str, Any]) -> str:
@@ -696,9 +775,12 @@ def export_stitched(
 ) -> Path:
     """Write a standalone HF directory of the stitched model (atomically).
 
-    ``config.json`` gets ``num_hidden_layers`` (``n_layer`` for GPT-2) = ``len(plan)`` and
-    ``lminspect_plan``; ``model.safetensors`` holds HF names with each occurrence's weights
-    duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
+    Families: llama (tied or untied head), gpt2, and falcon with ``new_decoder_architecture=false``
+    (RW/ALiBi or rotary, classic or multi-query qkv, sequential or parallel attention; q/k/v
+    fused back into ``query_key_value`` in HF's layout); anything else is a ``UserError`` and
+    nothing is written. ``config.json`` gets ``num_hidden_layers`` (``n_layer`` for GPT-2) =
+    ``len(plan)`` and ``lminspect_plan``; ``model.safetensors`` holds HF names with each
+    occurrence's weights duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
     """
     from safetensors.torch import save_file
 
@@ -714,11 +796,13 @@ def export_stitched(
         arch = "gpt2"
     elif "llama" in arch:
         arch = "llama"
+    elif "falcon" in arch or arch in ("refinedweb", "refinedwebmodel", "rw"):
+        arch = "falcon"
     sd = stitched_state_dict(base, plan)
     tied = bool(hf_cfg.get("tie_word_embeddings", arch == "gpt2"))
     if tied:
         sd.pop("head.weight", None)
-    hf_sd = _hf_state(arch, sd)
+    hf_sd = _hf_state(arch, sd, hf_cfg)
     for key in ("num_hidden_layers", "n_layer"):
         if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
             hf_cfg[key] = len(plan)

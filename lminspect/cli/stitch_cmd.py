@@ -341,8 +341,9 @@ def export(
     out_dir: Path = typer.Argument(..., help="Output HF-style directory."),
     plan: str = typer.Option(..., "--plan", "-p", help=PLAN_HELP),
 ) -> None:
-    """Write the stitched model as a standalone HF directory (weights duplicated per occurrence,
-    scales folded into o_proj/down_proj, tokenizer.json copied); loads in lminspect and transformers."""
+    """Write the stitched model as a standalone HF directory (llama, gpt2 or falcon-rw: weights
+    duplicated per occurrence, scales folded into each layer's attention-output and MLP-down
+    projections, tokenizer.json copied); loads in lminspect and transformers."""
     from lminspect.stitch import export_stitched, parse_plan
 
     store, lm, _ = _load(model, need_tokenizer=False)
