@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from test_tui_helpers import wait_until, write_run
+from textual.geometry import Region
 from textual.widgets import DataTable, Input, SelectionList, Static, Tree
 
 from lminspect.tui.app import LMInspectApp
@@ -18,6 +20,7 @@ from lminspect.tui.widgets.stream import StreamView
 from lminspect.tui.widgets.weights import WeightsPane
 
 SIZE = (120, 40)
+SMALL = (80, 24)  # the smallest supported terminal
 pytestmark = pytest.mark.anyio  # async tests run on anyio's pytest plugin (asyncio backend)
 
 
@@ -78,6 +81,129 @@ async def test_open_navigate_tree_and_see_statistics(tiny_llama_dir, tmp_path):
         assert time.perf_counter() - t0 < 0.5
         await pilot.pause()
         assert table.row_count > 5
+
+
+def _slow_stats(monkeypatch, store, seconds: float = 0.6) -> None:
+    """``store.stats`` that reports a stage, sleeps, reports a late stage, then returns the real stats."""
+    real = store.stats
+
+    def slow(name, *, progress=None, **kw):
+        if progress is not None:
+            progress(f"slow stage {name}")
+        time.sleep(seconds)
+        if progress is not None:
+            progress(f"late stage {name}")
+        return real(name, **kw)
+
+    monkeypatch.setattr(store, "stats", slow)
+
+
+_SECONDS = re.compile(r" \.\.\. (\d+\.\d) s$")
+
+
+async def test_stats_progress_line_ticks_and_clears(tiny_llama_dir, tmp_path, monkeypatch):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        pane = app.query_one(WeightsPane)
+        _slow_stats(monkeypatch, pane.store)
+        status = app.query_one("#tensor-status", Static)
+
+        pane.show_tensor("embed.tokens.weight")
+        await wait_until(pilot, lambda: "slow stage embed.tokens.weight" in _text(status), timeout=10,
+                         what="the stage in the status line")
+        text = _text(status)
+        assert text.startswith("computing statistics: slow stage embed.tokens.weight ... ")
+        m = _SECONDS.search(text)
+        assert m, text
+        first = float(m.group(1))
+        # the seconds tick while the computation runs
+        await wait_until(pilot, lambda: (m2 := _SECONDS.search(_text(status))) is not None and float(m2.group(1)) > first,
+                         timeout=10, what="the seconds to tick")
+        await wait_until(pilot, lambda: "stats" in pane.timings, what="statistics painted")
+        await pilot.pause()
+        assert _text(status) == ""
+        assert app.query_one("#stats-table", DataTable).row_count > 5
+        await pilot.pause(0.5)  # the timer is stopped: nothing writes the line again
+        assert _text(status) == ""
+
+        # a new selection mid-computation: the old selection's stages never show again
+        pane.show_tensor("layers.0.attn.q.weight")
+        await wait_until(pilot, lambda: "slow stage layers.0.attn.q.weight" in _text(status), timeout=10,
+                         what="q's stage")
+        pane.show_tensor("layers.0.attn.k.weight")
+        assert "attn.q" not in _text(status)  # the new selection's line replaces it at once
+        seen = []
+        while "stats" not in pane.timings:
+            seen.append(_text(status))
+            assert len(seen) < 600, "timed out waiting for k's statistics"
+            await pilot.pause(0.02)
+        await pilot.pause()
+        assert not [t for t in seen if "attn.q" in t], seen
+        assert any("slow stage layers.0.attn.k.weight" in t for t in seen), seen
+        assert _text(status) == ""
+        assert "layers.0.attn.k.weight" in _text(app.query_one("#tensor-header", Static))
+        assert pane.current == "layers.0.attn.k.weight"
+        # the superseded worker's late stage arrived after k was selected and was dropped
+        await pilot.pause(0.7)
+        assert _text(status) == ""
+
+
+def _assert_usable(app, *selectors: str) -> None:
+    """Each widget is shown, has a size, lies inside the screen and is not covered at its centre."""
+    width, height = app.screen.size
+    screen = Region(0, 0, width, height)
+    for selector in selectors:
+        widget = app.query_one(selector)
+        region = widget.region
+        assert widget.display and widget.visible, f"{selector} is hidden"
+        assert region.width > 0 and region.height > 0, f"{selector} has no size at {width}x{height}: {region}"
+        assert screen.contains_region(region), f"{selector} at {region} is cut off by the {width}x{height} screen"
+        x, y = region.center
+        at, _ = app.screen.get_widget_at(int(x), int(y))
+        assert at is widget or widget in at.ancestors, f"{selector} is covered by {at!r} at its centre"
+
+
+async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
+    write_run(tmp_path / "runs" / "baseline", steps=40)
+    write_run(tmp_path / "runs" / "variant", steps=30, offset=0.15)
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SMALL) as pilot:
+        assert tuple(app.screen.size) == SMALL
+        await _opened(pilot)
+        tabs = ("#tabs", "#tabs Tab#--content-tab-weights", "#tabs Tab#--content-tab-stitch",
+                "#tabs Tab#--content-tab-runs")
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one(WeightsPane)
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="statistics and figures")
+        await pilot.pause(0.2)
+        table = app.query_one("#stats-table", DataTable)
+        assert table.row_count > 5
+        _assert_usable(app, *tabs, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status",
+                       "#stats-table")
+        assert "embed.tokens.weight" in _text(app.query_one("#tensor-header", Static))
+        assert table.content_region.height >= 8, "the statistics table shows too few rows at 80x24"
+
+        await pilot.click("#tabs Tab#--content-tab-stitch")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "stitch", what="the Stitch tab")
+        await pilot.pause()
+        _assert_usable(app, *tabs, "#plan-input", "#plan-error", "#prompt", "#max-tokens", "#compare", "#run",
+                       "#stop", "#out-plan")
+        await pilot.click("#plan-input")
+        await pilot.press(*"0-2,3")
+        assert "ok:" in _text(app.query_one("#plan-error", Static))
+        _assert_usable(app, "#run", "#out-plan")
+
+        await pilot.click("#tabs Tab#--content-tab-runs")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", what="the Runs tab")
+        await pilot.pause()
+        _assert_usable(app, *tabs, "#runs-list", "#smoothing", "#runs-plots")
+        sl = app.query_one("#runs-list", SelectionList)
+        assert sl.option_count == 2
+        await pilot.click("#runs-list")
+        await pilot.press("space")
+        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        _assert_usable(app, "#runs-list", "#plot-loss")
 
 
 async def test_bad_plan_shows_inline_error_with_column(tiny_llama_dir, tmp_path):

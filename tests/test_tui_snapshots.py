@@ -14,6 +14,7 @@ from test_tui_helpers import wait_until, write_run
 from lminspect.tui.app import LMInspectApp
 
 SIZE = (120, 40)
+SMALL = (80, 24)  # the smallest supported terminal
 
 
 @pytest.fixture
@@ -37,6 +38,19 @@ def test_snapshot_weights_tensor_view(tiny, snap_compare):
         await wait_until(pilot, lambda: "figures" in pane.timings, what="figures")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=select_embedding)
+
+
+def test_snapshot_weights_tensor_view_80x24(tiny, snap_compare):
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def select_embedding(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="stats")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="figures")
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=select_embedding)
 
 
 def test_snapshot_stitch_bad_plan(tiny, snap_compare):

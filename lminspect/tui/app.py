@@ -34,6 +34,8 @@ class LMInspectApp(App[None]):
     """The workbench. ``model`` is anything ``open_store`` accepts; ``runs_dir`` holds runs."""
 
     CSS_PATH = "app.tcss"
+    # the screen gets class -short below 30 rows (80x24 is the smallest supported size)
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     TITLE = "lminspect"
     COMMANDS = App.COMMANDS | {LMInspectCommands}
 

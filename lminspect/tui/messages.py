@@ -25,6 +25,18 @@ class TensorComputed(Message):
 
 
 @dataclass
+class StatsProgress(Message):
+    """A stage of a fresh statistics computation (``store.stats``'s ``progress`` callback).
+
+    ``job`` is the number of the selection that started it; a stage from a superseded
+    selection is dropped."""
+
+    name: str
+    job: int
+    stage: str
+
+
+@dataclass
 class GenerationPiece(Message):
     """A streamed text piece for one output column (``"plan"`` or ``"baseline"``)."""
 

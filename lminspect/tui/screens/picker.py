@@ -27,7 +27,7 @@ class PickerScreen(ModalScreen[Choice]):
         border: thick $primary; background: $surface; padding: 0 1;
     }
     PickerScreen OptionList { height: 1fr; }
-    PickerScreen Label { margin: 1 0 0 0; text-style: bold; }
+    PickerScreen Label { margin: 1 0 0 0; text-style: bold; width: 100%; }
     """
 
     def __init__(self, runs_dir: Path) -> None:

@@ -6,6 +6,11 @@ reads only ``store.info``), then a thread worker computes statistics
 |W| heatmap and per-head norms; results are cached in memory so coming back
 to a tensor is instant. The worker is exclusive: a new selection supersedes
 the old one, and the tree never waits for it.
+
+While a first-time computation runs, ``#tensor-status`` says which stage it is in
+(``store.stats``'s ``progress`` callback, posted from the worker thread as a
+``StatsProgress`` message) and the seconds since the selection, ticked by a timer.
+Each selection gets a job number; a stage from an older selection is dropped.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import numpy as np
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from lminspect.fsutil import human_bytes
 from lminspect.tui import backend, plotting
-from lminspect.tui.messages import TensorComputed
+from lminspect.tui.messages import StatsProgress, TensorComputed
 from lminspect.tui.widgets.plot import PlotView
 
 _HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
@@ -33,15 +40,14 @@ _HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
 # rows x cols of the in-memory heatmap; the figure rebins it to the widget's size
 HEATMAP_BLOCKS = (64, 192)
 
+# how often the "computing statistics ... N s" line ticks
+PROGRESS_TICK_SECONDS = 0.2
 
-def human_bytes(n: int) -> str:
-    step = 1024.0
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < step or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= step
-    return f"{n} B"
+
+def progress_line(stage: str, elapsed: float) -> str:
+    """The status line while statistics compute: ``computing statistics: STAGE ... 1.4 s``."""
+    what = f": {stage}" if stage else ""
+    return f"computing statistics{what} ... {elapsed:.1f} s"
 
 
 def _fmt(v: Any) -> str:
@@ -146,6 +152,12 @@ class WeightsPane(Widget):
         self.cache: dict[str, dict[str, Any]] = {}
         self.current: str | None = None
         self.timings: dict[str, float] = {}  # for the benchmark: select/paint/stats times
+        # the progress line of the running computation: its job number, stage, start, timer
+        self._job = 0
+        self._stage = ""
+        self._started = 0.0
+        self._ticker: Timer | None = None
+        self._stats_worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
         tree: Tree[str] = Tree("no model", id="weights-tree")
@@ -156,9 +168,12 @@ class WeightsPane(Widget):
     # -- filling the tree ------------------------------------------------------
 
     def set_store(self, store: Any, label: str | None = None) -> None:
+        self._stop_progress()
+        self._job += 1  # whatever still computes for the old model is stale
         self.store = store
         self.cache.clear()
         self.current = None
+        self.query_one("#tensor-status", Static).update("")
         tree = self.query_one("#weights-tree", Tree)
         tree.clear()
         label = label or getattr(store, "name", "model")
@@ -185,9 +200,13 @@ class WeightsPane(Widget):
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
-        """Import the statistics code (and torch) while the user reads the tree, not on first select."""
+        """Import the statistics code (and torch) and load its compiled kernels (numba's disk
+        cache; compiled once per machine) while the user reads the tree, not on first select."""
         try:
             import lminspect.weights.stats  # noqa: F401
+            from lminspect.weights.stats_kernels import kernels
+
+            kernels()
         except ImportError:
             pass
 
@@ -253,6 +272,8 @@ class WeightsPane(Widget):
         if self.store is None:
             return
         self.timings = {"selected": time.perf_counter()}
+        self._stop_progress()
+        self._job += 1
         self.current = name
         info = self.store.info(name)
         shape = " x ".join(str(s) for s in info.shape) or "scalar"
@@ -266,24 +287,67 @@ class WeightsPane(Widget):
         if cached is not None:
             self._paint_result(name, cached)
             return
-        self.query_one("#tensor-status", Static).update("computing statistics...")
+        self._start_progress()
         self.query_one("#stats-table", DataTable).clear()
         for plot_id in ("#plot-hist", "#plot-heatmap", "#plot-spectrum", "#plot-heads"):
             self.query_one(plot_id, PlotView).show_message("")
         # start the worker after this paint: its first import of torch holds the GIL for a while
-        self.call_after_refresh(self._compute, name)
+        self.call_after_refresh(self._start_compute, name, self._job)
 
     def _mark(self, key: str) -> None:
         self.timings[key] = time.perf_counter()
 
+    # -- the progress line ------------------------------------------------------
+
+    def _start_progress(self) -> None:
+        self._stage = ""
+        self._started = time.perf_counter()
+        self._ticker = self.set_interval(PROGRESS_TICK_SECONDS, self._tick)
+        self._tick()
+
+    def _stop_progress(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+        self._stage = ""
+
+    def _tick(self) -> None:
+        if self._ticker is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        self.query_one("#tensor-status", Static).update(progress_line(self._stage, elapsed))
+
+    def on_stats_progress(self, message: StatsProgress) -> None:
+        message.stop()
+        if message.job != self._job or message.name != self.current or self._ticker is None:
+            return  # a superseded selection (or one already painted)
+        self._stage = message.stage
+        self._tick()
+
+    # -- computing statistics (thread worker) ----------------------------------------
+
+    def _start_compute(self, name: str, job: int) -> None:
+        if job != self._job:
+            return  # another tensor was selected before this one's worker started
+        self._stats_worker = self._compute(name, job)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="tensor-stats")
-    def _compute(self, name: str) -> None:
+    def _compute(self, name: str, job: int) -> None:
         worker = get_current_worker()
         store = self.store
         result: dict[str, Any] = {}
+
+        def progress(stage: str) -> None:
+            # runs in this thread: post_message is the thread-safe way to the UI
+            if not worker.is_cancelled:
+                try:
+                    self.post_message(StatsProgress(name, job, stage))
+                except RuntimeError:  # the app is shutting down
+                    pass
+
         t0 = time.perf_counter()
         try:
-            result["stats"] = dict(store.stats(name))
+            result["stats"] = dict(store.stats(name, progress=progress))
         except (ImportError, AttributeError) as exc:  # the stats module has not landed
             result["stats"] = {}
             result["stats_error"] = f"statistics are not available yet ({exc})"
@@ -322,6 +386,7 @@ class WeightsPane(Widget):
             self._paint_result(message.name, message.result)
 
     def _paint_result(self, name: str, result: dict[str, Any]) -> None:
+        self._stop_progress()
         stats = result.get("stats") or {}
         table = self.query_one("#stats-table", DataTable)
         table.clear()
@@ -368,5 +433,7 @@ class WeightsPane(Widget):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.group == "tensor-stats":
-            self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
+            if event.worker is self._stats_worker:  # not a superseded selection's worker
+                self._stop_progress()
+                self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
             self.app.report_error("Could not compute statistics", event.worker.error)
