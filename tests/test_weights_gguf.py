@@ -11,8 +11,24 @@ from lminspect.weights import open_store
 from lminspect.weights.naming import permute_rope, unpermute_rope
 
 
-def write_llama_gguf(src_dir, path, quant_q8: bool = True):
-    """A llama.cpp-style GGUF of the tiny HF llama (Q/K permuted as convert_hf_to_gguf does)."""
+def add_gpt2_tokenizer(w, src) -> None:
+    """The tiny model's byte-level BPE (tokenizer.json) as GGUF tokenizer metadata, with a chat template."""
+    w.add_tokenizer_model("gpt2")
+    tj = json.loads(src.tokenizer_json())
+    vocab = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]])
+    w.add_token_types([3 if t == "<|endoftext|>" else 1 for t, _ in vocab])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.add_chat_template("{{ messages }}")
+
+
+def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt2_tokenizer):
+    """A llama.cpp-style GGUF of the tiny HF llama (Q/K permuted as convert_hf_to_gguf does).
+
+    ``add_tokenizer(writer, src_store)`` writes the tokenizer metadata.
+    """
     import gguf
 
     src = open_store(src_dir)
@@ -26,15 +42,7 @@ def write_llama_gguf(src_dir, path, quant_q8: bool = True):
     w.add_head_count_kv(cfg["num_key_value_heads"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
-    w.add_tokenizer_model("gpt2")
-    tj = json.loads(src.tokenizer_json())
-    vocab = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
-    w.add_token_list([t for t, _ in vocab])
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]])
-    w.add_token_types([3 if t == "<|endoftext|>" else 1 for t, _ in vocab])
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
-    w.add_chat_template("{{ messages }}")
+    add_tokenizer(w, src)
     names = {"embed.tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight",
              "head.weight": "output.weight"}
     per = {"attn_norm": "attn_norm", "attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v",

@@ -284,18 +284,49 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     return cfg
 
 
+# ------------------------------------------------------------------ tokenizer metadata -> HF
+
+# tokenizer.ggml.token_type values (llama.cpp's llama_token_type) that become added tokens
+_CONTROL, _USER_DEFINED = 3, 4
+# tokenizer.ggml.model values we can build, and the architectures whose SentencePiece vocabularies
+# transformers builds differently (Gemma's respelled spaces, Phi-3's normalizer): we do not guess those.
+_SUPPORTED_MODELS = "gpt2 (byte-level BPE), llama (SentencePiece BPE)"
+_SPM_OTHER_ARCHS = ("gemma", "gemma2", "gemma3", "phi3")
+
+
 def tokenizer_json(g: GGUFFile) -> str | None:
-    """Build a HF ``tokenizers`` tokenizer.json from GGUF metadata (GPT-2 style BPE)."""
+    """Build a HF ``tokenizers`` tokenizer.json from GGUF metadata.
+
+    The result is the tokenizer HF transformers builds when it loads the same GGUF
+    (``AutoTokenizer.from_pretrained(dir, gguf_file=...)``), so ids match it.
+    """
     model = g.get_kv("tokenizer.ggml.model")
     if model is None:
         return None
-    if model != "gpt2":
-        raise FormatError(f"{g.path}: tokenizer model {model!r} is not supported (only GPT-2 style BPE)")
+    arch = g.get_kv("general.architecture")
+    if model == "gpt2":
+        build = _byte_level_bpe
+    elif model == "llama" and arch not in _SPM_OTHER_ARCHS:
+        build = _sentencepiece_bpe
+    else:
+        what = f"tokenizer model {model!r}" + (f" of architecture {arch!r}" if model == "llama" else "")
+        raise FormatError(f"{g.path}: {what} is not supported (supported: {_SUPPORTED_MODELS})")
+    if g.kv.get("tokenizer.ggml.tokens") is None:
+        raise FormatError(f"{g.path}: tokenizer model {model!r} but no tokenizer.ggml.tokens in the metadata")
+    return build(g).to_str()
+
+
+def _token_ids_of_type(g: GGUFFile, token_type: int) -> list[int]:
+    ttypes = g.get_kv("tokenizer.ggml.token_type")
+    return [] if ttypes is None else np.flatnonzero(np.asarray(ttypes) == token_type).tolist()
+
+
+def _byte_level_bpe(g: GGUFFile) -> Any:
+    """GPT-2 style byte-level BPE (SmolLM2, Llama 3...): the file lists its merges."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
     tokens = g.get_kv("tokenizer.ggml.tokens")
     merges = g.get_kv("tokenizer.ggml.merges") or []
-    ttypes = g.get_kv("tokenizer.ggml.token_type")
     vocab = {t: i for i, t in enumerate(tokens)}
     merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merge_pairs, fuse_unk=False))
@@ -307,13 +338,12 @@ def tokenizer_json(g: GGUFFile) -> str | None:
         tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    if ttypes is not None:
-        control = [tokens[i] for i in np.flatnonzero(np.asarray(ttypes) == 3)]
-        if control:
-            tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
-        user = [tokens[i] for i in np.flatnonzero(np.asarray(ttypes) == 4)]
-        if user:
-            tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
+    control = [tokens[i] for i in _token_ids_of_type(g, _CONTROL)]
+    if control:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+    user = [tokens[i] for i in _token_ids_of_type(g, _USER_DEFINED)]
+    if user:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
     if g.get_kv("tokenizer.ggml.add_bos_token") and g.get_kv("tokenizer.ggml.bos_token_id") is not None:
         bos_id = int(g.get_kv("tokenizer.ggml.bos_token_id"))
         bos = tokens[bos_id]
@@ -322,7 +352,98 @@ def tokenizer_json(g: GGUFFile) -> str | None:
             processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                           special_tokens=[(bos, bos_id)]),
         ])
-    return tok.to_str()
+    return tok
+
+
+def _sentencepiece_bpe(g: GGUFFile) -> Any:
+    """SentencePiece BPE (TinyLlama, Llama 2, OpenLLaMA...), built as transformers' LlamaTokenizer.
+
+    Spaces are "▁" (Metaspace, one "▁" prepended to the text, never split on), characters
+    missing from the vocabulary become their UTF-8 bytes ``<0xXX>`` (byte fallback), and
+    the decoder undoes both and strips the prepended space.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    tokens = g.get_kv("tokenizer.ggml.tokens")
+    merges = g.get_kv("tokenizer.ggml.merges")
+    if merges is not None:
+        pairs = [tuple(m.split(" ")) for m in merges]
+    else:
+        scores = g.get_kv("tokenizer.ggml.scores")
+        if scores is None:
+            raise FormatError(f"{g.path}: SentencePiece vocabulary has neither tokenizer.ggml.merges nor scores")
+        pairs = _merges_from_scores(tokens, np.asarray(scores).tolist())
+    vocab = {t: i for i, t in enumerate(tokens)}
+    # no unk_token on the model, as transformers builds it: unknown characters go to byte tokens
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=True, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(content=" ", left=1, right=0),
+    ])
+    special = _token_ids_of_type(g, _CONTROL) + [i for i in _named_special_ids(g).values() if i < len(tokens)]
+    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i in dict.fromkeys(special)])
+    user = _token_ids_of_type(g, _USER_DEFINED)
+    if user:
+        tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i in user])
+    tok.post_processor = _bos_eos_template(g, tokens)
+    return tok
+
+
+def _merges_from_scores(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
+    """The merges a SentencePiece BPE vocabulary implies (its GGUF usually lists none).
+
+    Every split of a token into two vocabulary pieces is a merge ranked by the token's score
+    (SentencePiece scores fall as merges were learned later). This is transformers'
+    ``generate_merges`` step for step, ties included, so our ids equal HF's.
+    """
+    vocab = {t: i for i, t in enumerate(tokens)}
+    found: list[tuple[str, str, float]] = []
+    for piece, score in dict(zip(tokens, scores, strict=False)).items():
+        splits = [(piece[:k], piece[k:], score) for k in range(1, len(piece))
+                  if piece[:k] in vocab and piece[k:] in vocab]
+        splits.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
+        found.extend(splits)
+    found.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)  # stable: ties keep vocab order
+    return [(left, right) for left, right, _ in found]
+
+
+def _named_special_ids(g: GGUFFile) -> dict[str, int]:
+    """bos/eos/unk/pad token ids the metadata names, keyed by HF's tokenizer_config names."""
+    out = {}
+    for key, hf in (("bos_token_id", "bos_token"), ("eos_token_id", "eos_token"),
+                    ("unknown_token_id", "unk_token"), ("padding_token_id", "pad_token")):
+        v = g.get_kv(f"tokenizer.ggml.{key}")
+        if v is not None and int(v) >= 0:
+            out[hf] = int(v)
+    return out
+
+
+def _add_bos_eos(g: GGUFFile) -> tuple[bool, bool]:
+    """Whether encoding adds bos/eos; llama.cpp adds bos to a SentencePiece vocabulary that does not say."""
+    add_bos = g.get_kv("tokenizer.ggml.add_bos_token")
+    if add_bos is None:
+        add_bos = g.get_kv("tokenizer.ggml.model") == "llama"
+    return bool(add_bos), bool(g.get_kv("tokenizer.ggml.add_eos_token", False))
+
+
+def _bos_eos_template(g: GGUFFile, tokens: list[str]) -> Any:
+    """HF's ``update_post_processor`` template (``<s>:0 $A:0 </s>:0``) as the add_bos/eos flags say."""
+    from tokenizers import processors
+
+    named = {k: i for k, i in _named_special_ids(g).items() if i < len(tokens)}
+    add_bos, add_eos = _add_bos_eos(g)
+    front = [named["bos_token"]] if add_bos and "bos_token" in named else []
+    back = [named["eos_token"]] if add_eos and "eos_token" in named else []
+
+    def seq(name: str, type_id: int) -> str:
+        return " ".join([f"{tokens[i]}:{type_id}" for i in front] + [f"${name}:{type_id}"]
+                        + [f"{tokens[i]}:{type_id}" for i in back])
+
+    return processors.TemplateProcessing(
+        single=seq("A", 0), pair=f"{seq('A', 0)} {seq('B', 1)}",
+        special_tokens=[(tokens[i], i) for i in dict.fromkeys(front + back)],
+    )
 
 
 def tokenizer_config(g: GGUFFile) -> dict[str, Any]:
@@ -331,14 +452,12 @@ def tokenizer_config(g: GGUFFile) -> dict[str, Any]:
     out: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
     if tokens is not None:
         toks = tokens.decode() if isinstance(tokens, StrArray) else tokens
-        for key, hf in (("bos_token_id", "bos_token"), ("eos_token_id", "eos_token"),
-                        ("unknown_token_id", "unk_token"), ("padding_token_id", "pad_token")):
-            v = g.get_kv(f"tokenizer.ggml.{key}")
-            if v is not None and 0 <= int(v) < len(toks):
-                out[hf] = toks[int(v)]
-    add_bos = g.get_kv("tokenizer.ggml.add_bos_token")
-    if add_bos is not None:
-        out["add_bos_token"] = bool(add_bos)
+        for hf, i in _named_special_ids(g).items():
+            if i < len(toks):
+                out[hf] = toks[i]
+    # transformers rebuilds the bos/eos template from these flags when it loads the directory
+    if g.get_kv("tokenizer.ggml.add_bos_token") is not None or g.get_kv("tokenizer.ggml.model") == "llama":
+        out["add_bos_token"], out["add_eos_token"] = _add_bos_eos(g)
     tmpl = g.get_kv("tokenizer.chat_template")
     if tmpl:
         out["chat_template"] = tmpl
