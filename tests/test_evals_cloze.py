@@ -53,11 +53,11 @@ def test_perplexity_matches_transformers(tiny_llama_dir):
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
-    from lminspect.evals.perplexity import evaluate_perplexity, load_texts
+    from lminspect.evals.perplexity import evaluate_perplexity
     from lminspect.models import load_model
 
     tok = Tokenizer.from_file(str(tiny_llama_dir / "tokenizer.json"))
-    texts = load_texts(["Once upon a time there was a little model.", "It read many books and learned words."])
+    texts = read_documents(["Once upon a time there was a little model.", "It read many books and learned words."])
     model = load_model(str(tiny_llama_dir))
     res = evaluate_perplexity(model, tok, texts, ctx_len=16, eos=0)
     stream = []
@@ -77,16 +77,3 @@ def test_perplexity_matches_transformers(tiny_llama_dir):
     assert res.ppl == pytest.approx(math.exp(nll / n), rel=1e-4)
     stitched = evaluate_perplexity(model, tok, texts, ctx_len=16, plan="0,3")
     assert stitched.ppl != pytest.approx(res.ppl)
-
-
-def test_load_texts_formats(tmp_path):
-    from lminspect.evals.perplexity import load_texts
-
-    (tmp_path / "a.txt").write_text("doc one\n\n\ndoc two\n")
-    assert load_texts(tmp_path / "a.txt") == ["doc one", "doc two"]
-    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n{"text": "y"}\n')
-    assert load_texts(tmp_path / "b.jsonl") == ["x", "y"]
-    with pytest.raises(UserError, match="no 'body' field"):
-        load_texts(tmp_path / "b.jsonl", field="body")
-    with pytest.raises(UserError, match="not found"):
-        load_texts(tmp_path / "none.txt")

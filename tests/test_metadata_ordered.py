@@ -29,10 +29,10 @@ def test_metadata_columns(meta_file):
     assert len(t["id"]) == 60 and len(set(t["id"])) == 60
     assert t["index"] == list(range(60)) and t["split"][0] == "val" and t["split"][1] == "train"
     assert all(p > 1 for p in t["ppl"]) and all(n > 0 for n in t["n_tokens"])
+    from lminspect.documents import read_documents
     from lminspect.metadata.order import sample_id
-    from lminspect.train.data import _builtin_docs
 
-    assert t["id"][3] == sample_id(_builtin_docs()[3])  # stable: hash of the text
+    assert t["id"][3] == sample_id(read_documents("builtin:train")[3])  # stable: hash of the text
 
 
 def test_metadata_plugins_and_bad_metric(tmp_path):

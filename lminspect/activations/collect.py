@@ -104,11 +104,9 @@ def resolve_sites(spec: list[str] | tuple[str, ...] | str, n_pos: int) -> list[s
 def iter_chunks(source: str, tok: Any, seq_len: int, *, split: str, text_field: str, doc: int = 0,
                 offset: int = 0) -> Iterator[tuple[int, int, list[int]]]:
     """``(doc index, token offset, ids)`` chunks of at most ``seq_len`` tokens from position (doc, offset)."""
-    from lminspect.train.data import iter_documents
+    from lminspect.documents import iter_documents
 
-    for i, text in iter_documents(source, split=split, text_field=text_field, start=doc):
-        if not isinstance(text, str):
-            raise UserError(f"data {source!r}: document {i} field {text_field!r} is {type(text).__name__}, not text")
+    for i, text in iter_documents(source, split=split, field=text_field, start=doc):
         if not text:
             continue
         ids = tok.encode(text)

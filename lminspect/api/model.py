@@ -457,9 +457,10 @@ class Model:
         from lminspect.evals.mc import evaluate_mc, load_mc
 
         if isinstance(data, str) and data == "cloze":
-            from lminspect.evals.cloze import builtin_corpus, make_cloze, read_documents
+            from lminspect.documents import read_documents
+            from lminspect.evals.cloze import make_cloze
 
-            data = make_cloze(read_documents(builtin_corpus()), n=limit or 50)
+            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
         items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
             load_mc(data, limit=limit, split=split)
         if limit is not None:
@@ -469,20 +470,21 @@ class Model:
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> Any:
         """Perplexity of a text, a list of texts, a file (.txt/.jsonl/.parquet/folder), or ``hf:DATASET``."""
-        from lminspect.evals.perplexity import evaluate_perplexity, load_texts
+        from lminspect.documents import DOCUMENT_SUFFIXES, read_documents
+        from lminspect.evals.perplexity import evaluate_perplexity
 
         src = text_or_file
         if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and len(src) < 4096
                                             and Path(src).exists()):
-            texts = load_texts(src, limit=limit)
+            texts = read_documents(src, limit=limit)
         elif isinstance(src, str) and src.startswith("hf:"):
-            texts = load_texts(src[3:], limit=limit)
-        elif isinstance(src, str) and "\n" not in src and src.lower().endswith((".txt", ".jsonl", ".json", ".parquet")):
-            texts = load_texts(src, limit=limit)  # a missing file: one clear error
+            texts = read_documents(src, limit=limit)
+        elif isinstance(src, str) and "\n" not in src and src.lower().endswith(DOCUMENT_SUFFIXES):
+            texts = read_documents(src, limit=limit)  # a missing file: one clear error
         elif isinstance(src, str):
             texts = [src]
         else:
-            texts = load_texts(list(src), limit=limit)
+            texts = read_documents(list(src), limit=limit)
         return evaluate_perplexity(self.engine, self.tokenizer, texts, plan=self.plan, ctx_len=ctx_len,
                                    max_tokens=max_tokens)
 

@@ -29,7 +29,8 @@ def make_mc(
 ) -> None:
     """Make a cloze multiple-choice set: a few sentences of context, the true next sentence,
     and distractor sentences (of similar length) from other documents. Written atomically."""
-    from lminspect.evals.cloze import make_cloze, read_documents, write_jsonl
+    from lminspect.documents import read_documents
+    from lminspect.evals.cloze import make_cloze, write_jsonl
 
     docs = read_documents(corpus, field=field)
     rows = make_cloze(docs, n=n, seed=seed, ctx_sentences=ctx_sentences, n_choices=choices)

@@ -263,7 +263,8 @@ def sweep(
     store, lm, tok = _load(model, dtype)
     named = load_plans(plans, lm.n_layers)
     if eval_ == "cloze":
-        from lminspect.evals.cloze import make_cloze, read_documents
+        from lminspect.documents import read_documents
+        from lminspect.evals.cloze import make_cloze
         from lminspect.evals.mc import hellaswag_item
 
         items = [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
@@ -271,9 +272,9 @@ def sweep(
         items = load_mc(eval_, limit=limit)
     texts = None
     if ppl_data:
-        from lminspect.evals.perplexity import load_texts
+        from lminspect.documents import read_documents
 
-        texts = load_texts(ppl_data)
+        texts = read_documents(ppl_data)
     rows: list[dict[str, Any]] = []
     label = Path(model.rstrip("/")).stem if Path(model).exists() else model
     base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"

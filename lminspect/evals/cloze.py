@@ -5,7 +5,8 @@ question (does the model prefer the true continuation?). Documents are split int
 sentences; an item's ``ctx`` is a few consecutive sentences, the true ending is the
 next sentence, and the distractors are sentences from *other* documents, chosen with a
 similar length so that length alone gives nothing away. The right answer's position is
-drawn at random. Same corpus + same seed = same file.
+drawn at random. Same corpus + same seed = same file. Corpora are read by
+:func:`lminspect.documents.read_documents` (re-exported here); ``builtin`` is the EB1911 article.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lminspect.documents import BUILTIN_CORPORA, read_documents  # read_documents: re-exported for callers
 from lminspect.errors import UserError
 
 __all__ = ["builtin_corpus", "make_cloze", "read_documents", "split_sentences", "write_jsonl"]
@@ -27,8 +29,8 @@ _SPLIT_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
 
 
 def builtin_corpus() -> Path:
-    """The corpus shipped in the package (see ``lminspect/data/corpus/README.md``)."""
-    return Path(__file__).resolve().parent.parent / "data" / "corpus" / "eb1911_shakespeare.txt"
+    """The corpus shipped for evaluation (see ``lminspect/data/corpus/README.md``); ``builtin`` here."""
+    return BUILTIN_CORPORA["eval"]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -57,25 +59,6 @@ def _prose(s: str, ratio: float = 0.85) -> bool:
 def _clean_sentence(s: str) -> bool:
     """Reasonable prose: 25-300 characters, mostly letters, ends like a sentence (drops OCR junk)."""
     return 25 <= len(s) <= 300 and s[-1] in ".!?\"')" and _prose(s, 0.88)
-
-
-def read_documents(source: str | Path | Sequence[str], *, field: str = "text", split: str | None = None) -> list[str]:
-    """Documents from ``builtin``, a .txt (documents separated by two blank lines, else by one),
-    a folder of .txt files, a .jsonl/.json/.parquet (``field``), or a HF dataset id."""
-    if isinstance(source, list | tuple):
-        return [str(t) for t in source if str(t).strip()]
-    if str(source) == "builtin":
-        source = builtin_corpus()
-    path = Path(source)
-    if path.is_file() and path.suffix.lower() not in (".jsonl", ".json", ".parquet"):
-        raw = path.read_text(encoding="utf-8", errors="replace")
-        docs = [d.strip() for d in re.split(r"\n\s*\n\s*\n", raw) if d.strip()]
-        if len(docs) < 2:
-            docs = [d.strip() for d in re.split(r"\n\s*\n", raw) if d.strip()]
-        return docs
-    from lminspect.evals.perplexity import load_texts
-
-    return load_texts(source, field=field, split=split)
 
 
 def make_cloze(docs: Iterable[str], *, n: int = 200, seed: int = 0, ctx_sentences: int = 3,

@@ -4,20 +4,20 @@ Texts are tokenized, joined with the EOS token between documents (when the token
 one), cut into non-overlapping windows of ``ctx_len`` tokens, and every token after the
 first of each window is scored. ``ppl = exp(mean NLL)``. Non-overlapping windows are the
 cheap, standard choice (a strided sliding window gives slightly lower numbers).
+Texts come from :func:`lminspect.documents.read_documents` (files, folders, hub ids, ``builtin``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
 
-__all__ = ["PPLResult", "evaluate_perplexity", "load_texts"]
+__all__ = ["PPLResult", "evaluate_perplexity"]
 
 
 @dataclass
@@ -34,44 +34,6 @@ class PPLResult:
     def as_dict(self) -> dict[str, Any]:
         return {"ppl": self.ppl, "nll": self.nll, "tokens": self.tokens, "seconds": self.seconds,
                 "tokens_per_s": self.tokens_per_s}
-
-
-def load_texts(source: str | Path | Sequence[str], *, field: str = "text", limit: int | None = None,
-               split: str | None = None) -> list[str]:
-    """Documents from a .txt file (documents separated by blank-line pairs), .jsonl/.json/.parquet
-    (``field``), a folder of .txt files, a list of strings, or a HF dataset id."""
-    if isinstance(source, list | tuple):
-        texts = [str(t) for t in source]
-    else:
-        path = Path(source)
-        if path.is_dir():
-            texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(path.glob("*.txt"))]
-        elif path.is_file():
-            suffix = path.suffix.lower()
-            if suffix in (".jsonl", ".json", ".parquet"):
-                from lminspect.evals.mc import _rows_from_file
-
-                texts = []
-                for k, row in enumerate(_rows_from_file(path)):
-                    if not isinstance(row, dict) or field not in row:
-                        raise UserError(f"{path}: item {k} has no '{field}' field")
-                    texts.append(str(row[field]))
-            else:
-                raw = path.read_text(encoding="utf-8", errors="replace")
-                texts = [d.strip() for d in raw.split("\n\n\n") if d.strip()]
-        elif str(source).lower().endswith((".txt", ".md", ".jsonl", ".json", ".parquet")) or str(
-                source).startswith(("/", ".", "~")):  # a path, not a hub id
-            raise UserError(f"text file not found: {source}")
-        else:
-            from lminspect.evals.mc import _rows_from_hub
-
-            texts = [str(r[field]) for r in _rows_from_hub(str(source), split or "test") if r.get(field)]
-    texts = [t for t in texts if t.strip()]
-    if limit is not None:
-        texts = texts[:limit]
-    if not texts:
-        raise UserError(f"no text found in {source if not isinstance(source, list | tuple) else 'texts'}")
-    return texts
 
 
 def evaluate_perplexity(model: Any, tokenizer: Any, texts: Iterable[str], *, plan: Any = None,

@@ -43,7 +43,8 @@ def compute_metadata(source: str, model_ref: str | None, *, metrics: list[str] |
                      load_plugins: bool = True,
                      progress: Callable[[int], None] | None = None) -> dict[str, list[Any]]:
     """The metadata table (as columns) for ``source`` (anything ``lminspect train --data`` takes)."""
-    from lminspect.train.data import VAL_EVERY, iter_documents, load_train_tokenizer
+    from lminspect.documents import iter_documents
+    from lminspect.train.data import VAL_EVERY, load_train_tokenizer
 
     known = available_metrics(load_plugins)
     names = list(known) if metrics is None else metrics
@@ -69,7 +70,7 @@ def compute_metadata(source: str, model_ref: str | None, *, metrics: list[str] |
         cols.update(ppl=[], nll=[])
     for m in names:
         cols[m] = []
-    for k, (i, text) in enumerate(iter_documents(source, "train", text_field)):
+    for k, (i, text) in enumerate(iter_documents(source, split="train", field=text_field)):
         if limit is not None and k >= limit:
             break
         if not text:

@@ -71,10 +71,11 @@ class OrderedStream:
     def __init__(self, source: str, tokenizer: Any, seq_len: int, *, split: str = "train",
                  text_field: str = "text", order_by: str | None = None, order: str = "asc",
                  metadata: str | None = None, seed: int = 0, state: dict[str, Any] | None = None) -> None:
-        from lminspect.train.data import VAL_EVERY, iter_documents
+        from lminspect.documents import iter_documents
+        from lminspect.train.data import VAL_EVERY
 
         self.tokenizer, self.seq_len = tokenizer, seq_len
-        docs = {i: t for i, t in iter_documents(source, split, text_field) if i % VAL_EVERY != 0 and t}
+        docs = {i: t for i, t in iter_documents(source, split=split, field=text_field) if i % VAL_EVERY != 0 and t}
         if not docs:
             raise UserError(f"data {source!r}: no training documents")
         self.docs = docs

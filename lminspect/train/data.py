@@ -1,13 +1,10 @@
 """Training data: documents -> tokens -> fixed-length packed sequences, with a resumable position.
 
-Sources (``--data`` or a plan step's ``data``):
-
-- ``builtin`` - the small corpus shipped in ``lminspect/data/train_corpus`` (works offline);
-- a local file or directory: ``.txt`` (one document per blank-line-separated block for the
-  shipped format, otherwise one per line as ``datasets``' "text" builder does),
-  ``.jsonl``/``.json``, ``.parquet`` - read with ``datasets`` in streaming mode;
-- anything else is a Hugging Face dataset id, optionally ``ID:CONFIG``
-  (e.g. ``wikimedia/wikipedia:20231101.en``), streamed.
+Sources (``--data`` or a plan step's ``data``) are anything :func:`lminspect.documents.iter_documents`
+reads: ``builtin`` (the small corpus shipped in ``lminspect/data/train_corpus``, works offline),
+a local .txt/.jsonl/.json/.parquet file or a folder of them, or a Hugging Face dataset id,
+optionally ``ID:CONFIG`` (e.g. ``wikimedia/wikipedia:20231101.en``), streamed. The document
+numbering rules (which the resume position and the validation split rely on) are there.
 
 Validation data is carved out of the same split: document ``i`` is held out when
 ``i % VAL_EVERY == 0``. This works for streams of unknown length and never changes
@@ -26,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lminspect.documents import iter_documents
 from lminspect.errors import UserError
 
 VAL_EVERY = 20
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "data" / "train_corpus"
-BUILTIN_CORPUS = CORPUS_DIR / "corpus.txt"
 BUILTIN_TOKENIZER = CORPUS_DIR / "tokenizer.json"
 
 
@@ -96,52 +93,8 @@ def load_train_tokenizer(spec: str) -> TrainTokenizer:
 
 
 def _builtin_docs() -> list[str]:
-    text = BUILTIN_CORPUS.read_text(encoding="utf-8")
-    return [d.strip() for d in text.split("\n\n\n") if d.strip()]
-
-
-_LOCAL_BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-def _open_dataset(source: str, split: str):
-    import datasets
-
-    path = Path(source)
-    try:
-        if path.exists():
-            files = sorted(p for p in path.rglob("*") if p.suffix in _LOCAL_BUILDERS) if path.is_dir() else [path]
-            if not files:
-                raise UserError(f"data {source}: no .txt/.jsonl/.parquet files found")
-            builder = _LOCAL_BUILDERS.get(files[0].suffix)
-            if builder is None:
-                raise UserError(f"data {source}: unsupported file type {files[0].suffix!r}")
-            kw = {"sample_by": "paragraph"} if builder == "text" else {}
-            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                                       streaming=True, **kw)
-            return ds
-        name, _, config = source.partition(":")
-        return datasets.load_dataset(name, config or None, split=split, streaming=True)
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - hub/network/format errors become one line
-        raise UserError(f"data {source!r} (split {split!r}) cannot be opened: {type(e).__name__}: {e}") from e
-
-
-def iter_documents(source: str, split: str = "train", text_field: str = "text", start: int = 0) -> Iterator[tuple[int, str]]:
-    """Yield ``(index, text)`` for every document of ``source`` from index ``start`` on."""
-    if source in ("builtin", "default"):
-        docs = _builtin_docs()
-        for i in range(start, len(docs)):
-            yield i, docs[i]
-        return
-    ds = _open_dataset(source, split)
-    if start:
-        ds = ds.skip(start)
-    for i, row in enumerate(ds, start):
-        text = row.get(text_field) if isinstance(row, dict) else None
-        if text is None:
-            raise UserError(f"data {source!r}: rows have no {text_field!r} field (fields: {', '.join(row)})")
-        yield i, text
+    """The shipped training corpus as a list (kept for tests that sample it)."""
+    return [text for _, text in iter_documents("builtin:train")]
 
 
 # ---------------------------------------------------------------- packing
@@ -175,7 +128,7 @@ class PackedStream:
         empty_epochs = 0
         while len(self.buffer) < need:
             if self._it is None:
-                self._it = iter_documents(self.source, self.split, self.text_field, self.doc)
+                self._it = iter_documents(self.source, split=self.split, field=self.text_field, start=self.doc)
             got_any = False
             for i, text in self._it:
                 self.doc = i + 1
