@@ -59,7 +59,7 @@ from typing import IO, Any
 
 from lminspect.errors import UserError
 
-__all__ = ["BUILTIN_CORPORA", "DOCUMENT_SUFFIXES", "builtin_corpus", "iter_documents", "locate",
+__all__ = ["BUILTIN_CORPORA", "DOCUMENT_SUFFIXES", "builtin_corpus", "file_suffix", "iter_documents", "iter_rows", "locate",
            "read_documents"]
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -84,7 +84,8 @@ def builtin_corpus(name: str = "train") -> Path:
         raise UserError(f"unknown builtin corpus {name!r} (have: {', '.join(BUILTIN_CORPORA)})") from None
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """The suffix that decides how a file is read (``.jsonl.gz`` counts as one)."""
     name = path.name.lower()
     return ".jsonl.gz" if name.endswith(".jsonl.gz") else path.suffix.lower()
 
@@ -105,7 +106,7 @@ def locate(source: str | os.PathLike[str], builtin: str = "train") -> Path | str
         if text.startswith("hf:"):
             return text[3:]
         path = Path(text).expanduser()
-        looks_like_path = text.startswith(("/", ".", "~")) or _suffix(path) in _PATH_LIKE_SUFFIXES
+        looks_like_path = text.startswith(("/", ".", "~")) or file_suffix(path) in _PATH_LIKE_SUFFIXES
         if not path.exists() and not looks_like_path:
             return text
     if not path.exists():
@@ -168,7 +169,7 @@ def read_documents(source: Source, *, split: str = "test", field: str = "text", 
 def _iter_local(path: Path, field: str, start: int) -> Iterator[tuple[int, str]]:
     """Documents of a file or of every document file in a folder, numbered on across files."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in _FOLDER_SUFFIXES
+        files = sorted(p for p in path.rglob("*") if p.is_file() and file_suffix(p) in _FOLDER_SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
             raise UserError(f"{path}: no {'/'.join(_FOLDER_SUFFIXES)} files in this folder")
@@ -190,16 +191,12 @@ def _iter_local(path: Path, field: str, start: int) -> Iterator[tuple[int, str]]
 
 def _read_file(path: Path, field: str, skip: int) -> Generator[str, None, int]:
     """Yield a file's documents after the first ``skip``; return how many it has in all."""
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     try:
         if suffix in TEXT_SUFFIXES:
             return (yield from _read_text(path, skip))
-        if suffix in JSONL_SUFFIXES:
-            return (yield from _read_jsonl(path, field, skip))
-        if suffix == ".json":
-            return (yield from _read_json(path, field, skip))
-        if suffix == ".parquet":
-            return (yield from _read_parquet(path, field, skip))
+        if suffix in JSONL_SUFFIXES or suffix in (".json", ".parquet"):
+            return (yield from _read_rows(path, field, skip))
     except OSError as exc:  # unreadable, not gzip, a broken link...
         raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     raise UserError(f"{path}: unsupported file type {suffix or '(no suffix)'!r} "
@@ -243,7 +240,34 @@ def _read_text(path: Path, skip: int) -> Generator[str, None, int]:
     return n
 
 
-def _read_jsonl(path: Path, field: str, skip: int) -> Generator[str, None, int]:
+def iter_rows(path: Path, *, skip: int = 0, columns: list[str] | None = None,
+              ) -> Generator[tuple[str, Any], None, int]:
+    """Yield ``(where, row)`` for the rows of a .jsonl/.ndjson/.jsonl.gz, .json (a list) or
+    .parquet file after the first ``skip``, ``where`` naming the file (and line) for
+    errors; return how many rows the file has. Rows are parsed JSON values (objects,
+    unless the file is odd; callers check). ``columns`` limits what parquet reads. Also
+    the reader of multiple-choice items (``evals.mc``)."""
+    suffix = file_suffix(path)
+    if suffix in JSONL_SUFFIXES:
+        return (yield from _jsonl_rows(path, skip))
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data":  # JSON lines in a .json file
+                return (yield from _jsonl_rows(path, skip))
+            raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of rows, got a {type(data).__name__}")
+        for n in range(skip, len(data)):
+            yield str(path), data[n]
+        return len(data)
+    if suffix == ".parquet":
+        return (yield from _parquet_rows(path, skip, columns))
+    raise UserError(f"{path}: unsupported file type {suffix or '(no suffix)'!r} (use .jsonl, .json or .parquet)")
+
+
+def _jsonl_rows(path: Path, skip: int) -> Generator[tuple[str, Any], None, int]:
     n = 0
     with _open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
@@ -254,26 +278,12 @@ def _read_jsonl(path: Path, field: str, skip: int) -> Generator[str, None, int]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                yield _row_text(row, field, f"{path}:{lineno}", n)
+                yield f"{path}:{lineno}", row
             n += 1
     return n
 
 
-def _read_json(path: Path, field: str, skip: int) -> Generator[str, None, int]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # JSON lines in a .json file
-            return (yield from _read_jsonl(path, field, skip))
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of rows, got a {type(data).__name__}")
-    for n in range(skip, len(data)):
-        yield _row_text(data[n], field, str(path), n)
-    return len(data)
-
-
-def _read_parquet(path: Path, field: str, skip: int) -> Generator[str, None, int]:
+def _parquet_rows(path: Path, skip: int, columns: list[str] | None) -> Generator[tuple[str, Any], None, int]:
     try:
         import pyarrow.parquet as pq
 
@@ -281,20 +291,33 @@ def _read_parquet(path: Path, field: str, skip: int) -> Generator[str, None, int
     except Exception as exc:  # noqa: BLE001 - any reader error is a bad file
         raise UserError(f"{path}: cannot read parquet ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     names = pf.schema_arrow.names
-    if field not in names:
-        raise UserError(f"{path}: no {field!r} field (fields: {', '.join(names) or 'none'})")
+    missing = [c for c in columns or () if c not in names]
+    if missing:
+        raise UserError(f"{path}: no {missing[0]!r} field (fields: {', '.join(names) or 'none'})")
     n = 0
     for g in range(pf.num_row_groups):
         rows = pf.metadata.row_group(g).num_rows
         if n + rows <= skip:  # whole row groups before ``skip`` are not read
             n += rows
             continue
-        for batch in pf.iter_batches(batch_size=1024, row_groups=[g], columns=[field]):
-            for value in batch.column(0).to_pylist():
+        for batch in pf.iter_batches(batch_size=1024, row_groups=[g], columns=columns):
+            for row in batch.to_pylist():
                 if n >= skip:
-                    yield _as_text(value, field, str(path), n)
+                    yield str(path), row
                 n += 1
     return n
+
+
+def _read_rows(path: Path, field: str, skip: int) -> Generator[str, None, int]:
+    rows = iter_rows(path, skip=skip, columns=[field])
+    n = skip
+    try:
+        while True:
+            where, row = next(rows)
+            yield _row_text(row, field, where, n)
+            n += 1
+    except StopIteration as done:
+        return done.value
 
 
 def _row_text(row: Any, field: str, where: str, n: int) -> str:

@@ -23,7 +23,6 @@ and all endings run together as one padded batch against the shared prefix.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lminspect.documents import file_suffix, iter_rows
 from lminspect.errors import UserError
 
 __all__ = [
@@ -147,36 +147,9 @@ def hellaswag_item(row: dict[str, Any], k: int = 0) -> MCItem:
 
 
 def _rows_from_file(path: Path) -> Iterable[dict[str, Any]]:
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
-    if suffix in (".jsonl", ".jsonl.gz", ".ndjson"):
-        import gzip
-
-        opener = gzip.open if suffix.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of items")
-        yield from data
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - any reader error is a bad file
-            raise UserError(f"{path}: cannot read parquet ({str(exc).splitlines()[0]})") from None
-        yield from table.to_pylist()
-    else:
+    if file_suffix(path) not in (".jsonl", ".jsonl.gz", ".ndjson", ".json", ".parquet"):
         raise UserError(f"{path}: unsupported multiple-choice file type (use .jsonl, .json or .parquet)")
+    return (row for _, row in iter_rows(path))
 
 
 def _rows_from_hub(ref: str, split: str | None) -> Iterable[dict[str, Any]]:
