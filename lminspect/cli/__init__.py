@@ -7,6 +7,8 @@ formats are imported inside the command functions so ``lminspect --help`` stays 
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -22,9 +24,17 @@ from lminspect.cli import (
     weights_cmd,
 )
 
+try:  # recent typer ships its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click.exceptions import UsageError
+
 
 class _OneLineErrors(TyperGroup):
-    """Print a UserError as one plain line and exit 2 (typer's rich mode would draw a box)."""
+    """Print a UserError, and a usage error (unknown command or option, bad or missing
+    value), as one plain line and exit 2; typer's rich mode would draw a box under a
+    usage line. Sub-commands parse their arguments inside this invoke, so one place
+    covers every command."""
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         from lminspect.errors import UserError
@@ -34,6 +44,12 @@ class _OneLineErrors(TyperGroup):
         except UserError as e:
             e.show()
             raise typer.Exit(e.exit_code) from None
+        except UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: typer shows its help
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            print(f"lminspect: error: {where}: {e.format_message()} (see '{where} -h')", file=sys.stderr)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
