@@ -9,9 +9,10 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
   per chunk the four float32 power sums of d = x - shift and the extremes, the
   per-chunk partial sums combined in float64 in chunk order. ``shift`` is the mean of
   the first ``SHIFT_HEAD`` elements when that is large compared with their spread (so
-  the sums do not cancel), else 0. With numba installed (the optional ``[stats]`` extra), one compiled
-  loop per chunk does all of it in SIMD registers (``stats_kernels``: 32k-element
-  chunks, min/max from the float bits as integers); without it, the torch path: per
+  the sums do not cancel), else 0. With numba installed (the optional ``[stats]``
+  extra), one compiled loop per chunk does all of it in SIMD registers
+  (``stats_numba``: 32k-element chunks, min/max from the float bits as integers, see
+  ``stats_kernels``); without it, the torch path: per
   512 KiB chunk numpy min and max, then d2 = d*d into a reused buffer, sum(d), sum(d2),
   dot(d2, d), dot(d2, d2). Runs of chunks are scanned by ``workers`` threads (the
   kernels, torch and numpy release the GIL; torch runs single-threaded in each); the
@@ -20,8 +21,9 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
   |x| <= 1e-6 * absmax are computed on a sample of about ``SAMPLE`` elements (every
   element for smaller tensors; ``sampled`` says which): with step = ceil(numel /
   SAMPLE), the first ceil(len / step) elements of every ``SAMPLE_BLOCK`` (32k)
-  elements, copied while the chunks are scanned. A full-precision histogram costs ~10x the rest of the
-  scan, so it is sampled. The compiled histogram's counts equal ``np.histogram``'s.
+  elements, copied while the chunks are scanned (a full-precision histogram would cost
+  more than the rest of the scan). The compiled histogram's counts equal
+  ``np.histogram``'s on the sample.
 - 2-D tensors with ``svd=True``: singular values from the eigenvalues of the Gram matrix
   (W^T W or W W^T, the smaller) in float64 when min(shape) <= ``SVD_FULL_MAX``, else the
   top ``SVD_TOPK`` by ``torch.svd_lowrank`` (``svd_method`` says which). ``stable_rank``
@@ -55,7 +57,7 @@ from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_ex
 
 CHUNK = 1 << 17  # elements per chunk on the torch path (512 KiB of float32: chunk + its square stay in L2)
 SHIFT_HEAD = 1 << 13  # elements that estimate the mean for the shift
-SAMPLE = 1 << 20  # max elements in the histogram / near-zero sample
+SAMPLE = 1 << 20  # about this many elements in the histogram / near-zero sample
 BINS = 64
 NEAR_ZERO = 1e-6  # relative to absmax
 SVD_FULL_MAX = 4096
