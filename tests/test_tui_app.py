@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from test_tui_helpers import wait_until, write_run
+from test_tui_helpers import make_acts, wait_until, write_run
 from textual.geometry import Region
 from textual.widgets import DataTable, Input, SelectionList, Static, Tree
 
@@ -14,6 +14,7 @@ from lminspect.tui.app import LMInspectApp
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
 from lminspect.tui.screens.picker import PickerScreen
+from lminspect.tui.widgets.activations import ActsPane
 from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.stream import StreamView
@@ -167,12 +168,14 @@ def _assert_usable(app, *selectors: str) -> None:
 async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
     write_run(tmp_path / "runs" / "baseline", steps=40)
     write_run(tmp_path / "runs" / "variant", steps=30, offset=0.15)
-    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    make_acts(tiny_llama_dir, tmp_path / "acts" / "base")
+    make_acts(tiny_llama_dir, tmp_path / "acts" / "plan", plan="0-2,2,3")
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", acts=[tmp_path / "acts"], remember=False)
     async with app.run_test(size=SMALL) as pilot:
         assert tuple(app.screen.size) == SMALL
         await _opened(pilot)
         tabs = ("#tabs", "#tabs Tab#--content-tab-weights", "#tabs Tab#--content-tab-stitch",
-                "#tabs Tab#--content-tab-runs")
+                "#tabs Tab#--content-tab-runs", "#tabs Tab#--content-tab-acts")
         await pilot.press("down", "down", "enter")
         pane = app.query_one(WeightsPane)
         await wait_until(pilot, lambda: "figures" in pane.timings, what="statistics and figures")
@@ -204,6 +207,24 @@ async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
         await pilot.press("space")
         await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
         _assert_usable(app, "#runs-list", "#plot-loss")
+
+        await pilot.click("#tabs Tab#--content-tab-acts")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "acts", what="the Activations tab")
+        acts = app.query_one(ActsPane)
+        await wait_until(pilot, lambda: acts.profile is not None, what="activation statistics")
+        await pilot.pause(0.2)
+        assert app.focused is app.query_one("#acts-list", SelectionList)
+        _assert_usable(app, *tabs, "#acts-path", "#acts-list", "#acts-status", "#acts-kind", "#acts-metric",
+                       "#acts-layers")
+        assert "resid_out" in app.query_one("#acts-layers", PlotView).text
+        await pilot.press("down", "space")  # tick the second results dir: the diff
+        await wait_until(pilot, lambda: bool(acts.diff_rows), what="the diff")
+        await pilot.pause(0.2)
+        # the per-site view and the diff lie below the first figure: each scrolls into view and fits
+        for below in ("#acts-sites", "#acts-dims", "#acts-top", "#acts-diff", "#acts-diff-plot"):
+            app.query_one(below).scroll_visible(animate=False, immediate=True)
+            await pilot.pause()
+            _assert_usable(app, below)
 
 
 async def test_bad_plan_shows_inline_error_with_column(tiny_llama_dir, tmp_path):
@@ -378,14 +399,17 @@ async def test_help_theme_palette_and_quit(tiny_llama_dir, tmp_path):
 
 
 def test_tui_command_wires_the_app(monkeypatch, tmp_path):
-    """``lminspect tui MODEL --runs DIR`` builds the app with those arguments (not run here)."""
+    """``lminspect tui MODEL --runs DIR --acts DIR`` builds the app with those arguments (not run here)."""
     from typer.testing import CliRunner
 
     from lminspect.cli import app as cli
     from lminspect.tui import app as tui_app
 
     seen = {}
-    monkeypatch.setattr(tui_app, "run_app", lambda model, runs: seen.update(model=model, runs=runs))
+    monkeypatch.setattr(tui_app, "run_app", lambda model, runs, acts: seen.update(model=model, runs=runs, acts=acts))
     r = CliRunner().invoke(cli, ["tui", "somemodel", "--runs", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert seen == {"model": "somemodel", "runs": tmp_path}
+    assert seen == {"model": "somemodel", "runs": tmp_path, "acts": []}
+    r = CliRunner().invoke(cli, ["tui", "somemodel", "--acts", str(tmp_path / "a"), "--acts", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert seen["acts"] == [tmp_path / "a", tmp_path / "b"]

@@ -1,4 +1,5 @@
-"""Helpers shared by the TUI tests (no tests here): waiting on app state, writing runs."""
+"""Helpers shared by the TUI tests (no tests here): waiting on app state, writing runs, collecting
+activation statistics."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def write_run(run_dir: Path, *, steps: int = 40, offset: float = 0.0, name: str 
         rows.append(json.dumps(row))
     (run_dir / "stats.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return run_dir
+
+
+def make_acts(model_dir: Path, out: Path, **kw):
+    """A real activations results dir of ``model_dir``: the collector on the builtin corpus, 256 tokens
+    (well under a second on the tiny models). Returns the ``ActivationStats``."""
+    from lminspect.activations import collect
+
+    kw = {"tokens": 256, "seq_len": 32, "batch_size": 4, "progress": False, **kw}
+    return collect(str(model_dir), out, **kw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_tui_helpers import wait_until, write_run
+from test_tui_helpers import make_acts, wait_until, write_run
 
 from lminspect.tui.app import LMInspectApp
 
@@ -87,3 +87,19 @@ def test_snapshot_help(tiny, snap_compare):
         await pilot.press("f1")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_help)
+
+
+def test_snapshot_activations(tiny, tmp_path, snap_compare):
+    """The Activations tab on a results dir of the open model (so marked "this model")."""
+    make_acts(tiny, tmp_path / "acts" / "base")
+    app = LMInspectApp(str(tiny), runs_dir="runs", acts=["acts"], remember=False)
+
+    async def show_activations(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.pause()
+        await pilot.press("a")
+        pane = app.query_one("#acts-pane")
+        await wait_until(pilot, lambda: pane.profile is not None and pane.identity is not None, what="statistics")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=show_activations)

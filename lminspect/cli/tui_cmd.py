@@ -19,8 +19,12 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Directory holding training runs (Runs tab)."),
+        acts: list[Path] | None = typer.Option(
+            None, "--acts",
+            help="Results dir of `lminspect activations`, or a folder of them (Activations tab); repeatable.",
+        ),
     ) -> None:
-        """Browse weights, stitch layers and watch training runs in a terminal UI."""
+        """Browse weights, stitch layers, watch training runs and activation statistics in a terminal UI."""
         from lminspect.tui.app import run_app
 
-        run_app(model, runs)
+        run_app(model, runs, acts or [])

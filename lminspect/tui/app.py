@@ -1,7 +1,7 @@
-"""``lminspect tui``: the Textual app (Weights, Stitch and Runs tabs).
+"""``lminspect tui``: the Textual app (Weights, Stitch, Runs and Activations tabs).
 
 Start-up only builds widgets; opening the model (reading headers), statistics,
-model loading, generation and run loading all happen in thread workers, so the
+model loading, generation, run loading and activation statistics all happen in thread workers, so the
 first screen shows at once and the UI thread never blocks for long. Worker
 errors become an error modal (``report_error``), never a crash.
 """
@@ -9,6 +9,7 @@ errors become an error modal (``report_error``), never a crash.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -25,13 +27,15 @@ from lminspect.tui.messages import StoreOpened
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
 from lminspect.tui.screens.picker import Choice, PickerScreen
+from lminspect.tui.widgets.activations import ActsPane
 from lminspect.tui.widgets.runs import RunsPane
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.weights import WeightsPane
 
 
 class LMInspectApp(App[None]):
-    """The workbench. ``model`` is anything ``open_store`` accepts; ``runs_dir`` holds runs."""
+    """The workbench. ``model`` is anything ``open_store`` accepts; ``runs_dir`` holds runs;
+    ``acts`` are activation results directories (or folders of them) for the Activations tab."""
 
     CSS_PATH = "app.tcss"
     # the screen gets class -short below 30 rows (80x24 is the smallest supported size)
@@ -46,13 +50,16 @@ class LMInspectApp(App[None]):
         Binding("w", "show_tab('weights')", "Weights", id="app.weights"),
         Binding("s", "show_tab('stitch')", "Stitch", id="app.stitch"),
         Binding("r", "show_tab('runs')", "Runs", id="app.runs"),
+        Binding("a", "show_tab('acts')", "Activations", id="app.acts"),
         Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
     ]
 
-    def __init__(self, model: str | None = None, runs_dir: str | Path = "runs", *, remember: bool = True) -> None:
+    def __init__(self, model: str | None = None, runs_dir: str | Path = "runs", *,
+                 acts: Sequence[str | Path] = (), remember: bool = True) -> None:
         super().__init__()
         self.model_ref = model
         self.runs_dir = Path(runs_dir)
+        self.acts = [Path(p) for p in acts]
         self.store: Any = None
         self.remember = remember  # tests and benchmarks don't touch recent.json
 
@@ -65,6 +72,8 @@ class LMInspectApp(App[None]):
                 yield StitchPane(id="stitch-pane")
             with TabPane("Runs", id="runs"):
                 yield RunsPane(self.runs_dir, id="runs-pane")
+            with TabPane("Activations", id="acts"):
+                yield ActsPane(self.acts, id="acts-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -94,6 +103,7 @@ class LMInspectApp(App[None]):
         self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')})"
         self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
+        self.query_one(ActsPane).set_store(message.store)
         if self.remember:
             backend.remember_model(message.ref)
 
@@ -126,13 +136,18 @@ class LMInspectApp(App[None]):
 
     # the widget that takes focus when a tab is shown (moving focus first also keeps
     # TabbedContent from switching back to the tab that held the old focus)
-    TAB_FOCUS = {"weights": "#weights-tree", "stitch": "#plan-input", "runs": "#runs-list"}
+    TAB_FOCUS = {"weights": "#weights-tree", "stitch": "#plan-input", "runs": "#runs-list", "acts": "#acts-list"}
+
+    def _focus_target(self, tab: str) -> Widget:
+        if tab == "acts":  # the path field while there is nothing to tick
+            return self.query_one(ActsPane).focus_target()
+        return self.query_one(self.TAB_FOCUS[tab])
 
     def action_show_tab(self, tab: str) -> None:
         tabs = self.query_one(TabbedContent)
         if isinstance(self.screen, ModalScreen):
             return
-        target = self.query_one(self.TAB_FOCUS[tab])
+        target = self._focus_target(tab)
         tabs.active = tab
         target.focus()
 
@@ -140,7 +155,7 @@ class LMInspectApp(App[None]):
         """Clicking a tab: put focus inside the pane, so keys go where the eyes are."""
         tab = event.pane.id
         if tab in self.TAB_FOCUS:
-            widget = self.query_one(self.TAB_FOCUS[tab])
+            widget = self._focus_target(tab)
             if not widget.has_focus and (self.focused is None or tab not in {a.id for a in self.focused.ancestors}):
                 self.call_after_refresh(widget.focus)
 
@@ -158,6 +173,13 @@ class LMInspectApp(App[None]):
     def action_stitch_stop(self) -> None:
         self.query_one(StitchPane).action_stop()
 
+    def action_acts_add(self) -> None:
+        """Activations tab, cursor in its path field."""
+        if isinstance(self.screen, ModalScreen):
+            return
+        self.query_one(TabbedContent).active = "acts"
+        self.query_one("#acts-path").focus()
 
-def run_app(model: str | None = None, runs_dir: str | Path = "runs") -> None:
-    LMInspectApp(model, runs_dir).run()
+
+def run_app(model: str | None = None, runs_dir: str | Path = "runs", acts: Sequence[str | Path] = ()) -> None:
+    LMInspectApp(model, runs_dir, acts=acts).run()

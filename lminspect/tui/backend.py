@@ -1,4 +1,4 @@
-"""The TUI's only doorway into the library (weights, engine, stitch, training).
+"""The TUI's only doorway into the library (weights, engine, stitch, training, activations).
 
 The TUI never reads a file format itself. Each function here imports the
 library module it needs lazily, so the app starts fast and a library that has
@@ -122,6 +122,52 @@ def run_mtime(path: Path) -> float:
         except OSError:
             pass
     return best
+
+
+# -- activation statistics ---------------------------------------------------
+
+
+def load_activations(path: str | os.PathLike[str]) -> Any:
+    return _import("lminspect.activations.store", "load")(path)
+
+
+def activations_diff(a: Any, b: Any) -> list[dict[str, Any]]:
+    return _import("lminspect.activations.diff", "diff")(a, b)
+
+
+def model_identity(store: Any) -> dict[str, Any]:
+    return _import("lminspect.activations.store", "model_identity")(store)
+
+
+def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Activation results directories at ``path``: the directory itself when it holds an
+    ``index.json``, else its subdirectories that do. Returns ``([(dir, index)], problems)``;
+    a path that is missing, a file, or holds no results dir raises ``UserError`` (one line)."""
+    from lminspect.errors import UserError
+
+    read_index = _import("lminspect.activations.store", "read_index")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise UserError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory (give an activations results dir, or a folder of them)")
+    index = read_index(root)  # FormatError (a UserError) when index.json is there but not ours
+    if index is not None:
+        return [(root, index)], []
+    found: list[tuple[Path, dict[str, Any]]] = []
+    problems: list[str] = []
+    for cand in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            idx = read_index(cand)
+        except UserError as exc:
+            problems.append(user_message(exc))
+            continue
+        if idx is not None:
+            found.append((cand, idx))
+    if not found:
+        why = f" ({problems[0]})" if problems else ""
+        raise UserError(f"{root}: not an activations results dir and holds none (no index.json){why}")
+    return found, problems
 
 
 # -- known models ------------------------------------------------------------

@@ -12,6 +12,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Weights tab", "show_tab('weights')", "Browse tensors, statistics and figures"),
     ("Stitch tab", "show_tab('stitch')", "Layer plans and streamed generation"),
     ("Runs tab", "show_tab('runs')", "Training curves and diff vs baseline"),
+    ("Activations tab", "show_tab('acts')", "Activation statistics per layer and per dimension, diffs"),
+    ("Add activation results", "acts_add", "Type an activations results directory (or a folder of them)"),
     ("Run generation", "stitch_run", "Generate with the current plan"),
     ("Stop generation", "stitch_stop", "Cancel the running generation"),
     ("Toggle dark/light theme", "toggle_theme", "Switch between dark and light"),

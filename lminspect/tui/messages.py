@@ -58,3 +58,32 @@ class RunsLoaded(Message):
 
     runs: dict[str, Any]
     errors: dict[str, str]
+
+
+@dataclass
+class ActsFound(Message):
+    """Activation results directories found under paths (``--acts``, or typed in the tab).
+
+    ``entries``: ``(directory, index.json contents)``; ``errors``: one line per bad path;
+    ``typed``: the paths came from the tab's path field (not the command line)."""
+
+    entries: list[tuple[str, dict[str, Any]]]
+    errors: list[str]
+    typed: bool = False
+
+
+@dataclass
+class ActsLoaded(Message):
+    """Loaded activation results (``ActsResult`` by directory), load errors by directory, and
+    diffs: ``(a, b) -> rows`` or an error line."""
+
+    results: dict[str, Any]
+    errors: dict[str, str]
+    diffs: dict[tuple[str, str], Any]
+
+
+@dataclass
+class ModelIdentity(Message):
+    """``model_identity(store)`` of the open model (None when it cannot be computed)."""
+
+    identity: dict[str, Any] | None

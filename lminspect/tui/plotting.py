@@ -1,4 +1,5 @@
-"""plotext figures for tensors (histogram, heatmap, spectrum, per-head norms).
+"""plotext figures for tensors (histogram, heatmap, spectrum, per-head norms) and activation
+statistics (per-layer lines, per-dimension values).
 
 Each function is pure: data in, the text of a plotext figure out (ANSI colours,
 turned into Rich text by :class:`lminspect.tui.widgets.plot.PlotView`). plotext
@@ -185,3 +186,96 @@ def head_norms(weight: np.ndarray, n_heads: int, *, by_columns: bool) -> list[fl
         part = w[:, h * hd : (h + 1) * hd] if by_columns else w[h * hd : (h + 1) * hd]
         out.append(float(math.sqrt(float(np.square(part, dtype=np.float64).sum()))))
     return out
+
+
+def _fit(title: str, width: int) -> str:
+    """plotext drops a title wider than its canvas (the figure less the y tick labels): shorten it."""
+    room = max(width - 12, 8)
+    return title if len(title) <= room else title[: room - 1] + "…"
+
+
+def _ticks_for(x: Sequence[int], most: int = 10) -> list[int]:
+    x = list(x)
+    step = max(1, math.ceil(len(x) / most))
+    return x[::step]
+
+
+def series_figure(
+    x: Sequence[int],
+    series: Sequence[tuple[str, Sequence[float]]],
+    width: int,
+    height: int,
+    title: str,
+    *,
+    xlabel: str = "layer",
+    log: bool = False,
+) -> str:
+    """Lines over integer x (layers, plan positions), one per ``(label, values)``.
+
+    ``log``: plotted as log10 on a linear axis (plotext log scales raise) with the y ticks
+    labelled in real values; values <= 0 sit at the smallest positive one. Non-finite
+    points are left out.
+    """
+    xs = np.asarray(list(x), dtype=np.float64)
+    ys = [(label, np.asarray(v, dtype=np.float64)) for label, v in series]
+    finite = np.concatenate([v[np.isfinite(v)] for _, v in ys]) if ys else np.array([])
+    if xs.size == 0 or finite.size == 0:
+        return f"{title}: nothing to plot"
+    floor = 0.0
+    if log:
+        pos = finite[finite > 0]
+        if pos.size == 0:
+            return f"{title}: nothing positive to plot on a log scale"
+        floor = float(pos.min())
+    colours = ["cyan", "blue", "orange", "red", "green", "magenta"]
+    lo, hi = math.inf, -math.inf
+    with PLOT_LOCK:
+        if log:
+            title = title + " (log scale)" if len(title) + 12 <= width - 12 else title + " (log)"
+        plt = _begin(width, height, _fit(title, width))
+        for i, (label, v) in enumerate(ys):
+            keep = np.isfinite(v)
+            if not keep.any():
+                continue
+            y = np.log10(np.maximum(v[keep], floor)) if log else v[keep]
+            lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+            plt.plot(xs[keep].tolist(), y.tolist(), label=label, color=colours[i % len(colours)], marker="braille")
+        ticks = _ticks_for([int(t) for t in xs])
+        plt.xticks(ticks, [str(t) for t in ticks])
+        if log:
+            if hi - lo < 1e-9:
+                lo, hi = lo - 0.5, hi + 0.5
+            yt = np.linspace(lo, hi, 5).tolist()
+            plt.yticks(yt, [f"{10 ** t:.3g}" for t in yt])
+        plt.xlabel(xlabel)
+        return plt.build()
+
+
+def dims_figure(values: Sequence[float], width: int, height: int, title: str,
+                mark: Sequence[int] = ()) -> str:
+    """One value per dimension (std, |x| max, ... of an activation site); ``mark`` dims get an x.
+
+    More dimensions than braille dots across (2 per column): each run of dimensions is drawn
+    by its largest-|x| member, so spikes survive (and an 8k-wide site draws in ~20 ms, not 100).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(v)
+    if v.size == 0 or not keep.any():
+        return f"{title}: nothing to plot"
+    dims = np.nonzero(keep)[0]
+    buckets = 2 * max(width, 20)
+    if dims.size > 2 * buckets:
+        a = np.abs(v[dims])
+        edges = np.linspace(0, dims.size, buckets + 1).astype(np.int64)
+        dims = np.array([dims[lo + int(np.argmax(a[lo:hi]))] for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+                         if hi > lo])
+    with PLOT_LOCK:
+        plt = _begin(width, height, _fit(title, width))
+        plt.plot(dims.tolist(), v[dims].tolist(), color="cyan", marker="braille")
+        marked = [int(d) for d in mark if 0 <= int(d) < v.size and keep[int(d)]]
+        if marked:
+            plt.scatter(marked, v[marked].tolist(), color="red", marker="x")
+        ticks = sorted({int(round(t)) for t in np.linspace(0, v.size - 1, 5)})
+        plt.xticks(ticks, [str(t) for t in ticks])
+        plt.xlabel("dimension")
+        return plt.build()

@@ -27,12 +27,19 @@ the background; the interface stays live while statistics and tokens arrive.
 * **Runs**: tick training runs to plot loss and accuracy, and the difference
   against the first ticked run (the baseline). Smoothing is a moving-average
   window. Runs still training refresh by themselves.
+* **Activations**: results directories of `lminspect activations` (`--acts DIR`,
+  or type a path). Tick one: per layer, the median and max over dimensions of
+  each dimension's std and |x| max (log scale: the layers whose max runs away
+  hold massive activations), a table of the kind's sites, and for the
+  highlighted site one statistic per dimension with its top dimensions. Tick a
+  second to diff it against the first, as `activations-diff` does. Directories
+  collected from the open model say "this model".
 
 ## Keys
 
 | key | action |
 |---|---|
-| `w` / `s` / `r` | Weights / Stitch / Runs tab |
+| `w` / `s` / `r` / `a` | Weights / Stitch / Runs / Activations tab |
 | `o` | open another model |
 | `ctrl+p` | command palette |
 | `ctrl+t` | dark / light theme |
