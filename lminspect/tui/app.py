@@ -72,8 +72,9 @@ class LMInspectApp(App[None]):
                 yield StitchPane(id="stitch-pane")
             with TabPane("Runs", id="runs"):
                 yield RunsPane(self.runs_dir, id="runs-pane")
-            with TabPane("Activations", id="acts"):
-                yield ActsPane(self.acts, id="acts-pane")
+            # empty until first shown (_acts_pane): building its widgets takes ~45 ms,
+            # which would delay the first paint of a selected tensor by as much
+            yield TabPane("Activations", id="acts")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -103,7 +104,8 @@ class LMInspectApp(App[None]):
         self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')})"
         self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
-        self.query_one(ActsPane).set_store(message.store)
+        for pane in self.query(ActsPane):  # none until the tab is first shown
+            pane.set_store(message.store)
         if self.remember:
             backend.remember_model(message.ref)
 
@@ -138,8 +140,21 @@ class LMInspectApp(App[None]):
     # TabbedContent from switching back to the tab that held the old focus)
     TAB_FOCUS = {"weights": "#weights-tree", "stitch": "#plan-input", "runs": "#runs-list", "acts": "#acts-list"}
 
+    async def _show_acts_first_time(self) -> None:
+        await self._acts_pane()
+        self.action_show_tab("acts")
+
+    async def _acts_pane(self) -> ActsPane:
+        """The Activations pane, mounted (with its widgets) the first time it is needed."""
+        found = self.query(ActsPane)
+        if found:
+            return found.first()
+        pane = ActsPane(self.acts, id="acts-pane")
+        await self.query_one("#acts", TabPane).mount(pane)
+        return pane
+
     def _focus_target(self, tab: str) -> Widget:
-        if tab == "acts":  # the path field while there is nothing to tick
+        if tab == "acts":  # the path field while there is nothing to tick (mounted by now)
             return self.query_one(ActsPane).focus_target()
         return self.query_one(self.TAB_FOCUS[tab])
 
@@ -147,14 +162,19 @@ class LMInspectApp(App[None]):
         tabs = self.query_one(TabbedContent)
         if isinstance(self.screen, ModalScreen):
             return
+        if tab == "acts" and not self.query(ActsPane):
+            self.call_next(self._show_acts_first_time)
+            return
         target = self._focus_target(tab)
         tabs.active = tab
         target.focus()
 
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Clicking a tab: put focus inside the pane, so keys go where the eyes are."""
         tab = event.pane.id
         if tab in self.TAB_FOCUS:
+            if tab == "acts":
+                await self._acts_pane()
             widget = self._focus_target(tab)
             if not widget.has_focus and (self.focused is None or tab not in {a.id for a in self.focused.ancestors}):
                 self.call_after_refresh(widget.focus)
@@ -173,12 +193,13 @@ class LMInspectApp(App[None]):
     def action_stitch_stop(self) -> None:
         self.query_one(StitchPane).action_stop()
 
-    def action_acts_add(self) -> None:
+    async def action_acts_add(self) -> None:
         """Activations tab, cursor in its path field."""
         if isinstance(self.screen, ModalScreen):
             return
+        pane = await self._acts_pane()
         self.query_one(TabbedContent).active = "acts"
-        self.query_one("#acts-path").focus()
+        pane.query_one("#acts-path").focus()
 
 
 def run_app(model: str | None = None, runs_dir: str | Path = "runs", acts: Sequence[str | Path] = ()) -> None:

@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -116,25 +117,36 @@ def spectrum_stage(shape: tuple[int, ...]) -> str:
 def array_stats(arr: np.ndarray, *, workers: int | None = None) -> dict[str, Any]:
     """Streamed moments, extremes, sampled histogram (see module docstring).
 
-    ``workers``: threads scanning disjoint runs of chunks (default: torch's intra-op
-    thread count, i.e. the cores or ``OMP_NUM_THREADS``); results do not depend on it.
+    ``workers``: threads scanning disjoint runs of chunks (default: the cores, or
+    ``OMP_NUM_THREADS``, as torch counts its threads); results do not depend on it.
     """
+    workers = max(1, int(workers if workers is not None else default_workers()))
+    if kernels() is not None:  # the compiled path does not need torch (importing it takes ~1 s)
+        return _array_stats(arr, workers)
     import torch
 
-    threads = torch.get_num_threads()
-    if workers is None:
-        workers = threads
     # Each scanning thread runs torch single-threaded: on L2-sized chunks an OpenMP
     # fork/join per op costs more than the op (measured 5-30x slower on the loaded
     # 2-core VM); plain Python threads (torch and numpy release the GIL) parallelise
     # over chunks instead.
+    threads = torch.get_num_threads()
     if threads != 1:
         torch.set_num_threads(1)
     try:
-        return _array_stats(arr, max(1, int(workers)))
+        return _array_stats(arr, workers)
     finally:
         if threads != 1:
             torch.set_num_threads(threads)
+
+
+def default_workers() -> int:
+    """torch's intra-op thread count, without importing torch when it is not loaded yet."""
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _POOL: tuple[int, Any] | None = None  # (size, ThreadPoolExecutor), created on first use
@@ -281,8 +293,6 @@ def _scan_torch(flat: np.ndarray, whole: Any, lo: int, hi: int, shift: float, st
 
 
 def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
-    import torch
-
     # a base-class view: slicing an np.memmap builds a memmap object per slice (slow)
     flat = np.asarray(arr).reshape(-1)
     n = int(flat.size)
@@ -292,7 +302,10 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     # the torch path views float32 data once (no copy, never written: a read-only input
     # is fine); other dtypes are converted per chunk
     whole = None
-    if flat.dtype == np.float32 and kernels() is None:
+    compiled = kernels() is not None
+    if flat.dtype == np.float32 and not compiled:
+        import torch
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's "non-writable array" warning
             whole = torch.from_numpy(flat)
@@ -304,7 +317,6 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     first_mean = float(head.mean()) if head.size else 0.0
     first_std = float(head.std()) if head.size > 1 else 0.0
     shift = first_mean if abs(first_mean) > 0.1 * first_std else 0.0
-    compiled = kernels() is not None
     chunk = KERNEL_CHUNK if compiled else CHUNK
     n_chunks = -(-n // chunk)
     workers = min(workers, n_chunks // 4) if n_chunks >= 8 else 1
@@ -328,6 +340,8 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
         mn = min(r[1] for r in runs)
         mx = max(r[2] for r in runs)
     else:
+        import torch
+
         parts = [p for r in runs for p in r[0]]
         s1 = s2 = s3 = s4 = 0.0
         if parts:

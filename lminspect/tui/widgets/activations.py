@@ -34,6 +34,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.coordinate import Coordinate
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
@@ -226,6 +227,7 @@ class ActsPane(Widget):
         self.load_errors: dict[str, str] = {}
         self.diffs: dict[tuple[str, str], list[dict[str, Any]] | str] = {}  # (a, b) -> rows or an error
         self.identity: dict[str, Any] | None = None
+        self.store: Any = None  # the open model, whose identity marks its own results
         self.kind: str | None = None
         self.metric = "std"
         self.site: str | None = None
@@ -266,6 +268,9 @@ class ActsPane(Widget):
                 yield PlotView("", id="acts-diff-plot")
 
     def on_mount(self) -> None:
+        # the app mounts this pane when its tab is first shown, maybe after the model opened
+        if getattr(self.app, "store", None) is not None:
+            self.set_store(self.app.store)
         self.query_one("#acts-error", Static).display = False
         self.query_one("#acts-body").display = False
         if self.paths:
@@ -273,15 +278,23 @@ class ActsPane(Widget):
             self._scan(self.paths, False)
 
     def focus_target(self) -> Widget:
-        """The list when it has (or will have: ``--acts``) entries, else the path field."""
-        sl = self.query_one("#acts-list", SelectionList)
-        return sl if sl.option_count or self.paths else self.query_one("#acts-path", Input)
+        """The list when it has (or will have: ``--acts``) entries, else the path field
+        (the pane itself in the moment its widgets are still being mounted)."""
+        try:
+            sl = self.query_one("#acts-list", SelectionList)
+            return sl if sl.option_count or self.paths else self.query_one("#acts-path", Input)
+        except NoMatches:
+            return self
 
     # -- the open model ----------------------------------------------------------------
 
     def set_store(self, store: Any) -> None:
+        # The identity is computed only once there are results to mark: it imports the
+        # activations package (and torch), which would slow the first paint of the tree.
         self.identity = None
-        self._identity(store)
+        self.store = store
+        if self.entries:
+            self._identity(store)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="acts-identity")
     def _identity(self, store: Any) -> None:
@@ -345,6 +358,8 @@ class ActsPane(Widget):
         if new:  # a new name may clash with an older one: relabel all
             for i, path in enumerate(self.entries):
                 sl.replace_option_prompt_at_index(i, self._label(path))
+            if self.identity is None and self.store is not None:
+                self._identity(self.store)
         if message.typed and message.entries and not message.errors:
             self.query_one("#acts-path", Input).value = ""
         if sl.option_count and sl.highlighted is None:

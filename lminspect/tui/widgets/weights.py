@@ -203,6 +203,8 @@ class WeightsPane(Widget):
         """Import the statistics code (and torch) and load its compiled kernels (numba's disk
         cache; compiled once per machine) while the user reads the tree, not on first select."""
         try:
+            import torch  # noqa: F401 - the spectrum (SVD) of the first tensor needs it
+
             import lminspect.weights.stats  # noqa: F401
             from lminspect.weights.stats_kernels import kernels
 
