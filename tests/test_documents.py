@@ -239,3 +239,28 @@ def test_cli_turns_bad_corpus_into_exit_2(tmp_path):
     data.write_text('{"content": "hello"}\n')
     r = CliRunner().invoke(app, ["data", "make-mc", str(data), "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 2 and "d.jsonl:1: row 0 has no 'text' field (fields: content)" in r.output
+
+
+def _dataset_repo(root: Path) -> Path:
+    """A dataset repo as on the hub (data/<split>.jsonl), on local disk."""
+    (root / "data").mkdir(parents=True)
+    for split, n in (("train", 12), ("validation", 4)):
+        rows = [json.dumps({"text": f"{split} document {i}", "id": i}) for i in range(n)]
+        (root / "data" / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_hub_path_through_the_real_datasets_library(tmp_path, monkeypatch):
+    """The hub code path with the real ``datasets`` (no stand-in): ``load_dataset`` resolves a
+    local repo folder exactly as it would a downloaded one, streaming, with splits."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # read at import
+    repo = _dataset_repo(tmp_path / "repo")
+    ref = f"hf:{repo}"
+    assert locate(ref) == str(repo)  # "hf:" sends even an existing folder to datasets
+    assert list(iter_documents(ref, split="train", start=10)) == [(10, "train document 10"), (11, "train document 11")]
+    assert read_documents(ref, split="validation", limit=2) == ["validation document 0", "validation document 1"]
+    with pytest.raises(UserError) as e:
+        list(iter_documents(ref, split="nosuchsplit"))
+    _one_line(e, str(repo), "nosuchsplit")

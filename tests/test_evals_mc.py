@@ -149,6 +149,25 @@ def test_hub_dataset_offline_is_one_line_error():
     assert "Rowan/hellaswag" in ei.value.message and "\n" not in ei.value.message
 
 
+def test_hellaswag_hub_rows_through_the_real_datasets_library(tmp_path, monkeypatch):
+    """``load_mc("hf:...")`` with the real ``datasets``: a local folder laid out like the hub's
+    Rowan/hellaswag (parquet, string labels), preprocessed as the harness does."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # read at import
+    rows = [{"ind": 7 + k, "activity_label": "Baking cookies", "ctx_a": "A woman puts dough on a tray.",
+             "ctx_b": "she", "endings": ["bakes it [title] well.", "eats the tray.", "sings.", "leaves."],
+             "label": str(k % 4), "split": "val"} for k in range(3)]
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "repo" / "data" / "validation-00000-of-00001.parquet")
+    items = load_mc(f"hf:{tmp_path / 'repo'}", split="validation", limit=2)
+    assert [i.label for i in items] == [0, 1] and items[0].id == "7"
+    assert items[0].ctx == "Baking cookies: A woman puts dough on a tray. She"
+    assert items[0].endings[0] == "bakes it. well."
+
+
 @pytest.mark.smollm2
 @pytest.mark.xdist_group("smollm2")
 def test_smollm2_matches_transformers_harness_way(smollm2_dir):

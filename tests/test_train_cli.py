@@ -46,3 +46,21 @@ def test_bad_learning_rate_is_one_line_exit_2(tmp_path):
                                  "--run-dir", str(tmp_path / "run")])
     assert r.exit_code == 2 and "--lr must be positive" in r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_train_on_a_hub_style_dataset_through_datasets(tmp_path, monkeypatch):
+    """``--data hf:...`` streams through the real ``datasets`` (a local folder laid out like a hub
+    dataset repo stands in for the download), and the run records where it got to."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # read at import
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    text = "def f(x):\n    return x * 2  # doubles its argument, as the docstring says\n" * 8
+    rows = [json.dumps({"text": f"# document {i}\n{text}"}) for i in range(40)]
+    (tmp_path / "repo" / "data" / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--exp", "gpt2ish", "--run-dir", str(run), "--max-steps", "2",
+                                 "--eval-every", "0", "--data", f"hf:{tmp_path / 'repo'}", *TINY])
+    assert r.exit_code == 0, r.output
+    assert len((run / "stats.jsonl").read_text().splitlines()) == 2
+    assert json.loads((run / "config.json").read_text())["train"]["data"] == f"hf:{tmp_path / 'repo'}"
