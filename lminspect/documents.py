@@ -29,7 +29,8 @@ Sources
   as above, numbered on from the previous file. ``.md`` counts only when named directly:
   every Hugging Face dataset folder has a README.md.
 - anything else: a Hugging Face dataset id (``hf:`` prefix optional, ``ID:CONFIG`` for a
-  config), streamed with ``datasets`` (needs internet or its cache). A source that looks
+  config), streamed with ``datasets`` (needs internet or its cache). ``hf:PATH`` hands a
+  local dataset repo folder (a git clone of a hub dataset, say) to ``datasets`` the same way. A source that looks
   like a path (a known suffix, or starting with ``/``, ``.`` or ``~``) is never a hub id:
   if it does not exist that is a "not found" error, decided in :func:`locate` only.
 
