@@ -157,6 +157,27 @@ def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", d
     return text
 
 
+def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", xs: Sequence[float] | None = None,
+                 width: int = 100, height: int = 25, color: bool = False) -> str:
+    """A plotext line plot of ``{label: ys}`` (or ``{label: (xs, ys)}``) as text; NaNs are
+    left out of their line."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("pro" if color else "clear")
+    for label, ys in series.items():
+        x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
+        pts = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if b is not None and not math.isnan(float(b))]
+        if pts:
+            plt.plot([a for a, _ in pts], [b for _, b in pts], label=str(label), marker="braille")
+    plt.title(title)
+    plt.xlabel(xlabel)
+    text = plt.build()
+    plt.clear_figure()
+    return text if color else _ANSI.sub("", text)
+
+
 def saturation_rows(run: Any) -> list[int]:
     """Row indices at the run's checkpoint steps (every ``save_every``, plus the last row); all
     rows when that gives fewer than 3 points."""

@@ -90,17 +90,10 @@ class Session:
     def plot_lines(self, fname: str, series: dict[str, Any], *, title: str = "", xlabel: str = "",
                    xs: Sequence[float] | None = None, width: int = 100, height: int = 25) -> Path:
         """A plotext line plot (plain text) of ``{label: ys}`` (or ``{label: (xs, ys)}``)."""
-        import plotext as plt
+        from lminspect.plots import lines_figure
 
-        plt.clear_figure()
-        plt.plotsize(width, height)
-        plt.theme("clear")
-        for label, ys in series.items():
-            x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
-            plt.plot([float(v) for v in x], [float(v) for v in y], label=str(label))
-        plt.title(title)
-        plt.xlabel(xlabel)
-        return self.write_text(fname, _ANSI.sub("", plt.build()))
+        return self.write_text(fname, lines_figure(series, title=title, xlabel=xlabel, xs=xs, width=width,
+                                                   height=height))
 
     def plot_bars(self, fname: str, labels: Sequence[str], values: Sequence[float], *, title: str = "",
                   width: int = 100, height: int = 25) -> Path:

@@ -192,3 +192,33 @@ def test_stats_progress_stages(tmp_path):
     stages.clear()
     s.stats("w", progress=stages.append)
     assert stages == []
+
+
+def test_by_layer_groups_layer_weights_in_block_order():
+    from lminspect.errors import UserError
+    from lminspect.weights.stats import by_layer
+
+    rows = [{"canonical": f"layers.{i}.{c}.weight", "alpha": 2.0 + i, "std": 0.1} for i in (1, 0) for c in
+            ("mlp.down", "attn.q", "attn_norm")] + [
+        {"canonical": "layers.0.attn.q.bias", "alpha": 9.0},  # biases are left out
+        {"canonical": "embed.tokens.weight", "alpha": 7.0},  # not a layer
+    ]
+    for r in rows:
+        if "attn_norm" in r["canonical"]:
+            r.pop("alpha")  # 1-D: no spectrum
+    layers, cols = by_layer(rows, "alpha")
+    assert layers == [0, 1] and list(cols) == ["attn.q", "mlp.down"]  # attn_norm has no alpha: dropped
+    assert cols["attn.q"] == [2.0, 3.0]
+    assert list(by_layer(rows, "std")[1]) == ["attn_norm", "attn.q", "mlp.down"]
+    with pytest.raises(UserError, match="choose one of"):
+        by_layer(rows, "nope")
+
+
+def test_cli_stats_by_layer(tiny_llama_dir):
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "--by-layer", "stable_rank"])
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "stable_rank by layer" in out and "attn.q" in out and "mlp.down" in out
+    assert out.count("stable_rank by layer") == 2  # the table's title and the figure's
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "--by-layer", "alpha", "--no-svd"])
+    assert r.exit_code == 2 and "--by-layer 'alpha'" in r.output and len(r.output.strip().splitlines()) == 1

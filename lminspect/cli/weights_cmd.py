@@ -68,11 +68,15 @@ def stats(
     tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (own or canonical name); repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (one object per tensor) instead of a table."),
     svd: bool = typer.Option(True, "--svd/--no-svd", help="Singular values, stable/effective rank and power-law alpha of 2-D tensors."),
+    by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
+                                 help="One statistic (e.g. alpha, stable_rank, std, kurtosis) as a layers x "
+                                      "components table and a per-layer plot, instead of the per-tensor table."),
 ) -> None:
     """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
-    run is instant. Definitions are in docs/weights.md.
+    run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
+    weightwatcher view: the power-law alpha of every matrix, layer by layer.
     """
     import fnmatch
     import json
@@ -107,6 +111,9 @@ def stats(
         for r in results:
             sys.stdout.write(json.dumps(r) + "\n")
         return
+    if by_layer:
+        _print_by_layer(store.name, results, by_layer)
+        return
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
@@ -124,6 +131,34 @@ def stats(
             row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
         table.add_row(*row)
     Console().print(table)
+
+
+def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
+    """``stats --by-layer``: a layers x components table of one statistic and its plot."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.plots import lines_figure
+    from lminspect.weights.stats import by_layer
+
+    layers, cols = by_layer(results, stat)
+    table = Table(title=f"{model}: {stat} by layer", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("layer", justify="right")
+    for c in cols:
+        table.add_column(c, justify="right", overflow="fold", min_width=min(len(c), 9))  # fold, never cut
+    for k, i in enumerate(layers):
+        table.add_row(str(i), *("-" if v[k] is None else f"{v[k]:.3g}" for v in cols.values()))
+    out = Console()
+    if not out.is_terminal:  # a file or a pipe: as wide as the table needs, so nothing folds
+        out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)))
+    out.print(table)
+    plotted = {c: v for c, v in cols.items() if any(x is not None for x in v)}
+    if plotted and len(layers) > 1:
+        fig = lines_figure({c: (layers, [float("nan") if x is None else x for x in v]) for c, v in plotted.items()},
+                           title=f"{stat} by layer", xlabel="layer", width=min(out.width, 120), height=22,
+                           color=out.is_terminal)
+        sys.stdout.write(fig + "\n")
 
 
 def convert(

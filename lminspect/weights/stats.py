@@ -43,10 +43,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -441,6 +442,39 @@ def powerlaw_alpha(ev: np.ndarray, min_tail: int = 10) -> dict[str, Any]:
     if best is None:
         return {}
     return {"alpha": best[0], "alpha_xmin": best[1], "alpha_ks": best[2]}
+
+
+_LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.(.+?)(\.weight)?$")
+
+
+def by_layer(results: Sequence[dict[str, Any]], stat: str) -> tuple[list[int], dict[str, list[float | None]]]:
+    """One statistic of every layer's weights, by component, for a per-layer view (the
+    weightwatcher-style alpha-per-layer plot, say): ``(layers, {component: [value per
+    layer]})`` from canonical names ``layers.N.<component>.weight``; biases are left out,
+    a missing value is None. ``results`` are ``tensor_stats`` dicts."""
+    from lminspect.errors import UserError
+
+    numeric = {k for r in results for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if stat not in numeric:
+        raise UserError(f"--by-layer {stat!r}: not a statistic of these tensors "
+                        f"(choose one of {', '.join(sorted(numeric)) or 'none'})")
+    cells: dict[str, dict[int, float | None]] = {}
+    for r in results:
+        m = _LAYER_TENSOR.match(r.get("canonical") or r.get("name", ""))
+        if m is None or m.group(2).endswith(".bias"):
+            continue
+        v = r.get(stat)
+        cells.setdefault(m.group(2), {})[int(m.group(1))] = float(v) if isinstance(v, int | float) else None
+    cells = {c: col for c, col in cells.items() if any(v is not None for v in col.values())}
+    if not cells:
+        raise UserError(f"--by-layer {stat!r}: no layer weight (layers.N...) among these tensors has it")
+    layers = sorted({i for col in cells.values() for i in col})
+    order = {c: k for k, c in enumerate(_COMPONENT_ORDER)}  # the order the data flows through a block
+    comps = sorted(cells, key=lambda c: (order.get(c, len(order)), c))
+    return layers, {c: [cells[c].get(i) for i in layers] for c in comps}
+
+
+_COMPONENT_ORDER = ("attn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "mlp_norm", "mlp.gate", "mlp.up", "mlp.down")
 
 
 def scan(store: Any, names: list[str], *, svd: bool = True, progress: Any = None) -> list[dict[str, Any]]:
