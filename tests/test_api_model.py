@@ -116,6 +116,16 @@ def test_stats_table(m, monkeypatch):
     assert len(m.layers[1].stats()) == 9
 
 
+def test_by_layer_table_and_plot(m):
+    tab = m.by_layer("stable_rank")
+    assert tab.columns[:2] == ["layer", "attn.q"] and tab["layer"] == list(range(m.n_layers))
+    q0 = m.stats("layers.0.attn.q")["stable_rank"][0]
+    assert tab[0]["attn.q"] == pytest.approx(q0)
+    assert "stable_rank by layer" in str(m.plot_by_layer("stable_rank", width=60, height=12))
+    with pytest.raises(UserError, match="choose one of"):
+        m.by_layer("nope")
+
+
 def test_table_truncates():
     t = li.Table([{"i": i, "x": i / 3} for i in range(100)], title="many")
     text = repr(t)

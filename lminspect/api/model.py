@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.api.table import Table, fmt
+from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
@@ -409,6 +409,28 @@ class Model:
             row = {"name": n, **{c: st.get(c) for c in columns if c != "name"}}
             rows.append(row)
         return Table(rows, columns=list(columns), title=f"{self.name}: {pattern} ({len(rows)} tensors)")
+
+    def by_layer(self, stat: str = "alpha", svd: bool = True) -> Table:
+        """One statistic of every layer's weights: a row per layer, a column per component
+        (``m.by_layer("alpha")`` is weightwatcher's alpha-per-layer view)."""
+        from lminspect.weights.stats import by_layer
+
+        layers, cols = by_layer(self._layer_stats(svd), stat)
+        rows = [{"layer": i, **{c: v[k] for c, v in cols.items()}} for k, i in enumerate(layers)]
+        return Table(rows, columns=["layer", *cols], title=f"{self.name}: {stat} by layer")
+
+    def plot_by_layer(self, stat: str = "alpha", svd: bool = True, width: int = 100, height: int = 25) -> Figure:
+        """:meth:`by_layer` as a line plot, one line per component."""
+        from lminspect.plots import lines_figure
+        from lminspect.weights.stats import by_layer
+
+        layers, cols = by_layer(self._layer_stats(svd), stat)
+        series = {c: (layers, [float("nan") if x is None else x for x in v]) for c, v in cols.items()}
+        return Figure(lines_figure(series, title=f"{stat} by layer", xlabel="layer", width=width, height=height),
+                      title=f"{stat} by layer")
+
+    def _layer_stats(self, svd: bool) -> list[dict[str, Any]]:
+        return [self.store.stats(n, svd=svd) for n in self._canon if n.startswith("layers.")]
 
     # ---- engine-backed methods (all honour self.plan)
     def stitch(self, plan: Any) -> Model:
