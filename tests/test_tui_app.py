@@ -8,7 +8,7 @@ import time
 import pytest
 from test_tui_helpers import make_acts, wait_until, write_run
 from textual.geometry import Region
-from textual.widgets import DataTable, Input, SelectionList, Static, Tree
+from textual.widgets import DataTable, Input, Select, SelectionList, Static, Tree
 
 from lminspect.tui.app import LMInspectApp
 from lminspect.tui.screens.error import ErrorScreen
@@ -18,7 +18,7 @@ from lminspect.tui.widgets.activations import ActsPane
 from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.stream import StreamView
-from lminspect.tui.widgets.weights import WeightsPane
+from lminspect.tui.widgets.weights import WeightsPane, cell
 
 SIZE = (120, 40)
 SMALL = (80, 24)  # the smallest supported terminal
@@ -150,6 +150,182 @@ async def test_stats_progress_line_ticks_and_clears(tiny_llama_dir, tmp_path, mo
         assert _text(status) == ""
 
 
+def _table_rows(table: DataTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _layer_names(store) -> list[str]:
+    """The tensors under the tree's "layers" node, in tree order."""
+    def flat(obj):
+        if isinstance(obj, str):
+            return [obj]
+        items = obj.values() if isinstance(obj, dict) else obj
+        return [n for item in items for n in flat(item)]
+
+    return flat(store.tree()["layers"])
+
+
+def _assert_by_layer_table(pane, table: DataTable, results: list[dict], stat: str) -> None:
+    """The overview's table holds ``by_layer(results, stat)``: a layer column, one per component."""
+    from lminspect.weights.stats import by_layer
+
+    layers, cols = by_layer(results, stat)
+    assert pane.overview == (layers, cols)
+    assert [str(c.label) for c in table.ordered_columns] == ["layer", *cols]
+    assert _table_rows(table) == [[str(i), *(cell(v[k]) for v in cols.values())] for k, i in enumerate(layers)]
+
+
+async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        pane = app.query_one(WeightsPane)
+        tree = app.query_one("#weights-tree", Tree)
+        await pilot.press("down", "down", "down")
+        assert str(tree.cursor_node.label) == "layers"
+        await pilot.press("enter")  # a group: its overview (and the node opens)
+        await wait_until(pilot, lambda: "overview" in pane.timings, what="the layers overview")
+        await pilot.pause(0.2)
+        view = app.query_one("#tensor-view")
+        assert view.has_class("-group")
+        assert not app.query_one("#stats-table").display and not app.query_one("#plot-hist").display
+        assert _text(app.query_one("#tensor-header", Static)).startswith("layers: 36 tensors in 4 layers")
+        assert _text(app.query_one("#tensor-status", Static)) == ""
+        names = _layer_names(pane.store)
+        assert len(names) == 36
+        results = [pane.store.stats(n) for n in names]  # the disk cache the worker filled
+        table = app.query_one("#group-table", DataTable)
+        _assert_by_layer_table(pane, table, results, "alpha")
+        assert [str(c.label) for c in table.ordered_columns][1:5] == ["attn.q", "attn.k", "attn.v", "attn.o"]
+        plot = app.query_one("#group-plot", PlotView)
+        assert "alpha by layer" in plot.text and "attn.q" in plot.text and "mlp.down" in plot.text
+        assert set(names) <= set(pane.stats_cache)
+
+        # another statistic from the Select (keyboard: open, one down, Enter): the same statistics repainted
+        select = app.query_one("#group-stat", Select)
+        assert select.value == "alpha"
+        select.focus()
+        await pilot.press("enter", "down", "enter")
+        await wait_until(pilot, lambda: select.value == "stable_rank", timeout=5, what="the Select's new value")
+        await pilot.pause()
+        assert pane.stat == "stable_rank"
+        _assert_by_layer_table(pane, table, results, "stable_rank")
+        assert "stable_rank by layer" in plot.text
+        select.value = "std"  # norms have a std: their columns appear
+        await pilot.pause()
+        _assert_by_layer_table(pane, table, results, "std")
+        assert {"attn_norm", "mlp_norm"} <= {str(c.label) for c in table.ordered_columns}
+
+        # a single layer: a table of its tensors, no Select, no plot; from memory, no worker
+        tree.focus()
+        await pilot.press("down", "enter")  # layers/0
+        await wait_until(pilot, lambda: "overview" in pane.timings, what="layer 0's table")
+        await pilot.pause()
+        assert _text(app.query_one("#tensor-header", Static)).startswith("layers/0: 9 tensors")
+        assert not select.display and not plot.display
+        assert pane.overview is None
+        assert [str(c.label) for c in table.ordered_columns] == [
+            "tensor", "shape", "mean", "std", "absmax", "kurt", "~0", "stable r", "eff r", "alpha"]
+        by_name = dict(zip(names, results, strict=True))
+        layer0 = [n for n in names if n.startswith("layers.0.")]
+        expected = []
+        for n in layer0:
+            r = by_name[n]
+            expected.append([n.removeprefix("layers.0."), "x".join(map(str, r["shape"])),
+                             *(cell(r.get(k)) for k in ("mean", "std", "absmax", "kurtosis", "frac_near_zero",
+                                                        "stable_rank", "effective_rank", "alpha"))])
+        assert _table_rows(table) == expected
+        assert expected[0][0] == "attn.q.weight" and expected[-1][-1] == "-"  # a norm has no spectrum
+
+        # a part of a layer: layers/0/attn
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: "overview" in pane.timings, what="layers/0/attn's table")
+        await pilot.pause()
+        assert _text(app.query_one("#tensor-header", Static)).startswith("layers/0/attn: 4 tensors")
+        assert [row[0] for row in _table_rows(table)] == ["q.weight", "k.weight", "v.weight", "o.weight"]
+
+        # and a tensor again: its own view, exactly as before
+        await pilot.press("down", "enter")
+        assert tree.cursor_node.data == "layers.0.attn.q.weight"
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="q's view")
+        await pilot.pause()
+        assert not view.has_class("-group") and pane.group is None
+        assert app.query_one("#stats-table").display and not app.query_one("#group-view").display
+        assert "layers.0.attn.q.weight" in _text(app.query_one("#tensor-header", Static))
+        assert app.query_one("#plot-heads", PlotView).display
+
+
+_GROUP_LINE = re.compile(r"^statistics (\d+)/36: (layers\.\d+\.\S+) \.\.\. \d+\.\d s$")
+
+
+async def test_overview_fills_in_and_a_leaf_selected_mid_computation_wins(tiny_llama_dir, tmp_path, monkeypatch):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        pane = app.query_one(WeightsPane)
+        store = pane.store
+        real = store.stats
+        calls: list[tuple[float, str]] = []
+
+        def slow(name, *, progress=None, **kw):
+            calls.append((time.perf_counter(), name))
+            time.sleep(0.08)
+            return real(name, **kw)
+
+        monkeypatch.setattr(store, "stats", slow)
+        tree = app.query_one("#weights-tree", Tree)
+        status = app.query_one("#tensor-status", Static)
+        header = app.query_one("#tensor-header", Static)
+        table = app.query_one("#group-table", DataTable)
+        await pilot.press("down", "down", "down", "enter")  # "layers"
+        # the status line counts tensors and ticks; the table fills in a layer at a time
+        rows_seen: set[int] = set()
+        while table.row_count < 2:
+            text = _text(status)
+            assert _GROUP_LINE.match(text), text
+            rows_seen.add(table.row_count)
+            assert len(rows_seen) < 1000
+            await pilot.pause(0.02)
+        assert "overview" not in pane.timings  # still computing: layers 2 and 3 to go
+        assert _GROUP_LINE.match(_text(status))
+        assert table.row_count < 4
+
+        # a tensor selected now: its header and status, never the overview's again
+        selected = time.perf_counter()
+        pane.show_tensor("embed.tokens.weight")
+        seen = []
+        while "stats" not in pane.timings or len(seen) < 60:
+            seen.append((_text(header), _text(status)))
+            assert len(seen) < 1000, "timed out waiting for the tensor's statistics"
+            await pilot.pause(0.02)
+        assert all(h.startswith("embed.tokens.weight") for h, _ in seen), seen
+        assert not [st for _, st in seen if st.startswith("statistics ")], seen
+        assert _text(status) == ""
+        assert pane.group is None and pane.current == "embed.tokens.weight"
+        assert not app.query_one("#tensor-view").has_class("-group")
+        # the overview's worker stopped: at most the tensor it was on finished after the selection
+        late = [n for t, n in calls if t > selected and n.startswith("layers.")]
+        assert len(late) <= 1, late
+        done = {n for _, n in calls if n.startswith("layers.")}  # all kept in memory, the late one too
+        assert done <= set(pane.stats_cache)
+
+        # back to "layers": what was computed is reused, only the rest is computed
+        calls.clear()
+        tree.move_cursor(next(n for n in tree.root.children if str(n.label) == "layers"))
+        await pilot.press("enter")
+        first = None
+        while "overview" not in pane.timings:
+            m = _GROUP_LINE.match(_text(status))
+            if m and first is None:
+                first = int(m.group(1))
+            await pilot.pause(0.02)
+        assert first is not None and first > 9, first  # started past layer 0, in memory
+        assert not done & {n for _, n in calls}
+        assert table.row_count == 4
+        results = [store.stats(n) for n in _layer_names(store)]
+        _assert_by_layer_table(pane, table, results, "alpha")
+
+
 def _assert_usable(app, *selectors: str) -> None:
     """Each widget is shown, has a size, lies inside the screen and is not covered at its centre."""
     width, height = app.screen.size
@@ -186,6 +362,20 @@ async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
                        "#stats-table")
         assert "embed.tokens.weight" in _text(app.query_one("#tensor-header", Static))
         assert table.content_region.height >= 8, "the statistics table shows too few rows at 80x24"
+
+        # the layers overview: Select, table, and the per-layer plot below them
+        await pilot.press("down", "enter")  # "layers"
+        await wait_until(pilot, lambda: "overview" in pane.timings, what="the layers overview")
+        await pilot.pause(0.2)
+        _assert_usable(app, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status", "#group-stat",
+                       "#group-table")
+        group_table = app.query_one("#group-table", DataTable)
+        assert group_table.row_count == 4
+        assert group_table.content_region.height >= 5, "the layers table shows too few rows at 80x24"
+        app.query_one("#group-plot").scroll_visible(animate=False, immediate=True)
+        await pilot.pause()
+        _assert_usable(app, "#group-plot")
+        assert "alpha by layer" in app.query_one("#group-plot", PlotView).text
 
         await pilot.click("#tabs Tab#--content-tab-stitch")
         await wait_until(pilot, lambda: app.query_one("#tabs").active == "stitch", what="the Stitch tab")

@@ -53,6 +53,20 @@ def test_snapshot_weights_tensor_view_80x24(tiny, snap_compare):
     assert snap_compare(app, terminal_size=SMALL, run_before=select_embedding)
 
 
+def test_snapshot_weights_layers_overview(tiny, snap_compare):
+    """The "layers" node: alpha by layer and component, as a table and a line per component."""
+    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
+
+    async def select_layers(pilot):
+        await wait_until(pilot, lambda: app.store is not None, what="open")
+        await pilot.press("down", "down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "overview" in pane.timings, what="the overview")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=select_layers)
+
+
 def test_snapshot_stitch_bad_plan(tiny, snap_compare):
     app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
 

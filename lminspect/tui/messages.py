@@ -37,6 +37,28 @@ class StatsProgress(Message):
 
 
 @dataclass
+class GroupProgress(Message):
+    """A step of a group overview's statistics (Weights tab, a group node selected): tensor
+    ``index`` of ``total`` (1-based, counting those already in memory) is ``name``;
+    ``stats`` is None when it starts, its statistics when done (``error``: why there are
+    none). ``job`` is the selection's number; a step of a superseded selection is dropped."""
+
+    job: int
+    index: int
+    total: int
+    name: str
+    stats: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass
+class GroupDone(Message):
+    """A group overview's statistics are all computed (not posted when cancelled)."""
+
+    job: int
+
+
+@dataclass
 class GenerationPiece(Message):
     """A streamed text piece for one output column (``"plan"`` or ``"baseline"``)."""
 

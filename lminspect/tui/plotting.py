@@ -5,7 +5,8 @@ Each function is pure: data in, the text of a plotext figure out (ANSI colours,
 turned into Rich text by :class:`lminspect.tui.widgets.plot.PlotView`). plotext
 keeps one global figure, so every build happens under ``PLOT_LOCK``. Log scales
 raise inside plotext; we plot ``log10`` of the values on a linear axis instead.
-Training curves come from ``lminspect.plots`` (shared with the CLI), not here.
+Training curves come from ``lminspect.plots`` (shared with the CLI), not here; so does
+the drawing of :func:`by_layer_figure` (``plots.lines_figure``, under ``PLOT_LOCK``).
 """
 
 from __future__ import annotations
@@ -279,3 +280,21 @@ def dims_figure(values: Sequence[float], width: int, height: int, title: str,
         plt.xticks(ticks, [str(t) for t in ticks])
         plt.xlabel("dimension")
         return plt.build()
+
+
+def by_layer_figure(
+    layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str, width: int, height: int
+) -> str:
+    """``by_layer``'s ``(layers, {component: values})`` as lines over layers, one per component,
+    drawn by ``lminspect.plots.lines_figure`` (shared with ``stats --by-layer`` and the REPL);
+    a missing value (None) leaves a gap."""
+    from lminspect.plots import lines_figure
+
+    title = f"{stat} by layer"
+    series = {c: (list(layers), [math.nan if x is None else float(x) for x in v])
+              for c, v in columns.items() if any(x is not None for x in v)}
+    if not layers or not series:
+        return f"{title}: nothing to plot"
+    width, height = max(width, 20), max(height, 6)
+    with PLOT_LOCK:
+        return lines_figure(series, title=_fit(title, width), xlabel="layer", width=width, height=height, color=True)

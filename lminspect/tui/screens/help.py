@@ -20,6 +20,8 @@ the background; the interface stays live while statistics and tokens arrive.
   tensor (Enter or click) to see its shape and size at once, then statistics,
   a histogram, a |W| heatmap, the singular-value spectrum and, for attention
   projections, per-head norms. Results are cached in memory and on disk.
+  Select a group instead for its tensors' statistics: on `layers`, one
+  statistic (alpha, stable rank, ...) per layer and component, table and plot.
 * **Stitch**: type a layer plan (checked as you type; the error names the
   column), a prompt and generation settings. **Run** streams tokens with tok/s;
   **Compare** streams the unstitched baseline beside the plan; **Stop** cancels

@@ -11,6 +11,17 @@ While a first-time computation runs, ``#tensor-status`` says which stage it is i
 (``store.stats``'s ``progress`` callback, posted from the worker thread as a
 ``StatsProgress`` message) and the seconds since the selection, ticked by a timer.
 Each selection gets a job number; a stage from an older selection is dropped.
+
+Selecting a group node shows an overview of the tensors under it instead (the view gets
+the ``-group`` class, which hides the tensor's table and figures): for ``layers``, one
+statistic (a Select: alpha, stable rank, ...) as a layers x components table and a line
+per component (``lminspect.weights.stats.by_layer``, drawn by ``plotting.by_layer_figure``);
+for a layer or a part of one (``layers/3``, ``layers/3/attn``), a table of its tensors.
+Statistics already in memory are used as they are; the rest are computed one tensor at a
+time by an exclusive thread worker that posts ``GroupProgress`` messages (the status line
+says ``statistics k/N: NAME ... s``) and stops between tensors when cancelled. The table and
+plot repaint as results arrive (at most every ``GROUP_REPAINT_SECONDS``). Any other
+selection cancels the worker, and the job number keeps a superseded overview off the view.
 """
 
 from __future__ import annotations
@@ -21,18 +32,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Static, Tree
+from textual.widgets import DataTable, Select, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lminspect.fsutil import human_bytes
 from lminspect.tui import backend, plotting
-from lminspect.tui.messages import StatsProgress, TensorComputed
+from lminspect.tui.messages import GroupDone, GroupProgress, StatsProgress, TensorComputed
 from lminspect.tui.widgets.plot import PlotView
 
 _HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
@@ -43,11 +55,35 @@ HEATMAP_BLOCKS = (64, 192)
 # how often the "computing statistics ... N s" line ticks
 PROGRESS_TICK_SECONDS = 0.2
 
+# a group overview repaints its table and plot at most this often while statistics arrive
+GROUP_REPAINT_SECONDS = 0.5
+
+# the statistics the layers overview offers (its Select), the first is the default
+BY_LAYER_STATS = ("alpha", "stable_rank", "effective_rank", "spectral_norm", "std", "kurtosis", "absmax",
+                  "frac_near_zero")
+
+# columns of a layer's (or a part's) table of tensors: (statistic, column label)
+GROUP_COLUMNS = (("mean", "mean"), ("std", "std"), ("absmax", "absmax"), ("kurtosis", "kurt"),
+                 ("frac_near_zero", "~0"), ("stable_rank", "stable r"), ("effective_rank", "eff r"),
+                 ("alpha", "alpha"))
+
 
 def progress_line(stage: str, elapsed: float) -> str:
     """The status line while statistics compute: ``computing statistics: STAGE ... 1.4 s``."""
     what = f": {stage}" if stage else ""
     return f"computing statistics{what} ... {elapsed:.1f} s"
+
+
+def group_progress_line(index: int, total: int, name: str, elapsed: float) -> str:
+    """The status line while a group's statistics compute: ``statistics 12/270: NAME ... 3.1 s``."""
+    return f"statistics {index}/{total}: {name} ... {elapsed:.1f} s"
+
+
+def cell(value: Any) -> str:
+    """A number in an overview table: 3 significant digits (as ``stats --by-layer``), ``-`` when missing."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return "-"
+    return f"{float(value):.3g}"
 
 
 def _fmt(v: Any) -> str:
@@ -112,7 +148,8 @@ def singular_values_of(stats: Mapping[str, Any]) -> list[float] | None:
 
 
 class TensorView(VerticalScroll):
-    """Header, statistics table and figures of one tensor."""
+    """Header, statistics table and figures of one tensor; with the ``-group`` class, the
+    overview of a group node (statistic Select, table, per-layer plot) instead."""
 
     DEFAULT_CSS = """
     TensorView { width: 1fr; padding: 0 1; }
@@ -123,6 +160,11 @@ class TensorView(VerticalScroll):
     TensorView PlotView.tall { height: 22; }
     TensorView PlotView.short { height: 14; }
     TensorView PlotView.-message { height: auto; }
+    TensorView #group-view { height: auto; display: none; }
+    TensorView.-group #group-view { display: block; }
+    TensorView.-group #stats-table, TensorView.-group .tensor-plot { display: none; }
+    TensorView #group-stat { width: 32; margin-top: 1; }
+    TensorView #group-plot { max-height: 75vh; }  /* scrolled to, it fits an 80x24 terminal */
     """
 
     def compose(self) -> ComposeResult:
@@ -131,14 +173,36 @@ class TensorView(VerticalScroll):
         table: DataTable = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("statistic", "value")
         yield table
-        yield PlotView("", id="plot-hist", classes="short")
-        yield PlotView("", id="plot-heatmap", classes="tall")
-        yield PlotView("", id="plot-spectrum", classes="short")
-        yield PlotView("", id="plot-heads", classes="short")
+        yield PlotView("", id="plot-hist", classes="short tensor-plot")
+        yield PlotView("", id="plot-heatmap", classes="tall tensor-plot")
+        yield PlotView("", id="plot-spectrum", classes="short tensor-plot")
+        yield PlotView("", id="plot-heads", classes="short")  # shown or hidden per tensor (inline)
+        with Vertical(id="group-view"):
+            yield Select[str]([(s, s) for s in BY_LAYER_STATS], value=BY_LAYER_STATS[0], allow_blank=False,
+                              id="group-stat", compact=True, tooltip="the statistic per layer")
+            yield DataTable(id="group-table", cursor_type="row", zebra_stripes=True)
+            yield PlotView("", id="group-plot", classes="tall")
+
+
+class _Group:
+    """The selected group node's overview: its tensors, the statistics so far, repaint state."""
+
+    def __init__(self, job: int, path: tuple[str, ...], names: list[str]) -> None:
+        self.job = job
+        self.path = path
+        self.names = names
+        self.layers = path == ("layers",)  # the per-layer overview (else a table of tensors)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        self.index = 0  # the tensor being computed (1-based), for the status line
+        self.name = ""
+        self.done = False
+        self.dirty = False
+        self.painted = 0.0
 
 
 class WeightsPane(Widget):
-    """Tree + TensorView; owns the stats worker and the in-memory result cache."""
+    """Tree + TensorView; owns the stats workers and the in-memory result caches."""
 
     DEFAULT_CSS = """
     WeightsPane { layout: horizontal; height: 1fr; }
@@ -158,6 +222,15 @@ class WeightsPane(Widget):
         self._started = 0.0
         self._ticker: Timer | None = None
         self._stats_worker: Worker | None = None
+        self._store_job = 0
+        # group overviews: statistics by tensor name (from either worker), the selected group,
+        # its worker, the statistic of the layers overview and what its table shows (for tests)
+        self.stats_cache: dict[str, dict[str, Any]] = {}
+        self.group: _Group | None = None
+        self._group_worker: Worker | None = None
+        self._heads_display = False
+        self.stat = BY_LAYER_STATS[0]
+        self.overview: tuple[list[int], dict[str, list[float | None]]] | None = None
 
     def compose(self) -> ComposeResult:
         tree: Tree[str] = Tree("no model", id="weights-tree")
@@ -170,8 +243,12 @@ class WeightsPane(Widget):
     def set_store(self, store: Any, label: str | None = None) -> None:
         self._stop_progress()
         self._job += 1  # whatever still computes for the old model is stale
+        self._store_job = self._job  # a later job is this model's
+        self._cancel_workers()
+        self._leave_group()
         self.store = store
         self.cache.clear()
+        self.stats_cache.clear()
         self.current = None
         self.query_one("#tensor-status", Static).update("")
         tree = self.query_one("#weights-tree", Tree)
@@ -266,8 +343,13 @@ class WeightsPane(Widget):
     # -- selecting a tensor ----------------------------------------------------
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
-        if event.node.data:
-            self.show_tensor(event.node.data)
+        node = event.node
+        if node.data:
+            self.show_tensor(node.data)
+        elif node.parent is not None:  # a group (the root, the model itself, does nothing)
+            names = self._leaves(node)
+            if names:
+                self.show_group(self._node_path(node), names)
 
     def show_tensor(self, name: str) -> None:
         """Paint the header now; statistics from the cache or a worker."""
@@ -276,6 +358,9 @@ class WeightsPane(Widget):
         self.timings = {"selected": time.perf_counter()}
         self._stop_progress()
         self._job += 1
+        if self.group is not None:
+            self._cancel_workers(tensor=False)
+            self._leave_group()
         self.current = name
         info = self.store.info(name)
         shape = " x ".join(str(s) for s in info.shape) or "scalar"
@@ -299,6 +384,222 @@ class WeightsPane(Widget):
     def _mark(self, key: str) -> None:
         self.timings[key] = time.perf_counter()
 
+    # -- selecting a group: the overview ------------------------------------------------
+
+    @staticmethod
+    def _node_path(node: TreeNode[str]) -> tuple[str, ...]:
+        """``("layers", "3", "attn")``: the labels from under the root down to ``node``."""
+        parts = []
+        while node.parent is not None:
+            parts.append(str(node.label))
+            node = node.parent
+        return tuple(reversed(parts))
+
+    @classmethod
+    def _leaves(cls, node: TreeNode[str]) -> list[str]:
+        """The tensors under ``node``, in tree order (layer by layer)."""
+        out: list[str] = []
+        for child in node.children:
+            if child.data:
+                out.append(child.data)
+            else:
+                out.extend(cls._leaves(child))
+        return out
+
+    def show_group(self, path: tuple[str, ...], names: list[str]) -> None:
+        """The overview of a group node: statistics from memory now, the rest from a worker."""
+        if self.store is None:
+            return
+        self.timings = {"selected": time.perf_counter()}
+        self._stop_progress()
+        self._job += 1
+        self._cancel_workers()
+        self.current = None
+        group = _Group(self._job, tuple(path), list(names))
+        self.group = group
+        self.overview = None
+        view = self.query_one("#tensor-view", TensorView)
+        if not view.has_class("-group"):
+            heads = self.query_one("#plot-heads", PlotView)
+            self._heads_display = heads.display  # set per tensor, inline: restored on leaving
+            heads.display = False
+            view.add_class("-group")
+        where = "/".join(path)
+        if group.layers:
+            n_layers = len({n.split(".")[1] for n in names if n.startswith("layers.") and n.count(".") > 1})
+            what = (f"{where}: {len(names)} tensors in {n_layers} layers\n"
+                    "one statistic by layer and component")
+        else:
+            what = f"{where}: {len(names)} tensors\nstatistics of each tensor"
+        self.query_one("#tensor-header", Static).update(what)
+        self.query_one("#tensor-status", Static).update("")
+        self.query_one("#group-stat", Select).display = group.layers
+        self.query_one("#group-plot", PlotView).display = group.layers
+        self.query_one("#group-table", DataTable).clear(columns=True)
+        for name in names:
+            known = self.stats_cache.get(name)
+            if known is None and name in self.cache:
+                known = self.cache[name].get("stats") or None
+            if known is not None:
+                group.results[name] = known
+        self.call_after_refresh(self._mark, "painted")
+        todo = [(k, n) for k, n in enumerate(names, 1) if n not in group.results]
+        self._paint_group()
+        if not todo:
+            self._finish_group(group)
+            return
+        group.index, group.name = todo[0]
+        self._start_progress()
+        # start the worker after this paint, as for a tensor
+        self.call_after_refresh(self._start_group, todo, len(names), group.job)
+
+    def _start_group(self, todo: list[tuple[int, str]], total: int, job: int) -> None:
+        if job != self._job:
+            return  # something else was selected before the worker started
+        self._group_worker = self._compute_group(todo, total, job)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="group-stats")
+    def _compute_group(self, todo: list[tuple[int, str]], total: int, job: int) -> None:
+        """``store.stats`` of each tensor in ``todo`` (``(index, name)``), one at a time; stops
+        between tensors once cancelled."""
+        worker = get_current_worker()
+        store = self.store
+
+        def post(message: GroupProgress | GroupDone) -> None:
+            try:
+                self.post_message(message)
+            except RuntimeError:  # the app is shutting down
+                pass
+
+        for index, name in todo:
+            if worker.is_cancelled:
+                return
+            post(GroupProgress(job, index, total, name))
+            try:
+                stats, error = dict(store.stats(name)), ""
+            except Exception as exc:  # one bad tensor does not end the overview
+                stats, error = {}, backend.user_message(exc)
+            # posted even when cancelled meanwhile: the statistics are kept in memory for later
+            post(GroupProgress(job, index, total, name, stats, error))
+        if not worker.is_cancelled:
+            post(GroupDone(job))
+
+    def on_group_progress(self, message: GroupProgress) -> None:
+        message.stop()
+        if message.stats and message.job > self._store_job:  # this model's: worth keeping
+            self.stats_cache[message.name] = message.stats
+        group = self.group
+        if group is None or message.job != group.job or message.job != self._job:
+            return  # a superseded selection's worker
+        if message.stats is None:  # starting the next tensor
+            group.index, group.name = message.index, message.name
+            self._tick()
+            return
+        if message.stats:
+            group.results[message.name] = message.stats
+        else:
+            group.errors[message.name] = message.error or "no statistics"
+        group.dirty = True
+        if time.perf_counter() - group.painted >= GROUP_REPAINT_SECONDS:
+            self._paint_group()
+
+    def on_group_done(self, message: GroupDone) -> None:
+        message.stop()
+        group = self.group
+        if group is not None and message.job == group.job == self._job:
+            self._finish_group(group)
+
+    def _finish_group(self, group: _Group) -> None:
+        self._stop_progress()
+        self._group_worker = None
+        group.done = True
+        self._paint_group()
+        status = ""
+        if group.errors:
+            name, error = next(iter(group.errors.items()))
+            status = f"statistics failed for {len(group.errors)} of {len(group.names)} tensors ({name}: {error})"
+        self.query_one("#tensor-status", Static).update(status)
+        self.call_after_refresh(self._mark, "overview")
+
+    def _paint_group(self) -> None:
+        """The overview's table (and plot) from the statistics so far."""
+        group = self.group
+        if group is None:
+            return
+        group.dirty = False
+        group.painted = time.perf_counter()
+        table = self.query_one("#group-table", DataTable)
+        if group.layers:
+            self._paint_layers(group, table)
+            return
+        rows = []
+        for name in group.names:
+            r = group.results.get(name)
+            try:
+                shape = "x".join(str(x) for x in self.store.info(name).shape) or "scalar"
+            except Exception:
+                shape = "?"
+            if r is not None:
+                values = [cell(r.get(key)) for key, _ in GROUP_COLUMNS]
+            else:
+                values = ["-" if name in group.errors else "…"] * len(GROUP_COLUMNS)
+            rows.append((name, [_relative(name, group.path), shape, *values]))
+        _fill_table(table, ["tensor", "shape", *(label for _, label in GROUP_COLUMNS)], rows)
+
+    def _paint_layers(self, group: _Group, table: DataTable) -> None:
+        from lminspect.errors import UserError
+        from lminspect.weights.stats import by_layer
+
+        plot = self.query_one("#group-plot", PlotView)
+        stat = self.stat
+        results = [group.results[n] for n in group.names if n in group.results]
+        try:
+            layers, cols = by_layer(results, stat)
+        except UserError as exc:
+            self.overview = None
+            _fill_table(table, ["layer"], [])
+            why = backend.user_message(exc).removeprefix("--by-layer ") if group.done else "waiting for statistics"
+            plot.show_message(f"{stat} by layer: {why}")
+            return
+        self.overview = (layers, cols)
+        pending = set() if group.done else set(group.names) - set(group.results) - set(group.errors)
+
+        def shown(layer: int, component: str, value: float | None) -> str:
+            if value is None and f"layers.{layer}.{component}.weight" in pending:
+                return "…"
+            return cell(value)
+
+        rows = [(str(i), [str(i), *(shown(i, c, v[k]) for c, v in cols.items())]) for k, i in enumerate(layers)]
+        _fill_table(table, ["layer", *cols], rows)
+        plot.show_figure(lambda w, h: plotting.by_layer_figure(layers, cols, stat, w, h))
+
+    @on(Select.Changed, "#group-stat")
+    def _stat_changed(self, event: Select.Changed) -> None:
+        value = event.value
+        if value is Select.NULL or value == self.stat:
+            return
+        self.stat = str(value)
+        if self.group is not None and self.group.layers:
+            self._paint_group()
+
+    def _leave_group(self) -> None:
+        """Back to the tensor view (the caller has cancelled the overview's worker)."""
+        self.group = None
+        self.overview = None
+        view = self.query_one("#tensor-view", TensorView)
+        if view.has_class("-group"):
+            view.remove_class("-group")
+            self.query_one("#plot-heads", PlotView).display = self._heads_display
+
+    def _cancel_workers(self, *, tensor: bool = True) -> None:
+        """Cancel the overview's worker (and the tensor's): each stops at its next check."""
+        if self._group_worker is not None:
+            self._group_worker.cancel()
+            self._group_worker = None
+        if tensor and self._stats_worker is not None:
+            self._stats_worker.cancel()
+            self._stats_worker = None
+
     # -- the progress line ------------------------------------------------------
 
     def _start_progress(self) -> None:
@@ -317,7 +618,14 @@ class WeightsPane(Widget):
         if self._ticker is None:
             return
         elapsed = time.perf_counter() - self._started
-        self.query_one("#tensor-status", Static).update(progress_line(self._stage, elapsed))
+        group = self.group
+        if group is not None:
+            line = group_progress_line(group.index, len(group.names), group.name, elapsed)
+            if group.dirty and time.perf_counter() - group.painted >= GROUP_REPAINT_SECONDS:
+                self._paint_group()
+        else:
+            line = progress_line(self._stage, elapsed)
+        self.query_one("#tensor-status", Static).update(line)
 
     def on_stats_progress(self, message: StatsProgress) -> None:
         message.stop()
@@ -384,6 +692,8 @@ class WeightsPane(Widget):
 
     def on_tensor_computed(self, message: TensorComputed) -> None:
         self.cache[message.name] = message.result
+        if message.result.get("stats"):
+            self.stats_cache[message.name] = message.result["stats"]
         if message.name == self.current:
             self._paint_result(message.name, message.result)
 
@@ -434,8 +744,48 @@ class WeightsPane(Widget):
         self._mark("figures")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.group == "group-stats":
+            if event.worker is self._group_worker:
+                self._stop_progress()
+                self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
+            self.app.report_error("Could not compute statistics", event.worker.error)
         if event.state == WorkerState.ERROR and event.worker.group == "tensor-stats":
             if event.worker is self._stats_worker:  # not a superseded selection's worker
                 self._stop_progress()
                 self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
             self.app.report_error("Could not compute statistics", event.worker.error)
+
+
+def _relative(name: str, path: tuple[str, ...]) -> str:
+    """``q.weight`` for ``layers.3.attn.q.weight`` under ``layers/3/attn``: the name less the
+    longest part of the group's path it starts with."""
+    for k in range(len(path), 0, -1):
+        prefix = ".".join(path[:k]) + "."
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _fill_table(table: DataTable, columns: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """Show ``rows`` (``(key, cells)``) under ``columns``, changing only what changed, so a
+    table that fills in keeps its cursor and scroll position. Cells are right-aligned but in
+    the first (and, with ``tensor``, the second: shape) column."""
+    left = 2 if columns[:1] == ["tensor"] else 1
+
+    def aligned(cells: list[str]) -> list[str | Text]:
+        return [c if i < left else Text(c, justify="right") for i, c in enumerate(cells)]
+
+    if [str(c.label) for c in table.ordered_columns] != columns:
+        table.clear(columns=True)
+        for i, column in enumerate(columns):
+            table.add_column(column if i < left else Text(column, justify="right"), key=column)
+    keys = [str(row.key.value) for row in table.ordered_rows]
+    if keys != [key for key, _ in rows[: len(keys)]]:
+        table.clear()
+        keys = []
+    for key, cells in rows[: len(keys)]:
+        for column, value in zip(columns, aligned(cells), strict=True):
+            if str(table.get_cell(key, column)) != str(value):
+                table.update_cell(key, column, value, update_width=True)
+    for key, cells in rows[len(keys):]:
+        table.add_row(*aligned(cells), key=key)
