@@ -166,11 +166,17 @@ def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", x
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("pro" if color else "clear")
+    all_x: set[float] = set()
     for label, ys in series.items():
         x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
         pts = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if b is not None and not math.isnan(float(b))]
         if pts:
             plt.plot([a for a, _ in pts], [b for _, b in pts], label=str(label), marker="braille")
+            all_x.update(a for a, _ in pts)
+    if all_x and all(a.is_integer() for a in all_x):  # layers, steps: integer ticks, not 0.75, 1.50...
+        lo, hi = int(min(all_x)), int(max(all_x))
+        step = max(1, math.ceil((hi - lo) / max(1, width // 12)))
+        plt.xticks(list(range(lo, hi + 1, step)))
     plt.title(title)
     plt.xlabel(xlabel)
     text = plt.build()

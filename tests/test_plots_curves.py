@@ -111,3 +111,13 @@ def test_plot_cli(tmp_path):
     assert "beta" in text and "\x1b[" not in text and len(text.rstrip("\n").splitlines()) == 20
     r = CliRunner().invoke(app, ["plot", str(a), "--metric", "acc", "--width", "60", "--height", "12"])
     assert r.exit_code == 0 and "train accuracy" in r.output
+
+
+def test_lines_figure_integer_x_gets_integer_ticks():
+    from lminspect.plots import lines_figure
+
+    axis = lines_figure({"a": [3.0, 1.0, 2.0, float("nan"), 5.0]}, width=40, height=8).splitlines()[-1]
+    labels = axis.split()
+    assert labels[0] == "0" and labels[-1] == "4" and all(t.isdigit() for t in labels)  # not 0.00 0.75 ...
+    fractional = lines_figure({"a": ([0.5, 1.5], [1.0, 2.0])}, width=40, height=8).splitlines()[-1]
+    assert "0.50" in fractional
