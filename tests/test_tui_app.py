@@ -603,3 +603,22 @@ def test_tui_command_wires_the_app(monkeypatch, tmp_path):
     r = CliRunner().invoke(cli, ["tui", "somemodel", "--acts", str(tmp_path / "a"), "--acts", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert seen["acts"] == [tmp_path / "a", tmp_path / "b"]
+
+
+async def test_result_for_a_closed_model_is_dropped(tiny_llama_dir, tiny_llama_tied_dir, tmp_path):
+    """A statistics worker still running when another model opens must not fill the new
+    model's cache under a tensor name both models have."""
+    from lminspect.tui.messages import TensorComputed
+    from lminspect.weights import open_store
+
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        pane = app.query_one(WeightsPane)
+        old = pane.store
+        pane.set_store(open_store(tiny_llama_tied_dir), label="other")
+        await pilot.pause()
+        pane.post_message(TensorComputed("embed.tokens.weight", {"stats": {"mean": 123.0}}, old))
+        pane.post_message(TensorComputed("norm.weight", {"stats": {"mean": 1.0}}, pane.store))
+        await pilot.pause(0.1)
+        assert "embed.tokens.weight" not in pane.cache and "norm.weight" in pane.cache

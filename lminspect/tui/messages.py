@@ -22,6 +22,7 @@ class TensorComputed(Message):
 
     name: str
     result: dict[str, Any]
+    store: Any = None  # the model they belong to: a result for a model since closed is dropped
 
 
 @dataclass

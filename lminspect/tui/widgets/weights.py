@@ -670,7 +670,7 @@ class WeightsPane(Widget):
         if worker.is_cancelled:
             return
         result["heads"] = self._head_norms(store, name, info)
-        self.post_message(TensorComputed(name, result))
+        self.post_message(TensorComputed(name, result, store))
 
     @staticmethod
     def _head_norms(store: Any, name: str, info: Any) -> tuple[str, list[float]] | None:
@@ -691,6 +691,8 @@ class WeightsPane(Widget):
         return (which, norms) if norms else None
 
     def on_tensor_computed(self, message: TensorComputed) -> None:
+        if message.store is not self.store:
+            return  # computed for the model open before this one: same names, other tensors
         self.cache[message.name] = message.result
         if message.result.get("stats"):
             self.stats_cache[message.name] = message.result["stats"]
