@@ -14,11 +14,12 @@ from lminspect.tui.app import LMInspectApp
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
 from lminspect.tui.screens.picker import PickerScreen
+from lminspect.tui.stats_text import cell
 from lminspect.tui.widgets.activations import ActsPane
 from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.stream import StreamView
-from lminspect.tui.widgets.weights import WeightsPane, cell
+from lminspect.tui.widgets.weights import WeightsPane
 
 SIZE = (120, 40)
 SMALL = (80, 24)  # the smallest supported terminal

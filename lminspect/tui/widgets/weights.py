@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -45,6 +44,16 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from lminspect.fsutil import human_bytes
 from lminspect.tui import backend, plotting
 from lminspect.tui.messages import GroupDone, GroupProgress, StatsProgress, TensorComputed
+from lminspect.tui.stats_text import (
+    cell,
+    fill_table,
+    group_progress_line,
+    histogram_of,
+    progress_line,
+    relative_name,
+    scalar_stats,
+    singular_values_of,
+)
 from lminspect.tui.widgets.plot import PlotView
 
 _HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
@@ -68,83 +77,20 @@ GROUP_COLUMNS = (("mean", "mean"), ("std", "std"), ("absmax", "absmax"), ("kurto
                  ("alpha", "alpha"))
 
 
-def progress_line(stage: str, elapsed: float) -> str:
-    """The status line while statistics compute: ``computing statistics: STAGE ... 1.4 s``."""
-    what = f": {stage}" if stage else ""
-    return f"computing statistics{what} ... {elapsed:.1f} s"
 
 
-def group_progress_line(index: int, total: int, name: str, elapsed: float) -> str:
-    """The status line while a group's statistics compute: ``statistics 12/270: NAME ... 3.1 s``."""
-    return f"statistics {index}/{total}: {name} ... {elapsed:.1f} s"
 
 
-def cell(value: Any) -> str:
-    """A number in an overview table: 3 significant digits (as ``stats --by-layer``), ``-`` when missing."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return "-"
-    return f"{float(value):.3g}"
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int | np.integer):
-        return f"{int(v):,}"
-    if isinstance(v, float | np.floating):
-        return f"{float(v):.6g}"
-    return str(v)
 
 
-_NOT_IN_TABLE = {"name", "canonical", "hist_edges", "edges", "bin_edges"}
 
 
-def scalar_stats(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The rows of the statistics table: every scalar in the stats dict, in its order."""
-    rows = []
-    for key, value in stats.items():
-        if key in _NOT_IN_TABLE:
-            continue
-        if key == "kurtosis" and isinstance(value, float | np.floating):
-            # excess kurtosis comes from float32 power sums: ~1e-5 absolute, so 4 decimals
-            rows.append((str(key), f"{float(value):.4f}"))
-        elif isinstance(value, int | float | np.integer | np.floating | bool):
-            rows.append((str(key), _fmt(value)))
-        elif isinstance(value, str) and len(value) < 60:
-            rows.append((str(key), value))
-        elif isinstance(value, list | tuple) and 0 < len(value) <= 4 and all(isinstance(x, int | float) for x in value):
-            rows.append((str(key), ", ".join(_fmt(x) for x in value)))
-    return rows
 
 
-def histogram_of(stats: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
-    """(counts, edges) from the stats dict, whichever of the usual spellings it uses."""
-    h = stats.get("histogram") or stats.get("hist")
-    if h is None:
-        return None
-    edges_in = stats.get("hist_edges")
-    if isinstance(h, list) and edges_in is not None and len(edges_in) == 2 and len(h) != 2:
-        # the weight store gives counts plus the [lo, hi] range of equal-width bins
-        lo, hi = float(edges_in[0]), float(edges_in[1])
-        return list(map(float, h)), np.linspace(lo, hi, len(h) + 1).tolist()
-    if isinstance(h, Mapping):
-        counts = h.get("counts") or h.get("count") or h.get("values")
-        edges = h.get("edges") or h.get("bin_edges") or h.get("bins")
-    elif isinstance(h, list | tuple) and len(h) == 2:
-        counts, edges = h
-    else:
-        return None
-    if counts is None or edges is None:
-        return None
-    return list(map(float, counts)), list(map(float, edges))
 
 
-def singular_values_of(stats: Mapping[str, Any]) -> list[float] | None:
-    for key in ("singular_values", "sv", "svals", "spectrum"):
-        sv = stats.get(key)
-        if sv is not None:
-            return [float(x) for x in sv]
-    return None
 
 
 class TensorView(VerticalScroll):
@@ -543,8 +489,8 @@ class WeightsPane(Widget):
                 values = [cell(r.get(key)) for key, _ in GROUP_COLUMNS]
             else:
                 values = ["-" if name in group.errors else "…"] * len(GROUP_COLUMNS)
-            rows.append((name, [_relative(name, group.path), shape, *values]))
-        _fill_table(table, ["tensor", "shape", *(label for _, label in GROUP_COLUMNS)], rows)
+            rows.append((name, [relative_name(name, group.path), shape, *values]))
+        fill_table(table, ["tensor", "shape", *(label for _, label in GROUP_COLUMNS)], rows)
 
     def _paint_layers(self, group: _Group, table: DataTable) -> None:
         from lminspect.errors import UserError
@@ -557,7 +503,7 @@ class WeightsPane(Widget):
             layers, cols = by_layer(results, stat)
         except UserError as exc:
             self.overview = None
-            _fill_table(table, ["layer"], [])
+            fill_table(table, ["layer"], [])
             why = backend.user_message(exc).removeprefix("--by-layer ") if group.done else "waiting for statistics"
             plot.show_message(f"{stat} by layer: {why}")
             return
@@ -570,7 +516,7 @@ class WeightsPane(Widget):
             return cell(value)
 
         rows = [(str(i), [str(i), *(shown(i, c, v[k]) for c, v in cols.items())]) for k, i in enumerate(layers)]
-        _fill_table(table, ["layer", *cols], rows)
+        fill_table(table, ["layer", *cols], rows)
         plot.show_figure(lambda w, h: plotting.by_layer_figure(layers, cols, stat, w, h))
 
     @on(Select.Changed, "#group-stat")
@@ -758,36 +704,5 @@ class WeightsPane(Widget):
             self.app.report_error("Could not compute statistics", event.worker.error)
 
 
-def _relative(name: str, path: tuple[str, ...]) -> str:
-    """``q.weight`` for ``layers.3.attn.q.weight`` under ``layers/3/attn``: the name less the
-    longest part of the group's path it starts with."""
-    for k in range(len(path), 0, -1):
-        prefix = ".".join(path[:k]) + "."
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
 
 
-def _fill_table(table: DataTable, columns: list[str], rows: list[tuple[str, list[str]]]) -> None:
-    """Show ``rows`` (``(key, cells)``) under ``columns``, changing only what changed, so a
-    table that fills in keeps its cursor and scroll position. Cells are right-aligned but in
-    the first (and, with ``tensor``, the second: shape) column."""
-    left = 2 if columns[:1] == ["tensor"] else 1
-
-    def aligned(cells: list[str]) -> list[str | Text]:
-        return [c if i < left else Text(c, justify="right") for i, c in enumerate(cells)]
-
-    if [str(c.label) for c in table.ordered_columns] != columns:
-        table.clear(columns=True)
-        for i, column in enumerate(columns):
-            table.add_column(column if i < left else Text(column, justify="right"), key=column)
-    keys = [str(row.key.value) for row in table.ordered_rows]
-    if keys != [key for key, _ in rows[: len(keys)]]:
-        table.clear()
-        keys = []
-    for key, cells in rows[: len(keys)]:
-        for column, value in zip(columns, aligned(cells), strict=True):
-            if str(table.get_cell(key, column)) != str(value):
-                table.update_cell(key, column, value, update_width=True)
-    for key, cells in rows[len(keys):]:
-        table.add_row(*aligned(cells), key=key)
