@@ -27,7 +27,8 @@ def tiny(tiny_llama_dir, tmp_path, monkeypatch):
     return dst
 
 
-def test_snapshot_weights_tensor_view(tiny, snap_compare):
+@pytest.mark.parametrize("size", [SIZE, SMALL], ids=["120x40", "80x24"])
+def test_snapshot_weights_tensor_view(tiny, snap_compare, size):
     app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
 
     async def select_embedding(pilot):
@@ -37,20 +38,7 @@ def test_snapshot_weights_tensor_view(tiny, snap_compare):
         await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="stats")
         await wait_until(pilot, lambda: "figures" in pane.timings, what="figures")
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=select_embedding)
-
-
-def test_snapshot_weights_tensor_view_80x24(tiny, snap_compare):
-    app = LMInspectApp(str(tiny), runs_dir="runs", remember=False)
-
-    async def select_embedding(pilot):
-        await wait_until(pilot, lambda: app.store is not None, what="open")
-        await pilot.press("down", "down", "enter")
-        pane = app.query_one("#weights-pane")
-        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="stats")
-        await wait_until(pilot, lambda: "figures" in pane.timings, what="figures")
-
-    assert snap_compare(app, terminal_size=SMALL, run_before=select_embedding)
+    assert snap_compare(app, terminal_size=size, run_before=select_embedding)
 
 
 def test_snapshot_weights_layers_overview(tiny, snap_compare):
