@@ -157,6 +157,9 @@ def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", d
     return text
 
 
+_PLAIN_MARKERS = "ox+*#%@=&~"
+
+
 def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", xs: Sequence[float] | None = None,
                  width: int = 100, height: int = 25, color: bool = False) -> str:
     """A plotext line plot of ``{label: ys}`` (or ``{label: (xs, ys)}``) as text; NaNs are
@@ -167,11 +170,13 @@ def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", x
     plt.plotsize(width, height)
     plt.theme("pro" if color else "clear")
     all_x: set[float] = set()
-    for label, ys in series.items():
+    # without colour, braille lines all look alike: one character per line instead
+    markers = ["braille"] if color or len(series) < 2 else list(_PLAIN_MARKERS)
+    for k, (label, ys) in enumerate(series.items()):
         x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
         pts = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if b is not None and not math.isnan(float(b))]
         if pts:
-            plt.plot([a for a, _ in pts], [b for _, b in pts], label=str(label), marker="braille")
+            plt.plot([a for a, _ in pts], [b for _, b in pts], label=str(label), marker=markers[k % len(markers)])
             all_x.update(a for a, _ in pts)
     if all_x and all(a.is_integer() for a in all_x):  # layers, steps: integer ticks, not 0.75, 1.50...
         lo, hi = int(min(all_x)), int(max(all_x))

@@ -121,3 +121,10 @@ def test_lines_figure_integer_x_gets_integer_ticks():
     assert labels[0] == "0" and labels[-1] == "4" and all(t.isdigit() for t in labels)  # not 0.00 0.75 ...
     fractional = lines_figure({"a": ([0.5, 1.5], [1.0, 2.0])}, width=40, height=8).splitlines()[-1]
     assert "0.50" in fractional
+
+
+def test_lines_figure_plain_text_tells_lines_apart():
+    from lminspect.plots import lines_figure
+
+    fig = lines_figure({"a": [1.0, 2.0], "b": [2.0, 1.0]}, width=40, height=8)
+    assert "oo a" in fig and "xx b" in fig  # one marker character per line, shown in the legend
