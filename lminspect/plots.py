@@ -189,6 +189,16 @@ def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", x
     return text if color else _ANSI.sub("", text)
 
 
+def by_layer_figure(layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str, *,
+                    title: str | None = None, width: int = 100, height: int = 25, color: bool = False) -> str:
+    """``weights.stats.by_layer``'s ``(layers, {component: values})`` as one line per
+    component over the layers (a None leaves a gap): ``stats --by-layer``, the REPL's
+    ``plot_by_layer`` and the TUI's layers overview."""
+    series = {c: (list(layers), list(v)) for c, v in columns.items()}
+    return lines_figure(series, title=title or f"{stat} by layer", xlabel="layer", width=width, height=height,
+                        color=color)
+
+
 def saturation_rows(run: Any) -> list[int]:
     """Row indices at the run's checkpoint steps (every ``save_every``, plus the last row); all
     rows when that gives fewer than 3 points."""

@@ -9,6 +9,20 @@ import pytest
 PLAN = "0,1r2,3*0.5,2*attn=0.7*mlp=1.3"
 
 
+def _assert_same_logits(hf, out, ids, ours) -> None:
+    """transformers on the exported dir, and lminspect loading it back, give our stitched logits."""
+    import torch
+
+    from lminspect.models import load_model
+
+    with torch.no_grad():
+        theirs = hf(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    again = load_model(str(out))
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward(ids), ours, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("fixture, n", [("tiny_llama_dir", 4), ("tiny_llama_tied_dir", 4), ("tiny_gpt2_dir", 3)])
 def test_export_matches_stitched_forward_in_transformers(fixture, n, request, tmp_path):
     import torch
@@ -32,12 +46,7 @@ def test_export_matches_stitched_forward_in_transformers(fixture, n, request, tm
     assert cfg[layers_key] == len(parse_plan(spec, n)) and cfg["lminspect_plan"]
     assert (out / "tokenizer.json").read_text() == tj
     hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    with torch.no_grad():
-        theirs = hf(ids).logits
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
-    again = load_model(str(out))
-    with torch.no_grad():
-        torch.testing.assert_close(again.forward(ids), ours, atol=1e-5, rtol=1e-5)
+    _assert_same_logits(hf, out, ids, ours)
 
 
 def test_stitched_model_view_shares_weights(tiny_llama_dir):
@@ -138,12 +147,7 @@ def test_falcon_export_matches_stitched_forward_in_transformers(falcon_src, tmp_
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dir left behind
     hf = FalconForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     assert hf.config.num_hidden_layers == len(plan)
-    with torch.no_grad():
-        theirs = hf(ids).logits
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
-    again = load_model(str(out))
-    with torch.no_grad():
-        torch.testing.assert_close(again.forward(ids), ours, atol=1e-5, rtol=1e-5)
+    _assert_same_logits(hf, out, ids, ours)
 
 
 @pytest.mark.parametrize("multi_query", [False, True])

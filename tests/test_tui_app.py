@@ -616,10 +616,10 @@ async def test_result_for_a_closed_model_is_dropped(tiny_llama_dir, tiny_llama_t
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
         pane = app.query_one(WeightsPane)
-        old = pane.store
+        old_job = pane._job  # a worker started for the first model carries this
         pane.set_store(open_store(tiny_llama_tied_dir), label="other")
         await pilot.pause()
-        pane.post_message(TensorComputed("embed.tokens.weight", {"stats": {"mean": 123.0}}, old))
-        pane.post_message(TensorComputed("norm.weight", {"stats": {"mean": 1.0}}, pane.store))
+        pane.post_message(TensorComputed("embed.tokens.weight", {"stats": {"mean": 123.0}}, old_job))
+        pane.post_message(TensorComputed("norm.weight", {"stats": {"mean": 1.0}}, pane._store_job + 1))
         await pilot.pause(0.1)
         assert "embed.tokens.weight" not in pane.cache and "norm.weight" in pane.cache

@@ -421,13 +421,11 @@ class Model:
 
     def plot_by_layer(self, stat: str = "alpha", svd: bool = True, width: int = 100, height: int = 25) -> Figure:
         """:meth:`by_layer` as a line plot, one line per component."""
-        from lminspect.plots import lines_figure
+        from lminspect.plots import by_layer_figure
         from lminspect.weights.stats import by_layer
 
         layers, cols = by_layer(self._layer_stats(svd), stat)
-        series = {c: (layers, [float("nan") if x is None else x for x in v]) for c, v in cols.items()}
-        return Figure(lines_figure(series, title=f"{stat} by layer", xlabel="layer", width=width, height=height),
-                      title=f"{stat} by layer")
+        return Figure(by_layer_figure(layers, cols, stat, width=width, height=height), title=f"{stat} by layer")
 
     def _layer_stats(self, svd: bool) -> list[dict[str, Any]]:
         return [self.store.stats(n, svd=svd) for n in self._canon if n.startswith("layers.")]

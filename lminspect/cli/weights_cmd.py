@@ -139,7 +139,7 @@ def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from lminspect.plots import lines_figure
+    from lminspect.plots import by_layer_figure
     from lminspect.weights.stats import by_layer
 
     layers, cols = by_layer(results, stat)
@@ -153,12 +153,9 @@ def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
     if not out.is_terminal:  # a file or a pipe: as wide as the table needs, so nothing folds
         out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)))
     out.print(table)
-    plotted = {c: v for c, v in cols.items() if any(x is not None for x in v)}
-    if plotted and len(layers) > 1:
-        fig = lines_figure({c: (layers, [float("nan") if x is None else x for x in v]) for c, v in plotted.items()},
-                           title=f"{stat} by layer", xlabel="layer", width=min(out.width, 120), height=22,
-                           color=out.is_terminal)
-        sys.stdout.write(fig + "\n")
+    if len(layers) > 1:  # by_layer keeps only components with a value
+        sys.stdout.write(by_layer_figure(layers, cols, stat, width=min(out.width, 120), height=22,
+                                         color=out.is_terminal) + "\n")
 
 
 def convert(

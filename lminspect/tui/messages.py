@@ -22,7 +22,7 @@ class TensorComputed(Message):
 
     name: str
     result: dict[str, Any]
-    store: Any = None  # the model they belong to: a result for a model since closed is dropped
+    job: int = 0  # the selection's number: one from before the current model opened is dropped
 
 
 @dataclass

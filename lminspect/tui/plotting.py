@@ -6,7 +6,7 @@ turned into Rich text by :class:`lminspect.tui.widgets.plot.PlotView`). plotext
 keeps one global figure, so every build happens under ``PLOT_LOCK``. Log scales
 raise inside plotext; we plot ``log10`` of the values on a linear axis instead.
 Training curves come from ``lminspect.plots`` (shared with the CLI), not here; so does
-the drawing of :func:`by_layer_figure` (``plots.lines_figure``, under ``PLOT_LOCK``).
+the drawing of :func:`by_layer_figure` (``plots.by_layer_figure``, under ``PLOT_LOCK``).
 """
 
 from __future__ import annotations
@@ -285,16 +285,13 @@ def dims_figure(values: Sequence[float], width: int, height: int, title: str,
 def by_layer_figure(
     layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str, width: int, height: int
 ) -> str:
-    """``by_layer``'s ``(layers, {component: values})`` as lines over layers, one per component,
-    drawn by ``lminspect.plots.lines_figure`` (shared with ``stats --by-layer`` and the REPL);
-    a missing value (None) leaves a gap."""
-    from lminspect.plots import lines_figure
+    """``lminspect.plots.by_layer_figure`` (shared with ``stats --by-layer`` and the REPL) at
+    the widget's size, under ``PLOT_LOCK``."""
+    from lminspect.plots import by_layer_figure as figure
 
     title = f"{stat} by layer"
-    series = {c: (list(layers), [math.nan if x is None else float(x) for x in v])
-              for c, v in columns.items() if any(x is not None for x in v)}
-    if not layers or not series:
+    if not layers or not columns:
         return f"{title}: nothing to plot"
     width, height = max(width, 20), max(height, 6)
     with PLOT_LOCK:
-        return lines_figure(series, title=_fit(title, width), xlabel="layer", width=width, height=height, color=True)
+        return figure(layers, columns, stat, title=_fit(title, width), width=width, height=height, color=True)

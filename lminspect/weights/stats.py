@@ -166,20 +166,16 @@ def _histogram(sample: np.ndarray, lo: float, hi: float, near: float) -> tuple[n
     """``np.histogram(sample, BINS, (lo, hi))`` and ``count_nonzero(|sample| <= near)``
     (float32 ``sample``), in one compiled pass when numba is there."""
     k = kernels()
-    if sample.dtype == np.float32 and k is not None:
-        try:
-            edges = np.histogram_bin_edges(sample, bins=BINS, range=(lo, hi))
-        except ValueError:  # a range of a few float32 ULPs: no 64 distinct float32 edges
-            pass
-        else:
-            hist, nz = k.hist(sample, edges, np.float32(near))
-            return hist, edges, int(nz)
-    nz = int(np.count_nonzero(np.abs(sample) <= near))
+    binned = sample
     try:
-        hist, edges = np.histogram(sample, bins=BINS, range=(lo, hi))
-    except ValueError:  # as above: bin in float64
-        hist, edges = np.histogram(sample.astype(np.float64), bins=BINS, range=(lo, hi))
-    return hist, edges, int(nz)
+        edges = np.histogram_bin_edges(sample, bins=BINS, range=(lo, hi))
+    except ValueError:  # a range of a few float32 steps: no 64 distinct float32 edges, so bin in float64
+        binned, k = sample.astype(np.float64), None
+    if sample.dtype == np.float32 and k is not None:
+        hist, nz = k.hist(sample, edges, np.float32(near))
+        return hist, edges, int(nz)
+    hist, edges = np.histogram(binned, bins=BINS, range=(lo, hi))
+    return hist, edges, int(np.count_nonzero(np.abs(sample) <= near))
 
 
 # elements converted to float32 at a time for non-float32 tensors on the compiled path

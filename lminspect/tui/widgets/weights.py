@@ -616,7 +616,7 @@ class WeightsPane(Widget):
         if worker.is_cancelled:
             return
         result["heads"] = self._head_norms(store, name, info)
-        self.post_message(TensorComputed(name, result, store))
+        self.post_message(TensorComputed(name, result, job))
 
     @staticmethod
     def _head_norms(store: Any, name: str, info: Any) -> tuple[str, list[float]] | None:
@@ -637,7 +637,7 @@ class WeightsPane(Widget):
         return (which, norms) if norms else None
 
     def on_tensor_computed(self, message: TensorComputed) -> None:
-        if message.store is not self.store:
+        if message.job <= self._store_job:
             return  # computed for the model open before this one: same names, other tensors
         self.cache[message.name] = message.result
         if message.result.get("stats"):
