@@ -601,9 +601,14 @@ def test_tui_command_wires_the_app(monkeypatch, tmp_path):
     r = CliRunner().invoke(cli, ["tui", "somemodel", "--runs", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert seen == {"model": "somemodel", "runs": tmp_path, "acts": []}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     r = CliRunner().invoke(cli, ["tui", "somemodel", "--acts", str(tmp_path / "a"), "--acts", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert seen["acts"] == [tmp_path / "a", tmp_path / "b"]
+    # a missing --acts path: one line and exit 2 before any window opens
+    r = CliRunner().invoke(cli, ["tui", "somemodel", "--acts", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "--acts" in r.output
 
 
 async def test_result_for_a_closed_model_is_dropped(tiny_llama_dir, tiny_llama_tied_dir, tmp_path):

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         ),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Directory holding training runs (Runs tab)."),
         acts: list[Path] | None = typer.Option(
-            None, "--acts",
+            None, "--acts", exists=True,
             help="Results dir of `lminspect activations`, or a folder of them (Activations tab); repeatable.",
         ),
     ) -> None:
