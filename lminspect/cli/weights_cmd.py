@@ -117,7 +117,7 @@ def stats(
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail", "warning"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("name", "shape") else "right")
 
@@ -128,9 +128,13 @@ def stats(
         row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
+                    f(r.get("alpha_tail"), "{:d}"), r.get("alpha_warning") or ""]
         table.add_row(*row)
     Console().print(table)
+    if svd:
+        print("alpha: weightwatcher's power-law fit of the eigenvalues s^2 (D: its KS distance, tail: eigenvalues "
+              ">= xmin; warning: alpha < 2 over-trained, > 6 under-trained). Definitions: docs/weights.md")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
