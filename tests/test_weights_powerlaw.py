@@ -112,3 +112,23 @@ def test_alpha_equals_weightwatcher_on_smollm2(smollm2_dir):
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype="float32").eval()
     details = _hf_ww_details(model)
     assert _compare_with_ww(open_store(smollm2_dir), details, 3e-6) >= 210
+
+
+def test_cli_stats_shows_fit_quality_and_warnings(tiny_llama_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lminspect.cli import app
+
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "layers.0.*", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    fitted = [x for x in rows if "alpha" in x]
+    assert len(fitted) == 7 and all({"alpha_D", "alpha_xmin", "alpha_tail", "alpha_warning"} <= set(x) for x in fitted)
+    r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "layers.0.*"])
+    assert r.exit_code == 0 and " D " in r.output and "tail" in r.output
+    flagged = [x for x in fitted if x["alpha_warning"]]
+    assert flagged  # random init: several matrices fall outside weightwatcher's 2..6
+    for x in flagged:
+        assert f"{x['canonical']}: {x['alpha_warning']} (alpha {x['alpha']:.3g}" in r.output

@@ -117,9 +117,9 @@ def stats(
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha", "D", "tail", "warning"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("name", "shape") else "right")
+        table.add_column(c, justify="left" if c in ("name", "shape") else "right", no_wrap=c == "name")
 
     def f(v, fmt="{:.3g}") -> str:
         return "-" if v is None else fmt.format(v)
@@ -129,12 +129,24 @@ def stats(
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
             row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
-                    f(r.get("alpha_tail"), "{:d}"), r.get("alpha_warning") or ""]
+                    f(r.get("alpha_tail"), "{:d}")]
         table.add_row(*row)
-    Console().print(table)
-    if svd:
-        print("alpha: weightwatcher's power-law fit of the eigenvalues s^2 (D: its KS distance, tail: eigenvalues "
-              ">= xmin; warning: alpha < 2 over-trained, > 6 under-trained). Definitions: docs/weights.md")
+    out = Console()
+    if not out.is_terminal:  # a file or a pipe: wide enough that names and numbers are not cut
+        out = Console(width=max(out.width, 150))
+    out.print(table)
+    if svd and any("alpha" in r for r in results):
+        _print_alpha_notes(results)
+
+
+def _print_alpha_notes(results: list[dict]) -> None:
+    """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
+          ">= xmin (docs/weights.md)")
+    flagged = [r for r in results if r.get("alpha_warning")]
+    for r in flagged:
+        print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
