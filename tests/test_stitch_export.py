@@ -155,7 +155,7 @@ def test_falcon_qkv_fuse_inverts_the_weight_store_split(multi_query):
     import numpy as np
     import torch
 
-    from lminspect.stitch import _falcon_fuse_qkv
+    from lminspect.weights.export import _falcon_fuse_qkv
     from lminspect.weights.naming import _falcon_qkv
 
     nh, hd, dim = 4, 8, 16
