@@ -27,13 +27,12 @@ _MARKERS = "o^s*Dv<>pX"
 def check_figure_path(path: str | Path, overwrite: bool = False) -> Path:
     """``path`` as a Path after checking its suffix, that it may be written, and that
     matplotlib is importable; a one-line UserError otherwise."""
+    from lminspect.fsutil import check_output
+
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
         raise UserError(f"--save {p}: the figure must end in .png or .svg")
-    if p.exists() and not overwrite:
-        raise UserError(f"--save {p}: the file exists (add --overwrite to replace it)")
-    if p.exists() and p.is_dir():
-        raise UserError(f"--save {p}: is a directory")
+    check_output(p, kind="file", overwrite=overwrite, option="--save")
     _pyplot()
     return p
 
@@ -53,9 +52,6 @@ def _write(fig: Any, path: Path, overwrite: bool) -> Path:
     from lminspect.fsutil import atomic_path
 
     plt = _pyplot()
-    if path.exists() and not overwrite:
-        plt.close(fig)
-        raise UserError(f"--save {path}: the file exists (add --overwrite to replace it)")
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120, bbox_inches="tight")
