@@ -17,6 +17,7 @@ from lminspect.cli import (
     data_cmd,
     generate_cmd,
     grow_cmd,
+    lens_cmd,
     repl_cmd,
     stitch_cmd,
     train_cmd,
@@ -77,6 +78,7 @@ for _module in (
     train_cmd,
     activations_cmd,
     grow_cmd,
+    lens_cmd,
     tui_cmd,
     repl_cmd,
 ):
