@@ -88,13 +88,13 @@ def test_tokens_more_than_dataset(tiny_llama_dir, tmp_path):
 
 
 def test_other_models_dir_refused(tiny_llama_dir, tiny_gpt2_dir, baseline, tmp_path):
-    before = {p.name: p.stat().st_mtime_ns for p in baseline.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in baseline.iterdir() if p.name != ".lminspect.lock"}
     r = _run("activations", str(tiny_gpt2_dir), "--out", str(baseline), *BASE)
     _one_line_error(r, "another model", "--overwrite")
     # same model, other settings: refused too
     r = _run("activations", str(tiny_llama_dir), "--out", str(baseline), "--sites", "resid", *BASE)
     _one_line_error(r, "different settings", "sites")
-    assert {p.name: p.stat().st_mtime_ns for p in baseline.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in baseline.iterdir() if p.name != ".lminspect.lock"} == before
     # a foreign non-empty directory is not ours to fill
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -116,9 +116,9 @@ def test_data_make_mc(tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 25
     assert all(len(x["endings"]) == 4 and 0 <= x["label"] < 4 and x["ctx"] for x in rows)
-    r = invoke("data", "make-mc", str(tmp_path / "missing.txt"), "--out", str(out))
+    r = invoke("data", "make-mc", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "b.jsonl"))
     assert r.exit_code == 2 and "not found" in r.output
-    r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(out))  # a path, not a hub id
+    r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(tmp_path / "b.jsonl"))  # a path, not a hub id
     assert r.exit_code == 2 and "not found" in r.output
 
 

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from lminspect.cli import (
     activations_cmd,
+    compare_cmd,
     data_cmd,
     generate_cmd,
     grow_cmd,
@@ -77,6 +78,7 @@ for _module in (
     data_cmd,
     train_cmd,
     activations_cmd,
+    compare_cmd,
     grow_cmd,
     lens_cmd,
     tui_cmd,

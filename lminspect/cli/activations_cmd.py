@@ -6,6 +6,7 @@ Typer group with subcommands would mistake for a subcommand name. See docs/activ
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -50,11 +51,15 @@ def activations(
     from rich.console import Console
 
     from lminspect.activations import collect
+    from lminspect.activations.collect import remove_leftovers
+    from lminspect.runlock import run_dir_lock
 
-    stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan, batch_size=batch_size,
-                    seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype, outlier_k=outlier_k,
-                    text_field=text_field, split=split, dtype=dtype, device=device, overwrite=overwrite,
-                    save_every=save_every, max_batches=max_batches)
+    with run_dir_lock(out, option="--out"):  # one process per results dir
+        remove_leftovers(Path(out))
+        stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
+                        batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
+                        outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
+                        overwrite=overwrite, save_every=save_every, max_batches=max_batches)
     err = Console(stderr=True, highlight=False)
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""

@@ -5,6 +5,7 @@ Only typer/rich at module level; the registry, torch and plotext load inside the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -109,6 +110,52 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
+def _given_flags(cfg: object) -> dict:
+    """TrainConfig fields whose flag the user typed (not left at its default)."""
+    try:  # recent typer ships its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    names = {"set_": "model_args", "no_plugins": "load_plugins"}
+    out = {}
+    for param in ctx.params:
+        src = ctx.get_parameter_source(param)
+        if src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT"):
+            key = names.get(param, param)
+            if hasattr(cfg, key):
+                out[key] = getattr(cfg, key)
+    return out
+
+
+@contextlib.contextmanager
+def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is imported lazily
+    """Hold the run dir's lock (rank 0), clear a dead run's temporaries, and on --resume refuse
+    flags that contradict the saved run instead of ignoring them."""
+    from lminspect.errors import UserError
+    from lminspect.runlock import run_dir_lock
+    from lminspect.train.guard import read_saved_config, remove_leftovers, resume_conflicts
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    if not cfg.resume:
+        from lminspect.train.guard import validate_train_config
+
+        validate_train_config(cfg)  # before the lock creates the folder
+    with run_dir_lock(run_dir):
+        remove_leftovers(run_dir)
+        if cfg.resume:
+            bad = resume_conflicts(_given_flags(cfg), read_saved_config(run_dir))
+            if bad:
+                raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
+                                "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
+        yield
+
+
 def train(
     exp: str = typer.Option("gpt2ish", "--exp", "-e", autocompletion=_complete_exp,
                             help="Experiment to train, or 'list'."),
@@ -162,7 +209,8 @@ def train(
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
         order_by=order_by, order=order, metadata=metadata,
     )
-    result = run_training(cfg)
+    with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
+        result = run_training(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
@@ -182,6 +230,7 @@ def plot(
     x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
     out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     width: int = typer.Option(None, "--width"),
     height: int = typer.Option(None, "--height"),
     saturation: bool = typer.Option(False, "--saturation", help="Per checkpoint, side by side: loss, accuracy "
@@ -190,10 +239,12 @@ def plot(
     """Plot training curves in the terminal (lmplay's lmp_plotstats)."""
     import shutil
 
-    from lminspect.fsutil import atomic_write_text
+    from lminspect.fsutil import atomic_write_text, check_output
     from lminspect.plots import plot_runs
     from lminspect.train.runlog import load_run
 
+    if out is not None:
+        check_output(out, kind="file", overwrite=overwrite)
     loaded = [load_run(p) for p in runs]
     size = shutil.get_terminal_size((100, 30))
     w = width or size.columns

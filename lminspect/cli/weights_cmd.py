@@ -160,19 +160,23 @@ def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
 
 def convert(
     src: Path = typer.Argument(..., help="A llama-architecture .gguf file."),
-    out_dir: Path = typer.Argument(..., help="Directory to write (replaced atomically if it exists)."),
+    out_dir: Path = typer.Argument(..., help="Directory to write; an existing non-empty one needs --overwrite."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16 or bfloat16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Convert a GGUF model into a HF-style directory (config.json, model.safetensors, tokenizer).
 
     Quantized tensors are dequantized and Q/K un-permuted, so HF transformers'
     LlamaForCausalLM.from_pretrained(OUT_DIR) and lminspect load the result.
+
+    Example: lminspect convert model.gguf model_hf/   (add --overwrite to replace model_hf/)
     """
-    from lminspect.errors import UserError
+    from lminspect.fsutil import check_input_file, check_output
     from lminspect.weights.convert import convert_gguf
 
-    if not src.is_file():
-        raise UserError(f"{src}: no such file")
+    check_input_file(src, option="SRC")
+    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     print(convert_gguf(src, out_dir, dtype=dtype))
 
 

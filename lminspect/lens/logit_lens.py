@@ -1,6 +1,6 @@
 """Logit lens: read the next-token distribution out of the residual stream after every plan position.
 
-The read-out is the model's own final norm and head applied to the residual (``LM.unembed``),
+The read-out is the model's own final norm and head applied to the residual (``LM.logits``),
 each residual normalised by its *own* scale (TransformerLens' ``apply_ln=True``). Rows are the
 embedding (``resid_in.0``) and then ``resid_out.{p}`` for every plan position ``p``, so the last
 row is exactly the model's prediction. Plan positions, not layer indices, order the rows: a
@@ -90,7 +90,7 @@ def logit_lens(lm: Any, ids: Sequence[int], plan: list[LayerCall] | None = None,
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
     _, acts = lm.run_with_cache(x, ["resid_in.0", "resid_out"], plan=plan)
     resid = torch.stack([acts["resid_in.0"][0, pos]] + [acts[f"resid_out.{p}"][0, pos] for p in range(len(plan))])
-    logits = lm.unembed(resid).float()  # [rows, V]
+    logits = lm.logits(resid).float()  # [rows, V]
     probs = torch.softmax(logits, dim=-1)
     k = min(k, probs.shape[-1])
     top_p, top_i = probs.topk(k, dim=-1)

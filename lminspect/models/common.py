@@ -158,13 +158,18 @@ class KVCache:
         (score many continuations of one shared context in one batched forward)."""
         if self.batch_size != 1:
             raise ValueError("expand() needs a batch-1 cache")
+        return self.select(torch.zeros(batch_size, dtype=torch.long), max_len)
+
+    def select(self, rows: torch.Tensor, max_len: int | None = None) -> KVCache:
+        """A new cache whose row j copies row ``rows[j]`` of this one (its first ``pos`` tokens):
+        several continuations of several cached contexts in one batched forward."""
         cap = max(self.pos, max_len or self.capacity)
-        out = KVCache(self.plan, self._shapes, batch_size, cap, self.limit,
+        out = KVCache(self.plan, self._shapes, len(rows), cap, self.limit,
                       self.k[0].dtype if self.k else torch.float32,
                       self.k[0].device if self.k else "cpu")
         for i in range(len(self.k)):
-            out.k[i][:, :, : self.pos] = self.k[i][:, :, : self.pos]
-            out.v[i][:, :, : self.pos] = self.v[i][:, :, : self.pos]
+            out.k[i][:, :, : self.pos] = self.k[i][rows, :, : self.pos]
+            out.v[i][:, :, : self.pos] = self.v[i][rows, :, : self.pos]
         out.pos = self.pos
         return out
 
@@ -384,6 +389,16 @@ class Block(nn.Module):
         return x
 
 
+def pad_mask(pad: torch.Tensor, start: int, T: int, L: int) -> torch.Tensor:
+    """[B, 1, T, L] bool: causal, and row b's first ``pad[b]`` key columns hidden (left padding).
+
+    A padding query still sees itself, so no softmax row is all -inf (its output is never used)."""
+    q = torch.arange(start, start + T, device=pad.device)[:, None]
+    k = torch.arange(L, device=pad.device)[None, :]
+    real = k[None] >= pad[:, None, None]  # [B, 1, L]
+    return ((k <= q)[None] & (real | (k == q)[None]))[:, None]  # [B, 1, T, L]
+
+
 # --------------------------------------------------------------------------- the LM base
 
 
@@ -391,8 +406,9 @@ class LM(nn.Module):
     """Base of every family: embeddings -> blocks (per plan) -> final norm -> head.
 
     Subclasses build ``self.embed`` (with ``tokens`` and optionally ``positions``), ``self.layers``,
-    ``self.norm``, optionally ``self.head`` (absent when tied) and implement ``_positions`` hooks:
-    ``_embed(ids, start)`` and ``_run_extras(start, T, L)`` returning (cos, sin, bias).
+    ``self.norm``, optionally ``self.head`` (absent when tied) and implement the position hooks
+    ``_embed(ids, start, rows)`` and ``_extras(start, T, L, rows)`` returning (cos, sin, bias);
+    ``rows`` is None or per-row positions ``[B, T]`` (left-padded batches, see ``prepare``).
     """
 
     config: object
@@ -487,21 +503,12 @@ class LM(nn.Module):
     def _make_buffers(self) -> None:
         """(Re)create derived, non-persistent tables; called after a meta-device construction."""
 
-    def _embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, start: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         return self.embed.tokens(ids)
 
-    def _extras(self, start: int, T: int, L: int) -> tuple[torch.Tensor | None, torch.Tensor | None,
-                                                            torch.Tensor | None]:
+    def _extras(self, start: int, T: int, L: int, rows: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         return None, None, None
-
-    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
-        """Final norm + head on any residual ``[..., D]``: the logit lens' read-out."""
-        return self._logits(self.norm(resid))
-
-    def unembed_weight(self) -> torch.Tensor:
-        """The unembedding ``[vocab, D]`` (the embedding itself when the head is tied)."""
-        head = getattr(self, "head", None)
-        return head.weight if head is not None else self.embed.tokens.weight
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         head = getattr(self, "head", None)
@@ -510,17 +517,55 @@ class LM(nn.Module):
         return F.linear(x, self.embed.tokens.weight)
 
     # ---- forward
+    def prepare(self, input_ids: torch.Tensor, *, start: int = 0, pad: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, _Run]:
+        """Embeddings ``[B, T, dim]`` and the per-forward context the blocks read.
+
+        ``pad`` ([B] ints, left padding): row b's token at column c sits at position ``c - pad[b]``
+        and its padding columns are masked out, so rows of different lengths batch exactly.
+        Callers that run blocks themselves (``evals.mc_batch``) use this with ``layers[i](x, run,
+        pos, call)`` and ``logits()``."""
+        B, T = input_ids.shape
+        L = start + T
+        if L > self.context_length:
+            raise UserError(f"sequence of {L} tokens exceeds the model's context of {self.context_length} tokens")
+        rows = None
+        if pad is not None:
+            rows = (torch.arange(start, L, device=input_ids.device)[None] - pad[:, None]).clamp(min=0)
+        x = self._embed(input_ids, start, rows)
+        return x, self._context(start, T, x.dtype, cache, pad, rows)
+
+    def _context(self, start: int, T: int, dtype: torch.dtype, cache: KVCache | None,
+                 pad: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> _Run:
+        L = start + T
+        cos, sin, bias = self._extras(start, T, L, rows)
+        if cos is not None and cos.dtype != dtype:  # HF computes the tables in fp32, then casts
+            cos, sin = cos.to(dtype), sin.to(dtype)
+        if pad is not None:
+            allowed = pad_mask(pad, start, T, L)
+            if bias is None:
+                bias = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+            bias = bias.masked_fill(~allowed, float("-inf"))
+        return _Run(start, T, cos, sin, bias, cache, self._hooks)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]``."""
+        return self._logits(self.norm(x))
+
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
-                plan: list[LayerCall] | None = None, last_only: bool = False) -> torch.Tensor:
+                plan: list[LayerCall] | None = None, last_only: bool = False,
+                pad: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for ``input_ids [B, T]`` (``last_only``: ``[B, 1, vocab]``).
 
         With a ``cache`` the tokens continue the cached sequence; the cache's plan is used when
-        ``plan`` is None, and a different plan is an error (its slots would not line up)."""
+        ``plan`` is None, and a different plan is an error (its slots would not line up).
+        ``pad`` ([B] ints): row b is left-padded with ``pad[b]`` tokens that nothing attends to."""
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         B, T = input_ids.shape
         plan, start = self._begin(plan, cache, B, T)
-        return self._run_plan(self._embed(input_ids, start), plan, 0, start, cache, last_only)
+        x, run = self.prepare(input_ids, start=start, pad=pad, cache=cache)
+        return self._run_plan(x, run, plan, 0, cache, last_only)
 
     def forward_from(self, pos: int, resid: torch.Tensor, *, cache: KVCache | None = None,
                      plan: list[LayerCall] | None = None, last_only: bool = False) -> torch.Tensor:
@@ -531,42 +576,38 @@ class LM(nn.Module):
         plan, start = self._begin(plan, cache, B, T)
         if not 0 <= pos <= len(plan):
             raise UserError(f"plan position {pos} is out of range (0..{len(plan)})")
-        return self._run_plan(resid, plan, pos, start, cache, last_only)
-
-    def _begin(self, plan: list[LayerCall] | None, cache: KVCache | None, B: int, T: int) -> tuple[list[LayerCall], int]:
-        """The plan to run and the absolute position of the first new token."""
-        if cache is None:
-            plan = self._check_plan(plan)
-            start = 0
-        else:
-            if plan is not None and list(plan) != cache.plan:
-                raise UserError("forward(plan=...) differs from the plan the KV cache was made for")
-            plan = cache.plan
-            start = cache.pos
-            if cache.batch_size != B:
-                raise UserError(f"KV cache is for batch size {cache.batch_size}, got {B}")
-            cache.reserve(start + T)
         if start + T > self.context_length:
             raise UserError(f"sequence of {start + T} tokens exceeds the model's context of {self.context_length} tokens")
-        return plan, start
+        return self._run_plan(resid, self._context(start, T, resid.dtype, cache), plan, pos, cache, last_only)
 
-    def _run_plan(self, x: torch.Tensor, plan: list[LayerCall], first: int, start: int, cache: KVCache | None,
+    def _begin(self, plan: list[LayerCall] | None, cache: KVCache | None, B: int, T: int
+               ) -> tuple[list[LayerCall], int]:
+        """The plan to run and the absolute position of the first new token."""
+        if cache is None:
+            return self._check_plan(plan), 0
+        if plan is not None and list(plan) != cache.plan:
+            raise UserError("forward(plan=...) differs from the plan the KV cache was made for")
+        if cache.batch_size != B:
+            raise UserError(f"KV cache is for batch size {cache.batch_size}, got {B}")
+        cache.reserve(cache.pos + T)
+        return cache.plan, cache.pos
+
+    def _run_plan(self, x: torch.Tensor, run: _Run, plan: list[LayerCall], first: int, cache: KVCache | None,
                   last_only: bool) -> torch.Tensor:
-        T = x.shape[1]
-        L = start + T
-        cos, sin, bias = self._extras(start, T, L)
-        if cos is not None and cos.dtype != x.dtype:  # HF computes the tables in fp32, then casts
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        run = _Run(start, T, cos, sin, bias, cache, self._hooks)
         layers = self.layers
         for pos in range(first, len(plan)):
             call = plan[pos]
             x = layers[call.index](x, run, pos, call)
         if cache is not None:
-            cache.pos = L
+            cache.pos = run.start + run.length
         if last_only:
             x = x[:, -1:]
-        return self._logits(self.norm(x))
+        return self.logits(x)
+
+    def unembed_weight(self) -> torch.Tensor:
+        """The unembedding ``[vocab, D]`` (the embedding itself when the head is tied)."""
+        head = getattr(self, "head", None)
+        return head.weight if head is not None else self.embed.tokens.weight
 
     # ---- hooks
     @contextlib.contextmanager
