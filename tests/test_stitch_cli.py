@@ -99,7 +99,7 @@ def test_attention_heatmap_and_fft(tiny_llama_dir, tmp_path):
     r = invoke("attention", str(tiny_llama_dir), "--prompt", "Once upon a time", "--plan", "0,2", "--layer", "1",
                "--head", "2", "--out", str(out))
     assert r.exit_code == 0, r.output
-    assert "██" in r.output and "fft2" in r.output
+    assert "██" not in r.output and "scale:" in r.output and "fft2" in r.output  # piped: a character ramp
     probs = np.load(out / "attn_probs.npy")
     fft = np.load(out / "attn_fft.npy")
     assert probs.shape[:2] == (2, 4) and probs.shape == fft.shape

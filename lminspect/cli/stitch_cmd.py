@@ -384,8 +384,13 @@ def _colour(x: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
-    """A matrix as coloured unicode blocks (rows = queries), min-max scaled; a rich Text."""
+RAMP = " .:-=+*#%@"  # low -> high: the heatmap without colour (piped, saved as text)
+
+
+def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None, color: bool = True):
+    """A matrix as a rich Text (rows = queries, columns = keys), min-max scaled: coloured
+    blocks in a terminal, a character ramp without colour; rows labelled with their token,
+    columns with their position, and a scale line."""
     import numpy as np
     from rich.text import Text
 
@@ -393,14 +398,28 @@ def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
     finite = m[np.isfinite(m)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     scale = (hi - lo) or 1.0
-    t = Text(f"{title}  [{lo:.3g} .. {hi:.3g}]\n" if title else "")
-    width = max((len(s) for s in labels), default=0) if labels else 0
+    t = Text(f"{title}\n" if title else "")
+    names = [repr(s)[1:-1][:12] for s in labels] if labels else [""] * m.shape[0]
+    lw = max((len(s) for s in names), default=0)
+    pad = " " * (lw + 5)
+    t.append(pad + "".join(f"{j:<2}"[-2:] for j in range(m.shape[1])) + "  <- key position\n")
     for i, row in enumerate(m):
-        if labels:
-            t.append(labels[i][:12].rjust(min(width, 12)) + " ")
+        t.append(f"{i:>3} {names[i].rjust(lw)} ")
         for v in row:
-            t.append("██", style=_colour((v - lo) / scale) if np.isfinite(v) else "black")
+            x = (v - lo) / scale if np.isfinite(v) else 0.0
+            if color:
+                t.append("██", style=_colour(x) if np.isfinite(v) else "black")
+            else:
+                c = RAMP[min(len(RAMP) - 1, int(x * len(RAMP)))]
+                t.append(c * 2)
         t.append("\n")
+    t.append("scale: ")
+    if color:
+        for k in range(10):
+            t.append("██", style=_colour(k / 9))
+    else:
+        t.append(" ".join(RAMP[1:]).join("''"))
+    t.append(f"  {lo:.3g} .. {hi:.3g} (rows: query tokens; columns: key positions)\n")
     return t
 
 
@@ -419,9 +438,17 @@ def attention(
     out: Path | None = typer.Option(None, "--out", help="Save attn_probs.npy [pos, head, T, T], "
                                     "attn_fft.npy (log|fftshift(fft2)|) and tokens.json here."),
     fft: bool = typer.Option(True, "--fft/--no-fft", help="Also show the 2-D FFT magnitude."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out."),
+    save: Path | None = typer.Option(None, "--save", help="Also save the attention heatmap as PNG or SVG "
+                                     "(needs the [figures] extra)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
+                                   "existing --save file."),
 ) -> None:
-    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002)."""
+    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002).
+
+    In a terminal the heatmap is coloured; piped, it uses the character ramp ' .:-=+*#%@'.
+
+    Example: lminspect attention smollm2 --prompt "Once upon a time" --layer 20 --head 3 --save attn.png
+    """
     import json
 
     import numpy as np
@@ -435,6 +462,10 @@ def attention(
         check_output(out, kind="dir", overwrite=False, allow_nonempty=True)
         for name in ATTENTION_FILES:
             check_output(out / name, kind="file", overwrite=overwrite)
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     _threads()
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
@@ -458,9 +489,16 @@ def attention(
     labels = [tok.decode([i]).replace("\n", "\\n") for i in ids]
     what = f"plan position {pos} (layer {p[pos].index}), " + ("mean of heads" if head is None else f"head {head}")
     con = _console()
-    con.print(heatmap_text(mat, f"attention probabilities: {what}", labels))
+    title = f"attention probabilities: {what}"
+    con.print(heatmap_text(mat, title, labels, color=con.is_terminal))
     if fft:
-        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}"))
+        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}", color=con.is_terminal))
+    if save is not None:
+        from lminspect.figures import save_heatmap
+
+        save_heatmap(save, mat, title=title, xlabels=labels, ylabels=labels, xlabel="key token",
+                     ylabel="query token", overwrite=overwrite)
+        print(f"saved {save}", file=sys.stderr)
     if out is not None:
         from lminspect.fsutil import atomic_path, atomic_write_text
 
