@@ -85,7 +85,7 @@ def test_alpha_equals_weightwatcher_on_every_matrix_of_a_tiny_model(tmp_path, mo
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lminspect.weights.store import open_store
+    from lminspect.weights import open_store
 
     monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def test_alpha_equals_weightwatcher_on_smollm2(smollm2_dir):
     pytest.importorskip("weightwatcher")
     from transformers import AutoModelForCausalLM
 
-    from lminspect.weights.store import open_store
+    from lminspect.weights import open_store
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype="float32").eval()
     details = _hf_ww_details(model)
