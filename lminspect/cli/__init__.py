@@ -18,6 +18,7 @@ from lminspect.cli import (
     data_cmd,
     generate_cmd,
     grow_cmd,
+    lens_cmd,
     repl_cmd,
     stitch_cmd,
     train_cmd,
@@ -80,6 +81,7 @@ for _module in (
     activations_cmd,
     compare_cmd,
     grow_cmd,
+    lens_cmd,
     tui_cmd,
     repl_cmd,
 ):

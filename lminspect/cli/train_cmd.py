@@ -187,6 +187,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     eval_every: int = typer.Option(100, "--eval-every", help="Validate every N steps (0 = never)."),
     save_every: int = typer.Option(200, "--save-every", help="Checkpoint every N steps (0 = at the end)."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", min=0,
+                                         help="Checkpoints kept (older ones pruned); 0 keeps all, for "
+                                              "`lminspect timeline`."),
     set_: list[str] = typer.Option([], "--set", help="Model option KEY=VALUE (e.g. n_layer=4), repeatable."),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Ignore third-party experiment plugins."),
     order_by: str = typer.Option(None, "--order-by", help="Feed training documents sorted by this "
@@ -216,6 +219,7 @@ def train(
         optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
         max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
+        keep_checkpoints=keep_checkpoints,
         order_by=order_by, order=order, metadata=metadata,
     )
     with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
