@@ -181,6 +181,8 @@ def show(
     """Print the resolved layer sequence of PLAN, and what it skips and repeats.
 
     Grammar ranges (0-23) are INCLUSIVE; mergekit layer_range [0, 24] is HALF-OPEN."""
+    from rich.markup import escape
+
     from lminspect.stitch import describe_plan, parse_plan
 
     n = _depth(layers, model)
@@ -190,9 +192,10 @@ def show(
     con.print(f"plan [bold]{s.text}[/bold] on {n} layers")
     seq = " ".join(
         str(c.index) + ("" if (c.attn_scale, c.mlp_scale) == (1.0, 1.0) else f"(a{c.attn_scale:g},m{c.mlp_scale:g})")
+        + "".join(f"[{kind}{h}={v:g}]" for kind, hs in (("h", c.heads), ("kv", c.kv_heads)) for h, v in hs)
         for c in p
     )
-    con.print(f"sequence ({s.calls} calls): {seq}")
+    con.print(f"sequence ({s.calls} calls): {escape(seq)}")
     con.print(f"skipped: {', '.join(map(str, s.skipped)) or 'none'}")
     con.print("repeated: " + (", ".join(f"{k}x{v}" for k, v in s.repeated.items()) or "none"))
     con.print(f"compute {s.compute:.0%} of baseline; blocks touched {s.unique}/{n} ({s.params_touched:.0%})")
