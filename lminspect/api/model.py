@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from lminspect.api.lens import LensMethods
 from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
-                "spectral_norm", "stable_rank", "effective_rank", "alpha")
+                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
 
 
 # display order of canonical children (the order data flows through a block)
@@ -256,7 +257,7 @@ class _Shared:
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
-class Model:
+class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
