@@ -256,7 +256,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        for sub, dirs, files in os.walk(tmp):  # also what writers made private (safetensors' save_file: 0600)
+        for sub, _dirs, files in os.walk(tmp):  # also what writers made private (safetensors' save_file: 0600)
             ordinary_mode(Path(sub), folder=True)
             for f in files:
                 if not os.path.islink(os.path.join(sub, f)):
