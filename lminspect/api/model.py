@@ -305,14 +305,7 @@ class Model(LensMethods):
 
     @property
     def n_layers(self) -> int:
-        if self._shared.engine is not None:
-            return len(self._shared.engine.layers)
-        cfg = self.config
-        for k in ("num_hidden_layers", "n_layer", "num_layers"):
-            if cfg.get(k):
-                return int(cfg[k])
-        idx = {int(n.split(".")[1]) for n in self._canon if n.startswith("layers.")}
-        return max(idx) + 1 if idx else 0
+        return self.store.n_layers or 0
 
     @property
     def n_params(self) -> int:

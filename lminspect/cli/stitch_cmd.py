@@ -162,15 +162,12 @@ def _depth(layers: int | None, model: str | None) -> int:
             raise UserError(f"--layers must be >= 1, got {layers}")
         return layers
     if model is not None:
-        from lminspect.models import config_from_hf
         from lminspect.weights import open_store
 
-        store = open_store(model)
-        cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-        for key in ("n_layers", "n_layer", "num_hidden_layers"):
-            if getattr(cfg, key, None):
-                return int(getattr(cfg, key))
-        raise UserError(f"{model}: cannot tell its number of layers")
+        n = open_store(model).n_layers
+        if not n:
+            raise UserError(f"{model}: cannot tell its number of layers")
+        return n
     from lminspect.stitch import SEED_DEPTH
 
     return SEED_DEPTH
