@@ -14,9 +14,11 @@ from typer.core import TyperGroup
 
 from lminspect.cli import (
     activations_cmd,
+    compare_cmd,
     data_cmd,
     generate_cmd,
     grow_cmd,
+    lens_cmd,
     repl_cmd,
     stitch_cmd,
     train_cmd,
@@ -76,7 +78,9 @@ for _module in (
     data_cmd,
     train_cmd,
     activations_cmd,
+    compare_cmd,
     grow_cmd,
+    lens_cmd,
     tui_cmd,
     repl_cmd,
 ):

@@ -10,57 +10,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
-from lminspect.weights.naming import canonical_to_hf_llama
+from lminspect.weights.naming import HF_TABLES
 
 __all__ = ["hf_state_dict", "model_family", "write_hf_dir"]
 
 
-def _gpt2_hf_state(sd: dict[str, Any]) -> dict[str, Any]:
-    """Canonical GPT-2 tensors -> HF names (Conv1D weights transposed, q/k/v fused into c_attn)."""
-    import torch
-
-    out: dict[str, Any] = {}
-    simple = {"embed.tokens": "transformer.wte", "embed.positions": "transformer.wpe", "norm": "transformer.ln_f"}
-    sub = {"attn_norm": "ln_1", "mlp_norm": "ln_2", "attn.o": "attn.c_proj", "mlp.up": "mlp.c_fc", "mlp.down": "mlp.c_proj"}
-    for cname, t in sd.items():
-        stem, _, kind = cname.rpartition(".")
-        if stem in simple:
-            out[f"{simple[stem]}.{kind}"] = t
-            continue
-        if stem == "head":
-            continue  # tied to wte in GPT-2
-        m = re.match(r"^layers\.(\d+)\.(.+)$", stem)
-        if not m:
-            raise UserError(f"cannot export tensor {cname} as GPT-2")
-        i, part = m[1], m[2]
-        if part in ("attn.q", "attn.k", "attn.v"):
-            continue
-        conv = part in ("attn.o", "mlp.up", "mlp.down") and kind == "weight"
-        out[f"transformer.h.{i}.{sub[part]}.{kind}"] = t.t().contiguous() if conv else t
-    n = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("layers.")), default=-1)
-    for i in range(n):
-        q, k, v = (sd[f"layers.{i}.attn.{x}.weight"] for x in "qkv")
-        out[f"transformer.h.{i}.attn.c_attn.weight"] = torch.cat([q, k, v], 0).t().contiguous()
-        if f"layers.{i}.attn.q.bias" in sd:
-            out[f"transformer.h.{i}.attn.c_attn.bias"] = torch.cat(
-                [sd[f"layers.{i}.attn.{x}.bias"] for x in "qkv"], 0
-            )
-    return out
-
-
-_FALCON_SUB = {
-    "attn_norm": "input_layernorm",
-    "mlp_norm": "post_attention_layernorm",
-    "attn.o": "self_attention.dense",
-    "mlp.up": "mlp.dense_h_to_4h",
-    "mlp.down": "mlp.dense_4h_to_h",
-}
+_DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon"}
+_CLASS = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "falcon": "FalconForCausalLM"}
+_QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
 
 
 def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> Any:
@@ -87,8 +50,13 @@ def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> 
     return torch.stack(parts, 1).reshape(3 * n_head * hd, *rest)
 
 
-def _falcon_hf_state(sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical Falcon tensors -> HF ``FalconForCausalLM`` names (q/k/v fused into ``query_key_value``)."""
+def _fuser(arch: str, hf_cfg: Mapping[str, Any]) -> Callable[[Any, Any, Any, str], Any]:
+    """How ``arch`` fuses canonical q/k/v back into one HF tensor (weights or biases)."""
+    import torch
+
+    if arch == "gpt2":  # Conv1D: [in, 3*out]
+        return lambda q, k, v, kind: torch.cat([q, k, v], 0).t().contiguous() if kind == "weight" else torch.cat(
+            [q, k, v], 0)
     if hf_cfg.get("new_decoder_architecture"):
         raise UserError(
             "stitch export supports falcon only with new_decoder_architecture=false "
@@ -98,48 +66,46 @@ def _falcon_hf_state(sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str,
     if n_head < 1:
         raise UserError("cannot export falcon: config lacks num_attention_heads")
     multi_query = bool(hf_cfg.get("multi_query", True))
-    out: dict[str, Any] = {}
-    layers: set[str] = set()
-    for cname, t in sd.items():
-        stem, _, kind = cname.rpartition(".")
-        if stem == "embed.tokens":
-            out[f"transformer.word_embeddings.{kind}"] = t
-            continue
-        if stem == "norm":
-            out[f"transformer.ln_f.{kind}"] = t
-            continue
-        if stem == "head":
-            out[f"lm_head.{kind}"] = t
-            continue
-        m = re.match(r"^layers\.(\d+)\.(.+)$", stem)
-        if not m or m[2] not in (*_FALCON_SUB, "attn.q", "attn.k", "attn.v"):
-            raise UserError(f"cannot export tensor {cname} as falcon")
-        i, part = m[1], m[2]
-        if part in ("attn.q", "attn.k", "attn.v"):
-            layers.add(i)
-            continue
-        out[f"transformer.h.{i}.{_FALCON_SUB[part]}.{kind}"] = t
-    for i in sorted(layers, key=int):
-        for kind in ("weight", "bias"):
-            names = [f"layers.{i}.attn.{x}.{kind}" for x in "qkv"]
-            if all(n in sd for n in names):
-                out[f"transformer.h.{i}.self_attention.query_key_value.{kind}"] = _falcon_fuse_qkv(
-                    *(sd[n] for n in names), n_head, multi_query
-                )
-            elif any(n in sd for n in names):
-                raise UserError(f"cannot export falcon layer {i}: q/k/v {kind}s are incomplete")
-    return out
+    return lambda q, k, v, kind: _falcon_fuse_qkv(q, k, v, n_head, multi_query)
 
 
 def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical state dict -> the HF ``*ForCausalLM`` state dict of ``arch`` (llama, gpt2, falcon)."""
-    if arch == "llama":
-        return {canonical_to_hf_llama(k): v for k, v in sd.items()}
-    if arch == "gpt2":
-        return _gpt2_hf_state(sd)
-    if arch == "falcon":
-        return _falcon_hf_state(sd, hf_cfg)
-    raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
+    """Canonical state dict -> the HF ``*ForCausalLM`` state dict of ``arch`` (llama, gpt2, falcon).
+
+    Names come from the same tables the weight store reads with (``naming.HF_TABLES``); GPT-2's
+    Conv1D weights are transposed back and fused q/k/v modules are fused again. A canonical
+    tensor HF has no module for (e.g. a value-norm experiment's ``attn.v_norm``) is refused.
+    """
+    table = HF_TABLES.get(arch)
+    if table is None:
+        raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
+    fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
+    out: dict[str, Any] = {}
+    fused_layers: set[str] = set()
+    for cname, t in sd.items():
+        module, _, kind = cname.rpartition(".")
+        m = _QKV.fullmatch(module)
+        if m and fuse is not None:
+            fused_layers.add(m[1])
+            continue
+        if arch == "gpt2" and module == "head":
+            continue  # tied to wte in GPT-2
+        try:
+            name = table.to_hf(cname)
+        except KeyError:
+            raise UserError(
+                f"cannot export tensor {cname} as {_DISPLAY[arch]}: HF's {_CLASS[arch]} has no such module"
+            ) from None
+        conv = module.startswith("layers.") and module.split(".", 2)[2] in table.conv1d and kind == "weight"
+        out[name] = t.t().contiguous() if conv else t
+    for i in sorted(fused_layers, key=int):
+        for kind in ("weight", "bias"):
+            names = [f"layers.{i}.attn.{x}.{kind}" for x in "qkv"]
+            if all(n in sd for n in names):
+                out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
+            elif any(n in sd for n in names):
+                raise UserError(f"cannot export {_DISPLAY[arch]} layer {i}: q/k/v {kind}s are incomplete")
+    return out
 
 
 def model_family(model: Any, hf_cfg: Mapping[str, Any]) -> str:
