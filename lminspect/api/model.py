@@ -26,7 +26,7 @@ from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
-                "spectral_norm", "stable_rank", "effective_rank", "alpha")
+                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
 
 
 # display order of canonical children (the order data flows through a block)
