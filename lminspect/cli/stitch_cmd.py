@@ -192,6 +192,8 @@ def show(
 
     Example: lminspect stitch show smollm2 --plan 15r3_23r3_31r3
     """
+    from rich.markup import escape
+
     from lminspect.errors import UserError
     from lminspect.stitch import describe_plan, parse_plan
 
@@ -204,9 +206,10 @@ def show(
     con.print(f"plan [bold]{s.text}[/bold] on {n} layers")
     seq = " ".join(
         str(c.index) + ("" if (c.attn_scale, c.mlp_scale) == (1.0, 1.0) else f"(a{c.attn_scale:g},m{c.mlp_scale:g})")
+        + "".join(f"[{kind}{h}={v:g}]" for kind, hs in (("h", c.heads), ("kv", c.kv_heads)) for h, v in hs)
         for c in p
     )
-    con.print(f"sequence ({s.calls} calls): {seq}")
+    con.print(f"sequence ({s.calls} calls): {escape(seq)}")
     con.print(f"skipped: {', '.join(map(str, s.skipped)) or 'none'}")
     con.print("repeated: " + (", ".join(f"{k}x{v}" for k, v in s.repeated.items()) or "none"))
     con.print(f"compute {s.compute:.0%} of baseline; blocks touched {s.unique}/{n} ({s.params_touched:.0%})")
