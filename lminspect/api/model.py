@@ -307,14 +307,7 @@ class Model(LensMethods):
 
     @property
     def n_layers(self) -> int:
-        if self._shared.engine is not None:
-            return len(self._shared.engine.layers)
-        cfg = self.config
-        for k in ("num_hidden_layers", "n_layer", "num_layers"):
-            if cfg.get(k):
-                return int(cfg[k])
-        idx = {int(n.split(".")[1]) for n in self._canon if n.startswith("layers.")}
-        return max(idx) + 1 if idx else 0
+        return self.store.n_layers or 0
 
     @property
     def n_params(self) -> int:
@@ -511,6 +504,29 @@ class Model(LensMethods):
         if limit is not None:
             items = list(items)[:limit]
         return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
+
+    def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
+              separate: bool = False) -> Any:
+        """Score many layer plans on one multiple-choice set, sharing their common layer calls.
+
+        ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
+        ``SweepResult`` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        Example: ``m.sweep("cloze", {"cut": "0-23,27-29", "all": "all"}, limit=100).table()``"""
+        from lminspect.evals.mc import load_mc
+        from lminspect.evals.sweep import run_sweep
+        from lminspect.stitch import load_plans
+
+        if isinstance(data, str) and data == "cloze":
+            from lminspect.documents import read_documents
+            from lminspect.evals.cloze import make_cloze
+
+            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
+            load_mc(data, limit=limit)
+        if limit is not None:
+            items = list(items)[:limit]
+        return run_sweep(self.engine, self.tokenizer, items, load_plans(plans, self.n_layers),
+                         batch_size=batch_size, separate=separate)
 
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> Any:

@@ -75,7 +75,7 @@ def inspect(
     console.print(table)
     console.print(
         f"{len(infos)} tensors, {_count(store.n_params)} parameters, {human_bytes(store.total_bytes)} on disk"
-        + (f", {store.config.get('num_hidden_layers')} layers" if store.config.get("num_hidden_layers") else "")
+        + (f", {store.n_layers} layers" if store.n_layers else "")
     )
 
 
