@@ -488,6 +488,9 @@ class LM(nn.Module):
         head = getattr(self, "head", None)
         if head is not None:
             return head(x)
+        tied = self.__dict__.get("_tied_head")  # models/stored.py: the embedding's stored form
+        if tied is not None:
+            return tied(x)
         return F.linear(x, self.embed.tokens.weight)
 
     # ---- forward
