@@ -30,20 +30,180 @@ def cache_dir() -> Path:
     return root
 
 
+def describe_kind(path: Path) -> str | None:
+    """What sits at ``path`` in words ("a folder", "a FIFO", "a symlink loop", ...); None if nothing."""
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "a dangling symlink" if path.is_symlink() else None
+    except OSError as e:  # ELOOP, EACCES, ENOTDIR ...
+        import errno
+
+        return "a symlink loop" if e.errno == errno.ELOOP else f"unreadable ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    if stat.S_ISREG(st.st_mode):
+        return "a file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    return "a device file"
+
+
+def check_input_file(path: str | os.PathLike[str], *, option: str = "") -> Path:
+    """A readable regular file, or one line saying what is there instead (no such file, a folder,
+    a FIFO, a symlink loop, unreadable)."""
+    from lminspect.errors import UserError
+
+    path = Path(path)
+    where = f"{option} {path}" if option else str(path)
+    what = describe_kind(path)
+    if what is None:
+        raise UserError(f"{where}: no such file")
+    if what == "a folder":
+        raise UserError(f"{where}: is a folder, a file is wanted")
+    if what != "a file":
+        raise UserError(f"{where}: is {what}, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{where}: permission denied")
+    return path
+
+
+def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, option: str = "--out",
+                 flag: str = "--overwrite", allow_nonempty: bool = False) -> Path:
+    """Refuse an output path that would destroy something of the user's; call before any work.
+
+    ``kind`` is "file" or "dir". An existing file (or a non-empty folder, unless ``allow_nonempty``)
+    is refused unless ``overwrite``; the writer then replaces it only once the new content is
+    complete (``atomic_path`` / ``atomic_dir``). A folder where a file is wanted, a FIFO, a socket
+    or a symlink loop are refused always; so is an output whose parent is not a folder.
+    """
+    from lminspect.errors import UserError
+
+    path = Path(path)
+    for parent in path.parents:  # the first existing ancestor must be a folder
+        what = describe_kind(parent)
+        if what is None:
+            continue
+        if what != "a folder":
+            raise UserError(f"{option} {path}: {parent} is {what}, not a folder")
+        break
+    what = describe_kind(path)
+    if what is None:
+        return path
+    if kind == "file":
+        if what == "a folder":
+            raise UserError(f"{option} {path}: is a folder; give a file name (e.g. {path / 'out'})")
+        if what != "a file":
+            raise UserError(f"{option} {path}: is {what}; give a regular file name")
+        if not overwrite:
+            raise UserError(f"{option} {path}: already exists; refusing to replace it (hint: {flag}, or "
+                            "another path)")
+        return path
+    if what == "a folder":
+        if allow_nonempty or overwrite or not any(path.iterdir()):
+            return path
+        raise UserError(f"{option} {path}: is a folder that is not empty; refusing to replace it "
+                        f"(hint: {flag}, or another path)")
+    if what == "a file":
+        if not overwrite:
+            raise UserError(f"{option} {path}: is a file, a folder is wanted; refusing to replace it "
+                            f"(hint: {flag}, or another path)")
+        return path
+    raise UserError(f"{option} {path}: is {what}; give a folder path")
+
+
+def _tmp_prefix(path: Path) -> str:
+    """Temporaries are named ``.NAME.PID.*``: a later writer can tell a dead writer's leftovers."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporaries of ``path`` left by writers that died (``.NAME.PID.*`` with a dead PID,
+    and the ``.NAME.old`` of an interrupted replace)."""
+    import shutil
+
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    head = f".{path.name}."
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        if not p.name.startswith(head):
+            continue
+        rest = p.name[len(head):]
+        pid = rest.split(".", 1)[0]
+        stale = rest == "old" or (pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)))
+        if stale:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file under ``path`` (or the file itself), then the folders: data on disk before
+    the rename that publishes it."""
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if path.is_dir():
+        fsync_dir(path)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on a folder
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
 
-    Readers never see a half-written file, and a crash leaves the old file intact.
+    Readers never see a half-written file, and a crash leaves the old file intact. The file
+    is fsync'd before the rename. Refuses to replace a folder (``check_output`` says so earlier).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            fsync_tree(tmp_path)
+        if path.is_dir() and not path.is_symlink():
+            from lminspect.errors import UserError
+
+            raise UserError(f"{path}: is a folder; refusing to replace it with a file")
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -61,25 +221,35 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a directory under a temp name; move it into place only when complete."""
+    """Build a directory under a temp name; move it into place only when complete.
+
+    An existing ``path`` (folder or file) is replaced only after the new folder is complete and
+    fsync'd; callers refuse one the user did not ask to replace (``check_output``) first.
+    """
+    import shutil
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            import shutil
-
+        fsync_tree(tmp)
+        if path.exists() or path.is_symlink():
             old = path.with_name(f".{path.name}.old")
-            if old.exists():
+            if old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
         else:
             os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)

@@ -99,7 +99,7 @@ def test_attention_heatmap_and_fft(tiny_llama_dir, tmp_path):
     r = invoke("attention", str(tiny_llama_dir), "--prompt", "Once upon a time", "--plan", "0,2", "--layer", "1",
                "--head", "2", "--out", str(out))
     assert r.exit_code == 0, r.output
-    assert "██" in r.output and "fft2" in r.output
+    assert "██" not in r.output and "scale:" in r.output and "fft2" in r.output  # piped: a character ramp
     probs = np.load(out / "attn_probs.npy")
     fft = np.load(out / "attn_fft.npy")
     assert probs.shape[:2] == (2, 4) and probs.shape == fft.shape
@@ -116,9 +116,9 @@ def test_data_make_mc(tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 25
     assert all(len(x["endings"]) == 4 and 0 <= x["label"] < 4 and x["ctx"] for x in rows)
-    r = invoke("data", "make-mc", str(tmp_path / "missing.txt"), "--out", str(out))
+    r = invoke("data", "make-mc", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "b.jsonl"))
     assert r.exit_code == 2 and "not found" in r.output
-    r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(out))  # a path, not a hub id
+    r = invoke("data", "make-mc", "/nonexistent-corpus", "--out", str(tmp_path / "b.jsonl"))  # a path, not a hub id
     assert r.exit_code == 2 and "not found" in r.output
 
 

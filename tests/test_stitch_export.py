@@ -155,7 +155,7 @@ def test_falcon_qkv_fuse_inverts_the_weight_store_split(multi_query):
     import numpy as np
     import torch
 
-    from lminspect.stitch import _falcon_fuse_qkv
+    from lminspect.weights.export import _falcon_fuse_qkv
     from lminspect.weights.naming import _falcon_qkv
 
     nh, hd, dim = 4, 8, 16
@@ -185,3 +185,37 @@ def test_falcon_export_refuses_what_hf_falcon_cannot_hold(tiny_falcon_dir, tmp_p
     with pytest.raises(UserError, match="not bloom"):
         export_stitched(model, "0,2", out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- name tables, refusals
+
+
+def test_value_norm_model_export_is_a_clear_refusal(tmp_path):
+    """HF Llama has no value-norm module: one UserError naming the tensor, nothing written."""
+    from lminspect.errors import UserError
+    from lminspect.models import Llama, LlamaConfig, add_value_norm
+    from lminspect.stitch import export_stitched
+
+    model = add_value_norm(Llama(LlamaConfig(vocab_size=50, dim=16, n_layer=2, n_head=2, n_kv_head=2, head_dim=8,
+                                             ffn_dim=32, context_length=32)))
+    out = tmp_path / "vn"
+    with pytest.raises(UserError, match=r"layers\.0\.attn\.v_norm\.weight as llama: HF's LlamaForCausalLM"):
+        export_stitched(model, "0,1", out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "falcon"])
+def test_name_table_reads_back_what_it_writes(arch):
+    """One table per architecture: every canonical module written as an HF name reads back to itself."""
+    from lminspect.weights.naming import HF_TABLES
+
+    table = HF_TABLES[arch]
+    cmods = [*table.top.values(), *(f"layers.7.{c}" for c in table.layer.values())]
+    for cmod in cmods:
+        for kind in ("weight", "bias"):
+            hf = table.to_hf(f"{cmod}.{kind}")
+            assert table.to_canonical(hf) == (cmod, kind)
+    with pytest.raises(KeyError):
+        table.to_hf("layers.0.attn.v_norm.weight")
+    if table.fused_qkv:
+        assert table.to_canonical(f"{table.block.format(N=3)}{table.fused_qkv}.bias") == ("layers.3.attn.qkv", "bias")

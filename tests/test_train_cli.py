@@ -44,7 +44,7 @@ def test_unknown_experiment_exits_2_with_one_line(tmp_path):
 def test_bad_learning_rate_is_one_line_exit_2(tmp_path):
     r = CliRunner().invoke(app, ["train", "--exp", "gpt2ish", "--lr", "-1", "--max-steps", "1",
                                  "--run-dir", str(tmp_path / "run")])
-    assert r.exit_code == 2 and "--lr must be positive" in r.output
+    assert r.exit_code == 2 and "--lr -1.0: must be positive" in r.output
     assert not (tmp_path / "run").exists()
 
 

@@ -225,7 +225,7 @@ def _check_out(out: Path, index: dict[str, Any] | None, identity: dict[str, Any]
                overwrite: bool) -> bool:
     """Decide whether ``out`` may be used; True means resume from its snapshot."""
     if index is None:
-        if out.exists() and any(out.iterdir()) and not overwrite:
+        if out.exists() and _user_entries(out) and not overwrite:
             raise UserError(f"{out} exists and is not an activations results dir; refusing to write into it "
                             "(hint: pick another --out, or --overwrite)")
         return False
@@ -242,6 +242,29 @@ def _check_out(out: Path, index: dict[str, Any] | None, identity: dict[str, Any]
         raise UserError(f"{out} holds statistics collected with different settings ({k}: {old_settings.get(k)!r} "
                         f"vs {settings[k]!r}); nothing overwritten (hint: --overwrite, or another --out)")
     return (out / "stats.npz").is_file()
+
+
+def _user_entries(out: Path) -> list[Path]:
+    """What is in ``out`` besides our lock file and a dead writer's temporaries."""
+    from lminspect.runlock import LOCK_NAME
+
+    return [p for p in out.iterdir() if p.name != LOCK_NAME and not (p.name.startswith(".") and
+                                                                      p.name.endswith((".tmp", ".old")))]
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete temporaries (``.stats.npz.*.tmp``, ``.arrays.*``) a killed run left in ``out``;
+    call only while holding ``out``'s lock."""
+    import shutil
+
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if p.name.startswith((".stats.npz.", ".index.json.", ".arrays.")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _clear(out: Path) -> None:
@@ -277,6 +300,11 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         raise UserError("--batch-size and --seq-len must be at least 1")
     if cfg.keep_dtype not in ("float16", "float32"):
         raise UserError(f"keep dtype {cfg.keep_dtype!r}: expected float16 or float32")
+    from lminspect import validate
+
+    validate.finite("--outlier-k", cfg.outlier_k, positive=True)
+    validate.finite("--save-every", save_every, minimum=0.0)
+    validate.device(cfg.device)
     out = Path(out)
     store = model if hasattr(model, "get_canonical") else open_store(model)
     identity = model_identity(store)
@@ -291,6 +319,8 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if cfg.keep_tokens:
         settings["keep_dtype"] = cfg.keep_dtype
         settings["tokens"] = cfg.tokens  # kept-token files are preallocated to this size
+    if cfg.keep_tokens:
+        _check_keep_disk(store, sites, cfg, out)
     index = read_index(out) if out.is_dir() else None
     resume = _check_out(out, index, identity, settings, overwrite)
 
@@ -405,6 +435,17 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if done:
         write_arrays(out, stats)
     return stats
+
+
+def _check_keep_disk(store: Any, sites: list[str], cfg: CollectConfig, out: Path) -> None:
+    """--keep-tokens preallocates sparse files: refuse before they fill the disk half-way."""
+    from lminspect.limits import check_disk
+    from lminspect.models import config_from_hf
+
+    mcfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
+    width = sum(int(mcfg.ffn_dim) if s.startswith("mlp_hidden") else int(mcfg.dim) for s in sites)
+    per_token = width * np.dtype(cfg.keep_dtype).itemsize + 4 + 16  # + token id and (doc, offset)
+    check_disk(f"--keep-tokens for {cfg.tokens:,} tokens x {len(sites)} sites", per_token * cfg.tokens, out)
 
 
 def _n_layers(store: Any) -> int:

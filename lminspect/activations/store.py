@@ -71,10 +71,10 @@ def read_index(out: Path) -> dict[str, Any] | None:
         return None
     try:
         idx = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise FormatError(f"{f}: cannot read JSON: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise FormatError(f"{f}: cannot read JSON: {e} (hint: --overwrite starts over)") from None
     if not isinstance(idx, dict) or idx.get("format") != FORMAT:
-        raise FormatError(f"{f}: not an lminspect activations index")
+        raise FormatError(f"{f}: not an lminspect activations index (hint: --overwrite starts over)")
     return idx
 
 
@@ -99,11 +99,15 @@ def read_state(out: Path) -> tuple[dict[str, SiteAccumulator], dict[str, Any]]:
                 if "/" in key:
                     site, _, field = key.partition("/")
                     grouped.setdefault(site, {})[field] = z[key]
+        accs = {s: SiteAccumulator.from_state(st) for s, st in grouped.items()}
+        if not isinstance(progress, dict):
+            raise ValueError("no progress record")
     except FileNotFoundError:
         raise FormatError(f"{out}: no stats.npz (not an activations results dir, or never got past batch 1)") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise FormatError(f"{f}: cannot be read: {e}") from None
-    return {s: SiteAccumulator.from_state(st) for s, st in grouped.items()}, progress
+    except Exception as e:  # noqa: BLE001 - zipfile, numpy and json each raise their own types on a corrupt file
+        raise FormatError(f"{f}: corrupt or unreadable ({type(e).__name__}: {e}) (hint: --overwrite starts "
+                          "over)") from None
+    return accs, progress
 
 
 def write_index(out: Path, index: dict[str, Any]) -> None:

@@ -427,6 +427,28 @@ class Model:
         layers, cols = by_layer(self._layer_stats(svd), stat)
         return Figure(by_layer_figure(layers, cols, stat, width=width, height=height), title=f"{stat} by layer")
 
+    def diff(self, other: Any, pattern: str = "*", svd: bool = True, by_layer: str | None = None) -> Table:
+        """This model against ``other`` (a Model or anything ``li.open`` takes, a run dir, ``RUN@STEP``),
+        tensor by tensor: rel_change, cosine, max_abs_diff, singular-subspace overlap, stat changes
+        (see docs/compare.md). ``by_layer="rel_change"``: one column as a layers x components Table."""
+        from lminspect.compare.checkpoints import open_ref
+        from lminspect.compare.diff import DIFF_COLUMNS, diff_models
+        from lminspect.weights.stats import by_layer as layer_view
+
+        b = other.store if isinstance(other, Model) else open_ref(other)
+        rows, m = diff_models(self.store, b, directions=svd)
+        rows = [r for r in rows if fnmatch.fnmatchcase(r["name"], pattern)
+                or fnmatch.fnmatchcase(r["name"].removesuffix(".weight"), pattern)]
+        if not rows:
+            raise UserError(f"{self.name} vs {b.name}: no shared tensor matches {pattern!r}")
+        title = f"{self.name} -> {b.name}"
+        if by_layer:
+            layers, cols = layer_view(rows, by_layer)
+            return Table([{"layer": i, **{c: v[k] for c, v in cols.items()}} for k, i in enumerate(layers)],
+                         columns=["layer", *cols], title=f"{title}: {by_layer} by layer")
+        only = "".join(f"; only in {s}: {len(x)}" for s, x in (("A", m.only_a), ("B", m.only_b)) if x)
+        return Table(rows, columns=list(DIFF_COLUMNS), title=f"{title}: {len(rows)} tensors{only}")
+
     def _layer_stats(self, svd: bool) -> list[dict[str, Any]]:
         return [self.store.stats(n, svd=svd) for n in self._canon if n.startswith("layers.")]
 
@@ -522,7 +544,10 @@ class Model:
 
 
 def open(ref: Any, *, dtype: str = "float32", device: str = "cpu") -> Model:  # noqa: A001 - li.open(path)
-    """Open a model lazily: a fetched name (``smollm2``), a path (.safetensors, .gguf, HF dir) or ``hf:ORG/NAME``."""
+    """Open a model lazily: a fetched name (``smollm2``), a path (.safetensors, .gguf, HF dir), ``hf:ORG/NAME``,
+    or a run dir (its newest checkpoint; ``RUN@STEP``, ``RUN@first``)."""
     if isinstance(ref, Model):
         return ref
-    return Model(ref, dtype=dtype, device=device)
+    from lminspect.compare.checkpoints import resolve_ref
+
+    return Model(resolve_ref(ref), dtype=dtype, device=device)

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from lminspect.cli import (
     activations_cmd,
+    compare_cmd,
     data_cmd,
     generate_cmd,
     grow_cmd,
@@ -76,6 +77,7 @@ for _module in (
     data_cmd,
     train_cmd,
     activations_cmd,
+    compare_cmd,
     grow_cmd,
     tui_cmd,
     repl_cmd,

@@ -6,6 +6,8 @@ Typer group with subcommands would mistake for a subcommand name. See docs/activ
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -50,11 +52,15 @@ def activations(
     from rich.console import Console
 
     from lminspect.activations import collect
+    from lminspect.activations.collect import remove_leftovers
+    from lminspect.runlock import run_dir_lock
 
-    stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan, batch_size=batch_size,
-                    seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype, outlier_k=outlier_k,
-                    text_field=text_field, split=split, dtype=dtype, device=device, overwrite=overwrite,
-                    save_every=save_every, max_batches=max_batches)
+    with run_dir_lock(out, option="--out"):  # one process per results dir
+        remove_leftovers(Path(out))
+        stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
+                        batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
+                        outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
+                        overwrite=overwrite, save_every=save_every, max_batches=max_batches)
     err = Console(stderr=True, highlight=False)
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
@@ -66,19 +72,29 @@ def show(
     results: Annotated[str, typer.Argument(help="Results directory of `lminspect activations`.")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind (resid_out, mlp_hidden, ...).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
+    save: Annotated[Path | None, typer.Option("--save", help="Also save std, |x| max and kurtosis by plan position "
+                                              "as a PNG or SVG figure (needs the [figures] extra).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
 ) -> None:
-    """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons)."""
+    """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons).
+
+    Example: lminspect activations-show acts/ --kind resid_out --save acts.png
+    """
     from rich.table import Table
 
     from lminspect.activations import load
     from lminspect.errors import UserError
 
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     stats = load(results)
     rows = [s for s in stats if kind is None or s.kind == kind]
     if not rows:
         raise UserError(f"{results}: no sites of kind {kind!r} (have {', '.join(stats.kinds)})")
-    t = Table(title=f"{stats.model} plan={stats.plan} tokens={stats.tokens}"
-              + ("" if stats.complete else " (partial)"))
+    title = f"{stats.model} plan={stats.plan} tokens={stats.tokens}" + ("" if stats.complete else " (partial)")
+    t = Table(title=title)
     for col in ("site", "layer", "dim", "std", "|x| max", "kurt med", "kurt max", "outlier dims", "top outliers",
                 "dead"):
         t.add_column(col, justify="left" if col in ("site", "top outliers") else "right")
@@ -95,6 +111,24 @@ def show(
             for d in s.outlier_dims[:examples]:
                 ex = ", ".join(f"doc {doc} tok {off} |x|={v:.4g}" for doc, off, v in s.examples(int(d)))
                 con.print(f"{s.name} dim {int(d)} ({int(s.outlier_counts[d])} outliers): {ex}")
+    if save is not None:
+        _save_profile(save, rows, title, overwrite)
+
+
+def _save_profile(path: Path, rows: list[Any], title: str, overwrite: bool) -> None:
+    """The table's std, |x| max and kurtosis max over plan positions, one line per site kind."""
+    from lminspect.figures import save_panels
+
+    panels = []
+    for key, name in (("std", "std"), ("absmax", "|x| max"), ("kurtosis_max", "kurtosis max")):
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for s in rows:
+            xs, ys = series.setdefault(s.kind, ([], []))
+            xs.append(float(s.pos))
+            ys.append(float(s.summary()[key]))
+        panels.append((f"{name}: {title}" if not panels else name, series))
+    save_panels(path, panels, xlabel="plan position", overwrite=overwrite)
+    print(f"saved {path}", file=sys.stderr)
 
 
 def diff(
@@ -102,18 +136,28 @@ def diff(
     b: Annotated[str, typer.Argument(help="Results directory B (e.g. the baseline).")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
 ) -> None:
-    """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change."""
+    """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change.
+
+    A warning line says when the two were collected on different token counts, data or
+    sequence lengths; with two different plans the sites pair plan positions (the header says so).
+
+    Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
+    """
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
+    from lminspect.activations.diff import diff_warnings, matched_by_position
     from lminspect.errors import UserError
 
     sa, sb = load(a), load(b)
     rows = diff_stats(sa, sb)
+    for line in diff_warnings(sa, sb):
+        print(f"lminspect: warning: {line}", file=sys.stderr)
     if kind is not None:
         rows = [r for r in rows if r["kind"] == kind]
         if not rows:
             raise UserError(f"no common sites of kind {kind!r}")
-    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"))
+    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
+                                by_position=matched_by_position(sa, sb)))
 
 
 def register(app: typer.Typer) -> None:

@@ -26,12 +26,16 @@ def make_mc(
     ctx_sentences: int = typer.Option(3, "--ctx-sentences", help="Sentences of context per item."),
     choices: int = typer.Option(4, "--choices", help="Endings per item (1 true + distractors)."),
     field: str = typer.Option("text", "--field", help="Text field for .jsonl/.parquet/hub corpora."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Make a cloze multiple-choice set: a few sentences of context, the true next sentence,
     and distractor sentences (of similar length) from other documents. Written atomically."""
     from lminspect.documents import read_documents
     from lminspect.evals.cloze import make_cloze, write_jsonl
+    from lminspect.fsutil import check_output
 
+    check_output(out, kind="file", overwrite=overwrite)
     docs = read_documents(corpus, field=field)
     rows = make_cloze(docs, n=n, seed=seed, ctx_sentences=ctx_sentences, n_choices=choices)
     write_jsonl(rows, out)
@@ -49,12 +53,16 @@ def metadata(
                                                             "and lminspect.metrics plugins)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N documents."),
     field: str = typer.Option("text", "--field", help="Text field for .jsonl/.parquet/hub data."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Batch metadata (seed 001): per sample id, index, lengths, reference perplexity and metrics,
     for `lminspect train --order-by METRIC --metadata FILE` and `lminspect plot --saturation`."""
+    from lminspect.fsutil import check_output
     from lminspect.metadata.compute import compute_metadata, write_parquet
 
+    check_output(out, kind="file", overwrite=overwrite)
     cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
     write_parquet(cols, out)
     extra = [c for c in cols if c not in ("id", "index", "split")]

@@ -27,6 +27,8 @@ def grow(
                                                                 "never the argmax) or zero."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random parts (new read weights)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Verify max |logit diff| on a probe."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Grow a llama or gpt2 model so that it computes the same logits (seed 003, building babel).
 
@@ -37,11 +39,13 @@ def grow(
     import torch
 
     from lminspect.errors import UserError
+    from lminspect.fsutil import check_output
     from lminspect.grow.core import GrowSpec, parse_layers
     from lminspect.grow.io import grow_dir, load_for_growth
 
     if all(v is None for v in (layers, width, ffn, heads, kv_heads, vocab)):
         raise UserError("nothing to grow: give --layers, --width, --ffn, --heads, --kv-heads or --vocab")
+    check_output(out, kind="dir", overwrite=overwrite)
     model, _ = load_for_growth(checkpoint)
     spec = GrowSpec(layers=parse_layers(layers, model.config.n_layer), at=at, width=width, ffn=ffn,
                     heads=heads, kv_heads=kv_heads, vocab=vocab, vocab_init=vocab_init)

@@ -245,7 +245,7 @@ def sweep(
     ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
     out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
     mode: str = typer.Option("shared", "--mode", help="shared (context KV cached once) or full (harness way)."),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
 ) -> None:
     """Evaluate every plan on a multiple-choice set (acc, acc_norm) and optionally perplexity."""
     import csv
@@ -256,9 +256,10 @@ def sweep(
     from rich.table import Table
 
     from lminspect.evals.mc import evaluate_mc, load_mc
-    from lminspect.fsutil import atomic_write_text
+    from lminspect.fsutil import atomic_write_text, check_output
     from lminspect.stitch import describe_plan, load_plans
 
+    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
     _threads()
     store, lm, tok = _load(model, dtype)
     named = load_plans(plans, lm.n_layers)
@@ -278,17 +279,21 @@ def sweep(
     rows: list[dict[str, Any]] = []
     label = Path(model.rstrip("/")).stem if Path(model).exists() else model
     base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(2, 1000):  # two sweeps in one second never replace each other's files
+        if not (base.with_name(base.name + ".json").exists() or base.with_name(base.name + ".csv").exists()):
+            break
+        base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}-{k}"
     meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
             "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
     def write_results() -> None:
         """JSON + CSV after every plan (atomically), so a long sweep leaves its finished rows."""
-        atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-        atomic_write_text(base.with_suffix(".csv"), buf.getvalue())
+        atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
 
     err = _console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -341,12 +346,16 @@ def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
     out_dir: Path = typer.Argument(..., help="Output HF-style directory."),
     plan: str = typer.Option(..., "--plan", "-p", help=PLAN_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Write the stitched model as a standalone HF directory (llama, gpt2 or falcon-rw: weights
     duplicated per occurrence, scales folded into each layer's attention-output and MLP-down
     projections, tokenizer.json copied); loads in lminspect and transformers."""
+    from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
 
+    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
@@ -363,6 +372,7 @@ def export(
 # --------------------------------------------------------------------------- attention
 
 
+ATTENTION_FILES = ("attn_probs.npy", "attn_fft.npy", "tokens.json")  # what `attention --out` writes
 _CMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]  # viridis stops
 
 
@@ -374,8 +384,13 @@ def _colour(x: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
-    """A matrix as coloured unicode blocks (rows = queries), min-max scaled; a rich Text."""
+RAMP = " .:-=+*#%@"  # low -> high: the heatmap without colour (piped, saved as text)
+
+
+def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None, color: bool = True):
+    """A matrix as a rich Text (rows = queries, columns = keys), min-max scaled: coloured
+    blocks in a terminal, a character ramp without colour; rows labelled with their token,
+    columns with their position, and a scale line."""
     import numpy as np
     from rich.text import Text
 
@@ -383,14 +398,28 @@ def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
     finite = m[np.isfinite(m)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     scale = (hi - lo) or 1.0
-    t = Text(f"{title}  [{lo:.3g} .. {hi:.3g}]\n" if title else "")
-    width = max((len(s) for s in labels), default=0) if labels else 0
+    t = Text(f"{title}\n" if title else "")
+    names = [repr(s)[1:-1][:12] for s in labels] if labels else [""] * m.shape[0]
+    lw = max((len(s) for s in names), default=0)
+    pad = " " * (lw + 5)
+    t.append(pad + "".join(f"{j:<2}"[-2:] for j in range(m.shape[1])) + "  <- key position\n")
     for i, row in enumerate(m):
-        if labels:
-            t.append(labels[i][:12].rjust(min(width, 12)) + " ")
+        t.append(f"{i:>3} {names[i].rjust(lw)} ")
         for v in row:
-            t.append("██", style=_colour((v - lo) / scale) if np.isfinite(v) else "black")
+            x = (v - lo) / scale if np.isfinite(v) else 0.0
+            if color:
+                t.append("██", style=_colour(x) if np.isfinite(v) else "black")
+            else:
+                c = RAMP[min(len(RAMP) - 1, int(x * len(RAMP)))]
+                t.append(c * 2)
         t.append("\n")
+    t.append("scale: ")
+    if color:
+        for k in range(10):
+            t.append("██", style=_colour(k / 9))
+    else:
+        t.append(" ".join(RAMP[1:]).join("''"))
+    t.append(f"  {lo:.3g} .. {hi:.3g} (rows: query tokens; columns: key positions)\n")
     return t
 
 
@@ -409,16 +438,34 @@ def attention(
     out: Path | None = typer.Option(None, "--out", help="Save attn_probs.npy [pos, head, T, T], "
                                     "attn_fft.npy (log|fftshift(fft2)|) and tokens.json here."),
     fft: bool = typer.Option(True, "--fft/--no-fft", help="Also show the 2-D FFT magnitude."),
+    save: Path | None = typer.Option(None, "--save", help="Also save the attention heatmap as PNG or SVG "
+                                     "(needs the [figures] extra)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
+                                   "existing --save file."),
 ) -> None:
-    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002)."""
+    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002).
+
+    In a terminal the heatmap is coloured; piped, it uses the character ramp ' .:-=+*#%@'.
+
+    Example: lminspect attention smollm2 --prompt "Once upon a time" --layer 20 --head 3 --save attn.png
+    """
     import json
 
     import numpy as np
     import torch
 
     from lminspect.errors import UserError
+    from lminspect.fsutil import check_output
     from lminspect.stitch import parse_plan
 
+    if out is not None:
+        check_output(out, kind="dir", overwrite=False, allow_nonempty=True)
+        for name in ATTENTION_FILES:
+            check_output(out / name, kind="file", overwrite=overwrite)
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     _threads()
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
@@ -442,14 +489,21 @@ def attention(
     labels = [tok.decode([i]).replace("\n", "\\n") for i in ids]
     what = f"plan position {pos} (layer {p[pos].index}), " + ("mean of heads" if head is None else f"head {head}")
     con = _console()
-    con.print(heatmap_text(mat, f"attention probabilities: {what}", labels))
+    title = f"attention probabilities: {what}"
+    con.print(heatmap_text(mat, title, labels, color=con.is_terminal))
     if fft:
-        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}"))
+        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}", color=con.is_terminal))
+    if save is not None:
+        from lminspect.figures import save_heatmap
+
+        save_heatmap(save, mat, title=title, xlabels=labels, ylabels=labels, xlabel="key token",
+                     ylabel="query token", overwrite=overwrite)
+        print(f"saved {save}", file=sys.stderr)
     if out is not None:
         from lminspect.fsutil import atomic_path, atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
-        for name, arr in (("attn_probs.npy", probs), ("attn_fft.npy", logmag)):
+        for name, arr in zip(ATTENTION_FILES, (probs, logmag), strict=False):
             with atomic_path(out / name) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, arr)

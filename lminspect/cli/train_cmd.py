@@ -5,6 +5,7 @@ Only typer/rich at module level; the registry, torch and plotext load inside the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -109,6 +110,52 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
+def _given_flags(cfg: object) -> dict:
+    """TrainConfig fields whose flag the user typed (not left at its default)."""
+    try:  # recent typer ships its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    names = {"set_": "model_args", "no_plugins": "load_plugins"}
+    out = {}
+    for param in ctx.params:
+        src = ctx.get_parameter_source(param)
+        if src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT"):
+            key = names.get(param, param)
+            if hasattr(cfg, key):
+                out[key] = getattr(cfg, key)
+    return out
+
+
+@contextlib.contextmanager
+def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is imported lazily
+    """Hold the run dir's lock (rank 0), clear a dead run's temporaries, and on --resume refuse
+    flags that contradict the saved run instead of ignoring them."""
+    from lminspect.errors import UserError
+    from lminspect.runlock import run_dir_lock
+    from lminspect.train.guard import read_saved_config, remove_leftovers, resume_conflicts
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    if not cfg.resume:
+        from lminspect.train.guard import validate_train_config
+
+        validate_train_config(cfg)  # before the lock creates the folder
+    with run_dir_lock(run_dir):
+        remove_leftovers(run_dir)
+        if cfg.resume:
+            bad = resume_conflicts(_given_flags(cfg), read_saved_config(run_dir))
+            if bad:
+                raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
+                                "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
+        yield
+
+
 def train(
     exp: str = typer.Option("gpt2ish", "--exp", "-e", autocompletion=_complete_exp,
                             help="Experiment to train, or 'list'."),
@@ -134,6 +181,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     eval_every: int = typer.Option(100, "--eval-every", help="Validate every N steps (0 = never)."),
     save_every: int = typer.Option(200, "--save-every", help="Checkpoint every N steps (0 = at the end)."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", min=0,
+                                         help="Checkpoints kept (older ones pruned); 0 keeps all, for "
+                                              "`lminspect timeline`."),
     set_: list[str] = typer.Option([], "--set", help="Model option KEY=VALUE (e.g. n_layer=4), repeatable."),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Ignore third-party experiment plugins."),
     order_by: str = typer.Option(None, "--order-by", help="Feed training documents sorted by this "
@@ -160,9 +210,11 @@ def train(
         optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
         max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
+        keep_checkpoints=keep_checkpoints,
         order_by=order_by, order=order, metadata=metadata,
     )
-    result = run_training(cfg)
+    with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
+        result = run_training(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
@@ -171,6 +223,9 @@ def train(
               f"continue with: lminspect train --run-dir {result.run_dir} --resume", file=sys.stderr)
         raise typer.Exit(130)
     print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}")
+
+
+SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figures] extra)."
 
 
 def plot(
@@ -182,36 +237,52 @@ def plot(
     x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
     out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
+    save: Path = typer.Option(None, "--save", help=SAVE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out or --save file."),
     width: int = typer.Option(None, "--width"),
     height: int = typer.Option(None, "--height"),
     saturation: bool = typer.Option(False, "--saturation", help="Per checkpoint, side by side: loss, accuracy "
                                                                 "and the mean metadata of the data seen so far."),
 ) -> None:
-    """Plot training curves in the terminal (lmplay's lmp_plotstats)."""
+    """Plot training curves in the terminal (lmplay's lmp_plotstats); --save keeps a PNG/SVG.
+
+    Example: lminspect plot runs/base runs/vn --diff --x flops --save diff.png
+    """
     import shutil
 
-    from lminspect.fsutil import atomic_write_text
-    from lminspect.plots import plot_runs
+    from lminspect import figures
+    from lminspect.fsutil import atomic_write_text, check_output
+    from lminspect.plots import curve_data, lines_figure, plot_saturation, saturation_data
     from lminspect.train.runlog import load_run
 
+    if out is not None:
+        check_output(out, kind="file", overwrite=overwrite)
+    if save is not None:
+        figures.check_figure_path(save, overwrite)
     loaded = [load_run(p) for p in runs]
     size = shutil.get_terminal_size((100, 30))
     w = width or size.columns
     h = height or max(10, size.lines - 4)
     color = out is None and sys.stdout.isatty()
     if saturation:
-        from lminspect.plots import plot_saturation
-
         metrics = [m for m in metric.split(",") if m] if metric != "loss" else None
         text = plot_saturation(loaded, metrics=metrics, x=x, smooth_n=smooth_n, width=w, height=h, color=color)
+        if save is not None:
+            panels = saturation_data(loaded, metrics=metrics, x=x, smooth_n=smooth_n)
+            figures.save_panels(save, [(d.title, d.series) for d in panels], xlabel=panels[0].xlabel,
+                                overwrite=overwrite)
     else:
-        text = plot_runs(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log,
-                         width=w, height=h, color=color)
+        d = curve_data(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log)
+        text = lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=w, height=h, color=color)
+        if save is not None:
+            figures.save_lines(save, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel, overwrite=overwrite)
     if out is not None:
         atomic_write_text(out, text + "\n")
         print(f"wrote {out}")
     else:
         print(text)
+    if save is not None:
+        print(f"saved {save}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

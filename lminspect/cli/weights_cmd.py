@@ -23,6 +23,14 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _wide_console():
+    """stdout console; when piped, as wide as the rows need so names are never cut or folded."""
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=240)
+
+
 def inspect(
     model: str = typer.Argument(..., help="A .safetensors or .gguf file, a HF model dir, a fetched name (smollm2) or hf:ORG/NAME."),
 ) -> None:
@@ -32,17 +40,17 @@ def inspect(
     """
     import re
 
-    from rich.console import Console
     from rich.table import Table
 
     from lminspect.weights import open_store
+    from lminspect.weights.naming import natural_key
 
     store = open_store(model)
-    console = Console()
+    console = _wide_console()
     table = Table(title=f"{store.name}  [{store.format}, arch {store.arch}]", show_lines=False)
     for col, just in (("name", "left"), ("canonical", "left"), ("shape", "left"), ("dtype", "left"), ("size", "right")):
-        table.add_column(col, justify=just)
-    infos = store.infos()
+        table.add_column(col, justify=just, overflow="fold")  # a long name wraps, never ends in '…'
+    infos = sorted(store.infos(), key=lambda i: natural_key(i.canonical or i.name))  # layers 0, 1, 2, ... 10
 
     def layer_of(info) -> int:
         m = re.search(r"(?:^|\.)(?:layers|h|blk)\.(\d+)\.", info.canonical or info.name)
@@ -71,6 +79,9 @@ def stats(
     by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
                                  help="One statistic (e.g. alpha, stable_rank, std, kurtosis) as a layers x "
                                       "components table and a per-layer plot, instead of the per-tensor table."),
+    save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
+                              "(needs the [figures] extra)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
 ) -> None:
     """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
 
@@ -87,9 +98,16 @@ def stats(
 
     from lminspect.errors import UserError
     from lminspect.weights import open_store
+    from lminspect.weights.naming import natural_key
 
+    if save is not None:
+        if not by_layer:
+            raise UserError("--save draws the --by-layer figure: add --by-layer STAT")
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     store = open_store(model)
-    names = store.keys()
+    names = sorted(store.keys(), key=lambda n: natural_key(store.info(n).canonical or n))
     if tensor:
         def match(n: str) -> bool:
             cn = store.info(n).canonical or ""
@@ -112,14 +130,15 @@ def stats(
             sys.stdout.write(json.dumps(r) + "\n")
         return
     if by_layer:
-        _print_by_layer(store.name, results, by_layer)
+        _print_by_layer(store.name, results, by_layer, save, overwrite)
         return
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
         cols += ["stable r", "eff r", "alpha"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("name", "shape") else "right")
+        table.add_column(c, justify="left" if c in ("name", "shape") else "right",
+                         overflow="fold" if c == "name" else "ellipsis")
 
     def f(v, fmt="{:.3g}") -> str:
         return "-" if v is None else fmt.format(v)
@@ -130,16 +149,17 @@ def stats(
         if svd:
             row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
         table.add_row(*row)
-    Console().print(table)
+    _wide_console().print(table)
 
 
-def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
+def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,
+                    overwrite: bool = False) -> None:
     """``stats --by-layer``: a layers x components table of one statistic and its plot."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from lminspect.plots import by_layer_figure
+    from lminspect.plots import by_layer_data, lines_figure
     from lminspect.weights.stats import by_layer
 
     layers, cols = by_layer(results, stat)
@@ -153,26 +173,36 @@ def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
     if not out.is_terminal:  # a file or a pipe: as wide as the table needs, so nothing folds
         out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)))
     out.print(table)
+    fig = by_layer_data(layers, cols, stat, title=f"{model}: {stat} by layer")
     if len(layers) > 1:  # by_layer keeps only components with a value
-        sys.stdout.write(by_layer_figure(layers, cols, stat, width=min(out.width, 120), height=22,
-                                         color=out.is_terminal) + "\n")
+        sys.stdout.write(lines_figure(fig.series, title=fig.title, xlabel=fig.xlabel, width=min(out.width, 120),
+                                      height=22, color=out.is_terminal) + "\n")
+    if save is not None:
+        from lminspect.figures import save_lines
+
+        save_lines(save, fig.series, title=fig.title, xlabel=fig.xlabel, ylabel=stat, overwrite=overwrite)
+        print(f"saved {save}", file=sys.stderr)
 
 
 def convert(
     src: Path = typer.Argument(..., help="A llama-architecture .gguf file."),
-    out_dir: Path = typer.Argument(..., help="Directory to write (replaced atomically if it exists)."),
+    out_dir: Path = typer.Argument(..., help="Directory to write; an existing non-empty one needs --overwrite."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16 or bfloat16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR (only once the new "
+                                                             "one is complete)."),
 ) -> None:
     """Convert a GGUF model into a HF-style directory (config.json, model.safetensors, tokenizer).
 
     Quantized tensors are dequantized and Q/K un-permuted, so HF transformers'
     LlamaForCausalLM.from_pretrained(OUT_DIR) and lminspect load the result.
+
+    Example: lminspect convert model.gguf model_hf/   (add --overwrite to replace model_hf/)
     """
-    from lminspect.errors import UserError
+    from lminspect.fsutil import check_input_file, check_output
     from lminspect.weights.convert import convert_gguf
 
-    if not src.is_file():
-        raise UserError(f"{src}: no such file")
+    check_input_file(src, option="SRC")
+    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     print(convert_gguf(src, out_dir, dtype=dtype))
 
 

@@ -16,9 +16,12 @@ Metrics (all three come from one scoring pass):
   the leading space);
 * ``acc_bytes``: argmax of log-likelihood / UTF-8 byte length of the ending.
 
-Speed: the harness runs one full ``ctx + ending`` forward per ending. Here the context is
-run once per item into a KV cache; its keys/values are copied into a batch-of-endings cache
-and all endings run together as one padded batch against the shared prefix.
+Standard errors ``acc_stderr`` / ``acc_norm_stderr`` are lm-eval's: the sample standard
+deviation of the 0/1 hits divided by sqrt(n).
+
+Speed: the harness runs one full ``ctx + ending`` forward per ending. Here (``mode="shared"``)
+several items run per forward, each context once, and every ending on top of its context's
+keys/values (``lminspect.evals.mc_batch``); ``mode="full"`` is the harness way, kept as a check.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "hellaswag_item",
     "load_mc",
     "make_encoder",
+    "mc_result",
     "preprocess_hellaswag",
     "score_item",
 ]
@@ -76,6 +80,9 @@ class MCResult:
     tokens: int  # tokens run through the model (context once + endings)
     items: list[ItemScore] = field(default_factory=list, repr=False)
     cpu_seconds: float = float("nan")  # process CPU time: robust to other load on a shared machine
+    acc_stderr: float = float("nan")  # sample standard deviation / sqrt(n), as lm-eval reports it
+    acc_norm_stderr: float = float("nan")
+    layer_calls: int = 0  # decoder-layer calls run (batched scoring), summed over batches
 
     @property
     def items_per_s(self) -> float:
@@ -91,6 +98,8 @@ class MCResult:
             "acc": self.acc,
             "acc_norm": self.acc_norm,
             "acc_bytes": self.acc_bytes,
+            "acc_stderr": self.acc_stderr,
+            "acc_norm_stderr": self.acc_norm_stderr,
             "seconds": self.seconds,
             "cpu_seconds": self.cpu_seconds,
             "tokens": self.tokens,
@@ -294,101 +303,82 @@ def _forward(model: Any, ids, **kw):
     return getattr(out, "logits", out)
 
 
-def _score_shared(model: Any, reqs, plan) -> tuple[list[float], int]:
-    """Context once into a KV cache, then every ending in one padded batch against it.
-
-    Endings whose context tokens differ (BPE merging across the boundary) fall back to a
-    shared prefix = the longest common prefix of their contexts.
-    """
-    import torch
-
-    whole = [ctx + cont for ctx, cont in reqs]
-    n_ctx = min(len(ctx) for ctx, _ in reqs)
-    P = 0
-    first = whole[0]
-    while P < n_ctx and all(w[P] == first[P] for w in whole):
-        P += 1
-    P = max(P, 1)  # need one token to condition on; P <= shortest context
-    dev = _device(model)
-    cache = model.new_cache(plan, batch_size=1, max_len=max(len(w) for w in whole))
-    prefix = torch.tensor([first[:P]], device=dev)
-    last = _forward(model, prefix, cache=cache, plan=plan, last_only=True)[0, -1].float()  # [V]
-    suffixes = [w[P:] for w in whole]
-    E, S = len(reqs), max(len(s) for s in suffixes)
-    tokens = P
-    if S == 0:  # pragma: no cover - every request has >= 1 continuation token past the prefix
-        raise RuntimeError("empty continuation")
-    batch_cache = model.new_cache(plan, batch_size=E, max_len=P + S)
-    for i in range(len(cache.k)):
-        batch_cache.k[i][:, :, :P] = cache.k[i][:, :, :P]
-        batch_cache.v[i][:, :, :P] = cache.v[i][:, :, :P]
-    batch_cache.pos = P
-    pad = suffixes[0][0]
-    ids = torch.tensor([s + [pad] * (S - len(s)) for s in suffixes], device=dev)
-    logits = _forward(model, ids, cache=batch_cache, plan=plan).float()  # [E, S, V]
-    tokens += sum(len(s) for s in suffixes)
-    lls = []
-    for e, (_ctx, cont) in enumerate(reqs):
-        s = suffixes[e]
-        # logit rows predicting whole[P:], i.e. row r predicts whole[P + r]; row -1 is 'last'
-        rows = torch.cat([last[None], logits[e, : len(s) - 1]], 0)  # predicts whole[P], ..., whole[-1]
-        lp = torch.log_softmax(rows, -1)
-        tgt = torch.tensor(s, device=lp.device)
-        tok_lp = lp.gather(1, tgt[:, None])[:, 0]
-        lls.append(float(tok_lp[-len(cont) :].sum()))
-    return lls, tokens
-
-
-def score_item(model: Any, encode: Callable[[str], list[int]] | Any, item: MCItem, *, plan: Any = None,
-               mode: str = "shared", bos: int | None = None) -> tuple[ItemScore, int]:
-    """Score one item; returns (score, tokens run). ``mode``: ``shared`` (KV-cached context) or ``full``."""
-    import torch
-
-    encode = make_encoder(encode)
+def _checked_requests(model: Any, encode: Callable[[str], list[int]], item: MCItem, bos: int | None):
     reqs = _requests(item, encode, bos)
     limit = getattr(model, "context_length", None)
     if limit is not None:
         longest = max(len(c) + len(k) for c, k in reqs)
         if longest > limit:
             raise UserError(f"item {item.id or ''}: {longest} tokens exceed the model's context of {limit}")
-    with torch.inference_mode():
-        if mode == "full" or not hasattr(model, "new_cache"):
-            lls, tokens = _score_full(model, reqs, plan)
-        elif mode == "shared":
-            lls, tokens = _score_shared(model, reqs, plan)
-        else:
-            raise UserError(f"unknown scoring mode {mode!r} (shared or full)")
-    return _finish(item, lls, [len(c) for _, c in reqs]), tokens
+    return reqs
+
+
+def _batched(model: Any, mode: str) -> bool:
+    if mode not in ("shared", "full"):
+        raise UserError(f"unknown scoring mode {mode!r} (shared or full)")
+    return mode == "shared" and hasattr(model, "prepare") and getattr(model, "_hooks", None) is None
+
+
+def score_item(model: Any, encode: Callable[[str], list[int]] | Any, item: MCItem, *, plan: Any = None,
+               mode: str = "shared", bos: int | None = None) -> tuple[ItemScore, int]:
+    """Score one item; returns (score, tokens run). ``mode``: ``shared`` (context once, endings
+    batched on top of its keys/values) or ``full`` (one ``ctx + ending`` forward per ending)."""
+    res = evaluate_mc(model, encode, [item], plan=plan, mode=mode, bos=bos)
+    return res.items[0], res.tokens
+
+
+def mc_result(items: Sequence[MCItem], lls: Sequence[list[float]], n_tok: Sequence[list[int]], *,
+              seconds: float, cpu_seconds: float, tokens: int, layer_calls: int = 0) -> MCResult:
+    """Metrics (and lm-eval's standard errors) from per-item, per-ending log-likelihoods."""
+    if not items:
+        raise UserError("no items to evaluate")
+    scores = [_finish(it, list(ll), list(nt)) for it, ll, nt in zip(items, lls, n_tok, strict=True)]
+    n = len(scores)
+
+    def mean_stderr(hits: list[bool]) -> tuple[float, float]:
+        m = sum(hits) / n
+        var = sum((h - m) ** 2 for h in hits) / (n - 1) if n > 1 else float("nan")
+        return m, math.sqrt(var / n)  # lm-eval: sample standard deviation / sqrt(n)
+
+    acc, acc_se = mean_stderr([s.pred == s.label for s in scores])
+    norm, norm_se = mean_stderr([s.pred_norm == s.label for s in scores])
+    nbytes, _ = mean_stderr([s.pred_bytes == s.label for s in scores])
+    return MCResult(n=n, acc=acc, acc_norm=norm, acc_bytes=nbytes, seconds=seconds, tokens=tokens, items=scores,
+                    cpu_seconds=cpu_seconds, acc_stderr=acc_se, acc_norm_stderr=norm_se, layer_calls=layer_calls)
 
 
 def evaluate_mc(model: Any, tokenizer: Any, items: Sequence[MCItem], *, plan: Any = None, mode: str = "shared",
-                bos: int | None = None, progress: Callable[[int, int], None] | None = None) -> MCResult:
-    """acc / acc_norm / acc_bytes of ``model`` (optionally through ``plan``) on ``items``."""
+                bos: int | None = None, progress: Callable[[int, int], None] | None = None,
+                batch_size: int | None = None) -> MCResult:
+    """acc / acc_norm / acc_bytes (+ standard errors) of ``model``, optionally through ``plan``.
+
+    ``batch_size``: items per forward in ``shared`` mode (None = auto, from the items' lengths)."""
     encode = make_encoder(tokenizer)
     if plan is not None and hasattr(model, "layers"):
         from lminspect.stitch import parse_plan
 
         plan = parse_plan(plan, len(model.layers))
-    scores: list[ItemScore] = []
+    reqs = [_checked_requests(model, encode, it, bos) for it in items]
+    n_tok = [[len(c) for _, c in r] for r in reqs]
+    if _batched(model, mode):
+        from lminspect.evals.mc_batch import make_request, score_requests
+
+        batch_reqs = [make_request(r, f"item {it.id or k}") for k, (it, r) in enumerate(zip(items, reqs, strict=True))]
+        plan = model._check_plan(plan)
+        out, st = score_requests(model, batch_reqs, {"plan": plan}, batch_size=batch_size, progress=progress)
+        return mc_result(items, out["plan"], n_tok, seconds=st.seconds, cpu_seconds=st.cpu_seconds,
+                         tokens=st.tokens, layer_calls=st.calls_run)
+    import torch
+
+    lls: list[list[float]] = []
     tokens = 0
     t0, c0 = time.perf_counter(), time.process_time()
-    for k, item in enumerate(items):
-        s, n = score_item(model, encode, item, plan=plan, mode=mode, bos=bos)
-        scores.append(s)
-        tokens += n
-        if progress is not None:
-            progress(k + 1, len(items))
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    n = len(scores)
-    if n == 0:
-        raise UserError("no items to evaluate")
-    return MCResult(
-        n=n,
-        acc=sum(s.pred == s.label for s in scores) / n,
-        acc_norm=sum(s.pred_norm == s.label for s in scores) / n,
-        acc_bytes=sum(s.pred_bytes == s.label for s in scores) / n,
-        seconds=dt,
-        tokens=tokens,
-        items=scores,
-        cpu_seconds=cpu,
-    )
+    with torch.inference_mode():
+        for k, r in enumerate(reqs):
+            ll, n = _score_full(model, r, plan)
+            lls.append(ll)
+            tokens += n
+            if progress is not None:
+                progress(k + 1, len(items))
+    return mc_result(items, lls, n_tok, seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0,
+                     tokens=tokens)

@@ -26,14 +26,24 @@ def _config(cls: type, base: dict[str, Any], overrides: dict[str, Any]) -> Any:
     if bad:
         raise UserError(f"unknown model option(s) {', '.join(bad)} for {cls.__name__} "
                         f"(known: {', '.join(fields)})")
+    from lminspect.validate import typed_value
+
+    overrides = {k: typed_value("--set", k, v, fields[k].type) for k, v in overrides.items()}
     kw = {**base, **overrides}
+    for k in ("dim", "n_head"):  # the derived sizes below divide by these
+        if isinstance(kw.get(k), int) and kw[k] < 1:
+            raise UserError(f"--set {k}={kw[k]}: must be a positive integer")
     if "ffn_dim" not in overrides and "dim" in kw:
         kw["ffn_dim"] = _ffn(cls, kw["dim"])
     if "head_dim" in fields and "head_dim" not in overrides:
         kw["head_dim"] = kw["dim"] // kw["n_head"]
     if "n_kv_head" in fields and "n_kv_head" not in overrides:
         kw["n_kv_head"] = kw["n_head"] // 3 if kw["n_head"] % 3 == 0 else kw["n_head"]
-    return cls(**kw)
+    from lminspect.models.checks import check_config
+
+    cfg = cls(**kw)
+    check_config(cfg, "model options (--set)")
+    return cfg
 
 
 def _ffn(cls: type, dim: int) -> int:

@@ -51,14 +51,19 @@ def arch_of(config: dict, hint: str | None = None) -> str:
 
 
 def config_from_hf(config: dict, arch: str | None = None) -> Any:
-    """The family config dataclass for a HF-style config dict."""
-    return FAMILIES[arch_of(config, arch)][1].from_hf(config)
+    """The family config dataclass for a HF-style config dict (checked: see models/checks.py)."""
+    from lminspect.models.checks import config_from_dict
+
+    return config_from_dict(FAMILIES[arch_of(config, arch)][1], config, "model config")
 
 
 def build_model(config: Any) -> LM:
     """A randomly initialised model for a family config dataclass."""
+    from lminspect.models.checks import check_config
+
     for model_cls, cfg_cls in FAMILIES.values():
         if isinstance(config, cfg_cls):
+            check_config(config, "model config")
             return model_cls(config)
     raise UserError(f"not a model config: {type(config).__name__}")
 
@@ -102,6 +107,8 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     import numpy as np
     import torch
 
+    from lminspect.models.checks import config_from_dict
+
     store = store_or_ref
     if not hasattr(store, "get_canonical"):
         from lminspect.weights import open_store
@@ -123,13 +130,13 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     config = dict(store.config or {})
     arch = arch_of(config, getattr(store, "arch", None))
     model_cls, cfg_cls = FAMILIES[arch]
-    cfg = cfg_cls.from_hf(config)
+    name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
+    cfg = config_from_dict(cfg_cls, config, f"{name}: config")
     with torch.device("meta"):
         model = model_cls(cfg)
         if config.get("lminspect_value_norm"):
             add_value_norm(model)
     model._make_buffers()
-    name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
     state = {}
     available = set(store.canonical_names()) if hasattr(store, "canonical_names") else None
     for pname, p in model.state_dict().items():

@@ -157,13 +157,18 @@ class KVCache:
         (score many continuations of one shared context in one batched forward)."""
         if self.batch_size != 1:
             raise ValueError("expand() needs a batch-1 cache")
+        return self.select(torch.zeros(batch_size, dtype=torch.long), max_len)
+
+    def select(self, rows: torch.Tensor, max_len: int | None = None) -> KVCache:
+        """A new cache whose row j copies row ``rows[j]`` of this one (its first ``pos`` tokens):
+        several continuations of several cached contexts in one batched forward."""
         cap = max(self.pos, max_len or self.capacity)
-        out = KVCache(self.plan, self._shapes, batch_size, cap, self.limit,
+        out = KVCache(self.plan, self._shapes, len(rows), cap, self.limit,
                       self.k[0].dtype if self.k else torch.float32,
                       self.k[0].device if self.k else "cpu")
         for i in range(len(self.k)):
-            out.k[i][:, :, : self.pos] = self.k[i][:, :, : self.pos]
-            out.v[i][:, :, : self.pos] = self.v[i][:, :, : self.pos]
+            out.k[i][:, :, : self.pos] = self.k[i][rows, :, : self.pos]
+            out.v[i][:, :, : self.pos] = self.v[i][rows, :, : self.pos]
         out.pos = self.pos
         return out
 
@@ -376,6 +381,16 @@ class Block(nn.Module):
         return x
 
 
+def pad_mask(pad: torch.Tensor, start: int, T: int, L: int) -> torch.Tensor:
+    """[B, 1, T, L] bool: causal, and row b's first ``pad[b]`` key columns hidden (left padding).
+
+    A padding query still sees itself, so no softmax row is all -inf (its output is never used)."""
+    q = torch.arange(start, start + T, device=pad.device)[:, None]
+    k = torch.arange(L, device=pad.device)[None, :]
+    real = k[None] >= pad[:, None, None]  # [B, 1, L]
+    return ((k <= q)[None] & (real | (k == q)[None]))[:, None]  # [B, 1, T, L]
+
+
 # --------------------------------------------------------------------------- the LM base
 
 
@@ -383,8 +398,9 @@ class LM(nn.Module):
     """Base of every family: embeddings -> blocks (per plan) -> final norm -> head.
 
     Subclasses build ``self.embed`` (with ``tokens`` and optionally ``positions``), ``self.layers``,
-    ``self.norm``, optionally ``self.head`` (absent when tied) and implement ``_positions`` hooks:
-    ``_embed(ids, start)`` and ``_run_extras(start, T, L)`` returning (cos, sin, bias).
+    ``self.norm``, optionally ``self.head`` (absent when tied) and implement the position hooks
+    ``_embed(ids, start, rows)`` and ``_extras(start, T, L, rows)`` returning (cos, sin, bias);
+    ``rows`` is None or per-row positions ``[B, T]`` (left-padded batches, see ``prepare``).
     """
 
     config: object
@@ -477,11 +493,11 @@ class LM(nn.Module):
     def _make_buffers(self) -> None:
         """(Re)create derived, non-persistent tables; called after a meta-device construction."""
 
-    def _embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, start: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         return self.embed.tokens(ids)
 
-    def _extras(self, start: int, T: int, L: int) -> tuple[torch.Tensor | None, torch.Tensor | None,
-                                                            torch.Tensor | None]:
+    def _extras(self, start: int, T: int, L: int, rows: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         return None, None, None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -494,12 +510,44 @@ class LM(nn.Module):
         return F.linear(x, self.embed.tokens.weight)
 
     # ---- forward
+    def prepare(self, input_ids: torch.Tensor, *, start: int = 0, pad: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, _Run]:
+        """Embeddings ``[B, T, dim]`` and the per-forward context the blocks read.
+
+        ``pad`` ([B] ints, left padding): row b's token at column c sits at position ``c - pad[b]``
+        and its padding columns are masked out, so rows of different lengths batch exactly.
+        Callers that run blocks themselves (``evals.mc_batch``) use this with ``layers[i](x, run,
+        pos, call)`` and ``logits()``."""
+        B, T = input_ids.shape
+        L = start + T
+        if L > self.context_length:
+            raise UserError(f"sequence of {L} tokens exceeds the model's context of {self.context_length} tokens")
+        rows = None
+        if pad is not None:
+            rows = (torch.arange(start, L, device=input_ids.device)[None] - pad[:, None]).clamp(min=0)
+        x = self._embed(input_ids, start, rows)
+        cos, sin, bias = self._extras(start, T, L, rows)
+        if cos is not None and cos.dtype != x.dtype:  # HF computes the tables in fp32, then casts
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        if pad is not None:
+            allowed = pad_mask(pad, start, T, L)
+            if bias is None:
+                bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+            bias = bias.masked_fill(~allowed, float("-inf"))
+        return x, _Run(start, T, cos, sin, bias, cache, self._hooks)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]``."""
+        return self._logits(self.norm(x))
+
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
-                plan: list[LayerCall] | None = None, last_only: bool = False) -> torch.Tensor:
+                plan: list[LayerCall] | None = None, last_only: bool = False,
+                pad: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for ``input_ids [B, T]`` (``last_only``: ``[B, 1, vocab]``).
 
         With a ``cache`` the tokens continue the cached sequence; the cache's plan is used when
-        ``plan`` is None, and a different plan is an error (its slots would not line up)."""
+        ``plan`` is None, and a different plan is an error (its slots would not line up).
+        ``pad`` ([B] ints): row b is left-padded with ``pad[b]`` tokens that nothing attends to."""
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         B, T = input_ids.shape
@@ -516,22 +564,15 @@ class LM(nn.Module):
         else:
             plan = self._check_plan(plan)
             start = 0
-        L = start + T
-        if L > self.context_length:
-            raise UserError(f"sequence of {L} tokens exceeds the model's context of {self.context_length} tokens")
-        x = self._embed(input_ids, start)
-        cos, sin, bias = self._extras(start, T, L)
-        if cos is not None and cos.dtype != x.dtype:  # HF computes the tables in fp32, then casts
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        run = _Run(start, T, cos, sin, bias, cache, self._hooks)
+        x, run = self.prepare(input_ids, start=start, pad=pad, cache=cache)
         layers = self.layers
         for pos, call in enumerate(plan):
             x = layers[call.index](x, run, pos, call)
         if cache is not None:
-            cache.pos = L
+            cache.pos = start + T
         if last_only:
             x = x[:, -1:]
-        return self._logits(self.norm(x))
+        return self.logits(x)
 
     # ---- hooks
     @contextlib.contextmanager

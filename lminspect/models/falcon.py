@@ -131,9 +131,12 @@ class Falcon(LM):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
-    def _extras(self, start: int, T: int, L: int):
+    def _extras(self, start: int, T: int, L: int, rows=None):
         if not self.config.alibi:
+            if rows is not None:  # per-row positions [B, T] -> tables [B, 1, T, D]
+                return self.rope_cos[rows][:, None], self.rope_sin[rows][:, None], None
             return self.rope_cos[start:start + T], self.rope_sin[start:start + T], None
+        # ALiBi biases key columns; a row's constant shift from left padding cancels in the softmax
         H = self.config.n_head
         bias = self.alibi[:, :L].view(1, H, 1, L) + causal_bias(start, T, L, self.alibi.device)  # [1,H,T,L]
         return None, None, bias.to(self.dtype)

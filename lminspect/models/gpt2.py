@@ -97,6 +97,8 @@ class GPT2(LM):
             MLP(c.dim, c.ffn_dim, c.act, gated=False, bias=True),
         )
 
-    def _embed(self, ids, start: int):
+    def _embed(self, ids, start: int, rows=None):
+        if rows is not None:  # per-row positions [B, T] (left-padded batch)
+            return self.embed.tokens(ids) + self.embed.positions(rows)
         T = ids.shape[1]
         return self.embed.tokens(ids) + self.embed.positions.weight[start:start + T]

@@ -139,7 +139,9 @@ class Llama(LM):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def _extras(self, start: int, T: int, L: int):
+    def _extras(self, start: int, T: int, L: int, rows=None):
+        if rows is not None:  # per-row positions [B, T] -> tables [B, 1, T, D]
+            return self.rope_cos[rows][:, None], self.rope_sin[rows][:, None], None
         return self.rope_cos[start:start + T], self.rope_sin[start:start + T], None
 
 

@@ -84,15 +84,69 @@ def save_checkpoint(run_dir: Path, *, step: int, exported: dict[str, Any], confi
     return ckdir / name
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.safetensors")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint (a missing file, an unreadable header), or None."""
+    import struct
+
+    for fname in CHECKPOINT_FILES:
+        if not (path / fname).is_file():
+            return f"no {fname}"
+    for fname in ("model.safetensors", "trainer.safetensors"):
+        f = path / fname
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return f"{fname} is truncated"
+                (n,) = struct.unpack("<Q", head)
+                size = f.stat().st_size
+                if n > size - 8:
+                    return f"{fname} is truncated"
+                header = json.loads(fh.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end > size:
+                return f"{fname} is truncated"
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            return f"{fname} is unreadable ({type(e).__name__})"
+    return None
+
+
+def latest_checkpoint(run_dir: Path, *, warn: bool = False) -> Path | None:
+    """The newest complete checkpoint of ``run_dir`` (all files present, headers readable).
+
+    ``checkpoints/latest`` is only trusted when it names a ``step_*`` folder inside the run dir.
+    A damaged newest checkpoint is skipped for an older complete one; ``warn`` prints one line
+    saying so (resume uses it).
+    """
+    import sys
+
     ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return None
     latest = ckdir / "latest"
-    if latest.is_file():
-        p = ckdir / latest.read_text(encoding="utf-8").strip()
-        if (p / "trainer.safetensors").is_file():
+    if warn and (latest.exists() or latest.is_symlink()):
+        try:
+            named = latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            named = ""
+        target = ckdir / named
+        inside = named.startswith("step_") and "/" not in named and "\\" not in named and not latest.is_symlink()
+        if not inside or not target.resolve().is_relative_to(ckdir.resolve()):
+            print(f"lminspect: warning: {latest} names {named[:80]!r}, not a checkpoint of this run; ignored",
+                  file=sys.stderr)
+    cands = sorted((p for p in ckdir.glob("step_*") if p.is_dir() and not p.is_symlink()), reverse=True)
+    for k, p in enumerate(cands):
+        problem = checkpoint_problem(p)
+        if problem is None:
             return p
-    cands = sorted(p for p in ckdir.glob("step_*") if (p / "trainer.safetensors").is_file())
-    return cands[-1] if cands else None
+        if warn:
+            nxt = next((c.name for c in cands[k + 1:] if checkpoint_problem(c) is None), None)
+            then = f"falling back to {nxt}" if nxt else "no older complete checkpoint"
+            print(f"lminspect: warning: checkpoint {p} is damaged ({problem}); {then}", file=sys.stderr)
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -144,6 +144,9 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_config(cfg: TrainConfig) -> None:
+    from lminspect.train.guard import validate_train_config
+
+    validate_train_config(cfg)
     for name in ("batch_size", "seq_len"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -172,22 +175,20 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     from lminspect.fsutil import atomic_write_text
     from lminspect.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from lminspect.train.data import PackedStream, load_train_tokenizer
+    from lminspect.train.guard import check_state_fits, read_saved_config
     from lminspect.train.plans import load_plan
     from lminspect.train.runlog import StatsWriter
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
     ckpt = None
     if cfg.resume:
-        saved_path = run_dir / "config.json"
-        if not saved_path.is_file():
-            raise UserError(f"--resume: {run_dir} has no config.json (not a run directory)")
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))["train"]
+        saved = read_saved_config(run_dir)
         # the saved run defines everything; a few flags may be changed on resume
         overrides = {k: getattr(cfg, k) for k in ("max_steps", "max_tokens", "device", "progress",
                                                   "load_plugins")}
         cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if v is not None},
                                      "run_dir": str(run_dir), "resume": True})
-        ckpt = latest_checkpoint(run_dir)
+        ckpt = latest_checkpoint(run_dir, warn=True)
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     _check_config(cfg)
@@ -238,8 +239,12 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         if growth is not None and loaded["state"].get("growth"):
             model = growth.replay(model, int(loaded["state"]["growth"])).to(device)
             optimizer = make_opt(opt_params(model))
+        check_state_fits(model.state_dict(), loaded["model"], ckpt)
         model.load_state_dict(loaded["model"])
-        optimizer.load_state_dict(loaded["optim"])
+        try:
+            optimizer.load_state_dict(loaded["optim"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"checkpoint {ckpt}: its optimizer state does not fit {opt_name} ({e})") from None
         _set_rng_state(loaded["rng"], device)
         state.update(loaded["state"])
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
-from lminspect.weights.naming import canonical_to_hf_llama
+from lminspect.weights.naming import LLAMA_HF
 
 DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
@@ -54,7 +54,7 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
             continue
         shape = store.info(cname).shape
         items.append(
-            (canonical_to_hf_llama(cname), DTYPES[dtype], shape,
+            (LLAMA_HF.to_hf(cname), DTYPES[dtype], shape,
              lambda c=cname: _cast(store.get_canonical(c), dtype))
         )
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}

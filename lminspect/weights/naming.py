@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -117,81 +117,134 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, out // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)
 
 
-def _rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    return a[lo:hi]
+# ---------------------------------------------------------------- name tables
 
 
-# ---------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class NameTable:
+    """One format's module names <-> canonical module names, as data, read in both directions.
 
-LLAMA_HF = [
-    (r"model\.embed_tokens\.(weight)", "embed.tokens.{0}"),
-    (r"model\.layers\.(\d+)\.input_layernorm\.(weight|bias)", "layers.{0}.attn_norm.{1}"),
-    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.(weight|bias)", "layers.{0}.attn.{1}.{2}"),
-    (r"model\.layers\.(\d+)\.post_attention_layernorm\.(weight|bias)", "layers.{0}.mlp_norm.{1}"),
-    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.(weight|bias)", "layers.{0}.mlp.{1}.{2}"),
-    (r"model\.norm\.(weight|bias)", "norm.{0}"),
-    (r"lm_head\.(weight)", "head.{0}"),
-]
+    Reading (:meth:`to_canonical`) builds the weight store's canonical view; writing
+    (:meth:`to_hf`) is HF export and GGUF conversion. A tensor name is a module name plus
+    ``.weight`` / ``.bias``; ``{N}`` in ``block`` stands for the layer index.
+    """
 
-GGUF_LLAMA = [
-    (r"token_embd\.(weight)", "embed.tokens.{0}"),
-    (r"blk\.(\d+)\.attn_norm\.(weight|bias)", "layers.{0}.attn_norm.{1}"),
-    (r"blk\.(\d+)\.attn_q\.(weight|bias)", "layers.{0}.attn.q.{1}"),
-    (r"blk\.(\d+)\.attn_k\.(weight|bias)", "layers.{0}.attn.k.{1}"),
-    (r"blk\.(\d+)\.attn_v\.(weight|bias)", "layers.{0}.attn.v.{1}"),
-    (r"blk\.(\d+)\.attn_output\.(weight|bias)", "layers.{0}.attn.o.{1}"),
-    (r"blk\.(\d+)\.ffn_norm\.(weight|bias)", "layers.{0}.mlp_norm.{1}"),
-    (r"blk\.(\d+)\.ffn_gate\.(weight|bias)", "layers.{0}.mlp.gate.{1}"),
-    (r"blk\.(\d+)\.ffn_up\.(weight|bias)", "layers.{0}.mlp.up.{1}"),
-    (r"blk\.(\d+)\.ffn_down\.(weight|bias)", "layers.{0}.mlp.down.{1}"),
-    (r"output_norm\.(weight|bias)", "norm.{0}"),
-    (r"output\.(weight)", "head.{0}"),
-]
+    top: dict[str, str]  # module outside the blocks -> canonical module
+    block: str  # prefix of block N's modules
+    layer: dict[str, str]  # module inside a block -> canonical module
+    read_aliases: dict[str, str] = field(default_factory=dict)  # in-block spellings read, never written
+    optional_prefix: str = ""  # omitted by some checkpoints when reading (GPT2Model's bare "wte")
+    conv1d: frozenset[str] = frozenset()  # canonical in-block modules stored [in, out] (GPT-2 Conv1D)
+    fused_qkv: str | None = None  # in-block module holding q, k and v (read as canonical "attn.qkv")
 
-_P = r"(?:transformer\.)?"
-GPT2_HF = [  # (pattern, canonical, transpose?)
-    (_P + r"wte\.(weight)", "embed.tokens.{0}", False),
-    (_P + r"wpe\.(weight)", "embed.positions.{0}", False),
-    (_P + r"h\.(\d+)\.ln_1\.(weight|bias)", "layers.{0}.attn_norm.{1}", False),
-    (_P + r"h\.(\d+)\.attn\.c_proj\.(weight|bias)", "layers.{0}.attn.o.{1}", True),
-    (_P + r"h\.(\d+)\.ln_2\.(weight|bias)", "layers.{0}.mlp_norm.{1}", False),
-    (_P + r"h\.(\d+)\.mlp\.c_fc\.(weight|bias)", "layers.{0}.mlp.up.{1}", True),
-    (_P + r"h\.(\d+)\.mlp\.c_proj\.(weight|bias)", "layers.{0}.mlp.down.{1}", True),
-    (_P + r"ln_f\.(weight|bias)", "norm.{0}", False),
-    (r"lm_head\.(weight)", "head.{0}", False),
-]
-GPT2_QKV = re.compile(_P + r"h\.(\d+)\.attn\.c_attn\.(weight|bias)")
+    _block_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
-FALCON_HF = [
-    (_P + r"word_embeddings\.(weight)", "embed.tokens.{0}"),
-    (_P + r"h\.(\d+)\.(?:input_layernorm|ln_attn)\.(weight|bias)", "layers.{0}.attn_norm.{1}"),
-    (_P + r"h\.(\d+)\.self_attention\.dense\.(weight|bias)", "layers.{0}.attn.o.{1}"),
-    (_P + r"h\.(\d+)\.(?:post_attention_layernorm|ln_mlp)\.(weight|bias)", "layers.{0}.mlp_norm.{1}"),
-    (_P + r"h\.(\d+)\.mlp\.dense_h_to_4h\.(weight|bias)", "layers.{0}.mlp.up.{1}"),
-    (_P + r"h\.(\d+)\.mlp\.dense_4h_to_h\.(weight|bias)", "layers.{0}.mlp.down.{1}"),
-    (_P + r"ln_f\.(weight|bias)", "norm.{0}"),
-    (r"lm_head\.(weight)", "head.{0}"),
-]
-FALCON_QKV = re.compile(_P + r"h\.(\d+)\.self_attention\.query_key_value\.(weight|bias)")
+    def __post_init__(self) -> None:
+        head, _, tail = self.block.partition("{N}")
+        object.__setattr__(self, "_block_re", re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + r"(.+)"))
+
+    def to_canonical(self, name: str) -> tuple[str, str] | None:
+        """``(canonical module, kind)`` of a stored tensor name, or None when it has no canonical meaning.
+
+        ``("layers.3.attn.o", "weight")``; the fused q/k/v module comes back as ``layers.N.attn.qkv``.
+        """
+        module, _, kind = name.rpartition(".")
+        if kind not in ("weight", "bias"):
+            return None
+        tries = [module]
+        if self.optional_prefix and not module.startswith(self.optional_prefix):
+            tries.append(self.optional_prefix + module)
+        for m in tries:
+            if m in self.top:
+                return self.top[m], kind
+            hit = self._block_re.fullmatch(m)
+            if hit:
+                i, sub = hit.groups()
+                if sub == self.fused_qkv:
+                    return f"layers.{i}.attn.qkv", kind
+                cmod = self.layer.get(sub) or self.read_aliases.get(sub)
+                if cmod:
+                    return f"layers.{i}.{cmod}", kind
+        return None
+
+    def to_hf(self, cname: str) -> str:
+        """Canonical tensor name -> this format's name; ``KeyError`` when the format has no such module."""
+        module, _, kind = cname.rpartition(".")
+        for hf, cmod in self.top.items():
+            if cmod == module:
+                return f"{hf}.{kind}"
+        m = re.fullmatch(r"layers\.(\d+)\.(.+)", module)
+        if m:
+            for hf, cmod in self.layer.items():
+                if cmod == m[2]:
+                    return f"{self.block.format(N=m[1])}{hf}.{kind}"
+        raise KeyError(cname)
+
+
+LLAMA_HF = NameTable(
+    top={"model.embed_tokens": "embed.tokens", "model.norm": "norm", "lm_head": "head"},
+    block="model.layers.{N}.",
+    layer={
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn.q",
+        "self_attn.k_proj": "attn.k",
+        "self_attn.v_proj": "attn.v",
+        "self_attn.o_proj": "attn.o",
+        "post_attention_layernorm": "mlp_norm",
+        "mlp.gate_proj": "mlp.gate",
+        "mlp.up_proj": "mlp.up",
+        "mlp.down_proj": "mlp.down",
+    },
+)
+
+GGUF_LLAMA = NameTable(  # llama.cpp's names; attn_q / attn_k are also RoPE-permuted (build_canonical)
+    top={"token_embd": "embed.tokens", "output_norm": "norm", "output": "head"},
+    block="blk.{N}.",
+    layer={
+        "attn_norm": "attn_norm",
+        "attn_q": "attn.q",
+        "attn_k": "attn.k",
+        "attn_v": "attn.v",
+        "attn_output": "attn.o",
+        "ffn_norm": "mlp_norm",
+        "ffn_gate": "mlp.gate",
+        "ffn_up": "mlp.up",
+        "ffn_down": "mlp.down",
+    },
+)
+
+GPT2_HF = NameTable(
+    top={"transformer.wte": "embed.tokens", "transformer.wpe": "embed.positions", "transformer.ln_f": "norm",
+         "lm_head": "head"},
+    block="transformer.h.{N}.",
+    layer={"ln_1": "attn_norm", "attn.c_proj": "attn.o", "ln_2": "mlp_norm", "mlp.c_fc": "mlp.up",
+           "mlp.c_proj": "mlp.down"},
+    optional_prefix="transformer.",
+    conv1d=frozenset({"attn.o", "mlp.up", "mlp.down"}),
+    fused_qkv="attn.c_attn",
+)
+
+FALCON_HF = NameTable(
+    top={"transformer.word_embeddings": "embed.tokens", "transformer.ln_f": "norm", "lm_head": "head"},
+    block="transformer.h.{N}.",
+    layer={
+        "input_layernorm": "attn_norm",
+        "self_attention.dense": "attn.o",
+        "post_attention_layernorm": "mlp_norm",
+        "mlp.dense_h_to_4h": "mlp.up",
+        "mlp.dense_4h_to_h": "mlp.down",
+    },
+    read_aliases={"ln_attn": "attn_norm", "ln_mlp": "mlp_norm"},  # new_decoder_architecture's two norms
+    optional_prefix="transformer.",
+    fused_qkv="self_attention.query_key_value",
+)
+
+HF_TABLES: dict[str, NameTable] = {"llama": LLAMA_HF, "gpt2": GPT2_HF, "falcon": FALCON_HF}
 
 CANONICAL_RE = re.compile(
     r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn\.([qkvo]|v_norm)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
-
-
-def _compile(table):
-    return [(re.compile(t[0]), *t[1:]) for t in table]
-
-
-_LLAMA_HF = _compile(LLAMA_HF)
-_GGUF_LLAMA = _compile(GGUF_LLAMA)
-_GPT2_HF = _compile(GPT2_HF)
-_FALCON_HF = _compile(FALCON_HF)
-
-
-def _split(shape: tuple[int, ...], pieces: list[tuple[str, Transform, int]]) -> list[tuple[str, Transform, tuple]]:
-    return [(part, fn, (rows, *shape[1:])) for part, fn, rows in pieces]
 
 
 def _falcon_qkv(shape: tuple[int, ...], config: dict[str, Any]) -> list[tuple[str, Transform, tuple]]:
@@ -223,96 +276,56 @@ def _falcon_qkv(shape: tuple[int, ...], config: dict[str, Any]) -> list[tuple[st
     return [(p, rw(i), (nh * hd, *rest)) for i, p in enumerate("qkv")]
 
 
+def _gguf_rope_fn(cname: str, config: dict[str, Any]) -> Transform | None:
+    """GGUF llama q/k rows are RoPE-permuted per head: the un-permute for this tensor, if any."""
+    if cname.endswith(("attn.q.weight", "attn.q.bias")):
+        nh = n_heads(config)
+    elif cname.endswith(("attn.k.weight", "attn.k.bias")):
+        nh = n_kv_heads(config)
+    else:
+        return None
+    return (lambda a, nh=nh: unpermute_rope(a, nh)) if nh else None
+
+
+def _gpt2_qkv(layer: str, kind: str, shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
+    """Split GPT-2's Conv1D ``c_attn`` ([in, 3*out] weight, [3*out] bias) into q, k, v."""
+    is_w = kind == "weight" and len(shape) == 2
+    d = (shape[1] if is_w else shape[0]) // 3
+    if is_w:
+        return [(p, lambda a, i=i: a[:, i * d : (i + 1) * d].T, (d, shape[0])) for i, p in enumerate("qkv")]
+    return [(p, lambda a, i=i: a[i * d : (i + 1) * d], (d,)) for i, p in enumerate("qkv")]
+
+
 def build_canonical(
     arch: str, fmt: str, shapes: dict[str, tuple[int, ...]], config: dict[str, Any]
 ) -> dict[str, Canon]:
     """Map every stored tensor that has a canonical meaning to its canonical name(s)."""
     out: dict[str, Canon] = {}
-
-    def add(cname: str, src: str, shape: tuple[int, ...], fn: Transform | None = None) -> None:
-        out[cname] = Canon(cname, src, tuple(shape), fn)
-
+    gguf = fmt == "gguf" and arch == "llama"
+    table = GGUF_LLAMA if gguf else HF_TABLES.get(arch)
     for name, shape in shapes.items():
-        if fmt == "gguf" and arch == "llama":
-            for rx, tmpl in _GGUF_LLAMA:
-                m = rx.fullmatch(name)
-                if m:
-                    cname = tmpl.format(*m.groups())
-                    fn = None
-                    if cname.endswith(("attn.q.weight", "attn.q.bias")):
-                        nh = n_heads(config)
-                        fn = (lambda a, nh=nh: unpermute_rope(a, nh)) if nh else None
-                    elif cname.endswith(("attn.k.weight", "attn.k.bias")):
-                        nk = n_kv_heads(config)
-                        fn = (lambda a, nk=nk: unpermute_rope(a, nk)) if nk else None
-                    add(cname, name, shape, fn)
-                    break
+        if not gguf and CANONICAL_RE.fullmatch(name):  # written by lminspect itself
+            out[name] = Canon(name, name, tuple(shape))
             continue
-        if CANONICAL_RE.fullmatch(name):
-            add(name, name, shape)
+        hit = table.to_canonical(name) if table else None
+        if hit is None:
             continue
-        if arch == "llama":
-            for rx, tmpl in _LLAMA_HF:
-                m = rx.fullmatch(name)
-                if m:
-                    add(tmpl.format(*m.groups()), name, shape)
-                    break
-        elif arch == "gpt2":
-            m = GPT2_QKV.fullmatch(name)
-            if m:
-                layer, kind = m.groups()
-                is_w = kind == "weight" and len(shape) == 2
-                total = shape[1] if is_w else shape[0]
-                d = total // 3
-                for i, p in enumerate("qkv"):
-                    if is_w:
-                        fn = lambda a, i=i, d=d: a[:, i * d : (i + 1) * d].T  # noqa: E731
-                        add(f"layers.{layer}.attn.{p}.{kind}", name, (d, shape[0]), fn)
-                    else:
-                        fn = lambda a, i=i, d=d: a[i * d : (i + 1) * d]  # noqa: E731
-                        add(f"layers.{layer}.attn.{p}.{kind}", name, (d,), fn)
-                continue
-            for rx, tmpl, transpose in _GPT2_HF:
-                m = rx.fullmatch(name)
-                if m:
-                    if transpose and len(shape) == 2:
-                        add(tmpl.format(*m.groups()), name, (shape[1], shape[0]), _T)
-                    else:
-                        add(tmpl.format(*m.groups()), name, shape)
-                    break
-        elif arch == "falcon":
-            m = FALCON_QKV.fullmatch(name)
-            if m:
-                layer, kind = m.groups()
-                for p, fn, shp in _falcon_qkv(shape, config):
-                    add(f"layers.{layer}.attn.{p}.{kind}", name, shp, fn)
-                continue
-            for rx, tmpl in _FALCON_HF:
-                m = rx.fullmatch(name)
-                if m:
-                    add(tmpl.format(*m.groups()), name, shape)
-                    break
+        cmod, kind = hit
+        if cmod.endswith(".attn.qkv"):
+            layer = cmod.split(".")[1]
+            parts = _gpt2_qkv(layer, kind, shape) if arch == "gpt2" else _falcon_qkv(shape, config)
+            for p, fn, shp in parts:
+                cname = f"layers.{layer}.attn.{p}.{kind}"
+                out[cname] = Canon(cname, name, tuple(shp), fn)
+            continue
+        cname = f"{cmod}.{kind}"
+        if gguf:
+            out[cname] = Canon(cname, name, tuple(shape), _gguf_rope_fn(cname, config))
+        elif cmod.split(".", 2)[-1] in table.conv1d and len(shape) == 2:
+            out[cname] = Canon(cname, name, (shape[1], shape[0]), _T)
+        else:
+            out[cname] = Canon(cname, name, tuple(shape))
     return out
-
-
-_CANON_TO_LLAMA = [
-    (re.compile(r"embed\.tokens\.(weight)"), "model.embed_tokens.{0}"),
-    (re.compile(r"layers\.(\d+)\.attn_norm\.(weight|bias)"), "model.layers.{0}.input_layernorm.{1}"),
-    (re.compile(r"layers\.(\d+)\.attn\.([qkvo])\.(weight|bias)"), "model.layers.{0}.self_attn.{1}_proj.{2}"),
-    (re.compile(r"layers\.(\d+)\.mlp_norm\.(weight|bias)"), "model.layers.{0}.post_attention_layernorm.{1}"),
-    (re.compile(r"layers\.(\d+)\.mlp\.(gate|up|down)\.(weight|bias)"), "model.layers.{0}.mlp.{1}_proj.{2}"),
-    (re.compile(r"norm\.(weight|bias)"), "model.norm.{0}"),
-    (re.compile(r"head\.(weight)"), "lm_head.{0}"),
-]
-
-
-def canonical_to_hf_llama(cname: str) -> str:
-    """Canonical name -> HF ``LlamaForCausalLM`` state-dict name (used by convert)."""
-    for rx, tmpl in _CANON_TO_LLAMA:
-        m = rx.fullmatch(cname)
-        if m:
-            return tmpl.format(*m.groups())
-    raise KeyError(cname)
 
 
 def resolve_lookup(name: str, raw: set[str] | dict, canon: dict[str, Canon]) -> tuple[str, str]:
@@ -359,3 +372,9 @@ def build_tree(raw_names: list[str], canon: dict[str, Canon]) -> dict[str, Any]:
         for k in ("attn", "mlp"):
             layer[k].sort(key=lambda c: (order.get(c.split(".")[3], 9), c))
     return tree
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders numbers by value: ``layers.2`` before ``layers.10`` (a plain string
+    sort puts 10, 11, ... between 1 and 2)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p)

@@ -1,0 +1,78 @@
+"""Export a stitched model: one block per plan occurrence, branch scales folded into the weights.
+
+The HF names and the directory writing are :mod:`lminspect.weights.export`; this module only
+turns (model, plan) into the canonical state dict and config of the standalone stitched model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lminspect.models.layercall import LayerCall
+from lminspect.stitch.grammar import plan_to_string
+from lminspect.stitch.plans import parse_plan
+from lminspect.stitch.view import StitchedModel
+from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
+
+
+def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
+    """The canonical state dict of the stitched model: one block per occurrence, scales folded.
+
+    A branch scale ``s`` multiplies that branch's output before the residual add, which is
+    exactly multiplying the branch's last projection (``attn.o``, ``mlp.down``: weight and bias) by ``s``.
+    """
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    out: dict[str, Any] = {k: v.clone() for k, v in sd.items() if not k.startswith("layers.")}
+    for j, call in enumerate(plan):
+        prefix = f"layers.{call.index}."
+        for k, v in sd.items():
+            if not k.startswith(prefix):
+                continue
+            rest = k[len(prefix) :]
+            t = v.clone()
+            if rest.startswith("attn.o.") and call.attn_scale != 1.0:
+                t = t * call.attn_scale
+            elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0:
+                t = t * call.mlp_scale
+            out[f"layers.{j}.{rest}"] = t.contiguous()
+    return out
+
+
+def export_stitched(
+    model: Any,
+    plan: Any,
+    out_dir: str | Path,
+    *,
+    tokenizer_json: str | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a standalone HF directory of the stitched model (atomically).
+
+    Families: llama (tied or untied head), gpt2, and falcon with ``new_decoder_architecture=false``
+    (RW/ALiBi or rotary, classic or multi-query qkv, sequential or parallel attention; q/k/v
+    fused back into ``query_key_value`` in HF's layout); anything else is a ``UserError`` and
+    nothing is written. ``config.json`` gets ``num_hidden_layers`` (``n_layer`` for GPT-2) =
+    ``len(plan)`` and ``lminspect_plan``; ``model.safetensors`` holds HF names with each
+    occurrence's weights duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
+    """
+    base = model.model if isinstance(model, StitchedModel) else model
+    n = len(base.layers)
+    plan = parse_plan(plan if plan is not None else getattr(model, "plan", None), n)
+    cfg = base.config
+    hf_cfg: dict[str, Any] = dict(cfg.to_hf() if hasattr(cfg, "to_hf") else cfg)
+    arch = model_family(base, hf_cfg)
+    sd = stitched_state_dict(base, plan)
+    tied = bool(hf_cfg.get("tie_word_embeddings", arch == "gpt2"))
+    if tied:
+        sd.pop("head.weight", None)
+    hf_sd = hf_state_dict(arch, sd, hf_cfg)
+    for key in ("num_hidden_layers", "n_layer"):
+        if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
+            hf_cfg[key] = len(plan)
+    if isinstance(hf_cfg.get("layer_types"), list) and len(hf_cfg["layer_types"]) == n:
+        hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
+    hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
+    hf_cfg["lminspect_source_layers"] = n
+    return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files)

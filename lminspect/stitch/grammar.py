@@ -1,0 +1,177 @@
+"""The compact plan grammar: ``"0-23,27-29"``, ``"15r3*0.5"``, ``"skip:15"`` <-> ``list[LayerCall]``.
+
+Ranges are **inclusive**, as seed 002 writes them (see :data:`GRAMMAR_HELP`).
+:func:`plan_to_string` prints a plan back so that parsing it again gives the same plan.
+Resolving other spellings (lists, mergekit slices, files, preset names) is
+:mod:`lminspect.stitch.plans`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from lminspect.errors import UserError
+from lminspect.models.layercall import LayerCall, full_plan
+
+GRAMMAR_HELP = """\
+Plan grammar (comma-separated items; ranges are INCLUSIVE, as seed 002 writes them):
+  7            layer 7
+  0-23         layers 0..23 (24 layers); 5-2 runs 5,4,3,2
+  15r3         layer 15 three times;  14-19r2  the block 14..19 twice
+  all          every layer once;  even / odd  the even / odd layers
+  skip:27-29   drop layers 27..29 (also -27-29, skip:15); with no other item it drops from 'all'
+  ITEM*0.5     scale both residual branches of each occurrence (15r3*0.5, 14-19*0.8)
+  ITEM*attn=0.5 / ITEM*mlp=0.5   scale one branch only (combinable: 7*attn=0.5*mlp=2)
+'_' also separates items, so seed 002's config names work: 0-23_27-31, 15r3_23r3_31r3.
+A plan may also be a preset name (lminspect stitch presets) or a YAML/JSON/TOML file with
+mergekit passthrough slices; mergekit's layer_range [0, 24] is HALF-OPEN (layers 0..23)."""
+
+_EXPECTED = (
+    "expected N, A-B (inclusive), NrK, A-BrK, all, even, odd, skip:A-B or -A-B, "
+    "optionally followed by *S, *attn=S or *mlp=S"
+)
+_ITEM_RE = re.compile(
+    r"^(?:(?P<kw>all|even|odd)|(?P<a>\d+)(?:-(?P<b>\d+))?)"
+    r"(?:r(?P<rep>\d+))?"
+    r"(?P<scales>(?:\*[^*]+)*)$"
+)
+_SKIP_RE = re.compile(r"^(?:skip:|-)(?P<a>\d+)(?:-(?P<b>\d+))?$")
+_SCALE_RE = re.compile(r"^(?:(?P<branch>attn|mlp)=)?(?P<val>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$")
+_SEP_RE = re.compile(r"[,_\s]+")
+
+
+# --------------------------------------------------------------------------- grammar
+
+
+def _tokens(spec: str) -> list[tuple[str, int]]:
+    """Split on separators, keeping each item's 1-based column for error messages."""
+    out: list[tuple[str, int]] = []
+    pos = 0
+    for m in _SEP_RE.finditer(spec):
+        if m.start() > pos:
+            out.append((spec[pos : m.start()], pos + 1))
+        pos = m.end()
+    if pos < len(spec):
+        out.append((spec[pos:], pos + 1))
+    return out
+
+
+def _check_index(i: int, n_layers: int, item: str, col: int) -> int:
+    if not 0 <= i < n_layers:
+        raise UserError(
+            f"plan item '{item}' at column {col}: layer {i} is out of range; "
+            f"the model has {n_layers} layers (0-{n_layers - 1})"
+        )
+    return i
+
+
+def _parse_scales(text: str, item: str, col: int) -> tuple[float, float]:
+    attn = mlp = 1.0
+    for part in filter(None, text.split("*")):
+        m = _SCALE_RE.match(part)
+        if not m:
+            raise UserError(f"bad plan item '{item}' at column {col}: bad scale '*{part}'; {_EXPECTED}")
+        val = float(m["val"])
+        if m["branch"] in (None, "attn"):
+            attn = val
+        if m["branch"] in (None, "mlp"):
+            mlp = val
+    return attn, mlp
+
+
+def _range(a: int, b: int) -> list[int]:
+    return list(range(a, b + 1)) if a <= b else list(range(a, b - 1, -1))
+
+
+def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
+    items = _tokens(spec.lower())
+    if not items:
+        raise UserError("empty plan: give layers such as '0-23,27-29' or 'all'")
+    positive: list[LayerCall] = []
+    saw_positive = False
+    skipped: set[int] = set()
+    for item, col in items:
+        m = _SKIP_RE.match(item)
+        if m:
+            a = _check_index(int(m["a"]), n_layers, item, col)
+            b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] else a
+            skipped.update(_range(a, b))
+            continue
+        m = _ITEM_RE.match(item)
+        if not m:
+            raise UserError(f"bad plan item '{item}' at column {col}: {_EXPECTED}")
+        saw_positive = True
+        if m["kw"] == "all":
+            idx = list(range(n_layers))
+        elif m["kw"] == "even":
+            idx = list(range(0, n_layers, 2))
+        elif m["kw"] == "odd":
+            idx = list(range(1, n_layers, 2))
+        else:
+            a = _check_index(int(m["a"]), n_layers, item, col)
+            b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] is not None else a
+            idx = _range(a, b)
+        rep = int(m["rep"]) if m["rep"] is not None else 1
+        if rep < 1:
+            raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
+        attn, mlp = _parse_scales(m["scales"] or "", item, col)
+        positive.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in idx)
+    if not saw_positive:
+        positive = full_plan(n_layers)
+    plan = [c for c in positive if c.index not in skipped]
+    if not plan:
+        raise UserError(f"plan '{spec}' leaves no layers to run")
+    return plan
+
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _fmt(x: float) -> str:
+    s = f"{x:g}"
+    return s if float(s) == x else repr(x)
+
+
+def _scale_suffix(attn: float, mlp: float) -> str:
+    if attn == mlp:
+        return "" if attn == 1.0 else f"*{_fmt(attn)}"
+    out = ""
+    if attn != 1.0:
+        out += f"*attn={_fmt(attn)}"
+    if mlp != 1.0:
+        out += f"*mlp={_fmt(mlp)}"
+    return out
+
+
+def plan_to_string(plan: Iterable[LayerCall], n_layers: int | None = None) -> str:
+    """Compact grammar for a plan; ``parse_plan(plan_to_string(p), n) == p``.
+
+    Runs of consecutive ascending layers with equal scales become ``A-B``;
+    identical adjacent runs become ``rK``. With ``n_layers`` the full plan prints as ``all``.
+    """
+    plan = list(plan)
+    if n_layers is not None and plan == full_plan(n_layers):
+        return "all"
+    segs: list[tuple[int, int, float, float]] = []
+    for c in plan:
+        if segs:
+            a, b, at, ml = segs[-1]
+            if c.index == b + 1 and (at, ml) == (c.attn_scale, c.mlp_scale) and b >= a:
+                segs[-1] = (a, c.index, at, ml)
+                continue
+        segs.append((c.index, c.index, c.attn_scale, c.mlp_scale))
+    items: list[str] = []
+    k = 0
+    while k < len(segs):
+        rep = 1
+        while k + rep < len(segs) and segs[k + rep] == segs[k]:
+            rep += 1
+        a, b, at, ml = segs[k]
+        s = str(a) if a == b else f"{a}-{b}"
+        if rep > 1:
+            s += f"r{rep}"
+        items.append(s + _scale_suffix(at, ml))
+        k += rep
+    return ",".join(items)

@@ -1,0 +1,214 @@
+"""Any plan spec -> ``list[LayerCall]``: grammar strings, lists, mergekit slices, files, presets.
+
+* the compact grammar (:mod:`lminspect.stitch.grammar`), ranges **inclusive**;
+* a list of ints (or of ``LayerCall``);
+* a mergekit passthrough config (``slices: [{sources: [{model, layer_range}]}]``
+  or the short ``slices: [{layer_range: [0, 24], scale: 0.5}]``), whose
+  ``layer_range`` is **half-open** as mergekit defines it; given as a dict or as a
+  YAML/JSON/TOML file;
+* a preset name from seed 002 (:mod:`lminspect.stitch.presets`), rescaled to the model's depth.
+
+:func:`load_plans` reads the named plan sets a sweep runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lminspect.errors import UserError
+from lminspect.models.layercall import LayerCall, full_plan
+from lminspect.stitch.grammar import _check_index, _parse_string
+from lminspect.stitch.presets import PRESETS, preset_spec
+
+
+def _slice_number(dicts: tuple[Any, ...], key: str, default: float, where: str) -> float:
+    """A slice option (``scale``, ``attn_scale``, ...) from the source, the slice or their ``parameters``."""
+    for d in dicts:
+        if isinstance(d, Mapping) and key in d:
+            try:
+                return float(d[key])
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: {key} must be a number") from None
+    return default
+
+
+def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]:
+    if not isinstance(slices, list) or not slices:
+        raise UserError(f"{where}: 'slices' must be a non-empty list")
+    plan: list[LayerCall] = []
+    models: set[str] = set()
+    for k, sl in enumerate(slices):
+        if not isinstance(sl, Mapping):
+            raise UserError(f"{where}: slice {k} must be a mapping with 'layer_range' or 'sources'")
+        src: Mapping[str, Any] = sl
+        if "sources" in sl:
+            sources = sl["sources"]
+            if not isinstance(sources, list) or len(sources) != 1:
+                raise UserError(
+                    f"{where}: slice {k} has {len(sources) if isinstance(sources, list) else '?'} sources; "
+                    "only passthrough stitching (one source per slice) is supported"
+                )
+            src = sources[0]
+            if not isinstance(src, Mapping):
+                raise UserError(f"{where}: slice {k} source must be a mapping")
+            if src.get("model") is not None:
+                models.add(str(src["model"]))
+        rng = src.get("layer_range", sl.get("layer_range"))
+        if (
+            not isinstance(rng, list | tuple)
+            or len(rng) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in rng)
+        ):
+            raise UserError(f"{where}: slice {k} needs layer_range: [start, end] (half-open, ints)")
+        a, b = rng
+        if not (0 <= a < b <= n_layers):
+            raise UserError(
+                f"{where}: slice {k} layer_range [{a}, {b}] is out of range; "
+                f"the model has {n_layers} layers (half-open ranges from [0, 1] to [0, {n_layers}])"
+            )
+
+        dicts = (src, sl, src.get("parameters") or {}, sl.get("parameters") or {})
+        both = _slice_number(dicts, "scale", 1.0, f"{where}: slice {k}")
+        attn = _slice_number(dicts, "attn_scale", both, f"{where}: slice {k}")
+        mlp = _slice_number(dicts, "mlp_scale", both, f"{where}: slice {k}")
+        rep = int(_slice_number(dicts, "repeat", 1.0, f"{where}: slice {k}"))
+        plan.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in range(a, b))
+    if len(models) > 1:
+        raise UserError(
+            f"{where}: slices name different models ({', '.join(sorted(models))}); "
+            "stitching layers of different models is not supported"
+        )
+    return plan
+
+
+def _read_structured(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - every parser's error becomes one line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot parse plan file {path}: {msg}") from None
+
+
+_PLAN_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+def _from_mapping(obj: Mapping[str, Any], n_layers: int, where: str) -> list[LayerCall]:
+    if "slices" in obj:
+        return _plan_from_slices(obj["slices"], n_layers, where)
+    for key in ("plan", "layers"):
+        if key in obj:
+            return parse_plan(obj[key], n_layers)
+    raise UserError(f"{where}: expected a 'slices' list (mergekit) or a 'plan' entry")
+
+
+def load_plan_file(path: str | Path, n_layers: int) -> list[LayerCall]:
+    """One plan from a YAML/JSON/TOML file (mergekit slices, or ``plan: "0-23,27-29"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plan file not found: {path}")
+    obj = _read_structured(path)
+    if isinstance(obj, list):
+        return parse_plan(obj, n_layers)
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{path}: a plan file must hold a mapping with 'slices' or 'plan'")
+    return _from_mapping(obj, n_layers, str(path))
+
+
+def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
+    """Resolve any plan spec to a ``list[LayerCall]`` for a model with ``n_layers`` blocks.
+
+    ``None`` or ``""`` is the full model. Bad specs raise ``UserError`` naming the
+    item and its column, or the file and slice.
+    """
+    if n_layers < 1:
+        raise UserError(f"cannot stitch a model with {n_layers} layers")
+    if spec is None:
+        return full_plan(n_layers)
+    if isinstance(spec, Path):
+        return load_plan_file(spec, n_layers)
+    if isinstance(spec, Mapping):
+        return _from_mapping(spec, n_layers, "plan")
+    if isinstance(spec, list | tuple):
+        plan: list[LayerCall] = []
+        for k, x in enumerate(spec):
+            if isinstance(x, LayerCall):
+                _check_index(x.index, n_layers, str(x.index), k + 1)
+                plan.append(x)
+            elif isinstance(x, int) and not isinstance(x, bool):
+                plan.append(LayerCall(_check_index(x, n_layers, str(x), k + 1)))
+            elif isinstance(x, str):
+                plan.extend(_parse_string(x, n_layers))
+            else:
+                raise UserError(f"bad plan entry {x!r} at position {k}: expected a layer index")
+        if not plan:
+            raise UserError("empty plan")
+        return plan
+    if isinstance(spec, str):
+        s = spec.strip()
+        if not s:
+            return full_plan(n_layers)
+        if s in PRESETS:
+            return _parse_string(preset_spec(s, n_layers), n_layers)
+        if s.lower().endswith(_PLAN_FILE_SUFFIXES):
+            return load_plan_file(s, n_layers)
+        return _parse_string(s, n_layers)
+    raise UserError(f"cannot use {type(spec).__name__} as a layer plan")
+
+
+
+def load_plans(spec: str | Path | Mapping[str, Any] | None, n_layers: int) -> dict[str, list[LayerCall]]:
+    """Named plans for a sweep: ``"presets"``, a comma list of preset names, or a file.
+
+    A file (TOML/YAML/JSON) maps names to plan specs, at top level or under ``plans``;
+    a spec is a grammar string, a list of ints, or a mergekit ``{slices: ...}`` mapping.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "presets")):
+        return {name: parse_plan(name, n_layers) for name in PRESETS}
+    obj: Any
+    if isinstance(spec, Mapping):
+        obj, where = spec, "plans"
+    else:
+        path = Path(spec)
+        if path.is_file():
+            obj, where = _read_structured(path), str(path)
+        elif str(spec).lower().endswith(_PLAN_FILE_SUFFIXES):
+            raise UserError(f"plans file not found: {spec}")
+        else:
+            names = [s.strip() for s in str(spec).split(",") if s.strip()]
+            unknown = [s for s in names if s not in PRESETS]
+            if unknown:
+                raise UserError(
+                    f"unknown preset '{unknown[0]}' in --plans; give 'presets', preset names "
+                    "separated by commas, or a TOML/YAML/JSON file"
+                )
+            return {name: parse_plan(name, n_layers) for name in names}
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{where}: expected a mapping of plan names to plans")
+    if "plans" in obj:
+        obj = obj["plans"]
+        if isinstance(obj, list):  # [{name: ..., plan: ...}] form
+            obj = {str(d.get("name", i)): d.get("plan", d) for i, d in enumerate(obj) if isinstance(d, Mapping)}
+    if "slices" in obj:
+        return {Path(str(spec)).stem if not isinstance(spec, Mapping) else "plan": _from_mapping(obj, n_layers, where)}
+    plans: dict[str, list[LayerCall]] = {}
+    for name, p in obj.items():
+        try:
+            plans[str(name)] = parse_plan(p, n_layers)
+        except UserError as exc:
+            raise UserError(f"{where}: plan '{name}': {exc.message}") from None
+    if not plans:
+        raise UserError(f"{where}: no plans found")
+    return plans

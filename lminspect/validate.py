@@ -1,0 +1,91 @@
+"""Checks of option values at the command boundary: one ``UserError`` line naming the option.
+
+Typer checks that ``--lr`` parses as a float; these check that the value makes sense (finite,
+positive, in range), so a NaN or a negative step count never reaches the run it would poison.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from lminspect.errors import UserError
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def finite(option: str, value: float | None, *, positive: bool = False, minimum: float | None = None,
+           maximum: float | None = None) -> None:
+    """``value`` (when given) is a finite number, > 0 if ``positive``, within [minimum, maximum]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{option} {value!r}: expected a number")
+    if not math.isfinite(value):
+        raise UserError(f"{option} {value}: expected a finite number")
+    if positive and not value > 0:
+        raise UserError(f"{option} {value}: must be positive")
+    if minimum is not None and value < minimum:
+        raise UserError(f"{option} {value}: must be at least {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{option} {value}: must be at most {maximum:g}")
+
+
+def count(option: str, value: int | None, *, minimum: int = 1, maximum: int | None = None) -> None:
+    """``value`` (when given) is an integer >= ``minimum`` (and <= ``maximum``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{option} {value!r}: expected a whole number")
+    if value < minimum:
+        raise UserError(f"{option} {value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{option} {value}: must be at most {maximum}")
+
+
+def device(name: str, option: str = "--device") -> str:
+    """A device name torch understands (cpu, cuda, cuda:N, mps, or auto), or one line."""
+    if not isinstance(name, str) or not _DEVICE.match(name.strip()):
+        raise UserError(f"{option} {name!r}: expected cpu, cuda, cuda:N or auto")
+    name = name.strip()
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"{option} {name}: CUDA is not available on this machine (hint: {option} cpu)")
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps":
+        import torch
+
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError(f"{option} mps: MPS is not available on this machine (hint: {option} cpu)")
+    return name
+
+
+def typed_value(option: str, key: str, value: Any, annotation: Any) -> Any:
+    """``value`` converted to the type a dataclass field declares (``int``, ``float``, ``bool``,
+    ``str``, optionals of those), or one line saying what was expected."""
+    text = str(annotation)
+    allow_none = "None" in text or "Optional" in text
+    if value is None:
+        if allow_none:
+            return None
+        raise UserError(f"{option} {key}=null: {key} needs a value")
+    kinds = [k for k in ("bool", "int", "float", "str") if re.search(rf"\b{k}\b", text)]
+    if not kinds:
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "float" in kinds and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            raise UserError(f"{option} {key}={value}: expected a finite number")
+        return float(value)
+    if "str" in kinds and isinstance(value, str):
+        return value
+    want = " or ".join(kinds)
+    raise UserError(f"{option} {key}={value!r}: {key} takes {want}, not {type(value).__name__}")

@@ -1,0 +1,144 @@
+"""HF export: a canonical state dict -> a HF model directory that transformers loads.
+
+The inverse of the weight store's reading (:mod:`lminspect.weights.naming`): canonical
+names go back to each family's HF names, GPT-2's Conv1D weights are transposed back and
+q/k/v are fused again (GPT-2 ``c_attn``, Falcon ``query_key_value``). Used by
+``lminspect stitch export`` (:func:`lminspect.stitch.export_stitched`) and ``quick_model``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lminspect.errors import UserError
+from lminspect.fsutil import atomic_dir
+from lminspect.weights.naming import HF_TABLES
+
+__all__ = ["hf_state_dict", "model_family", "write_hf_dir"]
+
+
+_DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon"}
+_CLASS = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "falcon": "FalconForCausalLM"}
+_QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
+
+
+def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> Any:
+    """Canonical q/k/v (weights or biases) -> HF Falcon's fused ``query_key_value`` rows.
+
+    The inverse of the weight store's split (``naming._falcon_qkv``) for the two layouts the
+    engine runs: multi-query is ``[q (n_head heads), k (1 head), v (1 head)]``; the classic
+    RW layout interleaves per head, ``[n_head, 3, head_dim]`` (``FalconAttention._split_heads``).
+    """
+    import torch
+
+    hd = q.shape[0] // n_head
+    n_kv = 1 if multi_query else n_head
+    if q.shape[0] != n_head * hd or k.shape[0] != n_kv * hd or v.shape[0] != n_kv * hd:
+        raise UserError(
+            f"cannot export falcon attention: q/k/v have {q.shape[0]}/{k.shape[0]}/{v.shape[0]} rows, "
+            f"expected {n_head * hd}/{n_kv * hd}/{n_kv * hd} for {n_head} heads"
+            f"{' (multi_query)' if multi_query else ''}"
+        )
+    if multi_query:
+        return torch.cat([q, k, v], 0)
+    rest = tuple(q.shape[1:])
+    parts = [t.reshape(n_head, hd, *rest) for t in (q, k, v)]
+    return torch.stack(parts, 1).reshape(3 * n_head * hd, *rest)
+
+
+def _fuser(arch: str, hf_cfg: Mapping[str, Any]) -> Callable[[Any, Any, Any, str], Any]:
+    """How ``arch`` fuses canonical q/k/v back into one HF tensor (weights or biases)."""
+    import torch
+
+    if arch == "gpt2":  # Conv1D: [in, 3*out]
+        return lambda q, k, v, kind: torch.cat([q, k, v], 0).t().contiguous() if kind == "weight" else torch.cat(
+            [q, k, v], 0)
+    if hf_cfg.get("new_decoder_architecture"):
+        raise UserError(
+            "stitch export supports falcon only with new_decoder_architecture=false "
+            "(the RW / 7B layouts the engine runs)"
+        )
+    n_head = int(hf_cfg.get("num_attention_heads") or hf_cfg.get("n_head") or 0)
+    if n_head < 1:
+        raise UserError("cannot export falcon: config lacks num_attention_heads")
+    multi_query = bool(hf_cfg.get("multi_query", True))
+    return lambda q, k, v, kind: _falcon_fuse_qkv(q, k, v, n_head, multi_query)
+
+
+def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical state dict -> the HF ``*ForCausalLM`` state dict of ``arch`` (llama, gpt2, falcon).
+
+    Names come from the same tables the weight store reads with (``naming.HF_TABLES``); GPT-2's
+    Conv1D weights are transposed back and fused q/k/v modules are fused again. A canonical
+    tensor HF has no module for (e.g. a value-norm experiment's ``attn.v_norm``) is refused.
+    """
+    table = HF_TABLES.get(arch)
+    if table is None:
+        raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
+    fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
+    out: dict[str, Any] = {}
+    fused_layers: set[str] = set()
+    for cname, t in sd.items():
+        module, _, kind = cname.rpartition(".")
+        m = _QKV.fullmatch(module)
+        if m and fuse is not None:
+            fused_layers.add(m[1])
+            continue
+        if arch == "gpt2" and module == "head":
+            continue  # tied to wte in GPT-2
+        try:
+            name = table.to_hf(cname)
+        except KeyError:
+            raise UserError(
+                f"cannot export tensor {cname} as {_DISPLAY[arch]}: HF's {_CLASS[arch]} has no such module"
+            ) from None
+        conv = module.startswith("layers.") and module.split(".", 2)[2] in table.conv1d and kind == "weight"
+        out[name] = t.t().contiguous() if conv else t
+    for i in sorted(fused_layers, key=int):
+        for kind in ("weight", "bias"):
+            names = [f"layers.{i}.attn.{x}.{kind}" for x in "qkv"]
+            if all(n in sd for n in names):
+                out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
+            elif any(n in sd for n in names):
+                raise UserError(f"cannot export {_DISPLAY[arch]} layer {i}: q/k/v {kind}s are incomplete")
+    return out
+
+
+def model_family(model: Any, hf_cfg: Mapping[str, Any]) -> str:
+    """The export family of an engine model: ``llama``, ``gpt2``, ``falcon``, or its own arch name."""
+    arch = getattr(model, "arch", None) or getattr(getattr(model, "config", None), "arch", None)
+    if not isinstance(arch, str):
+        arch = str(hf_cfg.get("model_type", "")).lower() or type(model).__name__.lower()
+    if arch.startswith("gpt2"):
+        return "gpt2"
+    if "llama" in arch:
+        return "llama"
+    if "falcon" in arch or arch in ("refinedweb", "refinedwebmodel", "rw"):
+        return "falcon"
+    return arch
+
+
+def write_hf_dir(
+    out_dir: str | Path,
+    hf_sd: Mapping[str, Any],
+    hf_cfg: Mapping[str, Any],
+    *,
+    tokenizer_json: str | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ ``tokenizer.json``, extra files) atomically."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        save_file({k: v.contiguous() for k, v in hf_sd.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(dict(hf_cfg), indent=2, default=str) + "\n", encoding="utf-8")
+        if tokenizer_json:
+            (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return out_dir
