@@ -78,6 +78,13 @@ class PackedWeight:
     d: torch.Tensor | None = None  # block scales, float32 [G, nb, T]
     m: torch.Tensor | None = None  # block minimums (Q4_0 / Q4_1), float32 [G, nb, T]
 
+    def __post_init__(self) -> None:
+        # numpy views of the tensors, made once: a decode step calls matvec ~200 times
+        qs = self.qs.numpy()
+        self._args = ((qs.view(np.uint16),) if self.kind == "BF16"
+                      else tuple(t.numpy() for t in (self.qs, self.d, self.m) if t is not None))
+        self._kernel: Any = None
+
     @property
     def nbytes(self) -> int:
         """Bytes a matvec reads (the padded tiles included)."""
@@ -135,18 +142,15 @@ class PackedWeight:
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``W @ x`` for a float32 CPU vector ``x [in]`` -> ``[out]`` (numba, or the torch path)."""
-        k = kernels()
-        if k is None:
-            return self.matvec_torch(x)
-        xn = x.contiguous().numpy()
+        fn = self._kernel
+        if fn is None:
+            k = kernels()
+            if k is None:
+                return self.matvec_torch(x)
+            fn = self._kernel = {"Q8_0": k.q8_matvec, "BF16": k.bf16_matvec}.get(self.kind, k.q4_matvec)
         out = np.empty(self.qs.shape[0] * TILE, np.float32)
-        if self.kind == "Q8_0":
-            k.q8_matvec(self.qs.numpy(), self.d.numpy(), xn, out)
-        elif self.kind == "BF16":
-            k.bf16_matvec(self.qs.numpy().view(np.uint16), xn, out)
-        else:
-            k.q4_matvec(self.qs.numpy(), self.d.numpy(), self.m.numpy(), xn, out)
-        return torch.from_numpy(out[: self.out_features])
+        fn(*self._args, x.contiguous().numpy(), out)
+        return torch.from_numpy(out)[: self.out_features]
 
     def matvec_torch(self, x: torch.Tensor) -> torch.Tensor:
         """The torch version of the kernels, one tile group at a time (memory stays small)."""
