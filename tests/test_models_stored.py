@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -252,16 +250,54 @@ def test_converted_dir_is_served_from_its_gguf(quant_gguf, tmp_path):
     assert load_model(root / "hf", weights="stored").weights_label.startswith("float32")
 
 
-def test_bf16_dir_keeps_its_bits(tiny_llama_dir, tmp_path):
+@pytest.fixture(scope="module")
+def bf16_dir(tiny_llama_dir, tmp_path_factory):
+    """The tiny llama saved as bfloat16 safetensors (with its tokenizer)."""
+    import shutil
+
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16).save_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({**json.loads((tmp_path / "config.json").read_text())}))
-    stored = load_model(tmp_path, weights="stored")
-    dense = load_model(tmp_path, weights="float32")  # the bf16 values, widened
+    out = tmp_path_factory.mktemp("bf16")
+    AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16).save_pretrained(out)
+    shutil.copy(tiny_llama_dir / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+def test_bf16_dir_keeps_its_bits(bf16_dir):
+    stored = load_model(bf16_dir, weights="stored")
+    dense = load_model(bf16_dir, weights="float32")  # the bf16 values, widened
     assert stored.weights_label == "stored BF16"
+    assert isinstance(stored.head, StoredLinear)
     for a, b in zip(_decode_logits(dense, [1, 2, 3], [4, 5]), _decode_logits(stored, [1, 2, 3], [4, 5]), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_weights_option_and_stats_line(bf16_dir):
+    from typer.testing import CliRunner
+
+    from lminspect.cli import app
+
+    outs = {}
+    for w in ("stored", "float32"):
+        r = CliRunner().invoke(app, ["generate", str(bf16_dir), "Once upon", "-n", "6", "--weights", w])
+        assert r.exit_code == 0, r.output
+        outs[w] = r.stdout
+    assert "weights: float32" in " ".join(r.stderr.split())  # (rich wraps the line at 80 columns)
+    assert outs["stored"] == outs["float32"]  # greedy: the same continuation
+    r = CliRunner().invoke(app, ["stitch", "run", str(bf16_dir), "--plan", "0,1,1,3", "-n", "4", "--weights", "stored"])
+    assert r.exit_code == 0, r.output
+    assert "weights: stored BF16" in " ".join(r.stderr.split())
+    r = CliRunner().invoke(app, ["generate", str(bf16_dir), "x", "--weights", "int3"])
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        "lminspect: error: --weights 'int3': choose one of auto, stored, float32, bfloat16"]
+
+
+def test_repl_open_weights(bf16_dir):
+    import lminspect as li
+
+    assert li.open(bf16_dir, weights="stored").engine.weights_label == "stored BF16"
+    assert li.open(bf16_dir, weights="float32").engine.weights_label == "float32"
 
 
 def test_float32_source_has_no_stored_form(tiny_llama_dir):

@@ -14,6 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from lminspect.cli.generate_cmd import WEIGHTS_HELP
+
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
     "or a mergekit YAML/JSON/TOML file (layer_range HALF-OPEN)."
@@ -43,13 +45,14 @@ stitch_app = typer.Typer(
 # --------------------------------------------------------------------------- helpers
 
 
-def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True) -> tuple[Any, Any, Any]:
+def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True,
+          weights: str | None = None) -> tuple[Any, Any, Any]:
     from lminspect.errors import UserError
     from lminspect.models import load_model
     from lminspect.weights import open_store
 
     store = open_store(model)
-    lm = load_model(store, dtype=dtype)
+    lm = load_model(store, dtype=dtype, weights=weights)
     tok = None
     if need_tokenizer:
         from lminspect.tokenizer import load_tokenizer
@@ -88,13 +91,17 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    weights: str = typer.Option("auto", "--weights", help=WEIGHTS_HELP),
 ) -> None:
-    """Stream a continuation of PROMPT through the stitched model (seed 002's 'Once upon a time' test)."""
+    """Stream a continuation of PROMPT through the stitched model (seed 002's 'Once upon a time' test).
+
+    Plans, scales and --compare run on the stored low-bit weights too (the stats line says which):
+    ``lminspect stitch smollm2 --plan 0-11,8-11,12-29 --compare --weights stored``."""
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
 
     _threads()
-    _, lm, tok = _load(model, dtype)
+    _, lm, tok = _load(model, dtype, weights=weights)
     p = parse_plan(plan, lm.n_layers)
     summary = describe_plan(p, lm.n_layers, model=lm)
     err = _console(stderr=True)

@@ -29,9 +29,6 @@ from lminspect.errors import UserError
 from lminspect.models.packed import PackedWeight, kernels
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
-WEIGHTS_HELP = ("Weights for the matmuls: stored (GGUF Q8_0/Q4_0/Q4_1 blocks or bf16 as in the file, "
-                "dequantized on the fly when decoding on CPU), float32, bfloat16, or auto (stored when "
-                "the file has a low-bit form and the compiled kernels are there, else --dtype).")
 _LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 
 
@@ -214,4 +211,4 @@ def resolve_weights(weights: str | None, dtype: str = "float32", device: str = "
     return w
 
 
-__all__ = ["WEIGHTS", "WEIGHTS_HELP", "StoredLinear", "attach_stored", "resolve_weights"]
+__all__ = ["WEIGHTS", "StoredLinear", "attach_stored", "resolve_weights"]

@@ -63,8 +63,9 @@ def n_heads(store: Any, *, kv: bool = False) -> int | None:
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: Any) -> Any:
-    return _import("lminspect.models", "load_model")(store)
+def load_model(store: Any, weights: str | None = "auto") -> Any:
+    """The engine; ``weights`` auto = the stored low-bit decode path on CPU when the file has one."""
+    return _import("lminspect.models", "load_model")(store, weights=weights)
 
 
 def load_tokenizer(store: Any) -> Any:
