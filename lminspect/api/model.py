@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lminspect.api.lens import LensMethods
 from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
@@ -257,7 +258,7 @@ class _Shared:
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
-class Model:
+class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,

@@ -27,11 +27,13 @@ def generate_command(
     weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)] = "auto",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
 ) -> None:
-    """Generate text, printing tokens as they arrive, then a stats line on stderr.
+    """Continue a prompt, printing the text as it is generated (speed on stderr).
+
+    Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
 
     The stats line names the weights the matmuls read: on CPU a GGUF (or a fetched model) decodes
-    from its stored Q4/Q8 blocks by default, e.g. ``lminspect generate smollm2 --weights stored``;
-    ``--weights float32`` is the dense path."""
+    from its stored Q4/Q8 blocks by default (--weights auto); --weights float32 is the dense path.
+    """
     import sys
 
     from rich.console import Console

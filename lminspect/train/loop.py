@@ -58,7 +58,7 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # passed to the experiment's model_factory
     load_plugins: bool | None = None
     progress: bool | None = None  # None -> only when stdout is a terminal
-    # ordered training (seed 001, lminspect.metadata.order): feed documents sorted by a metadata column
+    # ordered training (seed 001, lminspect.train.ordered): feed documents sorted by a metadata column
     order_by: str | None = None  # metadata column (e.g. ppl); None with order=shuffle: random order
     order: str | None = None  # asc | desc | shuffle | shuffle-within-buckets (None: asc when order_by)
     metadata: str | None = None  # parquet from `lminspect data metadata`
@@ -285,7 +285,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     def open_stream(i: int, st: dict[str, Any] | None, part: str = "train") -> PackedStream:
         s = plan.steps[i]
         if part == "train" and (cfg.order_by or cfg.order):
-            from lminspect.metadata.order import OrderedStream
+            from lminspect.train.ordered import OrderedStream
 
             return OrderedStream(s.data, tokenizer, s.seq_len or cfg.seq_len, split=s.split,
                                  text_field=s.text_field, order_by=cfg.order_by,
