@@ -112,7 +112,7 @@ def _gguf_of(store: Any) -> Any:
             return None  # converted to bf16/f16: rounded, no longer the GGUF's numbers
     except (KeyError, LookupError, UserError):
         return None
-    from lminspect.weights.store import open_store
+    from lminspect.weights import open_store
 
     g = open_store(cand)
     return g.gguf if g.arch == "llama" and store.arch == "llama" else None
