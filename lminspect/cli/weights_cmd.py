@@ -139,7 +139,7 @@ def stats(
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("name", "shape") else "right",
                          overflow="fold" if c == "name" else "ellipsis")
@@ -151,9 +151,22 @@ def stats(
         row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
+                    f(r.get("alpha_tail"), "{:d}")]
         table.add_row(*row)
     _wide_console().print(table)
+    if svd and any("alpha" in r for r in results):
+        _print_alpha_notes(results)
+
+
+def _print_alpha_notes(results: list[dict]) -> None:
+    """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
+          ">= xmin (docs/weights.md)")
+    flagged = [r for r in results if r.get("alpha_warning")]
+    for r in flagged:
+        print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,
