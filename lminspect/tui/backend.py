@@ -139,6 +139,35 @@ def model_identity(store: Any) -> dict[str, Any]:
     return _import("lminspect.activations.store", "model_identity")(store)
 
 
+# -- comparisons (docs/compare.md) ---------------------------------------------
+
+
+def open_ref(ref: str) -> Any:
+    """A store for a model, checkpoint or run dir (its newest checkpoint)."""
+    return _import("lminspect.compare.checkpoints", "open_ref")(ref)
+
+
+def diff_tensor(a: Any, b: Any, name: str) -> dict[str, Any] | None:
+    """``lminspect diff``'s numbers for one tensor of ``a`` against ``b`` (None: not in ``b``)."""
+    pair_cls = _import("lminspect.compare.diff", "Pair")
+    cname = a.info(name).canonical or name
+    if cname not in b:
+        return None
+    pair = pair_cls(cname, tuple(a.info(cname).shape), tuple(b.info(cname).shape))
+    return _import("lminspect.compare.diff", "diff_pair")(a, b, pair)
+
+
+def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], list[Any], dict[str, list[Any]]]:
+    """``(steps, tokens, {component: mean over layers per checkpoint})`` of a run."""
+    cks = _import("lminspect.compare.checkpoints", "list_checkpoints")(run_dir)
+    records = _import("lminspect.compare.timeline", "stat_records")(cks, stat)
+    return _import("lminspect.compare.timeline", "timeline_columns")(records)
+
+
+def timeline_figure(steps: list[int], cols: dict[str, list[Any]], stat: str, width: int, height: int) -> str:
+    return _import("lminspect.compare.timeline", "timeline_figure")(steps, cols, stat, width=width, height=height)
+
+
 def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """Activation results directories at ``path``: the directory itself when it holds an
     ``index.json``, else its subdirectories that do. Returns ``([(dir, index)], problems)``;
