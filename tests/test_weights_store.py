@@ -159,3 +159,10 @@ def test_empty_dir_is_format_error(tmp_path):
 def test_missing_path_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         open_store(tmp_path / "absent.safetensors")
+
+
+def test_open_store_refuses_a_misspelled_keyword(tiny_llama_dir):
+    """``open_store`` takes ``prefer`` only: a typo is a TypeError, not silently ignored."""
+    assert open_store(tiny_llama_dir, prefer="gguf").arch == "llama"
+    with pytest.raises(TypeError, match="prefr"):
+        open_store(tiny_llama_dir, prefr="gguf")

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from lminspect.api.lens import LensMethods
 from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
-                "spectral_norm", "stable_rank", "effective_rank", "alpha")
+                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
 
 
 # display order of canonical children (the order data flows through a block)
@@ -256,7 +257,7 @@ class _Shared:
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
-class Model:
+class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
@@ -508,6 +509,29 @@ class Model:
         if limit is not None:
             items = list(items)[:limit]
         return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
+
+    def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
+              separate: bool = False) -> Any:
+        """Score many layer plans on one multiple-choice set, sharing their common layer calls.
+
+        ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
+        ``SweepResult`` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        Example: ``m.sweep("cloze", {"cut": "0-23,27-29", "all": "all"}, limit=100).table()``"""
+        from lminspect.evals.mc import load_mc
+        from lminspect.evals.sweep import run_sweep
+        from lminspect.stitch import load_plans
+
+        if isinstance(data, str) and data == "cloze":
+            from lminspect.documents import read_documents
+            from lminspect.evals.cloze import make_cloze
+
+            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
+            load_mc(data, limit=limit)
+        if limit is not None:
+            items = list(items)[:limit]
+        return run_sweep(self.engine, self.tokenizer, items, load_plans(plans, self.n_layers),
+                         batch_size=batch_size, separate=separate)
 
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> Any:

