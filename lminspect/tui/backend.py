@@ -138,30 +138,35 @@ def model_identity(store: TensorStore) -> dict[str, Any]:
 # -- comparisons (docs/compare.md) ---------------------------------------------
 
 
-def open_ref(ref: str) -> Any:
+def open_ref(ref: str) -> TensorStore:
     """A store for a model, checkpoint or run dir (its newest checkpoint)."""
-    return _import("lminspect.compare.checkpoints", "open_ref")(ref)
+    from lminspect.compare.checkpoints import open_ref as open_
+
+    return open_(ref)
 
 
-def diff_tensor(a: Any, b: Any, name: str) -> dict[str, Any] | None:
+def diff_tensor(a: TensorStore, b: TensorStore, name: str) -> dict[str, Any] | None:
     """``lminspect diff``'s numbers for one tensor of ``a`` against ``b`` (None: not in ``b``)."""
-    pair_cls = _import("lminspect.compare.diff", "Pair")
+    from lminspect.compare.diff import Pair, diff_pair
+
     cname = a.info(name).canonical or name
     if cname not in b:
         return None
-    pair = pair_cls(cname, tuple(a.info(cname).shape), tuple(b.info(cname).shape))
-    return _import("lminspect.compare.diff", "diff_pair")(a, b, pair)
+    return diff_pair(a, b, Pair(cname, tuple(a.info(cname).shape), tuple(b.info(cname).shape)))
 
 
 def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], list[Any], dict[str, list[Any]]]:
     """``(steps, tokens, {component: mean over layers per checkpoint})`` of a run."""
-    cks = _import("lminspect.compare.checkpoints", "list_checkpoints")(run_dir)
-    records = _import("lminspect.compare.timeline", "stat_records")(cks, stat)
-    return _import("lminspect.compare.timeline", "timeline_columns")(records)
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.timeline import stat_records, timeline_columns
+
+    return timeline_columns(stat_records(list_checkpoints(run_dir), stat))
 
 
 def timeline_figure(steps: list[int], cols: dict[str, list[Any]], stat: str, width: int, height: int) -> str:
-    return _import("lminspect.compare.timeline", "timeline_figure")(steps, cols, stat, width=width, height=height)
+    from lminspect.compare.timeline import timeline_figure as figure
+
+    return figure(steps, cols, stat, width=width, height=height)
 
 
 def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
