@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Compare"
 
 _REF_HELP = ("A model (file, HF dir, fetched name, hf:ORG/NAME), a checkpoint dir, or a run dir "
@@ -32,6 +34,7 @@ def diff(
     svd: Annotated[bool, typer.Option("--svd/--no-svd", help="Singular directions and spectral statistics "
                                       "(stable rank, alpha) of matrices; --no-svd is quicker.")] = True,
     changed: Annotated[bool, typer.Option("--changed", help="Only tensors that differ (rel_change > 0).")] = False,
+    threads: Threads = None,
 ) -> None:
     """Compare two models tensor by tensor: how much and in which directions the weights moved.
 
@@ -43,6 +46,9 @@ def diff(
 
     Example: lminspect diff runs/base@first runs/base --by-layer rel_change
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     import fnmatch
     import json
 
@@ -152,6 +158,7 @@ def timeline(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also save the data (JSON / .npy) and the "
                                              "text figure in this folder.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files of an earlier --out.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Follow a training run across its checkpoints: a weight statistic per component (mean over
     layers, or --layer N, or --tensor GLOB) as a table and a plot against steps or tokens;
@@ -162,6 +169,9 @@ def timeline(
 
     Example: lminspect timeline runs/base --stat stable_rank --every 2
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.compare.checkpoints import list_checkpoints
     from lminspect.compare.timeline import select_checkpoints
     from lminspect.errors import UserError

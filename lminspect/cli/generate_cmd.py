@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 
 def generate_command(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
@@ -21,11 +23,15 @@ def generate_command(
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")] = "float32",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Continue a prompt, printing the text as it is generated (speed on stderr).
 
     Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
     """
+    from lminspect.runtime import set_threads
+
+    n_threads = set_threads(threads)
     import sys
 
     from rich.console import Console
@@ -61,7 +67,7 @@ def generate_command(
         gen.cancel()
     out.write("\n")
     out.flush()
-    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}[/dim]")
+    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
 
 
 def register(app: typer.Typer) -> None:

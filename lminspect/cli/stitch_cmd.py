@@ -14,7 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from lminspect.runtime import threads_option
+from lminspect.cli.threads import Threads
+from lminspect.runtime import set_threads
 
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
@@ -63,15 +64,6 @@ def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True) -> tu
     return store, lm, tok
 
 
-def _threads() -> None:
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-
-
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -91,6 +83,7 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: Threads = None,
 ) -> None:
     """Continue a prompt with some layers skipped or repeated; --compare streams the untouched model beside it.
 
@@ -99,7 +92,7 @@ def run(
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
 
-    _threads()
+    n_threads = set_threads(threads)
     _, lm, tok = _load(model, dtype)
     p = parse_plan(plan, lm.n_layers)
     summary = describe_plan(p, lm.n_layers, model=lm)
@@ -114,7 +107,7 @@ def run(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        err.print(f"[dim]{gen.stats.line()}[/dim]")
+        err.print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
         return
     gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(lm, tok, prompt, plan=p, **kw)}
     if sys.stdout.isatty():
@@ -128,7 +121,7 @@ def run(
                 sys.stdout.flush()
             sys.stdout.write("\n")
     for name, gen in gens.items():
-        err.print(f"[dim]{name}: {gen.stats.line()}[/dim]")
+        err.print(f"[dim]{name}: {gen.stats.line()}, {n_threads} threads[/dim]")
 
 
 def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
@@ -321,7 +314,7 @@ def sweep(
     ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
     out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    threads: int | None = threads_option(),
+    threads: Threads = None,
 ) -> None:
     """Score many layer plans on a multiple-choice set (acc, acc_norm with lm-eval's standard errors).
 
@@ -332,7 +325,7 @@ def sweep(
     """
     from lminspect.evals.sweep import run_sweep, write_item_log
     from lminspect.fsutil import check_output
-    from lminspect.runtime import Progress, interrupted, set_threads
+    from lminspect.runtime import Progress, interrupted
 
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
     if log_items is not None:
@@ -515,6 +508,7 @@ def attention(
                                      "(needs the [figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
                                    "existing --save file."),
+    threads: Threads = None,
 ) -> None:
     """Show where one layer's attention looks, as a heatmap, and its 2-D FFT.
 
@@ -539,7 +533,7 @@ def attention(
         from lminspect.figures import check_figure_path
 
         check_figure_path(save, overwrite)
-    _threads()
+    set_threads(threads)
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
     ids = tok.encode(prompt)
