@@ -111,7 +111,9 @@ class Tensor:
     def __repr__(self) -> str:
         own = f" (stored as {self.stored_name})" if self.stored_name != self.name else ""
         shape = "x".join(map(str, self.shape)) or "()"
-        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {self.dtype}  size {self.size:,} "
+        from lminspect.weights.provenance import dtype_label
+
+        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {dtype_label(self._store, self.lookup)}  size {self.size:,} "
                 f"({human_bytes(self.nbytes)} on disk)\n  from {self.source}")
 
 
@@ -305,14 +307,7 @@ class Model(LensMethods):
 
     @property
     def n_layers(self) -> int:
-        if self._shared.engine is not None:
-            return len(self._shared.engine.layers)
-        cfg = self.config
-        for k in ("num_hidden_layers", "n_layer", "num_layers"):
-            if cfg.get(k):
-                return int(cfg[k])
-        idx = {int(n.split(".")[1]) for n in self._canon if n.startswith("layers.")}
-        return max(idx) + 1 if idx else 0
+        return self.store.n_layers or 0
 
     @property
     def n_params(self) -> int:
@@ -562,7 +557,9 @@ class Model(LensMethods):
 
             plan = f"\n  plan {plan_to_string(self.plan, self.n_layers)} ({len(self.plan)} layer calls)"
         engine = "built" if self._shared.engine is not None else "not built yet"
-        return (f"Model {self.name} ({self.arch}, {self.format})\n  {self.n_layers} layers, "
+        from lminspect.weights.provenance import model_dtype_label
+
+        return (f"Model {self.name} ({self.arch}, {self.format}, {model_dtype_label(self.store)})\n  {self.n_layers} layers, "
                 f"{self.n_params:,} parameters, {len(self.store)} tensors, {human_bytes(self.store.total_bytes)}"
                 f"\n  from {self.path}{plan}\n  engine: {engine}")
 

@@ -157,15 +157,12 @@ def _depth(layers: int | None, model: str | None) -> int:
             raise UserError(f"--layers must be >= 1, got {layers}")
         return layers
     if model is not None:
-        from lminspect.models import config_from_hf
         from lminspect.weights import open_store
 
-        store = open_store(model)
-        cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-        for key in ("n_layers", "n_layer", "num_hidden_layers"):
-            if getattr(cfg, key, None):
-                return int(getattr(cfg, key))
-        raise UserError(f"{model}: cannot tell its number of layers")
+        n = open_store(model).n_layers
+        if not n:
+            raise UserError(f"{model}: cannot tell its number of layers")
+        return n
     from lminspect.stitch import SEED_DEPTH
 
     return SEED_DEPTH
@@ -414,24 +411,20 @@ def export(
 
     Works for llama, gpt2 and falcon-rw: repeated layers get their own copy of the weights,
     scales are folded into each layer's attention-output and MLP-down projections, and
-    tokenizer.json is copied.
+    the tokenizer files are copied (the chat template as chat_template.jinja, where
+    transformers 5 saves it).
 
     Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
     """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    extra = {}
-    src = Path(str(getattr(store, "path", "")))
-    if src.is_dir():
-        for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-            if (src / name).is_file():
-                extra[name] = (src / name).read_text(encoding="utf-8")
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=extra)
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 
