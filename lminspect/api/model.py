@@ -111,7 +111,9 @@ class Tensor:
     def __repr__(self) -> str:
         own = f" (stored as {self.stored_name})" if self.stored_name != self.name else ""
         shape = "x".join(map(str, self.shape)) or "()"
-        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {self.dtype}  size {self.size:,} "
+        from lminspect.weights.provenance import dtype_label
+
+        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {dtype_label(self._store, self.lookup)}  size {self.size:,} "
                 f"({human_bytes(self.nbytes)} on disk)\n  from {self.source}")
 
 
@@ -553,7 +555,9 @@ class Model(LensMethods):
 
             plan = f"\n  plan {plan_to_string(self.plan, self.n_layers)} ({len(self.plan)} layer calls)"
         engine = "built" if self._shared.engine is not None else "not built yet"
-        return (f"Model {self.name} ({self.arch}, {self.format})\n  {self.n_layers} layers, "
+        from lminspect.weights.provenance import model_dtype_label
+
+        return (f"Model {self.name} ({self.arch}, {self.format}, {model_dtype_label(self.store)})\n  {self.n_layers} layers, "
                 f"{self.n_params:,} parameters, {len(self.store)} tensors, {human_bytes(self.store.total_bytes)}"
                 f"\n  from {self.path}{plan}\n  engine: {engine}")
 

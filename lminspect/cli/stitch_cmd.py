@@ -413,24 +413,20 @@ def export(
 
     Works for llama, gpt2 and falcon-rw: repeated layers get their own copy of the weights,
     scales are folded into each layer's attention-output and MLP-down projections, and
-    tokenizer.json is copied.
+    the tokenizer files are copied (the chat template as chat_template.jinja, where
+    transformers 5 saves it).
 
     Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
     """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    extra = {}
-    src = Path(str(getattr(store, "path", "")))
-    if src.is_dir():
-        for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-            if (src / name).is_file():
-                extra[name] = (src / name).read_text(encoding="utf-8")
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=extra)
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 

@@ -142,6 +142,40 @@ def model_identity(store: TensorStore) -> dict[str, Any]:
     return identity(store)
 
 
+# -- comparisons (docs/compare.md) ---------------------------------------------
+
+
+def open_ref(ref: str) -> TensorStore:
+    """A store for a model, checkpoint or run dir (its newest checkpoint)."""
+    from lminspect.compare.checkpoints import open_ref as open_
+
+    return open_(ref)
+
+
+def diff_tensor(a: TensorStore, b: TensorStore, name: str) -> dict[str, Any] | None:
+    """``lminspect diff``'s numbers for one tensor of ``a`` against ``b`` (None: not in ``b``)."""
+    from lminspect.compare.diff import Pair, diff_pair
+
+    cname = a.info(name).canonical or name
+    if cname not in b:
+        return None
+    return diff_pair(a, b, Pair(cname, tuple(a.info(cname).shape), tuple(b.info(cname).shape)))
+
+
+def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], list[Any], dict[str, list[Any]]]:
+    """``(steps, tokens, {component: mean over layers per checkpoint})`` of a run."""
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.timeline import stat_records, timeline_columns
+
+    return timeline_columns(stat_records(list_checkpoints(run_dir), stat))
+
+
+def timeline_figure(steps: list[int], cols: dict[str, list[Any]], stat: str, width: int, height: int) -> str:
+    from lminspect.compare.timeline import timeline_figure as figure
+
+    return figure(steps, cols, stat, width=width, height=height)
+
+
 def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """Activation results directories at ``path``: the directory itself when it holds an
     ``index.json``, else its subdirectories that do. Returns ``([(dir, index)], problems)``;

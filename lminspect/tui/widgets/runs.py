@@ -86,6 +86,15 @@ class RunsPane(Widget):
         elif keep:
             self._load(sorted(keep, key=lambda p: list(sl.selected).index(p) if p in sl.selected else 0))
 
+    def chosen_run(self) -> str | None:
+        """The first ticked run, else the highlighted one (for the timeline)."""
+        sl = self.query_one("#runs-list", SelectionList)
+        if sl.selected:
+            return str(sl.selected[0])
+        if sl.highlighted is not None and sl.option_count:
+            return str(sl.get_option_at_index(sl.highlighted).value)
+        return None
+
     def select_run(self, path: str) -> None:
         self.refresh_list(select=path)
 
