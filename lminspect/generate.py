@@ -31,6 +31,7 @@ class GenerationStats:
     decode_s: float = 0.0  # time spent after the first token
     total_s: float = 0.0
     stop_reason: str = ""  # one of STOP_REASONS ("" while running)
+    weights: str = ""  # the matmul path (model.weights_label): "stored Q4_1+Q8_0", "float32", ...
 
     @property
     def tokens_per_s(self) -> float:
@@ -42,7 +43,8 @@ class GenerationStats:
 
     def line(self) -> str:
         return (f"{self.prompt_tokens} prompt + {self.new_tokens} new tokens, TTFT {self.ttft_s * 1000:.0f} ms, "
-                f"{self.tokens_per_s:.1f} tok/s, stop: {self.stop_reason}")
+                f"{self.tokens_per_s:.1f} tok/s, stop: {self.stop_reason}"
+                + (f", weights: {self.weights}" if self.weights else ""))
 
 
 def _stop_holdback(text: str, stops: Sequence[str]) -> int:
@@ -147,7 +149,8 @@ class Generation:
             raise UserError(f"prompt of {len(self.prompt_ids)} tokens exceeds the model's context of {ctx} tokens")
         self.ids: list[int] = []
         self.text = ""
-        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids))
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids),
+                                     weights=str(getattr(model, "weights_label", "") or ""))
         self._cancel = threading.Event()
         self._started = False
 

@@ -6,6 +6,10 @@ from typing import Annotated
 
 import typer
 
+WEIGHTS_HELP = ("stored | float32 | bfloat16 | auto. stored: the file's GGUF Q8_0/Q4_0/Q4_1 blocks or bf16 "
+                "bits, dequantized on the fly by the CPU decode steps (prefill stays dense float32); "
+                "auto: stored on CPU when the file has such a form and numba is installed, else --dtype.")
+
 
 def generate_command(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
@@ -20,11 +24,15 @@ def generate_command(
     chat: Annotated[bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")] = "float32",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)] = "auto",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
 ) -> None:
     """Continue a prompt, printing the text as it is generated (speed on stderr).
 
     Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
+
+    The stats line names the weights the matmuls read: on CPU a GGUF (or a fetched model) decodes
+    from its stored Q4/Q8 blocks by default (--weights auto); --weights float32 is the dense path.
     """
     import sys
 
@@ -36,7 +44,7 @@ def generate_command(
     from lminspect.weights import open_store
 
     store = open_store(model)
-    lm = load_model(store, dtype=dtype, device=device)
+    lm = load_model(store, dtype=dtype, device=device, weights=weights)
     tok = load_tokenizer(store)
     layer_plan = None
     if plan is not None and plan.strip().lower() not in ("", "all"):

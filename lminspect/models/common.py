@@ -511,7 +511,7 @@ class LM(nn.Module):
         return None, None, None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        head = getattr(self, "head", None)
+        head = getattr(self, "head", None) or self.__dict__.get("_tied_head")  # (stored.py: packed tied head)
         if head is not None:
             return head(x)
         return F.linear(x, self.embed.tokens.weight)

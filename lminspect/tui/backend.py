@@ -46,10 +46,11 @@ def n_heads(store: TensorStore, *, kv: bool = False) -> int | None:
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: TensorStore) -> LM:
+def load_model(store: TensorStore, weights: str | None = "auto") -> LM:
+    """The engine; ``weights`` auto = the stored low-bit decode path on CPU when the file has one."""
     from lminspect.models import load_model as load
 
-    return load(store)
+    return load(store, weights=weights)
 
 
 def load_tokenizer(store: TensorStore) -> Tokenizer:

@@ -236,6 +236,11 @@ class TensorStore:
         """The stored tensor a canonical tensor comes from."""
         return self._canon[self._resolve(cname)[1]].source
 
+    def canonical_transform(self, cname: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The reshaping (transpose, split, RoPE un-permutation) that turns the stored tensor into
+        the canonical one; it moves whole elements/rows, so it applies to raw bits or GGUF blocks."""
+        return self._canon[self._resolve(cname)[1]].transform
+
     def get_canonical(self, cname: str) -> np.ndarray:
         """A canonical tensor as float32 numpy in ``nn.Linear`` orientation ``[out, in]``."""
         kind, key = self._resolve(cname)
