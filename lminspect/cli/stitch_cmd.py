@@ -135,19 +135,16 @@ def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
     from rich.live import Live
     from rich.panel import Panel
 
+    from lminspect.generate import interleave
+
     texts = {name: prompt for name in gens}
-    iters = {name: iter(g) for name, g in gens.items()}
 
     def view():
         return Columns([Panel(texts[n], title=n, width=max(30, (_console().width - 4) // 2)) for n in gens])
 
     with Live(view(), refresh_per_second=12, console=_console()) as live:
-        while iters:
-            for name in list(iters):
-                try:
-                    texts[name] += next(iters[name])
-                except StopIteration:
-                    del iters[name]
+        for name, piece in interleave(gens):
+            texts[name] += piece
             live.update(view())
 
 
@@ -284,11 +281,9 @@ def _sweep_plans(plans: str, inline: list[str] | None, n_layers: int) -> dict[st
 
 def _mc_items(eval_: str, limit: int) -> list[Any]:
     if eval_ == "cloze":
-        from lminspect.documents import read_documents
-        from lminspect.evals.cloze import make_cloze
-        from lminspect.evals.mc import hellaswag_item
+        from lminspect.evals.cloze import builtin_cloze
 
-        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
+        return builtin_cloze(limit)
     from lminspect.evals.mc import load_mc
 
     return load_mc(eval_, limit=limit)
