@@ -497,10 +497,9 @@ class Model(LensMethods):
         from lminspect.evals.mc import evaluate_mc, load_mc
 
         if isinstance(data, str) and data == "cloze":
-            from lminspect.documents import read_documents
-            from lminspect.evals.cloze import make_cloze
+            from lminspect.evals.cloze import builtin_cloze
 
-            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+            data = builtin_cloze(limit or 50)
         items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
             load_mc(data, limit=limit, split=split)
         if limit is not None:
@@ -519,10 +518,9 @@ class Model(LensMethods):
         from lminspect.stitch import load_plans
 
         if isinstance(data, str) and data == "cloze":
-            from lminspect.documents import read_documents
-            from lminspect.evals.cloze import make_cloze
+            from lminspect.evals.cloze import builtin_cloze
 
-            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+            data = builtin_cloze(limit or 50)
         items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
             load_mc(data, limit=limit)
         if limit is not None:

@@ -19,6 +19,8 @@ import numpy as np
 from lminspect.errors import UserError
 from lminspect.weights import naming
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 (and 5) and mergekit save it
+
 
 @dataclass(frozen=True)
 class TensorInfo:
