@@ -24,7 +24,7 @@ def generate_command(
 ) -> None:
     """Continue a prompt, printing the text as it is generated (speed on stderr).
 
-    Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
+    Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
     import sys
 
