@@ -89,6 +89,14 @@ def load_run(path: str | os.PathLike[str]) -> Any:
     return _import("lminspect.train.runlog", "load_run")(path)
 
 
+def run_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Name, experiment, steps, last loss and status of a run (reads only the logs' tails)."""
+    try:
+        return _import("lminspect.train.runlog", "run_summary")(path)
+    except Unavailable:
+        return {"name": Path(path).name, "exp": "?", "steps": 0, "loss": None, "status": "?"}
+
+
 def plots_module() -> Any:
     import importlib
 
