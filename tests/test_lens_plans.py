@@ -174,6 +174,7 @@ def test_cli_lens_dla_patch(tiny_llama_dir, tmp_path):
     (("lens", "{d}", "--prompt", "", "--target", "id:9"), "empty prompt"),
     (("lens", "{d}", "--prompt", "Once", "--plan", "0,9"), "layer 9 is out of range"),
     (("dla", "{d}", "--prompt", "Once", "--target", "id:1", "--out", "x.txt"), "expected a file ending"),
+    (("lens", "{d}", "--prompt", "Once", "--plan", "0,1*heads[7]=0"), "heads[7] is out of range"),
 ])
 def test_cli_errors_are_one_line(tiny_llama_dir, args, needle):
     r = _invoke(*(a.replace("{d}", str(tiny_llama_dir)) for a in args))

@@ -9,15 +9,11 @@ from typing import Any
 
 from lminspect.api.table import Figure, Table
 from lminspect.errors import UserError
-
-
-def _is_run_dir(p: Path) -> bool:
-    return p.is_dir() and ((p / "stats.jsonl").is_file() or (p / "config.json").is_file()
-                           and (p / "checkpoints").is_dir())
+from lminspect.train.runlog import is_run_dir
 
 
 def _find_runs(root: Path, depth: int = 3) -> list[Path]:
-    if _is_run_dir(root):
+    if is_run_dir(root):
         return [root]
     if depth == 0 or not root.is_dir():
         return []

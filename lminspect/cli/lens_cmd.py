@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 MODEL_HELP = "Model: a HF directory, .safetensors, .gguf, or a fetched name such as 'smollm2'."
-PLAN_HELP = "Layer plan (see `lminspect stitch show --help`): '0-23,27-29', '15r3', a preset or a file."
+PLAN_HELP = "Layer plan (see `lminspect stitch show --help`): '0-23,27-29', '15r3', '7*heads[0,3]=0', a preset or a file."
 TOKEN_HELP = "Target token: text such as ' Paris' (its first token if it splits) or id:N."
 _OUT_SUFFIXES = {".json", ".csv", ".npz"}
 

@@ -14,6 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from lminspect.runtime import threads_option
+
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
     "or a mergekit YAML/JSON/TOML file (layer_range HALF-OPEN)."
@@ -162,15 +164,12 @@ def _depth(layers: int | None, model: str | None) -> int:
             raise UserError(f"--layers must be >= 1, got {layers}")
         return layers
     if model is not None:
-        from lminspect.models import config_from_hf
         from lminspect.weights import open_store
 
-        store = open_store(model)
-        cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-        for key in ("n_layers", "n_layer", "num_hidden_layers"):
-            if getattr(cfg, key, None):
-                return int(getattr(cfg, key))
-        raise UserError(f"{model}: cannot tell its number of layers")
+        n = open_store(model).n_layers
+        if not n:
+            raise UserError(f"{model}: cannot tell its number of layers")
+        return n
     from lminspect.stitch import SEED_DEPTH
 
     return SEED_DEPTH
@@ -190,6 +189,8 @@ def show(
 
     Example: lminspect stitch show smollm2 --plan 15r3_23r3_31r3
     """
+    from rich.markup import escape
+
     from lminspect.errors import UserError
     from lminspect.stitch import describe_plan, parse_plan
 
@@ -202,9 +203,10 @@ def show(
     con.print(f"plan [bold]{s.text}[/bold] on {n} layers")
     seq = " ".join(
         str(c.index) + ("" if (c.attn_scale, c.mlp_scale) == (1.0, 1.0) else f"(a{c.attn_scale:g},m{c.mlp_scale:g})")
+        + "".join(f"[{kind}{h}={v:g}]" for kind, hs in (("h", c.heads), ("kv", c.kv_heads)) for h, v in hs)
         for c in p
     )
-    con.print(f"sequence ({s.calls} calls): {seq}")
+    con.print(f"sequence ({s.calls} calls): {escape(seq)}")
     con.print(f"skipped: {', '.join(map(str, s.skipped)) or 'none'}")
     con.print("repeated: " + (", ".join(f"{k}x{v}" for k, v in s.repeated.items()) or "none"))
     con.print(f"compute {s.compute:.0%} of baseline; blocks touched {s.unique}/{n} ({s.params_touched:.0%})")
@@ -250,113 +252,156 @@ def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-@stitch_app.command("sweep")
-def sweep(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    plans: str = typer.Option("presets", "--plans", help="'presets', preset names (comma-separated), or a "
-                              "TOML/YAML/JSON file mapping names to plans."),
-    eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
-                              "dataset id, or 'cloze' (built from the shipped corpus)."),
-    limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
-    ppl_data: str | None = typer.Option(None, "--ppl-data", help="Also measure perplexity on this text set."),
-    ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
-    mode: str = typer.Option("shared", "--mode", help="shared (context KV cached once) or full (harness way)."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-) -> None:
-    """Score many layer plans on a multiple-choice set (accuracy, time) and optionally perplexity.
+def parse_batch_size(value: str) -> int | None:
+    """``--batch-size``: a positive whole number of items, or 'auto' (None)."""
+    from lminspect.errors import UserError
 
-    Example: lminspect stitch sweep smollm2 --plans presets --eval cloze --limit 200
-    """
-    import csv
-    import io
-    import json
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--batch-size {value!r}: expected a whole number of items or 'auto'") from None
+    if n < 1:
+        raise UserError(f"--batch-size {n}: need at least one item per batch")
+    return n
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    from lminspect.evals.mc import evaluate_mc, load_mc
-    from lminspect.fsutil import atomic_write_text, check_output
-    from lminspect.stitch import describe_plan, load_plans
+def _sweep_plans(plans: str, inline: list[str] | None, n_layers: int) -> dict[str, Any]:
+    """--plans (presets, names, file) and repeated --plan NAME=SPEC; inline plans alone replace the presets."""
+    from lminspect.errors import UserError
+    from lminspect.stitch import load_plans, parse_plan
 
-    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
-    _threads()
-    store, lm, tok = _load(model, dtype)
-    named = load_plans(plans, lm.n_layers)
+    named = {} if inline and plans == "presets" else load_plans(plans, n_layers)
+    for opt in inline or []:
+        name, eq, spec = opt.partition("=")
+        if not eq or not name.strip() or not spec.strip():
+            raise UserError(f"--plan {opt!r}: expected NAME=SPEC, e.g. --plan 'cut=0-23,27-29'")
+        try:
+            named[name.strip()] = parse_plan(spec.strip(), n_layers)
+        except UserError as exc:
+            raise UserError(f"--plan {name.strip()}: {exc.message}") from None
+    return named
+
+
+def _mc_items(eval_: str, limit: int) -> list[Any]:
     if eval_ == "cloze":
         from lminspect.documents import read_documents
         from lminspect.evals.cloze import make_cloze
         from lminspect.evals.mc import hellaswag_item
 
-        items = [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
-    else:
-        items = load_mc(eval_, limit=limit)
+        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
+    from lminspect.evals.mc import load_mc
+
+    return load_mc(eval_, limit=limit)
+
+
+@stitch_app.command("sweep")
+def sweep(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    plans: str = typer.Option("presets", "--plans", help="'presets', preset names (comma-separated), or a "
+                              "TOML/YAML/JSON file mapping names to plans."),
+    plan: list[str] | None = typer.Option(None, "--plan", "-p", help="An inline plan NAME=SPEC (repeatable), e.g. "
+                                          "--plan 'cut=0-23,27-29' --plan 'rep=0-14,15r2,16-29'. Given alone "
+                                          "they replace the presets; with --plans they are added."),
+    eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
+                              "dataset id, or 'cloze' (built from the shipped corpus)."),
+    limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
+    batch_size: str = typer.Option("auto", "--batch-size", help="Items per forward, or 'auto' (from the items' "
+                                   "lengths)."),
+    separate: bool = typer.Option(False, "--separate", help="Score plans one after another (a time per plan) "
+                                  "instead of sharing their common layer calls."),
+    log_items: Path | None = typer.Option(None, "--log-items", help="Also write per-item results (jsonl: plan, id, "
+                                          "per-ending log-likelihoods, lengths, choices, label)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --log-items file."),
+    ppl_data: str | None = typer.Option(None, "--ppl-data", help="Also measure perplexity on this text set."),
+    ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
+    out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: int | None = threads_option(),
+) -> None:
+    """Score many layer plans on a multiple-choice set (acc, acc_norm with lm-eval's standard errors).
+
+    Plans share their common layer calls (a prefix tree per batch of items): the summary line
+    says how many calls ran against how many the plans name. Example:
+
+        lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
+    """
+    from lminspect.evals.sweep import run_sweep, write_item_log
+    from lminspect.fsutil import check_output
+    from lminspect.runtime import Progress, interrupted, set_threads
+
+    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
+    if log_items is not None:
+        check_output(log_items, kind="file", overwrite=overwrite, option="--log-items")
+    n_threads = set_threads(threads)
+    bs = parse_batch_size(batch_size)
+    store, lm, tok = _load(model, dtype)
+    named = _sweep_plans(plans, plan, lm.n_layers)
+    items = _mc_items(eval_, limit)
     texts = None
     if ppl_data:
         from lminspect.documents import read_documents
 
         texts = read_documents(ppl_data)
-    rows: list[dict[str, Any]] = []
     label = Path(model.rstrip("/")).stem if Path(model).exists() else model
     base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     for k in range(2, 1000):  # two sweeps in one second never replace each other's files
         if not (base.with_name(base.name + ".json").exists() or base.with_name(base.name + ".csv").exists()):
             break
         base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}-{k}"
-    meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
-            "n_layers": lm.n_layers, "complete": False, "rows": rows}
+    rows: list[dict[str, Any]] = []
+    meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
+            "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
-    def write_results() -> None:
-        """JSON + CSV after every plan (atomically), so a long sweep leaves its finished rows."""
-        atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
+    def on_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        _write_sweep(base, meta, rows)
 
-    err = _console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as prog:
-        overall = prog.add_task("plans", total=len(named))
-        for name, p in named.items():
-            task = prog.add_task(f"  {name}", total=len(items))
-            summary = describe_plan(p, lm.n_layers, model=lm)
-            res = evaluate_mc(lm, tok, items, plan=p, mode=mode,
-                              progress=lambda k, n, task=task: prog.update(task, completed=k))
-            row: dict[str, Any] = {
-                "plan": name, "spec": summary.text, "layers_run": summary.calls,
-                "params_touched": round(summary.params_touched, 4), "n": res.n,
-                "acc": res.acc, "acc_norm": res.acc_norm, "acc_bytes": res.acc_bytes,
-                "seconds": round(res.seconds, 3), "cpu_seconds": round(res.cpu_seconds, 3), "tokens_per_s": round(res.tokens_per_s, 1),
-                "items_per_s": round(res.items_per_s, 2), "ppl": None,
-            }
-            if texts is not None:
-                from lminspect.evals.perplexity import evaluate_perplexity
+    def saved() -> str:
+        return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing saved"
 
-                eos = getattr(tok, "eos_id", None)
-                pr = evaluate_perplexity(lm, tok, texts, plan=p, max_tokens=ppl_tokens, eos=eos)
-                row["ppl"] = round(pr.ppl, 3)
-            rows.append(row)
-            write_results()
-            if not err.is_terminal:
-                err.print(f"{name}: acc {res.acc:.3f} acc_norm {res.acc_norm:.3f} {res.seconds:.1f} s")
-            prog.remove_task(task)
-            prog.advance(overall)
-    meta["complete"] = True
-    write_results()
-    n_choices = len(items[0].endings)
-    t = Table(title=f"stitch sweep: {label}, {len(items)} items, chance {1 / n_choices:.2f}")
-    for col, just in [("plan", "left"), ("layers run", "right"), ("params", "right"), ("acc", "right"),
-                      ("acc_norm", "right"), ("ppl", "right"), ("seconds", "right"), ("cpu s", "right"),
-                      ("tok/s", "right")]:
-        t.add_column(col, justify=just)
+    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan") as prog:
+        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update,
+                        ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=on_row)
+    meta.update(complete=True, calls_run=res.calls_run, calls_named=res.calls_named, seconds=round(res.seconds, 3),
+                cpu_seconds=round(res.cpu_seconds, 3))
+    _write_sweep(base, meta, rows)
+    if log_items is not None:
+        write_item_log(log_items, items, res.results, overwrite=overwrite)
+    _console().print(_sweep_table(rows, f"stitch sweep: {label}, {len(items)} items, "
+                                        f"chance {1 / len(items[0].endings):.2f}"))
+    written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
+    _console(stderr=True).print(f"[dim]{res.summary()}, {n_threads} threads; wrote {written}[/dim]")
+
+
+def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """JSON + CSV (atomically) after every finished plan, so an interrupted sweep keeps its rows."""
+    import csv
+    import io
+    import json
+
+    from lminspect.fsutil import atomic_write_text
+
+    atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
+
+
+def _sweep_table(rows: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("plan", "layers run", "params", "acc", "acc_norm", "ppl", "seconds"):
+        t.add_column(col, justify="left" if col == "plan" else "right")
     for r in rows:
-        t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}", f"{r['acc']:.3f}",
-                  f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
-                  f"{r['tokens_per_s']:.0f}")
-    _console().print(t)
-    _console(stderr=True).print(f"[dim]wrote {base}.json and {base}.csv[/dim]")
+        t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}",
+                  f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}", f"{r['acc_norm']:.3f} ± {r['acc_norm_stderr']:.3f}",
+                  _fmt(r["ppl"], ".2f"), _fmt(r["seconds"], ".1f"))
+    return t
 
 # --------------------------------------------------------------------------- export
 
@@ -373,24 +418,20 @@ def export(
 
     Works for llama, gpt2 and falcon-rw: repeated layers get their own copy of the weights,
     scales are folded into each layer's attention-output and MLP-down projections, and
-    tokenizer.json is copied.
+    the tokenizer files are copied (the chat template as chat_template.jinja, where
+    transformers 5 saves it).
 
     Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
     """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    extra = {}
-    src = Path(str(getattr(store, "path", "")))
-    if src.is_dir():
-        for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-            if (src / name).is_file():
-                extra[name] = (src / name).read_text(encoding="utf-8")
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=extra)
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 

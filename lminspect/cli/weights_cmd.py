@@ -42,14 +42,20 @@ def inspect(
     """
     import re
 
+    from rich.markup import escape
     from rich.table import Table
 
     from lminspect.weights import open_store
     from lminspect.weights.naming import natural_key
+    from lminspect.weights.provenance import dtype_label, model_dtype_label, source_quantization
 
     store = open_store(model)
     console = _wide_console()
-    table = Table(title=f"{store.name}  [{store.format}, arch {store.arch}]", show_lines=False)
+    quant = source_quantization(store)
+    weights = f", {model_dtype_label(store)}" if quant else ""
+    # escaped: rich would read "[hf-dir, arch llama]" as a style tag and drop it
+    table = Table(title=escape(f"{store.name}  [{store.format}, arch {store.arch}{weights}]"), show_lines=False,
+                  caption=_source_caption(store))
     for col, just in (("name", "left"), ("canonical", "left"), ("shape", "left"), ("dtype", "left"), ("size", "right")):
         table.add_column(col, justify=just, overflow="fold")  # a long name wraps, never ends in '…'
     infos = sorted(store.infos(), key=lambda i: natural_key(i.canonical or i.name))  # layers 0, 1, 2, ... 10
@@ -65,11 +71,11 @@ def inspect(
             table.add_section()
             last = layer
         shape = "x".join(str(d) for d in info.shape) or "scalar"
-        table.add_row(info.name, info.canonical or "-", shape, info.dtype, human_bytes(info.nbytes))
+        table.add_row(info.name, info.canonical or "-", shape, dtype_label(store, info.name), human_bytes(info.nbytes))
     console.print(table)
     console.print(
         f"{len(infos)} tensors, {_count(store.n_params)} parameters, {human_bytes(store.total_bytes)} on disk"
-        + (f", {store.config.get('num_hidden_layers')} layers" if store.config.get("num_hidden_layers") else "")
+        + (f", {store.n_layers} layers" if store.n_layers else "")
     )
 
 
@@ -103,6 +109,7 @@ def stats(
     from lminspect.errors import UserError
     from lminspect.weights import open_store
     from lminspect.weights.naming import natural_key
+    from lminspect.weights.provenance import source_dtype, source_quantization
 
     if save is not None:
         if not by_layer:
@@ -129,6 +136,8 @@ def stats(
             prog.update(task, description=n)
             results.append(store.stats(n, svd=svd))
             prog.advance(task)
+    if source_quantization(store):  # the values are the quantized file's: every row says from what
+        results = [{**r, "source_dtype": source_dtype(store, r["name"])} for r in results]
     if as_json:
         for r in results:
             sys.stdout.write(json.dumps(r) + "\n")
@@ -136,10 +145,10 @@ def stats(
     if by_layer:
         _print_by_layer(store.name, results, by_layer, save, overwrite)
         return
-    table = Table(title=f"{store.name} statistics")
+    table = Table(title=f"{store.name} statistics", caption=_source_caption(store))
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("name", "shape") else "right",
                          overflow="fold" if c == "name" else "ellipsis")
@@ -151,9 +160,31 @@ def stats(
         row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
+                    f(r.get("alpha_tail"), "{:d}")]
         table.add_row(*row)
     _wide_console().print(table)
+    if svd and any("alpha" in r for r in results):
+        _print_alpha_notes(results)
+
+
+def _source_caption(store) -> str | None:
+    """Under a table of a converted model: what its float values really are."""
+    from lminspect.weights.provenance import model_dtype_label, source_quantization
+
+    q = source_quantization(store)
+    return (f"weights {model_dtype_label(store)}: the values are the {q}-quantized source's, dequantized"
+            if q else None)
+
+
+def _print_alpha_notes(results: list[dict]) -> None:
+    """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
+          ">= xmin (docs/weights.md)")
+    flagged = [r for r in results if r.get("alpha_warning")]
+    for r in flagged:
+        print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,

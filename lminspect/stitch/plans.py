@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.models.layercall import LayerCall, full_plan
-from lminspect.stitch.grammar import _check_index, _parse_string
+from lminspect.models.layercall import HeadScales, LayerCall, full_plan
+from lminspect.stitch.grammar import _check_index, _parse_string, head_scales
 from lminspect.stitch.presets import PRESETS, preset_spec
 
 
@@ -33,6 +33,25 @@ def _slice_number(dicts: tuple[Any, ...], key: str, default: float, where: str) 
             except (TypeError, ValueError):
                 raise UserError(f"{where}: {key} must be a number") from None
     return default
+
+
+def _slice_heads(dicts: tuple[Any, ...], key: str, where: str) -> HeadScales:
+    """``head_scale`` / ``kv_head_scale``: a map ``{head: scale}`` or a list with one scale per head."""
+    for d in dicts:
+        if isinstance(d, Mapping) and key in d:
+            val = d[key]
+            items = enumerate(val) if isinstance(val, list) else val.items() if isinstance(val, Mapping) else None
+            try:
+                if items is None:
+                    raise TypeError
+                scales = {int(h): float(v) for h, v in items}
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: {key} must map head numbers to scales ({{0: 0.0, 3: 0.5}}) "
+                                "or list one scale per head") from None
+            if any(h < 0 for h in scales):
+                raise UserError(f"{where}: {key} has a negative head number")
+            return head_scales(scales)
+    return ()
 
 
 def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]:
@@ -75,7 +94,9 @@ def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]
         attn = _slice_number(dicts, "attn_scale", both, f"{where}: slice {k}")
         mlp = _slice_number(dicts, "mlp_scale", both, f"{where}: slice {k}")
         rep = int(_slice_number(dicts, "repeat", 1.0, f"{where}: slice {k}"))
-        plan.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in range(a, b))
+        heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
+        kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
+        plan.extend(LayerCall(i, attn, mlp, heads, kv) for _ in range(rep) for i in range(a, b))
     if len(models) > 1:
         raise UserError(
             f"{where}: slices name different models ({', '.join(sorted(models))}); "

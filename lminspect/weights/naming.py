@@ -74,6 +74,10 @@ def _first_int(config: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
+def n_layers(config: dict[str, Any]) -> int | None:
+    return _first_int(config, "num_hidden_layers", "n_layer", "num_layers")
+
+
 def n_heads(config: dict[str, Any]) -> int | None:
     return _first_int(config, "num_attention_heads", "n_head", "num_heads")
 

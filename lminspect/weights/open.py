@@ -43,18 +43,34 @@ def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callab
 
     def chat() -> str | None:
         t = tok_path()
-        if not t.is_file():
-            return None
-        tc = t.parent / "tokenizer_config.json"
-        if not tc.is_file():
-            return None
-        try:
-            c = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, json.JSONDecodeError):
-            return None
-        return c if isinstance(c, str) else None
+        return read_chat_template(t.parent) if t.is_file() else None
 
     return tok, chat
+
+
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 (and 5) and mergekit save it
+
+
+def read_chat_template(folder: Path) -> str | None:
+    """A folder's default chat template as transformers reads it: ``chat_template.jinja`` first,
+    else ``tokenizer_config.json``'s ``chat_template`` (a string, or a list of named templates
+    whose "default" is taken); None when there is none or it cannot be read."""
+    f = folder / CHAT_TEMPLATE_FILE
+    if f.is_file():
+        try:
+            return f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    tc = folder / "tokenizer_config.json"
+    if not tc.is_file():
+        return None
+    try:
+        c = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    if isinstance(c, list):
+        c = next((t.get("template") for t in c if isinstance(t, dict) and t.get("name") == "default"), None)
+    return c if isinstance(c, str) else None
 
 
 def _from_safetensors_files(

@@ -197,6 +197,35 @@ class TensorStore:
     def n_params(self) -> int:
         return sum(int(np.prod(e.shape, dtype=np.int64)) for e in self._entries.values())
 
+    # ------------------------------------------------------------ shape facts
+    # One owner for the model's sizes: the CLI, the TUI, the REPL and activations all ask here.
+    @property
+    def n_layers(self) -> int | None:
+        """Decoder blocks: the config's count, else the canonical ``layers.N`` names; None if neither says."""
+        n = naming.n_layers(self.config)
+        if n:
+            return n
+        idx = {int(c.split(".")[1]) for c in self._canon if c.startswith("layers.")}
+        return max(idx) + 1 if idx else None
+
+    @property
+    def n_heads(self) -> int | None:
+        """Attention (query) heads per layer, from the config."""
+        return naming.n_heads(self.config)
+
+    @property
+    def n_kv_heads(self) -> int | None:
+        """Key/value heads per layer (grouped-query / multi-query attention), from the config."""
+        return naming.n_kv_heads(self.config)
+
+    @property
+    def hidden_size(self) -> int | None:
+        return naming.hidden_size(self.config)
+
+    @property
+    def head_dim(self) -> int | None:
+        return naming.head_dim(self.config)
+
     # ------------------------------------------------------------ canonical view
     def canonical_names(self) -> list[str]:
         return list(self._canon)
@@ -232,7 +261,7 @@ class TensorStore:
         part = key.split(".")
         if len(part) < 5 or part[2] != "attn":
             raise UserError(f"{self.path}: {cname!r} is not an attention projection")
-        hd = naming.head_dim(self.config)
+        hd = self.head_dim
         if not hd:
             raise UserError(f"{self.path}: config has no head count; cannot split {cname!r} into heads")
         if part[3] == "o":

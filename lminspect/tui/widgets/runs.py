@@ -104,6 +104,15 @@ class RunsPane(Widget):
         elif keep:
             self._load(sorted(keep, key=lambda p: list(sl.selected).index(p) if p in sl.selected else 0))
 
+    def chosen_run(self) -> str | None:
+        """The first ticked run, else the highlighted one (for the timeline)."""
+        sl = self.query_one("#runs-list", SelectionList)
+        if sl.selected:
+            return str(sl.selected[0])
+        if sl.highlighted is not None and sl.option_count:
+            return str(sl.get_option_at_index(sl.highlighted).value)
+        return None
+
     def select_run(self, path: str) -> None:
         self.refresh_list(select=path)
 
@@ -170,8 +179,6 @@ class RunsPane(Widget):
             self.mtimes[p] = backend.run_mtime(Path(p))
             try:
                 runs[p] = backend.load_run(p)
-            except backend.Unavailable:
-                raise
             except Exception as exc:  # one bad run must not hide the others
                 errors[p] = backend.user_message(exc)
         self.post_message(RunsLoaded(runs, errors))
@@ -193,11 +200,7 @@ class RunsPane(Widget):
             for v in views:
                 v.show_message("")
             return
-        try:
-            plots = backend.plots_module()
-        except backend.Unavailable as exc:
-            status.update(f"Plots are not available yet: {exc}")
-            return
+        plots = backend.plots_module()
         runs = list(self.loaded.values())
         parts = []
         for r in runs:
@@ -216,11 +219,7 @@ class RunsPane(Widget):
         if event.worker.group == "runs" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
             self._loading = False
         if event.worker.group == "runs" and event.state == WorkerState.ERROR:
-            err = event.worker.error
-            if isinstance(err, backend.Unavailable):
-                self.query_one("#runs-status", Static).update(f"Runs cannot be read yet: {err}")
-            else:
-                self.app.report_error("Could not read the runs", err)
+            self.app.report_error("Could not read the runs", event.worker.error)
 
 
 def _display_path(path: Path) -> str:
