@@ -38,7 +38,7 @@ NOT_METRICS = {"step", "tokens", "time", "flops", "plan_step"}
 class RunsPane(Widget):
     DEFAULT_CSS = """
     RunsPane { layout: horizontal; height: 1fr; }
-    RunsPane #runs-side { width: 50; max-width: 45%; border-right: solid $primary-darken-2; }
+    RunsPane #runs-side { width: 52; max-width: 45%; border-right: solid $primary-darken-2; }
     RunsPane #runs-side > Label { padding: 0 1; text-style: bold; margin-top: 1; }
     RunsPane #runs-list { height: 1fr; min-height: 4; }
     RunsPane #runs-side > Select { margin: 0 1; }
@@ -63,7 +63,7 @@ class RunsPane(Widget):
         with Vertical(id="runs-side"):
             yield Label(f"runs in {_display_path(self.runs_dir)}")
             yield Static(RUN_COLUMNS, id="runs-columns", markup=False)
-            yield SelectionList[str](id="runs-list", compact=True)
+            yield SelectionList[str](id="runs-list")
             yield Label("metric")
             yield Select([("loss", "loss")], value="loss", allow_blank=False, id="metric", compact=True)
             yield Label("x axis")
