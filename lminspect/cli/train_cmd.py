@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Training"
 
 exp_app = typer.Typer(help="List and describe trainable experiments (entry points).", no_args_is_help=True)
@@ -197,11 +199,15 @@ def train(
     order: str = typer.Option(None, "--order", help="asc | desc | shuffle | shuffle-within-buckets "
                                                     "(default asc with --order-by)."),
     metadata: str = typer.Option(None, "--metadata", help="Metadata parquet from `lminspect data metadata`."),
+    threads: Threads = None,
 ) -> None:
     """Train one experiment (or several on the same data) into a run directory; --resume continues it.
 
     Example: lminspect train --exp gpt2ish --max-steps 200 --run-dir runs/base
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     if exp == "list":
         print_experiment_list(no_plugins)
         return

@@ -17,7 +17,7 @@ import numpy as np
 
 from lminspect.errors import FormatError, UserError
 from lminspect.weights.safetensors_format import SafetensorsFile, _read_fd
-from lminspect.weights.store import TensorStore
+from lminspect.weights.store import CHAT_TEMPLATE_FILE, TensorStore
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -46,9 +46,6 @@ def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callab
         return read_chat_template(t.parent) if t.is_file() else None
 
     return tok, chat
-
-
-CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 (and 5) and mergekit save it
 
 
 def read_chat_template(folder: Path) -> str | None:

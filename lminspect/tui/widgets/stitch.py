@@ -270,29 +270,13 @@ class StitchPane(Widget):
         streams.append(("plan", generate(self.model, self.tokenizer, prompt, max_new_tokens=max_new,
                                          temperature=temperature, plan=plan)))
         self._generations = [g for _, g in streams]
-        iters = [(name, iter(g)) for name, g in streams]
         t_start = time.perf_counter()
-        t_first: float | None = None
-        active = list(iters)
+        pieces = backend.interleave(dict(streams), cancelled=lambda: worker.is_cancelled)
         try:
-            while active and not worker.is_cancelled:
-                for item in list(active):
-                    name, it = item
-                    try:
-                        piece = next(it)
-                    except StopIteration:
-                        active.remove(item)
-                        continue
-                    if t_first is None:
-                        t_first = time.perf_counter()
-                    self.post_message(GenerationPiece(name, str(piece)))
-                    if worker.is_cancelled:
-                        break
+            for name, piece in pieces:
+                self.post_message(GenerationPiece(name, str(piece)))
         finally:
-            for _, it in iters:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+            pieces.close()  # closes every generation, also when posting fails
             self._generations = []
         self.last_stats = [getattr(g, "stats", None) for _, g in streams]  # for tests and benchmarks
         state = "stopped" if worker.is_cancelled else "done"
