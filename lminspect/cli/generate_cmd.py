@@ -61,6 +61,11 @@ def generate_command(
 
             raise UserError(f"--plan {plan!r}: only 'all' is supported in this build") from None
         layer_plan = parse_plan(plan, lm.n_layers)
+        from lminspect.stitch.export import materialize
+        from lminspect.stitch.mergekit import warn_model_mismatch
+
+        warn_model_mismatch(layer_plan, model, store)
+        lm, layer_plan = materialize(lm, layer_plan)  # a mergekit 'scale' needs the weights scaled
     gen = generate(lm, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
                    plan=layer_plan, chat=chat)

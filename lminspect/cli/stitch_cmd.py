@@ -97,17 +97,21 @@ def run(
     """
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
+    from lminspect.stitch.export import materialize
+    from lminspect.stitch.mergekit import warn_model_mismatch
 
     n_threads = set_threads(threads)
-    _, lm, tok = _load(model, dtype, weights=weights)
+    store, lm, tok = _load(model, dtype, weights=weights)
     p = parse_plan(plan, lm.n_layers)
+    warn_model_mismatch(p, model, store)
     summary = describe_plan(p, lm.n_layers, model=lm)
+    stitched, run_plan = materialize(lm, p)  # a mergekit 'scale' needs the weights themselves scaled
     err = _console(stderr=True)
     err.print(f"[dim]plan {summary.text}: {summary.calls} layer calls of {lm.n_layers}, "
               f"{summary.params_touched:.0%} of parameters[/dim]")
     kw = dict(max_new_tokens=max_tokens, temperature=temperature, seed=seed)
     if not compare:
-        gen = generate(lm, tok, prompt, plan=p, **kw)
+        gen = generate(stitched, tok, prompt, plan=run_plan, **kw)
         sys.stdout.write(prompt)
         for piece in gen:
             sys.stdout.write(piece)
@@ -115,7 +119,7 @@ def run(
         sys.stdout.write("\n")
         err.print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
         return
-    gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(lm, tok, prompt, plan=p, **kw)}
+    gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(stitched, tok, prompt, plan=run_plan, **kw)}
     if sys.stdout.isatty():
         _compare_live(prompt, gens)
     else:
@@ -428,15 +432,22 @@ def export(
     the tokenizer files are copied (the chat template as chat_template.jinja, where
     transformers 5 saves it).
 
+    A mergekit passthrough config gives the same tensors as `mergekit-yaml`: its
+    `parameters: {scale: ...}` (filters, gradients, top level), `dtype` and `out_dtype`
+    mean what they mean there; keys lminspect ignores are named in one line each.
+
     Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
+             lminspect stitch export smollm2 merged/ --plan mergekit.yaml
     """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.stitch.mergekit import warn_model_mismatch
     from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
+    warn_model_mismatch(p, model, store)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
     export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
