@@ -91,6 +91,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     return load(path)
 
 
+def run_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Name, experiment, steps, last loss and status of a run (reads only the logs' tails)."""
+    from lminspect.train.runlog import run_summary as summary
+
+    return summary(path)
+
+
 def plots_module() -> ModuleType:
     from lminspect import plots
 
