@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,10 +46,11 @@ def n_heads(store: TensorStore, *, kv: bool = False) -> int | None:
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: TensorStore) -> LM:
+def load_model(store: TensorStore, weights: str | None = "auto") -> LM:
+    """The engine; ``weights`` auto = the stored low-bit decode path on CPU when the file has one."""
     from lminspect.models import load_model as load
 
-    return load(store)
+    return load(store, weights=weights)
 
 
 def load_tokenizer(store: TensorStore) -> Tokenizer:
@@ -63,6 +64,13 @@ def generate_fn() -> Callable[..., Generation]:
     from lminspect.generate import generate
 
     return generate
+
+
+def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) -> Generator[tuple[str, str], None, None]:
+    """``lminspect.generate.interleave``: the baseline and the plan streamed in turn."""
+    from lminspect.generate import interleave as interleave_
+
+    return interleave_(gens, cancelled=cancelled)
 
 
 # -- stitching ---------------------------------------------------------------
@@ -81,6 +89,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     from lminspect.train.runlog import load_run as load
 
     return load(path)
+
+
+def run_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Name, experiment, steps, last loss and status of a run (reads only the logs' tails)."""
+    from lminspect.train.runlog import run_summary as summary
+
+    return summary(path)
 
 
 def plots_module() -> ModuleType:
