@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Compare"
 
 _REF_HELP = ("A model (file, HF dir, fetched name, hf:ORG/NAME), a checkpoint dir, or a run dir "
@@ -35,6 +37,7 @@ def diff(
     save: Annotated[Path | None, typer.Option("--save", help="With --by-layer: also save the plot as PNG or SVG "
                                               "(needs the [figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Compare two models tensor by tensor: how much and in which directions the weights moved.
 
@@ -46,6 +49,9 @@ def diff(
 
     Example: lminspect diff runs/base@first runs/base --by-layer rel_change
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     import fnmatch
     import json
 
@@ -164,6 +170,7 @@ def timeline(
                                               "[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier --out folder or --save "
                                             "file.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Follow a training run across its checkpoints: a weight statistic per component (mean over
     layers, or --layer N, or --tensor GLOB) as a table and a plot against steps or tokens;
@@ -174,6 +181,9 @@ def timeline(
 
     Example: lminspect timeline runs/base --stat stable_rank --every 2
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.compare.checkpoints import list_checkpoints
     from lminspect.compare.timeline import select_checkpoints
     from lminspect.errors import UserError

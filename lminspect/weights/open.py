@@ -160,7 +160,8 @@ def _sibling_config(path: Path) -> dict[str, Any]:
 
 
 def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStore:
-    """Open a model lazily: ``.safetensors``, HF dir, ``.gguf``, a fetched name, or ``hf:ORG/NAME``.
+    """Open a model lazily: ``.safetensors``, HF dir, ``.gguf``, a fetched name, ``hf:ORG/NAME``, or a
+    training run directory (its latest checkpoint, as ``grow`` reads it).
 
     ``prefer`` picks the copy of a fetched name (``"hf"`` directory, else the ``"gguf"`` file).
     """
@@ -178,6 +179,15 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
         st = None
     mode = st.st_mode if st is not None else 0
     if stat.S_ISDIR(mode):
+        ck = None
+        if os.path.isdir(os.path.join(fs, "checkpoints")):  # (a plain model folder skips the import)
+            from lminspect.train.checkpoint import run_checkpoint
+
+            ck = run_checkpoint(fs)  # a training run means its latest checkpoint
+        if ck is not None:
+            store = open_hf_dir(ck)
+            store.name = f"{Path(fs).name}@{ck.name}"  # "myrun@step_0000200"
+            return store
         return open_hf_dir(Path(fs))
     if stat.S_ISREG(mode):
         # one stat, one raw open: sniff the GGUF magic, then parse the safetensors

@@ -51,6 +51,15 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
     return " ".join(parts) + more
 
 
+class TickBox(Checkbox):
+    """A checkbox that reads without colour: an X when ticked, a blank when not (Textual's
+    draws the X either way and tells the states apart only by colour)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - overrides Textual's class constant
+        return "X" if self.value else " "
+
+
 class StitchPane(Widget):
     BINDINGS = [
         # priority: they must work while typing in the plan/prompt (Input would take ctrl+x as cut)
@@ -106,7 +115,7 @@ class StitchPane(Widget):
             yield Input("48", id="max-tokens", type="integer", compact=True)
             yield Label("temp", classes="narrow")
             yield Input("0", id="temperature", type="number", compact=True)
-            yield Checkbox("Compare", id="compare", compact=True)
+            yield TickBox("Compare", id="compare", compact=True)
             yield Button("Run", id="run", variant="success", compact=True)
             yield Button("Stop", id="stop", variant="error", disabled=True, compact=True)
         yield Static("", id="gen-status", markup=False)
