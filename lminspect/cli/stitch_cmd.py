@@ -260,6 +260,10 @@ def sweep(
     from lminspect.stitch import describe_plan, load_plans
 
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
+    from lminspect.validate import count
+
+    count("--limit", limit)
+    count("--ppl-tokens", ppl_tokens)
     _threads()
     store, lm, tok = _load(model, dtype)
     named = load_plans(plans, lm.n_layers)

@@ -246,6 +246,13 @@ def plot(
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite)
     loaded = [load_run(p) for p in runs]
+    warnings = []  # plot what is finite, and say (after the figure) what was left out
+    for r in loaded:
+        dropped = r.nonfinite.get(metric, 0)
+        if dropped or r.skipped:
+            what = [f"{dropped} non-finite {metric} value(s)"] if dropped else []
+            what += [f"{r.skipped} unreadable line(s) of stats.jsonl"] if r.skipped else []
+            warnings.append(f"lminspect: warning: {r.path}: left out {' and '.join(what)}")
     size = shutil.get_terminal_size((100, 30))
     w = width or size.columns
     h = height or max(10, size.lines - 4)
@@ -263,6 +270,8 @@ def plot(
         print(f"wrote {out}")
     else:
         print(text)
+    for w in warnings:
+        print(w, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ Resolving other spellings (lists, mergekit slices, files, preset names) is
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -73,11 +74,20 @@ def _parse_scales(text: str, item: str, col: int) -> tuple[float, float]:
         if not m:
             raise UserError(f"bad plan item '{item}' at column {col}: bad scale '*{part}'; {_EXPECTED}")
         val = float(m["val"])
+        if not math.isfinite(val):
+            raise UserError(f"bad plan item '{item}' at column {col}: scale '*{part}' is not a finite number")
         if m["branch"] in (None, "attn"):
             attn = val
         if m["branch"] in (None, "mlp"):
             mlp = val
     return attn, mlp
+
+
+def check_plan_calls(n: int, where: str) -> None:
+    """Refuse a plan of more layer calls than any model run could use (``0r99999999999``)."""
+    from lminspect.limits import MAX_PLAN_CALLS, check_count
+
+    check_count(f"{where}: layer calls", n, MAX_PLAN_CALLS)
 
 
 def _range(a: int, b: int) -> list[int]:
@@ -115,6 +125,7 @@ def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
         rep = int(m["rep"]) if m["rep"] is not None else 1
         if rep < 1:
             raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
+        check_plan_calls(len(positive) + rep * len(idx), f"plan item '{item}' at column {col}")
         attn, mlp = _parse_scales(m["scales"] or "", item, col)
         positive.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in idx)
     if not saw_positive:

@@ -276,7 +276,7 @@ class TensorStore:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: cannot read JSON: {e}") from None
     if not isinstance(data, dict):
         raise FormatError(f"{path}: not a JSON object")
@@ -303,7 +303,7 @@ def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callab
             return None
         try:
             c = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError, AttributeError):  # unreadable: no template
             return None
         return c if isinstance(c, str) else None
 
@@ -447,4 +447,9 @@ def open_store(ref: str | os.PathLike[str], **kw: Any) -> TensorStore:
                 store = open_hf_dir(fetched.hf_dir)
             store.name = s  # "smollm2", not the cache folder's stem ("hf")
             return store
+    from lminspect.fsutil import describe_kind
+
+    what = describe_kind(Path(fs)) if s else None
+    if what is not None:  # a FIFO, a socket, a symlink loop: say so, not "no such file"
+        raise UserError(f"{s}: is {what}, not a model file or folder")
     raise UserError(f"{s}: no such file or directory")
