@@ -146,6 +146,7 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
         from lminspect.train.guard import validate_train_config
 
         validate_train_config(cfg)  # before the lock creates the folder
+    created = not run_dir.exists()
     with run_dir_lock(run_dir):
         remove_leftovers(run_dir)
         if cfg.resume:
@@ -153,7 +154,22 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
             if bad:
                 raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
                                 "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
-        yield
+        try:
+            yield
+        except UserError:
+            if created:  # refused before its first step (bad data, say): leave no half-made run behind
+                _remove_unstarted_run(run_dir)
+            raise
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """The config.json and empty stats.jsonl of a run that never took a step (the lock's exit then
+    removes the folder it created)."""
+    stats = run_dir / "stats.jsonl"
+    if (run_dir / "checkpoints").exists() or (stats.is_file() and stats.stat().st_size > 0):
+        return
+    for name in ("config.json", "stats.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def train(

@@ -93,7 +93,7 @@ def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]
 
 
 MAX_PLAN_FILE = 1 << 20  # bytes; a plan file is a few lines
-MAX_YAML_ALIASES = 1000  # aliases expand multiplicatively ("billion laughs")
+MAX_YAML_ALIASES = 100  # aliases expand multiplicatively ("billion laughs")
 
 
 def _check_yaml_aliases(text: str, path: Path) -> None:
