@@ -1,37 +1,59 @@
-"""Multiple-choice scoring speed: lminspect's shared-context scoring vs the harness way.
+"""Multiple-choice scoring speed: lminspect vs the REAL lm-evaluation-harness, same items, same weights.
 
-The peer is what lm-evaluation-harness's HFLM does for a ``multiple_choice`` task: one full
-``ctx + " " + ending`` forward per ending with HF transformers (batch 1 here, as
-``--batch_size 1``; no prefix sharing). lminspect runs the context once into a KV cache and
-all endings as one padded batch against it. Same items, same model weights, same thread
-count, one run each; per-ending log-likelihoods are checked to agree.
+lm-eval (``pip install lm-eval``; benchmark-only) runs its own pipeline offline on a local task
+YAML + jsonl (``benchmarks/lmeval_peer.py``) with its ``HFLM`` on the SmolLM2 HF directory, at
+``--batch_size`` 1, 8 and auto; lminspect's ``evaluate_mc`` runs at batch sizes 1, 8 and auto on
+the same items and weights, in the same process, with the same torch thread count. Timed: the
+scoring only (lm-eval: inside ``HFLM.loglikelihood``; lminspect: ``evaluate_mc``), wall and
+process CPU seconds (CPU seconds are the fairer number on a loaded machine). Each config runs
+``--repeats`` times; medians are printed, then ratios against lm-eval's best batch size and the
+largest per-ending log-likelihood difference.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_mc_eval.py [--model smollm2] [--items 20]
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_mc_eval.py --items 40 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _items(spec: str, n: int):
+    from lminspect.evals.mc import hellaswag_item, load_mc
+
+    if spec == "cloze":
+        from lminspect.documents import read_documents
+        from lminspect.evals.cloze import make_cloze
+
+        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=n))]
+    return load_mc(spec, limit=n)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2", help="HF dir or fetched name (default smollm2)")
-    ap.add_argument("--items", type=int, default=20)
-    ap.add_argument("--eval", default="cloze", help="MC .jsonl, or 'cloze' (built from the shipped corpus)")
+    ap.add_argument("--model", default="smollm2", help="HF dir, or 'smollm2' (the fetched real model)")
+    ap.add_argument("--items", type=int, default=40)
+    ap.add_argument("--eval", default="cloze", help="MC .jsonl (HellaSwag format), or 'cloze' (shipped corpus)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--sizes", default="1,8,auto", help="batch sizes for both tools")
     args = ap.parse_args()
 
+    import lmeval_peer
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from lminspect.evals.mc import encode_pair, evaluate_mc, hellaswag_item, load_mc, make_encoder
+    from lminspect.evals.mc import evaluate_mc
     from lminspect.models import load_model
     from lminspect.tokenizer import load_tokenizer
     from lminspect.weights import open_store
 
+    if not lmeval_peer.available():
+        sys.exit("lm-eval is not installed: pip install lm-eval")
     torch.set_num_threads(args.threads)
     if args.model == "smollm2":
         from lminspect.weights.fetch import fetch
@@ -39,47 +61,39 @@ def main() -> None:
         path = str(fetch("smollm2").hf_dir)
     else:
         path = args.model
-    if args.eval == "cloze":
-        from lminspect.evals.cloze import make_cloze, read_documents
-
-        items = [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=args.items))]
-    else:
-        items = load_mc(args.eval, limit=args.items)
-
+    items = _items(args.eval, args.items)
     store = open_store(path)
-    model = load_model(store)
-    tok = load_tokenizer(store)
-    encode = make_encoder(tok)
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model, tok = load_model(store), load_tokenizer(store)
+    sizes = [s.strip() for s in args.sizes.split(",")]
 
-    # warm-up both (first-call allocations, kernels)
-    evaluate_mc(model, tok, items[:1])
-    with torch.inference_mode():
-        hf(torch.tensor([encode(items[0].ctx)]))
-
-    res = evaluate_mc(model, tok, items, mode="shared")
-
-    t0 = time.perf_counter()
-    hf_lls = []
-    with torch.inference_mode():
-        for item in items:
-            row = []
-            for e in item.endings:
-                ctx, cont = encode_pair(encode, item.ctx, " " + e)
-                logits = hf(torch.tensor([ctx + cont])).logits[0, len(ctx) - 1 : -1].float()
-                lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(cont)[:, None]).sum()
-                row.append(float(lp))
-            hf_lls.append(row)
-    hf_s = time.perf_counter() - t0
-
-    worst = max(abs(a - b) for s, r in zip(res.items, hf_lls, strict=True)
-                for a, b in zip(s.lls, r, strict=True))
-    hf_acc = sum(max(range(len(r)), key=r.__getitem__) == it.label for r, it in zip(hf_lls, items, strict=True))
+    rows: dict[str, tuple[float, float]] = {}  # name -> median (wall, cpu)
+    ref = None
+    for bs in sizes:
+        lm = lmeval_peer.load_hflm(path, bs if bs == "auto" else int(bs))
+        runs = [lmeval_peer.run(lm, items) for _ in range(args.repeats)]
+        ref = runs[-1]
+        rows[f"lm-eval --batch_size {bs}"] = (statistics.median(r.seconds for r in runs),
+                                             statistics.median(r.cpu_seconds for r in runs))
+        if bs == "auto":
+            print(f"(lm-eval auto picked batch size {runs[-1].batch_size})", flush=True)
+        del lm
+    evaluate_mc(model, tok, items[:2])  # warm-up
+    worst = 0.0
+    for bs in sizes:
+        runs = [evaluate_mc(model, tok, items, batch_size=None if bs == "auto" else int(bs))
+                for _ in range(args.repeats)]
+        rows[f"lminspect --batch-size {bs}"] = (statistics.median(r.seconds for r in runs),
+                                               statistics.median(r.cpu_seconds for r in runs))
+        worst = max(worst, max(abs(a - b) for s, r in zip(runs[-1].items, ref.lls, strict=True)
+                               for a, b in zip(s.lls, r, strict=True)))
     n = len(items)
-    print(f"model {args.model}, {n} items x {len(items[0].endings)} endings, torch threads {args.threads}")
-    print(f"lminspect shared-context : {res.seconds:7.2f} s  {n / res.seconds:6.2f} items/s  acc {res.acc:.3f}")
-    print(f"HF harness way (HFLM)    : {hf_s:7.2f} s  {n / hf_s:6.2f} items/s  acc {hf_acc / n:.3f}")
-    print(f"speed-up                 : {hf_s / res.seconds:.2f}x   (max |delta ll| {worst:.2e})")
+    best_peer = min((v for k, v in rows.items() if k.startswith("lm-eval")), key=lambda v: v[1])
+    print(f"model {args.model}, {n} items ({args.eval}), torch threads {args.threads}, "
+          f"median of {args.repeats}")
+    print(f"{'':30} {'wall s':>8} {'cpu s':>8} {'items/s':>8} {'x best lm-eval (cpu)':>21}")
+    for name, (wall, cpu) in rows.items():
+        print(f"{name:30} {wall:8.2f} {cpu:8.2f} {n / wall:8.2f} {best_peer[1] / cpu:20.2f}x")
+    print(f"max |delta ll| per ending vs lm-eval: {worst:.2e}")
 
 
 if __name__ == "__main__":

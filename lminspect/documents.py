@@ -78,6 +78,13 @@ _PATH_LIKE_SUFFIXES = DOCUMENT_SUFFIXES + (".csv", ".tsv", ".gz", ".zip", ".arro
 Source = str | os.PathLike[str] | Sequence[str]
 
 
+def sample_id(text: str) -> str:
+    """Stable sample id: the first 16 hex digits of the text's SHA-1."""
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
 def builtin_corpus(name: str = "train") -> Path:
     """The shipped corpus ``name`` (``train`` or ``eval``; see the module docstring)."""
     try:

@@ -199,6 +199,27 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux reports it in
+    /proc; elsewhere it is set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(path: Path, *, folder: bool) -> None:
+    """Give a file or folder the mode an ordinary open()/mkdir() would (0666/0777 less the
+    umask): mkstemp and mkdtemp make them private (0600/0700), which a model folder must not be."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
@@ -213,6 +234,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        ordinary_mode(tmp_path, folder=False)
         yield tmp_path
         if tmp_path.is_file():
             fsync_tree(tmp_path)
@@ -252,6 +274,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        for sub, _dirs, files in os.walk(tmp):  # also what writers made private (safetensors' save_file: 0600)
+            ordinary_mode(Path(sub), folder=True)
+            for f in files:
+                if not os.path.islink(os.path.join(sub, f)):
+                    ordinary_mode(Path(sub) / f, folder=False)
         fsync_tree(tmp)
         if path.exists() or path.is_symlink():
             old = path.with_name(f".{path.name}.old")

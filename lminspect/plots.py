@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lminspect.errors import UserError
@@ -116,87 +117,145 @@ def _label(run: Any, runs: Sequence[Any]) -> str:
     return run.name
 
 
-def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", diff: bool = False,
-              baseline: Any = None, smooth_n: int = 0, log: bool = False, width: int = 100,
-              height: int = 25, color: bool = True, title: str | None = None) -> str:
-    """The figure as text: one line per run (or per run minus the baseline with ``diff``)."""
-    import plotext as plt
+@dataclass
+class LineData:
+    """What a line figure shows: ``{label: (xs, ys)}`` plus its words. The terminal figure
+    (:func:`lines_figure`) and the saved one (``lminspect.figures.save_lines``) draw the same."""
 
+    series: dict[str, tuple[list[float], list[float]]]
+    title: str
+    xlabel: str
+    ylabel: str = ""
+
+
+_XLABELS = {"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds", "flops": "training FLOPs"}
+
+
+def curve_data(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", diff: bool = False,
+               baseline: Any = None, smooth_n: int = 0, log: bool = False, title: str | None = None) -> LineData:
+    """The lines of ``plot``: one per run (or per run minus the baseline with ``diff``)."""
     if not runs:
         raise UserError("no runs to plot")
     if diff:
-        series = diff_series(runs, metric, x, baseline, smooth_n, log)
+        raw = diff_series(runs, metric, x, baseline, smooth_n, log)
         base_name = _label(pick_baseline(runs, baseline), runs)
     else:
-        series = {_label(r, runs): run_series(r, metric, x, smooth_n, log) for r in runs}
+        raw = {_label(r, runs): run_series(r, metric, x, smooth_n, log) for r in runs}
         base_name = None
-    plt.clear_figure()
-    plt.plotsize(width, height)
-    plt.theme("pro" if color else "clear")
-    drew = False
-    for name, (xs, ys) in series.items():
-        if not xs:
-            continue
-        label = f"{name} (baseline)" if name == base_name else name
-        plt.plot(xs, ys, label=label, marker="braille")
-        drew = True
-    if not drew:
+    series = {(f"{n} (baseline)" if n == base_name else n): xy for n, xy in raw.items() if xy[0]}
+    if not series:
         raise UserError(f"no {metric!r} values to plot in {', '.join(r.name for r in runs)}")
     label = METRIC_LABELS.get(metric, metric)
     if log:
         label = f"log10 {label}"
     if diff:
         label = f"{label} - baseline ({base_name})"
-    plt.title(title or label)
-    plt.xlabel({"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds",
-                "flops": "training FLOPs"}[x])
-    text = plt.build()
-    plt.clear_figure()
-    if not color:
-        text = _ANSI.sub("", text)
-    return text
+    return LineData(series, title or label, _XLABELS[x], label)
+
+
+def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", diff: bool = False,
+              baseline: Any = None, smooth_n: int = 0, log: bool = False, width: int = 100,
+              height: int = 25, color: bool = True, title: str | None = None) -> str:
+    """The figure as text: one line per run (or per run minus the baseline with ``diff``)."""
+    d = curve_data(runs, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log, title=title)
+    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color)
 
 
 _PLAIN_MARKERS = "ox+*#%@=&~"
+_COLORS = ["blue+", "red+", "green+", "orange+", "magenta+", "cyan+", "yellow+", "gray+", "blue", "red"]
+LEGEND_INSIDE_MAX = 3  # more lines than this: the legend goes under the figure, off the data
+
+
+def si(v: float) -> str:
+    """A short tick label: 950, 12k, 3.4M, 12G, 1.5T (plotext would print 27000000000)."""
+    a = abs(v)
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if a >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _nice_ticks(lo: float, hi: float, n: int) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + k * step for k in range(int((hi - first) / step) + 1)]
+
+
+def _legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
+    """``oo name  xx other ...`` wrapped to ``width``: the legend beside the data, not on it."""
+    import plotext as plt
+
+    lines, cur, cur_len = [], "", 0
+    for k, label in enumerate(labels):
+        m = markers[k % len(markers)]
+        item = f"{'▄▄' if m == 'braille' else m * 2} {label}"
+        shown = plt.colorize(item, colors[k % len(colors)]) if colors else item
+        if cur and cur_len + 2 + len(item) > width:
+            lines.append(cur)
+            cur, cur_len = "", 0
+        cur, cur_len = (cur + "  " + shown, cur_len + 2 + len(item)) if cur else (shown, len(item))
+    return [*lines, cur] if cur else lines
 
 
 def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", xs: Sequence[float] | None = None,
                  width: int = 100, height: int = 25, color: bool = False) -> str:
     """A plotext line plot of ``{label: ys}`` (or ``{label: (xs, ys)}``) as text; NaNs are
-    left out of their line."""
+    left out of their line. Without colour each line has its own marker character; with
+    more than three lines the legend goes under the figure; large x values get short ticks."""
     import plotext as plt
 
-    plt.clear_figure()
-    plt.plotsize(width, height)
-    plt.theme("pro" if color else "clear")
-    all_x: set[float] = set()
     # without colour, braille lines all look alike: one character per line instead
     markers = ["braille"] if color or len(series) < 2 else list(_PLAIN_MARKERS)
+    colors = _COLORS if color else None
+    labels = [str(k) for k in series]
+    legend = _legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
+    plt.clear_figure()
+    plt.plotsize(width, max(5, height - len(legend)))
+    plt.theme("pro" if color else "clear")
+    all_x: set[float] = set()
     for k, (label, ys) in enumerate(series.items()):
         x, y = ys if isinstance(ys, tuple) else (xs if xs is not None else range(len(ys)), ys)
         pts = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if b is not None and not math.isnan(float(b))]
         if pts:
-            plt.plot([a for a, _ in pts], [b for _, b in pts], label=str(label), marker=markers[k % len(markers)])
+            kw: dict[str, Any] = {"marker": markers[k % len(markers)]}
+            if colors:
+                kw["color"] = colors[k % len(colors)]
+            if not legend:
+                kw["label"] = str(label)
+            plt.plot([a for a, _ in pts], [b for _, b in pts], **kw)
             all_x.update(a for a, _ in pts)
-    if all_x and all(a.is_integer() for a in all_x):  # layers, steps: integer ticks, not 0.75, 1.50...
-        lo, hi = int(min(all_x)), int(max(all_x))
-        step = max(1, math.ceil((hi - lo) / max(1, width // 12)))
-        plt.xticks(list(range(lo, hi + 1, step)))
+    if all_x:
+        lo, hi = min(all_x), max(all_x)
+        if max(abs(lo), abs(hi)) >= 1e5:  # tokens, FLOPs: 12G, not 12000000000
+            ticks = _nice_ticks(lo, hi, max(2, width // 14))
+            plt.xticks(ticks, [si(t) for t in ticks])
+        elif all(a.is_integer() for a in all_x):  # layers, steps: integer ticks, not 0.75, 1.50...
+            step = max(1, math.ceil((hi - lo) / max(1, width // 12)))
+            plt.xticks(list(range(int(lo), int(hi) + 1, step)))
     plt.title(title)
     plt.xlabel(xlabel)
-    text = plt.build()
+    text = "\n".join([plt.build().rstrip("\n"), *legend])
     plt.clear_figure()
     return text if color else _ANSI.sub("", text)
 
 
+def by_layer_data(layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str,
+                  title: str | None = None) -> LineData:
+    """``weights.stats.by_layer``'s ``(layers, {component: values})`` as one line per component."""
+    series = {c: (list(layers), list(v)) for c, v in columns.items()}
+    return LineData(series, title or f"{stat} by layer", "layer", stat)  # type: ignore[arg-type]
+
+
 def by_layer_figure(layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str, *,
                     title: str | None = None, width: int = 100, height: int = 25, color: bool = False) -> str:
-    """``weights.stats.by_layer``'s ``(layers, {component: values})`` as one line per
-    component over the layers (a None leaves a gap): ``stats --by-layer``, the REPL's
-    ``plot_by_layer`` and the TUI's layers overview."""
-    series = {c: (list(layers), list(v)) for c, v in columns.items()}
-    return lines_figure(series, title=title or f"{stat} by layer", xlabel="layer", width=width, height=height,
-                        color=color)
+    """One line per component over the layers (a None leaves a gap): ``stats --by-layer``,
+    the REPL's ``plot_by_layer`` and the TUI's layers overview."""
+    d = by_layer_data(layers, columns, stat, title)
+    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color)
 
 
 def saturation_rows(run: Any) -> list[int]:
@@ -227,27 +286,18 @@ def saturation_panels(runs: Sequence[Any], metrics: Sequence[str] | None = None)
     return ["loss", "acc", *want]
 
 
-def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None, x: str = "tokens",
-                    smooth_n: int = 0, width: int = 120, height: int = 25, color: bool = True) -> str:
-    """llama2_prebiasing's saturation view: per checkpoint, side by side, the model's loss and
-    accuracy and the running mean of each metadata metric over the samples seen so far, one line
-    per run, so sorted and shuffled runs compare on one screen."""
-    import plotext as plt
-
+def saturation_data(runs: Sequence[Any], *, metrics: Sequence[str] | None = None, x: str = "tokens",
+                    smooth_n: int = 0) -> list[LineData]:
+    """One :class:`LineData` per saturation panel (loss, acc, ``seen_<metric>``...), the
+    points taken at the runs' checkpoint steps, one line per run."""
     if not runs:
         raise UserError("no runs to plot")
     xcol = X_COLUMNS.get(x)
     if xcol is None:
         raise UserError(f"--x {x!r}: choose tokens, steps, time or flops")
-    panels = saturation_panels(runs, metrics)
-    # one plotext figure per panel, joined side by side here (plotext's subplots keep state
-    # between figures and garble a second call)
-    pw = max(20, width // len(panels))
-    figures: list[list[str]] = []
-    for metric in panels:
-        plt.clear_figure()
-        plt.plotsize(pw, height)
-        plt.theme("pro" if color else "clear")
+    out = []
+    for metric in saturation_panels(runs, metrics):
+        series: dict[str, tuple[list[float], list[float]]] = {}
         for r in runs:
             if metric not in r.columns or xcol not in r.columns:
                 continue
@@ -255,14 +305,24 @@ def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None
             ys_all = smooth(r.columns[metric], smooth_n) if smooth_n else r.columns[metric]
             pts = [(r.columns[xcol][i], ys_all[i]) for i in idx if not math.isnan(ys_all[i])]
             if pts:
-                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=_label(r, runs), marker="braille")
+                series[_label(r, runs)] = ([p[0] for p in pts], [p[1] for p in pts])
         name = metric.removeprefix("seen_")
-        plt.title(METRIC_LABELS.get(metric, f"mean {name} seen" if metric.startswith("seen_") else metric))
-        plt.xlabel({"tokens": "tokens", "steps": "steps", "step": "steps", "time": "seconds",
-                    "flops": "FLOPs"}[x])
-        fig = plt.build()
-        plt.clear_figure()
-        figures.append((fig if color else _ANSI.sub("", fig)).splitlines())
+        title = METRIC_LABELS.get(metric, f"mean {name} seen" if metric.startswith("seen_") else metric)
+        out.append(LineData(series, title, _XLABELS[x], title))
+    return out
+
+
+def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None, x: str = "tokens",
+                    smooth_n: int = 0, width: int = 120, height: int = 25, color: bool = True) -> str:
+    """llama2_prebiasing's saturation view: per checkpoint, side by side, the model's loss and
+    accuracy and the running mean of each metadata metric over the samples seen so far, one line
+    per run, so sorted and shuffled runs compare on one screen."""
+    panels = saturation_data(runs, metrics=metrics, x=x, smooth_n=smooth_n)
+    # one plotext figure per panel, joined side by side here (plotext's subplots keep state
+    # between figures and garble a second call)
+    pw = max(20, width // len(panels))
+    figures = [lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=pw, height=height,
+                            color=color).splitlines() for d in panels]
     n_lines = max(len(f) for f in figures)
     out = []
     for k in range(n_lines):

@@ -22,13 +22,15 @@ n_items, new_tokens = (4, 8) if s.quick else (50, 40)
 # The sweep: every seed-002 preset plus the baseline, all views of the same weights (nothing copied).
 plans = load_plans("presets", m.n_layers)
 items = load_mc(make_cloze(read_documents(builtin_corpus()), n=n_items, seed=0))
+sweep = m.sweep(items, plans)  # every plan scored in one pass that shares common layer calls
+s.log(sweep.summary())
 rows, gens = [], []
 for name, plan in plans.items():
     v = m.stitch(plan)
     text = v.generate(PROMPT, max_new_tokens=new_tokens)
-    mc = v.eval_mc(items)
+    mc = sweep.results[name]
     rows.append({"plan": name, "spec": plan_to_string(plan, m.n_layers), "layer_calls": len(plan),
-                 "acc": mc.acc, "acc_norm": mc.acc_norm, "n": mc.n, "mc_seconds": mc.seconds,
+                 "acc": mc.acc, "acc_norm": mc.acc_norm, "acc_stderr": mc.acc_stderr, "n": mc.n,
                  "gen_tok_s": text.stats.tokens_per_s, "text": " ".join(text.split())[:60]})
     gens.append(f"## {name} ({rows[-1]['spec']})\n\n{PROMPT}{text}\n")
     s.log(f"{name:30s} acc_norm {mc.acc_norm:.2f}  {rows[-1]['text']!r}")

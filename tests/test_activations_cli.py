@@ -142,3 +142,31 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip().splitlines()[-1] == "False", r.stdout + r.stderr
+
+
+def test_diff_warns_about_different_collections(tiny_llama_dir, baseline, tmp_path):
+    other = tmp_path / "other"
+    r = _run("activations", str(tiny_llama_dir), "--out", str(other), "--plan", "0,1,1,2,3", "--sites", "resid",
+             "--tokens", "96", "--seq-len", "16", "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    r = _run("activations-diff", str(other), str(baseline))
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("lminspect: warning:")]
+    assert any("different token counts" in w for w in warnings), r.stderr
+    assert any("different sequence length: A 16 vs B 32" in w for w in warnings), r.stderr
+    assert "site (matched by plan position)" in r.stdout
+    r = _run("activations-diff", str(baseline), str(baseline))
+    assert r.exit_code == 0 and "warning" not in r.stderr and "matched by plan" not in r.stdout
+
+
+def test_show_saves_a_png(baseline, tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    png = tmp_path / "acts.png"
+    r = _run("activations-show", str(baseline), "--save", str(png))
+    assert r.exit_code == 0, r.output
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    r = _run("activations-show", str(baseline), "--save", str(png))
+    _one_line_error(r, "exists", "--overwrite")

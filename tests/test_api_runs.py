@@ -121,3 +121,26 @@ def test_repl_without_model_and_bad_model(tmp_path):
     assert p.returncode == 0 and "lminspect" in p.stdout
     p = _run_cli(["repl", str(tmp_path / "missing")], "", tmp_path)
     assert p.returncode == 2 and "lminspect: error:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_one_run_dir_rule_for_repl_tui_and_plots(tmp_path, tiny_llama_dir):
+    """A model directory's config.json does not make it a run: li.runs, the TUI's run list and load_run agree."""
+    from lminspect.train.runlog import is_run_dir, load_run
+    from lminspect.tui.backend import find_runs
+
+    (tmp_path / "runs").mkdir()
+    model = tmp_path / "runs" / "model"
+    model.mkdir()
+    (model / "config.json").write_text((tiny_llama_dir / "config.json").read_text())
+    run = tmp_path / "runs" / "r1"
+    run.mkdir()
+    (run / "config.json").write_text('{"name": "r1", "status": "done"}')
+    (run / "stats.jsonl").write_text('{"step": 1, "tokens": 8, "loss": 2.0}\n')
+    copied = tmp_path / "runs" / "copied"  # config.json + checkpoints/, no log
+    (copied / "checkpoints").mkdir(parents=True)
+    (copied / "config.json").write_text("{}")
+    assert [is_run_dir(p) for p in (model, run, copied)] == [False, True, True]
+    assert find_runs(tmp_path / "runs") == [copied, run]
+    assert [r.path for r in li.runs(tmp_path / "runs")] == [copied, run]
+    with pytest.raises(UserError, match="not a run directory"):
+        load_run(model)

@@ -29,8 +29,7 @@ def test_metadata_columns(meta_file):
     assert len(t["id"]) == 60 and len(set(t["id"])) == 60
     assert t["index"] == list(range(60)) and t["split"][0] == "val" and t["split"][1] == "train"
     assert all(p > 1 for p in t["ppl"]) and all(n > 0 for n in t["n_tokens"])
-    from lminspect.documents import read_documents
-    from lminspect.metadata.order import sample_id
+    from lminspect.documents import read_documents, sample_id
 
     assert t["id"][3] == sample_id(read_documents("builtin:train")[3])  # stable: hash of the text
 
@@ -45,7 +44,7 @@ def test_metadata_plugins_and_bad_metric(tmp_path):
 
 
 def test_make_order():
-    from lminspect.metadata.order import make_order
+    from lminspect.train.ordered import make_order
 
     keys = [(i, float(-i)) for i in range(20)]
     assert make_order(keys, "asc") == list(range(19, -1, -1))
@@ -65,9 +64,9 @@ def _train(tmp_path, name, meta_file, **kw):
 
 
 def test_ordered_training_seen_ids_and_saturation(tmp_path, meta_file):
-    from lminspect.metadata.order import read_metadata
     from lminspect.plots import plot_saturation
     from lminspect.train import load_run
+    from lminspect.train.ordered import read_metadata
 
     srt = _train(tmp_path, "sorted", meta_file, order_by="ppl", order="asc")
     _train(tmp_path, "shuffled", meta_file, order="shuffle")

@@ -128,3 +128,37 @@ def test_lines_figure_plain_text_tells_lines_apart():
 
     fig = lines_figure({"a": [1.0, 2.0], "b": [2.0, 1.0]}, width=40, height=8)
     assert "oo a" in fig and "xx b" in fig  # one marker character per line, shown in the legend
+
+
+def test_many_lines_legend_below_and_short_flops_ticks():
+    from lminspect.plots import lines_figure
+
+    series = {f"run{k}": ([1.2e9 * i for i in range(20)], [5 - 0.1 * i * (1 + k / 5) for i in range(20)])
+              for k in range(5)}
+    fig = lines_figure(series, title="train loss", xlabel="training FLOPs", width=80, height=16)
+    lines = fig.splitlines()
+    assert len(lines) == 16
+    assert lines[-1].startswith("oo run0  xx run1  ++ run2")  # the legend under the figure, off the data
+    assert not any("run0" in ln for ln in lines[:-1])
+    axis = next(ln for ln in lines if "10G" in ln)
+    assert "20G" in axis and "000000000" not in fig
+
+
+def test_plot_save_png_same_title(tmp_path):
+    pytest.importorskip("matplotlib")
+    Image = pytest.importorskip("PIL.Image")
+    from typer.testing import CliRunner
+
+    from lminspect.cli import app
+
+    a, b = make_run(tmp_path, "alpha", 40), make_run(tmp_path, "beta", 25)
+    png, svg = tmp_path / "diff.png", tmp_path / "diff.svg"
+    r = CliRunner().invoke(app, ["plot", str(a), str(b), "--diff", "--save", str(png), "--width", "60"])
+    assert r.exit_code == 0, r.output
+    assert "train loss - baseline (alpha)" in r.stdout  # the terminal figure is still printed
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+    r = CliRunner().invoke(app, ["plot", str(a), str(b), "--diff", "--save", str(svg)])
+    assert "train loss - baseline (alpha)" in svg.read_text()
+    r = CliRunner().invoke(app, ["plot", str(a), "--save", str(png)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr

@@ -26,21 +26,21 @@ def _short_mc(path):
 
 
 def test_show_and_presets():
-    r = invoke("stitch", "show", "0-23,27-29")
+    r = invoke("stitch", "show", "--plan", "0-23,27-29")
     assert r.exit_code == 0, r.output
     assert "27 calls" in r.output and "24, 25, 26" in r.output
-    r = invoke("stitch", "show", "15r3", "--layers", "30")
+    r = invoke("stitch", "show", "--plan", "15r3", "--layers", "30")
     assert r.exit_code == 0 and "15 15 15" in r.output
     r = runner.invoke(app, ["stitch", "presets", "--layers", "30"], env={"COLUMNS": "200"})
-    assert r.exit_code == 0 and "skip_near_end_keep_last_two" in r.output and "on 30 layers" in r.output
+    assert r.exit_code == 0 and "skip_near_end_keep_last_two" in r.output and "plan on 30 layers" in r.output
 
 
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("stitch", "show", "0-3,x7"), "bad plan item 'x7' at column 5"),
-        (("stitch", "show", "40", "--layers", "30"), "the model has 30 layers"),
-        (("stitch", "show", "missing.yaml"), "not found"),
+        (("stitch", "show", "--plan", "0-3,x7"), "bad plan item 'x7' at column 5"),
+        (("stitch", "show", "--plan", "40", "--layers", "30"), "the model has 30 layers"),
+        (("stitch", "show", "--plan", "missing.yaml"), "not found"),
     ],
 )
 def test_bad_plans_exit_2_one_line(args, needle):
@@ -99,7 +99,7 @@ def test_attention_heatmap_and_fft(tiny_llama_dir, tmp_path):
     r = invoke("attention", str(tiny_llama_dir), "--prompt", "Once upon a time", "--plan", "0,2", "--layer", "1",
                "--head", "2", "--out", str(out))
     assert r.exit_code == 0, r.output
-    assert "██" in r.output and "fft2" in r.output
+    assert "██" not in r.output and "scale:" in r.output and "fft2" in r.output  # piped: a character ramp
     probs = np.load(out / "attn_probs.npy")
     fft = np.load(out / "attn_fft.npy")
     assert probs.shape[:2] == (2, 4) and probs.shape == fft.shape

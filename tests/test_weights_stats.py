@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from lminspect.cli import app
 from lminspect.weights import open_store
 from lminspect.weights.safetensors_format import write_safetensors
-from lminspect.weights.stats import CHUNK, array_stats, powerlaw_alpha, spectrum_stats
+from lminspect.weights.stats import CHUNK, array_stats, spectrum_stats
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +51,6 @@ def test_spectrum_matches_numpy():
     assert r["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-4)
     p = s / s.sum()
     assert r["effective_rank"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-4)
-
-
-def test_powerlaw_alpha_recovers_pareto():
-    rng = np.random.default_rng(2)
-    ev = rng.pareto(2.0, 3000) + 1.0  # density exponent 3
-    assert powerlaw_alpha(ev)["alpha"] == pytest.approx(3.0, abs=0.25)
 
 
 def test_store_stats_cached(tmp_path):

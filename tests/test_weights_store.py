@@ -159,3 +159,25 @@ def test_empty_dir_is_format_error(tmp_path):
 def test_missing_path_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         open_store(tmp_path / "absent.safetensors")
+
+
+def test_open_store_refuses_a_misspelled_keyword(tiny_llama_dir):
+    """``open_store`` takes ``prefer`` only: a typo is a TypeError, not silently ignored."""
+    assert open_store(tiny_llama_dir, prefer="gguf").arch == "llama"
+    with pytest.raises(TypeError, match="prefr"):
+        open_store(tiny_llama_dir, prefr="gguf")
+
+
+def test_store_owns_the_model_sizes(tiny_llama_dir, tiny_gpt2_dir, tmp_path):
+    """n_layers / n_heads / n_kv_heads / hidden_size / head_dim from any family's config; the layer
+    count falls back to the canonical names when the config does not say."""
+    s = open_store(tiny_llama_dir)
+    assert (s.n_layers, s.n_heads, s.n_kv_heads, s.hidden_size, s.head_dim) == (4, 4, 2, 64, 16)
+    g = open_store(tiny_gpt2_dir)  # GPT-2 spells them n_layer / n_head / n_embd
+    assert g.n_layers == 3 and g.n_heads == g.n_kv_heads and g.hidden_size == g.n_heads * g.head_dim
+    from safetensors.torch import save_file
+
+    save_file({"layers.0.attn_norm.weight": torch.ones(4), "layers.2.attn_norm.weight": torch.ones(4)},
+              str(tmp_path / "bare.safetensors"))
+    bare = open_store(tmp_path / "bare.safetensors")
+    assert bare.n_layers == 3 and bare.n_heads is None

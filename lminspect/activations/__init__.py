@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from lminspect import _make_callable
 from lminspect.activations.collect import CollectConfig, collect, resolve_sites
-from lminspect.activations.diff import diff, diff_table
+from lminspect.activations.diff import diff, diff_table, diff_warnings
 from lminspect.activations.store import ActivationStats, KindStats, SiteStats, load
 
 # also the REPL function li.activations(...) (see lminspect._make_callable)
 _make_callable(__name__)
 
-__all__ = ["ActivationStats", "CollectConfig", "KindStats", "SiteStats", "collect", "diff", "diff_table", "load",
+__all__ = ["ActivationStats", "CollectConfig", "KindStats", "SiteStats", "collect", "diff", "diff_table", "diff_warnings", "load",
            "resolve_sites"]

@@ -449,10 +449,13 @@ def _check_keep_disk(store: Any, sites: list[str], cfg: CollectConfig, out: Path
 
 
 def _n_layers(store: Any) -> int:
+    """The store's layer count, after checking its config (a bad config fails here, before any output)."""
     from lminspect.models import config_from_hf
 
-    cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-    return int(cfg.n_layer)
+    config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
+    if not store.n_layers:
+        raise UserError(f"{store.path}: cannot tell its number of layers")
+    return int(store.n_layers)
 
 
 class _Bar:

@@ -61,12 +61,41 @@ def diff(a: ActivationStats | Any, b: ActivationStats | Any) -> list[dict[str, A
     return rows
 
 
-def diff_table(rows: list[dict[str, Any]], title: str = "") -> Any:
-    """A rich Table of ``diff`` rows."""
+def diff_warnings(a: ActivationStats | Any, b: ActivationStats | Any) -> list[str]:
+    """What differs between the two collections beyond the plan: token counts, data, sequence
+    length... Each is one line; a diff of such results can mislead and should say so."""
+    a, b = _stats(a), _stats(b)
+    out = []
+    if a.tokens != b.tokens:
+        out.append(f"different token counts: A {a.tokens:,} vs B {b.tokens:,}")
+    sa, sb = a.index.get("settings") or {}, b.index.get("settings") or {}
+    for key, what in (("data", "data"), ("split", "data split"), ("text_field", "text field"),
+                      ("seq_len", "sequence length"), ("outlier_k", "outlier threshold"), ("dtype", "dtype")):
+        if key in sa and key in sb and sa[key] != sb[key]:
+            out.append(f"different {what}: A {sa[key]!r} vs B {sb[key]!r}")
+    ma, mb = (a.index.get("model") or {}).get("name"), (b.index.get("model") or {}).get("name")
+    if ma and mb and ma != mb:
+        out.append(f"different models: A {ma} vs B {mb}")
+    if not a.complete or not b.complete:
+        partial = " and ".join(n for n, s in (("A", a), ("B", b)) if not s.complete)
+        out.append(f"{partial} unfinished (rerun the collection to complete it)")
+    return out
+
+
+def matched_by_position(a: ActivationStats | Any, b: ActivationStats | Any) -> bool:
+    """True when the two plans differ, so a row pairs plan positions, not the same layers."""
+    a, b = _stats(a), _stats(b)
+    return a.plan_layers != b.plan_layers
+
+
+def diff_table(rows: list[dict[str, Any]], title: str = "", by_position: bool = False) -> Any:
+    """A rich Table of ``diff`` rows; ``by_position`` says in the header that rows pair plan
+    positions of two different plans (position 24 may be layer 24 in A and layer 27 in B)."""
     from rich.table import Table
 
     t = Table(title=title or None)
-    for col, just in (("site", "left"), ("layer a/b", "right"), ("|Δmean|", "right"), ("rel", "right"),
+    site = "site (matched by plan position)" if by_position else "site"
+    for col, just in ((site, "left"), ("layer a/b", "right"), ("|Δmean|", "right"), ("rel", "right"),
                       ("var a/b", "right"), ("kurt a", "right"), ("kurt b", "right"), ("Δkurt", "right"),
                       ("Δkurt max", "right")):
         t.add_column(col, justify=just)

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from lminspect.api.lens import LensMethods
 from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
-                "spectral_norm", "stable_rank", "effective_rank", "alpha")
+                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
 
 
 # display order of canonical children (the order data flows through a block)
@@ -110,7 +111,9 @@ class Tensor:
     def __repr__(self) -> str:
         own = f" (stored as {self.stored_name})" if self.stored_name != self.name else ""
         shape = "x".join(map(str, self.shape)) or "()"
-        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {self.dtype}  size {self.size:,} "
+        from lminspect.weights.provenance import dtype_label
+
+        return (f"Tensor {self.name}{own}\n  shape {shape}  dtype {dtype_label(self._store, self.lookup)}  size {self.size:,} "
                 f"({human_bytes(self.nbytes)} on disk)\n  from {self.source}")
 
 
@@ -256,7 +259,7 @@ class _Shared:
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
-class Model:
+class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
@@ -304,14 +307,7 @@ class Model:
 
     @property
     def n_layers(self) -> int:
-        if self._shared.engine is not None:
-            return len(self._shared.engine.layers)
-        cfg = self.config
-        for k in ("num_hidden_layers", "n_layer", "num_layers"):
-            if cfg.get(k):
-                return int(cfg[k])
-        idx = {int(n.split(".")[1]) for n in self._canon if n.startswith("layers.")}
-        return max(idx) + 1 if idx else 0
+        return self.store.n_layers or 0
 
     @property
     def n_params(self) -> int:
@@ -509,6 +505,29 @@ class Model:
             items = list(items)[:limit]
         return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
 
+    def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
+              separate: bool = False) -> Any:
+        """Score many layer plans on one multiple-choice set, sharing their common layer calls.
+
+        ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
+        ``SweepResult`` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        Example: ``m.sweep("cloze", {"cut": "0-23,27-29", "all": "all"}, limit=100).table()``"""
+        from lminspect.evals.mc import load_mc
+        from lminspect.evals.sweep import run_sweep
+        from lminspect.stitch import load_plans
+
+        if isinstance(data, str) and data == "cloze":
+            from lminspect.documents import read_documents
+            from lminspect.evals.cloze import make_cloze
+
+            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
+            load_mc(data, limit=limit)
+        if limit is not None:
+            items = list(items)[:limit]
+        return run_sweep(self.engine, self.tokenizer, items, load_plans(plans, self.n_layers),
+                         batch_size=batch_size, separate=separate)
+
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> Any:
         """Perplexity of a text, a list of texts, a file (.txt/.jsonl/.parquet/folder), or ``hf:DATASET``."""
@@ -538,7 +557,9 @@ class Model:
 
             plan = f"\n  plan {plan_to_string(self.plan, self.n_layers)} ({len(self.plan)} layer calls)"
         engine = "built" if self._shared.engine is not None else "not built yet"
-        return (f"Model {self.name} ({self.arch}, {self.format})\n  {self.n_layers} layers, "
+        from lminspect.weights.provenance import model_dtype_label
+
+        return (f"Model {self.name} ({self.arch}, {self.format}, {model_dtype_label(self.store)})\n  {self.n_layers} layers, "
                 f"{self.n_params:,} parameters, {len(self.store)} tensors, {human_bytes(self.store.total_bytes)}"
                 f"\n  from {self.path}{plan}\n  engine: {engine}")
 

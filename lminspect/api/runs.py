@@ -9,15 +9,11 @@ from typing import Any
 
 from lminspect.api.table import Figure, Table
 from lminspect.errors import UserError
-
-
-def _is_run_dir(p: Path) -> bool:
-    return p.is_dir() and ((p / "stats.jsonl").is_file() or (p / "config.json").is_file()
-                           and (p / "checkpoints").is_dir())
+from lminspect.train.runlog import is_run_dir
 
 
 def _find_runs(root: Path, depth: int = 3) -> list[Path]:
-    if _is_run_dir(root):
+    if is_run_dir(root):
         return [root]
     if depth == 0 or not root.is_dir():
         return []
@@ -90,6 +86,37 @@ class Runs(Sequence):
     def diff(self, baseline: Any = None, metric: str = "loss", **kw: Any) -> Figure:
         """Each run minus the baseline (default: the run with the most tokens, as lmplay does)."""
         return self.plot(metric, diff=True, baseline=baseline, **kw)
+
+    def timeline(self, stat: str = "alpha", *, every: int = 1, layer: int | None = None,
+                 tensors: Sequence[str] | None = None) -> Table:
+        """A weight statistic across each run's checkpoints: a row per checkpoint, a column per
+        component (mean over layers, or ``layer``'s), or per tensor matching ``tensors`` globs
+        (``lminspect timeline``; see docs/compare.md)."""
+        from lminspect.compare.checkpoints import list_checkpoints
+        from lminspect.compare.timeline import select_checkpoints, stat_records, timeline_columns
+
+        rows: list[dict[str, Any]] = []
+        columns: list[str] = []
+        for r in self._runs:
+            cks = select_checkpoints(list_checkpoints(r.path), every)
+            steps, toks, cols = timeline_columns(stat_records(cks, stat, tensors=tensors), layer=layer,
+                                                 per_tensor=bool(tensors))
+            columns += [c for c in cols if c not in columns]
+            rows += [{"run": r.name, "step": s, "tokens": toks[k], **{c: v[k] for c, v in cols.items()}}
+                     for k, s in enumerate(steps)]
+        where = "per tensor" if tensors else (f"layer {layer}" if layer is not None else "mean over layers")
+        return Table(rows, columns=["run", "step", "tokens", *columns], title=f"{stat} across checkpoints ({where})")
+
+    def plot_timeline(self, stat: str = "alpha", *, every: int = 1, layer: int | None = None,
+                      tensors: Sequence[str] | None = None, width: int = 100, height: int = 22) -> Figure:
+        """:meth:`timeline` of one run as lines against steps."""
+        from lminspect.compare.timeline import timeline_figure
+
+        if len(self._runs) != 1:
+            raise UserError(f"plot_timeline: one run at a time (li.runs('runs/x')), not {len(self._runs)}")
+        t = self.timeline(stat, every=every, layer=layer, tensors=tensors)
+        cols = {c: t[c] for c in t.columns[3:]}
+        return Figure(timeline_figure(t["step"], cols, stat, width=width, height=height), title=t.title)
 
     def __repr__(self) -> str:
         return self.table().text()

@@ -18,12 +18,14 @@ from lminspect.cli import (
     data_cmd,
     generate_cmd,
     grow_cmd,
+    lens_cmd,
     repl_cmd,
     stitch_cmd,
     train_cmd,
     tui_cmd,
     weights_cmd,
 )
+from lminspect.cli.helptext import reflow_app
 
 try:  # recent typer ships its own copy of click
     from typer._click.exceptions import UsageError
@@ -79,6 +81,7 @@ for _module in (
     activations_cmd,
     compare_cmd,
     grow_cmd,
+    lens_cmd,
     tui_cmd,
     repl_cmd,
 ):
@@ -87,10 +90,16 @@ for _module in (
 
 @app.command(rich_help_panel="Misc")
 def version() -> None:
-    """Print lminspect's version."""
+    """Print lminspect's version.
+
+    Example: lminspect version
+    """
     from lminspect import __version__
 
     print(__version__)
+
+
+reflow_app(app)  # after every registration: docstrings wrapped in the source read as paragraphs
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Typer group with subcommands would mistake for a subcommand name. See docs/activ
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,11 +43,13 @@ def activations(
     save_every: Annotated[float, typer.Option("--save-every", help="Seconds between resumable snapshots (0: after every batch).")] = 30.0,
     max_batches: Annotated[int | None, typer.Option("--max-batches", hidden=True, help="Stop after this many batches (testing resume).")] = None,
 ) -> None:
-    """Collect per-dimension activation statistics over many tokens in one streaming pass.
+    """Collect activation statistics over many tokens (mean, spread, outliers, dead neurons).
 
     Mean, variance, skew, kurtosis, min/max, histograms, outlier ("massive activation") dimensions
     with example tokens, and MLP neuron firing frequency / dead neurons; per site and plan position.
     Interrupt any time: rerunning the same command resumes from the last snapshot.
+
+    Example: lminspect activations smollm2 --tokens 50000 --out acts/
     """
     from rich.console import Console
 
@@ -71,19 +74,29 @@ def show(
     results: Annotated[str, typer.Argument(help="Results directory of `lminspect activations`.")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind (resid_out, mlp_hidden, ...).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
+    save: Annotated[Path | None, typer.Option("--save", help="Also save std, |x| max and kurtosis by plan position "
+                                              "as a PNG or SVG figure (needs the [figures] extra).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
 ) -> None:
-    """Summarise a results directory: one row per site (std, abs-max, kurtosis, outlier dims, dead neurons)."""
+    """Summarise collected activation statistics: one row per site (std, |x| max, kurtosis, outliers, dead).
+
+    Example: lminspect activations-show acts/ --kind resid_out --save acts.png
+    """
     from rich.table import Table
 
     from lminspect.activations import load
     from lminspect.errors import UserError
 
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     stats = load(results)
     rows = [s for s in stats if kind is None or s.kind == kind]
     if not rows:
         raise UserError(f"{results}: no sites of kind {kind!r} (have {', '.join(stats.kinds)})")
-    t = Table(title=f"{stats.model} plan={stats.plan} tokens={stats.tokens}"
-              + ("" if stats.complete else " (partial)"))
+    title = f"{stats.model} plan={stats.plan} tokens={stats.tokens}" + ("" if stats.complete else " (partial)")
+    t = Table(title=title)
     for col in ("site", "layer", "dim", "std", "|x| max", "kurt med", "kurt max", "outlier dims", "top outliers",
                 "dead"):
         t.add_column(col, justify="left" if col in ("site", "top outliers") else "right")
@@ -100,6 +113,24 @@ def show(
             for d in s.outlier_dims[:examples]:
                 ex = ", ".join(f"doc {doc} tok {off} |x|={v:.4g}" for doc, off, v in s.examples(int(d)))
                 con.print(f"{s.name} dim {int(d)} ({int(s.outlier_counts[d])} outliers): {ex}")
+    if save is not None:
+        _save_profile(save, rows, title, overwrite)
+
+
+def _save_profile(path: Path, rows: list[Any], title: str, overwrite: bool) -> None:
+    """The table's std, |x| max and kurtosis max over plan positions, one line per site kind."""
+    from lminspect.figures import save_panels
+
+    panels = []
+    for key, name in (("std", "std"), ("absmax", "|x| max"), ("kurtosis_max", "kurtosis max")):
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for s in rows:
+            xs, ys = series.setdefault(s.kind, ([], []))
+            xs.append(float(s.pos))
+            ys.append(float(s.summary()[key]))
+        panels.append((f"{name}: {title}" if not panels else name, series))
+    save_panels(path, panels, xlabel="plan position", overwrite=overwrite)
+    print(f"saved {path}", file=sys.stderr)
 
 
 def diff(
@@ -107,18 +138,28 @@ def diff(
     b: Annotated[str, typer.Argument(help="Results directory B (e.g. the baseline).")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
 ) -> None:
-    """Compare two results directories per site/position: mean shift, variance ratio, kurtosis change."""
+    """Compare two activation collections site by site: mean shift, variance ratio, kurtosis change.
+
+    A warning line says when the two were collected on different token counts, data or
+    sequence lengths; with two different plans the sites pair plan positions (the header says so).
+
+    Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
+    """
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
+    from lminspect.activations.diff import diff_warnings, matched_by_position
     from lminspect.errors import UserError
 
     sa, sb = load(a), load(b)
     rows = diff_stats(sa, sb)
+    for line in diff_warnings(sa, sb):
+        print(f"lminspect: warning: {line}", file=sys.stderr)
     if kind is not None:
         rows = [r for r in rows if r["kind"] == kind]
         if not rows:
             raise UserError(f"no common sites of kind {kind!r}")
-    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"))
+    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
+                                by_position=matched_by_position(sa, sb)))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ checkpoints). The numbers live in ``lminspect/compare/``; see docs/compare.md.""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -127,7 +128,162 @@ def _print_summary(s: dict) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def timeline(
+    run_dir: Annotated[str, typer.Argument(help="A training run directory (with checkpoints/).",
+                                           show_default=False)],
+    stat: Annotated[str, typer.Option("--stat", "-s", help="Weight statistic: alpha, stable_rank, "
+                                      "effective_rank, spectral_norm, std, rms, kurtosis, absmax, ...")] = "alpha",
+    every: Annotated[int, typer.Option("--every", "-k", help="Every K-th checkpoint (the newest always).")] = 1,
+    layer: Annotated[int | None, typer.Option("--layer", "-l", help="One layer's values instead of the mean "
+                                              "over layers; with --attention the layer shown (default: last).")] = None,
+    tensor: Annotated[list[str] | None, typer.Option("--tensor", "-t", help="One column per tensor matching "
+                                                     "this glob (e.g. embed.tokens); repeatable.")] = None,
+    x: Annotated[str, typer.Option("--x", help="Plot against steps or tokens.")] = "steps",
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Token embeddings of every checkpoint in one "
+                                             "PCA plane instead of a statistic.")] = False,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="Comma list of tokens to label and trace "
+                                               "with --embeddings (default: the 6 that moved most).")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="PCA fitted on the last checkpoint or jointly on all.")] = "last",
+    attention: Annotated[str | None, typer.Option("--attention", metavar="PROMPT", help="Attention maps of this "
+                                                  "prompt, per head, across checkpoints (small multiples).")] = None,
+    head: Annotated[list[int] | None, typer.Option("--head", help="Only this head with --attention; "
+                                                   "repeatable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON instead.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also save the data (JSON / .npy) and the "
+                                             "text figure in this folder.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files of an earlier --out.")] = False,
+) -> None:
+    """Follow a training run across its checkpoints: a weight statistic per component (mean over
+    layers, or --layer N, or --tensor GLOB) as a table and a plot against steps or tokens;
+    --embeddings for the token embeddings in one PCA plane; --attention PROMPT for attention
+    maps per head. Statistics are cached per checkpoint; one checkpoint is loaded at a time.
+
+    Keep more than the default 2 checkpoints with `lminspect train --keep-checkpoints 0`.
+
+    Example: lminspect timeline runs/base --stat stable_rank --every 2
+    """
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.timeline import select_checkpoints
+    from lminspect.errors import UserError
+
+    if x not in ("steps", "tokens"):
+        raise UserError(f"--x {x!r}: choose steps or tokens")
+    cks = select_checkpoints(list_checkpoints(run_dir), every)
+    if out is not None:
+        from lminspect.fsutil import check_output
+
+        check_output(out, kind="dir", overwrite=overwrite)
+    if embeddings:
+        data, text = _embeddings_view(cks, tokens, fit)
+    elif attention is not None:
+        data, text = _attention_view(cks, attention, layer, head)
+    else:
+        data, text = _stats_view(run_dir, cks, stat, layer, tensor, x, as_json)
+    if as_json:
+        sys.stdout.write(_json(data) + "\n")
+    if out is not None:
+        _save(out, data, text)
+
+
+def _progress(what: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    return Progress(TextColumn(what + " {task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: list[str] | None, x: str,
+                as_json: bool) -> tuple[dict, str]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lminspect.compare.timeline import stat_records, timeline_columns, timeline_figure
+
+    with _progress(stat) as prog:
+        task = prog.add_task("", total=len(cks))
+        records = stat_records(cks, stat, tensors=tensor,
+                               progress=lambda i, n, d: prog.update(task, completed=i, description=d))
+    steps, toks, cols = timeline_columns(records, layer=layer, per_tensor=bool(tensor))
+    where = "per tensor" if tensor else (f"layer {layer}" if layer is not None else "mean over layers")
+    title = f"{Path(run_dir).name}: {stat} across {len(steps)} checkpoints ({where})"
+    xs = steps if x == "steps" or any(t is None for t in toks) else toks
+    fig = timeline_figure(xs, cols, stat, xlabel="tokens" if xs is toks else "step", title=title)
+    data = {"run": run_dir, "stat": stat, "view": where, "steps": steps, "tokens": toks, "columns": cols,
+            "records": records}
+    if as_json:
+        return data, fig
+    table = Table(title=title)
+    for c in ("step", "tokens", *cols):
+        table.add_column(c, justify="right", overflow="fold")
+    for k, s in enumerate(steps):
+        table.add_row(str(s), "-" if toks[k] is None else f"{toks[k]:,}", *(_fmt(v[k]) for v in cols.values()))
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=max(100, 24 + 11 * len(cols)))
+    con.print(table)
+    if len(steps) > 1:
+        sys.stdout.write(fig + "\n")
+    return data, fig
+
+
+def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str]:
+    from lminspect.compare.embeddings import embedding_figure, fit_pca, most_moved, token_ids
+    from lminspect.tokenizer import load_tokenizer
+    from lminspect.weights import open_store
+
+    tok = load_tokenizer(open_store(cks[-1].path))
+    words = [w.strip() for w in tokens.split(",") if w.strip()] if tokens else []
+    labelled = token_ids(tok, words)
+    pca = fit_pca(cks, fit)
+    if not labelled:
+        labelled = [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+    fig = embedding_figure(pca, labelled)
+    sys.stdout.write(fig + "\n")
+    data = {"steps": pca.steps, "tokens_seen": pca.tokens_seen, "fit": pca.fit, "explained": pca.explained,
+            "labels": [w for w, _ in labelled], "ids": [i for _, i in labelled],
+            "paths": [pca.proj[:, i, :].tolist() for _, i in labelled], "_npy": {"embeddings_pca.npy": pca.proj}}
+    return data, fig
+
+
+def _attention_view(cks: list, prompt: str, layer: int | None, head: list[int] | None) -> tuple[dict, str]:
+    from lminspect.compare.attention import attention_across, attention_summary, small_multiples
+
+    with _progress("attention") as prog:
+        task = prog.add_task("", total=len(cks))
+        probs, labels = attention_across(cks, prompt,
+                                         progress=lambda i, n, d: prog.update(task, completed=i, description=d))
+    steps = [c.step for c in cks]
+    lay = probs.shape[1] - 1 if layer is None else layer
+    text = small_multiples(probs, steps, lay, heads=head)
+    sys.stdout.write("tokens: " + " ".join(labels) + "\n" + text)
+    data = {"steps": steps, "prompt": prompt, "tokens": labels, "layer": lay, **attention_summary(probs),
+            "_npy": {"attention.npy": probs}}
+    return data, text
+
+
+def _json(data: dict) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in data.items() if not k.startswith("_")})
+
+
+def _save(out: Path, data: dict, text: str) -> None:
+    """timeline.json, figure.txt and any arrays, written as one folder (complete or absent)."""
+    import numpy as np
+
+    from lminspect.fsutil import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        (tmp / "timeline.json").write_text(_json(data) + "\n", encoding="utf-8")
+        (tmp / "figure.txt").write_text(text + "\n", encoding="utf-8")
+        for name, arr in data.get("_npy", {}).items():
+            np.save(tmp / name, arr)
+    sys.stderr.write(f"saved {out}/ (timeline.json, figure.txt{''.join(', ' + n for n in data.get('_npy', {}))})\n")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
-    for fn in (diff,):
+    for fn in (diff, timeline):
         app.command(rich_help_panel=PANEL)(fn)

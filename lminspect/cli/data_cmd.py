@@ -29,8 +29,11 @@ def make_mc(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
-    """Make a cloze multiple-choice set: a few sentences of context, the true next sentence,
-    and distractor sentences (of similar length) from other documents. Written atomically."""
+    """Make a multiple-choice test from text: some context, the true next sentence, and
+    sentences of similar length from other documents as wrong answers.
+
+    Example: lminspect data make-mc builtin --out cloze.jsonl
+    """
     from lminspect.documents import read_documents
     from lminspect.evals.cloze import make_cloze, write_jsonl
     from lminspect.fsutil import check_output
@@ -57,8 +60,11 @@ def metadata(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
-    """Batch metadata (seed 001): per sample id, index, lengths, reference perplexity and metrics,
-    for `lminspect train --order-by METRIC --metadata FILE` and `lminspect plot --saturation`."""
+    """Per-document metadata of a corpus (lengths, reference perplexity, plugin metrics), to train
+    in that order (`lminspect train --order-by ppl --metadata FILE`) and plot `--saturation`.
+
+    Example: lminspect data metadata builtin --model smollm2 --out meta.parquet
+    """
     from lminspect.fsutil import check_output
     from lminspect.metadata.compute import compute_metadata, write_parquet
 

@@ -22,7 +22,10 @@ def generate_command(
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
 ) -> None:
-    """Generate text, printing tokens as they arrive, then a stats line on stderr."""
+    """Continue a prompt, printing the text as it is generated (speed on stderr).
+
+    Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
+    """
     import sys
 
     from rich.console import Console

@@ -30,11 +30,13 @@ def grow(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
-    """Grow a llama or gpt2 model so that it computes the same logits (seed 003, building babel).
+    """Make a model deeper or wider while it computes the same logits, to keep training it bigger.
 
     New blocks are identity (zero attn.o / mlp.down), new heads and hidden units write nothing,
     width growth keeps the norms exact (docs/growth.md). The result is a model directory that
-    `lminspect.open` and the engine load, and that `lminspect train` can continue from.
+    `lminspect.open` and the engine load, and that `lminspect train --init-from` continues training.
+
+    Example: lminspect grow runs/base --layers +2 --width 512 --out grown/
     """
     import torch
 

@@ -22,7 +22,10 @@ def repl(
     model: str = typer.Argument(None, help="Model to open as `m` (fetched name, path, or hf:ORG/NAME)."),
     plain: bool = typer.Option(False, "--plain", help="Use Python's code.interact even if IPython is installed."),
 ) -> None:
-    """Open a Python REPL with `li` imported and MODEL opened as `m` (IPython when installed)."""
+    """Open a Python REPL with `li` imported and MODEL opened as `m` (IPython when installed).
+
+    Example: lminspect repl smollm2
+    """
     import sys
 
     import lminspect as li
@@ -68,7 +71,10 @@ def repl(
 def session_list(
     directory: str = typer.Option(None, "--dir", help="Sessions folder (default ./sessions)."),
 ) -> None:
-    """List the session scripts with the first line of each docstring."""
+    """List the scripted sessions (one per user workflow) with what each does.
+
+    Example: lminspect session list
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -88,7 +94,10 @@ def session_run(
     quick: bool = typer.Option(False, "--quick", help="Tiny model and data (sets LMINSPECT_QUICK=1)."),
     out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME)."),
 ) -> None:
-    """Run one session script; extra arguments are passed to it."""
+    """Run one session script; extra arguments are passed to it.
+
+    Example: lminspect session run sessions/frankenllama.py --quick
+    """
     from lminspect.sessions_runner import run_session
 
     argv = list(ctx.args)

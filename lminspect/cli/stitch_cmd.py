@@ -14,6 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from lminspect.runtime import threads_option
+
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
     "or a mergekit YAML/JSON/TOML file (layer_range HALF-OPEN)."
@@ -34,7 +36,8 @@ stitch_app = typer.Typer(
     name="stitch",
     cls=_RunByDefault,
     no_args_is_help=True,
-    help="Skip, repeat and scale decoder layers (seed 002). 'lminspect stitch MODEL --plan P' runs a prompt.\n\n"
+    help="Skip, repeat and scale decoder layers and see what changes. 'lminspect stitch MODEL --plan P' "
+    "continues a prompt with that plan.\n\n"
     "Plan grammar: 7 | 0-23 (INCLUSIVE) | 15r3 | 14-19r2 | all | even | odd | skip:27-29 or -27-29 | "
     "ITEM*0.5, ITEM*attn=0.5, ITEM*mlp=0.5. mergekit files: layer_range [0, 24] is HALF-OPEN.",
 )
@@ -89,7 +92,10 @@ def run(
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
 ) -> None:
-    """Stream a continuation of PROMPT through the stitched model (seed 002's 'Once upon a time' test)."""
+    """Continue a prompt with some layers skipped or repeated; --compare streams the untouched model beside it.
+
+    Example: lminspect stitch smollm2 --plan "0-23,27-29" --prompt "Once upon a time" --compare
+    """
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
 
@@ -158,15 +164,12 @@ def _depth(layers: int | None, model: str | None) -> int:
             raise UserError(f"--layers must be >= 1, got {layers}")
         return layers
     if model is not None:
-        from lminspect.models import config_from_hf
         from lminspect.weights import open_store
 
-        store = open_store(model)
-        cfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-        for key in ("n_layers", "n_layer", "num_hidden_layers"):
-            if getattr(cfg, key, None):
-                return int(getattr(cfg, key))
-        raise UserError(f"{model}: cannot tell its number of layers")
+        n = open_store(model).n_layers
+        if not n:
+            raise UserError(f"{model}: cannot tell its number of layers")
+        return n
     from lminspect.stitch import SEED_DEPTH
 
     return SEED_DEPTH
@@ -174,25 +177,36 @@ def _depth(layers: int | None, model: str | None) -> int:
 
 @stitch_app.command("show")
 def show(
-    plan: str = typer.Argument(..., help=PLAN_HELP),
-    layers: int | None = typer.Option(None, "--layers", "-L", help="Model depth (default 32, seed 002's Llama-2)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Take the depth from this model."),
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Optional: without it, --layers (default 32)."),
+    plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
+    layers: int | None = typer.Option(None, "--layers", "-L", help="Model depth when no MODEL is given "
+                                      "(default 32, as Llama-2 7B)."),
+    model_opt: str | None = typer.Option(None, "--model", "-m", hidden=True),  # the old spelling
 ) -> None:
-    """Print the resolved layer sequence of PLAN, and what it skips and repeats.
+    """Print the layers a plan runs, in order, and what it skips and repeats.
 
-    Grammar ranges (0-23) are INCLUSIVE; mergekit layer_range [0, 24] is HALF-OPEN."""
+    Grammar ranges (0-23) are INCLUSIVE; mergekit layer_range [0, 24] is HALF-OPEN.
+
+    Example: lminspect stitch show smollm2 --plan 15r3_23r3_31r3
+    """
+    from rich.markup import escape
+
+    from lminspect.errors import UserError
     from lminspect.stitch import describe_plan, parse_plan
 
-    n = _depth(layers, model)
+    if plan is None:
+        raise UserError("stitch show: give the plan with --plan (e.g. lminspect stitch show smollm2 --plan 0-23,27-29)")
+    n = _depth(layers, model or model_opt)
     p = parse_plan(plan, n)
     s = describe_plan(p, n)
     con = _console()
     con.print(f"plan [bold]{s.text}[/bold] on {n} layers")
     seq = " ".join(
         str(c.index) + ("" if (c.attn_scale, c.mlp_scale) == (1.0, 1.0) else f"(a{c.attn_scale:g},m{c.mlp_scale:g})")
+        + "".join(f"[{kind}{h}={v:g}]" for kind, hs in (("h", c.heads), ("kv", c.kv_heads)) for h, v in hs)
         for c in p
     )
-    con.print(f"sequence ({s.calls} calls): {seq}")
+    con.print(f"sequence ({s.calls} calls): {escape(seq)}")
     con.print(f"skipped: {', '.join(map(str, s.skipped)) or 'none'}")
     con.print("repeated: " + (", ".join(f"{k}x{v}" for k, v in s.repeated.items()) or "none"))
     con.print(f"compute {s.compute:.0%} of baseline; blocks touched {s.unique}/{n} ({s.params_touched:.0%})")
@@ -200,30 +214,35 @@ def show(
 
 @stitch_app.command("presets")
 def presets(
+    model: str | None = typer.Argument(None, help=MODEL_HELP + " Optional: show the presets rescaled to its depth."),
     layers: int | None = typer.Option(None, "--layers", "-L", help="Also show each preset rescaled to this depth."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Rescale to this model's depth."),
+    model_opt: str | None = typer.Option(None, "--model", "-m", hidden=True),  # the old spelling
 ) -> None:
-    """List seed 002's named configurations (defined on 32 layers, rescaled proportionally)."""
+    """List the named layer plans (defined on 32 layers, rescaled to a model's depth).
+
+    Example: lminspect stitch presets smollm2
+    """
+    from rich import box
     from rich.table import Table
 
     from lminspect.stitch import PRESETS, SEED_DEPTH, describe_plan, parse_plan, preset_spec
 
+    model = model or model_opt
     n = _depth(layers, model) if (layers or model) else SEED_DEPTH
-    t = Table(title=f"stitch presets (seed 002; shown for {n} layers)")
+    # SIMPLE_HEAD and folding descriptions keep the table inside 80 columns
+    t = Table(title=f"stitch presets (seed 002; shown for {n} layers)", box=box.SIMPLE_HEAD, padding=(0, 1))
     t.add_column("name", no_wrap=True)
-    t.add_column("on 32 layers", no_wrap=True)
-    if n != SEED_DEPTH:
-        t.add_column(f"on {n} layers", no_wrap=True)
+    t.add_column(f"plan on {n} layers", overflow="fold", max_width=22)
     t.add_column("calls", justify="right")
-    t.add_column("what")
+    t.add_column("what", overflow="fold", ratio=1)
     for name, (spec, desc) in PRESETS.items():
-        row = [name, spec] + ([preset_spec(name, n)] if n != SEED_DEPTH else [])
-        row += [str(describe_plan(parse_plan(name, n), n).calls), desc]
-        t.add_row(*row)
+        shown = spec if n == SEED_DEPTH else preset_spec(name, n)
+        t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), desc)
     con = _console()
     con.print(t)
-    con.print("[dim]Rescaling: range boundaries b (half-open) map to round(b*n/32); single layers to the "
-              "nearest layer centre; even/odd/all/skip keep their meaning.[/dim]")
+    con.print("[dim]Presets are defined on 32 layers (lminspect stitch presets) and rescaled: range "
+              "boundaries b (half-open) map to round(b*n/32); single layers to the nearest layer centre; "
+              "even/odd/all/skip keep their meaning.[/dim]")
 
 
 # --------------------------------------------------------------------------- sweep
@@ -233,114 +252,160 @@ def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-@stitch_app.command("sweep")
-def sweep(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    plans: str = typer.Option("presets", "--plans", help="'presets', preset names (comma-separated), or a "
-                              "TOML/YAML/JSON file mapping names to plans."),
-    eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
-                              "dataset id, or 'cloze' (built from the shipped corpus)."),
-    limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
-    ppl_data: str | None = typer.Option(None, "--ppl-data", help="Also measure perplexity on this text set."),
-    ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
-    mode: str = typer.Option("shared", "--mode", help="shared (context KV cached once) or full (harness way)."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-) -> None:
-    """Evaluate every plan on a multiple-choice set (acc, acc_norm) and optionally perplexity."""
-    import csv
-    import io
-    import json
+def parse_batch_size(value: str) -> int | None:
+    """``--batch-size``: a positive whole number of items, or 'auto' (None)."""
+    from lminspect.errors import UserError
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--batch-size {value!r}: expected a whole number of items or 'auto'") from None
+    if n < 1:
+        raise UserError(f"--batch-size {n}: need at least one item per batch")
+    return n
 
-    from lminspect.evals.mc import evaluate_mc, load_mc
-    from lminspect.fsutil import atomic_write_text, check_output
-    from lminspect.stitch import describe_plan, load_plans
 
-    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
-    from lminspect.validate import count
+def _sweep_plans(plans: str, inline: list[str] | None, n_layers: int) -> dict[str, Any]:
+    """--plans (presets, names, file) and repeated --plan NAME=SPEC; inline plans alone replace the presets."""
+    from lminspect.errors import UserError
+    from lminspect.stitch import load_plans, parse_plan
 
-    count("--limit", limit)
-    count("--ppl-tokens", ppl_tokens)
-    _threads()
-    store, lm, tok = _load(model, dtype)
-    named = load_plans(plans, lm.n_layers)
+    named = {} if inline and plans == "presets" else load_plans(plans, n_layers)
+    for opt in inline or []:
+        name, eq, spec = opt.partition("=")
+        if not eq or not name.strip() or not spec.strip():
+            raise UserError(f"--plan {opt!r}: expected NAME=SPEC, e.g. --plan 'cut=0-23,27-29'")
+        try:
+            named[name.strip()] = parse_plan(spec.strip(), n_layers)
+        except UserError as exc:
+            raise UserError(f"--plan {name.strip()}: {exc.message}") from None
+    return named
+
+
+def _mc_items(eval_: str, limit: int) -> list[Any]:
     if eval_ == "cloze":
         from lminspect.documents import read_documents
         from lminspect.evals.cloze import make_cloze
         from lminspect.evals.mc import hellaswag_item
 
-        items = [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
-    else:
-        items = load_mc(eval_, limit=limit)
+        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
+    from lminspect.evals.mc import load_mc
+
+    return load_mc(eval_, limit=limit)
+
+
+@stitch_app.command("sweep")
+def sweep(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    plans: str = typer.Option("presets", "--plans", help="'presets', preset names (comma-separated), or a "
+                              "TOML/YAML/JSON file mapping names to plans."),
+    plan: list[str] | None = typer.Option(None, "--plan", "-p", help="An inline plan NAME=SPEC (repeatable), e.g. "
+                                          "--plan 'cut=0-23,27-29' --plan 'rep=0-14,15r2,16-29'. Given alone "
+                                          "they replace the presets; with --plans they are added."),
+    eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
+                              "dataset id, or 'cloze' (built from the shipped corpus)."),
+    limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
+    batch_size: str = typer.Option("auto", "--batch-size", help="Items per forward, or 'auto' (from the items' "
+                                   "lengths)."),
+    separate: bool = typer.Option(False, "--separate", help="Score plans one after another (a time per plan) "
+                                  "instead of sharing their common layer calls."),
+    log_items: Path | None = typer.Option(None, "--log-items", help="Also write per-item results (jsonl: plan, id, "
+                                          "per-ending log-likelihoods, lengths, choices, label)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --log-items file."),
+    ppl_data: str | None = typer.Option(None, "--ppl-data", help="Also measure perplexity on this text set."),
+    ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
+    out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: int | None = threads_option(),
+) -> None:
+    """Score many layer plans on a multiple-choice set (acc, acc_norm with lm-eval's standard errors).
+
+    Plans share their common layer calls (a prefix tree per batch of items): the summary line
+    says how many calls ran against how many the plans name. Example:
+
+        lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
+    """
+    from lminspect.evals.sweep import run_sweep, write_item_log
+    from lminspect.fsutil import check_output
+    from lminspect.runtime import Progress, interrupted, set_threads
+
+    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
+    if log_items is not None:
+        check_output(log_items, kind="file", overwrite=overwrite, option="--log-items")
+    from lminspect.validate import count
+
+    count("--limit", limit)
+    count("--ppl-tokens", ppl_tokens)
+    n_threads = set_threads(threads)
+    bs = parse_batch_size(batch_size)
+    store, lm, tok = _load(model, dtype)
+    named = _sweep_plans(plans, plan, lm.n_layers)
+    items = _mc_items(eval_, limit)
     texts = None
     if ppl_data:
         from lminspect.documents import read_documents
 
         texts = read_documents(ppl_data)
-    rows: list[dict[str, Any]] = []
     label = Path(model.rstrip("/")).stem if Path(model).exists() else model
     base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     for k in range(2, 1000):  # two sweeps in one second never replace each other's files
         if not (base.with_name(base.name + ".json").exists() or base.with_name(base.name + ".csv").exists()):
             break
         base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}-{k}"
-    meta = {"model": str(model), "eval": eval_, "limit": limit, "mode": mode, "ppl_data": ppl_data,
-            "n_layers": lm.n_layers, "complete": False, "rows": rows}
+    rows: list[dict[str, Any]] = []
+    meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
+            "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
-    def write_results() -> None:
-        """JSON + CSV after every plan (atomically), so a long sweep leaves its finished rows."""
-        atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
+    def on_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        _write_sweep(base, meta, rows)
 
-    err = _console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as prog:
-        overall = prog.add_task("plans", total=len(named))
-        for name, p in named.items():
-            task = prog.add_task(f"  {name}", total=len(items))
-            summary = describe_plan(p, lm.n_layers, model=lm)
-            res = evaluate_mc(lm, tok, items, plan=p, mode=mode,
-                              progress=lambda k, n, task=task: prog.update(task, completed=k))
-            row: dict[str, Any] = {
-                "plan": name, "spec": summary.text, "layers_run": summary.calls,
-                "params_touched": round(summary.params_touched, 4), "n": res.n,
-                "acc": res.acc, "acc_norm": res.acc_norm, "acc_bytes": res.acc_bytes,
-                "seconds": round(res.seconds, 3), "cpu_seconds": round(res.cpu_seconds, 3), "tokens_per_s": round(res.tokens_per_s, 1),
-                "items_per_s": round(res.items_per_s, 2), "ppl": None,
-            }
-            if texts is not None:
-                from lminspect.evals.perplexity import evaluate_perplexity
+    def saved() -> str:
+        return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing saved"
 
-                eos = getattr(tok, "eos_id", None)
-                pr = evaluate_perplexity(lm, tok, texts, plan=p, max_tokens=ppl_tokens, eos=eos)
-                row["ppl"] = round(pr.ppl, 3)
-            rows.append(row)
-            write_results()
-            if not err.is_terminal:
-                err.print(f"{name}: acc {res.acc:.3f} acc_norm {res.acc_norm:.3f} {res.seconds:.1f} s")
-            prog.remove_task(task)
-            prog.advance(overall)
-    meta["complete"] = True
-    write_results()
-    n_choices = len(items[0].endings)
-    t = Table(title=f"stitch sweep: {label}, {len(items)} items, chance {1 / n_choices:.2f}")
-    for col, just in [("plan", "left"), ("layers run", "right"), ("params", "right"), ("acc", "right"),
-                      ("acc_norm", "right"), ("ppl", "right"), ("seconds", "right"), ("cpu s", "right"),
-                      ("tok/s", "right")]:
-        t.add_column(col, justify=just)
+    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan") as prog:
+        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update,
+                        ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=on_row)
+    meta.update(complete=True, calls_run=res.calls_run, calls_named=res.calls_named, seconds=round(res.seconds, 3),
+                cpu_seconds=round(res.cpu_seconds, 3))
+    _write_sweep(base, meta, rows)
+    if log_items is not None:
+        write_item_log(log_items, items, res.results, overwrite=overwrite)
+    _console().print(_sweep_table(rows, f"stitch sweep: {label}, {len(items)} items, "
+                                        f"chance {1 / len(items[0].endings):.2f}"))
+    written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
+    _console(stderr=True).print(f"[dim]{res.summary()}, {n_threads} threads; wrote {written}[/dim]")
+
+
+def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """JSON + CSV (atomically) after every finished plan, so an interrupted sweep keeps its rows."""
+    import csv
+    import io
+    import json
+
+    from lminspect.fsutil import atomic_write_text
+
+    atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
+
+
+def _sweep_table(rows: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("plan", "layers run", "params", "acc", "acc_norm", "ppl", "seconds"):
+        t.add_column(col, justify="left" if col == "plan" else "right")
     for r in rows:
-        t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}", f"{r['acc']:.3f}",
-                  f"{r['acc_norm']:.3f}", _fmt(r["ppl"], ".2f"), f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
-                  f"{r['tokens_per_s']:.0f}")
-    _console().print(t)
-    _console(stderr=True).print(f"[dim]wrote {base}.json and {base}.csv[/dim]")
+        t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}",
+                  f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}", f"{r['acc_norm']:.3f} ± {r['acc_norm_stderr']:.3f}",
+                  _fmt(r["ppl"], ".2f"), _fmt(r["seconds"], ".1f"))
+    return t
 
 # --------------------------------------------------------------------------- export
 
@@ -353,23 +418,24 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
-    """Write the stitched model as a standalone HF directory (llama, gpt2 or falcon-rw: weights
-    duplicated per occurrence, scales folded into each layer's attention-output and MLP-down
-    projections, tokenizer.json copied); loads in lminspect and transformers."""
+    """Save the stitched model as a normal model directory that lminspect and transformers load.
+
+    Works for llama, gpt2 and falcon-rw: repeated layers get their own copy of the weights,
+    scales are folded into each layer's attention-output and MLP-down projections, and
+    the tokenizer files are copied (the chat template as chat_template.jinja, where
+    transformers 5 saves it).
+
+    Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
+    """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    extra = {}
-    src = Path(str(getattr(store, "path", "")))
-    if src.is_dir():
-        for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-            if (src / name).is_file():
-                extra[name] = (src / name).read_text(encoding="utf-8")
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=extra)
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 
@@ -388,8 +454,13 @@ def _colour(x: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
-    """A matrix as coloured unicode blocks (rows = queries), min-max scaled; a rich Text."""
+RAMP = " .:-=+*#%@"  # low -> high: the heatmap without colour (piped, saved as text)
+
+
+def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None, color: bool = True):
+    """A matrix as a rich Text (rows = queries, columns = keys), min-max scaled: coloured
+    blocks in a terminal, a character ramp without colour; rows labelled with their token,
+    columns with their position, and a scale line."""
     import numpy as np
     from rich.text import Text
 
@@ -397,14 +468,28 @@ def heatmap_text(mat: Any, title: str = "", labels: list[str] | None = None):
     finite = m[np.isfinite(m)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     scale = (hi - lo) or 1.0
-    t = Text(f"{title}  [{lo:.3g} .. {hi:.3g}]\n" if title else "")
-    width = max((len(s) for s in labels), default=0) if labels else 0
+    t = Text(f"{title}\n" if title else "")
+    names = [repr(s)[1:-1][:12] for s in labels] if labels else [""] * m.shape[0]
+    lw = max((len(s) for s in names), default=0)
+    pad = " " * (lw + 5)
+    t.append(pad + "".join(f"{j:<2}"[-2:] for j in range(m.shape[1])) + "  <- key position\n")
     for i, row in enumerate(m):
-        if labels:
-            t.append(labels[i][:12].rjust(min(width, 12)) + " ")
+        t.append(f"{i:>3} {names[i].rjust(lw)} ")
         for v in row:
-            t.append("██", style=_colour((v - lo) / scale) if np.isfinite(v) else "black")
+            x = (v - lo) / scale if np.isfinite(v) else 0.0
+            if color:
+                t.append("██", style=_colour(x) if np.isfinite(v) else "black")
+            else:
+                c = RAMP[min(len(RAMP) - 1, int(x * len(RAMP)))]
+                t.append(c * 2)
         t.append("\n")
+    t.append("scale: ")
+    if color:
+        for k in range(10):
+            t.append("██", style=_colour(k / 9))
+    else:
+        t.append(" ".join(RAMP[1:]).join("''"))
+    t.append(f"  {lo:.3g} .. {hi:.3g} (rows: query tokens; columns: key positions)\n")
     return t
 
 
@@ -423,9 +508,17 @@ def attention(
     out: Path | None = typer.Option(None, "--out", help="Save attn_probs.npy [pos, head, T, T], "
                                     "attn_fft.npy (log|fftshift(fft2)|) and tokens.json here."),
     fft: bool = typer.Option(True, "--fft/--no-fft", help="Also show the 2-D FFT magnitude."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out."),
+    save: Path | None = typer.Option(None, "--save", help="Also save the attention heatmap as PNG or SVG "
+                                     "(needs the [figures] extra)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
+                                   "existing --save file."),
 ) -> None:
-    """Attention probabilities of one layer/head as a terminal heatmap, and their 2-D FFT (seed 002)."""
+    """Show where one layer's attention looks, as a heatmap, and its 2-D FFT.
+
+    In a terminal the heatmap is coloured; piped, it uses the character ramp ' .:-=+*#%@'.
+
+    Example: lminspect attention smollm2 --prompt "Once upon a time" --layer 20 --head 3 --save attn.png
+    """
     import json
 
     import numpy as np
@@ -439,6 +532,10 @@ def attention(
         check_output(out, kind="dir", overwrite=False, allow_nonempty=True)
         for name in ATTENTION_FILES:
             check_output(out / name, kind="file", overwrite=overwrite)
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     _threads()
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
@@ -462,9 +559,16 @@ def attention(
     labels = [tok.decode([i]).replace("\n", "\\n") for i in ids]
     what = f"plan position {pos} (layer {p[pos].index}), " + ("mean of heads" if head is None else f"head {head}")
     con = _console()
-    con.print(heatmap_text(mat, f"attention probabilities: {what}", labels))
+    title = f"attention probabilities: {what}"
+    con.print(heatmap_text(mat, title, labels, color=con.is_terminal))
     if fft:
-        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}"))
+        con.print(heatmap_text(fmat, f"log(1+|fftshift(fft2)|): {what}", color=con.is_terminal))
+    if save is not None:
+        from lminspect.figures import save_heatmap
+
+        save_heatmap(save, mat, title=title, xlabels=labels, ylabels=labels, xlabel="key token",
+                     ylabel="query token", overwrite=overwrite)
+        print(f"saved {save}", file=sys.stderr)
     if out is not None:
         from lminspect.fsutil import atomic_path, atomic_write_text
 

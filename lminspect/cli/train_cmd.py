@@ -82,7 +82,10 @@ def exp_list(
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
     check: bool = typer.Option(False, "--check", help="Import every plugin and report broken ones."),
 ) -> None:
-    """List experiments: name, distribution and version, one-line description (plugins not imported)."""
+    """List the experiments you can train: name, where it comes from (package, version), what it is.
+
+    Example: lminspect exp list
+    """
     print_experiment_list(no_plugins, check)
 
 
@@ -91,7 +94,10 @@ def exp_describe(
     name: str = typer.Argument(..., autocompletion=_complete_exp),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Hide third-party plugins."),
 ) -> None:
-    """Show an experiment's full description."""
+    """Show what an experiment changes, its architecture and its training defaults.
+
+    Example: lminspect exp describe value_norm
+    """
     describe_experiment(name, no_plugins)
 
 
@@ -197,6 +203,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     eval_every: int = typer.Option(100, "--eval-every", help="Validate every N steps (0 = never)."),
     save_every: int = typer.Option(200, "--save-every", help="Checkpoint every N steps (0 = at the end)."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", min=0,
+                                         help="Checkpoints kept (older ones pruned); 0 keeps all, for "
+                                              "`lminspect timeline`."),
     set_: list[str] = typer.Option([], "--set", help="Model option KEY=VALUE (e.g. n_layer=4), repeatable."),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Ignore third-party experiment plugins."),
     order_by: str = typer.Option(None, "--order-by", help="Feed training documents sorted by this "
@@ -205,7 +214,10 @@ def train(
                                                     "(default asc with --order-by)."),
     metadata: str = typer.Option(None, "--metadata", help="Metadata parquet from `lminspect data metadata`."),
 ) -> None:
-    """Train an experiment (lmplay's lmp_trainer). Under torchrun it runs data-parallel."""
+    """Train one experiment (or several on the same data) into a run directory; --resume continues it.
+
+    Example: lminspect train --exp gpt2ish --max-steps 200 --run-dir runs/base
+    """
     if exp == "list":
         print_experiment_list(no_plugins)
         return
@@ -223,6 +235,7 @@ def train(
         optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
         max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
+        keep_checkpoints=keep_checkpoints,
         order_by=order_by, order=order, metadata=metadata,
     )
     with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
@@ -237,6 +250,9 @@ def train(
     print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}")
 
 
+SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figures] extra)."
+
+
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl)."),
     metric: str = typer.Option("loss", "--metric", "-m", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
@@ -246,21 +262,28 @@ def plot(
     x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
     out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    save: Path = typer.Option(None, "--save", help=SAVE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out or --save file."),
     width: int = typer.Option(None, "--width"),
     height: int = typer.Option(None, "--height"),
     saturation: bool = typer.Option(False, "--saturation", help="Per checkpoint, side by side: loss, accuracy "
                                                                 "and the mean metadata of the data seen so far."),
 ) -> None:
-    """Plot training curves in the terminal (lmplay's lmp_plotstats)."""
+    """Plot training curves of runs in the terminal; --diff against a baseline, --save keeps a PNG/SVG.
+
+    Example: lminspect plot runs/base runs/vn --diff --x flops --save diff.png
+    """
     import shutil
 
+    from lminspect import figures
     from lminspect.fsutil import atomic_write_text, check_output
-    from lminspect.plots import plot_runs
+    from lminspect.plots import curve_data, lines_figure, plot_saturation, saturation_data
     from lminspect.train.runlog import load_run
 
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite)
+    if save is not None:
+        figures.check_figure_path(save, overwrite)
     loaded = [load_run(p) for p in runs]
     warnings = []  # plot what is finite, and say (after the figure) what was left out
     for r in loaded:
@@ -274,18 +297,24 @@ def plot(
     h = height or max(10, size.lines - 4)
     color = out is None and sys.stdout.isatty()
     if saturation:
-        from lminspect.plots import plot_saturation
-
         metrics = [m for m in metric.split(",") if m] if metric != "loss" else None
         text = plot_saturation(loaded, metrics=metrics, x=x, smooth_n=smooth_n, width=w, height=h, color=color)
+        if save is not None:
+            panels = saturation_data(loaded, metrics=metrics, x=x, smooth_n=smooth_n)
+            figures.save_panels(save, [(d.title, d.series) for d in panels], xlabel=panels[0].xlabel,
+                                overwrite=overwrite)
     else:
-        text = plot_runs(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log,
-                         width=w, height=h, color=color)
+        d = curve_data(loaded, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log)
+        text = lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=w, height=h, color=color)
+        if save is not None:
+            figures.save_lines(save, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel, overwrite=overwrite)
     if out is not None:
         atomic_write_text(out, text + "\n")
         print(f"wrote {out}")
     else:
         print(text)
+    if save is not None:
+        print(f"saved {save}", file=sys.stderr)
     for w in warnings:
         print(w, file=sys.stderr)
 

@@ -24,7 +24,10 @@ def register(app: typer.Typer) -> None:
             help="Results dir of `lminspect activations`, or a folder of them (Activations tab); repeatable.",
         ),
     ) -> None:
-        """Browse weights, stitch layers, watch training runs and activation statistics in a terminal UI."""
+        """Browse weights, stitch layers, watch training runs and activation statistics in a terminal UI.
+
+    Example: lminspect tui smollm2 --acts acts/
+    """
         from lminspect.tui.app import run_app
 
         run_app(model, runs, acts or [])

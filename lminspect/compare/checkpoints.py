@@ -7,7 +7,6 @@ for its newest checkpoint, ``RUN@STEP`` (or ``RUN@first`` / ``RUN@last``) for on
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +99,3 @@ def open_ref(ref: str | Any) -> Any:
     from lminspect.weights import open_store
 
     return open_store(resolve_ref(ref))
-
-
-def checkpoint_meta(ck: Checkpoint) -> dict[str, Any]:
-    """The checkpoint's config.json (for the architecture and tokenizer)."""
-    try:
-        return json.loads((ck.path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}

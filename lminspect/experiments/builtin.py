@@ -3,7 +3,7 @@
 - ``gpt2ish``: lmplay's baseline - a 6-layer GPT-2 (learned positions, LayerNorm, GeLU, tied head).
 - ``llamaish``: the same budget as a Llama (RoPE, SwiGLU, RMSNorm, grouped-query attention).
 - ``value_norm``: gpt2ish with a LayerNorm on every value projection (lmplay's value norm).
-- ``growing``: a model grown while training (seed 003); provided by ``lminspect.grow`` when present.
+- ``growing``: a model grown while training (seed 003), by :mod:`lminspect.grow.schedule`.
 
 Model options (``lminspect train --set KEY=VALUE``) are the family config's fields, e.g.
 ``n_layer``, ``dim``, ``n_head``, ``ffn_dim``.
@@ -117,10 +117,13 @@ value_norm = Experiment(
 
 
 def growing() -> Experiment:
-    """The growth experiment (seed 003). ``lminspect.grow.growing_experiment()`` provides it once the
-    growth issue lands; until then the entry point resolves to a recipe marked unavailable."""
+    """The growth experiment (seed 003): a base model grown while training by the events of a schedule.
+
+    The growth engine (:mod:`lminspect.grow.schedule`) is imported here, when the experiment is
+    loaded; a build without ``lminspect.grow`` gets a recipe marked unavailable instead.
+    """
     try:
-        from lminspect.grow import growing_experiment  # type: ignore[attr-defined]
+        from lminspect.grow import schedule as growth  # via the package, so a build without it lands below
     except ImportError:
         return Experiment(
             name="growing",
@@ -129,6 +132,33 @@ def growing() -> Experiment:
                 "Provided by lminspect.grow; not available in this build yet."
             ),
             model_factory=make_gpt2ish,
-            unavailable="the growth engine (lminspect.grow.growing_experiment) is not installed yet",
+            unavailable="the growth engine (lminspect.grow) is not installed",
         )
-    return growing_experiment()
+
+    bases = {"llamaish": (make_llamaish, "llama"), "gpt2ish": (make_gpt2ish, "gpt2")}
+
+    def factory(vocab_size: int, seq_len: int, schedule: Any = None, base: str = "llamaish",
+                old_lr_scale: float | None = None, **overrides: Any) -> Any:
+        if base not in bases:
+            raise UserError(f"growing: --set base={base!r}: choose {' or '.join(bases)}")
+        make, arch = bases[base]
+        events, scale = growth.load_schedule(schedule)
+        model = make(vocab_size, seq_len, **overrides)
+        exp.arch = arch  # checkpoints say which family the grown model is
+        model.lminspect_growth = growth.GrowthController(
+            events, scale if old_lr_scale is None else float(old_lr_scale))
+        return model
+
+    exp = Experiment(
+        name="growing",
+        description=(
+            "Grow a GPT while training (seed 003, building babel): depth, width, heads, ffn, vocab.\n"
+            "Trains --set base=llamaish (default) or gpt2ish and applies the growth events of --set "
+            "schedule=FILE.json (or inline JSON: [{\"tokens\": 20000, \"layers\": 2}, ...]) with "
+            "function-preserving init, carrying the optimizer state; --set old_lr_scale=0.5 trains older "
+            "parameter generations more slowly (one param group per generation). See docs/growth.md."
+        ),
+        model_factory=factory,
+        arch="llama",
+    )
+    return exp

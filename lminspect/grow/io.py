@@ -13,8 +13,10 @@ from lminspect.grow.core import GrowSpec, grow_model
 def resolve_model_dir(ref: str | Path) -> str:
     """A run directory means its latest checkpoint; anything else is passed to ``open_store``."""
     p = Path(ref)
-    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / "config.json").is_file() \
-            or (p.is_dir() and (p / "stats.jsonl").is_file() and (p / "checkpoints").is_dir()):
+    from lminspect.train.runlog import is_run_dir
+
+    # a run with checkpoints, or a bare folder of checkpoints (no config.json: not a model dir)
+    if (p / "checkpoints").is_dir() and (is_run_dir(p) or not (p / "config.json").is_file()):
         from lminspect.train.checkpoint import latest_checkpoint
 
         ck = latest_checkpoint(p)

@@ -1,4 +1,4 @@
-"""Growing while training: the ``growing`` experiment and its :class:`GrowthController`.
+"""Growing while training: the :class:`GrowthController` behind the ``growing`` experiment.
 
 A schedule is a list of growth events keyed by training tokens::
 
@@ -152,36 +152,3 @@ class GrowthController:
         for _ in range(min(n, len(self.events))):
             model, _ = self._apply(model)
         return model
-
-
-def growing_experiment() -> Any:
-    from lminspect.experiments.base import Experiment
-    from lminspect.experiments.builtin import make_gpt2ish, make_llamaish
-
-    bases = {"llamaish": (make_llamaish, "llama"), "gpt2ish": (make_gpt2ish, "gpt2")}
-
-    def factory(vocab_size: int, seq_len: int, schedule: Any = None, base: str = "llamaish",
-                old_lr_scale: float | None = None, **overrides: Any) -> Any:
-        if base not in bases:
-            raise UserError(f"growing: --set base={base!r}: choose {' or '.join(bases)}")
-        make, arch = bases[base]
-        events, scale = load_schedule(schedule)
-        model = make(vocab_size, seq_len, **overrides)
-        exp.arch = arch  # checkpoints say which family the grown model is
-        model.lminspect_growth = GrowthController(
-            events, scale if old_lr_scale is None else float(old_lr_scale))
-        return model
-
-    exp = Experiment(
-        name="growing",
-        description=(
-            "Grow a GPT while training (seed 003, building babel): depth, width, heads, ffn, vocab.\n"
-            "Trains --set base=llamaish (default) or gpt2ish and applies the growth events of --set "
-            "schedule=FILE.json (or inline JSON: [{\"tokens\": 20000, \"layers\": 2}, ...]) with "
-            "function-preserving init, carrying the optimizer state; --set old_lr_scale=0.5 trains older "
-            "parameter generations more slowly (one param group per generation). See docs/growth.md."
-        ),
-        model_factory=factory,
-        arch="llama",
-    )
-    return exp

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lminspect.documents import sample_id
 from lminspect.errors import UserError
 from lminspect.metadata.metrics import available_metrics
-from lminspect.metadata.order import sample_id
 
 
 def sample_nll(model: Any, ids: list[int], ctx: int) -> tuple[float, int]:

@@ -28,7 +28,8 @@ from torch import nn
 from lminspect.errors import UserError
 from lminspect.models.layercall import LayerCall, full_plan
 
-SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs")
+SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs", "attn_z")
+_NAMED_ONLY = ("attn_probs", "attn_z")  # kinds a hook sees only when it names them
 
 HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
 
@@ -186,13 +187,13 @@ class _Hooks:
     def __init__(self, sites: set[str] | None, kinds: set[str] | None,
                  callback: HookCallback | None, store: dict[str, torch.Tensor] | None) -> None:
         self.sites = sites  # exact "{kind}.{pos}" names, or None for "kind-only" matching below
-        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs)
+        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs and attn_z)
         self.callback = callback
         self.store = store
 
     def wants(self, kind: str, pos: int) -> bool:
         if self.kinds is None and self.sites is None:
-            return kind != "attn_probs"
+            return kind not in _NAMED_ONLY
         if self.kinds is not None and kind in self.kinds:
             return True
         return self.sites is not None and f"{kind}.{pos}" in self.sites
@@ -263,7 +264,9 @@ class Attention(nn.Module):
         self.o = nn.Linear(n_head * head_dim, dim, bias=bias if o_bias is None else o_bias)
         self.v_norm: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None) -> torch.Tensor:
+        """``heads``: one factor per query head multiplying that head's output before ``o``
+        (head ablation in plans); the ``attn_z`` hook site sees ``[B, T, H, head_dim]`` after it."""
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
@@ -295,8 +298,12 @@ class Attention(nn.Module):
                 L = k.shape[2]
                 mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
-        return self.o(y)
+        if heads is not None:
+            y = y * torch.tensor(heads, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
+        y = y.transpose(1, 2)  # [B, T, H, D]
+        if hooks is not None and hooks.wants("attn_z", pos):
+            y = hooks.emit("attn_z", pos, y)
+        return self.o(y.reshape(B, T, self.n_head * self.head_dim))
 
     def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
         """Explicit softmax(QK^T/sqrt(d) + bias) V, so the probabilities can be seen (and edited)."""
@@ -356,7 +363,8 @@ class Block(nn.Module):
         if hooks is not None:
             x = hooks.emit("resid_in", pos, x)
         h = self.attn_norm(x)
-        a = self.attn(h, run, pos)
+        heads = call.head_factors(self.attn.n_head, self.attn.n_kv_head) if call.has_head_scales else None
+        a = self.attn(h, run, pos, heads)
         if call.attn_scale != 1.0:
             a = a * call.attn_scale
         if hooks is not None:
@@ -479,6 +487,8 @@ class LM(nn.Module):
         for c in plan:
             if not 0 <= c.index < n:
                 raise UserError(f"layer plan uses layer {c.index}, but the model has layers 0..{n - 1}")
+            if c.has_head_scales:  # a bad head index fails here, before any compute
+                c.head_factors(self.layers[c.index].attn.n_head, self.layers[c.index].attn.n_kv_head)
         return list(plan)
 
     def new_cache(self, plan: list[LayerCall] | None = None, batch_size: int = 1,
@@ -523,15 +533,20 @@ class LM(nn.Module):
         if pad is not None:
             rows = (torch.arange(start, L, device=input_ids.device)[None] - pad[:, None]).clamp(min=0)
         x = self._embed(input_ids, start, rows)
+        return x, self._context(start, T, x.dtype, cache, pad, rows)
+
+    def _context(self, start: int, T: int, dtype: torch.dtype, cache: KVCache | None,
+                 pad: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> _Run:
+        L = start + T
         cos, sin, bias = self._extras(start, T, L, rows)
-        if cos is not None and cos.dtype != x.dtype:  # HF computes the tables in fp32, then casts
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        if cos is not None and cos.dtype != dtype:  # HF computes the tables in fp32, then casts
+            cos, sin = cos.to(dtype), sin.to(dtype)
         if pad is not None:
             allowed = pad_mask(pad, start, T, L)
             if bias is None:
-                bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+                bias = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
             bias = bias.masked_fill(~allowed, float("-inf"))
-        return x, _Run(start, T, cos, sin, bias, cache, self._hooks)
+        return _Run(start, T, cos, sin, bias, cache, self._hooks)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm + head on hidden states ``[..., dim]``."""
@@ -548,28 +563,51 @@ class LM(nn.Module):
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         B, T = input_ids.shape
-        if cache is not None:
-            if plan is None:
-                plan = cache.plan
-            elif list(plan) != cache.plan:
-                raise UserError("forward(plan=...) differs from the plan the KV cache was made for")
-            plan = cache.plan
-            start = cache.pos
-            if cache.batch_size != B:
-                raise UserError(f"KV cache is for batch size {cache.batch_size}, got {B}")
-            cache.reserve(start + T)
-        else:
-            plan = self._check_plan(plan)
-            start = 0
+        plan, start = self._begin(plan, cache, B, T)
         x, run = self.prepare(input_ids, start=start, pad=pad, cache=cache)
+        return self._run_plan(x, run, plan, 0, cache, last_only)
+
+    def forward_from(self, pos: int, resid: torch.Tensor, *, cache: KVCache | None = None,
+                     plan: list[LayerCall] | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits from plan position ``pos`` on, given the residual ``resid [B, T, D]`` that
+        ``resid_in.{pos}`` would hold: the layers before ``pos`` are not run (their cache slots,
+        if any, are left as they are). Activation patching branches a shared prefix this way."""
+        B, T, _ = resid.shape
+        plan, start = self._begin(plan, cache, B, T)
+        if not 0 <= pos <= len(plan):
+            raise UserError(f"plan position {pos} is out of range (0..{len(plan)})")
+        if start + T > self.context_length:
+            raise UserError(f"sequence of {start + T} tokens exceeds the model's context of {self.context_length} tokens")
+        return self._run_plan(resid, self._context(start, T, resid.dtype, cache), plan, pos, cache, last_only)
+
+    def _begin(self, plan: list[LayerCall] | None, cache: KVCache | None, B: int, T: int
+               ) -> tuple[list[LayerCall], int]:
+        """The plan to run and the absolute position of the first new token."""
+        if cache is None:
+            return self._check_plan(plan), 0
+        if plan is not None and list(plan) != cache.plan:
+            raise UserError("forward(plan=...) differs from the plan the KV cache was made for")
+        if cache.batch_size != B:
+            raise UserError(f"KV cache is for batch size {cache.batch_size}, got {B}")
+        cache.reserve(cache.pos + T)
+        return cache.plan, cache.pos
+
+    def _run_plan(self, x: torch.Tensor, run: _Run, plan: list[LayerCall], first: int, cache: KVCache | None,
+                  last_only: bool) -> torch.Tensor:
         layers = self.layers
-        for pos, call in enumerate(plan):
+        for pos in range(first, len(plan)):
+            call = plan[pos]
             x = layers[call.index](x, run, pos, call)
         if cache is not None:
-            cache.pos = start + T
+            cache.pos = run.start + run.length
         if last_only:
             x = x[:, -1:]
         return self.logits(x)
+
+    def unembed_weight(self) -> torch.Tensor:
+        """The unembedding ``[vocab, D]`` (the embedding itself when the head is tied)."""
+        head = getattr(self, "head", None)
+        return head.weight if head is not None else self.embed.tokens.weight
 
     # ---- hooks
     @contextlib.contextmanager
@@ -577,7 +615,8 @@ class LM(nn.Module):
         """Call ``callback(site_name, tensor)`` at each hook site during forwards in this block.
 
         ``sites``: names ``"{kind}.{pos}"`` or bare kinds (all positions); None = every kind but
-        ``attn_probs`` (probabilities are computed, via the eager path, only when named). A callback
+        ``attn_probs`` (probabilities are computed, via the eager path, only when named) and
+        ``attn_z`` (per-head outputs, named for head-level work). A callback
         that returns a tensor replaces the activation (ablation / patching)."""
         exact, kinds = _parse_sites(sites)
         prev = self._hooks

@@ -22,7 +22,11 @@ def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
 
     A branch scale ``s`` multiplies that branch's output before the residual add, which is
     exactly multiplying the branch's last projection (``attn.o``, ``mlp.down``: weight and bias) by ``s``.
+    A head scale multiplies that head's output before ``attn.o``: its columns of ``attn.o.weight``
+    (the bias belongs to no head and stays).
     """
+    import torch
+
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {k: v.clone() for k, v in sd.items() if not k.startswith("layers.")}
     for j, call in enumerate(plan):
@@ -32,6 +36,10 @@ def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
                 continue
             rest = k[len(prefix) :]
             t = v.clone()
+            if rest == "attn.o.weight" and call.has_head_scales:  # head h owns o's columns h*hd..(h+1)*hd
+                att = model.layers[call.index].attn
+                f = torch.tensor(call.head_factors(att.n_head, att.n_kv_head), dtype=t.dtype)
+                t = t * f.repeat_interleave(att.head_dim)[None, :]
             if rest.startswith("attn.o.") and call.attn_scale != 1.0:
                 t = t * call.attn_scale
             elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0:

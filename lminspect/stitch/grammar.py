@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from lminspect.errors import UserError
-from lminspect.models.layercall import LayerCall, full_plan
+from lminspect.models.layercall import HeadScales, LayerCall, full_plan
 
 GRAMMAR_HELP = """\
 Plan grammar (comma-separated items; ranges are INCLUSIVE, as seed 002 writes them):
@@ -24,13 +25,15 @@ Plan grammar (comma-separated items; ranges are INCLUSIVE, as seed 002 writes th
   skip:27-29   drop layers 27..29 (also -27-29, skip:15); with no other item it drops from 'all'
   ITEM*0.5     scale both residual branches of each occurrence (15r3*0.5, 14-19*0.8)
   ITEM*attn=0.5 / ITEM*mlp=0.5   scale one branch only (combinable: 7*attn=0.5*mlp=2)
+  ITEM*heads[0,3]=0   scale attention heads 0 and 3 (0 = ablate; heads[0-3] is a range)
+  ITEM*kv[1]=0        scale every query head that reads KV head 1 (GQA groups)
 '_' also separates items, so seed 002's config names work: 0-23_27-31, 15r3_23r3_31r3.
 A plan may also be a preset name (lminspect stitch presets) or a YAML/JSON/TOML file with
 mergekit passthrough slices; mergekit's layer_range [0, 24] is HALF-OPEN (layers 0..23)."""
 
 _EXPECTED = (
     "expected N, A-B (inclusive), NrK, A-BrK, all, even, odd, skip:A-B or -A-B, "
-    "optionally followed by *S, *attn=S or *mlp=S"
+    "optionally followed by *S, *attn=S, *mlp=S, *heads[H,...]=S or *kv[G,...]=S"
 )
 _ITEM_RE = re.compile(
     r"^(?:(?P<kw>all|even|odd)|(?P<a>\d+)(?:-(?P<b>\d+))?)"
@@ -39,6 +42,7 @@ _ITEM_RE = re.compile(
 )
 _SKIP_RE = re.compile(r"^(?:skip:|-)(?P<a>\d+)(?:-(?P<b>\d+))?$")
 _SCALE_RE = re.compile(r"^(?:(?P<branch>attn|mlp)=)?(?P<val>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$")
+_HEADS_RE = re.compile(r"^(?P<kind>heads|kv)\[(?P<list>[\d,\-\s]*)\]=(?P<val>[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$")
 _SEP_RE = re.compile(r"[,_\s]+")
 
 
@@ -50,6 +54,8 @@ def _tokens(spec: str) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     pos = 0
     for m in _SEP_RE.finditer(spec):
+        if spec.count("[", 0, m.start()) > spec.count("]", 0, m.start()):
+            continue  # a comma inside heads[0,3] separates heads, not items
         if m.start() > pos:
             out.append((spec[pos : m.start()], pos + 1))
         pos = m.end()
@@ -67,9 +73,43 @@ def _check_index(i: int, n_layers: int, item: str, col: int) -> int:
     return i
 
 
-def _parse_scales(text: str, item: str, col: int) -> tuple[float, float]:
-    attn = mlp = 1.0
+@dataclass
+class _Scales:
+    attn: float = 1.0
+    mlp: float = 1.0
+    heads: dict[int, float] = field(default_factory=dict)
+    kv: dict[int, float] = field(default_factory=dict)
+
+    def call(self, index: int) -> LayerCall:
+        return LayerCall(index, self.attn, self.mlp, head_scales(self.heads), head_scales(self.kv))
+
+
+def head_scales(scales: dict[int, float]) -> HeadScales:
+    """``{head: scale}`` -> the sorted tuple ``LayerCall`` keeps (unit scales dropped)."""
+    return tuple(sorted((int(h), float(v)) for h, v in scales.items() if float(v) != 1.0))
+
+
+def _head_list(text: str, item: str, col: int) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        a, dash, b = part.partition("-")
+        if not a.isdigit() or (dash and not b.isdigit()):
+            raise UserError(f"bad plan item '{item}' at column {col}: bad head list '[{text}]' (expected 0,3 or 0-3)")
+        out.extend(_range(int(a), int(b)) if b else [int(a)])
+    if not out:
+        raise UserError(f"bad plan item '{item}' at column {col}: empty head list '[]'")
+    return out
+
+
+def _parse_scales(text: str, item: str, col: int) -> _Scales:
+    sc = _Scales()
     for part in filter(None, text.split("*")):
+        h = _HEADS_RE.match(part)
+        if h:
+            target = sc.heads if h["kind"] == "heads" else sc.kv
+            for i in _head_list(h["list"], item, col):
+                target[i] = float(h["val"])
+            continue
         m = _SCALE_RE.match(part)
         if not m:
             raise UserError(f"bad plan item '{item}' at column {col}: bad scale '*{part}'; {_EXPECTED}")
@@ -77,10 +117,10 @@ def _parse_scales(text: str, item: str, col: int) -> tuple[float, float]:
         if not math.isfinite(val):
             raise UserError(f"bad plan item '{item}' at column {col}: scale '*{part}' is not a finite number")
         if m["branch"] in (None, "attn"):
-            attn = val
+            sc.attn = val
         if m["branch"] in (None, "mlp"):
-            mlp = val
-    return attn, mlp
+            sc.mlp = val
+    return sc
 
 
 def check_plan_calls(n: int, where: str) -> None:
@@ -126,8 +166,8 @@ def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
         if rep < 1:
             raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
         check_plan_calls(len(positive) + rep * len(idx), f"plan item '{item}' at column {col}")
-        attn, mlp = _parse_scales(m["scales"] or "", item, col)
-        positive.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in idx)
+        sc = _parse_scales(m["scales"] or "", item, col)
+        positive.extend(sc.call(i) for _ in range(rep) for i in idx)
     if not saw_positive:
         positive = full_plan(n_layers)
     plan = [c for c in positive if c.index not in skipped]
@@ -145,15 +185,39 @@ def _fmt(x: float) -> str:
     return s if float(s) == x else repr(x)
 
 
-def _scale_suffix(attn: float, mlp: float) -> str:
-    if attn == mlp:
-        return "" if attn == 1.0 else f"*{_fmt(attn)}"
+def _heads_suffix(kind: str, scales: HeadScales) -> str:
+    by_value: dict[float, list[int]] = {}
+    for h, v in scales:
+        by_value.setdefault(v, []).append(h)
+    return "".join(f"*{kind}[{_runs(hs)}]={_fmt(v)}" for v, hs in by_value.items())
+
+
+def _runs(ints: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    parts: list[list[int]] = []
+    for i in ints:
+        if parts and i == parts[-1][-1] + 1:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return ",".join(str(p[0]) if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in parts)
+
+
+def _scale_suffix(c: LayerCall) -> str:
+    attn, mlp = c.attn_scale, c.mlp_scale
     out = ""
-    if attn != 1.0:
-        out += f"*attn={_fmt(attn)}"
-    if mlp != 1.0:
-        out += f"*mlp={_fmt(mlp)}"
-    return out
+    if attn == mlp:
+        out = "" if attn == 1.0 else f"*{_fmt(attn)}"
+    else:
+        if attn != 1.0:
+            out += f"*attn={_fmt(attn)}"
+        if mlp != 1.0:
+            out += f"*mlp={_fmt(mlp)}"
+    return out + _heads_suffix("heads", c.heads) + _heads_suffix("kv", c.kv_heads)
+
+
+def _same_scales(a: LayerCall, b: LayerCall) -> bool:
+    return (a.attn_scale, a.mlp_scale, a.heads, a.kv_heads) == (b.attn_scale, b.mlp_scale, b.heads, b.kv_heads)
 
 
 def plan_to_string(plan: Iterable[LayerCall], n_layers: int | None = None) -> str:
@@ -165,24 +229,29 @@ def plan_to_string(plan: Iterable[LayerCall], n_layers: int | None = None) -> st
     plan = list(plan)
     if n_layers is not None and plan == full_plan(n_layers):
         return "all"
-    segs: list[tuple[int, int, float, float]] = []
+    segs: list[tuple[int, int, LayerCall]] = []  # (first, last, the scales every occurrence shares)
     for c in plan:
         if segs:
-            a, b, at, ml = segs[-1]
-            if c.index == b + 1 and (at, ml) == (c.attn_scale, c.mlp_scale) and b >= a:
-                segs[-1] = (a, c.index, at, ml)
+            a, b, first = segs[-1]
+            if c.index == b + 1 and _same_scales(c, first) and b >= a:
+                segs[-1] = (a, c.index, first)
                 continue
-        segs.append((c.index, c.index, c.attn_scale, c.mlp_scale))
+        segs.append((c.index, c.index, c))
+
+    def key(seg: tuple[int, int, LayerCall]) -> tuple:
+        a, b, c = seg
+        return a, b, c.attn_scale, c.mlp_scale, c.heads, c.kv_heads
+
     items: list[str] = []
     k = 0
     while k < len(segs):
         rep = 1
-        while k + rep < len(segs) and segs[k + rep] == segs[k]:
+        while k + rep < len(segs) and key(segs[k + rep]) == key(segs[k]):
             rep += 1
-        a, b, at, ml = segs[k]
+        a, b, c = segs[k]
         s = str(a) if a == b else f"{a}-{b}"
         if rep > 1:
             s += f"r{rep}"
-        items.append(s + _scale_suffix(at, ml))
+        items.append(s + _scale_suffix(c))
         k += rep
     return ",".join(items)

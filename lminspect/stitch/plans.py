@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.models.layercall import LayerCall, full_plan
-from lminspect.stitch.grammar import _check_index, _parse_string, check_plan_calls
+from lminspect.models.layercall import HeadScales, LayerCall, full_plan
+from lminspect.stitch.grammar import _check_index, _parse_string, check_plan_calls, head_scales
 from lminspect.stitch.presets import PRESETS, preset_spec
 
 
@@ -34,6 +34,25 @@ def _slice_number(dicts: tuple[Any, ...], key: str, default: float, where: str) 
             except (TypeError, ValueError):
                 raise UserError(f"{where}: {key} must be a number") from None
     return default
+
+
+def _slice_heads(dicts: tuple[Any, ...], key: str, where: str) -> HeadScales:
+    """``head_scale`` / ``kv_head_scale``: a map ``{head: scale}`` or a list with one scale per head."""
+    for d in dicts:
+        if isinstance(d, Mapping) and key in d:
+            val = d[key]
+            items = enumerate(val) if isinstance(val, list) else val.items() if isinstance(val, Mapping) else None
+            try:
+                if items is None:
+                    raise TypeError
+                scales = {int(h): float(v) for h, v in items}
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: {key} must map head numbers to scales ({{0: 0.0, 3: 0.5}}) "
+                                "or list one scale per head") from None
+            if any(h < 0 for h in scales):
+                raise UserError(f"{where}: {key} has a negative head number")
+            return head_scales(scales)
+    return ()
 
 
 def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]:
@@ -83,7 +102,9 @@ def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]
             raise UserError(f"{where}: slice {k} repeat {rep:g} must be a whole number >= 1")
         rep = int(rep)
         check_plan_calls(len(plan) + rep * (b - a), where)
-        plan.extend(LayerCall(i, attn, mlp) for _ in range(rep) for i in range(a, b))
+        heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
+        kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
+        plan.extend(LayerCall(i, attn, mlp, heads, kv) for _ in range(rep) for i in range(a, b))
     if len(models) > 1:
         raise UserError(
             f"{where}: slices name different models ({', '.join(sorted(models))}); "
@@ -197,9 +218,27 @@ def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
         if s in PRESETS:
             return _parse_string(preset_spec(s, n_layers), n_layers)
         if s.lower().endswith(_PLAN_FILE_SUFFIXES) or ("/" in s and (Path(s).exists() or Path(s).is_symlink())):
-            return load_plan_file(s, n_layers)  # a path without a plan suffix: say what it is
-        return _parse_string(s, n_layers)
+            return load_plan_file(s, n_layers)
+        try:
+            return _parse_string(s, n_layers)
+        except UserError:
+            near = nearest_presets(s)
+            if not near:
+                raise
+            raise UserError(f"plan '{s}' is neither a preset name nor a layer spec",
+                            hint=f"did you mean {' or '.join(repr(n) for n in near)}? "
+                                 "(see lminspect stitch presets)") from None
     raise UserError(f"cannot use {type(spec).__name__} as a layer plan")
+
+
+def nearest_presets(word: str, n: int = 3) -> list[str]:
+    """Preset names close to ``word`` (a misspelt preset), best first; [] for layer specs."""
+    import difflib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", word) or not ("_" in word or word[0].isalpha()):
+        return []  # '0-23,27-29', '15r3', 'skip:4' are layer specs, not names
+    return difflib.get_close_matches(word, list(PRESETS), n=n, cutoff=0.6)
 
 
 
@@ -224,9 +263,11 @@ def load_plans(spec: str | Path | Mapping[str, Any] | None, n_layers: int) -> di
             names = [s.strip() for s in str(spec).split(",") if s.strip()]
             unknown = [s for s in names if s not in PRESETS]
             if unknown:
+                near = nearest_presets(unknown[0])
                 raise UserError(
                     f"unknown preset '{unknown[0]}' in --plans; give 'presets', preset names "
-                    "separated by commas, or a TOML/YAML/JSON file"
+                    "separated by commas, or a TOML/YAML/JSON file",
+                    hint=f"did you mean {' or '.join(repr(n) for n in near)}?" if near else None,
                 )
             return {name: parse_plan(name, n_layers) for name in names}
     if not isinstance(obj, Mapping):

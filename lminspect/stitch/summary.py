@@ -18,7 +18,7 @@ class PlanSummary:
     unique: int  # distinct blocks used
     skipped: list[int]  # blocks never run
     repeated: dict[int, int]  # block -> times run, for blocks run more than once
-    scaled: int  # occurrences with a non-unit branch scale
+    scaled: int  # occurrences with a non-unit branch or head scale
     params_touched: float  # fraction of the model's parameters the plan reads (embeddings/norm/head included)
     compute: float  # calls / n_layers
     text: str = field(default="")  # compact grammar
@@ -71,7 +71,7 @@ def describe_plan(plan: list[LayerCall], n_layers: int | None = None, *, model: 
         unique=len(uniq),
         skipped=[i for i in range(n_layers) if i not in counts],
         repeated={i: k for i, k in sorted(counts.items()) if k > 1},
-        scaled=sum(1 for c in plan if (c.attn_scale, c.mlp_scale) != (1.0, 1.0)),
+        scaled=sum(1 for c in plan if (c.attn_scale, c.mlp_scale) != (1.0, 1.0) or c.has_head_scales),
         params_touched=touched,
         compute=len(plan) / n_layers,
         text=plan_to_string(plan, n_layers),

@@ -1,6 +1,9 @@
 """The training loop behind ``lminspect train``.
 
-One function, :func:`train`, driven by a :class:`TrainConfig`. Design choices:
+:func:`train` reads top to bottom like nanoGPT's ``train.py``: set up (:func:`_setup`,
+:func:`_build_model`, :func:`_start`), loop (:func:`_loop`: :func:`_train_step`, growth,
+:func:`_evaluate`, :func:`_log`, :func:`_save`), finish. The run's state is one
+:class:`RunState` that these functions take and update. Design choices:
 
 - Gradient accumulation: ``batch_size`` sequences per optimizer step, processed in
   ``mini_batch_size`` chunks; each chunk's mean loss is weighted by its share so the
@@ -16,67 +19,21 @@ One function, :func:`train`, driven by a :class:`TrainConfig`. Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
+from lminspect.train.config import DEFAULT_LR, TrainConfig, TrainResult, check_config
 
-DEFAULT_LR = 6e-4  # lmplay: Adagrad, fixed lr 0.0006, no weight decay
-
-
-@dataclass
-class TrainConfig:
-    exp: str = "gpt2ish"
-    data: str | None = None  # one-step plan over this source (see lminspect.train.data)
-    plan: str | None = None  # built-in plan name or JSON file
-    run_dir: str | None = None  # default runs/<exp>
-    resume: bool = False
-    device: str = "auto"  # auto -> cuda when available, else cpu
-    amp: str = "auto"  # none | bf16 | fp16 | auto (bf16 on cuda, none elsewhere)
-    batch_size: int = 8  # sequences per optimizer step (global, over all ranks)
-    mini_batch_size: int | None = None  # sequences per forward/backward; None = batch_size per rank
-    lr: float | None = None  # None -> experiment default, else 6e-4
-    optimizer: str | None = None  # adagrad (default) | adamw
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # 0 = no clipping (the norm is still logged)
-    seq_len: int = 256
-    max_steps: int | None = None
-    max_tokens: int | None = None
-    seed: int = 0
-    compile: bool = False
-    eval_every: int = 100  # steps; 0 = never
-    eval_batches: int = 4  # mini-batches of held-out data per evaluation
-    save_every: int = 200  # steps; 0 = only at the end
-    keep_checkpoints: int = 2
-    model_args: dict[str, Any] = field(default_factory=dict)  # passed to the experiment's model_factory
-    load_plugins: bool | None = None
-    progress: bool | None = None  # None -> only when stdout is a terminal
-    # ordered training (seed 001, lminspect.metadata.order): feed documents sorted by a metadata column
-    order_by: str | None = None  # metadata column (e.g. ppl); None with order=shuffle: random order
-    order: str | None = None  # asc | desc | shuffle | shuffle-within-buckets (None: asc when order_by)
-    metadata: str | None = None  # parquet from `lminspect data metadata`
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    tokens: int
-    losses: list[float]
-    status: str  # done | interrupted
-    checkpoint: Path | None
+__all__ = ["RunState", "TrainConfig", "TrainResult", "train"]
 
 
 # ---------------------------------------------------------------- distributed
@@ -143,41 +100,64 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    from lminspect.train.guard import validate_train_config
-
-    validate_train_config(cfg)
-    for name in ("batch_size", "seq_len"):
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
-    if cfg.mini_batch_size is not None and cfg.mini_batch_size <= 0:
-        raise UserError("--mini-batch-size must be positive")
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")
-    if cfg.amp not in ("auto", "none", "bf16", "fp16"):
-        raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
+# ---------------------------------------------------------------- the run's state
 
 
-# ---------------------------------------------------------------- the loop
+@dataclass
+class RunState:
+    """Everything one training run holds while it runs; the functions below take it and update it.
 
-
-def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train (or resume) a run; returns when the budget is spent or on Ctrl-C.
-
-    ``on_step(row)`` is called on rank 0 after every step with its stats row; raising
-    ``KeyboardInterrupt`` from it behaves exactly like Ctrl-C (tests use this).
+    ``model`` is the module whose weights are saved; ``train_model`` is what the step calls (the same
+    module, or it wrapped by ``torch.compile`` / DDP). The growing experiment replaces both, and the
+    optimizer, mid-run. ``state`` is what a checkpoint stores to resume exactly.
     """
-    import torch
-    import torch.nn.functional as F
 
-    from lminspect.experiments import get_experiment
-    from lminspect.experiments.base import export_config, export_state_dict
-    from lminspect.fsutil import atomic_write_text
-    from lminspect.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from lminspect.train.data import PackedStream, load_train_tokenizer
-    from lminspect.train.guard import check_state_fits, read_saved_config
-    from lminspect.train.plans import load_plan
-    from lminspect.train.runlog import StatsWriter
+    cfg: TrainConfig
+    run_dir: Path
+    ckpt: Path | None  # the checkpoint resumed from, if any
+    exp: Any  # lminspect.experiments.Experiment
+    tokenizer: Any
+    plan: Any  # lminspect.train.plans.TrainPlan
+    rank: int
+    world: int
+    own_group: bool  # this process started the process group (and must end it)
+    device: str
+    dev_type: str  # "cuda" | "cpu" (autocast / GradScaler device type)
+    local_bs: int  # sequences per step on this rank
+    mini: int  # sequences per forward/backward
+    amp: str  # none | bf16 | fp16
+    lr: float
+    opt_name: str
+    model: Any = None
+    train_model: Any = None
+    optimizer: Any = None
+    growth: Any = None  # the growing experiment's GrowthController, else None
+    scaler: Any = None  # GradScaler for fp16
+    amp_dtype: Any = None
+    state: dict[str, Any] = field(default_factory=lambda: {
+        "step": 0, "tokens": 0, "plan_step": 0, "step_tokens": 0, "data": None, "elapsed": 0.0})
+    full_config: dict[str, Any] = field(default_factory=dict)  # config.json
+    stream: Any = None  # the current plan step's training stream
+    writer: Any = None  # StatsWriter (rank 0)
+    progress: Any = None  # rich Progress (rank 0, on a terminal)
+    task: Any = None
+    losses: list[float] = field(default_factory=list)
+    status: str = "done"
+    last_saved: int = -1
+    t_start: float = 0.0  # perf_counter at step 0 (elapsed time survives a resume)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
+    """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
+    from lminspect.train.checkpoint import latest_checkpoint
+    from lminspect.train.guard import read_saved_config
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
     ckpt = None
@@ -191,289 +171,413 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         ckpt = latest_checkpoint(run_dir, warn=True)
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
-    _check_config(cfg)
+    check_config(cfg)
+    return cfg, run_dir, ckpt
 
+
+def _setup(cfg: TrainConfig) -> RunState:
+    """Processes, device, experiment, tokenizer and plan; the model and optimizer come next."""
+    import torch
+
+    from lminspect.experiments import get_experiment
+    from lminspect.train.data import load_train_tokenizer
+    from lminspect.train.plans import load_plan
+
+    cfg, run_dir, ckpt = _resolve_run(cfg)
     rank, world, own_group = _dist_setup(cfg.device if cfg.device != "auto" else
                                          ("cuda" if torch.cuda.is_available() else "cpu"))
     device = _resolve_device(cfg.device, rank, world)
-    is_main = rank == 0
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
-    mini = min(cfg.mini_batch_size or local_bs, local_bs)
-    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "none")
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-
     exp = get_experiment(cfg.exp, cfg.load_plugins)
-    tokenizer = load_train_tokenizer(exp.tokenizer)
-    plan = load_plan(cfg.plan, cfg.data)
-    max_seq = max([s.seq_len or cfg.seq_len for s in plan.steps])
-    lr = cfg.lr if cfg.lr is not None else exp.defaults.get("lr", DEFAULT_LR)
-    opt_name = cfg.optimizer or exp.defaults.get("optimizer", "adagrad")
+    return RunState(
+        cfg=cfg, run_dir=run_dir, ckpt=ckpt, exp=exp, tokenizer=load_train_tokenizer(exp.tokenizer),
+        plan=load_plan(cfg.plan, cfg.data), rank=rank, world=world, own_group=own_group, device=device,
+        dev_type="cuda" if device.startswith("cuda") else "cpu", local_bs=local_bs,
+        mini=min(cfg.mini_batch_size or local_bs, local_bs),
+        amp=cfg.amp if cfg.amp != "auto" else ("bf16" if device.startswith("cuda") else "none"),
+        lr=cfg.lr if cfg.lr is not None else exp.defaults.get("lr", DEFAULT_LR),
+        opt_name=cfg.optimizer or exp.defaults.get("optimizer", "adagrad"),
+    )
 
+
+def _new_optimizer(run: RunState, model: Any) -> Any:
+    """The run's optimizer over ``model`` (one param group per generation for the growing experiment)."""
+    if run.growth is not None:
+        params = run.growth.param_groups(model, run.lr)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    return _make_optimizer(run.opt_name, params, run.lr, run.cfg.weight_decay)
+
+
+def _build_model(run: RunState) -> None:
+    """Model and optimizer, restored from the checkpoint when resuming."""
+    import torch
+
+    from lminspect.train.checkpoint import load_checkpoint
+    from lminspect.train.guard import check_state_fits
+
+    cfg, tokenizer = run.cfg, run.tokenizer
     torch.manual_seed(cfg.seed)
     model_args = dict(cfg.model_args)
     vocab = int(model_args.pop("vocab_size", tokenizer.vocab_size))  # may pad the vocab (e.g. 50304)
     if vocab < tokenizer.vocab_size:
         raise UserError(f"--set vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
-    model = exp.build(vocab, max_seq, **model_args).to(device)
+    max_seq = max([s.seq_len or cfg.seq_len for s in run.plan.steps])
+    run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
     # growing experiment (lminspect.grow.schedule): growth events, one param group per generation
-    growth = getattr(model, "lminspect_growth", None)
-    if growth is not None and (world > 1 or cfg.compile):
+    run.growth = getattr(run.model, "lminspect_growth", None)
+    if run.growth is not None and (run.world > 1 or cfg.compile):
         raise UserError("the growing experiment replaces the model mid-run: not supported with "
                         "--compile or several processes")
+    run.optimizer = _new_optimizer(run, run.model)
+    if run.ckpt is None:
+        return
+    loaded = load_checkpoint(run.ckpt)
+    if run.growth is not None and loaded["state"].get("growth"):
+        run.model = run.growth.replay(run.model, int(loaded["state"]["growth"])).to(run.device)
+        run.optimizer = _new_optimizer(run, run.model)
+    check_state_fits(run.model.state_dict(), loaded["model"], run.ckpt)
+    run.model.load_state_dict(loaded["model"])
+    try:
+        run.optimizer.load_state_dict(loaded["optim"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {run.ckpt}: its optimizer state does not fit {run.opt_name} ({e})") from None
+    _set_rng_state(loaded["rng"], run.device)
+    run.state.update(loaded["state"])
+    run.last_saved = run.state["step"]
 
-    def make_opt(params):
-        return _make_optimizer(opt_name, params, lr, cfg.weight_decay)
 
-    def opt_params(m):
-        if growth is not None:
-            return growth.param_groups(m, lr)
-        return [p for p in m.parameters() if p.requires_grad]
+def _start(run: RunState) -> None:
+    """config.json, the stats log, the wrapped training module, mixed precision and the progress bar."""
+    import torch
 
-    optimizer = make_opt(opt_params(model))
-    state: dict[str, Any] = {"step": 0, "tokens": 0, "plan_step": 0, "step_tokens": 0,
-                             "data": None, "elapsed": 0.0}
-    if ckpt is not None:
-        loaded = load_checkpoint(ckpt)
-        if growth is not None and loaded["state"].get("growth"):
-            model = growth.replay(model, int(loaded["state"]["growth"])).to(device)
-            optimizer = make_opt(opt_params(model))
-        check_state_fits(model.state_dict(), loaded["model"], ckpt)
-        model.load_state_dict(loaded["model"])
-        try:
-            optimizer.load_state_dict(loaded["optim"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"checkpoint {ckpt}: its optimizer state does not fit {opt_name} ({e})") from None
-        _set_rng_state(loaded["rng"], device)
-        state.update(loaded["state"])
+    from lminspect.experiments.base import export_config
+    from lminspect.train.runlog import StatsWriter
 
-    n_params = sum(p.numel() for p in model.parameters())
-    full_config = {
-        "name": run_dir.name, "experiment": exp.name, "status": "running",
-        "train": _json_safe({**asdict(cfg), "lr": lr, "optimizer": opt_name, "amp": amp,
-                             "run_dir": str(run_dir), "resume": False}),
-        "plan": plan.to_dict(), "tokenizer": {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size},
-        "world_size": world, "device": device, "n_params": n_params,
-        "model_config": _json_safe(export_config(exp, model)),
+    cfg = run.cfg
+    run.full_config = {
+        "name": run.run_dir.name, "experiment": run.exp.name, "status": "running",
+        "train": _json_safe({**asdict(cfg), "lr": run.lr, "optimizer": run.opt_name, "amp": run.amp,
+                             "run_dir": str(run.run_dir), "resume": False}),
+        "plan": run.plan.to_dict(),
+        "tokenizer": {"name": run.tokenizer.name, "vocab_size": run.tokenizer.vocab_size},
+        "world_size": run.world, "device": run.device, "n_params": sum(p.numel() for p in run.model.parameters()),
+        "model_config": _json_safe(export_config(run.exp, run.model)),
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
     }
-
-    def write_config(status: str) -> None:
-        if is_main:
-            full_config["status"] = status
-            atomic_write_text(run_dir / "config.json", json.dumps(full_config, indent=2) + "\n")
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config("running")
-        writer = StatsWriter(run_dir / "stats.jsonl", truncate_after_step=state["step"])
-
-    train_model = model
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(run, "running")
+        run.writer = StatsWriter(run.run_dir / "stats.jsonl", truncate_after_step=run.state["step"])
+    run.train_model = run.model
     if cfg.compile:
-        train_model = torch.compile(train_model)
-    if world > 1:
+        run.train_model = torch.compile(run.train_model)
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_model = DDP(train_model, device_ids=[torch.device(device).index] if dev_type == "cuda" else None)
-    scaler = torch.amp.GradScaler(dev_type) if amp == "fp16" else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        run.train_model = DDP(run.train_model,
+                              device_ids=[torch.device(run.device).index] if run.dev_type == "cuda" else None)
+    run.scaler = torch.amp.GradScaler(run.dev_type) if run.amp == "fp16" else None
+    run.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp)
+    _start_progress(run)
 
-    def autocast():
-        return torch.autocast(dev_type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
-    def open_stream(i: int, st: dict[str, Any] | None, part: str = "train") -> PackedStream:
-        s = plan.steps[i]
-        if part == "train" and (cfg.order_by or cfg.order):
-            from lminspect.metadata.order import OrderedStream
+def _start_progress(run: RunState) -> None:
+    show = run.cfg.progress if run.cfg.progress is not None else sys.stdout.isatty()
+    if not (run.is_main and show):
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            return OrderedStream(s.data, tokenizer, s.seq_len or cfg.seq_len, split=s.split,
-                                 text_field=s.text_field, order_by=cfg.order_by,
-                                 order=cfg.order or "asc", metadata=cfg.metadata, seed=cfg.seed, state=st)
-        return PackedStream(s.data, tokenizer, s.seq_len or cfg.seq_len, split=s.split,
-                            text_field=s.text_field, part=part, state=st)
+    run.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("step {task.completed}/{task.total}"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    run.progress.start()
+    run.task = run.progress.add_task(run.exp.name, total=run.cfg.max_steps, completed=run.state["step"], info="")
 
-    def done() -> bool:
-        if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
-            return True
-        if cfg.max_tokens is not None and state["tokens"] >= cfg.max_tokens:
-            return True
-        return state["plan_step"] >= len(plan.steps)
 
-    def save() -> Path | None:
-        if not is_main:
-            return None
-        return save_checkpoint(
-            run_dir, step=state["step"], exported=export_state_dict(exp, model),
-            config=export_config(exp, model), tokenizer_json=tokenizer.to_json(),
-            model_state=model.state_dict(), optim_state=optimizer.state_dict(),
-            rng=_rng_state(device), train_state=state, keep=cfg.keep_checkpoints,
-            extra_files=({"seen_ids.json": json.dumps(stream.seen_ids())}
-                         if stream is not None and hasattr(stream, "seen_ids") else None))
+def _open_stream(run: RunState, i: int, st: dict[str, Any] | None, part: str = "train") -> Any:
+    """The packed token stream of plan step ``i`` (the ordered stream when training with --order)."""
+    from lminspect.train.data import PackedStream
 
-    def loss_and_acc(x, y):
-        with autocast():
-            logits = train_model(x)
-        logits = logits.float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        correct = (logits.argmax(-1) == y).sum()
-        return loss, correct
+    cfg, s = run.cfg, run.plan.steps[i]
+    if part == "train" and (cfg.order_by or cfg.order):
+        from lminspect.train.ordered import OrderedStream
 
-    @torch.no_grad()
-    def evaluate() -> tuple[float, float]:
-        model.eval()
-        stream = open_stream(min(state["plan_step"], len(plan.steps) - 1), None, part="val")
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
-        for _ in range(cfg.eval_batches):
-            b = stream.next_batch(mini).to(device)
+        return OrderedStream(s.data, run.tokenizer, s.seq_len or cfg.seq_len, split=s.split,
+                             text_field=s.text_field, order_by=cfg.order_by,
+                             order=cfg.order or "asc", metadata=cfg.metadata, seed=cfg.seed, state=st)
+    return PackedStream(s.data, run.tokenizer, s.seq_len or cfg.seq_len, split=s.split,
+                        text_field=s.text_field, part=part, state=st)
+
+
+# ---------------------------------------------------------------- one step
+
+
+def _done(run: RunState) -> bool:
+    cfg, state = run.cfg, run.state
+    if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
+        return True
+    if cfg.max_tokens is not None and state["tokens"] >= cfg.max_tokens:
+        return True
+    return state["plan_step"] >= len(run.plan.steps)
+
+
+def _autocast(run: RunState) -> Any:
+    import torch
+
+    return torch.autocast(run.dev_type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None)
+
+
+def _all_mean(run: RunState, values: list[float]) -> list[float]:
+    """The mean over ranks of each value (the values themselves on one process)."""
+    if run.world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=run.device)
+    dist.all_reduce(t)
+    return (t / run.world).tolist()
+
+
+def _forward_backward(run: RunState, local: Any) -> tuple[float, int, Any, Any]:
+    """Gradients of this rank's batch, ``mini`` sequences at a time: (mean loss, correct, last x, last y).
+
+    Each chunk's mean loss is weighted by its share of the batch, so the summed gradient is the
+    full batch's mean-loss gradient; DDP syncs gradients on the last chunk only.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    loss_sum, correct = 0.0, 0
+    chunks = list(torch.split(local, run.mini))
+    for ci, chunk in enumerate(chunks):
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        last = ci == len(chunks) - 1
+        with run.train_model.no_sync() if run.world > 1 and not last else contextlib.nullcontext():
+            with _autocast(run):
+                logits = run.train_model(x)
+            logits = logits.float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            corr = (logits.argmax(-1) == y).sum()
+            del logits  # not kept alive through backward
+            weight = chunk.size(0) / local.size(0)
+            scaled = loss * weight
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        loss_sum += loss.item() * weight
+        correct += int(corr)
+    return loss_sum, correct, x, y
+
+
+def _optimizer_step(run: RunState) -> float:
+    """Clip (the norm is logged either way), step, zero the gradients; returns the gradient norm."""
+    import torch
+
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else float("inf")
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return float(gnorm)
+
+
+def _train_step(run: RunState) -> tuple[dict[str, Any], Any, Any]:
+    """One optimizer step on the next batch: (stats row, last x, last y). A NaN/inf loss stops before the step."""
+    from lminspect.train.checkpoint import latest_checkpoint
+    from lminspect.train.flops import flops_per_token
+
+    cfg, state = run.cfg, run.state
+    seq = run.plan.steps[state["plan_step"]].seq_len or cfg.seq_len
+    t0 = time.perf_counter()
+    batch = run.stream.next_batch(cfg.batch_size)
+    local = batch[run.rank * run.local_bs:(run.rank + 1) * run.local_bs].to(run.device)
+    loss_sum, correct, x, y = _forward_backward(run, local)
+    mean_loss, acc = _all_mean(run, [loss_sum, correct / (local.size(0) * seq)])
+    if not math.isfinite(mean_loss):
+        run.optimizer.zero_grad(set_to_none=True)
+        run.status = "failed"
+        raise UserError(f"loss is {mean_loss} at step {state['step'] + 1}; training stopped. "
+                        f"Last good checkpoint: {latest_checkpoint(run.run_dir) or 'none'}")
+    gnorm = _optimizer_step(run)
+    if run.exp.on_step is not None:
+        run.exp.on_step(run.model, state["step"] + 1)
+    ntok = cfg.batch_size * seq
+    state["flops"] = state.get("flops", 0.0) + flops_per_token(run.model, seq) * ntok
+    state["step"] += 1
+    state["tokens"] += ntok
+    state["step_tokens"] += ntok
+    state["data"] = run.stream.state()
+    dt = time.perf_counter() - t0
+    state["elapsed"] = time.perf_counter() - run.t_start
+    run.losses.append(mean_loss)
+    row = {"step": state["step"], "tokens": state["tokens"], "loss": mean_loss, "acc": acc,
+           "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": gnorm,
+           "tok_s": ntok / dt if dt > 0 else 0.0, "time": round(state["elapsed"], 3),
+           "plan_step": state["plan_step"], "flops": state["flops"]}
+    if hasattr(run.stream, "stats"):  # ordered stream: documents seen, running metadata means
+        row.update(run.stream.stats())
+    return row, x, y
+
+
+def _grow(run: RunState, row: dict[str, Any], x: Any, y: Any) -> None:
+    """Apply a growth event that is due (growing experiment): new model, optimizer and train module."""
+    if run.growth is None or not run.growth.due(run.state["tokens"]):
+        return
+    run.model, run.optimizer, grow_row = run.growth.grow(
+        run.model, run.optimizer, lambda params: _make_optimizer(run.opt_name, params, run.lr, run.cfg.weight_decay),
+        run.lr, probe=(x, y))
+    run.model.to(run.device)
+    run.train_model = run.model
+    run.state["growth"] = run.growth.applied
+    row.update(grow_row)
+
+
+def _evaluate(run: RunState) -> tuple[float, float]:
+    """Mean loss and accuracy over ``eval_batches`` held-out mini-batches of the current plan step."""
+    import torch
+    import torch.nn.functional as F
+
+    model = run.model
+    model.eval()
+    stream = _open_stream(run, min(run.state["plan_step"], len(run.plan.steps) - 1), None, part="val")
+    tot_loss, tot_correct, tot_n = 0.0, 0, 0
+    with torch.no_grad():
+        for _ in range(run.cfg.eval_batches):
+            b = stream.next_batch(run.mini).to(run.device)
             x, y = b[:, :-1], b[:, 1:]
-            with autocast():
+            with _autocast(run):
                 logits = model(x)
             logits = logits.float()
             tot_loss += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                                         reduction="sum").item()
             tot_correct += int((logits.argmax(-1) == y).sum())
             tot_n += y.numel()
-        model.train()
-        return tot_loss / tot_n, tot_correct / tot_n
-
-    def all_mean(values: list[float]) -> list[float]:
-        if world == 1:
-            return values
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return (t / world).tolist()
-
-    progress = None
-    show = cfg.progress if cfg.progress is not None else sys.stdout.isatty()
-    if is_main and show:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        total = cfg.max_steps
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("step {task.completed}/{task.total}"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        progress.start()
-        task = progress.add_task(exp.name, total=total, completed=state["step"], info="")
-
-    losses: list[float] = []
-    status = "done"
-    last_saved = state["step"] if ckpt is not None else -1
-    stream = None if done() else open_stream(state["plan_step"], state["data"])
     model.train()
-    t_start = time.perf_counter() - state["elapsed"]
-    try:
-        while not done():
-            pstep = plan.steps[state["plan_step"]]
-            seq = pstep.seq_len or cfg.seq_len
-            if pstep.max_tokens is not None and state["step_tokens"] >= pstep.max_tokens:
-                state.update(plan_step=state["plan_step"] + 1, step_tokens=0, data=None)
-                stream = None if done() else open_stream(state["plan_step"], None)
-                continue
-            t0 = time.perf_counter()
-            batch = stream.next_batch(cfg.batch_size)
-            local = batch[rank * local_bs:(rank + 1) * local_bs].to(device)
-            loss_sum, correct = 0.0, 0
-            chunks = list(torch.split(local, mini))
-            for ci, chunk in enumerate(chunks):
-                x, y = chunk[:, :-1], chunk[:, 1:]
-                sync_ctx = (train_model.no_sync() if world > 1 and ci < len(chunks) - 1
-                            else _nullcontext())
-                with sync_ctx:
-                    loss, corr = loss_and_acc(x, y)
-                    weight = chunk.size(0) / local.size(0)
-                    scaled = loss * weight
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                loss_sum += loss.item() * weight
-                correct += int(corr)
-            mean_loss, acc = all_mean([loss_sum, correct / (local.size(0) * seq)])
-            if not math.isfinite(mean_loss):
-                optimizer.zero_grad(set_to_none=True)
-                where = latest_checkpoint(run_dir)
-                status = "failed"
-                raise UserError(f"loss is {mean_loss} at step {state['step'] + 1}; training stopped. "
-                                f"Last good checkpoint: {where or 'none'}")
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if exp.on_step is not None:
-                exp.on_step(model, state["step"] + 1)
-            ntok = cfg.batch_size * seq
-            from lminspect.train.flops import flops_per_token
+    return tot_loss / tot_n, tot_correct / tot_n
 
-            state["flops"] = state.get("flops", 0.0) + flops_per_token(model, seq) * ntok
-            state["step"] += 1
-            state["tokens"] += ntok
-            state["step_tokens"] += ntok
-            state["data"] = stream.state()
-            dt = time.perf_counter() - t0
-            state["elapsed"] = time.perf_counter() - t_start
-            losses.append(mean_loss)
-            row = {"step": state["step"], "tokens": state["tokens"], "loss": mean_loss, "acc": acc,
-                   "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm),
-                   "tok_s": ntok / dt if dt > 0 else 0.0, "time": round(state["elapsed"], 3),
-                   "plan_step": state["plan_step"], "flops": state["flops"]}
-            if hasattr(stream, "stats"):  # ordered stream: documents seen, running metadata means
-                row.update(stream.stats())
-            if growth is not None and growth.due(state["tokens"]):
-                model, optimizer, grow_row = growth.grow(model, optimizer, make_opt, lr, probe=(x, y))
-                model.to(device)
-                train_model = model
-                state["growth"] = growth.applied
-                row.update(grow_row)
-            if cfg.eval_every and state["step"] % cfg.eval_every == 0:
-                vl, va = all_mean(list(evaluate()))
-                row.update(val_loss=vl, val_acc=va)
-            if is_main:
-                writer.write(row)
-                if progress is not None:
-                    progress.update(task, completed=state["step"],
-                                    info=f"loss {mean_loss:.3f}  {row['tok_s']:.0f} tok/s")
-                if on_step is not None:
-                    on_step(row)
-            if cfg.save_every and state["step"] % cfg.save_every == 0:
-                save()
-                last_saved = state["step"]
-    except KeyboardInterrupt:
-        status = "interrupted"
-        optimizer.zero_grad(set_to_none=True)
-    except BaseException:
-        if progress is not None:
-            progress.stop()
-        if is_main:
-            writer.close()
-            write_config("failed" if status == "failed" else "stopped")
-        _dist_teardown(own_group)
-        raise
-    if progress is not None:
-        progress.stop()
+
+def _log(run: RunState, row: dict[str, Any], on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    """The step's row to stats.jsonl, the progress bar and ``on_step`` (rank 0)."""
+    if not run.is_main:
+        return
+    run.writer.write(row)
+    if run.progress is not None:
+        run.progress.update(run.task, completed=run.state["step"],
+                            info=f"loss {row['loss']:.3f}  {row['tok_s']:.0f} tok/s")
+    if on_step is not None:
+        on_step(row)
+
+
+# ---------------------------------------------------------------- checkpoints and the end
+
+
+def _write_config(run: RunState, status: str) -> None:
+    from lminspect.fsutil import atomic_write_text
+
+    if run.is_main:
+        run.full_config["status"] = status
+        atomic_write_text(run.run_dir / "config.json", json.dumps(run.full_config, indent=2) + "\n")
+
+
+def _save(run: RunState) -> Path | None:
+    """A checkpoint of the last completed step (rank 0), pruned to ``keep_checkpoints``."""
+    from lminspect.experiments.base import export_config, export_state_dict
+    from lminspect.train.checkpoint import save_checkpoint
+
+    if not run.is_main:
+        return None
+    stream = run.stream
+    return save_checkpoint(
+        run.run_dir, step=run.state["step"], exported=export_state_dict(run.exp, run.model),
+        config=export_config(run.exp, run.model), tokenizer_json=run.tokenizer.to_json(),
+        model_state=run.model.state_dict(), optim_state=run.optimizer.state_dict(),
+        rng=_rng_state(run.device), train_state=run.state, keep=run.cfg.keep_checkpoints,
+        extra_files=({"seen_ids.json": json.dumps(stream.seen_ids())}
+                     if stream is not None and hasattr(stream, "seen_ids") else None))
+
+
+def _loop(run: RunState, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    """Steps until the budget or the plan is spent, moving to the next plan step when one is used up."""
+    cfg, state = run.cfg, run.state
+    while not _done(run):
+        pstep = run.plan.steps[state["plan_step"]]
+        if pstep.max_tokens is not None and state["step_tokens"] >= pstep.max_tokens:
+            state.update(plan_step=state["plan_step"] + 1, step_tokens=0, data=None)
+            run.stream = None if _done(run) else _open_stream(run, state["plan_step"], None)
+            continue
+        row, x, y = _train_step(run)
+        _grow(run, row, x, y)
+        if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+            vl, va = _all_mean(run, list(_evaluate(run)))
+            row.update(val_loss=vl, val_acc=va)
+        _log(run, row, on_step)
+        if cfg.save_every and state["step"] % cfg.save_every == 0:
+            _save(run)
+            run.last_saved = state["step"]
+
+
+def _finish(run: RunState) -> Path | None:
+    """The final checkpoint (unless the last step was just saved), config.json's status, the process group."""
+    from lminspect.train.checkpoint import latest_checkpoint
+
+    if run.progress is not None:
+        run.progress.stop()
     path = None
-    if state["step"] != last_saved and state["step"] > 0:
-        path = save()
-    elif is_main:
-        path = latest_checkpoint(run_dir)
-    if is_main:
-        writer.close()
-        write_config(status)
-    _dist_teardown(own_group)
-    return TrainResult(run_dir, state["step"], state["tokens"], losses, status, path)
+    if run.state["step"] != run.last_saved and run.state["step"] > 0:
+        path = _save(run)
+    elif run.is_main:
+        path = latest_checkpoint(run.run_dir)
+    if run.is_main:
+        run.writer.close()
+        _write_config(run, run.status)
+    _dist_teardown(run.own_group)
+    return path
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
+def _abort(run: RunState) -> None:
+    """An error mid-run: close the log, mark the run failed (NaN loss) or stopped, leave the group."""
+    if run.progress is not None:
+        run.progress.stop()
+    if run.is_main:
+        if run.writer is not None:
+            run.writer.close()
+        _write_config(run, "failed" if run.status == "failed" else "stopped")
+    _dist_teardown(run.own_group)
 
-    def __exit__(self, *a: object) -> None:
-        return None
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train (or resume) a run; returns when the budget is spent or on Ctrl-C.
+
+    ``on_step(row)`` is called on rank 0 after every step with its stats row; raising
+    ``KeyboardInterrupt`` from it behaves exactly like Ctrl-C (tests use this).
+    """
+    run = _setup(cfg)
+    _build_model(run)
+    _start(run)
+    state = run.state
+    run.stream = None if _done(run) else _open_stream(run, state["plan_step"], state["data"])
+    run.model.train()
+    run.t_start = time.perf_counter() - state["elapsed"]
+    try:
+        _loop(run, on_step)
+    except KeyboardInterrupt:
+        run.status = "interrupted"
+        run.optimizer.zero_grad(set_to_none=True)
+    except BaseException:
+        _abort(run)
+        raise
+    path = _finish(run)
+    return TrainResult(run.run_dir, state["step"], state["tokens"], run.losses, run.status, path)
 
 
 def _dist_teardown(own_group: bool) -> None:

@@ -96,13 +96,24 @@ def read_stats_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """The one rule for "is this a training run directory?" (REPL, TUI, plots, grow all ask here).
+
+    A run writes ``stats.jsonl`` when it starts; a folder with ``config.json`` and ``checkpoints/``
+    (a copied run without its log) counts too. A model directory's ``config.json`` alone does not.
+    """
+    p = Path(path)
+    return p.is_dir() and ((p / "stats.jsonl").is_file()
+                           or ((p / "config.json").is_file() and (p / "checkpoints").is_dir()))
+
+
 def load_run(path: str | Path) -> Run:
     """Read a run directory (``config.json`` + ``stats.jsonl``)."""
     p = Path(path)
     if p.is_file() and p.name in ("stats.jsonl", "config.json"):
         p = p.parent
     stats = p / "stats.jsonl"
-    if not p.is_dir() or not (stats.is_file() or (p / "config.json").is_file()):
+    if not is_run_dir(p):
         raise UserError(f"{path}: not a run directory (no stats.jsonl / config.json)")
     config: dict[str, Any] = {}
     if (p / "config.json").is_file():

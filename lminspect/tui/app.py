@@ -31,6 +31,7 @@ from lminspect.tui.widgets.activations import ActsPane
 from lminspect.tui.widgets.runs import RunsPane
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.weights import WeightsPane
+from lminspect.weights.provenance import model_dtype_label, source_quantization
 
 
 class LMInspectApp(App[None]):
@@ -101,7 +102,9 @@ class LMInspectApp(App[None]):
         self.model_ref = message.ref
         # a fetched name ("smollm2") says more than the store's directory stem ("hf")
         name = message.ref if not os.path.exists(message.ref) else (getattr(message.store, "name", None) or message.ref)
-        self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')})"
+        quant = source_quantization(message.store)  # "F32 (dequantized from Q4_1)" when converted
+        weights = f", {model_dtype_label(message.store)}" if quant else ""
+        self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')}{weights})"
         self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
         for pane in self.query(ActsPane):  # none until the tab is first shown

@@ -1,115 +1,105 @@
 """The TUI's only doorway into the library (weights, engine, stitch, training, activations).
 
 The TUI never reads a file format itself. Each function here imports the
-library module it needs lazily, so the app starts fast and a library that has
-not landed yet turns into a clear message on its tab (``Unavailable``) instead of
-an import error at start-up. Also keeps the small list of recently opened
-models in ``cache_dir()/recent.json``.
+library module it needs when first called, so the app starts without torch; the
+annotations name the real types (``TYPE_CHECKING`` imports) for readers and
+editors. Also keeps the small list of recently opened models in
+``cache_dir()/recent.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-
-class Unavailable(Exception):
-    """A library piece the TUI needs is not installed/implemented; the message says which."""
-
-
-def _import(module: str, attr: str) -> Any:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise Unavailable(f"{module} is not available ({exc})") from exc
-    try:
-        return getattr(mod, attr)
-    except AttributeError as exc:
-        raise Unavailable(f"{module}.{attr} is not available yet") from exc
+if TYPE_CHECKING:
+    from lminspect.activations.store import ActivationStats
+    from lminspect.generate import Generation
+    from lminspect.models import LM, LayerCall
+    from lminspect.tokenizer import Tokenizer
+    from lminspect.train.runlog import Run
+    from lminspect.weights import TensorStore
 
 
 # -- weights -----------------------------------------------------------------
 
 
-def open_store(ref: str) -> Any:
-    return _import("lminspect.weights", "open_store")(ref)
+def open_store(ref: str) -> TensorStore:
+    from lminspect.weights import open_store as open_
+
+    return open_(ref)
 
 
-def n_layers(store: Any) -> int | None:
-    cfg = getattr(store, "config", None) or {}
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    return None
+def n_layers(store: TensorStore) -> int | None:
+    return store.n_layers
 
 
-def n_heads(store: Any, *, kv: bool = False) -> int | None:
-    cfg = getattr(store, "config", None) or {}
-    if kv:
-        for key in ("num_key_value_heads", "num_kv_heads"):
-            if isinstance(cfg.get(key), int):
-                return cfg[key]
-    for key in ("num_attention_heads", "n_head"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    return None
+def n_heads(store: TensorStore, *, kv: bool = False) -> int | None:
+    return store.n_kv_heads if kv else store.n_heads
 
 
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: Any) -> Any:
-    return _import("lminspect.models", "load_model")(store)
+def load_model(store: TensorStore) -> LM:
+    from lminspect.models import load_model as load
+
+    return load(store)
 
 
-def load_tokenizer(store: Any) -> Any:
-    return _import("lminspect.tokenizer", "load_tokenizer")(store)
+def load_tokenizer(store: TensorStore) -> Tokenizer:
+    from lminspect.tokenizer import load_tokenizer as load
+
+    return load(store)
 
 
-def generate_fn() -> Any:
-    return _import("lminspect.generate", "generate")
+def generate_fn() -> Callable[..., Generation]:
+    """``lminspect.generate.generate`` (a function so tests can slow it down)."""
+    from lminspect.generate import generate
+
+    return generate
 
 
 # -- stitching ---------------------------------------------------------------
 
 
-def parse_plan(text: str, layers: int) -> Any:
-    return _import("lminspect.stitch", "parse_plan")(text, layers)
+def parse_plan(text: str, layers: int) -> list[LayerCall]:
+    from lminspect.stitch import parse_plan as parse
+
+    return parse(text, layers)
 
 
 # -- training runs -----------------------------------------------------------
 
 
-def load_run(path: str | os.PathLike[str]) -> Any:
-    return _import("lminspect.train.runlog", "load_run")(path)
+def load_run(path: str | os.PathLike[str]) -> Run:
+    from lminspect.train.runlog import load_run as load
+
+    return load(path)
 
 
-def plots_module() -> Any:
-    import importlib
+def plots_module() -> ModuleType:
+    from lminspect import plots
 
-    try:
-        return importlib.import_module("lminspect.plots")
-    except ImportError as exc:
-        raise Unavailable(f"lminspect.plots is not available ({exc})") from exc
+    return plots
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Run directories under ``root`` (a dir holding ``stats.jsonl`` or ``config.json``), in name order.
-
-    Only names are looked at here; reading a run is ``load_run``'s job.
+    """Run directories under ``root`` (``train.runlog.is_run_dir``: the root itself, or its
+    subdirectories), in name order. Only names are looked at here; reading a run is ``load_run``'s job.
     """
+    from lminspect.train.runlog import is_run_dir
+
     root = Path(root)
     if not root.is_dir():
         return []
-    found: list[Path] = [root] if (root / "stats.jsonl").exists() else []
-    for cand in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (cand / "stats.jsonl").exists() or (cand / "config.json").exists():
-            found.append(cand)
+    found: list[Path] = [root] if is_run_dir(root) else []
+    found += [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and is_run_dir(p)]
     return found
 
 
@@ -127,25 +117,31 @@ def run_mtime(path: Path) -> float:
 # -- activation statistics ---------------------------------------------------
 
 
-def load_activations(path: str | os.PathLike[str]) -> Any:
-    return _import("lminspect.activations.store", "load")(path)
+def load_activations(path: str | os.PathLike[str]) -> ActivationStats:
+    from lminspect.activations.store import load
+
+    return load(path)
 
 
-def activations_diff(a: Any, b: Any) -> list[dict[str, Any]]:
-    return _import("lminspect.activations.diff", "diff")(a, b)
+def activations_diff(a: ActivationStats, b: ActivationStats) -> list[dict[str, Any]]:
+    from lminspect.activations.diff import diff
+
+    return diff(a, b)
 
 
-def model_identity(store: Any) -> dict[str, Any]:
-    return _import("lminspect.activations.store", "model_identity")(store)
+def model_identity(store: TensorStore) -> dict[str, Any]:
+    from lminspect.activations.store import model_identity as identity
+
+    return identity(store)
 
 
 def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """Activation results directories at ``path``: the directory itself when it holds an
     ``index.json``, else its subdirectories that do. Returns ``([(dir, index)], problems)``;
     a path that is missing, a file, or holds no results dir raises ``UserError`` (one line)."""
+    from lminspect.activations.store import read_index
     from lminspect.errors import UserError
 
-    read_index = _import("lminspect.activations.store", "read_index")
     root = Path(path).expanduser()
     if not root.exists():
         raise UserError(f"{root}: no such directory")
@@ -236,6 +232,4 @@ def user_message(exc: BaseException) -> str:
     msg = getattr(exc, "message", None)
     if isinstance(msg, str) and msg:
         return msg
-    if isinstance(exc, Unavailable):
-        return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ convert the real SmolLM2 model.
 
 from __future__ import annotations
 
-from lminspect.weights.store import TensorInfo, TensorStore, open_hf_dir, open_store
+from lminspect.weights.open import open_hf_dir, open_store
+from lminspect.weights.store import TensorInfo, TensorStore
 
 __all__ = ["TensorInfo", "TensorStore", "open_hf_dir", "open_store"]

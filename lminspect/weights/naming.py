@@ -74,6 +74,10 @@ def _first_int(config: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
+def n_layers(config: dict[str, Any]) -> int | None:
+    return _first_int(config, "num_hidden_layers", "n_layer", "num_layers")
+
+
 def n_heads(config: dict[str, Any]) -> int | None:
     return _first_int(config, "num_attention_heads", "n_head", "num_heads")
 
@@ -372,3 +376,9 @@ def build_tree(raw_names: list[str], canon: dict[str, Canon]) -> dict[str, Any]:
         for k in ("attn", "mlp"):
             layer[k].sort(key=lambda c: (order.get(c.split(".")[3], 9), c))
     return tree
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders numbers by value: ``layers.2`` before ``layers.10`` (a plain string
+    sort puts 10, 11, ... between 1 and 2)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p)

@@ -28,10 +28,10 @@ the canonical tensor, e.g. one of GPT-2's split q/k/v):
   (W^T W or W W^T, the smaller) in float64 when min(shape) <= ``SVD_FULL_MAX``, else the
   top ``SVD_TOPK`` by ``torch.svd_lowrank`` (``svd_method`` says which). ``stable_rank``
   = sum(s^2) / max(s)^2; ``effective_rank`` = exp(entropy of s / sum(s)) (Roy & Vetterli);
-  ``alpha``: power-law exponent of the eigenvalue spectrum (lambda = s^2) as in
-  weightwatcher: for each candidate xmin the MLE alpha = 1 + n / sum(log(lambda/xmin))
-  over the tail lambda >= xmin, and the xmin with the smallest Kolmogorov-Smirnov distance
-  between the empirical tail and the fitted power law wins (``alpha_xmin``, ``alpha_ks``).
+  ``alpha``: power-law exponent of the eigenvalue spectrum (lambda = s^2), weightwatcher's
+  fit step for step (``lminspect.weights.powerlaw``: xmin by the smallest Kolmogorov-Smirnov
+  distance over every candidate, with ``alpha_xmin``, ``alpha_D``, ``alpha_tail``,
+  ``alpha_sigma`` and ``alpha_warning`` beside it).
 
 Results are cached in ``cache_dir()/stats``, one JSON per (file path, size, mtime_ns,
 tensor, svd flag), so a second call is a file read.
@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.weights.powerlaw import powerlaw_fit
 from lminspect.weights.stats_kernels import CHUNK as KERNEL_CHUNK
 from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_extremes, kernels
 
@@ -64,7 +65,7 @@ BINS = 64
 NEAR_ZERO = 1e-6  # relative to absmax
 SVD_FULL_MAX = 4096
 SVD_TOPK = 256
-VERSION = 2  # bump when results change (v2: 32k chunks on the compiled path, finite first-chunk shift)
+VERSION = 3  # bump when results change (v2: 32k chunks, finite first-chunk shift; v3: weightwatcher's alpha fit)
 
 
 def _cache_file(store: Any, name: str, svd: bool) -> Path:
@@ -389,8 +390,9 @@ def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
     t = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
     small = min(t.shape)
     if small <= SVD_FULL_MAX:  # (spectrum_stage describes these two branches)
-        g = t.T @ t if t.shape[0] >= t.shape[1] else t @ t.T
-        ev = torch.linalg.eigvalsh(g.double()).clamp_min(0).flip(0).numpy()
+        t64 = t.double()  # a float64 Gram: small eigenvalues (the power-law fit's xmin) stay exact
+        g = t64.T @ t64 if t.shape[0] >= t.shape[1] else t64 @ t64.T
+        ev = torch.linalg.eigvalsh(g).clamp_min(0).flip(0).numpy()
         s = np.sqrt(ev)
         method = "gram-eigh"
     else:
@@ -407,37 +409,8 @@ def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
     p = s / s.sum()
     p = p[p > 0]
     out["effective_rank"] = float(np.exp(-(p * np.log(p)).sum()))
-    out.update(powerlaw_alpha(ev))
+    out.update(powerlaw_fit(ev))
     return out
-
-
-def powerlaw_alpha(ev: np.ndarray, min_tail: int = 10) -> dict[str, Any]:
-    """weightwatcher-style power-law fit of eigenvalues: MLE alpha, xmin by KS distance."""
-    x = np.sort(np.asarray(ev, dtype=np.float64))
-    x = x[x > x.max() * 1e-12] if x.size else x
-    n = x.size
-    if n < min_tail + 1:
-        return {}
-    logs = np.log(x)
-    # suffix sums of log(x) for tails starting at each candidate index
-    suffix = np.cumsum(logs[::-1])[::-1]
-    best: tuple[float, float, float] | None = None
-    for i in range(0, n - min_tail):
-        xmin = x[i]
-        tail = n - i
-        denom = suffix[i] - tail * logs[i]
-        if denom <= 0:
-            continue
-        alpha = float(1.0 + tail / denom)
-        xs = x[i:]
-        fit = 1.0 - (xs / xmin) ** (1.0 - alpha)
-        emp = np.arange(tail) / tail
-        ks = float(np.max(np.abs(emp - fit)))
-        if best is None or ks < best[2]:
-            best = (alpha, float(xmin), ks)
-    if best is None:
-        return {}
-    return {"alpha": best[0], "alpha_xmin": best[1], "alpha_ks": best[2]}
 
 
 _LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.(.+?)(\.weight)?$")

@@ -38,7 +38,7 @@ def kernels() -> Any:
             try:
                 from lminspect.weights import stats_numba
 
-                stats_numba.warm_up()
+                stats_numba.warm_up(CHUNK)
                 _KERNELS = stats_numba
             except Exception as e:  # a numba that cannot compile these: use the fallback
                 warnings.warn(

@@ -14,8 +14,6 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
-from lminspect.weights.stats_kernels import CHUNK
-
 
 @intrinsic
 def prefer_wide_vectors(typingctx: Any) -> tuple:
@@ -174,12 +172,16 @@ def hist(a: np.ndarray, edges: np.ndarray, near: np.float32) -> tuple:
     return counts.sum(0), nz
 
 
-def warm_up() -> None:
-    # compile (or load from numba's cache) now, so a failure shows here, not mid-scan
+def warm_up(chunk: int) -> None:
+    """Compile (or load from numba's cache) now, so a failure shows here, not mid-scan.
+
+    ``chunk`` is the scan's chunk size (``stats_kernels.CHUNK``), passed in so this module
+    imports nothing of lminspect's.
+    """
     x = np.linspace(-1, 1, 100, dtype=np.float32)
     sums, keys, sample = np.empty((1, 4), np.float32), np.empty((1, 4), np.int64), np.empty(100, np.float32)
-    scan(x, np.float32(0), CHUNK, 1, sums, keys, sample)
+    scan(x, np.float32(0), chunk, 1, sums, keys, sample)
     x.flags.writeable = False  # memory-mapped weights are read-only: numba compiles those apart
-    scan(x, np.float32(0), CHUNK, 1, sums, keys, sample)
+    scan(x, np.float32(0), chunk, 1, sums, keys, sample)
     edges = np.histogram_bin_edges(x, bins=4, range=(-1.0, 1.0))
     hist(x, edges, np.float32(0))

@@ -332,8 +332,6 @@ class ActsPane(Widget):
         for p in paths:
             try:
                 found, problems = backend.find_activations(p)
-            except backend.Unavailable:
-                raise
             except Exception as exc:  # noqa: BLE001 - a bad path is a line in the tab, not a crash
                 errors.append(backend.user_message(exc))
                 continue
@@ -412,8 +410,6 @@ class ActsPane(Widget):
                 continue
             try:
                 results[p] = summarize(backend.load_activations(p), p)
-            except backend.Unavailable:
-                raise
             except Exception as exc:  # noqa: BLE001 - one bad directory must not hide the other
                 errors[p] = backend.user_message(exc)
         pair = self._pair(paths)
@@ -421,8 +417,6 @@ class ActsPane(Widget):
             a, b = (results.get(p) or self.cache[p] for p in pair)
             try:
                 diffs[pair] = backend.activations_diff(a.stats, b.stats)
-            except backend.Unavailable:
-                raise
             except Exception as exc:  # noqa: BLE001 - e.g. no site in common
                 diffs[pair] = backend.user_message(exc)
         self.post_message(ActsLoaded(results, errors, diffs))
@@ -437,11 +431,7 @@ class ActsPane(Widget):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state != WorkerState.ERROR or not (event.worker.group or "").startswith("acts-"):
             return
-        err = event.worker.error
-        if isinstance(err, backend.Unavailable):
-            self.query_one("#acts-status", Static).update(f"Activation statistics cannot be read yet: {err}")
-        else:
-            self.app.report_error("Could not read activation statistics", err)
+        self.app.report_error("Could not read activation statistics", event.worker.error)
 
     # -- drawing ---------------------------------------------------------------------------
 

@@ -125,8 +125,6 @@ class RunsPane(Widget):
             self.mtimes[p] = backend.run_mtime(Path(p))
             try:
                 runs[p] = backend.load_run(p)
-            except backend.Unavailable:
-                raise
             except Exception as exc:  # one bad run must not hide the others
                 errors[p] = backend.user_message(exc)
         self.post_message(RunsLoaded(runs, errors))
@@ -147,11 +145,7 @@ class RunsPane(Widget):
             for v in views:
                 v.show_message("")
             return
-        try:
-            plots = backend.plots_module()
-        except backend.Unavailable as exc:
-            status.update(f"Plots are not available yet: {exc}")
-            return
+        plots = backend.plots_module()
         runs = list(self.loaded.values())
         parts = []
         for r in runs:
@@ -170,11 +164,7 @@ class RunsPane(Widget):
         if event.worker.group == "runs" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
             self._loading = False
         if event.worker.group == "runs" and event.state == WorkerState.ERROR:
-            err = event.worker.error
-            if isinstance(err, backend.Unavailable):
-                self.query_one("#runs-status", Static).update(f"Runs cannot be read yet: {err}")
-            else:
-                self.app.report_error("Could not read the runs", err)
+            self.app.report_error("Could not read the runs", event.worker.error)
 
 
 def _display_path(path: Path) -> str:

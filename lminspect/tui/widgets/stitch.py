@@ -154,11 +154,6 @@ class StitchPane(Widget):
             return False
         try:
             plan = backend.parse_plan(text, layers)
-        except backend.Unavailable as exc:
-            out.update(f"plans cannot be checked yet: {exc}")
-            self.plan, self.plan_ok = None, False
-            out.set_class(True, "invalid")
-            return False
         except Exception as exc:  # UserError from the parser (anything else is shown too)
             col = error_column(exc)
             msg = backend.user_message(exc)

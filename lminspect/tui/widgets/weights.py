@@ -55,6 +55,7 @@ from lminspect.tui.stats_text import (
     singular_values_of,
 )
 from lminspect.tui.widgets.plot import PlotView
+from lminspect.weights.provenance import dtype_label
 
 _HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
 
@@ -313,7 +314,8 @@ class WeightsPane(Widget):
         stored = f"\nstored as {info.name}" if info.name != name else ""
         numel = int(np.prod(info.shape)) if len(info.shape) else 1
         self.query_one("#tensor-header", Static).update(
-            f"{name}\nshape {shape}   dtype {info.dtype}   {numel:,} values   {human_bytes(info.nbytes)} on disk{stored}"
+            f"{name}\nshape {shape}   dtype {dtype_label(self.store, name)}   {numel:,} values   "
+            f"{human_bytes(info.nbytes)} on disk{stored}"
         )
         self.call_after_refresh(self._mark, "painted")
         cached = self.cache.get(name)

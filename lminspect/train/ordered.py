@@ -1,4 +1,4 @@
-"""Ordered training data (seed 001, llama2_prebiasing's custom sampler).
+"""Ordered training data (seed 001, llama2_prebiasing's custom sampler), from ``lminspect data metadata``'s parquet.
 
 :class:`OrderedStream` is a drop-in for :class:`lminspect.train.data.PackedStream` (same packing,
 same ``next_batch`` / ``state``) that feeds the *training* documents in a chosen order:
@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from lminspect.documents import sample_id
 from lminspect.errors import UserError
 
 ORDERS = ("asc", "desc", "shuffle", "shuffle-within-buckets")
@@ -35,13 +36,6 @@ def read_metadata(path: str) -> dict[str, list[Any]]:
         raise UserError(f"--metadata {path}: file not found") from e
     except Exception as e:  # noqa: BLE001 - pyarrow's errors become one line
         raise UserError(f"--metadata {path}: not a readable parquet file ({type(e).__name__}: {e})") from e
-
-
-def sample_id(text: str) -> str:
-    """Stable sample id: the first 16 hex digits of the text's SHA-1."""
-    import hashlib
-
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def make_order(keys: list[tuple[int, float]], order: str, seed: int = 0, buckets: int = 10) -> list[int]:

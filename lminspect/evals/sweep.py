@@ -1,0 +1,148 @@
+"""A sweep: many layer plans scored on one multiple-choice set (seed 002's table), sharing work.
+
+``run_sweep`` scores every plan on the same items. By default all plans go through one prefix
+tree of their layer calls per batch of items (``evals.mc_batch``): a call that several plans
+share at the same place in their sequence runs once, and the reported ``calls_run`` /
+``calls_named`` say how much that saved. ``separate=True`` evaluates the plans one after the
+other (same batches, so the same scores to the bit) and gives each row its own time.
+
+The CLI (``stitch sweep``), the REPL (``Model.sweep``) and sessions all call this.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lminspect.errors import UserError
+from lminspect.evals.mc import MCItem, MCResult, evaluate_mc, make_encoder, mc_result
+from lminspect.models.layercall import LayerCall
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict[str, Any]]  # one per plan, in the plans' order (what the table and CSV show)
+    results: dict[str, MCResult]  # per plan, with per-item scores
+    calls_run: int  # decoder-layer calls actually run, all batches
+    calls_named: int  # layer calls the plans name, all batches (what separate evaluations run)
+    seconds: float
+    cpu_seconds: float
+    separate: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calls_saved(self) -> float:
+        return 1 - self.calls_run / self.calls_named if self.calls_named else 0.0
+
+    def table(self) -> Any:
+        """The rows as an ``li.Table`` titled with the summary line."""
+        from lminspect.api.table import Table
+
+        return Table(self.rows, title=self.summary())
+
+    def summary(self) -> str:
+        """One line: plans x items, layer calls run of named, time."""
+        n = self.rows[0]["n"] if self.rows else 0
+        return (f"{len(self.rows)} plans x {n} items: {self.calls_run} layer calls run of {self.calls_named} named "
+                f"({self.calls_saved:.0%} shared), {self.seconds:.1f} s ({self.cpu_seconds:.1f} CPU s)")
+
+
+def _row(name: str, plan: list[LayerCall], res: MCResult, model: Any, seconds: float | None) -> dict[str, Any]:
+    from lminspect.stitch import describe_plan
+
+    summary = describe_plan(plan, model.n_layers, model=model)
+    return {
+        "plan": name, "spec": summary.text, "layers_run": summary.calls,
+        "params_touched": round(summary.params_touched, 4), "n": res.n,
+        "acc": res.acc, "acc_stderr": res.acc_stderr, "acc_norm": res.acc_norm,
+        "acc_norm_stderr": res.acc_norm_stderr, "acc_bytes": res.acc_bytes,
+        "seconds": None if seconds is None else round(seconds, 3), "ppl": None,
+    }
+
+
+def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]], *,
+              batch_size: int | None = None, separate: bool = False, bos: int | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              ppl_texts: Sequence[str] | None = None, ppl_tokens: int = 4096,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
+    """Score every plan on ``items``; ``progress(done, total)`` counts item x plan units."""
+    if not plans:
+        raise UserError("no plans to sweep")
+    from lminspect.evals.mc import _checked_requests
+    from lminspect.evals.mc_batch import make_request, score_requests
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    results: dict[str, MCResult] = {}
+    rows: list[dict[str, Any]] = []
+    total = len(items) * len(plans)
+    if separate:
+        calls_run = calls_named = 0
+        for k, (name, plan) in enumerate(plans.items()):
+            step = (lambda d, n, k=k: progress(k * len(items) + d, total)) if progress else None
+            res = evaluate_mc(model, tokenizer, items, plan=plan, batch_size=batch_size, bos=bos, progress=step)
+            results[name] = res
+            calls_run += res.layer_calls
+            calls_named += res.layer_calls
+            rows.append(_row(name, plan, res, model, res.seconds))
+            _ppl(model, tokenizer, rows[-1], plan, ppl_texts, ppl_tokens, on_row)
+    else:
+        encode = make_encoder(tokenizer)
+        reqs = [_checked_requests(model, encode, it, bos) for it in items]
+        n_tok = [[len(c) for _, c in r] for r in reqs]
+        batch_reqs = [make_request(r, f"item {it.id or k}") for k, (it, r) in enumerate(zip(items, reqs, strict=True))]
+        step = (lambda d, n: progress(d * len(plans), total)) if progress else None
+        out, st = score_requests(model, batch_reqs, plans, batch_size=batch_size, progress=step)
+        calls_run, calls_named = st.calls_run, st.calls_named
+        for name, plan in plans.items():
+            res = mc_result(items, out[name], n_tok, seconds=st.seconds, cpu_seconds=st.cpu_seconds,
+                            tokens=st.tokens, layer_calls=st.calls_run)
+            results[name] = res
+            rows.append(_row(name, plan, res, model, None))
+            _ppl(model, tokenizer, rows[-1], plan, ppl_texts, ppl_tokens, on_row)
+    return SweepResult(rows, results, calls_run, calls_named, time.perf_counter() - t0,
+                       time.process_time() - c0, separate)
+
+
+def _ppl(model: Any, tokenizer: Any, row: dict[str, Any], plan: list[LayerCall], texts: Sequence[str] | None,
+         max_tokens: int, on_row: Callable[[dict[str, Any]], None] | None) -> None:
+    if texts is not None:
+        from lminspect.evals.perplexity import evaluate_perplexity
+
+        pr = evaluate_perplexity(model, tokenizer, texts, plan=plan, max_tokens=max_tokens,
+                                 eos=getattr(tokenizer, "eos_id", None))
+        row["ppl"] = round(pr.ppl, 3)
+    if on_row is not None:
+        on_row(row)
+
+
+def item_records(items: Sequence[MCItem], res: MCResult, plan: str | None = None) -> list[dict[str, Any]]:
+    """Per-item records for ``--log-items``: id, per-ending log-likelihoods, lengths (tokens,
+    characters, bytes), the choice under each metric, the label."""
+    out = []
+    for k, (it, s) in enumerate(zip(items, res.items, strict=True)):
+        rec: dict[str, Any] = {} if plan is None else {"plan": plan}
+        rec.update({
+            "id": it.id if it.id is not None else k, "lls": s.lls, "n_tokens": s.n_tokens,
+            "n_chars": [len(e) for e in it.endings], "n_bytes": [len(e.encode("utf-8")) for e in it.endings],
+            "pred": s.pred, "pred_norm": s.pred_norm, "pred_bytes": s.pred_bytes, "label": s.label,
+            "acc": int(s.pred == s.label), "acc_norm": int(s.pred_norm == s.label),
+        })
+        out.append(rec)
+    return out
+
+
+def write_item_log(path: str | Path, items: Sequence[MCItem], results: dict[str, MCResult], *,
+                   overwrite: bool = False) -> Path:
+    """Every plan's per-item records as one jsonl file (written atomically)."""
+    from lminspect.fsutil import atomic_write_text
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    lines = [json.dumps(rec) for name, res in results.items() for rec in item_records(items, res, name)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
