@@ -210,6 +210,8 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("acts-outlier-nan", lambda b: ["activations", b.model, "--out", b.out(), "--outlier-k", "nan"], "--outlier-k"),
     ("acts-save-every-negative", lambda b: ["activations", b.model, "--out", b.out(), "--save-every", "-1"],
      "--save-every"),
+    ("acts-batch-huge-memory", lambda b: ["activations", b.model, "--out", b.out(), "--batch-size", "100000",
+                                          "--seq-len", "100000"], "memory"),
     ("acts-device", lambda b: ["activations", b.model, "--out", b.out(), "--device", "xpu"], "--device"),
     ("acts-keep-tokens-disk", lambda b: ["activations", b.model, "--out", b.out(), "--keep-tokens", "--tokens",
                                          str(10**15)], "on disk"),
