@@ -231,7 +231,7 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("plan-mergekit-repeat-nan", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - layer_range: [0, 4]\n"
                                                                      "    repeat: .nan\n"), "--layers", "8"], "repeat"),
     ("plan-mergekit-scale-inf", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - layer_range: [0, 4]\n"
-                                                                    "    scale: .inf\n"), "--layers", "8"], "finite"),
+                                                                    "    attn_scale: .inf\n"), "--layers", "8"], "finite"),
     ("export-huge-repeat", lambda b: ["stitch", "export", b.model, b.out(), "--plan", "0r100000"], "layer calls"),
     ("grow-layers-huge", lambda b: ["grow", b.model, "--out", b.out(), "--layers", "+100000000"], "10,000"),
     ("grow-width-huge", lambda b: ["grow", b.model, "--out", b.out(), "--width", "100000000"], "dim"),
