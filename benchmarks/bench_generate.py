@@ -1,10 +1,20 @@
-"""Benchmark: lminspect's engine vs HF transformers on SmolLM2-135M, CPU, fp32, same threads.
+"""Benchmark: token generation on SmolLM2-135M, every path side by side, in one run.
 
-Measures, for both engines on the same float32 weights (HF loads the converted dir, not the GGUF,
-to skip its ~20 s metadata parse):
-  * greedy decode: 128 new tokens after "Once upon a time" -> TTFT and tokens/s (after the first)
-  * full forward: 8 x 256 tokens, no grad -> tokens/s
-Medians of ``--repeats`` runs; ratios printed. Run: ``python benchmarks/bench_generate.py``.
+Engines (all greedy, the same prompt, the same thread count, loaded once):
+  * lminspect ``--weights stored`` (the GGUF's Q4_1/Q8_0 blocks, dequantized in the kernel),
+    ``float32`` and ``bfloat16`` (dense)
+  * HF transformers fp32 and bf16 (on the float32 HF directory converted from the same GGUF;
+    loading the GGUF itself costs HF ~20 s of metadata parsing)
+  * llama.cpp through ``llama-cpp-python`` on the GGUF itself, when it is installed (it builds
+    from source; the row is skipped with a note otherwise)
+
+Measured: TTFT and decode tokens/s (tokens after the first / time after the first) for
+``--new-tokens`` tokens after "Once upon a time", EOS ignored; and a full forward of 8 x 256
+tokens (prefill throughput) for the float32-activation paths. Repeats alternate the engines so
+machine noise hits all alike; medians are printed, with ratios to HF fp32 and to llama.cpp.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_generate.py --threads 1`` (``--markdown`` for
+the README table; ``--device cuda`` for the dense paths on a GPU).
 """
 
 from __future__ import annotations
@@ -12,21 +22,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-
-def _median(xs: list[float]) -> float:
-    return statistics.median(xs)
+PROMPT = "Once upon a time"
 
 
-def _ours_decode(model, tok, prompt: str, n_new: int) -> tuple[float, float]:
+def _ours_decode(model: Any, tok: Any, n_new: int) -> tuple[float, float]:
     from lminspect.generate import generate
 
     eos = tok.eos_ids
     tok.eos_ids = []  # always generate the full n_new tokens (HF: min_new_tokens)
     try:
-        g = generate(model, tok, prompt, max_new_tokens=n_new)
+        g = generate(model, tok, PROMPT, max_new_tokens=n_new)
         for _piece in g:
             pass
     finally:
@@ -42,7 +52,7 @@ class _Timer:
         self.calls = 0
         self.first: float | None = None
 
-    def put(self, value) -> None:  # first call carries the prompt
+    def put(self, value: Any) -> None:  # the first call carries the prompt
         self.calls += 1
         if self.calls == 2 and self.first is None:
             self.first = time.perf_counter()
@@ -51,8 +61,8 @@ class _Timer:
         pass
 
 
-def _hf_decode(model, ids: list[int], n_new: int) -> tuple[float, float]:
-    x = torch.tensor([ids])
+def _hf_decode(model: Any, ids: list[int], n_new: int, device: str) -> tuple[float, float]:
+    x = torch.tensor([ids], device=device)
     timer = _Timer()
     t = time.perf_counter()
     out = model.generate(x, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, streamer=timer,
@@ -62,69 +72,137 @@ def _hf_decode(model, ids: list[int], n_new: int) -> tuple[float, float]:
     return timer.first - t, (n_new - 1) / (end - timer.first)
 
 
-def _forward(fn, ids: torch.Tensor) -> float:
+def _llama_cpp(gguf: str, threads: int) -> tuple[Any, str]:
+    """A llama.cpp model on the GGUF, or (None, why not)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None, "llama-cpp-python is not installed"
+    return Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False), ""
+
+
+def _llama_cpp_decode(llm: Any, n_new: int) -> tuple[float, float]:
+    tokens = llm.tokenize(PROMPT.encode(), add_bos=False)
+    llm.reset()
+    t = time.perf_counter()
+    first = None
+    n = 0
+    for _tok in llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        n += 1
+        if first is None:
+            first = time.perf_counter()
+        if n == n_new:
+            break
+    end = time.perf_counter()
+    return first - t, (n_new - 1) / (end - first)
+
+
+def _forward(fn: Callable[[torch.Tensor], Any], ids: torch.Tensor) -> float:
     t = time.perf_counter()
     fn(ids)
     return ids.numel() / (time.perf_counter() - t)
 
 
-def run(hf_dir, n_new: int, repeats: int) -> tuple[dict, dict]:
-    """Both engines loaded once; repeats alternate ours / HF so machine noise hits both alike."""
+def load_engines(fetched: Any, device: str, threads: int, with_llama_cpp: bool) -> tuple[dict, dict, list[str]]:
+    """name -> (decode fn, forward fn or None), name -> load seconds, notes."""
     from transformers import AutoModelForCausalLM
 
     from lminspect.models import load_model
     from lminspect.tokenizer import load_tokenizer
     from lminspect.weights import open_store
 
-    prompt = "Once upon a time"
-    t0 = time.perf_counter()
-    store = open_store(hf_dir)
-    model = load_model(store)
+    engines: dict[str, tuple[Callable[[int], tuple[float, float]], Any]] = {}
+    load_s: dict[str, float] = {}
+    notes: list[str] = []
+    store = open_store(str(fetched.hf_dir))
     tok = load_tokenizer(store)
-    ours: dict[str, list[float]] = {"load_s": [time.perf_counter() - t0], "ttft_s": [], "tok_s": [], "fwd_tok_s": []}
-    t0 = time.perf_counter()
-    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    hf: dict[str, list[float]] = {"load_s": [time.perf_counter() - t0], "ttft_s": [], "tok_s": [], "fwd_tok_s": []}
-    ids = tok.encode(prompt)
-    fwd_ids = torch.randint(0, model.vocab_size, (8, 256), generator=torch.Generator().manual_seed(0))
+    ids = tok.encode(PROMPT)
+    paths = ["stored", "float32", "bfloat16"] if device == "cpu" else ["float32", "bfloat16"]
+    if device != "cpu":
+        notes.append("lminspect stored: a CPU path (on CUDA the dense weights are used)")
+    for w in paths:
+        t0 = time.perf_counter()
+        # the stored path reads the GGUF blocks (found beside the fetched HF dir)
+        m = load_model(open_store(str(fetched.hf_dir)), weights=w, device=device)
+        load_s[f"lminspect {w}"] = time.perf_counter() - t0
+        engines[f"lminspect {w}"] = ((lambda n, m=m: _ours_decode(m, tok, n)),
+                                     m if w != "bfloat16" else None)
+    for name, dt in (("HF fp32", torch.float32), ("HF bf16", torch.bfloat16)):
+        t0 = time.perf_counter()
+        hf = AutoModelForCausalLM.from_pretrained(fetched.hf_dir, dtype=dt).to(device).eval()
+        load_s[name] = time.perf_counter() - t0
+        engines[name] = ((lambda n, hf=hf: _hf_decode(hf, ids, n, device)), hf if dt == torch.float32 else None)
+    if with_llama_cpp and device == "cpu" and fetched.gguf_path is not None:
+        t0 = time.perf_counter()
+        llm, why = _llama_cpp(str(fetched.gguf_path), threads)
+        if llm is None:
+            notes.append(f"llama.cpp: skipped ({why})")
+        else:
+            load_s["llama.cpp Q4_1"] = time.perf_counter() - t0
+            engines["llama.cpp Q4_1"] = ((lambda n: _llama_cpp_decode(llm, n)), None)
+    return engines, load_s, notes
+
+
+def run(fetched: Any, n_new: int, repeats: int, device: str, threads: int, with_llama_cpp: bool) -> tuple[dict, list[str]]:
+    engines, load_s, notes = load_engines(fetched, device, threads, with_llama_cpp)
+    res: dict[str, dict[str, list[float]]] = {k: {"ttft_s": [], "tok_s": [], "fwd_tok_s": []} for k in engines}
+    fwd_ids = torch.randint(0, 49152, (8, 256), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
-        model(fwd_ids[:1, :16])
-        hf_model(fwd_ids[:1, :16])
+        for decode, _fwd in engines.values():  # warm-up: kernels compiled, caches touched
+            decode(4)
         for _ in range(repeats):
-            a, b = _ours_decode(model, tok, prompt, n_new)
-            ours["ttft_s"].append(a)
-            ours["tok_s"].append(b)
-            a, b = _hf_decode(hf_model, ids, n_new)
-            hf["ttft_s"].append(a)
-            hf["tok_s"].append(b)
-            ours["fwd_tok_s"].append(_forward(model, fwd_ids))
-            hf["fwd_tok_s"].append(_forward(hf_model, fwd_ids))
-    return ({k: _median(v) for k, v in ours.items()}, {k: _median(v) for k, v in hf.items()})
+            for name, (decode, fwd) in engines.items():
+                a, b = decode(n_new)
+                res[name]["ttft_s"].append(a)
+                res[name]["tok_s"].append(b)
+                if fwd is not None:
+                    res[name]["fwd_tok_s"].append(_forward(fwd, fwd_ids))
+    med = {k: {m: (statistics.median(v) if v else float("nan")) for m, v in r.items()} for k, r in res.items()}
+    for k in med:
+        med[k]["load_s"] = load_s[k]
+    return med, notes
+
+
+def table(med: dict, markdown: bool) -> str:
+    hf = med.get("HF fp32", {}).get("tok_s", float("nan"))
+    lc = med.get("llama.cpp Q4_1", {}).get("tok_s", float("nan"))
+    head = ["engine", "load s", "TTFT ms", "decode tok/s", "x HF fp32", "x llama.cpp", "fwd 8x256 tok/s"]
+    rows = []
+    for name, r in med.items():
+        rows.append([name, f"{r['load_s']:.1f}", f"{r['ttft_s'] * 1000:.0f}", f"{r['tok_s']:.1f}",
+                     f"{r['tok_s'] / hf:.2f}", f"{r['tok_s'] / lc:.2f}" if lc == lc else "-",
+                     f"{r['fwd_tok_s']:.0f}" if r["fwd_tok_s"] == r["fwd_tok_s"] else "-"])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths, strict=True)))  # noqa: E731
+    return "\n".join([fmt(head), *[fmt(r) for r in rows]])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2", help="fetched name or path (default smollm2)")
+    ap.add_argument("--model", default="smollm2", help="a fetched name (default smollm2)")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from lminspect.weights.fetch import fetch
 
-    hf_dir = fetch(args.model).hf_dir if "/" not in args.model else args.model
-    ours, hf = run(hf_dir, args.new_tokens, args.repeats)
-    print(f"SmolLM2-135M fp32 CPU, {args.threads} threads, torch {torch.__version__}, "
-          f"{args.new_tokens} new tokens, median of {args.repeats}")
-    print(f"{'':22}{'lminspect':>12}{'HF':>12}{'ratio':>8}")
-    rows = [("load (s)", "load_s", False), ("TTFT (ms)", "ttft_s", False), ("decode (tok/s)", "tok_s", True),
-            ("forward 8x256 (tok/s)", "fwd_tok_s", True)]
-    for label, key, higher in rows:
-        a, b = ours[key], hf[key]
-        scale = 1000 if key == "ttft_s" else 1
-        ratio = a / b if higher else b / a
-        print(f"{label:22}{a * scale:12.1f}{b * scale:12.1f}{ratio:7.2f}x")
+    fetched = fetch(args.model)
+    med, notes = run(fetched, args.new_tokens, args.repeats, args.device, args.threads, not args.no_llama_cpp)
+    print(f"SmolLM2-135M-Instruct ({fetched.gguf_path.name if fetched.gguf_path else args.model}), {args.device}, "
+          f"{args.threads} thread(s), torch {torch.__version__}, {args.new_tokens} new tokens, "
+          f"median of {args.repeats}")
+    print(table(med, args.markdown))
+    for n in notes:
+        print(f"note: {n}")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,50 @@ def _legend(ax: Any, n: int) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     else:
         ax.legend(fontsize=8)
+
+
+def save_paths(path: str | Path, cloud: tuple[Sequence[float], Sequence[float]],
+               paths: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
+               ylabel: str = "", overwrite: bool = False) -> Path:
+    """A point cloud (grey dots) and labelled paths through it, each ending in a dot with its
+    label (``lminspect timeline --embeddings``: tokens drifting across checkpoints)."""
+    p = check_figure_path(path, overwrite)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6.4))
+    ax.scatter(list(cloud[0]), list(cloud[1]), s=3, color="0.7", linewidths=0)
+    for label, (xs, ys) in paths.items():
+        line = ax.plot(list(xs), list(ys), linewidth=1.2, marker=".", markersize=4)[0]
+        ax.plot([xs[-1]], [ys[-1]], "o", color=line.get_color(), markersize=6)
+        ax.annotate(str(label), (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=9)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return _write(fig, p, overwrite)
+
+
+def save_heatmap_grid(path: str | Path, mats: Any, *, row_labels: Sequence[str], col_labels: Sequence[str],
+                      title: str = "", overwrite: bool = False) -> Path:
+    """Small multiples: ``mats[row][col]`` matrices on one colour scale (0..1 attention
+    probabilities, say), a row per ``row_labels`` entry and a column per ``col_labels``."""
+    import numpy as np
+
+    p = check_figure_path(path, overwrite)
+    plt = _pyplot()
+    m = np.asarray(mats, dtype=np.float64)
+    rows, cols = m.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1, 1.6 * rows + 0.8), squeeze=False)
+    vmax = float(np.nanmax(m)) if m.size else 1.0
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            im = ax.imshow(m[r, c], cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    fig.suptitle(title)
+    fig.colorbar(im, ax=axes, shrink=0.6)
+    return _write(fig, p, overwrite)

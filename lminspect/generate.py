@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ class GenerationStats:
     decode_s: float = 0.0  # time spent after the first token
     total_s: float = 0.0
     stop_reason: str = ""  # one of STOP_REASONS ("" while running)
+    weights: str = ""  # the matmul path (model.weights_label): "stored Q4_1+Q8_0", "float32", ...
 
     @property
     def tokens_per_s(self) -> float:
@@ -42,7 +43,8 @@ class GenerationStats:
 
     def line(self) -> str:
         return (f"{self.prompt_tokens} prompt + {self.new_tokens} new tokens, TTFT {self.ttft_s * 1000:.0f} ms, "
-                f"{self.tokens_per_s:.1f} tok/s, stop: {self.stop_reason}")
+                f"{self.tokens_per_s:.1f} tok/s, stop: {self.stop_reason}"
+                + (f", weights: {self.weights}" if self.weights else ""))
 
 
 def _stop_holdback(text: str, stops: Sequence[str]) -> int:
@@ -108,7 +110,7 @@ class Generation:
     stops the loop before the next token; breaking out of the ``for`` loop works too.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, prompt: str | Sequence[int] | list[dict[str, str]], *,
+    def __init__(self, model: Any, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
                  max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
                  stop: Iterable[str] = (), plan: list[LayerCall] | None = None, chat: bool = False) -> None:
@@ -121,7 +123,12 @@ class Generation:
         self.stop = tuple(s for s in (stop or ()) if s)
         self.plan = plan
         self.eos = set(tokenizer.eos_ids) if tokenizer is not None else set()
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)):
+        if isinstance(prompt, torch.Tensor):  # token ids [T] or [1, T]; bool(tensor) must never be asked
+            if prompt.dim() > 2 or (prompt.dim() == 2 and prompt.shape[0] != 1):
+                raise UserError(f"a tensor prompt must be one sequence of token ids ([T] or [1, T]), "
+                                f"got shape {list(prompt.shape)}")
+            prompt = prompt.reshape(-1).tolist()
+        if isinstance(prompt, str) or (len(prompt) > 0 and isinstance(prompt[0], dict)):
             if tokenizer is None:
                 raise UserError("a text prompt needs a tokenizer")
             if chat:
@@ -142,7 +149,8 @@ class Generation:
             raise UserError(f"prompt of {len(self.prompt_ids)} tokens exceeds the model's context of {ctx} tokens")
         self.ids: list[int] = []
         self.text = ""
-        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids))
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids),
+                                     weights=str(getattr(model, "weights_label", "") or ""))
         self._cancel = threading.Event()
         self._started = False
 
@@ -245,17 +253,45 @@ class Generation:
         return pending[:len(pending) - hold] if hold else pending, False
 
 
-def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | list[dict[str, str]], *,
+def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
              max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
              stop: Iterable[str] = (), plan: list[LayerCall] | None = None, chat: bool = False) -> Generation:
-    """Stream a continuation of ``prompt`` (text, token ids, or chat messages) as text pieces.
+    """Stream a continuation of ``prompt`` (text, token ids as a list or tensor, or chat messages) as text pieces.
 
     ``temperature=0`` is greedy. Stops on an EOS id, a stop string (never yielded), or
     ``max_new_tokens``; ``.stats.stop_reason`` says which."""
     return Generation(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop,
                       plan=plan, chat=chat)
+
+
+def interleave(gens: Mapping[str, Iterable[str]], *,
+               cancelled: Callable[[], bool] | None = None) -> Generator[tuple[str, str], None, None]:
+    """Round-robin over several generations: ``(name, piece)``, one piece of each in turn, until all end.
+
+    How ``stitch --compare`` and the TUI's Compare stream the baseline beside the plan.
+    ``cancelled()`` is asked before each piece; however the loop ends, every generation's
+    iterator is closed (its KV cache freed, its stats final).
+    """
+    iters = [(name, iter(g)) for name, g in gens.items()]
+    active = list(iters)
+    try:
+        while active:
+            for item in list(active):
+                if cancelled is not None and cancelled():
+                    return
+                try:
+                    piece = next(item[1])
+                except StopIteration:
+                    active.remove(item)
+                    continue
+                yield item[0], piece
+    finally:
+        for _, it in iters:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
 
 @torch.inference_mode()
@@ -277,4 +313,4 @@ def greedy_ids(model: Any, ids: Sequence[int] | torch.Tensor, n: int,
     return out
 
 
-__all__ = ["Generation", "GenerationStats", "Sampler", "generate", "greedy_ids"]
+__all__ = ["Generation", "GenerationStats", "Sampler", "generate", "greedy_ids", "interleave"]

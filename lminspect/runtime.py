@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
 from lminspect.errors import UserError
 
@@ -71,20 +71,14 @@ def resolve_threads(threads: int | None = None) -> int:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Apply the thread count to torch (when it is loaded or cheap to load) and return it."""
+    """Apply the thread count and return it: torch's intra-op threads when torch is loaded, and
+    ``OMP_NUM_THREADS`` for a torch imported later (and for ``weights.stats``'s scan workers)."""
     n = resolve_threads(threads)
-    import torch
-
-    if torch.get_num_threads() != n:
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
-
-
-def threads_option() -> Any:
-    """The ``--threads`` typer option every compute command shares."""
-    import typer
-
-    return typer.Option(None, "--threads", min=1, help=THREADS_HELP, show_default=False)
 
 
 def _fmt_s(s: float) -> str:

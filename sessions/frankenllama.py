@@ -8,8 +8,7 @@ the multiple-choice set is a HellaSwag-format cloze set built from the shipped c
 import numpy as np
 
 import lminspect as li
-from lminspect.evals.cloze import builtin_corpus, make_cloze, read_documents
-from lminspect.evals.mc import load_mc
+from lminspect.evals.cloze import builtin_cloze
 from lminspect.sessions_runner import session
 from lminspect.stitch import load_plans, plan_to_string
 
@@ -21,7 +20,7 @@ n_items, new_tokens = (4, 8) if s.quick else (50, 40)
 
 # The sweep: every seed-002 preset plus the baseline, all views of the same weights (nothing copied).
 plans = load_plans("presets", m.n_layers)
-items = load_mc(make_cloze(read_documents(builtin_corpus()), n=n_items, seed=0))
+items = builtin_cloze(n_items)
 sweep = m.sweep(items, plans)  # every plan scored in one pass that shares common layer calls
 s.log(sweep.summary())
 rows, gens = [], []

@@ -142,3 +142,18 @@ def test_repl_runs_timeline(run_dir):
     assert "std across checkpoints" in str(fig)
     d = li.open(f"{run_dir}@first").diff(str(run_dir), svd=False)
     assert all(r["rel_change"] > 0 for r in d if r["name"].endswith(".weight"))
+
+
+@pytest.mark.parametrize("view", [[], ["--embeddings", "--tokens", "the"], ["--attention", "Once upon"]])
+def test_cli_saves_figures(run_dir, tmp_path, view):
+    pytest.importorskip("matplotlib")
+    fig = tmp_path / "fig.png"
+    r = CliRunner().invoke(app, ["timeline", str(run_dir), "--stat", "std", *view, "--save", str(fig)])
+    assert r.exit_code == 0, r.output
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = CliRunner().invoke(app, ["timeline", str(run_dir), "--stat", "std", *view, "--save", str(fig)])
+    assert r.exit_code == 2 and "refusing to replace it" in r.output
+    r = CliRunner().invoke(app, ["diff", f"{run_dir}@first", str(run_dir), "--no-svd", "--by-layer", "rel_change",
+                                 "--save", str(tmp_path / "d.svg")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "d.svg").read_text().lstrip().startswith("<?xml")

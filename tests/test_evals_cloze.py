@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from lminspect.documents import builtin_corpus
 from lminspect.errors import UserError
-from lminspect.evals.cloze import builtin_corpus, make_cloze, read_documents, split_sentences, write_jsonl
+from lminspect.evals.cloze import make_cloze, read_documents, split_sentences, write_jsonl
 
 
 def test_split_sentences_keeps_abbreviations():
@@ -16,7 +17,7 @@ def test_split_sentences_keeps_abbreviations():
 
 
 def test_builtin_corpus_is_small_and_real():
-    p = builtin_corpus()
+    p = builtin_corpus("eval")
     assert p.is_file() and p.stat().st_size < 2_000_000
     docs = read_documents("builtin")
     assert len(docs) > 40 and "Stratford" in docs[0]
@@ -77,3 +78,13 @@ def test_perplexity_matches_transformers(tiny_llama_dir):
     assert res.ppl == pytest.approx(math.exp(nll / n), rel=1e-4)
     stitched = evaluate_perplexity(model, tok, texts, ctx_len=16, plan="0,3")
     assert stitched.ppl != pytest.approx(res.ppl)
+
+
+def test_builtin_cloze_is_the_one_cloze_set():
+    """``--eval cloze``, ``m.eval_mc("cloze")`` and ``m.sweep("cloze")`` all score ``builtin_cloze``."""
+    from lminspect.evals.cloze import builtin_cloze
+    from lminspect.evals.mc import load_mc
+
+    items = builtin_cloze(7)
+    assert len(items) == 7 and items == load_mc(make_cloze(read_documents("builtin:eval"), n=7, seed=0))
+    assert builtin_cloze(7, seed=1) != items

@@ -158,3 +158,31 @@ def test_chat_template_render(tok):
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"))
     out = t.apply_chat_template([{"role": "user", "content": "Hi"}])
     assert out == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_tensor_prompt_is_token_ids(tok):
+    """A tensor prompt ([T] or [1, T]) is read as token ids, like a list; a batch is refused in one line."""
+    ids = tok.encode("Once upon")
+    want = list(generate(Scripted(tok.encode("abc abc")), tok, ids, max_new_tokens=3))
+    for prompt in (torch.tensor(ids), torch.tensor([ids])):
+        g = generate(Scripted(tok.encode("abc abc")), tok, prompt, max_new_tokens=3)
+        assert list(g) == want and g.prompt_ids == ids
+    with pytest.raises(UserError, match=r"one sequence of token ids.*\[2, "):
+        generate(Scripted([1]), tok, torch.tensor([ids, ids]))
+
+
+def test_interleave_round_robin_and_closes_every_stream(tok):
+    """One piece of each generation in turn until all end; cancelling stops before the next piece."""
+    from lminspect.generate import interleave
+
+    a = generate(Scripted(tok.encode(" a a a a")), tok, "x", max_new_tokens=4)
+    b = generate(Scripted(tok.encode(" b b")), tok, "x", max_new_tokens=2)
+    got = list(interleave({"a": a, "b": b}))
+    assert [n for n, _ in got] == ["a", "b", "a", "b", "a", "a"]
+    assert "".join(p for n, p in got if n == "a") == a.text and a.stats.new_tokens == 4
+    m = Scripted(tok.encode(" c c c c c c c c"))
+    c = generate(m, tok, "x", max_new_tokens=50)
+    seen: list[str] = []
+    for name, _ in interleave({"c": c}, cancelled=lambda: len(seen) >= 2):
+        seen.append(name)
+    assert seen == ["c", "c"] and m.calls <= 3  # closed: no token computed past the cancel

@@ -109,8 +109,11 @@ def test_mergekit_slices_half_open():
         "merge_method": "passthrough",
     }
     assert idx(parse_plan(cfg, 32)) == list(range(24)) + [27, 28, 29]
-    short = {"slices": [{"layer_range": [0, 2], "scale": 0.5}, {"layer_range": [3, 4]}]}
+    short = {"slices": [{"layer_range": [0, 2], "attn_scale": 0.5, "mlp_scale": 0.5}, {"layer_range": [3, 4]}]}
     assert parse_plan(short, 4) == [LayerCall(0, 0.5, 0.5), LayerCall(1, 0.5, 0.5), LayerCall(3)]
+    # mergekit's scale multiplies the weights: the branch scales stay 1
+    weights = parse_plan({"slices": [{"layer_range": [0, 2], "scale": 0.5}]}, 4)
+    assert weights == [LayerCall(0), LayerCall(1)] and weights.tensor_scale("model.layers.1.mlp.up_proj.weight") == 0.5
 
 
 def test_mergekit_errors():
@@ -134,7 +137,7 @@ def test_plan_files(tmp_path):
     j.write_text(json.dumps({"plan": "0-1,3r2"}))
     assert idx(parse_plan(str(j), 4)) == [0, 1, 3, 3]
     t = tmp_path / "p.toml"
-    t.write_text('[[slices]]\nlayer_range = [1, 3]\nscale = 0.5\n')
+    t.write_text('[[slices]]\nlayer_range = [1, 3]\nattn_scale = 0.5\nmlp_scale = 0.5\n')
     assert parse_plan(str(t), 4) == [LayerCall(1, 0.5, 0.5), LayerCall(2, 0.5, 0.5)]
     bad = tmp_path / "bad.yaml"
     bad.write_text("slices: [\n")

@@ -250,10 +250,11 @@ class Completion(str):
 class _Shared:
     """State shared by a model and its stitched views: store, engine, tokenizer."""
 
-    def __init__(self, store: Any, dtype: str, device: str) -> None:
+    def __init__(self, store: Any, dtype: str, device: str, weights: str | None = "auto") -> None:
         self.store = store
         self.dtype = dtype
         self.device = device
+        self.weights = weights  # load_model's --weights: auto = stored low-bit decode on CPU when possible
         self.engine: Any = None
         self.tokenizer: Any = None
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
@@ -263,11 +264,11 @@ class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
-                 _shared: _Shared | None = None) -> None:
+                 weights: str | None = "auto", _shared: _Shared | None = None) -> None:
         if _shared is None:
             from lminspect.weights import open_store
 
-            _shared = _Shared(open_store(ref), dtype, device)
+            _shared = _Shared(open_store(ref), dtype, device, weights)
             r = str(ref)
             if os.sep not in r and "." not in r and not Path(r).exists():
                 _shared.label = r.removeprefix("hf:")
@@ -368,7 +369,8 @@ class Model(LensMethods):
         if self._shared.engine is None:
             from lminspect.models import load_model
 
-            self._shared.engine = load_model(self.store, dtype=self._shared.dtype, device=self._shared.device)
+            sh = self._shared
+            sh.engine = load_model(self.store, dtype=sh.dtype, device=sh.device, weights=sh.weights)
         return self._shared.engine
 
     @property
@@ -495,10 +497,9 @@ class Model(LensMethods):
         from lminspect.evals.mc import evaluate_mc, load_mc
 
         if isinstance(data, str) and data == "cloze":
-            from lminspect.documents import read_documents
-            from lminspect.evals.cloze import make_cloze
+            from lminspect.evals.cloze import builtin_cloze
 
-            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+            data = builtin_cloze(limit or 50)
         items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
             load_mc(data, limit=limit, split=split)
         if limit is not None:
@@ -517,10 +518,9 @@ class Model(LensMethods):
         from lminspect.stitch import load_plans
 
         if isinstance(data, str) and data == "cloze":
-            from lminspect.documents import read_documents
-            from lminspect.evals.cloze import make_cloze
+            from lminspect.evals.cloze import builtin_cloze
 
-            data = make_cloze(read_documents("builtin:eval"), n=limit or 50)
+            data = builtin_cloze(limit or 50)
         items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
             load_mc(data, limit=limit)
         if limit is not None:
@@ -564,11 +564,15 @@ class Model(LensMethods):
                 f"\n  from {self.path}{plan}\n  engine: {engine}")
 
 
-def open(ref: Any, *, dtype: str = "float32", device: str = "cpu") -> Model:  # noqa: A001 - li.open(path)
+def open(ref: Any, *, dtype: str = "float32", device: str = "cpu",  # noqa: A001 - li.open(path)
+         weights: str | None = "auto") -> Model:
     """Open a model lazily: a fetched name (``smollm2``), a path (.safetensors, .gguf, HF dir), ``hf:ORG/NAME``,
-    or a run dir (its newest checkpoint; ``RUN@STEP``, ``RUN@first``)."""
+    or a run dir (its newest checkpoint; ``RUN@STEP``, ``RUN@first``).
+
+    ``weights``: ``"stored"`` decodes from the file's low-bit blocks on CPU, ``"float32"`` /
+    ``"bfloat16"`` are dense; ``"auto"`` picks stored when it can (docs/engine.md)."""
     if isinstance(ref, Model):
         return ref
     from lminspect.compare.checkpoints import resolve_ref
 
-    return Model(resolve_ref(ref), dtype=dtype, device=device)
+    return Model(resolve_ref(ref), dtype=dtype, device=device, weights=weights)

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Analysis"
 
 
@@ -42,6 +44,7 @@ def activations(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace statistics of another model / other settings in --out.")] = False,
     save_every: Annotated[float, typer.Option("--save-every", help="Seconds between resumable snapshots (0: after every batch).")] = 30.0,
     max_batches: Annotated[int | None, typer.Option("--max-batches", hidden=True, help="Stop after this many batches (testing resume).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Collect activation statistics over many tokens (mean, spread, outliers, dead neurons).
 
@@ -51,6 +54,9 @@ def activations(
 
     Example: lminspect activations smollm2 --tokens 50000 --out acts/
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from rich.console import Console
 
     from lminspect.activations import collect
@@ -137,6 +143,7 @@ def diff(
     a: Annotated[str, typer.Argument(help="Results directory A (e.g. the stitched model).")],
     b: Annotated[str, typer.Argument(help="Results directory B (e.g. the baseline).")],
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind.")] = None,
+    threads: Threads = None,
 ) -> None:
     """Compare two activation collections site by site: mean shift, variance ratio, kurtosis change.
 
@@ -145,6 +152,9 @@ def diff(
 
     Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
     from lminspect.activations.diff import diff_warnings, matched_by_position

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Compare"
 
 _REF_HELP = ("A model (file, HF dir, fetched name, hf:ORG/NAME), a checkpoint dir, or a run dir "
@@ -32,6 +34,10 @@ def diff(
     svd: Annotated[bool, typer.Option("--svd/--no-svd", help="Singular directions and spectral statistics "
                                       "(stable rank, alpha) of matrices; --no-svd is quicker.")] = True,
     changed: Annotated[bool, typer.Option("--changed", help="Only tensors that differ (rel_change > 0).")] = False,
+    save: Annotated[Path | None, typer.Option("--save", help="With --by-layer: also save the plot as PNG or SVG "
+                                              "(needs the [figures] extra).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Compare two models tensor by tensor: how much and in which directions the weights moved.
 
@@ -43,6 +49,9 @@ def diff(
 
     Example: lminspect diff runs/base@first runs/base --by-layer rel_change
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     import fnmatch
     import json
 
@@ -53,6 +62,12 @@ def diff(
     from lminspect.compare.diff import diff_models, match_tensors, overall
     from lminspect.errors import UserError
 
+    if save is not None:
+        if not by_layer:
+            raise UserError("--save draws the --by-layer figure: add --by-layer STAT")
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     sa, sb = open_ref(a), open_ref(b)
     m = match_tensors(sa, sb)
     if not m.pairs:
@@ -81,7 +96,7 @@ def diff(
     if by_layer:
         from lminspect.cli.weights_cmd import _print_by_layer
 
-        _print_by_layer(f"{sa.name} -> {sb.name}", rows, by_layer)
+        _print_by_layer(f"{sa.name} -> {sb.name}", rows, by_layer, save, overwrite)
     else:
         _print_table(sa.name, sb.name, rows, svd)
     _print_summary(summary)
@@ -151,7 +166,11 @@ def timeline(
     as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON instead.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also save the data (JSON / .npy) and the "
                                              "text figure in this folder.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files of an earlier --out.")] = False,
+    save: Annotated[Path | None, typer.Option("--save", help="Also save the figure as PNG or SVG (needs the "
+                                              "[figures] extra).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier --out folder or --save "
+                                            "file.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Follow a training run across its checkpoints: a weight statistic per component (mean over
     layers, or --layer N, or --tensor GLOB) as a table and a plot against steps or tokens;
@@ -162,6 +181,9 @@ def timeline(
 
     Example: lminspect timeline runs/base --stat stable_rank --every 2
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.compare.checkpoints import list_checkpoints
     from lminspect.compare.timeline import select_checkpoints
     from lminspect.errors import UserError
@@ -173,6 +195,10 @@ def timeline(
         from lminspect.fsutil import check_output
 
         check_output(out, kind="dir", overwrite=overwrite)
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite)
     if embeddings:
         data, text = _embeddings_view(cks, tokens, fit)
     elif attention is not None:
@@ -183,6 +209,9 @@ def timeline(
         sys.stdout.write(_json(data) + "\n")
     if out is not None:
         _save(out, data, text)
+    if save is not None:
+        data["_figure"](save, overwrite)
+        sys.stderr.write(f"saved {save}\n")
 
 
 def _progress(what: str) -> Any:
@@ -212,6 +241,15 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
     fig = timeline_figure(xs, cols, stat, xlabel="tokens" if xs is toks else "step", title=title)
     data = {"run": run_dir, "stat": stat, "view": where, "steps": steps, "tokens": toks, "columns": cols,
             "records": records}
+    xlabel = "tokens" if xs is toks else "step"
+
+    def figure(path: Path, overwrite: bool) -> None:
+        from lminspect.figures import save_lines
+
+        save_lines(path, {c: (xs, v) for c, v in cols.items()}, title=title, xlabel=xlabel, ylabel=stat,
+                   overwrite=overwrite)
+
+    data["_figure"] = figure
     if as_json:
         return data, fig
     table = Table(title=title)
@@ -244,6 +282,18 @@ def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str
     data = {"steps": pca.steps, "tokens_seen": pca.tokens_seen, "fit": pca.fit, "explained": pca.explained,
             "labels": [w for w, _ in labelled], "ids": [i for _, i in labelled],
             "paths": [pca.proj[:, i, :].tolist() for _, i in labelled], "_npy": {"embeddings_pca.npy": pca.proj}}
+
+    def figure(path: Path, overwrite: bool) -> None:
+        from lminspect.figures import save_paths
+
+        last = pca.proj[-1]
+        paths = {w: (pca.proj[:, i, 0].tolist(), pca.proj[:, i, 1].tolist()) for w, i in labelled}
+        ev = ", ".join(f"{e:.0%}" for e in pca.explained)
+        save_paths(path, (last[:, 0].tolist(), last[:, 1].tolist()), paths, overwrite=overwrite,
+                   title=f"token embeddings, PCA ({pca.fit} fit; {ev}), steps {pca.steps[0]}-{pca.steps[-1]}",
+                   xlabel="PC1", ylabel="PC2")
+
+    data["_figure"] = figure
     return data, fig
 
 
@@ -260,6 +310,16 @@ def _attention_view(cks: list, prompt: str, layer: int | None, head: list[int] |
     sys.stdout.write("tokens: " + " ".join(labels) + "\n" + text)
     data = {"steps": steps, "prompt": prompt, "tokens": labels, "layer": lay, **attention_summary(probs),
             "_npy": {"attention.npy": probs}}
+    heads = head or list(range(probs.shape[2]))
+
+    def figure(path: Path, overwrite: bool) -> None:
+        from lminspect.figures import save_heatmap_grid
+
+        save_heatmap_grid(path, probs[:, lay][:, heads], row_labels=[f"step {s}" for s in steps],
+                          col_labels=[f"head {h}" for h in heads], overwrite=overwrite,
+                          title=f"attention, layer {lay}: {prompt!r}")
+
+    data["_figure"] = figure
     return data, text
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 data_app = typer.Typer(
     name="data",
     help="Build evaluation data sets from text corpora.",
@@ -59,12 +61,16 @@ def metadata(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
+    threads: Threads = None,
 ) -> None:
     """Per-document metadata of a corpus (lengths, reference perplexity, plugin metrics), to train
     in that order (`lminspect train --order-by ppl --metadata FILE`) and plot `--saturation`.
 
     Example: lminspect data metadata builtin --model smollm2 --out meta.parquet
     """
+    from lminspect.runtime import set_threads
+
+    n_threads = set_threads(threads)
     from lminspect.fsutil import check_output
     from lminspect.metadata.compute import compute_metadata, write_parquet
 
@@ -72,7 +78,7 @@ def metadata(
     cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
     write_parquet(cols, out)
     extra = [c for c in cols if c not in ("id", "index", "split")]
-    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)})")
+    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)}; {n_threads} threads)")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,12 @@ from typing import Annotated
 
 import typer
 
+from lminspect.cli.threads import Threads
+
+WEIGHTS_HELP = ("stored | float32 | bfloat16 | auto. stored: the file's GGUF Q8_0/Q4_0/Q4_1 blocks or bf16 "
+                "bits, dequantized on the fly by the CPU decode steps (prefill stays dense float32); "
+                "auto: stored on CPU when the file has such a form and numba is installed, else --dtype.")
+
 
 def generate_command(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
@@ -20,12 +26,20 @@ def generate_command(
     chat: Annotated[bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")] = "float32",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    weights: Annotated[str, typer.Option("--weights", help=WEIGHTS_HELP)] = "auto",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan, e.g. '0-11,8-11,12-29' (see `lminspect stitch`).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Continue a prompt, printing the text as it is generated (speed on stderr).
 
-    Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
+    The stats line names the weights the matmuls read: on CPU a GGUF (or a fetched model) decodes
+    from its stored Q4/Q8 blocks by default (--weights auto); --weights float32 is the dense path.
+
+    Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
+    from lminspect.runtime import set_threads
+
+    n_threads = set_threads(threads)
     import sys
 
     from rich.console import Console
@@ -36,7 +50,7 @@ def generate_command(
     from lminspect.weights import open_store
 
     store = open_store(model)
-    lm = load_model(store, dtype=dtype, device=device)
+    lm = load_model(store, dtype=dtype, device=device, weights=weights)
     tok = load_tokenizer(store)
     layer_plan = None
     if plan is not None and plan.strip().lower() not in ("", "all"):
@@ -47,6 +61,11 @@ def generate_command(
 
             raise UserError(f"--plan {plan!r}: only 'all' is supported in this build") from None
         layer_plan = parse_plan(plan, lm.n_layers)
+        from lminspect.stitch.export import materialize
+        from lminspect.stitch.mergekit import warn_model_mismatch
+
+        warn_model_mismatch(layer_plan, model, store)
+        lm, layer_plan = materialize(lm, layer_plan)  # a mergekit 'scale' needs the weights scaled
     gen = generate(lm, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
                    plan=layer_plan, chat=chat)
@@ -61,7 +80,7 @@ def generate_command(
         gen.cancel()
     out.write("\n")
     out.flush()
-    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}[/dim]")
+    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 
 def grow(
     checkpoint: str = typer.Argument(..., help="A training checkpoint dir, a run dir (its latest "
@@ -29,6 +31,7 @@ def grow(
     check: bool = typer.Option(True, "--check/--no-check", help="Verify max |logit diff| on a probe."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
+    threads: Threads = None,
 ) -> None:
     """Make a model deeper or wider while it computes the same logits, to keep training it bigger.
 
@@ -38,6 +41,9 @@ def grow(
 
     Example: lminspect grow runs/base --layers +2 --width 512 --out grown/
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     import torch
 
     from lminspect.errors import UserError

@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 MODEL_HELP = "Model: a HF directory, .safetensors, .gguf, or a fetched name such as 'smollm2'."
 PLAN_HELP = "Layer plan (see `lminspect stitch show --help`): '0-23,27-29', '15r3', '7*heads[0,3]=0', a preset or a file."
 TOKEN_HELP = "Target token: text such as ' Paris' (its first token if it splits) or id:N."
@@ -94,6 +96,7 @@ def lens_command(
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: Threads = None,
 ) -> None:
     """Logit lens: the next-token distribution read out after every plan position (final norm +
     head applied to the residual stream), as a top-k table, plus the rank or probability of
@@ -102,6 +105,9 @@ def lens_command(
     Example: lminspect lens smollm2 --prompt "The capital of France is" --target " Paris"
     --plan 0-23,27-29 --compare all
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.errors import UserError
     from lminspect.lens import logit_lens, resolve_token
     from lminspect.lens.readout import encode_prompt
@@ -148,6 +154,7 @@ def dla_command(
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: Threads = None,
 ) -> None:
     """Direct logit attribution: what each plan position's attention and MLP (and each head) add
     straight to the target's logit, through the final norm with its scale frozen at that position
@@ -155,6 +162,9 @@ def dla_command(
 
     Example: lminspect dla smollm2 --prompt "The capital of France is" --target " Paris" --baseline " Rome"
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.lens import direct_logit_attribution, resolve_token
     from lminspect.lens.readout import encode_prompt
     from lminspect.lens.render import dla_heads_table, dla_table
@@ -192,6 +202,7 @@ def patch_command(
     out: Path | None = typer.Option(None, "--out", help="Save the grid: .json (with metadata), .csv or .npz."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    threads: Threads = None,
 ) -> None:
     """Activation patching: copy one site's activation from the clean run into the corrupted run
     at each plan position and token (or head) and show how much of the clean metric comes back
@@ -200,6 +211,9 @@ def patch_command(
     Example: lminspect patch smollm2 --clean "The capital of France is" --corrupt "The capital of Italy is"
     --metric "logit_diff: Paris,Rome" --site resid --out patch.json
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.errors import UserError
     from lminspect.lens import PATCH_SITES, activation_patching, parse_metric
     from lminspect.lens.readout import encode_prompt, token_labels

@@ -6,6 +6,7 @@ mergekit-style YAML/JSON/TOML files (HALF-OPEN ``layer_range``). See ``lminspect
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from lminspect.runtime import threads_option
+from lminspect.cli.generate_cmd import WEIGHTS_HELP
+from lminspect.cli.threads import Threads
+from lminspect.runtime import set_threads
 
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
@@ -46,13 +49,14 @@ stitch_app = typer.Typer(
 # --------------------------------------------------------------------------- helpers
 
 
-def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True) -> tuple[Any, Any, Any]:
+def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True,
+          weights: str | None = None) -> tuple[Any, Any, Any]:
     from lminspect.errors import UserError
     from lminspect.models import load_model
     from lminspect.weights import open_store
 
     store = open_store(model)
-    lm = load_model(store, dtype=dtype)
+    lm = load_model(store, dtype=dtype, weights=weights)
     tok = None
     if need_tokenizer:
         from lminspect.tokenizer import load_tokenizer
@@ -61,15 +65,6 @@ def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True) -> tu
         if tok is None:
             raise UserError(f"{model}: no tokenizer found (tokenizer.json or GGUF metadata)")
     return store, lm, tok
-
-
-def _threads() -> None:
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
 
 
 def _console(stderr: bool = False):
@@ -91,32 +86,40 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    weights: str = typer.Option("auto", "--weights", help=WEIGHTS_HELP),
+    threads: Threads = None,
 ) -> None:
     """Continue a prompt with some layers skipped or repeated; --compare streams the untouched model beside it.
 
     Example: lminspect stitch smollm2 --plan "0-23,27-29" --prompt "Once upon a time" --compare
+
+    Plans, scales and --compare run on the stored low-bit weights too (--weights; the stats line says which).
     """
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
+    from lminspect.stitch.export import materialize
+    from lminspect.stitch.mergekit import warn_model_mismatch
 
-    _threads()
-    _, lm, tok = _load(model, dtype)
+    n_threads = set_threads(threads)
+    store, lm, tok = _load(model, dtype, weights=weights)
     p = parse_plan(plan, lm.n_layers)
+    warn_model_mismatch(p, model, store)
     summary = describe_plan(p, lm.n_layers, model=lm)
+    stitched, run_plan = materialize(lm, p)  # a mergekit 'scale' needs the weights themselves scaled
     err = _console(stderr=True)
     err.print(f"[dim]plan {summary.text}: {summary.calls} layer calls of {lm.n_layers}, "
               f"{summary.params_touched:.0%} of parameters[/dim]")
     kw = dict(max_new_tokens=max_tokens, temperature=temperature, seed=seed)
     if not compare:
-        gen = generate(lm, tok, prompt, plan=p, **kw)
+        gen = generate(stitched, tok, prompt, plan=run_plan, **kw)
         sys.stdout.write(prompt)
         for piece in gen:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        err.print(f"[dim]{gen.stats.line()}[/dim]")
+        err.print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
         return
-    gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(lm, tok, prompt, plan=p, **kw)}
+    gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(stitched, tok, prompt, plan=run_plan, **kw)}
     if sys.stdout.isatty():
         _compare_live(prompt, gens)
     else:
@@ -128,7 +131,7 @@ def run(
                 sys.stdout.flush()
             sys.stdout.write("\n")
     for name, gen in gens.items():
-        err.print(f"[dim]{name}: {gen.stats.line()}[/dim]")
+        err.print(f"[dim]{name}: {gen.stats.line()}, {n_threads} threads[/dim]")
 
 
 def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
@@ -137,19 +140,16 @@ def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
     from rich.live import Live
     from rich.panel import Panel
 
+    from lminspect.generate import interleave
+
     texts = {name: prompt for name in gens}
-    iters = {name: iter(g) for name, g in gens.items()}
 
     def view():
         return Columns([Panel(texts[n], title=n, width=max(30, (_console().width - 4) // 2)) for n in gens])
 
     with Live(view(), refresh_per_second=12, console=_console()) as live:
-        while iters:
-            for name in list(iters):
-                try:
-                    texts[name] += next(iters[name])
-                except StopIteration:
-                    del iters[name]
+        for name, piece in interleave(gens):
+            texts[name] += piece
             live.update(view())
 
 
@@ -286,11 +286,9 @@ def _sweep_plans(plans: str, inline: list[str] | None, n_layers: int) -> dict[st
 
 def _mc_items(eval_: str, limit: int) -> list[Any]:
     if eval_ == "cloze":
-        from lminspect.documents import read_documents
-        from lminspect.evals.cloze import make_cloze
-        from lminspect.evals.mc import hellaswag_item
+        from lminspect.evals.cloze import builtin_cloze
 
-        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=limit))]
+        return builtin_cloze(limit)
     from lminspect.evals.mc import load_mc
 
     return load_mc(eval_, limit=limit)
@@ -318,7 +316,7 @@ def sweep(
     ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
     out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    threads: int | None = threads_option(),
+    threads: Threads = None,
 ) -> None:
     """Score many layer plans on a multiple-choice set (acc, acc_norm with lm-eval's standard errors).
 
@@ -327,9 +325,9 @@ def sweep(
 
         lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
     """
-    from lminspect.evals.sweep import run_sweep, write_item_log
+    from lminspect.evals.sweep import run_sweep
     from lminspect.fsutil import check_output
-    from lminspect.runtime import Progress, interrupted, set_threads
+    from lminspect.runtime import Progress, interrupted
 
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
     if log_items is not None:
@@ -354,25 +352,38 @@ def sweep(
     meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
             "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and prints
+
     def on_row(row: dict[str, Any]) -> None:
         rows.append(row)
-        _write_sweep(base, meta, rows)
+        if main:
+            _write_sweep(base, meta, rows)
 
     def saved() -> str:
         return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing saved"
 
-    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan") as prog:
-        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update,
+    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan", bar=None if main else False) as prog:
+        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
                         ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=on_row)
+    if main:
+        meta.update(threads=n_threads, world_size=res.meta.get("world_size", 1))
+        _finish_sweep(res, base, meta, items, label, log_items, overwrite)
+
+
+def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], label: str,
+                  log_items: Path | None, overwrite: bool) -> None:
+    """The complete JSON/CSV, the item log, the table, and the summary line."""
+    from lminspect.evals.sweep import write_item_log
+
     meta.update(complete=True, calls_run=res.calls_run, calls_named=res.calls_named, seconds=round(res.seconds, 3),
                 cpu_seconds=round(res.cpu_seconds, 3))
-    _write_sweep(base, meta, rows)
+    _write_sweep(base, meta, res.rows)
     if log_items is not None:
         write_item_log(log_items, items, res.results, overwrite=overwrite)
-    _console().print(_sweep_table(rows, f"stitch sweep: {label}, {len(items)} items, "
-                                        f"chance {1 / len(items[0].endings):.2f}"))
+    _console().print(_sweep_table(res.rows, f"stitch sweep: {label}, {len(items)} items, "
+                                            f"chance {1 / len(items[0].endings):.2f}"))
     written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
-    _console(stderr=True).print(f"[dim]{res.summary()}, {n_threads} threads; wrote {written}[/dim]")
+    _console(stderr=True).print(f"[dim]{res.summary()}, {meta['threads']} threads; wrote {written}[/dim]")
 
 
 def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -421,15 +432,22 @@ def export(
     the tokenizer files are copied (the chat template as chat_template.jinja, where
     transformers 5 saves it).
 
+    A mergekit passthrough config gives the same tensors as `mergekit-yaml`: its
+    `parameters: {scale: ...}` (filters, gradients, top level), `dtype` and `out_dtype`
+    mean what they mean there; keys lminspect ignores are named in one line each.
+
     Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
+             lminspect stitch export smollm2 merged/ --plan mergekit.yaml
     """
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
+    from lminspect.stitch.mergekit import warn_model_mismatch
     from lminspect.weights.export import tokenizer_side_files
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
+    warn_model_mismatch(p, model, store)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
     export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
@@ -508,6 +526,7 @@ def attention(
                                      "(needs the [figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
                                    "existing --save file."),
+    threads: Threads = None,
 ) -> None:
     """Show where one layer's attention looks, as a heatmap, and its 2-D FFT.
 
@@ -532,7 +551,7 @@ def attention(
         from lminspect.figures import check_figure_path
 
         check_figure_path(save, overwrite)
-    _threads()
+    set_threads(threads)
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
     ids = tok.encode(prompt)

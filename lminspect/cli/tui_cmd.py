@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
@@ -23,11 +25,15 @@ def register(app: typer.Typer) -> None:
             None, "--acts", exists=True,
             help="Results dir of `lminspect activations`, or a folder of them (Activations tab); repeatable.",
         ),
+        threads: Threads = None,
     ) -> None:
         """Browse weights, stitch layers, watch training runs and activation statistics in a terminal UI.
 
     Example: lminspect tui smollm2 --acts acts/
     """
+        from lminspect.runtime import set_threads
         from lminspect.tui.app import run_app
+
+        set_threads(threads)
 
         run_app(model, runs, acts or [])

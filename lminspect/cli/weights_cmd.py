@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from lminspect.cli.threads import Threads
 from lminspect.fsutil import human_bytes
 
 PANEL = "Weights"
@@ -90,6 +91,7 @@ def stats(
     save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
                               "(needs the [figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
+    threads: Threads = None,
 ) -> None:
     """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
 
@@ -99,6 +101,9 @@ def stats(
 
     Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     import fnmatch
     import json
 
@@ -225,6 +230,7 @@ def convert(
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16 or bfloat16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR (only once the new "
                                                              "one is complete)."),
+    threads: Threads = None,
 ) -> None:
     """Convert a GGUF model into a HF-style directory (config.json, model.safetensors, tokenizer).
 
@@ -233,6 +239,9 @@ def convert(
 
     Example: lminspect convert model.gguf model_hf/   (add --overwrite to replace model_hf/)
     """
+    from lminspect.runtime import set_threads
+
+    set_threads(threads)
     from lminspect.fsutil import check_input_file, check_output
     from lminspect.weights.convert import convert_gguf
 

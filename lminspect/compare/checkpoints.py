@@ -55,8 +55,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder with ``checkpoints/`` and no weights of its own."""
-    return (path / "checkpoints").is_dir() and not any(path.glob("*.safetensors"))
+    """A run with checkpoints (``train.runlog.is_run_dir``), or a bare folder of checkpoints (no
+    config.json of a model of its own): the same rule as ``grow.io.resolve_model_dir``."""
+    from lminspect.train.runlog import is_run_dir as run_log_dir
+
+    return (path / "checkpoints").is_dir() and (run_log_dir(path) or not (path / "config.json").is_file())
 
 
 def pick_checkpoint(run_dir: Path, which: str | None) -> Checkpoint:

@@ -7,6 +7,7 @@ next sentence, and the distractors are sentences from *other* documents, chosen 
 similar length so that length alone gives nothing away. The right answer's position is
 drawn at random. Same corpus + same seed = same file. Corpora are read by
 :func:`lminspect.documents.read_documents` (re-exported here); ``builtin`` is the EB1911 article.
+:func:`builtin_cloze` is the set ``--eval cloze``, ``m.eval_mc("cloze")`` and ``m.sweep("cloze")`` score.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lminspect.documents import BUILTIN_CORPORA, read_documents  # read_documents: re-exported for callers
+from lminspect.documents import read_documents  # re-exported for callers
 from lminspect.errors import UserError
 
-__all__ = ["builtin_corpus", "make_cloze", "read_documents", "split_sentences", "write_jsonl"]
+if TYPE_CHECKING:
+    from lminspect.evals.mc import MCItem
+
+__all__ = ["builtin_cloze", "make_cloze", "read_documents", "split_sentences", "write_jsonl"]
 
 _ABBREV = {"mr", "mrs", "ms", "dr", "st", "sr", "jr", "vs", "etc", "e.g", "i.e", "cf", "vol", "no", "pp", "ed",
            "eds", "viz", "ch", "sc", "act", "fig", "col", "ibid", "op", "cit", "ff", "c", "v", "p", "b", "d", "f"}
 _SPLIT_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
-
-
-def builtin_corpus() -> Path:
-    """The corpus shipped for evaluation (see ``lminspect/data/corpus/README.md``); ``builtin`` here."""
-    return BUILTIN_CORPORA["eval"]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -109,6 +108,13 @@ def make_cloze(docs: Iterable[str], *, n: int = 200, seed: int = 0, ctx_sentence
         rows.append({"id": f"cloze-{seed}-{k}", "ctx": " ".join(sents[d][i - ctx_sentences : i]),
                      "endings": endings, "label": label, "doc": d})
     return rows
+
+
+def builtin_cloze(n: int = 50, *, seed: int = 0) -> list[MCItem]:
+    """The cloze set from the shipped eval corpus, as scoring items (``"cloze"`` in the CLI and the REPL)."""
+    from lminspect.evals.mc import hellaswag_item
+
+    return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin:eval"), n=n, seed=seed))]
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:

@@ -12,18 +12,10 @@ from lminspect.grow.core import GrowSpec, grow_model
 
 def resolve_model_dir(ref: str | Path) -> str:
     """A run directory means its latest checkpoint; anything else is passed to ``open_store``."""
-    p = Path(ref)
-    from lminspect.train.runlog import is_run_dir
+    from lminspect.train.checkpoint import run_checkpoint
 
-    # a run with checkpoints, or a bare folder of checkpoints (no config.json: not a model dir)
-    if (p / "checkpoints").is_dir() and (is_run_dir(p) or not (p / "config.json").is_file()):
-        from lminspect.train.checkpoint import latest_checkpoint
-
-        ck = latest_checkpoint(p)
-        if ck is None:
-            raise UserError(f"{ref}: run directory without a complete checkpoint")
-        return str(ck)
-    return str(ref)
+    ck = run_checkpoint(ref)
+    return str(ck) if ck is not None else str(ref)
 
 
 def load_for_growth(ref: str | Path) -> tuple[Any, Any]:

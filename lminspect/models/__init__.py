@@ -92,8 +92,12 @@ def add_value_norm(model: LM) -> LM:
     return model
 
 
-def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -> LM:
+def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", weights: str | None = None) -> LM:
     """Build the model a TensorStore (or anything ``open_store`` accepts) describes.
+
+    ``weights`` (``--weights``): None keeps ``dtype``; ``stored`` / ``auto`` / ``float32`` /
+    ``bfloat16`` as ``models.stored.resolve_weights`` says. ``stored`` is a float32 model
+    whose decode steps read the file's low-bit form (models/stored.py).
 
     Parameters are created on the meta device and then *assigned* from ``torch.from_numpy`` of
     the store's canonical arrays, so the only copy is the dtype conversion (plus one copy for a
@@ -110,6 +114,12 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -
         from lminspect.weights import open_store
 
         store = open_store(store_or_ref)
+    mode = None
+    if weights is not None:
+        from lminspect.models.stored import resolve_weights
+
+        mode = resolve_weights(weights, str(dtype).removeprefix("torch."), str(device))
+        dtype = "float32" if mode == "stored" else mode
     tdtype = _torch_dtype(dtype)
     try:
         dev = torch.device(device)
@@ -151,6 +161,11 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu") -
     model.to(dev)
     model.eval()
     model.source = name
+    model.weights_label = str(tdtype).removeprefix("torch.")
+    if mode == "stored":
+        from lminspect.models.stored import attach_stored
+
+        attach_stored(model, store)
     return model
 
 

@@ -484,6 +484,10 @@ class LM(nn.Module):
             if full is None or len(full) != n:
                 full = self.__dict__["_full_plan"] = full_plan(n)
             return full
+        if getattr(plan, "scales_weights", False):  # a mergekit config's scale: not a branch scale
+            raise UserError(f"{plan.where}: mergekit's 'scale' multiplies the weights, which a plan over shared "
+                            "weights cannot do; use `lminspect stitch export` and run the exported folder",
+                            hint="`lminspect stitch run` and `generate --plan` do that for you")
         for c in plan:
             if not 0 <= c.index < n:
                 raise UserError(f"layer plan uses layer {c.index}, but the model has layers 0..{n - 1}")
@@ -511,7 +515,7 @@ class LM(nn.Module):
         return None, None, None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        head = getattr(self, "head", None)
+        head = getattr(self, "head", None) or self.__dict__.get("_tied_head")  # (stored.py: packed tied head)
         if head is not None:
             return head(x)
         return F.linear(x, self.embed.tokens.weight)

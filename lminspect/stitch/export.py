@@ -12,6 +12,7 @@ from typing import Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
+from lminspect.stitch.mergekit import MergekitPlan, cast_and_scale
 from lminspect.stitch.plans import parse_plan
 from lminspect.stitch.view import StitchedModel
 from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
@@ -64,6 +65,8 @@ def export_stitched(
     nothing is written. ``config.json`` gets ``num_hidden_layers`` (``n_layer`` for GPT-2) =
     ``len(plan)`` and ``lminspect_plan``; ``model.safetensors`` holds HF names with each
     occurrence's weights duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
+    A plan read from a mergekit config also gets mergekit's ``scale`` (every tensor of those
+    layers), ``dtype`` and ``out_dtype``, as ``mergekit-yaml`` applies them.
     """
     base = model.model if isinstance(model, StitchedModel) else model
     n = len(base.layers)
@@ -76,6 +79,10 @@ def export_stitched(
     if tied:
         sd.pop("head.weight", None)
     hf_sd = hf_state_dict(arch, sd, hf_cfg)
+    if isinstance(plan, MergekitPlan):  # mergekit's scale multiplies whole tensors, in its dtype
+        hf_sd = {k: cast_and_scale(v, plan.tensor_scale(k), plan.dtype, plan.out_dtype) for k, v in hf_sd.items()}
+        if plan.out_dtype or plan.dtype:
+            hf_cfg["dtype"] = hf_cfg["torch_dtype"] = plan.out_dtype or plan.dtype
     for key in ("num_hidden_layers", "n_layer"):
         if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
             hf_cfg[key] = len(plan)
@@ -84,3 +91,25 @@ def export_stitched(
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
     return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files)
+
+
+def materialize(model: Any, plan: Any, model_ref: str = "") -> tuple[Any, Any]:
+    """(model, plan) ready to run: a plan whose mergekit ``scale`` multiplies weights cannot run
+    over the shared weights, so the stitched model is exported to a temp folder and loaded
+    (the plan becomes the full plan of that model); any other plan is returned as it is."""
+    if not getattr(plan, "scales_weights", False):
+        return model, plan
+    import shutil
+    import tempfile
+
+    from lminspect.models import load_model
+    from lminspect.models.layercall import full_plan
+    from lminspect.weights import open_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="lminspect-mergekit-"))
+    try:
+        out = export_stitched(model, plan, tmp / "model")
+        lm = load_model(open_store(out), dtype=getattr(model, "dtype", "float32"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lm, full_plan(len(plan))

@@ -28,7 +28,9 @@ Plan grammar (comma-separated items; ranges are INCLUSIVE, as seed 002 writes th
   ITEM*kv[1]=0        scale every query head that reads KV head 1 (GQA groups)
 '_' also separates items, so seed 002's config names work: 0-23_27-31, 15r3_23r3_31r3.
 A plan may also be a preset name (lminspect stitch presets) or a YAML/JSON/TOML file with
-mergekit passthrough slices; mergekit's layer_range [0, 24] is HALF-OPEN (layers 0..23)."""
+mergekit passthrough slices; mergekit's layer_range [0, 24] is HALF-OPEN (layers 0..23),
+and its parameters: {scale: X} multiplies every tensor of those layers, as in mergekit
+(lminspect's branch scales there are attn_scale / mlp_scale)."""
 
 _EXPECTED = (
     "expected N, A-B (inclusive), NrK, A-BrK, all, even, odd, skip:A-B or -A-B, "

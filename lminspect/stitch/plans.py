@@ -2,9 +2,10 @@
 
 * the compact grammar (:mod:`lminspect.stitch.grammar`), ranges **inclusive**;
 * a list of ints (or of ``LayerCall``);
-* a mergekit passthrough config (``slices: [{sources: [{model, layer_range}]}]``
-  or the short ``slices: [{layer_range: [0, 24], scale: 0.5}]``), whose
-  ``layer_range`` is **half-open** as mergekit defines it; given as a dict or as a
+* a mergekit passthrough config (``slices: [{sources: [{model, layer_range}]}]``,
+  the short ``slices: [{layer_range: [0, 24]}]``, or ``models: [{model}]``), whose
+  ``layer_range`` is **half-open** as mergekit defines it and whose ``scale`` means what it
+  means in mergekit (:mod:`lminspect.stitch.mergekit`); given as a dict or as a
   YAML/JSON/TOML file;
 * a preset name from seed 002 (:mod:`lminspect.stitch.presets`), rescaled to the model's depth.
 
@@ -21,6 +22,7 @@ from typing import Any
 from lminspect.errors import UserError
 from lminspect.models.layercall import HeadScales, LayerCall, full_plan
 from lminspect.stitch.grammar import _check_index, _parse_string, head_scales
+from lminspect.stitch.mergekit import MergekitPlan, Occurrence, check_top, models_as_slices, slice_occurrences
 from lminspect.stitch.presets import PRESETS, preset_spec
 
 
@@ -54,55 +56,72 @@ def _slice_heads(dicts: tuple[Any, ...], key: str, where: str) -> HeadScales:
     return ()
 
 
-def _plan_from_slices(slices: Any, n_layers: int, where: str) -> list[LayerCall]:
+def _plan_from_slices(obj: Mapping[str, Any], n_layers: int, where: str) -> MergekitPlan:
+    """A mergekit passthrough config (``slices`` or ``models``) -> plan, with mergekit's meaning
+    of ``scale`` kept beside it (:mod:`lminspect.stitch.mergekit`)."""
+    dtype, out_dtype = check_top(obj, where)
+    top = obj.get("parameters") or {}
+    if not isinstance(top, Mapping):
+        raise UserError(f"{where}: top-level 'parameters' must be a mapping")
+    slices = obj["slices"] if "slices" in obj else models_as_slices(obj.get("models"), n_layers, where)
     if not isinstance(slices, list) or not slices:
         raise UserError(f"{where}: 'slices' must be a non-empty list")
     plan: list[LayerCall] = []
-    models: set[str] = set()
+    occurrences: list[Occurrence] = []
+    firsts: list[Occurrence] = []
+    models: list[str] = []
     for k, sl in enumerate(slices):
-        if not isinstance(sl, Mapping):
-            raise UserError(f"{where}: slice {k} must be a mapping with 'layer_range' or 'sources'")
-        src: Mapping[str, Any] = sl
-        if "sources" in sl:
-            sources = sl["sources"]
-            if not isinstance(sources, list) or len(sources) != 1:
-                raise UserError(
-                    f"{where}: slice {k} has {len(sources) if isinstance(sources, list) else '?'} sources; "
-                    "only passthrough stitching (one source per slice) is supported"
-                )
-            src = sources[0]
-            if not isinstance(src, Mapping):
-                raise UserError(f"{where}: slice {k} source must be a mapping")
-            if src.get("model") is not None:
-                models.add(str(src["model"]))
-        rng = src.get("layer_range", sl.get("layer_range"))
-        if (
-            not isinstance(rng, list | tuple)
-            or len(rng) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in rng)
-        ):
-            raise UserError(f"{where}: slice {k} needs layer_range: [start, end] (half-open, ints)")
-        a, b = rng
-        if not (0 <= a < b <= n_layers):
-            raise UserError(
-                f"{where}: slice {k} layer_range [{a}, {b}] is out of range; "
-                f"the model has {n_layers} layers (half-open ranges from [0, 1] to [0, {n_layers}])"
-            )
-
+        src, a, b = _slice_source(sl, k, n_layers, where)
+        if src.get("model") is not None and str(src["model"]) not in models:
+            models.append(str(src["model"]))
         dicts = (src, sl, src.get("parameters") or {}, sl.get("parameters") or {})
-        both = _slice_number(dicts, "scale", 1.0, f"{where}: slice {k}")
-        attn = _slice_number(dicts, "attn_scale", both, f"{where}: slice {k}")
-        mlp = _slice_number(dicts, "mlp_scale", both, f"{where}: slice {k}")
+        attn = _slice_number(dicts, "attn_scale", 1.0, f"{where}: slice {k}")  # lminspect's own keys
+        mlp = _slice_number(dicts, "mlp_scale", 1.0, f"{where}: slice {k}")
         rep = int(_slice_number(dicts, "repeat", 1.0, f"{where}: slice {k}"))
         heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
         kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
-        plan.extend(LayerCall(i, attn, mlp, heads, kv) for _ in range(rep) for i in range(a, b))
+        occ = slice_occurrences(src, sl, top, b - a)
+        firsts.append(Occurrence(occ[0].settings, 0.0))
+        for _ in range(rep):
+            plan.extend(LayerCall(i, attn, mlp, heads, kv) for i in range(a, b))
+            occurrences.extend(occ)
     if len(models) > 1:
         raise UserError(
             f"{where}: slices name different models ({', '.join(sorted(models))}); "
             "stitching layers of different models is not supported"
         )
-    return plan
+    return MergekitPlan(plan, occurrences, firsts[0], firsts[-1], dtype, out_dtype, models, where)
+
+
+def _slice_source(sl: Any, k: int, n_layers: int, where: str) -> tuple[Mapping[str, Any], int, int]:
+    """A slice's one source (the slice itself in the short form) and its half-open layer range."""
+    if not isinstance(sl, Mapping):
+        raise UserError(f"{where}: slice {k} must be a mapping with 'layer_range' or 'sources'")
+    src: Mapping[str, Any] = sl
+    if "sources" in sl:
+        sources = sl["sources"]
+        if not isinstance(sources, list) or len(sources) != 1:
+            raise UserError(
+                f"{where}: slice {k} has {len(sources) if isinstance(sources, list) else '?'} sources; "
+                "only passthrough stitching (one source per slice) is supported"
+            )
+        src = sources[0]
+        if not isinstance(src, Mapping):
+            raise UserError(f"{where}: slice {k} source must be a mapping")
+    rng = src.get("layer_range", sl.get("layer_range"))
+    if (
+        not isinstance(rng, list | tuple)
+        or len(rng) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in rng)
+    ):
+        raise UserError(f"{where}: slice {k} needs layer_range: [start, end] (half-open, ints)")
+    a, b = rng
+    if not (0 <= a < b <= n_layers):
+        raise UserError(
+            f"{where}: slice {k} layer_range [{a}, {b}] is out of range; "
+            f"the model has {n_layers} layers (half-open ranges from [0, 1] to [0, {n_layers}])"
+        )
+    return src, a, b
 
 
 def _read_structured(path: Path) -> Any:
@@ -127,12 +146,12 @@ _PLAN_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
 
 def _from_mapping(obj: Mapping[str, Any], n_layers: int, where: str) -> list[LayerCall]:
-    if "slices" in obj:
-        return _plan_from_slices(obj["slices"], n_layers, where)
+    if "slices" in obj or "models" in obj or "merge_method" in obj:
+        return _plan_from_slices(obj, n_layers, where)
     for key in ("plan", "layers"):
         if key in obj:
             return parse_plan(obj[key], n_layers)
-    raise UserError(f"{where}: expected a 'slices' list (mergekit) or a 'plan' entry")
+    raise UserError(f"{where}: expected a 'slices' or 'models' list (mergekit) or a 'plan' entry")
 
 
 def load_plan_file(path: str | Path, n_layers: int) -> list[LayerCall]:
@@ -158,6 +177,10 @@ def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
         raise UserError(f"cannot stitch a model with {n_layers} layers")
     if spec is None:
         return full_plan(n_layers)
+    if isinstance(spec, MergekitPlan):  # already read, with its mergekit settings
+        for k, x in enumerate(spec):
+            _check_index(x.index, n_layers, str(x.index), k + 1)
+        return spec
     if isinstance(spec, Path):
         return load_plan_file(spec, n_layers)
     if isinstance(spec, Mapping):

@@ -149,6 +149,24 @@ def latest_checkpoint(run_dir: Path, *, warn: bool = False) -> Path | None:
     return None
 
 
+def run_checkpoint(path: str | Path) -> Path | None:
+    """What a training run directory means wherever a model is expected: its latest complete
+    checkpoint (None when ``path`` is not a run directory: a model folder, a file).
+
+    A run (``runlog.is_run_dir``) with ``checkpoints/``, or a bare folder of checkpoints (no
+    config.json, so not a model folder). A run without a complete checkpoint is a ``UserError``.
+    """
+    from lminspect.train.runlog import is_run_dir
+
+    p = Path(path)
+    if not (p / "checkpoints").is_dir() or not (is_run_dir(p) or not (p / "config.json").is_file()):
+        return None
+    ck = latest_checkpoint(p)
+    if ck is None:
+        raise UserError(f"{path}: run directory without a complete checkpoint (nothing in {p / 'checkpoints'})")
+    return ck
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read ``trainer.safetensors``: model state, optimizer state dict, rng tensors, train state."""
     from safetensors import safe_open

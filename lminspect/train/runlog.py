@@ -148,3 +148,45 @@ class StatsWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+STATUS_WORDS = {"done": "finished", "interrupted": "stopped", "failed": "failed", "running": "running"}
+
+
+def _last_row(stats: Path) -> dict[str, Any]:
+    """The last complete row of ``stats.jsonl``, reading only the file's tail."""
+    try:
+        with stats.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            tail = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(tail):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written, or cut by the tail
+        if isinstance(row, dict):
+            return row
+    return {}
+
+
+def run_summary(path: str | Path) -> dict[str, Any]:
+    """What a list of runs shows without reading whole logs: name, experiment, steps done, last
+    loss and status in words (running / finished / stopped / failed)."""
+    p = Path(path)
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        config = {}
+    stats = p / "stats.jsonl"
+    last = _last_row(stats)
+    status = str(config.get("status", "unknown"))
+    if status == "running":
+        mtime = stats.stat().st_mtime if stats.is_file() else 0.0
+        status = "running" if time.time() - mtime < RUNNING_AFTER_S else "stopped"
+    return {"name": config.get("name") or p.name, "exp": config.get("experiment") or config.get("exp") or "?",
+            "steps": int(last.get("step", 0) or 0), "loss": last.get("loss"),
+            "status": STATUS_WORDS.get(status, status)}

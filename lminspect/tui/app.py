@@ -18,7 +18,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 from textual.worker import Worker, WorkerState
 
 from lminspect.tui import backend
@@ -27,7 +27,9 @@ from lminspect.tui.messages import StoreOpened
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
 from lminspect.tui.screens.picker import Choice, PickerScreen
+from lminspect.tui.screens.timeline import TimelineScreen
 from lminspect.tui.widgets.activations import ActsPane
+from lminspect.tui.widgets.compare import DiffPanel
 from lminspect.tui.widgets.runs import RunsPane
 from lminspect.tui.widgets.stitch import StitchPane
 from lminspect.tui.widgets.weights import WeightsPane
@@ -53,7 +55,15 @@ class LMInspectApp(App[None]):
         Binding("r", "show_tab('runs')", "Runs", id="app.runs"),
         Binding("a", "show_tab('acts')", "Activations", id="app.acts"),
         Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
+        Binding("escape", "leave_field", "Leave field", show=False, id="app.leave"),
+        Binding("c", "compare", "Compare", id="app.compare", show=False,
+                tooltip="Weights tab: each tensor's difference to a second model, checkpoint or run"),
+        Binding("t", "timeline", "Timeline", id="app.timeline", show=False,
+                tooltip="A statistic across the checkpoints of the run ticked in the Runs tab"),
     ]
+    # letter keys that a text field would take as typing: hidden (and off) while one has focus,
+    # so the footer never offers a key that would type into the field instead
+    LETTER_ACTIONS = frozenset({"quit", "open_model", "show_tab", "compare", "timeline"})
 
     def __init__(self, model: str | None = None, runs_dir: str | Path = "runs", *,
                  acts: Sequence[str | Path] = (), remember: bool = True) -> None:
@@ -113,6 +123,8 @@ class LMInspectApp(App[None]):
             backend.remember_model(message.ref)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "open-other" and event.state == WorkerState.ERROR:
+            self.report_error("Could not open the model to compare with", event.worker.error)
         if event.worker.group == "open" and event.state == WorkerState.ERROR:
             self.sub_title = "no model"
             self.report_error(f"Could not open {self.model_ref}", event.worker.error)
@@ -124,6 +136,33 @@ class LMInspectApp(App[None]):
         self.push_screen(ErrorScreen(title, message))
 
     # -- actions ------------------------------------------------------------------
+
+    def _typing(self) -> bool:
+        return isinstance(self.focused, Input | TextArea)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.LETTER_ACTIONS and self._typing():
+            return False
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def action_leave_field(self) -> None:
+        """Escape in a text field: focus the next thing in the same tab that is not a field."""
+        if not self._typing() or isinstance(self.screen, ModalScreen):
+            return
+        field = self.focused
+        pane = next((a for a in field.ancestors if isinstance(a, TabPane)), None)
+        scope = pane if pane is not None else self.screen
+        others = [w for w in scope.query("*") if w.focusable and not isinstance(w, Input | TextArea)]
+        if others:
+            others[0].focus()
+        else:
+            self.set_focus(None)
 
     def action_open_model(self) -> None:
         self.push_screen(PickerScreen(self.runs_dir), self._picked)
@@ -181,6 +220,33 @@ class LMInspectApp(App[None]):
             widget = self._focus_target(tab)
             if not widget.has_focus and (self.focused is None or tab not in {a.id for a in self.focused.ancestors}):
                 self.call_after_refresh(widget.focus)
+
+    def action_compare(self) -> None:
+        """Pick a second model (or checkpoint, or run: its newest checkpoint) for the Weights tab."""
+        if not isinstance(self.screen, ModalScreen):
+            self.push_screen(PickerScreen(self.runs_dir, title="Compare the open model with"), self._compare_picked)
+
+    def _compare_picked(self, choice: Choice) -> None:
+        if choice is not None:
+            self.action_show_tab("weights")
+            self._open_other(choice[1])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open-other")
+    def _open_other(self, ref: str) -> None:
+        store = backend.open_ref(ref)
+        label = os.path.basename(os.path.normpath(ref)) or ref
+        self.call_from_thread(self.query_one(DiffPanel).set_other, store, label)
+        self.call_from_thread(self.notify, f"comparing with {label}: select a tensor", timeout=4)
+
+    def action_timeline(self) -> None:
+        """The timeline of the first ticked (else the highlighted) run of the Runs tab."""
+        if isinstance(self.screen, ModalScreen):
+            return
+        run = self.query_one(RunsPane).chosen_run()
+        if run is None:
+            self.notify("tick a run in the Runs tab (r) first", severity="warning")
+            return
+        self.push_screen(TimelineScreen(run))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,10 +46,11 @@ def n_heads(store: TensorStore, *, kv: bool = False) -> int | None:
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: TensorStore) -> LM:
+def load_model(store: TensorStore, weights: str | None = "auto") -> LM:
+    """The engine; ``weights`` auto = the stored low-bit decode path on CPU when the file has one."""
     from lminspect.models import load_model as load
 
-    return load(store)
+    return load(store, weights=weights)
 
 
 def load_tokenizer(store: TensorStore) -> Tokenizer:
@@ -63,6 +64,13 @@ def generate_fn() -> Callable[..., Generation]:
     from lminspect.generate import generate
 
     return generate
+
+
+def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) -> Generator[tuple[str, str], None, None]:
+    """``lminspect.generate.interleave``: the baseline and the plan streamed in turn."""
+    from lminspect.generate import interleave as interleave_
+
+    return interleave_(gens, cancelled=cancelled)
 
 
 # -- stitching ---------------------------------------------------------------
@@ -105,6 +113,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     from lminspect.train.runlog import load_run as load
 
     return load(path)
+
+
+def run_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Name, experiment, steps, last loss and status of a run (reads only the logs' tails)."""
+    from lminspect.train.runlog import run_summary as summary
+
+    return summary(path)
 
 
 def plots_module() -> ModuleType:
@@ -157,6 +172,58 @@ def model_identity(store: TensorStore) -> dict[str, Any]:
     from lminspect.activations.store import model_identity as identity
 
     return identity(store)
+
+
+# -- comparisons (docs/compare.md) ---------------------------------------------
+
+
+def open_ref(ref: str) -> TensorStore:
+    """A store for a model, checkpoint or run dir (its newest checkpoint)."""
+    from lminspect.compare.checkpoints import open_ref as open_
+
+    return open_(ref)
+
+
+def diff_tensor(a: TensorStore, b: TensorStore, name: str) -> dict[str, Any] | None:
+    """``lminspect diff``'s numbers for one tensor of ``a`` against ``b`` (None: not in ``b``)."""
+    from lminspect.compare.diff import Pair, diff_pair
+
+    cname = a.info(name).canonical or name
+    if cname not in b:
+        return None
+    return diff_pair(a, b, Pair(cname, tuple(a.info(cname).shape), tuple(b.info(cname).shape)))
+
+
+def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], list[Any], dict[str, list[Any]]]:
+    """``(steps, tokens, {component: mean over layers per checkpoint})`` of a run."""
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.timeline import stat_records, timeline_columns
+
+    return timeline_columns(stat_records(list_checkpoints(run_dir), stat))
+
+
+def embedding_pca(run_dir: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, int]]]:
+    """A run's token embeddings across checkpoints in one PCA plane (fitted on the newest), and
+    the 6 tokens that moved most, labelled by the newest checkpoint's tokenizer."""
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.embeddings import fit_pca, most_moved
+
+    cks = list_checkpoints(run_dir)
+    pca = fit_pca(cks, "last")
+    tok = load_tokenizer(open_store(str(cks[-1].path)))
+    return pca, [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+
+
+def embedding_figure(pca: Any, labelled: list[tuple[str, int]], width: int, height: int) -> str:
+    from lminspect.compare.embeddings import embedding_figure as figure
+
+    return figure(pca, labelled, width=width, height=height)
+
+
+def timeline_figure(steps: list[int], cols: dict[str, list[Any]], stat: str, width: int, height: int) -> str:
+    from lminspect.compare.timeline import timeline_figure as figure
+
+    return figure(steps, cols, stat, width=width, height=height)
 
 
 def find_activations(path: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:

@@ -14,6 +14,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Runs tab", "show_tab('runs')", "Training curves and diff vs baseline"),
     ("Activations tab", "show_tab('acts')", "Activation statistics per layer and per dimension, diffs"),
     ("Add activation results", "acts_add", "Type an activations results directory (or a folder of them)"),
+    ("Compare with a second model", "compare", "Weights tab: each tensor's diff to a model, checkpoint or run (c)"),
+    ("Run timeline", "timeline", "A statistic across the checkpoints of the ticked run (t)"),
     ("Run generation", "stitch_run", "Generate with the current plan"),
     ("Stop generation", "stitch_stop", "Cancel the running generation"),
     ("Toggle dark/light theme", "toggle_theme", "Switch between dark and light"),

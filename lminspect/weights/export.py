@@ -152,7 +152,7 @@ def tokenizer_side_files(store: Any) -> dict[str, str]:
     layout transformers 5 saves: ``tokenizer_config.json``, ``special_tokens_map.json`` and
     ``generation_config.json`` as found (a GGUF's tokenizer config is made from its metadata),
     and the chat template in ``chat_template.jinja``, not inside ``tokenizer_config.json``."""
-    from lminspect.weights.open import CHAT_TEMPLATE_FILE
+    from lminspect.weights.store import CHAT_TEMPLATE_FILE
 
     out: dict[str, str] = {}
     src = Path(str(getattr(store, "path", "")))

@@ -17,7 +17,7 @@ import numpy as np
 
 from lminspect.errors import FormatError, UserError
 from lminspect.weights.safetensors_format import SafetensorsFile, _read_fd
-from lminspect.weights.store import TensorStore
+from lminspect.weights.store import CHAT_TEMPLATE_FILE, TensorStore
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -46,9 +46,6 @@ def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callab
         return read_chat_template(t.parent) if t.is_file() else None
 
     return tok, chat
-
-
-CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 (and 5) and mergekit save it
 
 
 def read_chat_template(folder: Path) -> str | None:
@@ -163,7 +160,8 @@ def _sibling_config(path: Path) -> dict[str, Any]:
 
 
 def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStore:
-    """Open a model lazily: ``.safetensors``, HF dir, ``.gguf``, a fetched name, or ``hf:ORG/NAME``.
+    """Open a model lazily: ``.safetensors``, HF dir, ``.gguf``, a fetched name, ``hf:ORG/NAME``, or a
+    training run directory (its latest checkpoint, as ``grow`` reads it).
 
     ``prefer`` picks the copy of a fetched name (``"hf"`` directory, else the ``"gguf"`` file).
     """
@@ -181,6 +179,15 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
         st = None
     mode = st.st_mode if st is not None else 0
     if stat.S_ISDIR(mode):
+        ck = None
+        if os.path.isdir(os.path.join(fs, "checkpoints")):  # (a plain model folder skips the import)
+            from lminspect.train.checkpoint import run_checkpoint
+
+            ck = run_checkpoint(fs)  # a training run means its latest checkpoint
+        if ck is not None:
+            store = open_hf_dir(ck)
+            store.name = f"{Path(fs).name}@{ck.name}"  # "myrun@step_0000200"
+            return store
         return open_hf_dir(Path(fs))
     if stat.S_ISREG(mode):
         # one stat, one raw open: sniff the GGUF magic, then parse the safetensors

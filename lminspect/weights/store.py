@@ -19,6 +19,8 @@ import numpy as np
 from lminspect.errors import UserError
 from lminspect.weights import naming
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 (and 5) and mergekit save it
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -233,6 +235,11 @@ class TensorStore:
     def canonical_source(self, cname: str) -> str:
         """The stored tensor a canonical tensor comes from."""
         return self._canon[self._resolve(cname)[1]].source
+
+    def canonical_transform(self, cname: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The reshaping (transpose, split, RoPE un-permutation) that turns the stored tensor into
+        the canonical one; it moves whole elements/rows, so it applies to raw bits or GGUF blocks."""
+        return self._canon[self._resolve(cname)[1]].transform
 
     def get_canonical(self, cname: str) -> np.ndarray:
         """A canonical tensor as float32 numpy in ``nn.Linear`` orientation ``[out, in]``."""

@@ -30,9 +30,10 @@ class PickerScreen(ModalScreen[Choice]):
     PickerScreen Label { margin: 1 0 0 0; text-style: bold; width: 100%; }
     """
 
-    def __init__(self, runs_dir: Path) -> None:
+    def __init__(self, runs_dir: Path, title: str = "Open a model or a run") -> None:
         super().__init__()
         self._runs_dir = runs_dir
+        self._title = title
 
     def compose(self) -> ComposeResult:
         options: list[Option] = []
@@ -43,7 +44,7 @@ class PickerScreen(ModalScreen[Choice]):
         if not options:  # nothing known yet: start in the path field
             self.AUTO_FOCUS = "#picker-input"
         with Vertical():
-            yield Label("Open a model or a run")
+            yield Label(self._title)
             if options:
                 yield OptionList(*options, id="picker-list")
             else:

@@ -59,6 +59,15 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
     return " ".join(parts) + more
 
 
+class TickBox(Checkbox):
+    """A checkbox that reads without colour: an X when ticked, a blank when not (Textual's
+    draws the X either way and tells the states apart only by colour)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - overrides Textual's class constant
+        return "X" if self.value else " "
+
+
 class StitchPane(Widget):
     BINDINGS = [
         # priority: they must work while typing in the plan/prompt (Input would take ctrl+x as cut)
@@ -123,7 +132,7 @@ class StitchPane(Widget):
             yield Input("48", id="max-tokens", type="integer", compact=True)
             yield Label("temp", classes="narrow")
             yield Input("0", id="temperature", type="number", compact=True)
-            yield Checkbox("Compare", id="compare", compact=True)
+            yield TickBox("Compare", id="compare", compact=True)
             yield Button("Run", id="run", variant="success", compact=True)
             yield Button("Stop", id="stop", variant="error", disabled=True, compact=True)
         yield Static("", id="gen-status", markup=False)
@@ -327,29 +336,13 @@ class StitchPane(Widget):
         streams.append(("plan", generate(self.model, self.tokenizer, prompt, max_new_tokens=max_new,
                                          temperature=temperature, plan=plan)))
         self._generations = [g for _, g in streams]
-        iters = [(name, iter(g)) for name, g in streams]
         t_start = time.perf_counter()
-        t_first: float | None = None
-        active = list(iters)
+        pieces = backend.interleave(dict(streams), cancelled=lambda: worker.is_cancelled)
         try:
-            while active and not worker.is_cancelled:
-                for item in list(active):
-                    name, it = item
-                    try:
-                        piece = next(it)
-                    except StopIteration:
-                        active.remove(item)
-                        continue
-                    if t_first is None:
-                        t_first = time.perf_counter()
-                    self.post_message(GenerationPiece(name, str(piece)))
-                    if worker.is_cancelled:
-                        break
+            for name, piece in pieces:
+                self.post_message(GenerationPiece(name, str(piece)))
         finally:
-            for _, it in iters:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+            pieces.close()  # closes every generation, also when posting fails
             self._generations = []
         self.last_stats = [getattr(g, "stats", None) for _, g in streams]  # for tests and benchmarks
         state = "stopped" if worker.is_cancelled else "done"

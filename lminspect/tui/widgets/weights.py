@@ -54,6 +54,7 @@ from lminspect.tui.stats_text import (
     scalar_stats,
     singular_values_of,
 )
+from lminspect.tui.widgets.compare import DiffPanel
 from lminspect.tui.widgets.plot import PlotView
 from lminspect.weights.provenance import dtype_label
 
@@ -109,7 +110,7 @@ class TensorView(VerticalScroll):
     TensorView PlotView.-message { height: auto; }
     TensorView #group-view { height: auto; display: none; }
     TensorView.-group #group-view { display: block; }
-    TensorView.-group #stats-table, TensorView.-group .tensor-plot { display: none; }
+    TensorView.-group #stats-table, TensorView.-group .tensor-plot, TensorView.-group #diff-panel { display: none; }
     TensorView #group-stat { width: 32; margin-top: 1; }
     TensorView #group-plot { max-height: 75vh; }  /* scrolled to, it fits an 80x24 terminal */
     """
@@ -120,6 +121,7 @@ class TensorView(VerticalScroll):
         table: DataTable = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("statistic", "value")
         yield table
+        yield DiffPanel(id="diff-panel")  # shown once a second model is chosen (``c``)
         yield PlotView("", id="plot-hist", classes="short tensor-plot")
         yield PlotView("", id="plot-heatmap", classes="tall tensor-plot")
         yield PlotView("", id="plot-spectrum", classes="short tensor-plot")
@@ -194,6 +196,7 @@ class WeightsPane(Widget):
         self._cancel_workers()
         self._leave_group()
         self.store = store
+        self.query_one(DiffPanel).show(store, None)
         self.cache.clear()
         self.stats_cache.clear()
         self.current = None
@@ -309,6 +312,7 @@ class WeightsPane(Widget):
             self._cancel_workers(tensor=False)
             self._leave_group()
         self.current = name
+        self.query_one(DiffPanel).show(self.store, name)
         info = self.store.info(name)
         shape = " x ".join(str(s) for s in info.shape) or "scalar"
         stored = f"\nstored as {info.name}" if info.name != name else ""
