@@ -319,6 +319,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if cfg.keep_tokens:
         settings["keep_dtype"] = cfg.keep_dtype
         settings["tokens"] = cfg.tokens  # kept-token files are preallocated to this size
+    _check_batch_memory(store, cfg)
     if cfg.keep_tokens:
         _check_keep_disk(store, sites, cfg, out)
     index = read_index(out) if out.is_dir() else None
@@ -435,6 +436,18 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if done:
         write_arrays(out, stats)
     return stats
+
+
+def _check_batch_memory(store: Any, cfg: CollectConfig) -> None:
+    """One forward of --batch-size x --seq-len: the MLP hidden states and the logits dominate."""
+    from lminspect.limits import check_count, check_memory
+    from lminspect.models import config_from_hf
+
+    check_count("--seq-len", cfg.seq_len, 1 << 20)
+    check_count("--batch-size", cfg.batch_size, 1 << 20)
+    mcfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
+    per_token = 4 * (4 * int(mcfg.ffn_dim) + int(mcfg.vocab_size) + 8 * int(mcfg.dim))
+    check_memory(f"a batch of {cfg.batch_size} x {cfg.seq_len} tokens", cfg.batch_size * cfg.seq_len * per_token)
 
 
 def _check_keep_disk(store: Any, sites: list[str], cfg: CollectConfig, out: Path) -> None:

@@ -178,6 +178,24 @@ def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], lis
     return timeline_columns(stat_records(list_checkpoints(run_dir), stat))
 
 
+def embedding_pca(run_dir: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, int]]]:
+    """A run's token embeddings across checkpoints in one PCA plane (fitted on the newest), and
+    the 6 tokens that moved most, labelled by the newest checkpoint's tokenizer."""
+    from lminspect.compare.checkpoints import list_checkpoints
+    from lminspect.compare.embeddings import fit_pca, most_moved
+
+    cks = list_checkpoints(run_dir)
+    pca = fit_pca(cks, "last")
+    tok = load_tokenizer(open_store(str(cks[-1].path)))
+    return pca, [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+
+
+def embedding_figure(pca: Any, labelled: list[tuple[str, int]], width: int, height: int) -> str:
+    from lminspect.compare.embeddings import embedding_figure as figure
+
+    return figure(pca, labelled, width=width, height=height)
+
+
 def timeline_figure(steps: list[int], cols: dict[str, list[Any]], stat: str, width: int, height: int) -> str:
     from lminspect.compare.timeline import timeline_figure as figure
 
