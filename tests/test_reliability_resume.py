@@ -73,3 +73,12 @@ def test_resume_refuses_contradicting_flags(run):
     assert r.exit_code == 2
     line = r.output.strip()
     assert "--lr 0.5" in line and "--seq-len 8" in line and "contradict" in line and len(line.splitlines()) == 1
+
+
+def test_resume_with_every_checkpoint_damaged_is_refused(run):
+    for ck in (run / "checkpoints").glob("step_*"):
+        (ck / "trainer.safetensors").write_bytes(b"\0" * 4)
+    before = (run / "stats.jsonl").read_bytes()
+    with pytest.raises(UserError, match="no complete checkpoint"):
+        train(cfg(run.parent, resume=True, max_steps=5))
+    assert (run / "stats.jsonl").read_bytes() == before  # the log was not truncated to step 0
