@@ -51,7 +51,8 @@ def test_shared_sweep_equals_separate(tiny_llama_dir):
     assert len(rec["lls"]) == 3 and rec["n_bytes"] == rec["n_chars"]
 
 
-def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path):
+def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMINSPECT_PROGRESS_EVERY", "0")  # a plain progress line per batch (not a terminal)
     mc = _mc(tmp_path / "mc.jsonl")
     log = tmp_path / "items.jsonl"
     args = ["stitch", "sweep", str(tiny_llama_dir), "--eval", str(mc), "--plan", "cut=0-2", "--plan",
@@ -61,6 +62,7 @@ def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "cut" in r.output and "rep" in r.output and "±" in r.output
     assert "layer calls run of" in r.output and "1 threads" in r.output
+    assert "sweep: 4/6 item x plan" in r.output and "sweep: 6/6 item x plan" in r.output and "ETA" in r.output
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["plan"] for x in recs] == ["cut"] * 3 + ["rep"] * 3
     data = json.loads(next((tmp_path / "res").glob("*.json")).read_text())
@@ -95,3 +97,30 @@ def test_plain_progress_lines_and_threads_env(monkeypatch):
     monkeypatch.delenv("LMINSPECT_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert resolve_threads() >= 1
+
+
+def test_sweep_under_torchrun_matches_one_process(tiny_llama_dir, tmp_path):
+    """Two gloo processes through the real torchrun: items sharded, gathered on rank 0, same scores."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mc = _mc(tmp_path / "mc.jsonl")
+    common = ["stitch", "sweep", str(tiny_llama_dir), "--eval", str(mc), "--plan", "all=all", "--plan", "cut=0-2",
+              "--batch-size", "1", "--threads", "1"]
+    one = runner.invoke(app, [*common, "--out", str(tmp_path / "one"), "--log-items", str(tmp_path / "one.jsonl")])
+    assert one.exit_code == 0, one.output
+    exe = Path(sys.executable).with_name("torchrun")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    r = subprocess.run([*cmd, "--standalone", "--nproc_per_node", "2", "-m", "lminspect", *common,
+                        "--out", str(tmp_path / "two"), "--log-items", str(tmp_path / "two.jsonl")],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [(x["plan"], x["id"]) for x in a] == [(x["plan"], x["id"]) for x in b]
+    for x, y in zip(a, b, strict=True):
+        assert x["lls"] == pytest.approx(y["lls"], abs=1e-6) and x["pred_norm"] == y["pred_norm"]
+    data = json.loads(next((tmp_path / "two").glob("*.json")).read_text())
+    assert data["world_size"] == 2 and len(list((tmp_path / "two").glob("*.json"))) == 1

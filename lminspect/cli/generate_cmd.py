@@ -32,10 +32,10 @@ def generate_command(
 ) -> None:
     """Continue a prompt, printing the text as it is generated (speed on stderr).
 
-    Example: lminspect generate smollm2 "Once upon a time" -n 64   (a training run dir works as MODEL too)
-
     The stats line names the weights the matmuls read: on CPU a GGUF (or a fetched model) decodes
     from its stored Q4/Q8 blocks by default (--weights auto); --weights float32 is the dense path.
+
+    Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
     from lminspect.runtime import set_threads
 

@@ -6,6 +6,7 @@ mergekit-style YAML/JSON/TOML files (HALF-OPEN ``layer_range``). See ``lminspect
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -324,13 +325,17 @@ def sweep(
 
         lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
     """
-    from lminspect.evals.sweep import run_sweep, write_item_log
+    from lminspect.evals.sweep import run_sweep
     from lminspect.fsutil import check_output
     from lminspect.runtime import Progress, interrupted
 
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
     if log_items is not None:
         check_output(log_items, kind="file", overwrite=overwrite, option="--log-items")
+    from lminspect.validate import count
+
+    count("--limit", limit)
+    count("--ppl-tokens", ppl_tokens)
     n_threads = set_threads(threads)
     bs = parse_batch_size(batch_size)
     store, lm, tok = _load(model, dtype)
@@ -351,25 +356,38 @@ def sweep(
     meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
             "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and prints
+
     def on_row(row: dict[str, Any]) -> None:
         rows.append(row)
-        _write_sweep(base, meta, rows)
+        if main:
+            _write_sweep(base, meta, rows)
 
     def saved() -> str:
         return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing saved"
 
-    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan") as prog:
-        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update,
+    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan", bar=None if main else False) as prog:
+        res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
                         ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=on_row)
+    if main:
+        meta.update(threads=n_threads, world_size=res.meta.get("world_size", 1))
+        _finish_sweep(res, base, meta, items, label, log_items, overwrite)
+
+
+def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], label: str,
+                  log_items: Path | None, overwrite: bool) -> None:
+    """The complete JSON/CSV, the item log, the table, and the summary line."""
+    from lminspect.evals.sweep import write_item_log
+
     meta.update(complete=True, calls_run=res.calls_run, calls_named=res.calls_named, seconds=round(res.seconds, 3),
                 cpu_seconds=round(res.cpu_seconds, 3))
-    _write_sweep(base, meta, rows)
+    _write_sweep(base, meta, res.rows)
     if log_items is not None:
         write_item_log(log_items, items, res.results, overwrite=overwrite)
-    _console().print(_sweep_table(rows, f"stitch sweep: {label}, {len(items)} items, "
-                                        f"chance {1 / len(items[0].endings):.2f}"))
+    _console().print(_sweep_table(res.rows, f"stitch sweep: {label}, {len(items)} items, "
+                                            f"chance {1 / len(items[0].endings):.2f}"))
     written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
-    _console(stderr=True).print(f"[dim]{res.summary()}, {n_threads} threads; wrote {written}[/dim]")
+    _console(stderr=True).print(f"[dim]{res.summary()}, {meta['threads']} threads; wrote {written}[/dim]")
 
 
 def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -547,6 +565,10 @@ def attention(
         raise UserError("empty prompt")
     if len(ids) > lm.context_length:
         raise UserError(f"prompt of {len(ids)} tokens exceeds the model's context of {lm.context_length}")
+    from lminspect.limits import check_memory
+
+    n_head = getattr(lm.config, "n_head", 1)  # probabilities (fp32 twice) and their complex128 FFT, per position
+    check_memory(f"attention maps of {len(ids)} tokens x {len(p)} positions", len(p) * n_head * len(ids) ** 2 * 28)
     _, acts = lm.run_with_cache(torch.tensor([ids]), sites=["attn_probs"], plan=p)
     probs = np.stack([acts[f"attn_probs.{i}"][0].float().numpy() for i in range(len(p))])  # [pos, H, T, T]
     pos = len(p) - 1 if layer is None else layer

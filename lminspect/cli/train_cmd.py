@@ -154,6 +154,7 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
         from lminspect.train.guard import validate_train_config
 
         validate_train_config(cfg)  # before the lock creates the folder
+    created = not run_dir.exists()
     with run_dir_lock(run_dir):
         remove_leftovers(run_dir)
         if cfg.resume:
@@ -161,24 +162,49 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
             if bad:
                 raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
                                 "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
-        yield
+        try:
+            yield
+        except UserError:
+            if created:  # refused before its first step (bad data, say): leave no half-made run behind
+                _remove_unstarted_run(run_dir)
+            raise
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """The config.json and empty stats.jsonl of a run that never took a step (the lock's exit then
+    removes the folder it created)."""
+    stats = run_dir / "stats.jsonl"
+    if (run_dir / "checkpoints").exists() or (stats.is_file() and stats.stat().st_size > 0):
+        return
+    for name in ("config.json", "stats.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def train(
-    exp: str = typer.Option("gpt2ish", "--exp", "-e", autocompletion=_complete_exp,
-                            help="Experiment to train, or 'list'."),
+    exp: list[str] = typer.Option(["gpt2ish"], "--exp", "-e", autocompletion=_complete_exp,
+                                  help="Experiment to train, or 'list'. Repeat it (with --run-root) to train "
+                                       "several on the same data and seed."),
     describe: bool = typer.Option(False, "--describe", help="Describe the experiment and exit."),
     data: str = typer.Option(None, "--data", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
                                                   "file or directory (default: the shipped corpus)."),
     plan: str = typer.Option(None, "--plan", help="Training plan: built-in name or JSON file."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/EXP)."),
+    run_root: Path = typer.Option(None, "--run-root", help="Train each --exp into RUN_ROOT/EXP; run again to "
+                                                           "resume the unfinished ones."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
+    init_from: str = typer.Option(None, "--init-from", help="Start from these weights (and their shape): a "
+                                                            "model dir such as `lminspect grow` writes, a "
+                                                            "checkpoint or a run dir."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     amp: str = typer.Option("auto", "--amp", help="none | bf16 | fp16 autocast (auto: bf16 on CUDA, none on CPU)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step (global)."),
     mini_batch_size: int = typer.Option(None, "--mini-batch-size",
                                         help="Sequences per forward pass (gradient accumulation)."),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default 6e-4, or the experiment's)."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant, cosine or linear (decay to "
+                                                                      "--min-lr-ratio at the last step)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", help="Linear warmup steps before the schedule."),
+    min_lr_ratio: float = typer.Option(0.1, "--min-lr-ratio", help="Final lr of cosine/linear, times --lr."),
     optimizer: str = typer.Option(None, "--optimizer", help="adagrad (lmplay's default) or adamw."),
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     grad_clip: float = typer.Option(0.0, "--grad-clip", help="Clip the gradient norm (0 = off)."),
@@ -203,41 +229,119 @@ def train(
 ) -> None:
     """Train one experiment (or several on the same data) into a run directory; --resume continues it.
 
-    Example: lminspect train --exp gpt2ish --max-steps 200 --run-dir runs/base
+    Several --exp with --run-root train each into RUN_ROOT/EXP, one after another, on the same
+    data order and seed; run the same command again to resume the ones that did not finish. It
+    ends with the loss of each minus the first's (lmplay's diff plot).
+
+    Example: lminspect train --exp gpt2ish --max-steps 200 --lr-schedule cosine --warmup-steps 20 --run-dir runs/base
+
+    Example: lminspect train --exp gpt2ish --exp value_norm --max-steps 200 --run-root runs/cmp
     """
+    from lminspect.errors import UserError
     from lminspect.runtime import set_threads
 
     set_threads(threads)
-    if exp == "list":
+    if exp == ["list"]:
         print_experiment_list(no_plugins)
         return
     if describe:
-        describe_experiment(exp, no_plugins)
+        for name in exp:
+            describe_experiment(name, no_plugins)
         return
     from lminspect.experiments import get_experiment
-    from lminspect.train import TrainConfig
-    from lminspect.train import train as run_training
 
-    get_experiment(exp, _plugins_flag(no_plugins))  # unknown names fail before anything is written
-    cfg = TrainConfig(
-        exp=exp, data=data, plan=plan, run_dir=str(run_dir) if run_dir else None, resume=resume,
-        device=device, amp=amp, batch_size=batch_size, mini_batch_size=mini_batch_size, lr=lr,
+    if len(exp) != len(set(exp)):
+        raise UserError(f"--exp: each experiment once ({', '.join(exp)})")
+    if len(exp) > 1 and run_root is None:
+        raise UserError("several --exp train into one folder each: give --run-root DIR")
+    if run_root is not None and (run_dir is not None or resume):
+        raise UserError("--run-root names each run dir (RUN_ROOT/EXP) and resumes unfinished runs by itself: "
+                        "drop --run-dir / --resume")
+    for name in exp:
+        get_experiment(name, _plugins_flag(no_plugins))  # unknown names fail before anything is written
+    common = dict(
+        data=data, plan=plan, device=device, amp=amp, batch_size=batch_size, mini_batch_size=mini_batch_size,
+        lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, init_from=init_from,
         optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seq_len=seq_len,
         max_steps=max_steps, max_tokens=max_tokens, seed=seed, compile=compile, eval_every=eval_every,
         save_every=save_every, model_args=_parse_sets(set_), load_plugins=_plugins_flag(no_plugins),
-        keep_checkpoints=keep_checkpoints,
-        order_by=order_by, order=order, metadata=metadata,
+        keep_checkpoints=keep_checkpoints, order_by=order_by, order=order, metadata=metadata,
     )
+    if run_root is None:
+        _train_one(exp[0], run_dir, resume, common)
+    else:
+        _train_batch(exp, run_root, common)
+
+
+def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict) -> object:
+    """One run (the classic ``train``): train, print where it ended, exit 130 when interrupted."""
+    from lminspect.train import TrainConfig
+    from lminspect.train import train as run_training
+
+    cfg = TrainConfig(exp=exp, run_dir=str(run_dir) if run_dir else None, resume=resume, **common)
     with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
         result = run_training(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
-        return
+        return result
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
     if result.status == "interrupted":
         print(f"interrupted at step {result.step}; saved {result.checkpoint}; "
               f"continue with: lminspect train --run-dir {result.run_dir} --resume", file=sys.stderr)
         raise typer.Exit(130)
     print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}")
+    return result
+
+
+def _train_batch(exps: list[str], root: Path, common: dict) -> None:
+    """Each experiment into ROOT/EXP on the same data and seed: finished runs are skipped, started
+    ones resumed; then the diff plot of every run against the first."""
+    from lminspect.train.guard import read_saved_config
+
+    for name in exps:
+        rd = root / name
+        started = (rd / "stats.jsonl").is_file() and (rd / "stats.jsonl").stat().st_size > 0
+        if started and _finished(rd, common):
+            print(f"{rd}: already finished, skipped")
+            continue
+        if started:
+            read_saved_config(rd)  # a damaged run dir: one line, before anything else
+            print(f"{rd}: resuming", file=sys.stderr)
+        try:
+            _train_one(name, rd, started, common)
+        except typer.Exit as e:
+            if e.exit_code == 130:
+                print("the batch stopped; run the same command again to resume it", file=sys.stderr)
+            raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_batch_diff(root, exps)
+
+
+def _finished(run_dir: Path, common: dict) -> bool:
+    """Done, and as far as this command asks (a larger --max-steps resumes a finished run)."""
+    from lminspect.train.runlog import load_run
+
+    run = load_run(run_dir)
+    if run.status != "done" or not len(run):
+        return False
+    last = run.last
+    if common.get("max_steps") and last.get("step", 0) < common["max_steps"]:
+        return False
+    return not (common.get("max_tokens") and last.get("tokens", 0) < common["max_tokens"])
+
+
+def _print_batch_diff(root: Path, exps: list[str]) -> None:
+    import shutil
+
+    from lminspect.plots import plot_runs
+    from lminspect.train.runlog import load_run
+
+    runs = [load_run(root / e) for e in exps]
+    size = shutil.get_terminal_size((100, 30))
+    color = sys.stdout.isatty()
+    if len(runs) > 1:
+        print(plot_runs(runs, "loss", diff=True, baseline=runs[0], width=min(size.columns, 120), height=22,
+                        color=color))
+    print(f"lminspect plot {' '.join(str(r.path) for r in runs)} --diff --baseline {exps[0]}   (to redraw)")
 
 
 SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figures] extra)."
@@ -275,6 +379,13 @@ def plot(
     if save is not None:
         figures.check_figure_path(save, overwrite)
     loaded = [load_run(p) for p in runs]
+    warnings = []  # plot what is finite, and say (after the figure) what was left out
+    for r in loaded:
+        dropped = r.nonfinite.get(metric, 0)
+        if dropped or r.skipped:
+            what = [f"{dropped} non-finite {metric} value(s)"] if dropped else []
+            what += [f"{r.skipped} unreadable line(s) of stats.jsonl"] if r.skipped else []
+            warnings.append(f"lminspect: warning: {r.path}: left out {' and '.join(what)}")
     size = shutil.get_terminal_size((100, 30))
     w = width or size.columns
     h = height or max(10, size.lines - 4)
@@ -298,6 +409,8 @@ def plot(
         print(text)
     if save is not None:
         print(f"saved {save}", file=sys.stderr)
+    for w in warnings:
+        print(w, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

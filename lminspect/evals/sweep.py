@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.evals.mc import MCItem, MCResult, evaluate_mc, make_encoder, mc_result
+from lminspect.evals.mc import MCItem, MCResult, make_encoder, mc_result
 from lminspect.models.layercall import LayerCall
 
 
@@ -64,47 +64,99 @@ def _row(name: str, plan: list[LayerCall], res: MCResult, model: Any, seconds: f
     }
 
 
+def _dist() -> tuple[int, int]:
+    """(rank, world) of the torchrun process group, joined here (gloo on CPU) when torchrun set one up."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]],
+                 batch_size: int | None, separate: bool, bos: int | None,
+                 progress: Callable[[int, int], None] | None) -> tuple[dict[str, list[list[float]]], list[Any],
+                                                                        dict[str, float | None], int, int]:
+    """Per plan, per item lls of these items; n_tok per item; per-plan seconds; calls run and named."""
+    from lminspect.evals.mc import _checked_requests
+    from lminspect.evals.mc_batch import make_request, score_requests
+
+    total = len(items) * len(plans)
+    encode = make_encoder(tokenizer)
+    reqs = [_checked_requests(model, encode, it, bos) for it in items]
+    n_tok = [[len(c) for _, c in r] for r in reqs]
+    batch_reqs = [make_request(r, f"item {it.id or k}") for k, (it, r) in enumerate(zip(items, reqs, strict=True))]
+    if not separate:
+        step = (lambda d, n: progress(d * len(plans), total)) if progress else None
+        out, st = score_requests(model, batch_reqs, plans, batch_size=batch_size, progress=step)
+        return out, n_tok, dict.fromkeys(plans), st.calls_run, st.calls_named
+    out, secs, calls = {}, {}, 0
+    for k, (name, plan) in enumerate(plans.items()):
+        step = (lambda d, n, k=k: progress(k * len(items) + d, total)) if progress else None
+        one, st = score_requests(model, batch_reqs, {name: plan}, batch_size=batch_size, progress=step)
+        out[name], secs[name] = one[name], st.seconds
+        calls += st.calls_run
+    return out, n_tok, secs, calls, calls
+
+
+def _gather(rank_items: list[int], local: Any, world: int, n: int) -> list[Any]:
+    """Items scored on every rank, back in item order (each rank ends with the whole list)."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (rank_items, local))
+    full: list[Any] = [None] * n
+    for idx, vals in parts:
+        for i, v in zip(idx, vals, strict=True):
+            full[i] = v
+    return full
+
+
 def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]], *,
               batch_size: int | None = None, separate: bool = False, bos: int | None = None,
               progress: Callable[[int, int], None] | None = None,
               ppl_texts: Sequence[str] | None = None, ppl_tokens: int = 4096,
               on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
-    """Score every plan on ``items``; ``progress(done, total)`` counts item x plan units."""
+    """Score every plan on ``items``; ``progress(done, total)`` counts item x plan units.
+
+    Under torchrun the items are sharded across the processes (item i on rank i % world) and
+    every rank ends with all scores in item order, identical to one process; layer-call counts
+    and CPU seconds are summed over ranks."""
     if not plans:
         raise UserError("no plans to sweep")
-    from lminspect.evals.mc import _checked_requests
-    from lminspect.evals.mc_batch import make_request, score_requests
-
     t0, c0 = time.perf_counter(), time.process_time()
+    rank, world = _dist()
+    mine = list(range(rank, len(items), world))
+    lls, n_tok, secs, calls_run, calls_named = _score_local(
+        model, tokenizer, [items[i] for i in mine], plans, batch_size, separate, bos, progress)
+    cpu = time.process_time() - c0
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        rows_local = [[lls[name][k] for name in plans] for k in range(len(mine))]
+        full = _gather(mine, list(zip(rows_local, n_tok, strict=True)), world, len(items))
+        lls = {name: [row[j] for row, _ in full] for j, name in enumerate(plans)}
+        n_tok = [nt for _, nt in full]
+        sums = torch.tensor([calls_run, calls_named, cpu], dtype=torch.float64)
+        dist.all_reduce(sums)
+        calls_run, calls_named, cpu = int(sums[0]), int(sums[1]), float(sums[2])
+    seconds = time.perf_counter() - t0
     results: dict[str, MCResult] = {}
     rows: list[dict[str, Any]] = []
-    total = len(items) * len(plans)
-    if separate:
-        calls_run = calls_named = 0
-        for k, (name, plan) in enumerate(plans.items()):
-            step = (lambda d, n, k=k: progress(k * len(items) + d, total)) if progress else None
-            res = evaluate_mc(model, tokenizer, items, plan=plan, batch_size=batch_size, bos=bos, progress=step)
-            results[name] = res
-            calls_run += res.layer_calls
-            calls_named += res.layer_calls
-            rows.append(_row(name, plan, res, model, res.seconds))
-            _ppl(model, tokenizer, rows[-1], plan, ppl_texts, ppl_tokens, on_row)
-    else:
-        encode = make_encoder(tokenizer)
-        reqs = [_checked_requests(model, encode, it, bos) for it in items]
-        n_tok = [[len(c) for _, c in r] for r in reqs]
-        batch_reqs = [make_request(r, f"item {it.id or k}") for k, (it, r) in enumerate(zip(items, reqs, strict=True))]
-        step = (lambda d, n: progress(d * len(plans), total)) if progress else None
-        out, st = score_requests(model, batch_reqs, plans, batch_size=batch_size, progress=step)
-        calls_run, calls_named = st.calls_run, st.calls_named
-        for name, plan in plans.items():
-            res = mc_result(items, out[name], n_tok, seconds=st.seconds, cpu_seconds=st.cpu_seconds,
-                            tokens=st.tokens, layer_calls=st.calls_run)
-            results[name] = res
-            rows.append(_row(name, plan, res, model, None))
-            _ppl(model, tokenizer, rows[-1], plan, ppl_texts, ppl_tokens, on_row)
-    return SweepResult(rows, results, calls_run, calls_named, time.perf_counter() - t0,
-                       time.process_time() - c0, separate)
+    for name, plan in plans.items():
+        res = mc_result(items, lls[name], n_tok, seconds=secs[name] if separate else seconds, cpu_seconds=cpu,
+                        tokens=0, layer_calls=calls_run)
+        results[name] = res
+        rows.append(_row(name, plan, res, model, secs[name]))
+        _ppl(model, tokenizer, rows[-1], plan, ppl_texts, ppl_tokens, on_row)
+    return SweepResult(rows, results, calls_run, calls_named, time.perf_counter() - t0, cpu, separate,
+                       {"world_size": world})
 
 
 def _ppl(model: Any, tokenizer: Any, row: dict[str, Any], plan: list[LayerCall], texts: Sequence[str] | None,

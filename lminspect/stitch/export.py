@@ -51,6 +51,26 @@ def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
     return out
 
 
+def _check_export_size(base: Any, plan: list[LayerCall], out_dir: str | Path) -> None:
+    """Every occurrence is a copy: estimate the stitched model's bytes before building it
+    (held in memory about twice while it is converted and written) and refuse what cannot fit."""
+    from lminspect.limits import check_disk, check_memory
+
+    per_layer: dict[int, int] = {}
+    rest = 0
+    for k, v in base.state_dict().items():
+        nbytes = v.numel() * v.element_size()
+        if k.startswith("layers."):
+            i = int(k.split(".")[1])
+            per_layer[i] = per_layer.get(i, 0) + nbytes
+        else:
+            rest += nbytes
+    total = rest + sum(per_layer.get(c.index, 0) for c in plan)
+    what = f"exporting {len(plan)} layer occurrences"
+    check_memory(what, 2 * total)
+    check_disk(what, total, Path(out_dir).parent)
+
+
 def export_stitched(
     model: Any,
     plan: Any,
@@ -78,6 +98,7 @@ def export_stitched(
     cfg = base.config
     hf_cfg: dict[str, Any] = dict(cfg.to_hf() if hasattr(cfg, "to_hf") else cfg)
     arch = model_family(base, hf_cfg)
+    _check_export_size(base, plan, out_dir)
     sd = stitched_state_dict(base, plan)
     tied = bool(hf_cfg.get("tie_word_embeddings", arch == "gpt2"))
     if tied:

@@ -24,6 +24,10 @@ class TrainConfig:
     batch_size: int = 8  # sequences per optimizer step (global, over all ranks)
     mini_batch_size: int | None = None  # sequences per forward/backward; None = batch_size per rank
     lr: float | None = None  # None -> experiment default, else 6e-4
+    lr_schedule: str = "constant"  # constant | cosine | linear (lminspect.train.schedule)
+    warmup_steps: int = 0  # linear warmup from lr/warmup to lr
+    min_lr_ratio: float = 0.1  # cosine/linear decay ends at lr * this at the last step
+    init_from: str | None = None  # model dir, checkpoint or run dir to start from (train.init_from)
     optimizer: str | None = None  # adagrad (default) | adamw
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0 = no clipping (the norm is still logged)
@@ -72,5 +76,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("--mini-batch-size must be positive")
     if cfg.lr is not None and not cfg.lr > 0:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
+    from lminspect.train.schedule import check_schedule
+
+    check_schedule(cfg)
+    if cfg.init_from is not None:
+        from lminspect.train.init_from import check_init_from
+
+        check_init_from(cfg.init_from)
     if cfg.amp not in ("auto", "none", "bf16", "fp16"):
         raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")

@@ -32,6 +32,7 @@ from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.train.config import DEFAULT_LR, TrainConfig, TrainResult, check_config
+from lminspect.train.schedule import apply_schedule
 
 __all__ = ["RunState", "TrainConfig", "TrainResult", "train"]
 
@@ -169,6 +170,9 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if v is not None},
                                      "run_dir": str(run_dir), "resume": True})
         ckpt = latest_checkpoint(run_dir, warn=True)
+        if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
+            raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
+                            "from (start a new --run-dir)")
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
@@ -225,7 +229,12 @@ def _build_model(run: RunState) -> None:
     if vocab < tokenizer.vocab_size:
         raise UserError(f"--set vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
     max_seq = max([s.seq_len or cfg.seq_len for s in run.plan.steps])
-    run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
+    if cfg.init_from:  # the shape (and, on a fresh run, the weights) come from that model
+        from lminspect.train.init_from import model_from
+
+        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq).to(run.device)
+    else:
+        run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
     # growing experiment (lminspect.grow.schedule): growth events, one param group per generation
     run.growth = getattr(run.model, "lminspect_growth", None)
     if run.growth is not None and (run.world > 1 or cfg.compile):
@@ -375,6 +384,7 @@ def _optimizer_step(run: RunState) -> float:
     """Clip (the norm is logged either way), step, zero the gradients; returns the gradient norm."""
     import torch
 
+    apply_schedule(run.optimizer, run.cfg, run.state["step"] + 1)
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
     clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else float("inf")

@@ -18,11 +18,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 from textual.worker import Worker, WorkerState
 
 from lminspect.tui import backend
-from lminspect.tui.commands import LMInspectCommands
+from lminspect.tui.commands import LMInspectCommands, TensorAndPlanCommands
 from lminspect.tui.messages import StoreOpened
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
@@ -44,7 +44,7 @@ class LMInspectApp(App[None]):
     # the screen gets class -short below 30 rows (80x24 is the smallest supported size)
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     TITLE = "lminspect"
-    COMMANDS = App.COMMANDS | {LMInspectCommands}
+    COMMANDS = App.COMMANDS | {LMInspectCommands, TensorAndPlanCommands}
 
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -55,11 +55,15 @@ class LMInspectApp(App[None]):
         Binding("r", "show_tab('runs')", "Runs", id="app.runs"),
         Binding("a", "show_tab('acts')", "Activations", id="app.acts"),
         Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
+        Binding("escape", "leave_field", "Leave field", show=False, id="app.leave"),
         Binding("c", "compare", "Compare", id="app.compare", show=False,
                 tooltip="Weights tab: each tensor's difference to a second model, checkpoint or run"),
         Binding("t", "timeline", "Timeline", id="app.timeline", show=False,
                 tooltip="A statistic across the checkpoints of the run ticked in the Runs tab"),
     ]
+    # letter keys that a text field would take as typing: hidden (and off) while one has focus,
+    # so the footer never offers a key that would type into the field instead
+    LETTER_ACTIONS = frozenset({"quit", "open_model", "show_tab", "compare", "timeline"})
 
     def __init__(self, model: str | None = None, runs_dir: str | Path = "runs", *,
                  acts: Sequence[str | Path] = (), remember: bool = True) -> None:
@@ -132,6 +136,33 @@ class LMInspectApp(App[None]):
         self.push_screen(ErrorScreen(title, message))
 
     # -- actions ------------------------------------------------------------------
+
+    def _typing(self) -> bool:
+        return isinstance(self.focused, Input | TextArea)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.LETTER_ACTIONS and self._typing():
+            return False
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def action_leave_field(self) -> None:
+        """Escape in a text field: focus the next thing in the same tab that is not a field."""
+        if not self._typing() or isinstance(self.screen, ModalScreen):
+            return
+        field = self.focused
+        pane = next((a for a in field.ancestors if isinstance(a, TabPane)), None)
+        scope = pane if pane is not None else self.screen
+        others = [w for w in scope.query("*") if w.focusable and not isinstance(w, Input | TextArea)]
+        if others:
+            others[0].focus()
+        else:
+            self.set_focus(None)
 
     def action_open_model(self) -> None:
         self.push_screen(PickerScreen(self.runs_dir), self._picked)
@@ -223,6 +254,18 @@ class LMInspectApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def action_open_tensor(self, name: str) -> None:
+        """The command palette's tensor hits: show ``name`` in the Weights tab."""
+        self.action_show_tab("weights")
+        self.query_one(WeightsPane).show_tensor(name)
+
+    def action_open_plan(self, name: str) -> None:
+        """The command palette's preset hits: the preset in the Stitch tab's plan field."""
+        self.action_show_tab("stitch")
+        field = self.query_one("#plan-input", Input)
+        field.value = name
+        field.cursor_position = len(name)
 
     def action_stitch_run(self) -> None:
         self.action_show_tab("stitch")

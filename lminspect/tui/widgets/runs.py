@@ -1,4 +1,9 @@
-"""The Runs tab: tick training runs, see loss / accuracy / diff-vs-baseline curves.
+"""The Runs tab: tick training runs, see a chosen metric, accuracy and diff-vs-baseline curves.
+
+Each run in the list shows its experiment, steps done, last loss and status
+(``train.runlog.run_summary``, which reads only the logs' tails). A metric choice (loss,
+val_loss, lr, ... whatever the runs logged) and an x-axis choice (tokens, steps, FLOPs)
+drive the first and the diff figure.
 
 Runs are read with ``lminspect.train.runlog.load_run`` (in a worker) and drawn
 with ``lminspect.plots`` (the same figures as ``lminspect plot``). A timer
@@ -25,14 +30,19 @@ from lminspect.tui.widgets.plot import PlotView
 # half-width of lminspect.plots.smooth's centred triangular window, in logged steps
 SMOOTHING = [("none", 0), ("2 steps", 2), ("5 steps", 5), ("10 steps", 10), ("25 steps", 25), ("100 steps", 100)]
 POLL_SECONDS = 2.0
+X_AXES = [("tokens", "tokens"), ("steps", "steps"), ("FLOPs", "flops"), ("seconds", "time")]
+RUN_COLUMNS = "run · experiment · steps · last loss · status"
+NOT_METRICS = {"step", "tokens", "time", "flops", "plan_step"}
 
 
 class RunsPane(Widget):
     DEFAULT_CSS = """
     RunsPane { layout: horizontal; height: 1fr; }
-    RunsPane #runs-side { width: 36; max-width: 40%; border-right: solid $primary-darken-2; }
+    RunsPane #runs-side { width: 52; max-width: 45%; border-right: solid $primary-darken-2; }
     RunsPane #runs-side > Label { padding: 0 1; text-style: bold; margin-top: 1; }
-    RunsPane #runs-list { height: 1fr; }
+    RunsPane #runs-list { height: 1fr; min-height: 4; }
+    RunsPane #runs-side > Select { margin: 0 1; }
+    RunsPane #runs-columns { color: $text-muted; padding: 0 1; }
     RunsPane #runs-plots { width: 1fr; padding: 0 1; }
     RunsPane #runs-status { height: auto; color: $text-muted; }
     RunsPane PlotView { height: 18; margin-bottom: 1; }
@@ -44,14 +54,22 @@ class RunsPane(Widget):
         self.loaded: dict[str, Any] = {}
         self.mtimes: dict[str, float] = {}
         self.smoothing = 0
+        self.metric = "loss"
+        self.x = "tokens"
+        self._metric_names = ["loss"]
         self._loading = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-side"):
             yield Label(f"runs in {_display_path(self.runs_dir)}")
+            yield Static(RUN_COLUMNS, id="runs-columns", markup=False)
             yield SelectionList[str](id="runs-list")
+            yield Label("metric")
+            yield Select([("loss", "loss")], value="loss", allow_blank=False, id="metric", compact=True)
+            yield Label("x axis")
+            yield Select(X_AXES, value="tokens", allow_blank=False, id="x-axis", compact=True)
             yield Label("smoothing")
-            yield Select(SMOOTHING, value=0, allow_blank=False, id="smoothing")
+            yield Select(SMOOTHING, value=0, allow_blank=False, id="smoothing", compact=True)
         with VerticalScroll(id="runs-plots"):
             yield Static("Tick one or more runs on the left (space). The first ticked run is the baseline.",
                          id="runs-status", markup=False)
@@ -75,7 +93,7 @@ class RunsPane(Widget):
         sl.clear_options()
         for run in runs:
             label = run.name if run.parent == self.runs_dir else _display_path(run)
-            sl.add_option((label, str(run), str(run) in keep))
+            sl.add_option((_run_label(label, backend.run_summary(run)), str(run), str(run) in keep))
         if runs and sl.highlighted is None:
             sl.highlighted = 0  # so space ticks the first run straight away
         if not runs:
@@ -106,6 +124,33 @@ class RunsPane(Widget):
             self._draw()
             return
         self._load(selected)
+
+    @on(Select.Changed, "#metric")
+    def _metric_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value != self.metric:
+            self.metric = event.value
+            self._draw()
+
+    @on(Select.Changed, "#x-axis")
+    def _x_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value != self.x:
+            self.x = event.value
+            self._draw()
+
+    def _offer_metrics(self) -> None:
+        """The metric choice lists what the ticked runs logged (loss first, then acc, val_*...)."""
+        have: list[str] = []
+        for r in self.loaded.values():
+            have += [k for k in r.columns if k not in NOT_METRICS and k not in have]
+        order = ["loss", "acc", "val_loss", "val_acc", "lr", "grad_norm", "tok_s"]
+        names = [m for m in order if m in have] + [m for m in have if m not in order]
+        sel = self.query_one("#metric", Select)
+        if names and names != self._metric_names:
+            self._metric_names = names
+            with sel.prevent(Select.Changed):
+                sel.set_options([(m, m) for m in names])
+                sel.value = self.metric if self.metric in names else names[0]
+            self.metric = sel.value
 
     @on(Select.Changed, "#smoothing")
     def _smoothing_changed(self, event: Select.Changed) -> None:
@@ -141,6 +186,7 @@ class RunsPane(Widget):
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         self._loading = False
         self.loaded = message.runs
+        self._offer_metrics()
         if message.errors:
             for path, err in message.errors.items():
                 self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8)
@@ -161,11 +207,11 @@ class RunsPane(Widget):
             state = getattr(r, "status", "")
             parts.append(f"{getattr(r, 'name', '?')} ({len(r)} steps{', ' + state if state else ''})")
         status.update(f"{', '.join(parts)}; baseline {runs[0].name}; smoothing {self.smoothing}")
-        smooth = self.smoothing
-        views[0].show_figure(lambda w, h: _figure(plots, "loss", runs, smooth, w, h))
-        views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h))
+        smooth, metric, x = self.smoothing, self.metric, self.x
+        views[0].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x))
+        views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h, x=x))
         if len(runs) > 1:
-            views[2].show_figure(lambda w, h: _figure(plots, "diff", runs, smooth, w, h))
+            views[2].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x, diff=True))
         else:
             views[2].show_message("diff vs baseline: tick a second run (the first ticked is the baseline)")
 
@@ -184,14 +230,20 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _figure(plots: Any, kind: str, runs: list[Any], smooth: int, width: int, height: int) -> str:
+def _run_label(label: str, s: dict[str, Any]) -> str:
+    """One line per run (a selection shows one line) under the RUN_COLUMNS header."""
+    loss = f"{s['loss']:.3g}" if isinstance(s.get("loss"), int | float) else "-"
+    return f"{label} · {s['exp']} · {s['steps']} · {loss} · {s['status']}"
+
+
+def _figure(plots: Any, metric: str, runs: list[Any], smooth: int, width: int, height: int, *,
+            x: str = "tokens", diff: bool = False) -> str:
     """One figure from ``lminspect.plots.plot_runs`` (the library owns the drawing)."""
     from lminspect.tui.plotting import PLOT_LOCK
 
-    metric = "acc" if kind == "acc" else "loss"
     with PLOT_LOCK:
         try:
-            return plots.plot_runs(runs, metric, diff=kind == "diff", baseline=runs[0] if kind == "diff" else None,
+            return plots.plot_runs(runs, metric, diff=diff, baseline=runs[0] if diff else None, x=x,
                                    smooth_n=smooth, width=width, height=height)
         except Exception as exc:  # e.g. a run with no accuracy column: say so in place of the figure
             return f"{metric}: {backend.user_message(exc)}"

@@ -1,0 +1,138 @@
+"""TUI details a daily user hits (issue 18): Escape leaves a field, the footer never offers a key
+that a focused field would type, the Compare box reads without colour, the Runs tab's columns and
+metric/x-axis choice, the command palette finding tensors and presets."""
+
+from __future__ import annotations
+
+import pytest
+from test_tui_helpers import wait_until, write_run
+from textual.widgets import Input, SelectionList, TextArea
+
+from lminspect.tui.app import LMInspectApp
+
+SIZE = (120, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+
+
+def _footer_keys(app) -> set[str]:
+    return {b.binding.key for b in app.screen.active_bindings.values() if b.binding.show and b.enabled}
+
+
+async def test_escape_leaves_fields_and_footer_keys_never_type(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+        assert {"w", "s", "r", "a", "q"} <= _footer_keys(app)
+        await pilot.press("s")
+        plan = app.query_one("#plan-input", Input)
+        assert app.focused is plan
+        assert not {"w", "s", "r", "a", "q"} & _footer_keys(app)  # they would type into the field
+        await pilot.press("r")
+        assert plan.value == "r" and app.query_one("#tabs").active == "stitch"
+        await pilot.press("escape")
+        assert not isinstance(app.focused, Input | TextArea)
+        assert "r" in _footer_keys(app)
+        await pilot.press("r")
+        assert app.query_one("#tabs").active == "runs"
+        # the prompt (a multi-line field) too
+        await pilot.press("s")
+        app.query_one("#prompt", TextArea).focus()
+        await pilot.pause()
+        await pilot.press("escape")
+        assert not isinstance(app.focused, Input | TextArea)
+
+
+async def test_compare_box_reads_without_colour(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+        await pilot.press("s")
+        box = app.query_one("#compare")
+        assert "X" not in box.render().plain
+        await pilot.click("#compare")
+        assert box.value and "X" in box.render().plain
+
+
+async def test_runs_list_columns_and_metric_and_x_choice(tmp_path):
+    from textual.widgets import Select
+
+    from lminspect.tui.widgets.plot import PlotView
+
+    runs = tmp_path / "runs"
+    write_run(runs / "base", steps=30)
+    write_run(runs / "live", steps=12, offset=0.2, status="running")
+    write_run(runs / "cut", steps=5, status="interrupted")
+    app = LMInspectApp(None, runs_dir=runs, remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        from lminspect.tui.screens.picker import PickerScreen
+
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("escape")
+        await pilot.press("r")
+        sl = app.query_one("#runs-list", SelectionList)
+        labels = {str(sl.get_option_at_index(i).value).rsplit("/", 1)[-1]: str(sl.get_option_at_index(i).prompt)
+                  for i in range(sl.option_count)}
+        assert "run · experiment · steps · last loss · status" in str(app.query_one("#runs-columns").render())
+        assert labels["base"].startswith("base · gpt2ish · 30 · 2.") and labels["base"].endswith("finished")
+        assert "· 12 ·" in labels["live"] and labels["live"].endswith("running")
+        assert labels["cut"].endswith("stopped")
+        await pilot.press("space", "down", "space")  # base (baseline) and cut
+        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        metric = app.query_one("#metric", Select)
+        pane = app.query_one("#runs-pane")
+        assert {"lr", "grad_norm", "tok_s"} <= set(pane._metric_names)
+        metric.value = "lr"
+        await wait_until(pilot, lambda: "learning rate" in app.query_one("#plot-loss", PlotView).text,
+                         what="the lr plot")
+        app.query_one("#x-axis", Select).value = "steps"
+        await wait_until(pilot, lambda: "steps" in app.query_one("#plot-loss", PlotView).text.splitlines()[-1]
+                         or "steps" in app.query_one("#plot-loss", PlotView).text, what="steps axis")
+        assert "learning rate - baseline" in app.query_one("#plot-diff", PlotView).text
+
+
+async def test_palette_finds_tensors_and_presets(tiny_llama_dir, tmp_path):
+    from textual.widgets import Static
+
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"layers.2.mlp.up")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "layers.2.mlp.up" in str(app.query_one("#tensor-header", Static).render()),
+                         timeout=10, what="the tensor from the palette")
+        assert app.query_one("#tabs").active == "weights"
+        await pilot.press("ctrl+p")
+        await pilot.press(*"plan only_even")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.query_one("#plan-input", Input).value == "only_even_layers",
+                         timeout=10, what="the preset from the palette")
+        assert app.query_one("#tabs").active == "stitch"
+        assert "ok:" in str(app.query_one("#plan-error", Static).render())
+
+
+def test_short_activation_figure_keeps_its_legend_off_the_data():
+    import re
+
+    from lminspect.tui.plotting import series_figure
+
+    kinds = ["resid_out", "attn_out", "mlp_out", "mlp_hidden"]
+    fig = series_figure(range(4), [(k, [1.0 + i, 2.0, 3.0 + i, 4.0]) for i, k in enumerate(kinds)], 70, 12,
+                        "std by plan position")
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in fig.splitlines()]
+    assert len(lines) == 12
+    frame_end = max(i for i, ln in enumerate(lines) if "└" in ln)
+    assert not any(k in ln for ln in lines[:frame_end] for k in kinds)  # nothing written over the lines
+    assert all(any(k in ln for ln in lines[frame_end:]) for k in kinds)
