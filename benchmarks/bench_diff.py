@@ -8,7 +8,7 @@ folder): rel_change, cosine, max |diff|, std, kurtosis, and for matrices the sin
 - lminspect: ``compare.diff.diff_models`` with an empty cache (the first, uncached run);
 - plain torch: ``safetensors.torch.load_file`` of both models, then per tensor the textbook
   torch ops (``b - a``, norms, one float64 Gram + ``eigh`` per matrix side; alpha by
-  lminspect's ``powerlaw_alpha`` on the eigenvalues, the same fit as weightwatcher's).
+  lminspect's ``weights.powerlaw.powerlaw_fit`` on the eigenvalues, weightwatcher's fit).
 
 Each runs in its own subprocess, one after the other in the same run, one thread
 (``torch.set_num_threads(1)``); reported: wall seconds, peak RSS (VmHWM, includes the
@@ -47,7 +47,7 @@ def sample():
 
 import numpy as np, torch  # imported before the clock starts, as a REPL user would have them
 torch.set_num_threads(1)
-from lminspect.weights.stats import powerlaw_alpha
+from lminspect.weights.powerlaw import powerlaw_fit
 base_anon = status("RssAnon")
 threading.Thread(target=sample, daemon=True).start()
 t0 = time.perf_counter()
@@ -76,7 +76,7 @@ else:
         ev, vec = torch.linalg.eigh(g)
         ev = ev.clamp_min(0).flip(0)
         s = ev.sqrt()
-        return float((ev.sum() / ev[0])), powerlaw_alpha(ev.numpy()).get("alpha"), vec[:, -8:].flip(1)
+        return float((ev.sum() / ev[0])), powerlaw_fit(ev.numpy()).get("alpha"), vec[:, -8:].flip(1)
 
     for name in A:
         a, b = A[name].float(), B[name].float()
@@ -124,8 +124,10 @@ def canonical_map(model_dir: Path) -> dict[str, str]:
 
 def run(mode: str, a: Path, b: Path, cache: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", LMINSPECT_CACHE=cache)
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], env=env, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

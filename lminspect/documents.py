@@ -53,6 +53,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Generator, Iterator, Sequence
 from itertools import count, islice
 from pathlib import Path
@@ -207,14 +208,49 @@ def _read_file(path: Path, field: str, skip: int) -> Generator[str, None, int]:
             return (yield from _read_rows(path, field, skip))
     except OSError as exc:  # unreadable, not gzip, a broken link...
         raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (EOFError, zlib.error) as exc:  # a truncated or corrupt .gz
+        raise UserError(f"{path}: cannot be read (corrupt compressed data: {exc})") from None
     raise UserError(f"{path}: unsupported file type {suffix or '(no suffix)'!r} "
                     f"(use {', '.join(DOCUMENT_SUFFIXES)}, or a folder of them)")
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return path.open(encoding="utf-8", errors="replace")
+class _Utf8Lines:
+    """The lines of a (possibly gzipped) text file, decoded strictly: a byte that is not UTF-8
+    is one ``UserError`` naming the file and the byte offset, not a silent replacement character."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        gz = path.name.lower().endswith(".gz")
+        self._fh: IO[bytes] = gzip.open(path, "rb") if gz else path.open("rb")
+        self._where = " of the decompressed text" if gz else ""
+
+    def __enter__(self) -> _Utf8Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def __iter__(self) -> Iterator[str]:
+        offset = 0
+        for raw in self._fh:
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{self.path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                                f"{offset + e.start}{self._where})") from None
+            offset += len(raw)
+
+
+def _open_text(path: Path) -> _Utf8Lines:
+    return _Utf8Lines(path)
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """``data`` (the bytes of ``path``) as text, or one line with the offending byte's offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
 def _blocks(path: Path, blank_lines: int) -> Iterator[str]:
@@ -260,7 +296,9 @@ def iter_rows(path: Path, *, skip: int = 0, columns: list[str] | None = None,
         return (yield from _jsonl_rows(path, skip))
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            data = json.loads(decode_utf8(path, path.read_bytes()))
+        except RecursionError:
+            raise UserError(f"{path}: JSON nested too deeply to read") from None
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # JSON lines in a .json file
                 return (yield from _jsonl_rows(path, skip))
@@ -286,6 +324,8 @@ def _jsonl_rows(path: Path, skip: int) -> Generator[tuple[str, Any], None, int]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise UserError(f"{path}:{lineno}: JSON nested too deeply to read") from None
                 yield f"{path}:{lineno}", row
             n += 1
     return n

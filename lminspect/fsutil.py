@@ -72,6 +72,24 @@ def check_input_file(path: str | os.PathLike[str], *, option: str = "") -> Path:
     return path
 
 
+def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int | None = None) -> str:
+    """A UTF-8 text file's content; a file that is not UTF-8 is one line with the byte offset
+    (and the ``max_bytes`` cap, when given, refuses files too large to be what they claim)."""
+    from lminspect.errors import UserError
+
+    path = check_input_file(path, option=option)
+    where = f"{option} {path}" if option else str(path)
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise UserError(f"{where}: {human_bytes(size)} is larger than the {human_bytes(max_bytes)} such a file "
+                        "may have")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
 def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, option: str = "--out",
                  flag: str = "--overwrite", allow_nonempty: bool = False) -> Path:
     """Refuse an output path that would destroy something of the user's; call before any work.

@@ -64,6 +64,11 @@ class Sampler:
 
     def __init__(self, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, seed: int | None = None) -> None:
+        import math
+
+        for name, v in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
+            if v is not None and not math.isfinite(v):
+                raise UserError(f"--{name.replace('_', '-')} {v}: expected a finite number")
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
         if top_p is not None and not 0 < top_p <= 1:

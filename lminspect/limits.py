@@ -16,7 +16,7 @@ from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
 
 ENV = "LMINSPECT_NO_LIMITS"
-MAX_PLAN_CALLS = 100_000  # layer calls in one plan; seed 002's deepest plans have ~100
+MAX_PLAN_CALLS = 10_000  # layer calls in one plan; seed 002's deepest plans have ~100
 MAX_LAYERS = 10_000  # decoder layers a config may claim
 MAX_WIDTH = 1 << 17  # hidden / ffn width, vocabulary rows are checked by memory
 

@@ -9,6 +9,7 @@ ever emitting half a UTF-8 character.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -139,20 +140,68 @@ class Tokenizer:
 
             return datetime.datetime.now().strftime(fmt)
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env = _capped_sandbox(ImmutableSandboxedEnvironment)(trim_blocks=True, lstrip_blocks=True,
+                                                              extensions=[loopcontrols])
         env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = strftime_now
         try:
             template = env.from_string(self.chat_template)
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   bos_token=self.bos_token or "", eos_token=self.eos_token or "", **extra)
+            env.started = time.monotonic()
+            parts, size = [], 0
+            for piece in template.generate(messages=messages, add_generation_prompt=add_generation_prompt,
+                                           bos_token=self.bos_token or "", eos_token=self.eos_token or "", **extra):
+                size += len(piece)
+                env.check(size)
+                parts.append(piece)
+            return "".join(parts)
+        except UserError:
+            raise
         except jinja2.TemplateError as e:
-            raise UserError(f"chat template failed to render: {e}") from e
+            raise UserError(f"chat template failed to render: {e}") from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
+                RecursionError, MemoryError) as e:
+            raise UserError(f"chat template failed to render: {type(e).__name__}: {e}") from None
 
     def encode_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """Chat prompt ids: the template already carries its special tokens, so none are added."""
         return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
+
+
+CHAT_TEMPLATE_SECONDS = 5.0  # a chat prompt renders in milliseconds; a template looping longer is broken
+CHAT_TEMPLATE_CHARS = 10_000_000
+
+
+def _capped_sandbox(base: type) -> type:
+    """A jinja sandbox that stops a template running past a time or size cap: every call and
+    every ``*`` / ``**`` in the template checks the clock and the size of what it makes."""
+
+    class Capped(base):  # type: ignore[misc, valid-type]
+        intercepted_binops = frozenset(["*", "**"])
+        started = 0.0
+
+        def check(self, size: int = 0) -> None:
+            if size > CHAT_TEMPLATE_CHARS:
+                raise UserError(f"chat template: output exceeds {CHAT_TEMPLATE_CHARS:,} characters")
+            if self.started and time.monotonic() - self.started > CHAT_TEMPLATE_SECONDS:
+                raise UserError(f"chat template: still rendering after {CHAT_TEMPLATE_SECONDS:g} s; it loops "
+                                "too long")
+
+        def call(self, context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+            self.check()
+            return super().call(context, obj, *args, **kwargs)
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            self.check()
+            if operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
+                raise UserError(f"chat template: exponent {right} is too large")
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > CHAT_TEMPLATE_CHARS:
+                        raise UserError(f"chat template: a repeated value exceeds {CHAT_TEMPLATE_CHARS:,} items")
+            return super().call_binop(context, operator, left, right)
+
+    return Capped
 
 
 def load_tokenizer(store: Any) -> Tokenizer:

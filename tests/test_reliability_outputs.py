@@ -147,7 +147,7 @@ def test_second_process_on_a_run_dir_is_refused(tmp_path, argv):
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = subprocess.run([sys.executable, "-m", "lminspect", *argv, str(run)], capture_output=True, text=True,
-                           env=env, timeout=120)
+                           env=env, timeout=300)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"in use by process {holder.pid}" in lines[0], r.stderr

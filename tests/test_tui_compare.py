@@ -87,6 +87,9 @@ async def test_timeline_screen_for_a_ticked_run(tmp_path):
         table = screen.query_one("#timeline-table", DataTable)
         assert table.row_count == 4 and screen.data.steps == [1, 2, 3, 4]
         assert "std across checkpoints" in screen.query_one("#timeline-plot", PlotView).text
+        emb = screen.query_one("#timeline-embeddings", PlotView)
+        await wait_until(pilot, lambda: "PCA" in emb.text, what="the embeddings plane")
+        assert "steps 1-4" in emb.text
         screen.query_one("#timeline-stat", Select).value = "stable_rank"
         await wait_until(pilot, lambda: screen.data.stat == "stable_rank", what="the stable-rank timeline")
         assert "mlp.up" in screen.data.cols and all(v is not None for v in screen.data.cols["mlp.up"])

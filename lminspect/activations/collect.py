@@ -319,6 +319,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if cfg.keep_tokens:
         settings["keep_dtype"] = cfg.keep_dtype
         settings["tokens"] = cfg.tokens  # kept-token files are preallocated to this size
+    _check_batch_memory(store, cfg)
     if cfg.keep_tokens:
         _check_keep_disk(store, sites, cfg, out)
     index = read_index(out) if out.is_dir() else None
@@ -361,7 +362,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     show = progress if progress is not None else sys.stderr.isatty()
-    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show)
+    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=progress is None and not show)
     t_start = time.perf_counter()
     elapsed0 = float(prog.get("elapsed_s", 0.0))
     last_save = time.perf_counter()
@@ -437,6 +438,18 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     return stats
 
 
+def _check_batch_memory(store: Any, cfg: CollectConfig) -> None:
+    """One forward of --batch-size x --seq-len: the MLP hidden states and the logits dominate."""
+    from lminspect.limits import check_count, check_memory
+    from lminspect.models import config_from_hf
+
+    check_count("--seq-len", cfg.seq_len, 1 << 20)
+    check_count("--batch-size", cfg.batch_size, 1 << 20)
+    mcfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
+    per_token = 4 * (4 * int(mcfg.ffn_dim) + int(mcfg.vocab_size) + 8 * int(mcfg.dim))
+    check_memory(f"a batch of {cfg.batch_size} x {cfg.seq_len} tokens", cfg.batch_size * cfg.seq_len * per_token)
+
+
 def _check_keep_disk(store: Any, sites: list[str], cfg: CollectConfig, out: Path) -> None:
     """--keep-tokens preallocates sparse files: refuse before they fill the disk half-way."""
     from lminspect.limits import check_disk
@@ -459,10 +472,17 @@ def _n_layers(store: Any) -> int:
 
 
 class _Bar:
-    """rich progress with tokens/s on stderr; silent when not a terminal."""
+    """rich progress with tokens/s on stderr; plain periodic lines (``runtime.Progress``) when
+    stderr is not a terminal and nobody asked for silence."""
 
-    def __init__(self, total: int, done: int, show: bool) -> None:
+    def __init__(self, total: int, done: int, show: bool, plain: bool = False) -> None:
         self._p = None
+        self._plain = None
+        if plain:
+            from lminspect.runtime import Progress
+
+            self._plain = Progress("activations", total, "tokens", bar=False)
+            self._done = done
         if not show:
             return
         from rich.console import Console
@@ -477,6 +497,9 @@ class _Bar:
         self._task = self._p.add_task("collect", total=total, completed=done, rate="-")
 
     def advance(self, n: int) -> None:
+        if self._plain is not None:
+            self._done += n
+            self._plain.update(self._done)
         if self._p is None:
             return
         self._n += n

@@ -129,6 +129,12 @@ def write_arrays(out: Path, stats: ActivationStats) -> None:
 # ---------------------------------------------------------------------------- loaded views
 
 
+def _finite(a: np.ndarray) -> np.ndarray:
+    """The finite values of ``a`` as float64 (a dimension that never varied has nan statistics)."""
+    a = np.asarray(a, dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
 def _split_site(site: str) -> tuple[str, int]:
     kind, _, pos = site.partition(".")
     return kind, int(pos)
@@ -222,7 +228,13 @@ class SiteStats:
             return None
         return np.nonzero(self._acc.fired == 0)[0]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, *, profile: bool = False) -> dict[str, Any]:
+        """The site in one row (the CLI table, ``li.activations``, the TUI's site list).
+
+        ``profile=True`` adds the median and max over dimensions of the per-dimension std and
+        |x| max (``std_median``, ``std_max``, ``absmax_median``): the "massive activations" view
+        per layer. The TUI draws those; the default row stays as the CLI prints it.
+        """
         k = self.kurtosis
         row = {"site": self.name, "layer": self.layer, "dim": self.dim, "n": self.n,
                "mean_norm": float(np.linalg.norm(self.mean)), "std": self.site_std,
@@ -233,6 +245,12 @@ class SiteStats:
         if self._acc.fired is not None:
             row["dead"] = int(len(self.dead))
             row["fire_freq_mean"] = float(self.fire_freq.mean()) if self.n else 0.0
+        if profile:
+            std, absmax = _finite(self.std), _finite(self.absmax)
+            nan = float("nan")
+            row.update(std_median=float(np.median(std)) if std.size else nan,
+                       std_max=float(std.max()) if std.size else nan,
+                       absmax_median=float(np.median(absmax)) if absmax.size else nan)
         return row
 
     def __repr__(self) -> str:

@@ -75,6 +75,11 @@ def metadata(
     from lminspect.metadata.compute import compute_metadata, write_parquet
 
     check_output(out, kind="file", overwrite=overwrite)
+    from lminspect.validate import count
+    from lminspect.validate import device as check_device
+
+    count("--limit", limit)
+    check_device(device)
     cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
     write_parquet(cols, out)
     extra = [c for c in cols if c not in ("id", "index", "split")]

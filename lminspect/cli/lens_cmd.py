@@ -47,8 +47,9 @@ def _check_out(out: Path | None, overwrite: bool, allowed: set[str]) -> None:
         return
     if out.suffix.lower() not in allowed:
         raise UserError(f"--out {out}: expected a file ending in {', '.join(sorted(allowed))}")
-    if out.exists() and not overwrite:
-        raise UserError(f"--out {out} exists (pass --overwrite to replace it)")
+    from lminspect.fsutil import check_output
+
+    check_output(out, kind="file", overwrite=overwrite)
 
 
 def _write(out: Path, data: dict[str, Any], grid: Any = None) -> None:

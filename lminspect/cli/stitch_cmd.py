@@ -332,6 +332,10 @@ def sweep(
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
     if log_items is not None:
         check_output(log_items, kind="file", overwrite=overwrite, option="--log-items")
+    from lminspect.validate import count
+
+    count("--limit", limit)
+    count("--ppl-tokens", ppl_tokens)
     n_threads = set_threads(threads)
     bs = parse_batch_size(batch_size)
     store, lm, tok = _load(model, dtype)
@@ -443,13 +447,15 @@ def export(
     from lminspect.stitch import export_stitched, parse_plan
     from lminspect.stitch.mergekit import warn_model_mismatch
     from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.provenance import source_record
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     warn_model_mismatch(p, model, store)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store),
+                    source=source_record(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 
@@ -559,6 +565,10 @@ def attention(
         raise UserError("empty prompt")
     if len(ids) > lm.context_length:
         raise UserError(f"prompt of {len(ids)} tokens exceeds the model's context of {lm.context_length}")
+    from lminspect.limits import check_memory
+
+    n_head = getattr(lm.config, "n_head", 1)  # probabilities (fp32 twice) and their complex128 FFT, per position
+    check_memory(f"attention maps of {len(ids)} tokens x {len(p)} positions", len(p) * n_head * len(ids) ** 2 * 28)
     _, acts = lm.run_with_cache(torch.tensor([ids]), sites=["attn_probs"], plan=p)
     probs = np.stack([acts[f"attn_probs.{i}"][0].float().numpy() for i in range(len(p))])  # [pos, H, T, T]
     pos = len(p) - 1 if layer is None else layer

@@ -154,6 +154,7 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
         from lminspect.train.guard import validate_train_config
 
         validate_train_config(cfg)  # before the lock creates the folder
+    created = not run_dir.exists()
     with run_dir_lock(run_dir):
         remove_leftovers(run_dir)
         if cfg.resume:
@@ -161,7 +162,22 @@ def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is
             if bad:
                 raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
                                 "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
-        yield
+        try:
+            yield
+        except UserError:
+            if created:  # refused before its first step (bad data, say): leave no half-made run behind
+                _remove_unstarted_run(run_dir)
+            raise
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """The config.json and empty stats.jsonl of a run that never took a step (the lock's exit then
+    removes the folder it created)."""
+    stats = run_dir / "stats.jsonl"
+    if (run_dir / "checkpoints").exists() or (stats.is_file() and stats.stat().st_size > 0):
+        return
+    for name in ("config.json", "stats.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def train(
@@ -363,6 +379,13 @@ def plot(
     if save is not None:
         figures.check_figure_path(save, overwrite)
     loaded = [load_run(p) for p in runs]
+    warnings = []  # plot what is finite, and say (after the figure) what was left out
+    for r in loaded:
+        dropped = r.nonfinite.get(metric, 0)
+        if dropped or r.skipped:
+            what = [f"{dropped} non-finite {metric} value(s)"] if dropped else []
+            what += [f"{r.skipped} unreadable line(s) of stats.jsonl"] if r.skipped else []
+            warnings.append(f"lminspect: warning: {r.path}: left out {' and '.join(what)}")
     size = shutil.get_terminal_size((100, 30))
     w = width or size.columns
     h = height or max(10, size.lines - 4)
@@ -386,6 +409,8 @@ def plot(
         print(text)
     if save is not None:
         print(f"saved {save}", file=sys.stderr)
+    for w in warnings:
+        print(w, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

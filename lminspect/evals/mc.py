@@ -138,10 +138,14 @@ def hellaswag_item(row: dict[str, Any], k: int = 0) -> MCItem:
     label = row.get("label")
     try:
         label = int(label)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{where}: 'label' must be an integer index into endings, got {label!r}") from None
+    if isinstance(row.get("label"), float) and row["label"] != label:
+        raise UserError(f"{where}: 'label' must be an integer index into endings, got {row['label']!r}")
     if not 0 <= label < len(endings):
         raise UserError(f"{where}: label {label} out of range for {len(endings)} endings")
+    if any(not e.strip() for e in endings):  # an empty ending scores log-likelihood 0: always "right"
+        raise UserError(f"{where}: ending {next(i for i, e in enumerate(endings) if not e.strip())} is empty")
     if "ctx_a" in row and "activity_label" in row:
         ctx_b = str(row.get("ctx_b") or "")
         ctx = str(row["ctx_a"]) + " " + ctx_b.capitalize()

@@ -47,7 +47,20 @@ class Experiment:
             from lminspect.errors import UserError
 
             raise UserError(f"experiment {self.name!r} is not available yet: {self.unavailable}")
-        return self.model_factory(vocab_size, seq_len, **overrides)
+        from lminspect.errors import UserError
+
+        try:
+            model = self.model_factory(vocab_size, seq_len, **overrides)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a plugin's bug is reported, never a traceback
+            raise UserError(f"experiment {self.name!r}: its model_factory failed: {type(e).__name__}: {e}") from None
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"experiment {self.name!r}: its model_factory returned {type(model).__name__}, "
+                            "not a torch.nn.Module")
+        return model
 
 
 def export_state_dict(exp: Experiment, model: Any) -> dict[str, Any]:

@@ -69,9 +69,12 @@ def _dist(ep: EntryPoint) -> tuple[str, str, str]:
 
 
 def _load(ep: EntryPoint) -> Any:
-    obj = ep.load()
-    if callable(obj) and not hasattr(obj, "model_factory"):
-        obj = obj()
+    try:  # a plugin calling sys.exit() while importing is a broken plugin, not the end of the command
+        obj = ep.load()
+        if callable(obj) and not hasattr(obj, "model_factory"):
+            obj = obj()
+    except SystemExit as e:
+        raise ImportError(f"{ep.value} called sys.exit({e.code!r})") from None
     if not hasattr(obj, "model_factory") or not hasattr(obj, "name"):
         raise TypeError(f"{ep.value} is not an lminspect Experiment")
     return obj

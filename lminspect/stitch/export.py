@@ -6,15 +6,17 @@ turns (model, plan) into the canonical state dict and config of the standalone s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
-from lminspect.stitch.mergekit import MergekitPlan, cast_and_scale
+from lminspect.stitch.mergekit import MergekitPlan, cast_and_scale, source_name
 from lminspect.stitch.plans import parse_plan
 from lminspect.stitch.view import StitchedModel
+from lminspect.weights import provenance
 from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
 
 
@@ -49,6 +51,26 @@ def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
     return out
 
 
+def _check_export_size(base: Any, plan: list[LayerCall], out_dir: str | Path) -> None:
+    """Every occurrence is a copy: estimate the stitched model's bytes before building it
+    (held in memory about twice while it is converted and written) and refuse what cannot fit."""
+    from lminspect.limits import check_disk, check_memory
+
+    per_layer: dict[int, int] = {}
+    rest = 0
+    for k, v in base.state_dict().items():
+        nbytes = v.numel() * v.element_size()
+        if k.startswith("layers."):
+            i = int(k.split(".")[1])
+            per_layer[i] = per_layer.get(i, 0) + nbytes
+        else:
+            rest += nbytes
+    total = rest + sum(per_layer.get(c.index, 0) for c in plan)
+    what = f"exporting {len(plan)} layer occurrences"
+    check_memory(what, 2 * total)
+    check_disk(what, total, Path(out_dir).parent)
+
+
 def export_stitched(
     model: Any,
     plan: Any,
@@ -56,6 +78,7 @@ def export_stitched(
     *,
     tokenizer_json: str | None = None,
     extra_files: Mapping[str, str] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a standalone HF directory of the stitched model (atomically).
 
@@ -66,7 +89,8 @@ def export_stitched(
     ``len(plan)`` and ``lminspect_plan``; ``model.safetensors`` holds HF names with each
     occurrence's weights duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
     A plan read from a mergekit config also gets mergekit's ``scale`` (every tensor of those
-    layers), ``dtype`` and ``out_dtype``, as ``mergekit-yaml`` applies them.
+    layers), ``dtype`` and ``out_dtype``, as ``mergekit-yaml`` applies them. ``source`` is the
+    model's source-quantization record (``weights.provenance``), carried over per tensor.
     """
     base = model.model if isinstance(model, StitchedModel) else model
     n = len(base.layers)
@@ -74,6 +98,7 @@ def export_stitched(
     cfg = base.config
     hf_cfg: dict[str, Any] = dict(cfg.to_hf() if hasattr(cfg, "to_hf") else cfg)
     arch = model_family(base, hf_cfg)
+    _check_export_size(base, plan, out_dir)
     sd = stitched_state_dict(base, plan)
     tied = bool(hf_cfg.get("tie_word_embeddings", arch == "gpt2"))
     if tied:
@@ -90,7 +115,15 @@ def export_stitched(
         hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
-    return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files)
+    meta = None
+    if source:  # the values are still the quantized source's: keep saying so
+        rec = dict(source)
+        if isinstance(source.get("tensors"), Mapping):  # per tensor: output name -> its source tensor's type
+            rec["tensors"] = {k: source["tensors"].get(source_name(k, plan)) for k in hf_sd}
+        hf_cfg[provenance.KEY] = provenance.config_record(rec)
+        meta = {provenance.KEY: json.dumps(rec)}
+    return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files,
+                        metadata=meta)
 
 
 def materialize(model: Any, plan: Any, model_ref: str = "") -> tuple[Any, Any]:

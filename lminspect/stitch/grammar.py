@@ -8,6 +8,7 @@ Resolving other spellings (lists, mergekit slices, files, preset names) is
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -115,11 +116,20 @@ def _parse_scales(text: str, item: str, col: int) -> _Scales:
         if not m:
             raise UserError(f"bad plan item '{item}' at column {col}: bad scale '*{part}'; {_EXPECTED}")
         val = float(m["val"])
+        if not math.isfinite(val):
+            raise UserError(f"bad plan item '{item}' at column {col}: scale '*{part}' is not a finite number")
         if m["branch"] in (None, "attn"):
             sc.attn = val
         if m["branch"] in (None, "mlp"):
             sc.mlp = val
     return sc
+
+
+def check_plan_calls(n: int, where: str) -> None:
+    """Refuse a plan of more layer calls than any model run could use (``0r99999999999``)."""
+    from lminspect.limits import MAX_PLAN_CALLS, check_count
+
+    check_count(f"{where}: layer calls", n, MAX_PLAN_CALLS)
 
 
 def _range(a: int, b: int) -> list[int]:
@@ -157,6 +167,7 @@ def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
         rep = int(m["rep"]) if m["rep"] is not None else 1
         if rep < 1:
             raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
+        check_plan_calls(len(positive) + rep * len(idx), f"plan item '{item}' at column {col}")
         sc = _parse_scales(m["scales"] or "", item, col)
         positive.extend(sc.call(i) for _ in range(rep) for i in idx)
     if not saw_positive:

@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.models.layercall import HeadScales, LayerCall, full_plan
-from lminspect.stitch.grammar import _check_index, _parse_string, head_scales
+from lminspect.stitch.grammar import _check_index, _parse_string, check_plan_calls, head_scales
 from lminspect.stitch.mergekit import MergekitPlan, Occurrence, check_top, models_as_slices, slice_occurrences
 from lminspect.stitch.presets import PRESETS, preset_spec
 
@@ -77,7 +78,14 @@ def _plan_from_slices(obj: Mapping[str, Any], n_layers: int, where: str) -> Merg
         dicts = (src, sl, src.get("parameters") or {}, sl.get("parameters") or {})
         attn = _slice_number(dicts, "attn_scale", 1.0, f"{where}: slice {k}")  # lminspect's own keys
         mlp = _slice_number(dicts, "mlp_scale", 1.0, f"{where}: slice {k}")
-        rep = int(_slice_number(dicts, "repeat", 1.0, f"{where}: slice {k}"))
+        rep = _slice_number(dicts, "repeat", 1.0, f"{where}: slice {k}")
+        for name, v in (("attn_scale", attn), ("mlp_scale", mlp)):
+            if not math.isfinite(v):
+                raise UserError(f"{where}: slice {k} {name} {v} is not a finite number")
+        if not math.isfinite(rep) or rep < 1 or rep != int(rep):
+            raise UserError(f"{where}: slice {k} repeat {rep:g} must be a whole number >= 1")
+        rep = int(rep)
+        check_plan_calls(len(plan) + rep * (b - a), where)
         heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
         kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
         occ = slice_occurrences(src, sl, top, b - a)
@@ -124,9 +132,32 @@ def _slice_source(sl: Any, k: int, n_layers: int, where: str) -> tuple[Mapping[s
     return src, a, b
 
 
+MAX_PLAN_FILE = 1 << 20  # bytes; a plan file is a few lines
+MAX_YAML_ALIASES = 100  # aliases expand multiplicatively ("billion laughs")
+
+
+def _check_yaml_aliases(text: str, path: Path) -> None:
+    import yaml
+
+    n = 0
+    try:
+        for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(ev, yaml.AliasEvent):
+                n += 1
+                if n > MAX_YAML_ALIASES:
+                    raise UserError(f"plan file {path}: more than {MAX_YAML_ALIASES} YAML aliases; refusing "
+                                    "to expand them")
+    except yaml.YAMLError:
+        return  # the parser below reports it
+
+
 def _read_structured(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+    from lminspect.fsutil import read_text
+
+    text = read_text(path, max_bytes=MAX_PLAN_FILE)
     suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        _check_yaml_aliases(text, path)
     try:
         if suffix == ".json":
             return json.loads(text)
@@ -157,7 +188,7 @@ def _from_mapping(obj: Mapping[str, Any], n_layers: int, where: str) -> list[Lay
 def load_plan_file(path: str | Path, n_layers: int) -> list[LayerCall]:
     """One plan from a YAML/JSON/TOML file (mergekit slices, or ``plan: "0-23,27-29"``)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"plan file not found: {path}")
     obj = _read_structured(path)
     if isinstance(obj, list):
@@ -175,6 +206,9 @@ def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
     """
     if n_layers < 1:
         raise UserError(f"cannot stitch a model with {n_layers} layers")
+    from lminspect.limits import MAX_LAYERS, check_count
+
+    check_count("model layers", n_layers, MAX_LAYERS)
     if spec is None:
         return full_plan(n_layers)
     if isinstance(spec, MergekitPlan):  # already read, with its mergekit settings
@@ -206,7 +240,7 @@ def parse_plan(spec: Any, n_layers: int) -> list[LayerCall]:
             return full_plan(n_layers)
         if s in PRESETS:
             return _parse_string(preset_spec(s, n_layers), n_layers)
-        if s.lower().endswith(_PLAN_FILE_SUFFIXES):
+        if s.lower().endswith(_PLAN_FILE_SUFFIXES) or ("/" in s and (Path(s).exists() or Path(s).is_symlink())):
             return load_plan_file(s, n_layers)
         try:
             return _parse_string(s, n_layers)

@@ -170,6 +170,9 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if v is not None},
                                      "run_dir": str(run_dir), "resume": True})
         ckpt = latest_checkpoint(run_dir, warn=True)
+        if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
+            raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
+                            "from (start a new --run-dir)")
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)

@@ -84,10 +84,13 @@ def load_plan(spec: str | None, data: str | None = None) -> Plan:
     if spec in BUILTIN_PLANS:
         return BUILTIN_PLANS[spec]
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"unknown plan {spec!r}; built-in plans: {', '.join(BUILTIN_PLANS)}, or a JSON file")
+    from lminspect.fsutil import read_text
+
+    text = read_text(path, option="--plan", max_bytes=1 << 20)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"plan {path}: not valid JSON ({e})") from e
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"plan {path}: not valid JSON ({e})") from None
     return plan_from_dict(d, str(path))

@@ -33,6 +33,8 @@ class Run:
     columns: dict[str, list[float]] = field(default_factory=dict)
     is_running: bool = False
     status: str = "unknown"  # "running" | "done" | "stopped" | "interrupted" | "failed" | "unknown"
+    skipped: int = 0  # unreadable lines of stats.jsonl (binary or torn), left out
+    nonfinite: dict[str, int] = field(default_factory=dict)  # NaN/inf values written per column
 
     def __len__(self) -> int:
         return len(self.columns.get("step", []))
@@ -48,7 +50,7 @@ class Run:
             raise UserError(f"run {self.name}: no {x!r} column (runs before the FLOPs counter lack it)")
         xs, ys = [], []
         for xv, yv in zip(self.columns[x], self.columns[metric], strict=False):
-            if yv is not None and not (isinstance(yv, float) and math.isnan(yv)):
+            if yv is not None and math.isfinite(yv) and xv is not None and math.isfinite(xv):
                 xs.append(xv)
                 ys.append(yv)
         return xs, ys
@@ -64,20 +66,34 @@ class Run:
 
 
 def read_stats(path: Path) -> list[dict[str, Any]]:
-    rows = []
+    return read_stats_counted(path)[0]
+
+
+def read_stats_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``stats.jsonl`` and how many lines were unreadable (binary, torn, not an object).
+
+    The last line may be one being written right now; it is skipped without being counted."""
+    rows: list[dict[str, Any]] = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        line = line.strip()
-        if not line:
+        lines = Path(path).read_bytes().splitlines()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return [], 0
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    bad = 0
+    for k, raw in enumerate(lines):
+        raw = raw.strip()
+        if not raw:
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-    return rows
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif k != len(lines) - 1:
+            bad += 1
+    return rows, bad
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -102,23 +118,29 @@ def load_run(path: str | Path) -> Run:
     config: dict[str, Any] = {}
     if (p / "config.json").is_file():
         try:
-            config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p / 'config.json'}: not valid JSON ({e})") from e
-    rows = read_stats(stats)
+            config = json.loads((p / "config.json").read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{p / 'config.json'}: not UTF-8 text (byte offset {e.start})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UserError(f"{p / 'config.json'}: not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{p / 'config.json'}: not a JSON object")
+    rows, skipped = read_stats_counted(stats)
     keys: list[str] = []
     for r in rows:
         for k in r:
             if k not in keys:
                 keys.append(k)
     columns = {k: [_num(r.get(k)) for r in rows] for k in keys}
+    nonfinite = {k: n for k in keys if (n := sum(1 for r in rows if isinstance(r.get(k), float)
+                                                   and not math.isfinite(r[k])))}
     status = config.get("status", "unknown")
     mtime = stats.stat().st_mtime if stats.is_file() else 0.0
     running = status == "running" and (time.time() - mtime) < RUNNING_AFTER_S
     if status == "running" and not running:
         status = "stopped"
-    name = config.get("name") or p.name
-    return Run(p, name, config, columns, running, status)
+    name = str(config.get("name") or p.name)
+    return Run(p, name, config, columns, running, status, skipped, nonfinite)
 
 
 def _num(v: Any) -> float:

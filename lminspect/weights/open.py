@@ -23,7 +23,7 @@ from lminspect.weights.store import CHAT_TEMPLATE_FILE, TensorStore
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: cannot read JSON: {e}") from None
     if not isinstance(data, dict):
         raise FormatError(f"{path}: not a JSON object")
@@ -219,4 +219,9 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
                 store = open_hf_dir(fetched.hf_dir)
             store.name = s  # "smollm2", not the cache folder's stem ("hf")
             return store
+    from lminspect.fsutil import describe_kind
+
+    what = describe_kind(Path(fs)) if s else None
+    if what is not None:  # a FIFO, a socket, a symlink loop: say so, not "no such file"
+        raise UserError(f"{s}: is {what}, not a model file or folder")
     raise UserError(f"{s}: no such file or directory")

@@ -1,5 +1,6 @@
-"""A run's timeline: one weight statistic per component across its checkpoints (``t`` in the
-Runs tab, or the palette). The numbers are ``lminspect timeline``'s, computed in a worker."""
+"""A run's timeline (``t`` in the Runs tab, or the palette): one weight statistic per component
+across its checkpoints, and the token embeddings of every checkpoint in one PCA plane. The
+numbers are ``lminspect timeline``'s, computed in workers."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class TimelineScreen(Screen[None]):
     TimelineScreen #timeline-title { text-style: bold; height: auto; }
     TimelineScreen #timeline-stat { width: 32; margin: 1 0; }
     TimelineScreen DataTable { height: auto; max-height: 14; margin-bottom: 1; }
-    TimelineScreen PlotView { height: 20; }
+    TimelineScreen PlotView { height: 20; margin-bottom: 1; }
+    TimelineScreen #timeline-embeddings { height: 26; }
     """
 
     def __init__(self, run_dir: str | Path, stat: str = "std") -> None:
@@ -56,10 +58,24 @@ class TimelineScreen(Screen[None]):
             yield Static("", id="timeline-status", markup=False)
             yield DataTable(id="timeline-table", zebra_stripes=True)
             yield PlotView("", id="timeline-plot")
+            yield PlotView("token embeddings: computing the PCA ...", id="timeline-embeddings")
         yield Footer()
 
     def on_mount(self) -> None:
         self._load(self.stat)
+        self._embeddings()
+
+    @work(thread=True, exit_on_error=False, group="timeline-embeddings")
+    def _embeddings(self) -> None:
+        pca, labelled = backend.embedding_pca(self.run_dir)
+        self.app.call_from_thread(self._show_embeddings, pca, labelled)
+
+    def _show_embeddings(self, pca: Any, labelled: list[tuple[str, int]]) -> None:
+        def figure(w: int, h: int) -> str:
+            with PLOT_LOCK:
+                return backend.embedding_figure(pca, labelled, w, h)
+
+        self.query_one("#timeline-embeddings", PlotView).show_figure(figure)
 
     @on(Select.Changed, "#timeline-stat")
     def _stat_changed(self, event: Select.Changed) -> None:
@@ -101,6 +117,9 @@ class TimelineScreen(Screen[None]):
         plot.show_figure(figure)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "timeline-embeddings" and event.state == WorkerState.ERROR:
+            self.query_one("#timeline-embeddings", PlotView).show_message(
+                f"token embeddings: {backend.user_message(event.worker.error)}")
         if event.worker.group == "timeline" and event.state == WorkerState.ERROR:
             self.query_one("#timeline-status", Static).update("failed (see the error)")
             self.app.report_error("Could not build the timeline", event.worker.error)

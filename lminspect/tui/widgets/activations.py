@@ -23,8 +23,7 @@ Directories whose index names the open model (same ``model_identity`` fingerprin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,144 +40,25 @@ from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
 from lminspect.tui import backend, plotting
+from lminspect.tui.acts_data import (  # noqa: F401 - identity_mark, top_dims: the tab's helpers, tested here
+    TOP_DIMS,
+    ActsResult,
+    SiteView,
+    identity_mark,
+    layer_profile,
+    summarize,
+    top_dims,
+)
 from lminspect.tui.messages import ActsFound, ActsLoaded, ModelIdentity
 from lminspect.tui.widgets.plot import PlotView
 
 # the per-dimension statistic shown for a site (label, SiteStats attribute)
 METRICS = [("std", "std"), ("|x| max", "absmax"), ("mean", "mean"), ("kurtosis", "kurtosis")]
 METRIC_LABELS = {value: label for label, value in METRICS}
-TOP_DIMS = 10
 MARKED_DIMS = 5  # top dims marked with an x in the per-dimension figure
 HINT = ("No activation statistics yet: type a results directory of `lminspect activations` (or a folder "
         "of them) in the field on the left, or start with --acts DIR.")
 TICK_HINT = "Tick a results directory on the left (space). Tick a second one to diff it against the first."
-
-
-# ---------------------------------------------------------------------------- data (worker side)
-
-
-def _finite(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a[np.isfinite(a)]
-
-
-def _median(a: np.ndarray) -> float:
-    f = _finite(a)
-    return float(np.median(f)) if f.size else float("nan")
-
-
-def _max(a: np.ndarray) -> float:
-    f = _finite(a)
-    return float(f.max()) if f.size else float("nan")
-
-
-@dataclass
-class SiteView:
-    """One site's numbers, computed once from ``SiteStats`` (numpy arrays per dimension)."""
-
-    name: str
-    kind: str
-    pos: int
-    layer: int | None
-    dim: int
-    n: int
-    site_std: float
-    outlier_k: float
-    outlier_dims: int
-    per_dim: dict[str, np.ndarray]  # std, absmax, mean, kurtosis, outliers (counts), fire (mlp_hidden)
-    agg: dict[str, float]  # std_med, std_max, absmax_med, absmax_max, kurt_med, kurt_max
-    dead: int | None = None
-    fire_mean: float | None = None
-
-
-@dataclass
-class ActsResult:
-    """A loaded results directory, ready to draw."""
-
-    path: str
-    index: dict[str, Any]
-    plan: str | None
-    plan_layers: list[int]
-    tokens: int
-    batches: int
-    complete: bool
-    sites: dict[str, SiteView]
-    stats: Any = field(repr=False, default=None)  # the ActivationStats, for diffs
-
-    @property
-    def kinds(self) -> list[str]:
-        return list(dict.fromkeys(s.kind for s in self.sites.values()))
-
-    def of_kind(self, kind: str) -> list[SiteView]:
-        return sorted((s for s in self.sites.values() if s.kind == kind), key=lambda s: s.pos)
-
-    @property
-    def model(self) -> dict[str, Any]:
-        m = self.index.get("model")
-        return m if isinstance(m, dict) else {}
-
-    @property
-    def plan_is_identity(self) -> bool:
-        """Every layer once, in order: plan positions are layers."""
-        return self.plan_layers == list(range(len(self.plan_layers)))
-
-
-def summarize(stats: Any, path: str | None = None) -> ActsResult:
-    """Everything the tab draws, from an ``ActivationStats`` (runs in the load worker)."""
-    sites: dict[str, SiteView] = {}
-    for s in stats:
-        std, absmax, kurt = np.asarray(s.std), np.asarray(s.absmax), np.asarray(s.kurtosis)
-        per_dim = {"std": std, "absmax": absmax, "mean": np.asarray(s.mean), "kurtosis": kurt,
-                   "outliers": np.asarray(s.outlier_counts)}
-        fire = s.fire_freq
-        if fire is not None:
-            per_dim["fire"] = np.asarray(fire)
-        agg = {"std_med": _median(std), "std_max": _max(std), "absmax_med": _median(absmax),
-               "absmax_max": _max(absmax), "kurt_med": _median(kurt), "kurt_max": _max(kurt)}
-        sites[s.name] = SiteView(
-            name=s.name, kind=s.kind, pos=s.pos, layer=s.layer, dim=int(s.dim), n=int(s.n),
-            site_std=float(s.site_std), outlier_k=float(s.outlier_k), outlier_dims=int(len(s.outlier_dims)),
-            per_dim=per_dim, agg=agg,
-            dead=None if s.dead is None else int(len(s.dead)),
-            fire_mean=None if fire is None else (float(np.mean(fire)) if s.n else 0.0),
-        )
-    return ActsResult(path=str(path or stats.dir), index=dict(stats.index), plan=stats.plan,
-                      plan_layers=list(stats.plan_layers), tokens=int(stats.tokens), batches=int(stats.batches),
-                      complete=bool(stats.complete), sites=sites, stats=stats)
-
-
-# ---------------------------------------------------------------------------- pure helpers
-
-
-def layer_profile(sites: Sequence[SiteView]) -> dict[str, np.ndarray]:
-    """Per plan position of one kind: median and max over dimensions of std and of |x| max."""
-    out: dict[str, np.ndarray] = {
-        "positions": np.array([s.pos for s in sites], dtype=np.int64),
-        "layers": np.array([-1 if s.layer is None else s.layer for s in sites], dtype=np.int64),
-    }
-    for key in ("std_med", "std_max", "absmax_med", "absmax_max"):
-        out[key] = np.array([s.agg[key] for s in sites], dtype=np.float64)
-    return out
-
-
-def top_dims(values: np.ndarray, k: int = TOP_DIMS) -> list[int]:
-    """The ``k`` dimensions with the largest ``|value|`` (non-finite values last), largest first."""
-    v = np.abs(np.asarray(values, dtype=np.float64))
-    v = np.where(np.isfinite(v), v, -np.inf)
-    order = np.argsort(-v, kind="stable")
-    return [int(d) for d in order[:k]]
-
-
-def identity_mark(model: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> str:
-    """``"this model"`` when a results dir's model identity is the open model's; ``""`` otherwise."""
-    if not model or not identity:
-        return ""
-    fp = model.get("fingerprint")
-    if fp and fp == identity.get("fingerprint"):
-        return "this model"
-    if model.get("path") and model.get("path") == identity.get("path"):
-        return "this model's path, other files"
-    return ""
 
 
 def _g(v: float | None, spec: str = ".4g") -> str:

@@ -26,132 +26,46 @@ selection cancels the worker, and the job number keeps a superseded overview off
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
 from textual.timer import Timer
-from textual.widget import Widget
-from textual.widgets import DataTable, Select, Static, Tree
+from textual.widgets import DataTable, Static, Tree
 from textual.widgets.tree import TreeNode
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
 from lminspect.fsutil import human_bytes
-from lminspect.tui import backend, plotting
-from lminspect.tui.messages import GroupDone, GroupProgress, StatsProgress, TensorComputed
+from lminspect.tui.messages import StatsProgress
 from lminspect.tui.stats_text import (
-    cell,
-    fill_table,
     group_progress_line,
-    histogram_of,
     progress_line,
-    relative_name,
-    scalar_stats,
-    singular_values_of,
 )
 from lminspect.tui.widgets.compare import DiffPanel
 from lminspect.tui.widgets.plot import PlotView
+from lminspect.tui.widgets.tensor_view import TensorDetail, TensorView
+from lminspect.tui.widgets.weight_groups import (
+    BY_LAYER_STATS,
+    GROUP_REPAINT_SECONDS,
+    GroupOverview,
+    GroupState,
+)
 from lminspect.weights.provenance import dtype_label
-
-_HEAD_RE = re.compile(r"(?:^|\.)attn\.([qkvo])(?:\.weight)?$")
-
-# rows x cols of the in-memory heatmap; the figure rebins it to the widget's size
-HEATMAP_BLOCKS = (64, 192)
 
 # how often the "computing statistics ... N s" line ticks
 PROGRESS_TICK_SECONDS = 0.2
 
-# a group overview repaints its table and plot at most this often while statistics arrive
-GROUP_REPAINT_SECONDS = 0.5
 
-# the statistics the layers overview offers (its Select), the first is the default
-BY_LAYER_STATS = ("alpha", "stable_rank", "effective_rank", "spectral_norm", "std", "kurtosis", "absmax",
-                  "frac_near_zero")
+class WeightsPane(GroupOverview, TensorDetail):
+    """Tree + TensorView; owns the stats workers and the in-memory result caches.
 
-# columns of a layer's (or a part's) table of tensors: (statistic, column label)
-GROUP_COLUMNS = (("mean", "mean"), ("std", "std"), ("absmax", "absmax"), ("kurtosis", "kurt"),
-                 ("frac_near_zero", "~0"), ("stable_rank", "stable r"), ("effective_rank", "eff r"),
-                 ("alpha", "alpha"))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-class TensorView(VerticalScroll):
-    """Header, statistics table and figures of one tensor; with the ``-group`` class, the
-    overview of a group node (statistic Select, table, per-layer plot) instead."""
-
-    DEFAULT_CSS = """
-    TensorView { width: 1fr; padding: 0 1; }
-    TensorView #tensor-header { height: auto; text-style: bold; }
-    TensorView #tensor-status { height: auto; color: $text-muted; }
-    TensorView DataTable { height: auto; max-height: 16; margin: 1 0; }
-    TensorView PlotView { margin-bottom: 1; }
-    TensorView PlotView.tall { height: 22; }
-    TensorView PlotView.short { height: 14; }
-    TensorView PlotView.-message { height: auto; }
-    TensorView #group-view { height: auto; display: none; }
-    TensorView.-group #group-view { display: block; }
-    TensorView.-group #stats-table, TensorView.-group .tensor-plot, TensorView.-group #diff-panel { display: none; }
-    TensorView #group-stat { width: 32; margin-top: 1; }
-    TensorView #group-plot { max-height: 75vh; }  /* scrolled to, it fits an 80x24 terminal */
+    The tensor view's computing and painting is :class:`TensorDetail` (``tensor_view.py``), the
+    group overview :class:`GroupOverview` (``weight_groups.py``); this class holds the tree, the
+    shared state, the selection and the progress line.
     """
-
-    def compose(self) -> ComposeResult:
-        yield Static("Select a tensor in the tree (arrows + Enter, or click).", id="tensor-header", markup=False)
-        yield Static("", id="tensor-status", markup=False)
-        table: DataTable = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("statistic", "value")
-        yield table
-        yield DiffPanel(id="diff-panel")  # shown once a second model is chosen (``c``)
-        yield PlotView("", id="plot-hist", classes="short tensor-plot")
-        yield PlotView("", id="plot-heatmap", classes="tall tensor-plot")
-        yield PlotView("", id="plot-spectrum", classes="short tensor-plot")
-        yield PlotView("", id="plot-heads", classes="short")  # shown or hidden per tensor (inline)
-        with Vertical(id="group-view"):
-            yield Select[str]([(s, s) for s in BY_LAYER_STATS], value=BY_LAYER_STATS[0], allow_blank=False,
-                              id="group-stat", compact=True, tooltip="the statistic per layer")
-            yield DataTable(id="group-table", cursor_type="row", zebra_stripes=True)
-            yield PlotView("", id="group-plot", classes="tall")
-
-
-class _Group:
-    """The selected group node's overview: its tensors, the statistics so far, repaint state."""
-
-    def __init__(self, job: int, path: tuple[str, ...], names: list[str]) -> None:
-        self.job = job
-        self.path = path
-        self.names = names
-        self.layers = path == ("layers",)  # the per-layer overview (else a table of tensors)
-        self.results: dict[str, dict[str, Any]] = {}
-        self.errors: dict[str, str] = {}
-        self.index = 0  # the tensor being computed (1-based), for the status line
-        self.name = ""
-        self.done = False
-        self.dirty = False
-        self.painted = 0.0
-
-
-class WeightsPane(Widget):
-    """Tree + TensorView; owns the stats workers and the in-memory result caches."""
 
     DEFAULT_CSS = """
     WeightsPane { layout: horizontal; height: 1fr; }
@@ -175,7 +89,7 @@ class WeightsPane(Widget):
         # group overviews: statistics by tensor name (from either worker), the selected group,
         # its worker, the statistic of the layers overview and what its table shows (for tests)
         self.stats_cache: dict[str, dict[str, Any]] = {}
-        self.group: _Group | None = None
+        self.group: GroupState | None = None
         self._group_worker: Worker | None = None
         self._heads_display = False
         self.stat = BY_LAYER_STATS[0]
@@ -336,213 +250,6 @@ class WeightsPane(Widget):
     def _mark(self, key: str) -> None:
         self.timings[key] = time.perf_counter()
 
-    # -- selecting a group: the overview ------------------------------------------------
-
-    @staticmethod
-    def _node_path(node: TreeNode[str]) -> tuple[str, ...]:
-        """``("layers", "3", "attn")``: the labels from under the root down to ``node``."""
-        parts = []
-        while node.parent is not None:
-            parts.append(str(node.label))
-            node = node.parent
-        return tuple(reversed(parts))
-
-    @classmethod
-    def _leaves(cls, node: TreeNode[str]) -> list[str]:
-        """The tensors under ``node``, in tree order (layer by layer)."""
-        out: list[str] = []
-        for child in node.children:
-            if child.data:
-                out.append(child.data)
-            else:
-                out.extend(cls._leaves(child))
-        return out
-
-    def show_group(self, path: tuple[str, ...], names: list[str]) -> None:
-        """The overview of a group node: statistics from memory now, the rest from a worker."""
-        if self.store is None:
-            return
-        self.timings = {"selected": time.perf_counter()}
-        self._stop_progress()
-        self._job += 1
-        self._cancel_workers()
-        self.current = None
-        group = _Group(self._job, tuple(path), list(names))
-        self.group = group
-        self.overview = None
-        view = self.query_one("#tensor-view", TensorView)
-        if not view.has_class("-group"):
-            heads = self.query_one("#plot-heads", PlotView)
-            self._heads_display = heads.display  # set per tensor, inline: restored on leaving
-            heads.display = False
-            view.add_class("-group")
-        where = "/".join(path)
-        if group.layers:
-            n_layers = len({n.split(".")[1] for n in names if n.startswith("layers.") and n.count(".") > 1})
-            what = (f"{where}: {len(names)} tensors in {n_layers} layers\n"
-                    "one statistic by layer and component")
-        else:
-            what = f"{where}: {len(names)} tensors\nstatistics of each tensor"
-        self.query_one("#tensor-header", Static).update(what)
-        self.query_one("#tensor-status", Static).update("")
-        self.query_one("#group-stat", Select).display = group.layers
-        self.query_one("#group-plot", PlotView).display = group.layers
-        self.query_one("#group-table", DataTable).clear(columns=True)
-        for name in names:
-            known = self.stats_cache.get(name)
-            if known is None and name in self.cache:
-                known = self.cache[name].get("stats") or None
-            if known is not None:
-                group.results[name] = known
-        self.call_after_refresh(self._mark, "painted")
-        todo = [(k, n) for k, n in enumerate(names, 1) if n not in group.results]
-        self._paint_group()
-        if not todo:
-            self._finish_group(group)
-            return
-        group.index, group.name = todo[0]
-        self._start_progress()
-        # start the worker after this paint, as for a tensor
-        self.call_after_refresh(self._start_group, todo, len(names), group.job)
-
-    def _start_group(self, todo: list[tuple[int, str]], total: int, job: int) -> None:
-        if job != self._job:
-            return  # something else was selected before the worker started
-        self._group_worker = self._compute_group(todo, total, job)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="group-stats")
-    def _compute_group(self, todo: list[tuple[int, str]], total: int, job: int) -> None:
-        """``store.stats`` of each tensor in ``todo`` (``(index, name)``), one at a time; stops
-        between tensors once cancelled."""
-        worker = get_current_worker()
-        store = self.store
-
-        def post(message: GroupProgress | GroupDone) -> None:
-            try:
-                self.post_message(message)
-            except RuntimeError:  # the app is shutting down
-                pass
-
-        for index, name in todo:
-            if worker.is_cancelled:
-                return
-            post(GroupProgress(job, index, total, name))
-            try:
-                stats, error = dict(store.stats(name)), ""
-            except Exception as exc:  # one bad tensor does not end the overview
-                stats, error = {}, backend.user_message(exc)
-            # posted even when cancelled meanwhile: the statistics are kept in memory for later
-            post(GroupProgress(job, index, total, name, stats, error))
-        if not worker.is_cancelled:
-            post(GroupDone(job))
-
-    def on_group_progress(self, message: GroupProgress) -> None:
-        message.stop()
-        if message.stats and message.job > self._store_job:  # this model's: worth keeping
-            self.stats_cache[message.name] = message.stats
-        group = self.group
-        if group is None or message.job != group.job or message.job != self._job:
-            return  # a superseded selection's worker
-        if message.stats is None:  # starting the next tensor
-            group.index, group.name = message.index, message.name
-            self._tick()
-            return
-        if message.stats:
-            group.results[message.name] = message.stats
-        else:
-            group.errors[message.name] = message.error or "no statistics"
-        group.dirty = True
-        if time.perf_counter() - group.painted >= GROUP_REPAINT_SECONDS:
-            self._paint_group()
-
-    def on_group_done(self, message: GroupDone) -> None:
-        message.stop()
-        group = self.group
-        if group is not None and message.job == group.job == self._job:
-            self._finish_group(group)
-
-    def _finish_group(self, group: _Group) -> None:
-        self._stop_progress()
-        self._group_worker = None
-        group.done = True
-        self._paint_group()
-        status = ""
-        if group.errors:
-            name, error = next(iter(group.errors.items()))
-            status = f"statistics failed for {len(group.errors)} of {len(group.names)} tensors ({name}: {error})"
-        self.query_one("#tensor-status", Static).update(status)
-        self.call_after_refresh(self._mark, "overview")
-
-    def _paint_group(self) -> None:
-        """The overview's table (and plot) from the statistics so far."""
-        group = self.group
-        if group is None:
-            return
-        group.dirty = False
-        group.painted = time.perf_counter()
-        table = self.query_one("#group-table", DataTable)
-        if group.layers:
-            self._paint_layers(group, table)
-            return
-        rows = []
-        for name in group.names:
-            r = group.results.get(name)
-            try:
-                shape = "x".join(str(x) for x in self.store.info(name).shape) or "scalar"
-            except Exception:
-                shape = "?"
-            if r is not None:
-                values = [cell(r.get(key)) for key, _ in GROUP_COLUMNS]
-            else:
-                values = ["-" if name in group.errors else "…"] * len(GROUP_COLUMNS)
-            rows.append((name, [relative_name(name, group.path), shape, *values]))
-        fill_table(table, ["tensor", "shape", *(label for _, label in GROUP_COLUMNS)], rows)
-
-    def _paint_layers(self, group: _Group, table: DataTable) -> None:
-        from lminspect.errors import UserError
-        from lminspect.weights.stats import by_layer
-
-        plot = self.query_one("#group-plot", PlotView)
-        stat = self.stat
-        results = [group.results[n] for n in group.names if n in group.results]
-        try:
-            layers, cols = by_layer(results, stat)
-        except UserError as exc:
-            self.overview = None
-            fill_table(table, ["layer"], [])
-            why = backend.user_message(exc).removeprefix("--by-layer ") if group.done else "waiting for statistics"
-            plot.show_message(f"{stat} by layer: {why}")
-            return
-        self.overview = (layers, cols)
-        pending = set() if group.done else set(group.names) - set(group.results) - set(group.errors)
-
-        def shown(layer: int, component: str, value: float | None) -> str:
-            if value is None and f"layers.{layer}.{component}.weight" in pending:
-                return "…"
-            return cell(value)
-
-        rows = [(str(i), [str(i), *(shown(i, c, v[k]) for c, v in cols.items())]) for k, i in enumerate(layers)]
-        fill_table(table, ["layer", *cols], rows)
-        plot.show_figure(lambda w, h: plotting.by_layer_figure(layers, cols, stat, w, h))
-
-    @on(Select.Changed, "#group-stat")
-    def _stat_changed(self, event: Select.Changed) -> None:
-        value = event.value
-        if value is Select.NULL or value == self.stat:
-            return
-        self.stat = str(value)
-        if self.group is not None and self.group.layers:
-            self._paint_group()
-
-    def _leave_group(self) -> None:
-        """Back to the tensor view (the caller has cancelled the overview's worker)."""
-        self.group = None
-        self.overview = None
-        view = self.query_one("#tensor-view", TensorView)
-        if view.has_class("-group"):
-            view.remove_class("-group")
-            self.query_one("#plot-heads", PlotView).display = self._heads_display
-
     def _cancel_workers(self, *, tensor: bool = True) -> None:
         """Cancel the overview's worker (and the tensor's): each stops at its next check."""
         if self._group_worker is not None:
@@ -586,117 +293,6 @@ class WeightsPane(Widget):
         self._stage = message.stage
         self._tick()
 
-    # -- computing statistics (thread worker) ----------------------------------------
-
-    def _start_compute(self, name: str, job: int) -> None:
-        if job != self._job:
-            return  # another tensor was selected before this one's worker started
-        self._stats_worker = self._compute(name, job)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="tensor-stats")
-    def _compute(self, name: str, job: int) -> None:
-        worker = get_current_worker()
-        store = self.store
-        result: dict[str, Any] = {}
-
-        def progress(stage: str) -> None:
-            # runs in this thread: post_message is the thread-safe way to the UI
-            if not worker.is_cancelled:
-                try:
-                    self.post_message(StatsProgress(name, job, stage))
-                except RuntimeError:  # the app is shutting down
-                    pass
-
-        t0 = time.perf_counter()
-        try:
-            result["stats"] = dict(store.stats(name, progress=progress))
-        except (ImportError, AttributeError) as exc:  # the stats module has not landed
-            result["stats"] = {}
-            result["stats_error"] = f"statistics are not available yet ({exc})"
-        result["stats_seconds"] = time.perf_counter() - t0
-        if worker.is_cancelled:
-            return
-        info = store.info(name)
-        if len(info.shape) >= 2 or (len(info.shape) == 1 and info.shape[0] > 1):
-            result["heatmap"] = plotting.downsample(store[name], *HEATMAP_BLOCKS)
-        if worker.is_cancelled:
-            return
-        result["heads"] = self._head_norms(store, name, info)
-        self.post_message(TensorComputed(name, result, job))
-
-    @staticmethod
-    def _head_norms(store: Any, name: str, info: Any) -> tuple[str, list[float]] | None:
-        canonical = getattr(info, "canonical", None) or name
-        m = _HEAD_RE.search(canonical)
-        if m is None:
-            return None
-        which = m.group(1)
-        heads = backend.n_heads(store, kv=which in ("k", "v"))
-        if not heads:
-            return None
-        splitter = getattr(store, "heads", None)
-        if splitter is not None:
-            per_head = np.asarray(splitter(canonical), dtype=np.float32)  # [n_heads, ...]
-            norms = [float(np.linalg.norm(h)) for h in per_head]
-        else:
-            norms = plotting.head_norms(store[name], heads, by_columns=which == "o")
-        return (which, norms) if norms else None
-
-    def on_tensor_computed(self, message: TensorComputed) -> None:
-        if message.job <= self._store_job:
-            return  # computed for the model open before this one: same names, other tensors
-        self.cache[message.name] = message.result
-        if message.result.get("stats"):
-            self.stats_cache[message.name] = message.result["stats"]
-        if message.name == self.current:
-            self._paint_result(message.name, message.result)
-
-    def _paint_result(self, name: str, result: dict[str, Any]) -> None:
-        self._stop_progress()
-        stats = result.get("stats") or {}
-        table = self.query_one("#stats-table", DataTable)
-        table.clear()
-        for key, value in scalar_stats(stats):
-            table.add_row(key, value)
-        self.query_one("#tensor-status", Static).update(result.get("stats_error", ""))
-        self.call_after_refresh(self._mark, "stats")
-        self.call_after_refresh(self._paint_figures, name, result)
-
-    def _paint_figures(self, name: str, result: dict[str, Any]) -> None:
-        if name != self.current:
-            return
-        stats = result.get("stats") or {}
-        info = self.store.info(name)
-        hist = histogram_of(stats)
-        hist_view = self.query_one("#plot-hist", PlotView)
-        if hist:
-            counts, edges = hist
-            hist_view.show_figure(lambda w, h: plotting.histogram_figure(counts, edges, w, h))
-        else:
-            hist_view.show_message("histogram: not in the statistics")
-        heat_view = self.query_one("#plot-heatmap", PlotView)
-        blocks = result.get("heatmap")
-        if blocks is not None:
-            shape = tuple(info.shape)
-            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h))
-        else:
-            heat_view.show_message("heatmap: scalar tensor")
-        sv_view = self.query_one("#plot-spectrum", PlotView)
-        sv = singular_values_of(stats)
-        if sv:
-            sv_view.show_figure(lambda w, h: plotting.spectrum_figure(sv, w, h))
-        else:
-            sv_view.show_message("singular values: only for matrices" if len(info.shape) < 2 else "singular values: not computed")
-        heads_view = self.query_one("#plot-heads", PlotView)
-        heads = result.get("heads")
-        if heads:
-            which, norms = heads
-            heads_view.display = True
-            heads_view.show_figure(lambda w, h: plotting.heads_figure(norms, w, h, title=f"per-head norm ({which} projection)"))
-        else:
-            heads_view.display = False
-        self._mark("figures")
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.group == "group-stats":
             if event.worker is self._group_worker:
@@ -708,7 +304,3 @@ class WeightsPane(Widget):
                 self._stop_progress()
                 self.query_one("#tensor-status", Static).update("statistics failed (see the error)")
             self.app.report_error("Could not compute statistics", event.worker.error)
-
-
-
-
