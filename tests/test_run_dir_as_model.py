@@ -48,25 +48,27 @@ def test_commands_accept_a_run_dir(run_dir, tmp_path, args, monkeypatch):
     assert r.exit_code == 0, r.output
 
 
-def test_repl_and_tui_accept_a_run_dir(run_dir, tmp_path):
-    import asyncio
-
+def test_repl_accepts_a_run_dir(run_dir):
     import lminspect as li
-    from lminspect.tui.app import LMInspectApp
 
     run, ck = run_dir
     assert li.open(run).path == ck
 
-    async def opened() -> str:
-        app = LMInspectApp(str(run), runs_dir=tmp_path / "runs", remember=False)
-        async with app.run_test(size=(120, 40)) as pilot:
-            for _ in range(200):
-                if app.store is not None:
-                    break
-                await pilot.pause(0.05)
-            return str(app.store.path)
 
-    assert asyncio.run(opened()) == str(ck)
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_tui_accepts_a_run_dir(run_dir, tmp_path, anyio_backend, monkeypatch):
+    from test_tui_helpers import wait_until
+
+    from lminspect.tui.app import LMInspectApp
+
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+    run, ck = run_dir
+    app = LMInspectApp(str(run), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.store is not None, what="the run's checkpoint to open")
+        await pilot.pause()
+        assert app.store.path == ck and f"run@{ck.name}" in app.sub_title
 
 
 def test_a_run_without_a_complete_checkpoint_is_one_line(run_dir, tmp_path):
