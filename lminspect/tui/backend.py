@@ -76,10 +76,41 @@ def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) ->
 # -- stitching ---------------------------------------------------------------
 
 
+def stitch_presets() -> dict[str, str]:
+    """Preset name -> what it does (for the command palette)."""
+    from lminspect.stitch import PRESETS
+
+    return {name: desc for name, (_, desc) in PRESETS.items()}
+
+
 def parse_plan(text: str, layers: int) -> list[LayerCall]:
     from lminspect.stitch import parse_plan as parse
 
     return parse(text, layers)
+
+
+def lens_view(model: LM, tok: Tokenizer, prompt: str, plan: list[LayerCall] | None, target: str | None,
+              width: int) -> Any:
+    """The logit lens of ``plan`` for ``prompt`` as a rich renderable (table, plus the target's
+    probability across positions when a target is given)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from lminspect.lens import logit_lens, resolve_token
+    from lminspect.lens.readout import encode_prompt
+    from lminspect.lens.render import lens_figure, lens_table
+    from lminspect.stitch import plan_to_string
+
+    ids = encode_prompt(tok, prompt, model.context_length)
+    tgt = resolve_token(tok, target, model.vocab_size) if target else None
+    text = plan_to_string(plan, model.n_layers) if plan is not None else "all"
+    res = logit_lens(model, ids, plan, k=5, target=tgt, tok=tok, plan_text=text)
+    parts: list[Any] = [lens_table(res)]
+    if tgt is not None:
+        if tgt.note:
+            parts.append(Text(f"note: {tgt.note}", style="dim"))
+        parts.append(Text(lens_figure({text: res}, width=max(40, width - 4), height=12)))
+    return Group(*parts)
 
 
 # -- training runs -----------------------------------------------------------

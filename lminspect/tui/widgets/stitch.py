@@ -5,18 +5,24 @@ worker pulls one token at a time from ``lminspect.generate.generate`` and posts
 each text piece to the UI; it checks ``is_cancelled`` between tokens, so Stop
 takes effect within one token. Compare interleaves the baseline (no plan) and
 the plan, one token each, so both columns grow side by side.
+
+Lens (ctrl+l) shows the logit lens of the current plan for the current prompt below the
+outputs: the top tokens read out after every plan position and, with a target token, its
+probability across positions. It runs in its own worker, never while a generation runs
+(both would hook the same model).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -46,6 +52,8 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
         s = str(call.index)
         if getattr(call, "attn_scale", 1.0) != 1.0 or getattr(call, "mlp_scale", 1.0) != 1.0:
             s += f"(a{call.attn_scale:g},m{call.mlp_scale:g})"
+        for kind, scales in (("h", getattr(call, "heads", ())), ("kv", getattr(call, "kv_heads", ()))):
+            s += "".join(f"[{kind}{h}={v:g}]" for h, v in scales)
         parts.append(s)
     more = f" ... (+{len(plan) - limit})" if len(plan) > limit else ""
     return " ".join(parts) + more
@@ -65,6 +73,7 @@ class StitchPane(Widget):
         # priority: they must work while typing in the plan/prompt (Input would take ctrl+x as cut)
         Binding("ctrl+r", "run", "Run", id="stitch.run", priority=True),
         Binding("ctrl+x", "stop", "Stop", id="stitch.stop", priority=True),
+        Binding("ctrl+l", "lens", "Lens", id="stitch.lens", priority=True),
     ]
 
     DEFAULT_CSS = """
@@ -87,6 +96,9 @@ class StitchPane(Widget):
     StitchPane .out-col > Label { text-style: bold; padding-left: 1; }
     StitchPane #col-baseline { display: none; }
     StitchPane.compare #col-baseline { display: block; }
+    StitchPane #lens-target { width: 16; }
+    StitchPane #lens-panel { display: none; height: 1fr; min-height: 6; border-top: solid $primary; }
+    StitchPane.lens #lens-panel { display: block; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -100,12 +112,17 @@ class StitchPane(Widget):
         self._worker: Worker | None = None
         self._generations: list[Any] = []
         self.last_stats: list[Any] = []
+        self._lens_worker: Worker | None = None
+        self._load_lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("layer plan")
             yield Input(placeholder="empty = every layer once; e.g. 0-3,2,3  15r3  skip:2  all*0.9", id="plan-input",
                         compact=True)
+            yield Label("lens target", classes="narrow")
+            yield Input(placeholder="' Paris' or id:N", id="lens-target", compact=True)
+            yield Button("Lens", id="lens", variant="primary", compact=True)
         yield Static("Open a model to check plans.", id="plan-error", markup=False)
         with Horizontal(classes="row"):
             yield Label("prompt")
@@ -126,6 +143,8 @@ class StitchPane(Widget):
             with Vertical(classes="out-col", id="col-plan"):
                 yield Label("plan", id="plan-label")
                 yield StreamView(id="out-plan")
+        with VerticalScroll(id="lens-panel"):
+            yield Static("", id="lens-view")
 
     # -- the model ---------------------------------------------------------------
 
@@ -180,9 +199,12 @@ class StitchPane(Widget):
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        """Enter in any field of the tab runs, as the Run button does."""
+        """Enter in any field of the tab runs, as the Run button does (in the target field: Lens)."""
         event.stop()
-        self.action_run()
+        if event.input.id == "lens-target":
+            self.action_lens()
+        else:
+            self.action_run()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "run":
@@ -191,6 +213,9 @@ class StitchPane(Widget):
         elif event.button.id == "stop":
             event.stop()
             self.action_stop()
+        elif event.button.id == "lens":
+            event.stop()
+            self.action_lens()
 
     @on(Checkbox.Changed, "#compare")
     def _compare_changed(self, event: Checkbox.Changed) -> None:
@@ -222,6 +247,9 @@ class StitchPane(Widget):
         if not prompt.strip():
             self.app.notify("Type a prompt first.", severity="warning")
             return
+        if self._lens_worker is not None and self._lens_worker.is_running:
+            self.app.notify("Wait for the lens to finish.", severity="warning")
+            return
         compare = self.query_one("#compare", Checkbox).value
         for view_id in ("#out-plan", "#out-baseline"):
             self.query_one(view_id, StreamView).start(prompt)
@@ -247,18 +275,56 @@ class StitchPane(Widget):
     def _status(self, text: str, done: bool = False) -> None:
         self.post_message(GenerationStatus(text, done))
 
+    def _ensure_model(self, then: str) -> None:
+        """Load the model and tokenizer once (from a worker thread), saying so in the status line."""
+        with self._load_lock:
+            if self.model is None:
+                self._status("loading the model (first run only)...")
+                t0 = time.perf_counter()
+                self.tokenizer = backend.load_tokenizer(self.store)
+                self.model = backend.load_model(self.store)
+                self._status(f"model loaded in {time.perf_counter() - t0:.1f} s; {then}...")
+            else:
+                self._status(f"{then}...")
+
+    # -- lens ----------------------------------------------------------------------------
+
+    def action_lens(self) -> None:
+        if self.store is None:
+            self.app.notify("Open a model first (press o).", severity="warning")
+            return
+        if not self.validate_plan(self.query_one("#plan-input", Input).value):
+            self.app.notify("Fix the layer plan first.", severity="error")
+            return
+        if self._worker is not None and self._worker.is_running:
+            self.app.notify("Wait for the generation to finish (or stop it).", severity="warning")
+            return
+        prompt = self.query_one("#prompt", TextArea).text
+        if not prompt.strip():
+            self.app.notify("Type a prompt first.", severity="warning")
+            return
+        target = self.query_one("#lens-target", Input).value or None
+        self.add_class("lens")
+        self.query_one("#lens-view", Static).update("computing...")
+        self._lens_worker = self._lens(prompt, self.plan, target, max(60, self.size.width))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lens")
+    def _lens(self, prompt: str, plan: list[Any] | None, target: str | None, width: int) -> None:
+        from lminspect.errors import UserError
+
+        self._ensure_model("reading the lens")
+        try:
+            view: Any = backend.lens_view(self.model, self.tokenizer, prompt, plan, target, width)
+            status = "lens done"
+        except UserError as exc:  # a bad target or an over-long prompt: said in the panel
+            view = status = f"lens: {exc.message}"
+        self.app.call_from_thread(self.query_one("#lens-view", Static).update, view)
+        self._status(status, done=True)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def _generate(self, prompt: str, plan: list[Any] | None, max_new: int, temperature: float, compare: bool) -> None:
         worker = get_current_worker()
-        store = self.store
-        if self.model is None:
-            self._status("loading the model (first run only)...")
-            t0 = time.perf_counter()
-            self.tokenizer = backend.load_tokenizer(store)
-            self.model = backend.load_model(store)
-            self._status(f"model loaded in {time.perf_counter() - t0:.1f} s; generating...")
-        else:
-            self._status("generating...")
+        self._ensure_model("generating")
         if worker.is_cancelled:
             self._status("stopped", done=True)
             return
@@ -303,6 +369,10 @@ class StitchPane(Widget):
             self.query_one("#stop", Button).disabled = True
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "lens" and event.state == WorkerState.ERROR:
+            self.query_one("#lens-view", Static).update("the lens failed (see the error)")
+            self.app.report_error("Logit lens failed", event.worker.error)
+            return
         if event.worker.group != "generate":
             return
         if event.state == WorkerState.ERROR:

@@ -1,0 +1,56 @@
+"""The Stitch tab's lens panel (Pilot): the logit lens of the current plan for the current prompt."""
+
+from __future__ import annotations
+
+import pytest
+from test_tui_app import SIZE, _opened, _text
+from test_tui_helpers import wait_until
+from textual.widgets import Input, Static
+
+from lminspect.lens.render import text_of
+from lminspect.tui.app import LMInspectApp
+from lminspect.tui.widgets.stitch import StitchPane
+
+pytestmark = pytest.mark.anyio
+
+
+def _shown(view: Static) -> str:
+    """What the panel shows, as text (its content is a rich renderable or a plain line)."""
+    content = view.content
+    return content if isinstance(content, str) else text_of(content, width=118)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+
+
+async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _opened(pilot)
+        await pilot.press("s")
+        await pilot.press(*"0,1,1*heads[0]=0,3")
+        pane = app.query_one(StitchPane)
+        assert not pane.has_class("lens")
+        app.query_one("#lens-target", Input).value = "id:42"
+        await pilot.press("ctrl+l")
+        view = app.query_one("#lens-view", Static)
+        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=60)
+        text = _shown(view)
+        assert pane.has_class("lens") and app.query_one("#lens-panel").display
+        # one row per plan position (the repeated, head-ablated layer 1 is its own row) and the plot
+        for row in ("embed", "1#2~", "rank"):
+            assert row in text
+        assert "plan 0-1,1*heads[0]=0,3" in text and "probability of" in text
+        assert "lens done" in _text(app.query_one("#gen-status", Static))
+
+        # a bad target is said in the panel, not a crash
+        app.query_one("#lens-target", Input).value = "id:99999"
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=60)
