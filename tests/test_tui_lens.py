@@ -41,7 +41,7 @@ async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
         app.query_one("#lens-target", Input).value = "id:42"
         await pilot.press("ctrl+l")
         view = app.query_one("#lens-view", Static)
-        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=60)
+        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=180)
         text = _shown(view)
         assert pane.has_class("lens") and app.query_one("#lens-panel").display
         # one row per plan position (the repeated, head-ablated layer 1 is its own row) and the plot
@@ -53,4 +53,4 @@ async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
         # a bad target is said in the panel, not a crash
         app.query_one("#lens-target", Input).value = "id:99999"
         await pilot.press("ctrl+l")
-        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=60)
+        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=180)
