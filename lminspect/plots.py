@@ -185,7 +185,7 @@ def _nice_ticks(lo: float, hi: float, n: int) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step) + 1)]
 
 
-def _legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
+def legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
     """``oo name  xx other ...`` wrapped to ``width``: the legend beside the data, not on it."""
     import plotext as plt
 
@@ -212,7 +212,7 @@ def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", x
     markers = ["braille"] if color or len(series) < 2 else list(_PLAIN_MARKERS)
     colors = _COLORS if color else None
     labels = [str(k) for k in series]
-    legend = _legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
+    legend = legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
     plt.clear_figure()
     plt.plotsize(width, max(5, height - len(legend)))
     plt.theme("pro" if color else "clear")

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextA
 from textual.worker import Worker, WorkerState
 
 from lminspect.tui import backend
-from lminspect.tui.commands import LMInspectCommands
+from lminspect.tui.commands import LMInspectCommands, TensorAndPlanCommands
 from lminspect.tui.messages import StoreOpened
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
@@ -44,7 +44,7 @@ class LMInspectApp(App[None]):
     # the screen gets class -short below 30 rows (80x24 is the smallest supported size)
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     TITLE = "lminspect"
-    COMMANDS = App.COMMANDS | {LMInspectCommands}
+    COMMANDS = App.COMMANDS | {LMInspectCommands, TensorAndPlanCommands}
 
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -254,6 +254,18 @@ class LMInspectApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def action_open_tensor(self, name: str) -> None:
+        """The command palette's tensor hits: show ``name`` in the Weights tab."""
+        self.action_show_tab("weights")
+        self.query_one(WeightsPane).show_tensor(name)
+
+    def action_open_plan(self, name: str) -> None:
+        """The command palette's preset hits: the preset in the Stitch tab's plan field."""
+        self.action_show_tab("stitch")
+        field = self.query_one("#plan-input", Input)
+        field.value = name
+        field.cursor_position = len(name)
 
     def action_stitch_run(self) -> None:
         self.action_show_tab("stitch")
