@@ -48,7 +48,8 @@ async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
         for row in ("embed", "1#2~", "rank"):
             assert row in text
         assert "plan 0-1,1*heads[0]=0,3" in text and "probability of" in text
-        assert "lens done" in _text(app.query_one("#gen-status", Static))
+        status = app.query_one("#gen-status", Static)
+        await wait_until(pilot, lambda: "lens done" in _text(status), what="the status line", timeout=30)
 
         # a bad target is said in the panel, not a crash
         app.query_one("#lens-target", Input).value = "id:99999"
