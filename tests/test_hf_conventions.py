@@ -174,3 +174,16 @@ def test_stitch_export_of_a_converted_model_keeps_the_source_record(converted, t
     # output layer 1 is source layer 0, whose mlp.up was the Q8_0 tensor
     assert dtype_label(s, "layers.1.mlp.up.weight") == "F32 (dequantized from Q8_0)"
     assert dtype_label(s, "layers.0.mlp.up.weight") == "F32" and dtype_label(s, "norm.weight") == "F32"
+
+
+def test_config_only_record_labels_matrices(converted, tmp_path):
+    from lminspect.weights.provenance import dtype_label
+
+    d = tmp_path / "resaved"  # as transformers' save_pretrained leaves it: the config keeps the record
+    shutil.copytree(converted, d)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(d / "model.safetensors"), str(d / "model.safetensors"), metadata={"format": "pt"})
+    s = open_store(d)
+    assert dtype_label(s, "layers.0.attn.q.weight") == "F32 (dequantized from Q8_0)"
+    assert dtype_label(s, "norm.weight") == "F32"

@@ -126,23 +126,36 @@ def export_stitched(
                         metadata=meta)
 
 
-def materialize(model: Any, plan: Any, model_ref: str = "") -> tuple[Any, Any]:
+def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
+    """Export ``model`` through ``plan`` into a new temp folder (with ``store``'s tokenizer files
+    and source record when given); the caller removes ``path.parent`` when done."""
+    import tempfile
+
+    from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.provenance import source_record
+
+    tmp = Path(tempfile.mkdtemp(prefix="lminspect-mergekit-"))
+    tj = store.tokenizer_json() if store is not None else None
+    side = tokenizer_side_files(store) if store is not None else None
+    src = source_record(store) if store is not None else None
+    return export_stitched(model, plan, tmp / "model", tokenizer_json=tj, extra_files=side, source=src)
+
+
+def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
     """(model, plan) ready to run: a plan whose mergekit ``scale`` multiplies weights cannot run
     over the shared weights, so the stitched model is exported to a temp folder and loaded
     (the plan becomes the full plan of that model); any other plan is returned as it is."""
     if not getattr(plan, "scales_weights", False):
         return model, plan
     import shutil
-    import tempfile
 
     from lminspect.models import load_model
     from lminspect.models.layercall import full_plan
     from lminspect.weights import open_store
 
-    tmp = Path(tempfile.mkdtemp(prefix="lminspect-mergekit-"))
+    out = export_to_temp(model, plan)
     try:
-        out = export_stitched(model, plan, tmp / "model")
         lm = load_model(open_store(out), dtype=getattr(model, "dtype", "float32"))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(out.parent, ignore_errors=True)
     return lm, full_plan(len(plan))
