@@ -151,7 +151,8 @@ class LMInspectApp(App[None]):
         self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
 
     def on_descendant_blur(self) -> None:
-        self.refresh_bindings()
+        if self.screen_stack:  # not while the app closes (no screen left to refresh)
+            self.refresh_bindings()
 
     def action_leave_field(self) -> None:
         """Escape in a text field: focus the next thing in the same tab that is not a field."""
