@@ -39,12 +39,10 @@ def smooth(values: Sequence[float], n: int) -> list[float]:
     out = []
     for i in range(len(vals)):
         acc = wsum = 0.0
-        for k in range(-n, n + 1):
-            j = i + k
-            if 0 <= j < len(vals):
-                w = n + 1 - abs(k)
-                acc += w * vals[j]
-                wsum += w
+        for j in range(max(0, i - n), min(len(vals), i + n + 1)):  # only the points that exist
+            w = n + 1 - abs(j - i)
+            acc += w * vals[j]
+            wsum += w
         out.append(acc / wsum)
     return out
 
@@ -185,7 +183,7 @@ def _nice_ticks(lo: float, hi: float, n: int) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step) + 1)]
 
 
-def _legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
+def legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
     """``oo name  xx other ...`` wrapped to ``width``: the legend beside the data, not on it."""
     import plotext as plt
 
@@ -212,7 +210,7 @@ def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", x
     markers = ["braille"] if color or len(series) < 2 else list(_PLAIN_MARKERS)
     colors = _COLORS if color else None
     labels = [str(k) for k in series]
-    legend = _legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
+    legend = legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
     plt.clear_figure()
     plt.plotsize(width, max(5, height - len(legend)))
     plt.theme("pro" if color else "clear")

@@ -51,7 +51,8 @@ def test_shared_sweep_equals_separate(tiny_llama_dir):
     assert len(rec["lls"]) == 3 and rec["n_bytes"] == rec["n_chars"]
 
 
-def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path):
+def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMINSPECT_PROGRESS_EVERY", "0")  # a plain progress line per batch (not a terminal)
     mc = _mc(tmp_path / "mc.jsonl")
     log = tmp_path / "items.jsonl"
     args = ["stitch", "sweep", str(tiny_llama_dir), "--eval", str(mc), "--plan", "cut=0-2", "--plan",
@@ -61,6 +62,7 @@ def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "cut" in r.output and "rep" in r.output and "±" in r.output
     assert "layer calls run of" in r.output and "1 threads" in r.output
+    assert "sweep: 4/6 item x plan" in r.output and "sweep: 6/6 item x plan" in r.output and "ETA" in r.output
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["plan"] for x in recs] == ["cut"] * 3 + ["rep"] * 3
     data = json.loads(next((tmp_path / "res").glob("*.json")).read_text())

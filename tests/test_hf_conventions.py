@@ -161,3 +161,29 @@ async def test_tui_header_says_dequantized(converted, tmp_path, anyio_backend):
         tui.query_one("#weights-pane").show_tensor("layers.0.mlp.up.weight")
         await pilot.pause()
         assert "dtype F32 (dequantized from Q8_0)" in str(tui.query_one("#tensor-header", Static).render())
+
+
+def test_stitch_export_of_a_converted_model_keeps_the_source_record(converted, tmp_path):
+    from lminspect.weights.provenance import dtype_label
+
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(app, ["stitch", "export", str(converted), str(out), "--plan", "1,0,3"])
+    assert r.exit_code == 0, r.output
+    s = open_store(out)
+    assert json.loads((out / "config.json").read_text())["lminspect_source"]["quantization"] == "Q8_0"
+    # output layer 1 is source layer 0, whose mlp.up was the Q8_0 tensor
+    assert dtype_label(s, "layers.1.mlp.up.weight") == "F32 (dequantized from Q8_0)"
+    assert dtype_label(s, "layers.0.mlp.up.weight") == "F32" and dtype_label(s, "norm.weight") == "F32"
+
+
+def test_config_only_record_labels_matrices(converted, tmp_path):
+    from lminspect.weights.provenance import dtype_label
+
+    d = tmp_path / "resaved"  # as transformers' save_pretrained leaves it: the config keeps the record
+    shutil.copytree(converted, d)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(d / "model.safetensors"), str(d / "model.safetensors"), metadata={"format": "pt"})
+    s = open_store(d)
+    assert dtype_label(s, "layers.0.attn.q.weight") == "F32 (dequantized from Q8_0)"
+    assert dtype_label(s, "norm.weight") == "F32"

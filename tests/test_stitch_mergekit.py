@@ -139,3 +139,19 @@ def test_bad_configs_are_one_line(tiny_llama_dir, tmp_path, cfg, message):
     errors = [line for line in r.output.splitlines() if line.startswith("lminspect: error:")]
     assert len(errors) == 1 and message in errors[0], r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_repl_stitch_with_a_mergekit_scale_is_the_exported_model(tiny_llama_dir, tmp_path):
+    import numpy as np
+
+    import lminspect as li
+
+    cfg = {"slices": [{"sources": [{"model": str(tiny_llama_dir), "layer_range": [0, 3],
+                                    "parameters": {"scale": [{"filter": "mlp", "value": 0.5}, {"value": 1.0}]}}]}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["stitch", "export", str(tiny_llama_dir), str(tmp_path / "o"), "--plan", str(path)])
+    assert r.exit_code == 0, r.output
+    view = li.open(tiny_llama_dir).stitch(str(path))
+    assert view.n_layers == 3 and view.plan is None
+    np.testing.assert_array_equal(view.logits("Once upon"), li.open(tmp_path / "o").logits("Once upon"))

@@ -98,3 +98,68 @@ async def test_runs_list_columns_and_metric_and_x_choice(tmp_path):
         await wait_until(pilot, lambda: "steps" in app.query_one("#plot-loss", PlotView).text.splitlines()[-1]
                          or "steps" in app.query_one("#plot-loss", PlotView).text, what="steps axis")
         assert "learning rate - baseline" in app.query_one("#plot-diff", PlotView).text
+
+
+async def test_palette_finds_tensors_and_presets(tiny_llama_dir, tmp_path):
+    from textual.widgets import Static
+
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"layers.2.mlp.up")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "layers.2.mlp.up" in str(app.query_one("#tensor-header", Static).render()),
+                         timeout=10, what="the tensor from the palette")
+        assert app.query_one("#tabs").active == "weights"
+        await pilot.press("ctrl+p")
+        await pilot.press(*"plan only_even")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.query_one("#plan-input", Input).value == "only_even_layers",
+                         timeout=10, what="the preset from the palette")
+        assert app.query_one("#tabs").active == "stitch"
+        assert "ok:" in str(app.query_one("#plan-error", Static).render())
+
+
+def test_short_activation_figure_keeps_its_legend_off_the_data():
+    import re
+
+    from lminspect.tui.plotting import series_figure
+
+    kinds = ["resid_out", "attn_out", "mlp_out", "mlp_hidden"]
+    fig = series_figure(range(4), [(k, [1.0 + i, 2.0, 3.0 + i, 4.0]) for i, k in enumerate(kinds)], 70, 12,
+                        "std by plan position")
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in fig.splitlines()]
+    assert len(lines) == 12
+    frame_end = max(i for i, ln in enumerate(lines) if "└" in ln)
+    assert not any(k in ln for ln in lines[:frame_end] for k in kinds)  # nothing written over the lines
+    assert all(any(k in ln for ln in lines[frame_end:]) for k in kinds)
+
+
+async def test_save_key_writes_the_runs_figure_as_png(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    Image = pytest.importorskip("PIL.Image")
+    from lminspect.tui.screens.picker import PickerScreen
+    from lminspect.tui.screens.save_figure import SaveFigureScreen
+    from lminspect.tui.widgets.plot import PlotView
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    write_run(runs / "base", steps=30)
+    app = LMInspectApp(None, runs_dir=runs, remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("escape")
+        await pilot.press("r", "space")
+        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SaveFigureScreen), what="the save dialog")
+        field = app.screen.query_one("#save-path", Input)
+        assert field.value == "loss.png"
+        field.value = str(tmp_path / "curve.png")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: (tmp_path / "curve.png").exists(), timeout=20, what="the PNG")
+    with Image.open(tmp_path / "curve.png") as im:
+        assert im.format == "PNG"

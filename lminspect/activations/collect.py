@@ -362,7 +362,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     show = progress if progress is not None else sys.stderr.isatty()
-    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show)
+    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=progress is None and not show)
     t_start = time.perf_counter()
     elapsed0 = float(prog.get("elapsed_s", 0.0))
     last_save = time.perf_counter()
@@ -472,10 +472,17 @@ def _n_layers(store: Any) -> int:
 
 
 class _Bar:
-    """rich progress with tokens/s on stderr; silent when not a terminal."""
+    """rich progress with tokens/s on stderr; plain periodic lines (``runtime.Progress``) when
+    stderr is not a terminal and nobody asked for silence."""
 
-    def __init__(self, total: int, done: int, show: bool) -> None:
+    def __init__(self, total: int, done: int, show: bool, plain: bool = False) -> None:
         self._p = None
+        self._plain = None
+        if plain:
+            from lminspect.runtime import Progress
+
+            self._plain = Progress("activations", total, "tokens", bar=False)
+            self._done = done
         if not show:
             return
         from rich.console import Console
@@ -490,6 +497,9 @@ class _Bar:
         self._task = self._p.add_task("collect", total=total, completed=done, rate="-")
 
     def advance(self, n: int) -> None:
+        if self._plain is not None:
+            self._done += n
+            self._plain.update(self._done)
         if self._p is None:
             return
         self._n += n

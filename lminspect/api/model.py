@@ -268,6 +268,23 @@ class _Shared:
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
+def _mergekit_model(sh: _Shared, plan: Any) -> _Shared:
+    """A mergekit plan whose ``scale`` multiplies weights, as the exported model (a temp folder
+    kept for the session; the engine is a float copy, whatever ``weights`` says)."""
+    import atexit
+    import shutil
+
+    from lminspect.models import load_model
+    from lminspect.stitch.export import export_to_temp
+    from lminspect.weights import open_store
+
+    out = export_to_temp(load_model(sh.store, dtype="float32"), plan, sh.store)
+    atexit.register(shutil.rmtree, out.parent, True)
+    new = _Shared(open_store(out), sh.dtype, sh.device, sh.weights)
+    new.label = f"{sh.label or sh.store.name} + {plan.where}"
+    return new
+
+
 class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
@@ -287,6 +304,8 @@ class Model(LensMethods):
             from lminspect.stitch import parse_plan
 
             self.plan = parse_plan(plan, self.n_layers)
+            if getattr(self.plan, "scales_weights", False):  # mergekit's scale: a model of its own
+                self._shared, self.plan = _mergekit_model(self._shared, self.plan), None
 
     # ---- basics
     @property

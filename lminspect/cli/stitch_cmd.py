@@ -447,13 +447,15 @@ def export(
     from lminspect.stitch import export_stitched, parse_plan
     from lminspect.stitch.mergekit import warn_model_mismatch
     from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.provenance import source_record
 
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
     store, lm, _ = _load(model, need_tokenizer=False)
     p = parse_plan(plan, lm.n_layers)
     warn_model_mismatch(p, model, store)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None
-    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store))
+    export_stitched(lm, p, out_dir, tokenizer_json=tj, extra_files=tokenizer_side_files(store),
+                    source=source_record(store))
     typer.echo(f"wrote {out_dir} ({len(p)} layers)")
 
 

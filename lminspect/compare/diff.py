@@ -8,7 +8,7 @@ Per matched tensor, over the compared block (A the first model, B the second):
 
 - ``rel_change`` = ||B - A|| / ||A|| (Frobenius), ``cosine`` = <A, B> / (||A|| ||B||) over the
   flattened tensors, ``max_abs_diff`` = max |B - A|: one streamed pass over both, in chunks of
-  about ``CHUNK`` elements (float32 partial sums combined in float64), so memory holds one
+  about ``CHUNK`` elements (each chunk widened to float64 for the sums), so memory holds one
   pair of tensors (memmap views for F32 files) and a chunk;
 - ``d_std``, ``d_kurtosis``, ``d_stable_rank``, ``d_alpha``: B's statistic minus A's, both from
   the single-model statistics (``weights/stats.py``, cached on disk; whole tensors);
@@ -40,7 +40,7 @@ from lminspect.fsutil import atomic_write_text, cache_dir
 CHUNK = 1 << 18  # elements per streamed chunk (1 MiB of float32 per side)
 TOP_K = 8  # singular directions compared per matrix
 STAT_DELTAS = ("std", "kurtosis", "stable_rank", "alpha")
-VERSION = 1  # bump when results change
+VERSION = 2  # bump when results change (v2: float64 sums per chunk)
 DIFF_COLUMNS = ("name", "match", "shape", "rel_change", "cosine", "max_abs_diff", "subspace_overlap", "top_cos",
                 *(f"d_{s}" for s in STAT_DELTAS))
 
@@ -162,7 +162,9 @@ def array_diff(xa: np.ndarray, xb: np.ndarray) -> dict[str, Any]:
     aa = bb = ab = dd = 0.0
     mx = 0.0
     for ca, cb in zip(_chunks(xa), _chunks(xb), strict=True):
-        ta, tb = _tensor(ca).reshape(-1), _tensor(cb).reshape(-1)
+        # float64 per chunk: a float32 dot over 256k elements loses ~1e-3 (its SIMD lanes
+        # accumulate long runs), visible in a cosine of 0.99995
+        ta, tb = _tensor(ca).reshape(-1).double(), _tensor(cb).reshape(-1).double()
         d = tb - ta
         aa += float(torch.dot(ta, ta))
         bb += float(torch.dot(tb, tb))

@@ -149,7 +149,7 @@ class PackedWeight:
                 return self.matvec_torch(x)
             fn = self._kernel = {"Q8_0": k.q8_matvec, "BF16": k.bf16_matvec}.get(self.kind, k.q4_matvec)
         out = np.empty(self.qs.shape[0] * TILE, np.float32)
-        fn(*self._args, x.contiguous().numpy(), out)
+        fn(*self._args, x.detach().contiguous().numpy(), out)
         return torch.from_numpy(out)[: self.out_features]
 
     def matvec_torch(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,17 @@ turns (model, plan) into the canonical state dict and config of the standalone s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
-from lminspect.stitch.mergekit import MergekitPlan, cast_and_scale
+from lminspect.stitch.mergekit import MergekitPlan, cast_and_scale, source_name
 from lminspect.stitch.plans import parse_plan
 from lminspect.stitch.view import StitchedModel
+from lminspect.weights import provenance
 from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
 
 
@@ -76,6 +78,7 @@ def export_stitched(
     *,
     tokenizer_json: str | None = None,
     extra_files: Mapping[str, str] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a standalone HF directory of the stitched model (atomically).
 
@@ -86,7 +89,8 @@ def export_stitched(
     ``len(plan)`` and ``lminspect_plan``; ``model.safetensors`` holds HF names with each
     occurrence's weights duplicated and its scales folded in; ``tokenizer.json`` is copied when given.
     A plan read from a mergekit config also gets mergekit's ``scale`` (every tensor of those
-    layers), ``dtype`` and ``out_dtype``, as ``mergekit-yaml`` applies them.
+    layers), ``dtype`` and ``out_dtype``, as ``mergekit-yaml`` applies them. ``source`` is the
+    model's source-quantization record (``weights.provenance``), carried over per tensor.
     """
     base = model.model if isinstance(model, StitchedModel) else model
     n = len(base.layers)
@@ -111,26 +115,47 @@ def export_stitched(
         hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
-    return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files)
+    meta = None
+    if source:  # the values are still the quantized source's: keep saying so
+        rec = dict(source)
+        if isinstance(source.get("tensors"), Mapping):  # per tensor: output name -> its source tensor's type
+            rec["tensors"] = {k: source["tensors"].get(source_name(k, plan)) for k in hf_sd}
+        hf_cfg[provenance.KEY] = provenance.config_record(rec)
+        meta = {provenance.KEY: json.dumps(rec)}
+    return write_hf_dir(out_dir, hf_sd, hf_cfg, tokenizer_json=tokenizer_json, extra_files=extra_files,
+                        metadata=meta)
 
 
-def materialize(model: Any, plan: Any, model_ref: str = "") -> tuple[Any, Any]:
+def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
+    """Export ``model`` through ``plan`` into a new temp folder (with ``store``'s tokenizer files
+    and source record when given); the caller removes ``path.parent`` when done."""
+    import tempfile
+
+    from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.provenance import source_record
+
+    tmp = Path(tempfile.mkdtemp(prefix="lminspect-mergekit-"))
+    tj = store.tokenizer_json() if store is not None else None
+    side = tokenizer_side_files(store) if store is not None else None
+    src = source_record(store) if store is not None else None
+    return export_stitched(model, plan, tmp / "model", tokenizer_json=tj, extra_files=side, source=src)
+
+
+def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
     """(model, plan) ready to run: a plan whose mergekit ``scale`` multiplies weights cannot run
     over the shared weights, so the stitched model is exported to a temp folder and loaded
     (the plan becomes the full plan of that model); any other plan is returned as it is."""
     if not getattr(plan, "scales_weights", False):
         return model, plan
     import shutil
-    import tempfile
 
     from lminspect.models import load_model
     from lminspect.models.layercall import full_plan
     from lminspect.weights import open_store
 
-    tmp = Path(tempfile.mkdtemp(prefix="lminspect-mergekit-"))
+    out = export_to_temp(model, plan)
     try:
-        out = export_stitched(model, plan, tmp / "model")
         lm = load_model(open_store(out), dtype=getattr(model, "dtype", "float32"))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(out.parent, ignore_errors=True)
     return lm, full_plan(len(plan))

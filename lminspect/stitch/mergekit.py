@@ -75,19 +75,26 @@ class MergekitPlan(list):
         """Whether any ``scale`` is set at all (a plan that only picks layers does not)."""
         return any("scale" in d for occ in (*self.occurrences, self.pre, self.post) for d in occ.settings)
 
-    def tensor_scale(self, output_name: str, layer_of_output: dict[int, int] | None = None) -> float | None:
+    def tensor_scale(self, output_name: str) -> float | None:
         """The scale mergekit applies to output tensor ``output_name`` (HF name); None = none.
         Layer tensors use their occurrence's settings and the source layer's name for filters."""
         m = _LAYER_RE.search(output_name)
         if m is None:
             embed = any(k in output_name for k in ("embed", "wte", "wpe", "word_embeddings"))
-            occ, name = (self.pre if embed else self.post), output_name
+            occ = self.pre if embed else self.post
         else:
-            j = int(m.group(2))
-            occ = self.occurrences[j]
-            src = self[j].index
-            name = output_name[: m.start()] + f".{m.group(1)}.{src}." + output_name[m.end():]
-        return resolve_scale(occ.settings, name, occ.t, self.where)
+            occ = self.occurrences[int(m.group(2))]
+        return resolve_scale(occ.settings, source_name(output_name, self), occ.t, self.where)
+
+
+def source_name(output_name: str, plan: list[LayerCall]) -> str:
+    """The source model's HF name of an exported tensor: output layer j is source layer
+    ``plan[j].index`` (``model.layers.3.mlp.up_proj.weight`` -> ``model.layers.5...``)."""
+    m = _LAYER_RE.search(output_name)
+    if m is None:
+        return output_name
+    src = plan[int(m.group(2))].index
+    return output_name[: m.start()] + f".{m.group(1)}.{src}." + output_name[m.end():]
 
 
 def resolve_scale(settings: Settings, tensor_name: str, t: float, where: str) -> float | None:

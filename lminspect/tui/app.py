@@ -22,7 +22,7 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextA
 from textual.worker import Worker, WorkerState
 
 from lminspect.tui import backend
-from lminspect.tui.commands import LMInspectCommands
+from lminspect.tui.commands import LMInspectCommands, TensorAndPlanCommands
 from lminspect.tui.messages import StoreOpened
 from lminspect.tui.screens.error import ErrorScreen
 from lminspect.tui.screens.help import HelpScreen
@@ -44,7 +44,7 @@ class LMInspectApp(App[None]):
     # the screen gets class -short below 30 rows (80x24 is the smallest supported size)
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     TITLE = "lminspect"
-    COMMANDS = App.COMMANDS | {LMInspectCommands}
+    COMMANDS = App.COMMANDS | {LMInspectCommands, TensorAndPlanCommands}
 
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -56,6 +56,8 @@ class LMInspectApp(App[None]):
         Binding("a", "show_tab('acts')", "Activations", id="app.acts"),
         Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
         Binding("escape", "leave_field", "Leave field", show=False, id="app.leave"),
+        Binding("ctrl+s", "save_figure", "Save figure", id="app.save", show=False,
+                tooltip="Save the tab's figure as PNG or SVG"),
         Binding("c", "compare", "Compare", id="app.compare", show=False,
                 tooltip="Weights tab: each tensor's difference to a second model, checkpoint or run"),
         Binding("t", "timeline", "Timeline", id="app.timeline", show=False,
@@ -254,6 +256,49 @@ class LMInspectApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def _figure_to_save(self) -> Any:
+        """The first figure of the shown tab that can be saved (the Runs tab: the chosen metric)."""
+        from lminspect.tui.widgets.plot import PlotView
+
+        if isinstance(self.focused, PlotView) and self.focused.save is not None:
+            return self.focused
+        active = self.query_one(TabbedContent).active
+        pane = self.query_one(f"#{active}", TabPane)
+        return next((p for p in pane.query(PlotView) if p.save is not None and p.display), None)
+
+    def action_save_figure(self) -> None:
+        if isinstance(self.screen, ModalScreen):
+            return
+        plot = self._figure_to_save()
+        if plot is None:
+            self.notify("No figure to save here (tick a run, or pick a statistic first).", severity="warning")
+            return
+        from lminspect.tui.screens.save_figure import SaveFigureScreen
+
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in plot.title_hint).strip("_") or "figure"
+        self.push_screen(SaveFigureScreen(f"{name}.png"), lambda path: path and self._save_figure(plot.save, path))
+
+    @work(thread=True, exit_on_error=False, group="save")
+    def _save_figure(self, save: Any, path: Path) -> None:
+        try:
+            saved = save(path)
+        except Exception as exc:  # a bad path, no matplotlib: say so, keep running
+            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8)
+            return
+        self.call_from_thread(self.notify, f"saved {saved}")
+
+    def action_open_tensor(self, name: str) -> None:
+        """The command palette's tensor hits: show ``name`` in the Weights tab."""
+        self.action_show_tab("weights")
+        self.query_one(WeightsPane).show_tensor(name)
+
+    def action_open_plan(self, name: str) -> None:
+        """The command palette's preset hits: the preset in the Stitch tab's plan field."""
+        self.action_show_tab("stitch")
+        field = self.query_one("#plan-input", Input)
+        field.value = name
+        field.cursor_position = len(name)
 
     def action_stitch_run(self) -> None:
         self.action_show_tab("stitch")

@@ -76,6 +76,13 @@ def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) ->
 # -- stitching ---------------------------------------------------------------
 
 
+def stitch_presets() -> dict[str, str]:
+    """Preset name -> what it does (for the command palette)."""
+    from lminspect.stitch import PRESETS
+
+    return {name: desc for name, (_, desc) in PRESETS.items()}
+
+
 def parse_plan(text: str, layers: int) -> list[LayerCall]:
     from lminspect.stitch import parse_plan as parse
 

@@ -1,4 +1,5 @@
-"""Command palette provider: the app's own actions, searchable with ctrl+p."""
+"""Command palette providers (ctrl+p): the app's own actions, the open model's tensors by name
+(``layers.12`` finds every tensor of layer 12) and the stitch presets."""
 
 from __future__ import annotations
 
@@ -38,3 +39,44 @@ class LMInspectCommands(Provider):
 
     async def _run(self, action: str) -> None:
         await self.app.run_action(action)
+
+
+MAX_TENSOR_HITS = 40  # a 1B model has hundreds of tensors: the best matches only
+
+
+class TensorAndPlanCommands(Provider):
+    """``Tensor layers.12.attn.q.weight`` opens it in the Weights tab; ``Plan <preset>`` puts the
+    preset into the Stitch tab's plan field."""
+
+    def _items(self) -> list[tuple[str, str, str]]:
+        from lminspect.tui import backend
+
+        items: list[tuple[str, str, str]] = []
+        store = getattr(self.app, "store", None)
+        if store is not None:
+            items += [(f"Tensor {name}", "tensor", name) for name in store.keys()]
+        try:
+            presets = backend.stitch_presets()
+        except Exception:  # noqa: BLE001 - the palette must never fail
+            presets = {}
+        items += [(f"Plan {name}: {desc}", "plan", name) for name, desc in presets.items()]
+        return items
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        scored = []
+        for title, kind, value in self._items():
+            score = matcher.match(title)
+            if score > 0:
+                scored.append((score, title, kind, value))
+        scored.sort(key=lambda t: -t[0])
+        tensors = 0
+        for score, title, kind, value in scored:
+            if kind == "tensor":
+                tensors += 1
+                if tensors > MAX_TENSOR_HITS:
+                    continue
+            yield Hit(score, matcher.highlight(title), partial(self._open, kind, value), text=title)
+
+    async def _open(self, kind: str, value: str) -> None:
+        await self.app.run_action(f"open_{kind}({value!r})")

@@ -228,19 +228,25 @@ def series_figure(
         if pos.size == 0:
             return f"{title}: nothing positive to plot on a log scale"
         floor = float(pos.min())
+    from lminspect.plots import legend_lines
+
     colours = ["cyan", "blue", "orange", "red", "green", "magenta"]
     lo, hi = math.inf, -math.inf
+    # a short figure (80x24) or many lines: the legend goes under the figure, off the data
+    legend = legend_lines([lb for lb, _ in ys], ["braille"], colours, width) if len(ys) > 1 and (
+        len(ys) > 3 or height < 20) else []
     with PLOT_LOCK:
         if log:
             title = title + " (log scale)" if len(title) + 12 <= width - 12 else title + " (log)"
-        plt = _begin(width, height, _fit(title, width))
+        plt = _begin(width, max(5, height - len(legend)), _fit(title, width))
         for i, (label, v) in enumerate(ys):
             keep = np.isfinite(v)
             if not keep.any():
                 continue
             y = np.log10(np.maximum(v[keep], floor)) if log else v[keep]
             lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
-            plt.plot(xs[keep].tolist(), y.tolist(), label=label, color=colours[i % len(colours)], marker="braille")
+            plt.plot(xs[keep].tolist(), y.tolist(), label=None if legend else label, color=colours[i % len(colours)],
+                     marker="braille")
         ticks = _ticks_for([int(t) for t in xs])
         plt.xticks(ticks, [str(t) for t in ticks])
         if log:
@@ -249,7 +255,7 @@ def series_figure(
             yt = np.linspace(lo, hi, 5).tolist()
             plt.yticks(yt, [f"{10 ** t:.3g}" for t in yt])
         plt.xlabel(xlabel)
-        return plt.build()
+        return "\n".join([plt.build().rstrip("\n"), *legend])
 
 
 def dims_figure(values: Sequence[float], width: int, height: int, title: str,

@@ -129,13 +129,16 @@ def write_hf_dir(
     *,
     tokenizer_json: str | None = None,
     extra_files: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ ``tokenizer.json``, extra files) atomically."""
+    """Write ``model.safetensors`` (with ``metadata`` in its header) + ``config.json``
+    (+ ``tokenizer.json``, extra files) atomically."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        save_file({k: v.contiguous() for k, v in hf_sd.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file({k: v.contiguous() for k, v in hf_sd.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt", **(metadata or {})})
         (tmp / "config.json").write_text(json.dumps(dict(hf_cfg), indent=2, default=str) + "\n", encoding="utf-8")
         if tokenizer_json:
             (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")

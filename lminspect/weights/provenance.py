@@ -91,12 +91,16 @@ def source_quantization(store: Any) -> str | None:
 
 def source_dtype(store: Any, name: str) -> str | None:
     """The type tensor ``name`` (own or canonical) had in the source file: per tensor when the
-    record lists them, else the record's overall quantization; None when nothing is recorded."""
+    record lists them, else the record's overall quantization for matrices (GGUF stores 1-D
+    tensors as floats); None when nothing is recorded."""
     rec = source_record(store)
     if not rec:
         return None
     tensors = rec.get("tensors")
-    t = tensors.get(store.info(name).name) if isinstance(tensors, dict) else rec.get("quantization")
+    if isinstance(tensors, dict):
+        t = tensors.get(store.info(name).name)
+    else:  # only the config's record (a folder re-saved by transformers): GGUF keeps 1-D tensors float
+        t = rec.get("quantization") if len(store.info(name).shape) >= 2 else None
     return t if isinstance(t, str) else None
 
 
