@@ -163,3 +163,13 @@ async def test_save_key_writes_the_runs_figure_as_png(tmp_path, monkeypatch):
         await wait_until(pilot, lambda: (tmp_path / "curve.png").exists(), timeout=20, what="the PNG")
     with Image.open(tmp_path / "curve.png") as im:
         assert im.format == "PNG"
+
+
+def test_activation_profile_saver_writes_an_svg(tmp_path):
+    pytest.importorskip("matplotlib")
+    from lminspect.tui.widgets.activations import _series_saver
+
+    save = _series_saver([0, 1, 2], [("std median", [0.1, 0.2, 5.0]), ("|x| max max", [1.0, 30.0, 900.0])],
+                         "resid_out: std and |x| max over dims", "layer")
+    text = save(tmp_path / "p.svg").read_text()
+    assert "<svg" in text and "resid_out: std and |x| max over dims" in text
