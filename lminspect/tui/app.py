@@ -148,10 +148,12 @@ class LMInspectApp(App[None]):
         return True
 
     def on_descendant_focus(self) -> None:
-        self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
+        if self.screen_stack:  # none while the app shuts down
+            self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
 
     def on_descendant_blur(self) -> None:
-        self.refresh_bindings()
+        if self.screen_stack:  # widgets blur as the app shuts down, after its screens are gone
+            self.refresh_bindings()
 
     def action_leave_field(self) -> None:
         """Escape in a text field: focus the next thing in the same tab that is not a field."""
