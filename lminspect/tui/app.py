@@ -148,10 +148,11 @@ class LMInspectApp(App[None]):
         return True
 
     def on_descendant_focus(self) -> None:
-        self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
+        if self.screen_stack:  # none while the app shuts down
+            self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
 
     def on_descendant_blur(self) -> None:
-        if self.screen_stack:  # not while the app closes (no screen left to refresh)
+        if self.screen_stack:  # widgets blur as the app shuts down, after its screens are gone
             self.refresh_bindings()
 
     def action_leave_field(self) -> None:
