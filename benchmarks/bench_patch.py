@@ -53,7 +53,7 @@ def main() -> None:
     metric = parse_metric(args.metric, tok, lm.vocab_size)
     n_head = lm.layers[0].attn.n_head
     print(f"SmolLM2-135M, {args.threads} thread(s), site {args.site}, {len(clean)} tokens, "
-          f"{lm.n_layers} layers, metric {metric.describe()}")
+          f"{lm.n_layers} layers, metric {metric.describe()}", flush=True)
 
     ours_t, hf_t = [], []
     ours = theirs = None
@@ -64,6 +64,7 @@ def main() -> None:
         t = time.perf_counter()
         theirs = ref.patch_sweep(hf, clean, corrupt, metric, site=args.site, n_heads=n_head)
         hf_t.append(time.perf_counter() - t)
+        print(f"  repeat {len(ours_t)}: lminspect {ours_t[-1]:.2f} s, HF hooks {hf_t[-1]:.2f} s", flush=True)
     cells = ours.values.size
     diff = float(abs(torch.as_tensor(ours.values) - theirs.double()).max())
     a, b = statistics.median(ours_t), statistics.median(hf_t)

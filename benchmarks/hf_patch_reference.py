@@ -69,17 +69,19 @@ def capture(hf: Any, ids: torch.Tensor, site: str) -> tuple[torch.Tensor, list[t
 
 
 def patch_sweep(hf: Any, clean: list[int], corrupt: list[int], metric: Callable[[torch.Tensor], torch.Tensor],
-                site: str = "resid", n_heads: int | None = None) -> torch.Tensor:
+                site: str = "resid", n_heads: int | None = None, layers: list[int] | None = None) -> torch.Tensor:
     """Metric after patching each (layer, token) -- or (layer, head) -- from clean into corrupt:
-    one full forward of the corrupted prompt per cell. Returns ``[layers, tokens | heads]``."""
+    one full forward of the corrupted prompt per cell. Returns ``[layers, tokens | heads]``
+    (``layers``: only these layers, in that order)."""
     p = parts(hf)
     c = torch.tensor([clean])
     x = torch.tensor([corrupt])
     _, clean_acts = capture(hf, c, site)
     n_layers, T = len(p["layers"]), len(clean)
     n_cols = n_heads if site == "head" else T
-    out = torch.zeros(n_layers, n_cols)
-    for layer in range(n_layers):
+    layers = list(range(n_layers)) if layers is None else layers
+    out = torch.zeros(len(layers), n_cols)
+    for row, layer in enumerate(layers):
         mod, kind = _module_and_kind(p, site, layer)
         src = clean_acts[layer]
         for j in range(n_cols):
@@ -108,7 +110,7 @@ def patch_sweep(hf: Any, clean: list[int], corrupt: list[int], metric: Callable[
                 handle = mod.register_forward_hook(post)
             try:
                 with torch.no_grad():
-                    out[layer, j] = metric(hf(x).logits[:, -1])[0]
+                    out[row, j] = metric(hf(x).logits[:, -1])[0]
             finally:
                 handle.remove()
     return out

@@ -84,13 +84,16 @@ def _draw_lines(ax: Any, series: dict[str, tuple[Sequence[float], Sequence[float
 
 
 def save_lines(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float | None]]], *,
-               title: str = "", xlabel: str = "", ylabel: str = "", overwrite: bool = False) -> Path:
+               title: str = "", xlabel: str = "", ylabel: str = "", overwrite: bool = False,
+               ylog: bool = False) -> Path:
     """One line per ``{label: (xs, ys)}`` (None/NaN points left out), the legend outside the
     axes when there are many lines."""
     p = check_figure_path(path, overwrite)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     _draw_lines(ax, series, title, xlabel, ylabel)
+    if ylog:
+        ax.set_yscale("log")
     _legend(ax, len(series))
     return _write(fig, p, overwrite)
 

@@ -39,12 +39,10 @@ def smooth(values: Sequence[float], n: int) -> list[float]:
     out = []
     for i in range(len(vals)):
         acc = wsum = 0.0
-        for k in range(-n, n + 1):
-            j = i + k
-            if 0 <= j < len(vals):
-                w = n + 1 - abs(k)
-                acc += w * vals[j]
-                wsum += w
+        for j in range(max(0, i - n), min(len(vals), i + n + 1)):  # only the points that exist
+            w = n + 1 - abs(j - i)
+            acc += w * vals[j]
+            wsum += w
         out.append(acc / wsum)
     return out
 

@@ -171,6 +171,12 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
                                              b.run_dir(json.dumps({"train": {"exp": "gpt2ish", "lr": 0.001}}))],
      "contradict"),
     ("train-existing-run", lambda b: ["train", "--run-dir", b.run_dir("{}", b'{"step": 1}\n')], "--resume"),
+    ("plot-width-negative", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": 1}\n'),
+                                       "--width", "-5"], "--width"),
+    ("plot-height-huge", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": 1}\n'),
+                                    "--height", "100000"], "--height"),
+    ("plot-smooth-negative", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": 1}\n'),
+                                        "--smooth", "-1"], "--smooth"),
     ("plot-not-a-run", lambda b: ["plot", str(b.root)], "not a run directory"),
     ("plot-config-not-object", lambda b: ["plot", b.run_dir("[1]", b'{"step": 1, "tokens": 1, "loss": 1}\n')], "not a JSON object"),
     ("plot-only-nan", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": NaN}\n')], "no 'loss'"),
@@ -205,6 +211,10 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
      "--limit 0"),
     ("metadata-device", lambda b: ["data", "metadata", "builtin", "--device", "tpu", "--out", b.out("m.parquet")],
      "--device"),
+    ("make-mc-ctx-huge", lambda b: ["data", "make-mc", "builtin", "--ctx-sentences", "1000000000", "--out",
+                                    b.out("m.jsonl")], "--ctx-sentences"),
+    ("make-mc-choices-one", lambda b: ["data", "make-mc", "builtin", "--choices", "1", "--out", b.out("m.jsonl")],
+     "--choices"),
     ("make-mc-n-zero", lambda b: ["data", "make-mc", "builtin", "--n", "0", "--out", b.out("m.jsonl")], "--n"),
     ("acts-tokens-zero", lambda b: ["activations", b.model, "--out", b.out(), "--tokens", "0"], "--tokens"),
     ("acts-outlier-nan", lambda b: ["activations", b.model, "--out", b.out(), "--outlier-k", "nan"], "--outlier-k"),
@@ -281,3 +291,22 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_llama_dir, monkeypatch, nam
 def test_case_count():
     """The closing note quotes this number; keep the table growing, not shrinking."""
     assert len(CASES) >= 100
+
+
+def test_smoothing_wider_than_the_run_is_exact_and_quick():
+    """``plot --smooth 1000000000`` used to loop over every offset of the half-width (a hang);
+    only the existing points are visited now, with the same triangular weights."""
+    from lminspect.plots import smooth
+
+    vals = [3.0, 1.0, 4.0, 1.0, 5.0]
+
+    def reference(n):
+        out = []
+        for i in range(len(vals)):
+            pairs = [(n + 1 - abs(k), vals[i + k]) for k in range(-n, n + 1) if 0 <= i + k < len(vals)]
+            out.append(sum(w * v for w, v in pairs) / sum(w for w, _ in pairs))
+        return out
+
+    assert smooth(vals, 7) == pytest.approx(reference(7))
+    big = smooth(vals, 10**12)
+    assert big == pytest.approx([sum(vals) / len(vals)] * len(vals), rel=1e-6)

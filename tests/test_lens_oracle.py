@@ -115,5 +115,6 @@ def test_patching_matches_hf_hook_sweep(pair, site):
     if site != "head":
         assert res.forwards == lm.n_layers * (len(CLEAN) - 3)  # the shared tokens are not run
         assert np.all(res.recovered[:, :3] == 0)
-    clean = metric(hf(torch.tensor([CLEAN])).logits[:, -1])[0]
+    with torch.no_grad():
+        clean = metric(hf(torch.tensor([CLEAN])).logits[:, -1])[0]
     assert res.clean == pytest.approx(float(clean), abs=1e-4)

@@ -94,6 +94,12 @@ def test_sweep_and_attention_refuse_a_file_or_earlier_results(tmp_path):
     assert (d / "attn_probs.npy").read_bytes() == b"old"
 
 
+def test_session_out_refuses_a_foreign_folder(tmp_path):
+    out = _nonempty_dir(tmp_path, "mine")
+    _one_line(CliRunner().invoke(app, ["session", "run", "frankenllama", "--out", str(out)]), str(out), "--overwrite")
+    assert (out / "precious.txt").read_text() == "my notes\n" and len(list(out.iterdir())) == 1
+
+
 def test_run_dirs_that_are_files(tmp_path):
     f = _file(tmp_path, "run")
     _one_line(CliRunner().invoke(app, ["train", "--run-dir", str(f), "--max-steps", "1"]),

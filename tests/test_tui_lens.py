@@ -41,16 +41,17 @@ async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
         app.query_one("#lens-target", Input).value = "id:42"
         await pilot.press("ctrl+l")
         view = app.query_one("#lens-view", Static)
-        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=60)
+        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=180)
         text = _shown(view)
         assert pane.has_class("lens") and app.query_one("#lens-panel").display
         # one row per plan position (the repeated, head-ablated layer 1 is its own row) and the plot
         for row in ("embed", "1#2~", "rank"):
             assert row in text
         assert "plan 0-1,1*heads[0]=0,3" in text and "probability of" in text
-        assert "lens done" in _text(app.query_one("#gen-status", Static))
+        status = app.query_one("#gen-status", Static)
+        await wait_until(pilot, lambda: "lens done" in _text(status), what="the status line", timeout=30)
 
         # a bad target is said in the panel, not a crash
         app.query_one("#lens-target", Input).value = "id:99999"
         await pilot.press("ctrl+l")
-        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=60)
+        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=180)

@@ -136,3 +136,40 @@ def test_short_activation_figure_keeps_its_legend_off_the_data():
     frame_end = max(i for i, ln in enumerate(lines) if "└" in ln)
     assert not any(k in ln for ln in lines[:frame_end] for k in kinds)  # nothing written over the lines
     assert all(any(k in ln for ln in lines[frame_end:]) for k in kinds)
+
+
+async def test_save_key_writes_the_runs_figure_as_png(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    Image = pytest.importorskip("PIL.Image")
+    from lminspect.tui.screens.picker import PickerScreen
+    from lminspect.tui.screens.save_figure import SaveFigureScreen
+    from lminspect.tui.widgets.plot import PlotView
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    write_run(runs / "base", steps=30)
+    app = LMInspectApp(None, runs_dir=runs, remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
+        await pilot.press("escape")
+        await pilot.press("r", "space")
+        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SaveFigureScreen), what="the save dialog")
+        field = app.screen.query_one("#save-path", Input)
+        assert field.value == "loss.png"
+        field.value = str(tmp_path / "curve.png")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: (tmp_path / "curve.png").exists(), timeout=20, what="the PNG")
+    with Image.open(tmp_path / "curve.png") as im:
+        assert im.format == "PNG"
+
+
+def test_activation_profile_saver_writes_an_svg(tmp_path):
+    pytest.importorskip("matplotlib")
+    from lminspect.tui.widgets.activations import _series_saver
+
+    save = _series_saver([0, 1, 2], [("std median", [0.1, 0.2, 5.0]), ("|x| max max", [1.0, 30.0, 900.0])],
+                         "resid_out: std and |x| max over dims", "layer")
+    text = save(tmp_path / "p.svg").read_text()
+    assert "<svg" in text and "resid_out: std and |x| max over dims" in text

@@ -16,7 +16,7 @@ import fnmatch
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,14 @@ from lminspect.api.lens import LensMethods
 from lminspect.api.table import Figure, Table, fmt
 from lminspect.errors import UserError
 from lminspect.fsutil import human_bytes
+
+if TYPE_CHECKING:  # annotations only: opening a model imports neither torch nor the evals
+    from lminspect.evals.mc import MCResult
+    from lminspect.evals.perplexity import PPLResult
+    from lminspect.evals.sweep import SweepResult
+    from lminspect.models import LM
+    from lminspect.tokenizer import Tokenizer
+    from lminspect.weights import TensorStore
 
 STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
                 "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
@@ -250,13 +258,13 @@ class Completion(str):
 class _Shared:
     """State shared by a model and its stitched views: store, engine, tokenizer."""
 
-    def __init__(self, store: Any, dtype: str, device: str, weights: str | None = "auto") -> None:
+    def __init__(self, store: TensorStore, dtype: str, device: str, weights: str | None = "auto") -> None:
         self.store = store
         self.dtype = dtype
         self.device = device
         self.weights = weights  # load_model's --weights: auto = stored low-bit decode on CPU when possible
-        self.engine: Any = None
-        self.tokenizer: Any = None
+        self.engine: LM | None = None
+        self.tokenizer: Tokenizer | None = None
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
@@ -301,7 +309,7 @@ class Model(LensMethods):
 
     # ---- basics
     @property
-    def store(self) -> Any:
+    def store(self) -> TensorStore:
         """The underlying ``TensorStore``."""
         return self._shared.store
 
@@ -383,7 +391,7 @@ class Model(LensMethods):
 
     # ---- engine
     @property
-    def engine(self) -> Any:
+    def engine(self) -> LM:
         """The torch model (``lminspect.models``), built on first use and shared by stitched views."""
         if self._shared.engine is None:
             from lminspect.models import load_model
@@ -393,7 +401,7 @@ class Model(LensMethods):
         return self._shared.engine
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> Tokenizer:
         if self._shared.tokenizer is None:
             from lminspect.tokenizer import load_tokenizer
 
@@ -511,7 +519,8 @@ class Model(LensMethods):
         arr = np.stack([acts[f"attn_probs.{i}"] for i in layers])
         return arr[0] if isinstance(layer, int) else arr
 
-    def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared", split: str | None = None) -> Any:
+    def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared",
+                split: str | None = None) -> MCResult:
         """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus)."""
         from lminspect.evals.mc import evaluate_mc, load_mc
 
@@ -526,7 +535,7 @@ class Model(LensMethods):
         return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
 
     def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
-              separate: bool = False) -> Any:
+              separate: bool = False) -> SweepResult:
         """Score many layer plans on one multiple-choice set, sharing their common layer calls.
 
         ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
@@ -548,7 +557,7 @@ class Model(LensMethods):
                          batch_size=batch_size, separate=separate)
 
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
-                   limit: int | None = None) -> Any:
+                   limit: int | None = None) -> PPLResult:
         """Perplexity of a text, a list of texts, a file (.txt/.jsonl/.parquet/folder), or ``hf:DATASET``."""
         from lminspect.documents import DOCUMENT_SUFFIXES, read_documents
         from lminspect.evals.perplexity import evaluate_perplexity

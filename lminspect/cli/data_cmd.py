@@ -41,6 +41,11 @@ def make_mc(
     from lminspect.fsutil import check_output
 
     check_output(out, kind="file", overwrite=overwrite)
+    from lminspect.validate import count
+
+    count("--n", n)
+    count("--ctx-sentences", ctx_sentences, maximum=1000)
+    count("--choices", choices, minimum=2, maximum=100)
     docs = read_documents(corpus, field=field)
     rows = make_cloze(docs, n=n, seed=seed, ctx_sentences=ctx_sentences, n_choices=choices)
     write_jsonl(rows, out)

@@ -92,7 +92,9 @@ def session_run(
     ctx: typer.Context,
     script: str = typer.Argument(..., help="sessions/NAME.py or just NAME."),
     quick: bool = typer.Option(False, "--quick", help="Tiny model and data (sets LMINSPECT_QUICK=1)."),
-    out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME)."),
+    out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME); a non-empty "
+                                                "folder that is not a session's needs --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
 ) -> None:
     """Run one session script; extra arguments are passed to it.
 
@@ -102,6 +104,12 @@ def session_run(
 
     argv = list(ctx.args)
     if out:
+        from pathlib import Path
+
+        from lminspect.fsutil import check_output
+
+        ours = (Path(out) / "manifest.json").is_file()  # an earlier session's results: rewritten in place
+        check_output(out, kind="dir", overwrite=overwrite or ours)
         argv = ["--out", out, *argv]
     run_session(script, argv, quick=quick)
 

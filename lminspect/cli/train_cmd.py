@@ -378,6 +378,11 @@ def plot(
         check_output(out, kind="file", overwrite=overwrite)
     if save is not None:
         figures.check_figure_path(save, overwrite)
+    from lminspect.validate import count
+
+    count("--smooth", smooth_n, minimum=0)
+    count("--width", width, minimum=20, maximum=2000)
+    count("--height", height, minimum=5, maximum=1000)
     loaded = [load_run(p) for p in runs]
     warnings = []  # plot what is finite, and say (after the figure) what was left out
     for r in loaded:

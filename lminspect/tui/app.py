@@ -56,6 +56,8 @@ class LMInspectApp(App[None]):
         Binding("a", "show_tab('acts')", "Activations", id="app.acts"),
         Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme", tooltip="Dark / light"),
         Binding("escape", "leave_field", "Leave field", show=False, id="app.leave"),
+        Binding("ctrl+s", "save_figure", "Save figure", id="app.save", show=False,
+                tooltip="Save the tab's figure as PNG or SVG"),
         Binding("c", "compare", "Compare", id="app.compare", show=False,
                 tooltip="Weights tab: each tensor's difference to a second model, checkpoint or run"),
         Binding("t", "timeline", "Timeline", id="app.timeline", show=False,
@@ -146,10 +148,12 @@ class LMInspectApp(App[None]):
         return True
 
     def on_descendant_focus(self) -> None:
-        self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
+        if self.screen_stack:  # none while the app shuts down
+            self.refresh_bindings()  # the footer follows: letter keys back when focus leaves a field
 
     def on_descendant_blur(self) -> None:
-        self.refresh_bindings()
+        if self.screen_stack:  # widgets blur as the app shuts down, after its screens are gone
+            self.refresh_bindings()
 
     def action_leave_field(self) -> None:
         """Escape in a text field: focus the next thing in the same tab that is not a field."""
@@ -254,6 +258,37 @@ class LMInspectApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def _figure_to_save(self) -> Any:
+        """The first figure of the shown tab that can be saved (the Runs tab: the chosen metric)."""
+        from lminspect.tui.widgets.plot import PlotView
+
+        if isinstance(self.focused, PlotView) and self.focused.save is not None:
+            return self.focused
+        active = self.query_one(TabbedContent).active
+        pane = self.query_one(f"#{active}", TabPane)
+        return next((p for p in pane.query(PlotView) if p.save is not None and p.display), None)
+
+    def action_save_figure(self) -> None:
+        if isinstance(self.screen, ModalScreen):
+            return
+        plot = self._figure_to_save()
+        if plot is None:
+            self.notify("No figure to save here (tick a run, or pick a statistic first).", severity="warning")
+            return
+        from lminspect.tui.screens.save_figure import SaveFigureScreen
+
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in plot.title_hint).strip("_") or "figure"
+        self.push_screen(SaveFigureScreen(f"{name}.png"), lambda path: path and self._save_figure(plot.save, path))
+
+    @work(thread=True, exit_on_error=False, group="save")
+    def _save_figure(self, save: Any, path: Path) -> None:
+        try:
+            saved = save(path)
+        except Exception as exc:  # a bad path, no matplotlib: say so, keep running
+            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8)
+            return
+        self.call_from_thread(self.notify, f"saved {saved}")
 
     def action_open_tensor(self, name: str) -> None:
         """The command palette's tensor hits: show ``name`` in the Weights tab."""

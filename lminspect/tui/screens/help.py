@@ -26,9 +26,10 @@ the background; the interface stays live while statistics and tokens arrive.
   column), a prompt and generation settings. **Run** streams tokens with tok/s;
   **Compare** streams the unstitched baseline beside the plan; **Stop** cancels
   within one token. The model is loaded on the first run.
-* **Runs**: tick training runs to plot loss and accuracy, and the difference
-  against the first ticked run (the baseline). Smoothing is a moving-average
-  window. Runs still training refresh by themselves.
+* **Runs**: each run shows its experiment, steps, last loss and status. Tick
+  runs to plot a metric (loss, val_loss, lr, ...) over tokens, steps or FLOPs,
+  accuracy, and the difference against the first ticked run (the baseline).
+  Smoothing is a moving-average window. Runs still training refresh by themselves.
 * **Activations**: results directories of `lminspect activations` (`--acts DIR`,
   or type a path). Tick one: per layer, the median and max over dimensions of
   each dimension's std and |x| max (log scale: the layers whose max runs away
@@ -43,11 +44,12 @@ the background; the interface stays live while statistics and tokens arrive.
 |---|---|
 | `w` / `s` / `r` / `a` | Weights / Stitch / Runs / Activations tab |
 | `o` | open another model |
-| `ctrl+p` | command palette |
+| `ctrl+p` | command palette: actions, tensors by name (`layers.12`), plan presets |
+| `ctrl+s` | save the tab's figure as PNG or SVG (the `[figures]` extra) |
 | `ctrl+t` | dark / light theme |
 | `F1` or `?` | this help |
 | `q` or `ctrl+q` | quit |
-| `escape` | close this help |
+| `escape` | close this help; in a text field: leave it (letter keys work again) |
 
 In the Stitch tab, `ctrl+r` runs and `ctrl+x` stops.
 """

@@ -408,7 +408,8 @@ class ActsPane(Widget):
         positions = prof["positions"].tolist()
         plot.show_figure(lambda w, h: plotting.series_figure(
             positions, series, w, h, f"{kind}: std and |x| max over dims" if w >= 72 else f"{kind}: std, |x| max",
-            xlabel=xlabel, log=True))
+            xlabel=xlabel, log=True), save=_series_saver(positions, series, f"{kind}: std and |x| max over dims",
+                                                         xlabel), name=f"{kind}_profile")
         for s in sites:
             a = s.agg
             table.add_row(str(s.pos), "" if s.layer is None else str(s.layer), _g(a["std_med"]), _g(a["std_max"]),
@@ -538,3 +539,15 @@ class ActsPane(Widget):
         series = [("rel |Δmean|", [r["rel_shift"] for r in mine]), ("var a/b", [r["var_ratio"] for r in mine])]
         plot.show_figure(lambda w, h: plotting.series_figure(positions, series, w, h, f"{kind}: A vs B",
                                                              xlabel="plan position"))
+
+
+def _series_saver(x: list[Any], series: list[tuple[str, Any]], title: str, xlabel: str) -> Any:
+    """Save a per-layer profile as PNG/SVG (ctrl+s) with lminspect.figures, y on a log scale as shown."""
+
+    def save(path: Any) -> Any:
+        from lminspect.figures import save_lines
+
+        data = {label: (list(x), [float(v) for v in values]) for label, values in series}
+        return save_lines(path, data, title=title, xlabel=xlabel, ylog=True)
+
+    return save

@@ -9,16 +9,21 @@ Figures are built on the UI thread; each takes ~10 ms.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.text import Text
 from textual.events import Resize
 from textual.widgets import Static
 
 FigureFn = Callable[[int, int], str]
+SaveFn = Callable[[Path], Path]  # writes the figure's data as PNG/SVG (lminspect.figures)
 
 
 class PlotView(Static):
-    """Shows one plotext figure, or a one-line message when there is nothing to plot."""
+    """Shows one plotext figure, or a one-line message when there is nothing to plot.
+
+    A figure shown with a ``save`` function can be kept as PNG/SVG: the app's save key
+    (ctrl+s) saves the first figure of the shown tab that can be saved."""
 
     DEFAULT_CSS = """
     PlotView {
@@ -35,6 +40,8 @@ class PlotView(Static):
     def __init__(self, message: str = "", *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(message, id=id, classes=classes)
         self._figure: FigureFn | None = None
+        self.save: SaveFn | None = None
+        self.title_hint = "figure"  # the file name the save dialog proposes
         self._message = message
         self._last_size: tuple[int, int] | None = None
         self._plain = message
@@ -47,13 +54,16 @@ class PlotView(Static):
 
     def show_message(self, message: str) -> None:
         self._figure = None
+        self.save = None
         self._message = message
         self._plain = message
         self.set_class(True, "-message")
         self.update(message)
 
-    def show_figure(self, figure: FigureFn) -> None:
+    def show_figure(self, figure: FigureFn, save: SaveFn | None = None, name: str = "figure") -> None:
         self._figure = figure
+        self.save = save
+        self.title_hint = name
         self._last_size = None
         self.set_class(False, "-message")
         self._redraw()

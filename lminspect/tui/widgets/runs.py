@@ -208,10 +208,13 @@ class RunsPane(Widget):
             parts.append(f"{getattr(r, 'name', '?')} ({len(r)} steps{', ' + state if state else ''})")
         status.update(f"{', '.join(parts)}; baseline {runs[0].name}; smoothing {self.smoothing}")
         smooth, metric, x = self.smoothing, self.metric, self.x
-        views[0].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x))
-        views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h, x=x))
+        views[0].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x),
+                             save=_saver(plots, metric, runs, smooth, x), name=metric)
+        views[1].show_figure(lambda w, h: _figure(plots, "acc", runs, smooth, w, h, x=x),
+                             save=_saver(plots, "acc", runs, smooth, x), name="acc")
         if len(runs) > 1:
-            views[2].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x, diff=True))
+            views[2].show_figure(lambda w, h: _figure(plots, metric, runs, smooth, w, h, x=x, diff=True),
+                                 save=_saver(plots, metric, runs, smooth, x, diff=True), name=f"{metric}_diff")
         else:
             views[2].show_message("diff vs baseline: tick a second run (the first ticked is the baseline)")
 
@@ -234,6 +237,18 @@ def _run_label(label: str, s: dict[str, Any]) -> str:
     """One line per run (a selection shows one line) under the RUN_COLUMNS header."""
     loss = f"{s['loss']:.3g}" if isinstance(s.get("loss"), int | float) else "-"
     return f"{label} · {s['exp']} · {s['steps']} · {loss} · {s['status']}"
+
+
+def _saver(plots: Any, metric: str, runs: list[Any], smooth: int, x: str, diff: bool = False) -> Any:
+    """Save the same lines, title and axes as the terminal figure (lminspect.figures)."""
+
+    def save(path: Path) -> Path:
+        from lminspect.figures import save_lines
+
+        d = plots.curve_data(runs, metric, x=x, diff=diff, baseline=runs[0] if diff else None, smooth_n=smooth)
+        return save_lines(path, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel)
+
+    return save
 
 
 def _figure(plots: Any, metric: str, runs: list[Any], smooth: int, width: int, height: int, *,

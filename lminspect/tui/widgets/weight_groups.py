@@ -244,7 +244,8 @@ class GroupOverview(Widget):
 
         rows = [(str(i), [str(i), *(shown(i, c, v[k]) for c, v in cols.items())]) for k, i in enumerate(layers)]
         fill_table(table, ["layer", *cols], rows)
-        plot.show_figure(lambda w, h: plotting.by_layer_figure(layers, cols, stat, w, h))
+        plot.show_figure(lambda w, h: plotting.by_layer_figure(layers, cols, stat, w, h),
+                         save=_by_layer_saver(layers, cols, stat), name=f"{stat}_by_layer")
 
     @on(Select.Changed, "#group-stat")
     def _stat_changed(self, event: Select.Changed) -> None:
@@ -263,3 +264,16 @@ class GroupOverview(Widget):
         if view.has_class("-group"):
             view.remove_class("-group")
             self.query_one("#plot-heads", PlotView).display = self._heads_display
+
+
+def _by_layer_saver(layers: Any, cols: Any, stat: str) -> Any:
+    """Save the layers overview as PNG/SVG: the same lines as ``stats --by-layer --save``."""
+
+    def save(path: Any) -> Any:
+        from lminspect.figures import save_lines
+        from lminspect.plots import by_layer_data
+
+        d = by_layer_data(layers, cols, stat)
+        return save_lines(path, d.series, title=d.title, xlabel=d.xlabel, ylabel=stat)
+
+    return save
