@@ -134,3 +134,16 @@ def smollm2_dir() -> Path:
     from lminspect.weights.fetch import fetch
 
     return fetch("smollm2").hf_dir
+
+
+@pytest.fixture
+def anyio_backend():
+    """Async tests (TUI Pilot tests) run on anyio's pytest plugin with the asyncio backend."""
+    return "asyncio"
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Stats cache and recent.json in a temp dir, so a test sees a fresh user
+    (TUI modules use it with ``pytest.mark.usefixtures("private_cache")``)."""
+    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))

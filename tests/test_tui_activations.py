@@ -15,17 +15,8 @@ from lminspect.tui.widgets.plot import PlotView
 pytest.importorskip("torch")
 
 SIZE = (120, 40)
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

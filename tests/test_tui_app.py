@@ -23,18 +23,9 @@ from lminspect.tui.widgets.weights import WeightsPane
 
 SIZE = (120, 40)
 SMALL = (80, 24)  # the smallest supported terminal
-pytestmark = pytest.mark.anyio  # async tests run on anyio's pytest plugin (asyncio backend)
+# async tests run on anyio's pytest plugin (asyncio backend, tests/conftest.py)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Stats cache and recent.json in a temp dir, so tests see a fresh user."""
-    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
 
 
 def _text(widget: Static) -> str:

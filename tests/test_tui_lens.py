@@ -11,7 +11,7 @@ from lminspect.lens.render import text_of
 from lminspect.tui.app import LMInspectApp
 from lminspect.tui.widgets.stitch import StitchPane
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
 
 def _shown(view: Static) -> str:
@@ -19,15 +19,6 @@ def _shown(view: Static) -> str:
     content = view.content
     return content if isinstance(content, str) else text_of(content, width=118)
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
 
 
 async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):

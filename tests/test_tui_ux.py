@@ -11,17 +11,8 @@ from textual.widgets import Input, SelectionList, TextArea
 from lminspect.tui.app import LMInspectApp
 
 SIZE = (120, 40)
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
 
 
 def _footer_keys(app) -> set[str]:
