@@ -81,6 +81,11 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
+def threads_label(n: int) -> str:
+    """The thread count as summary lines print it: '1 thread', '2 threads'."""
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def _fmt_s(s: float) -> str:
     s = int(round(s))
     h, rem = divmod(s, 3600)

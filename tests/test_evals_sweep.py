@@ -61,7 +61,7 @@ def test_cli_sweep_inline_plans_log_items_and_summary(tiny_llama_dir, tmp_path, 
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "cut" in r.output and "rep" in r.output and "±" in r.output
-    assert "layer calls run of" in r.output and "1 threads" in r.output
+    assert "layer calls run of" in r.output and "1 thread" in r.output and "1 threads" not in r.output
     assert "sweep: 4/6 item x plan" in r.output and "sweep: 6/6 item x plan" in r.output and "ETA" in r.output
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["plan"] for x in recs] == ["cut"] * 3 + ["rep"] * 3

@@ -52,4 +52,4 @@ def test_generate_summary_names_threads(tiny_llama_dir, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert r.exit_code == 0, r.output
-    assert "1 threads" in r.output
+    assert "1 thread" in r.output and "1 threads" not in r.output

@@ -73,7 +73,7 @@ def metadata(
 
     Example: lminspect data metadata builtin --model smollm2 --out meta.parquet
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import set_threads, threads_label
 
     n_threads = set_threads(threads)
     from lminspect.fsutil import check_output
@@ -88,7 +88,7 @@ def metadata(
     cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
     write_parquet(cols, out)
     extra = [c for c in cols if c not in ("id", "index", "split")]
-    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)}; {n_threads} threads)")
+    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)}; {threads_label(n_threads)})")
 
 
 def register(app: typer.Typer) -> None:

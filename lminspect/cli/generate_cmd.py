@@ -37,7 +37,7 @@ def generate_command(
 
     Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import set_threads, threads_label
 
     n_threads = set_threads(threads)
     import sys
@@ -80,7 +80,7 @@ def generate_command(
         gen.cancel()
     out.write("\n")
     out.flush()
-    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
+    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
 
 
 def register(app: typer.Typer) -> None:

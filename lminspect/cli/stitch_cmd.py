@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from lminspect.cli.generate_cmd import WEIGHTS_HELP
 from lminspect.cli.threads import Threads
-from lminspect.runtime import set_threads
+from lminspect.runtime import set_threads, threads_label
 
 PLAN_HELP = (
     "Layer plan: '0-23,27-29' (ranges INCLUSIVE), '15r3', '14-19r2*0.8', 'skip:15', 'even', a preset name, "
@@ -117,7 +117,7 @@ def run(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        err.print(f"[dim]{gen.stats.line()}, {n_threads} threads[/dim]")
+        err.print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
         return
     gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(stitched, tok, prompt, plan=run_plan, **kw)}
     if sys.stdout.isatty():
@@ -131,7 +131,7 @@ def run(
                 sys.stdout.flush()
             sys.stdout.write("\n")
     for name, gen in gens.items():
-        err.print(f"[dim]{name}: {gen.stats.line()}, {n_threads} threads[/dim]")
+        err.print(f"[dim]{name}: {gen.stats.line()}, {threads_label(n_threads)}[/dim]")
 
 
 def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
@@ -387,7 +387,7 @@ def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], 
     _console().print(_sweep_table(res.rows, f"stitch sweep: {label}, {len(items)} items, "
                                             f"chance {1 / len(items[0].endings):.2f}"))
     written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
-    _console(stderr=True).print(f"[dim]{res.summary()}, {meta['threads']} threads; wrote {written}[/dim]")
+    _console(stderr=True).print(f"[dim]{res.summary()}, {threads_label(meta['threads'])}; wrote {written}[/dim]")
 
 
 def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
