@@ -17,12 +17,13 @@ torch code below; both compute sum over blocks of ``d * (q . x) + m * sum(x)``, 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from lminspect.compiled import load_kernels
 
 TILE = 64  # rows per tile: 8 AVX2 registers of lanes, divides every SmolLM2/Llama width
 KINDS = ("Q8_0", "Q4_0", "Q4_1", "BF16")
@@ -35,20 +36,7 @@ def kernels() -> Any:
     """The compiled kernels module, or None when numba is missing or cannot compile them."""
     global _KERNELS
     if _KERNELS is None:
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            _KERNELS = False
-        else:
-            try:
-                from lminspect.models import packed_numba
-
-                packed_numba.warm_up()
-                _KERNELS = packed_numba
-            except Exception as e:  # a numba that cannot compile these: the torch path
-                warnings.warn(f"lminspect: compiled matvec kernels unavailable ({e}); using torch",
-                              RuntimeWarning, stacklevel=2)
-                _KERNELS = False
+        _KERNELS = load_kernels("lminspect.models.packed_numba", lambda m: m.warm_up(), "matvec", "torch")
     return _KERNELS or None
 
 

@@ -13,10 +13,11 @@ semantics), integer ones do; the float extremes follow from the integer ones (se
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
+
+from lminspect.compiled import load_kernels
 
 # elements per chunk: the float32 partial sums of one chunk are combined in float64, in
 # chunk order. 32k (128 KiB) measured fastest from RAM (up to 78% of a plain numpy sum,
@@ -30,23 +31,8 @@ def kernels() -> Any:
     """The compiled kernels (``scan``, ``hist``), or None without numba."""
     global _KERNELS
     if _KERNELS is None:
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            _KERNELS = False
-        else:
-            try:
-                from lminspect.weights import stats_numba
-
-                stats_numba.warm_up(CHUNK)
-                _KERNELS = stats_numba
-            except Exception as e:  # a numba that cannot compile these: use the fallback
-                warnings.warn(
-                    f"lminspect: compiled statistics kernels unavailable ({e}); using numpy/torch",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                _KERNELS = False
+        _KERNELS = load_kernels("lminspect.weights.stats_numba", lambda m: m.warm_up(CHUNK), "statistics",
+                                "numpy/torch")
     return _KERNELS or None
 
 

@@ -233,12 +233,18 @@ class StitchPane(Widget):
             return None
         return max_new, temperature
 
-    def action_run(self) -> None:
+    def _ready(self) -> bool:
+        """A model is open and the plan field parses; otherwise say which is missing."""
         if self.store is None:
             self.app.notify("Open a model first (press o).", severity="warning")
-            return
+            return False
         if not self.validate_plan(self.query_one("#plan-input", Input).value):
             self.app.notify("Fix the layer plan first.", severity="error")
+            return False
+        return True
+
+    def action_run(self) -> None:
+        if not self._ready():
             return
         params = self._params()
         if params is None:
@@ -290,11 +296,7 @@ class StitchPane(Widget):
     # -- lens ----------------------------------------------------------------------------
 
     def action_lens(self) -> None:
-        if self.store is None:
-            self.app.notify("Open a model first (press o).", severity="warning")
-            return
-        if not self.validate_plan(self.query_one("#plan-input", Input).value):
-            self.app.notify("Fix the layer plan first.", severity="error")
+        if not self._ready():
             return
         if self._worker is not None and self._worker.is_running:
             self.app.notify("Wait for the generation to finish (or stop it).", severity="warning")
