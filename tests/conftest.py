@@ -9,6 +9,7 @@ fixture fetches the model once per machine into the user cache (see
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,18 @@ def private_cache(tmp_path, monkeypatch):
     """Stats cache and recent.json in a temp dir, so a test sees a fresh user
     (TUI modules use it with ``pytest.mark.usefixtures("private_cache")``)."""
     monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def scaled_copy(tiny_llama_dir, tmp_path):
+    """The tiny llama with every tensor of layer 2 multiplied by 2 (a known diff)."""
+    from safetensors.numpy import load_file, save_file
+
+    out = tmp_path / "scaled"
+    shutil.copytree(tiny_llama_dir, out)
+    tensors = load_file(str(out / "model.safetensors"))
+    for k in tensors:
+        if ".layers.2." in k:
+            tensors[k] = tensors[k] * 2
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

@@ -14,25 +14,7 @@ from lminspect.cli import app
 from lminspect.compare.diff import array_diff, diff_models, direction_overlap, match_tensors, overall
 from lminspect.weights import open_store
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def scaled_copy(tiny_llama_dir, tmp_path):
-    """tiny llama with every tensor of layer 2 multiplied by 2."""
-    from safetensors.numpy import load_file, save_file
-
-    out = tmp_path / "scaled"
-    shutil.copytree(tiny_llama_dir, out)
-    tensors = load_file(str(out / "model.safetensors"))
-    for k in tensors:
-        if ".layers.2." in k:
-            tensors[k] = tensors[k] * 2
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_scaled_layer_has_rel_change_one_and_nothing_else_moves(tiny_llama_dir, scaled_copy):

@@ -3,8 +3,6 @@ statistics (``c``), and a run's timeline across checkpoints (``t`` in the Runs t
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from test_tui_helpers import wait_until
 from textual.widgets import DataTable, Input, Select, SelectionList
@@ -18,21 +16,6 @@ from lminspect.tui.widgets.weights import WeightsPane
 
 SIZE = (120, 40)
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
-
-
-
-@pytest.fixture
-def scaled_copy(tiny_llama_dir, tmp_path):
-    from safetensors.numpy import load_file, save_file
-
-    out = tmp_path / "scaled"
-    shutil.copytree(tiny_llama_dir, out)
-    tensors = load_file(str(out / "model.safetensors"))
-    for k in tensors:
-        if ".layers.2." in k:
-            tensors[k] = tensors[k] * 2
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
 
 
 async def test_weights_tab_shows_diff_to_a_second_model(tiny_llama_dir, scaled_copy, tmp_path):
