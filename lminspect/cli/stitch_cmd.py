@@ -6,7 +6,6 @@ mergekit-style YAML/JSON/TOML files (HALF-OPEN ``layer_range``). See ``lminspect
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -356,7 +355,9 @@ def sweep(
     meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
             "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and prints
+    from lminspect.distributed import is_main
+
+    main = is_main()  # under torchrun only rank 0 writes and prints
 
     def on_row(row: dict[str, Any]) -> None:
         rows.append(row)
