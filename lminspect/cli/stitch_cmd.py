@@ -323,6 +323,13 @@ def sweep(
     says how many calls ran against how many the plans name. Example:
 
         lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
+
+    Several processes split the items (rank 0 writes; same scores as one process):
+
+        torchrun --standalone --nproc_per_node 2 -m lminspect stitch sweep smollm2 --eval cloze
+
+    Several machines: run on each torchrun --nnodes 2 --node_rank {0|1} --nproc_per_node 2
+    --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect stitch sweep ...
     """
     from lminspect.evals.sweep import run_sweep
     from lminspect.fsutil import check_output
