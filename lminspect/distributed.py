@@ -49,8 +49,21 @@ def join(device: str = "cpu") -> tuple[int, int, bool]:
 
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # nccl's object collectives use it
+        dist.init_process_group(backend="nccl")
+    else:
+        dist.init_process_group(backend="gloo")
     return dist.get_rank(), dist.get_world_size(), True
+
+
+def local_device(device: str, rank: int, world: int) -> str:
+    """``cuda`` means this process's own GPU (``LOCAL_RANK``) when torchrun started several."""
+    if device == "cuda" and world > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return device
 
 
 def leave(joined_here: bool) -> None:
@@ -93,6 +106,17 @@ def gather_objects(obj: Any, world: int) -> list[Any]:
 
     parts: list[Any] = [None] * world
     dist.all_gather_object(parts, obj)
+    return parts
+
+
+def gather_to_main(obj: Any, world: int) -> list[Any] | None:
+    """``obj`` of every rank, by rank, on rank 0 (None on the others; ``[obj]`` for one process)."""
+    if world <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    parts: list[Any] | None = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(obj, parts, dst=0)
     return parts
 
 

@@ -103,7 +103,7 @@ class SiteAccumulator:
     """
 
     def __init__(self, dim: int, *, outlier_k: float = 6.0, fire: bool = False, bins: int = BINS,
-                 examples: int = EXAMPLES, hist_stride: int = HIST_STRIDE) -> None:
+                 examples: int = EXAMPLES, hist_stride: int = HIST_STRIDE, hist_range: float = 0.0) -> None:
         self.dim = dim
         self.outlier_k = float(outlier_k)
         self.fire = fire
@@ -120,7 +120,7 @@ class SiteAccumulator:
         self.outliers = np.zeros(dim, dtype=np.int64)
         self.fired = np.zeros(dim, dtype=np.int64) if fire else None
         self.hist = np.zeros(bins, dtype=np.int64)
-        self.hist_range = 0.0  # R; 0 until the first batch fixes it
+        self.hist_range = float(hist_range)  # R; 0 until the first batch fixes it (given: another process's)
         self.under = 0
         self.over = 0
         self._blk = 1  # rows per block of the last _reduce (not state)
@@ -296,6 +296,41 @@ class SiteAccumulator:
             order = np.argsort(-val, axis=1, kind="stable")[:, : self.examples]
             self.top_val[cols] = np.take_along_axis(val, order, axis=1)
             self.top_pos[cols] = np.take_along_axis(pos, order[:, :, None], axis=1)
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: SiteAccumulator) -> None:
+        """Fold in the statistics of a disjoint set of tokens (another process's share).
+
+        Moments by Chan-Pebay (as batches are folded in), counts, extremes and histograms add or
+        take min/max, examples keep the ``E`` largest |x| of both (ties: the earlier token, by
+        document index and offset). The histograms must share their range: each process's
+        accumulators are created with the range the run's first batch fixed. Outlier counts add,
+        each counted against its own process's running std."""
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in other.__dict__.items()})
+            return
+        if self.hist_range != other.hist_range or self.bins != other.bins or self.dim != other.dim:
+            raise ValueError(f"cannot merge statistics with histogram ranges {self.hist_range} and {other.hist_range} "
+                             f"(dims {self.dim}, {other.dim})")
+        self.mean, self.m2, self.m3, self.m4 = chan_merge(
+            float(self.n), (self.mean, self.m2, self.m3, self.m4), float(other.n),
+            (other.mean, other.m2, other.m3, other.m4))
+        self.n += other.n
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+        self.hist = self.hist + other.hist
+        self.under += other.under
+        self.over += other.over
+        self.outliers = self.outliers + other.outliers
+        if self.fired is not None and other.fired is not None:
+            self.fired = self.fired + other.fired
+        val = np.concatenate([self.top_val, other.top_val], axis=1)  # [D, 2E]
+        pos = np.concatenate([self.top_pos, other.top_pos], axis=1)  # [D, 2E, 2]
+        order = np.lexsort((pos[:, :, 1], pos[:, :, 0], -val), axis=1)[:, : self.examples]
+        self.top_val = np.take_along_axis(val, order, axis=1)
+        self.top_pos = np.take_along_axis(pos, order[:, :, None], axis=1)
 
     # ------------------------------------------------------------------ (de)serialisation
     FIELDS = ("mean", "m2", "m3", "m4", "min", "max", "top_val", "top_pos", "outliers", "fired", "hist")

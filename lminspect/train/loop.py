@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lminspect.distributed import join, leave
+from lminspect.distributed import join, leave, local_device
 from lminspect.errors import UserError
 from lminspect.train.config import DEFAULT_LR, TrainConfig, TrainResult, check_config
 from lminspect.train.schedule import apply_schedule
@@ -46,8 +45,7 @@ def _resolve_device(device: str, rank: int, world: int) -> str:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = local_device(device, rank, world)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     return device
