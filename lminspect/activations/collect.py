@@ -198,12 +198,14 @@ class SiteHook:
     FIRE_KINDS = frozenset({"mlp_hidden"})
 
     def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: _TokenWriter | None = None,
-                 ranges: dict[str, float] | None = None, sites: list[str] | None = None) -> None:
+                 ranges: dict[str, float] | None = None, sites: list[str] | None = None,
+                 yardsticks: Any = None) -> None:
         self.accs = accs
         self.outlier_k = outlier_k
         self.writer = writer
-        self.ranges = dict(ranges or {})  # histogram ranges fixed elsewhere (rank 0's first batch, under torchrun)
+        self.ranges = dict(ranges or {})  # histogram ranges fixed before this process started (a resumed run)
         self.sites = sites
+        self.yardsticks = yardsticks  # under torchrun: activations.sharded.Yardsticks
         self.ctx: dict[str, Any] = {"idx": None, "rows": None, "row0": 0}
 
     def __call__(self, name: str, t: Any) -> None:
@@ -216,6 +218,8 @@ class SiteHook:
             acc = self.accs[name] = SiteAccumulator(x.shape[1], outlier_k=self.outlier_k,
                                                     fire=name.partition(".")[0] in self.FIRE_KINDS,
                                                     hist_range=self.ranges.get(name, 0.0))
+        if self.yardsticks is not None and acc.peer is None:
+            acc.peer = self.yardsticks.by_site[name]
         acc.update(x, self.ctx["rows"])
         if self.writer is not None:
             self.writer.write(name, self.ctx["row0"], x.float().cpu().numpy(), dim=x.shape[1])
@@ -334,7 +338,13 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
             _clear(out)
         out.mkdir(parents=True, exist_ok=True)
     writer = _TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
-    hook = SiteHook(kept.get("accs", {}), cfg.outlier_k, writer, ranges=start["ranges"], sites=sites)
+    yardsticks = None
+    if world > 1:
+        from lminspect.activations.sharded import Yardsticks
+
+        yardsticks = Yardsticks(sites, rank, world, start["summaries"])
+    hook = SiteHook(kept.get("accs", {}), cfg.outlier_k, writer, ranges=start["ranges"], sites=sites,
+                    yardsticks=yardsticks)
 
     def save(complete: bool = False) -> None:
         from lminspect.activations.sharded import merge_to_main
@@ -401,7 +411,7 @@ def _open_out(out: Path, identity: dict[str, Any], settings: dict[str, Any], ove
               kept: dict[str, Any]) -> dict[str, Any]:
     """Rank 0: may ``out`` be used, and does the run resume? The accumulators of a resumed run go
     into ``kept``; what every rank needs (progress, histogram ranges, ...) is returned."""
-    from lminspect.activations.sharded import hist_ranges
+    from lminspect.activations.sharded import hist_ranges, summaries
 
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     index = read_index(out) if out.is_dir() else None
@@ -409,15 +419,15 @@ def _open_out(out: Path, identity: dict[str, Any], settings: dict[str, Any], ove
     prog: dict[str, Any] = {"tokens_done": 0, "batches": 0, "doc": 0, "offset": 0, "complete": False,
                             "exhausted": False, "elapsed_s": 0.0}
     if not resume:
-        return {"done": False, "prog": prog, "ranges": {}, "created": now,
+        return {"done": False, "prog": prog, "ranges": {}, "summaries": {}, "created": now,
                 "clear": index is not None or (overwrite and out.exists())}
     accs, prog = read_state(out)
     if prog.get("complete") and (prog["tokens_done"] >= tokens or prog.get("exhausted")):
         return {"done": True, "prog": prog}
     prog["complete"] = False
     kept["accs"] = accs
-    return {"done": False, "prog": prog, "ranges": hist_ranges(accs), "created": (index or {}).get("created", now),
-            "clear": False}
+    return {"done": False, "prog": prog, "ranges": hist_ranges(accs), "summaries": summaries(accs),
+            "created": (index or {}).get("created", now), "clear": False}
 
 
 def _next_batch(chunks: _Peekable, prog: dict[str, Any], cfg: CollectConfig) -> tuple[list[tuple[int, int, list[int]]], bool]:
@@ -495,29 +505,22 @@ class _Pass:
         """Run until ``cfg.tokens`` tokens, the data's end or ``max_batches``; True when the data ran out."""
         import torch
 
-        from lminspect.activations.sharded import hist_ranges
         from lminspect.distributed import broadcast
 
         prog, world = self.prog, self.world
         t_start = last_save = time.perf_counter()
         elapsed0 = float(prog.get("elapsed_s", 0.0))
         done_here, exhausted = 0, False
-        need_ranges = world > 1 and not self.hook.ranges
         with torch.inference_mode(), self.lm.hooks(self.hook, self.hook.sites):
             while prog["tokens_done"] < self.cfg.tokens and not exhausted:
                 group, exhausted = self._group(None if max_batches is None else max_batches - done_here)
                 if not group:
                     break
                 done_here += len(group)
-                mine = group[self.rank] if self.rank < len(group) else None
-                if need_ranges:  # a fresh run: rank 0's first batch fixes every histogram range
-                    if self.rank == 0 and mine is not None:
-                        self.forward(*mine)
-                        mine = None
-                    self.hook.ranges.update(broadcast(hist_ranges(self.hook.accs) if self.rank == 0 else None, world))
-                    need_ranges = False
-                if mine is not None:
-                    self.forward(*mine)
+                if self.rank < len(group):
+                    self.forward(*group[self.rank])
+                elif self.hook.yardsticks is not None:  # the stream's last step: no batch for this rank
+                    self.hook.yardsticks.idle()
                 prog["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
                 bar.advance(sum(len(r[2]) for _, rows in group for r in rows))
                 if broadcast(save_every <= 0 or time.perf_counter() - last_save >= save_every, world):
