@@ -295,14 +295,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         if start["clear"]:
             _clear(out)
         out.mkdir(parents=True, exist_ok=True)
-    writer = TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
-    yardsticks = None
-    if world > 1:
-        from lminspect.activations.sharded import Yardsticks
-
-        yardsticks = Yardsticks(sites, rank, world, start["summaries"])
-    hook = SiteHook(kept.get("accs", {}), cfg.outlier_k, writer, ranges=start["ranges"], sites=sites,
-                    yardsticks=yardsticks)
+    hook = _make_hook(cfg, out, sites, start, kept.get("accs", {}), rank, world)
 
     def save(complete: bool = False) -> None:
         from lminspect.activations.sharded import merge_to_main
@@ -332,6 +325,19 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if done:
         write_arrays(out, stats)
     return stats
+
+
+def _make_hook(cfg: CollectConfig, out: Path, sites: list[str], start: dict[str, Any],
+               accs: dict[str, SiteAccumulator], rank: int, world: int) -> SiteHook:
+    """The hook with this process's accumulators (a resumed run's, on rank 0), the kept-token
+    writer, and under torchrun the yardsticks shared with the other ranks."""
+    writer = TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
+    yardsticks = None
+    if world > 1:
+        from lminspect.activations.sharded import Yardsticks
+
+        yardsticks = Yardsticks(sites, rank, world, start["summaries"])
+    return SiteHook(accs, cfg.outlier_k, writer, ranges=start["ranges"], sites=sites, yardsticks=yardsticks)
 
 
 def _validate(cfg: CollectConfig, save_every: float) -> None:
