@@ -54,16 +54,16 @@ def activations(
 
     Example: lminspect activations smollm2 --tokens 50000 --out acts/
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import interrupted, set_threads, threads_label
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from rich.console import Console
 
     from lminspect.activations import collect
     from lminspect.activations.collect import remove_leftovers
     from lminspect.runlock import run_dir_lock
 
-    with run_dir_lock(out, option="--out"):  # one process per results dir
+    with interrupted(lambda: _snapshot_note(out)), run_dir_lock(out, option="--out"):  # one process per dir
         remove_leftovers(Path(out))
         stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
                         batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
@@ -73,7 +73,19 @@ def activations(
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
     state = "complete" if stats.complete else "partial (rerun to resume)"
-    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{rate}: {state} -> {out}")
+    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{rate}, "
+              f"{threads_label(n_threads)}: {state} -> {out}")
+
+
+def _snapshot_note(out: str) -> str:
+    """What an interrupted collection left in ``out``: its last snapshot (resumable), or nothing."""
+    from lminspect.activations import load
+
+    try:
+        stats = load(out)
+    except Exception:  # noqa: BLE001 - no snapshot yet (or one of another run): say nothing was saved here
+        return "no snapshot was saved yet; nothing written"
+    return (f"snapshot of {stats.tokens} tokens saved in {out}; run the same command again to resume")
 
 
 def show(
