@@ -25,7 +25,8 @@ from lminspect.errors import UserError
 
 THREADS_ENV = "LMINSPECT_THREADS"
 THREADS_HELP = ("Torch CPU threads (default: $LMINSPECT_THREADS, else $OMP_NUM_THREADS, else the usable CPUs "
-                "minus the current load, at least 1: extra threads on a busy machine were measured 2-17x slower).")
+                "minus the current load, at least 1: extra threads on a busy machine were measured 2-17x slower; "
+                "docs/cli.md).")
 
 
 def _cpus() -> int:

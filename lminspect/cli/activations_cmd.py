@@ -164,9 +164,9 @@ def diff(
 
     Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import run_summary, set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
     from lminspect.activations.diff import diff_warnings, matched_by_position
@@ -182,6 +182,7 @@ def diff(
             raise UserError(f"no common sites of kind {kind!r}")
     _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
                                 by_position=matched_by_position(sa, sb)))
+    print(run_summary(f"activations-diff of {len(rows)} sites", n_threads), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

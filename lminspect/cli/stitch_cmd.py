@@ -358,7 +358,7 @@ def sweep(
             _write_sweep(base, meta, rows)
 
     def saved() -> str:
-        return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing saved"
+        return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing written"
 
     with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan", bar=None if main else False) as prog:
         res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
