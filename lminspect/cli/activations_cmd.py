@@ -53,22 +53,41 @@ def activations(
     Interrupt any time: rerunning the same command resumes from the last snapshot.
 
     Example: lminspect activations smollm2 --tokens 50000 --out acts/
+
+    Several processes share the batches and rank 0 merges and writes the same statistics:
+
+        torchrun --standalone --nproc_per_node 2 -m lminspect activations smollm2 --out acts/
+
+    Several machines (--out on rank 0's machine): run on each torchrun --nnodes 2 --node_rank
+    {0|1} --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect
+    activations ...
     """
-    from lminspect.runtime import interrupted, set_threads, threads_label
+    import contextlib
+
+    from lminspect.runtime import NOTHING_WRITTEN, interrupted, set_threads, threads_label
 
     n_threads = set_threads(threads)
     from rich.console import Console
 
     from lminspect.activations import collect
     from lminspect.activations.collect import remove_leftovers
+    from lminspect.distributed import join, on_main
     from lminspect.runlock import run_dir_lock
 
-    with interrupted(lambda: _snapshot_note(out)), run_dir_lock(out, option="--out"):  # one process per dir
-        remove_leftovers(Path(out))
+    rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
+    saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
+    with interrupted(saved), contextlib.ExitStack() as owned:
+        def own() -> None:
+            owned.enter_context(run_dir_lock(out, option="--out"))  # one run per results dir
+            remove_leftovers(Path(out))
+
+        on_main(own, rank, world)
         stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
                         batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
                         outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
                         overwrite=overwrite, save_every=save_every, max_batches=max_batches)
+    if stats is None:  # another rank than 0 under torchrun
+        return
     err = Console(stderr=True, highlight=False)
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""

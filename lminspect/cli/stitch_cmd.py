@@ -6,7 +6,6 @@ mergekit-style YAML/JSON/TOML files (HALF-OPEN ``layer_range``). See ``lminspect
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -318,6 +317,13 @@ def sweep(
     says how many calls ran against how many the plans name. Example:
 
         lminspect stitch sweep smollm2 --eval cloze --limit 200 --plan 'cut=0-23,27-29' --plans presets
+
+    Several processes split the items (rank 0 writes; same scores as one process):
+
+        torchrun --standalone --nproc_per_node 2 -m lminspect stitch sweep smollm2 --eval cloze
+
+    Several machines: run on each torchrun --nnodes 2 --node_rank {0|1} --nproc_per_node 2
+    --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect stitch sweep ...
     """
     from lminspect.evals.sweep import run_sweep
     from lminspect.fsutil import check_output
@@ -350,7 +356,9 @@ def sweep(
     meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
             "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
 
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and prints
+    from lminspect.distributed import is_main
+
+    main = is_main()  # under torchrun only rank 0 writes and prints
 
     def on_row(row: dict[str, Any]) -> None:
         rows.append(row)

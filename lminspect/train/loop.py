@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lminspect.distributed import join, leave, local_device
 from lminspect.errors import UserError
 from lminspect.train.config import DEFAULT_LR, TrainConfig, TrainResult, check_config
 from lminspect.train.schedule import apply_schedule
@@ -40,27 +40,12 @@ __all__ = ["RunState", "TrainConfig", "TrainResult", "train"]
 # ---------------------------------------------------------------- distributed
 
 
-def _dist_setup(device: str) -> tuple[int, int, bool]:
-    """(rank, world, initialised_here): join the process group torchrun describes in the env."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), True
-
-
 def _resolve_device(device: str, rank: int, world: int) -> str:
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = local_device(device, rank, world)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     return device
@@ -188,8 +173,8 @@ def _setup(cfg: TrainConfig) -> RunState:
     from lminspect.train.plans import load_plan
 
     cfg, run_dir, ckpt = _resolve_run(cfg)
-    rank, world, own_group = _dist_setup(cfg.device if cfg.device != "auto" else
-                                         ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world, own_group = join(cfg.device if cfg.device != "auto" else
+                                  ("cuda" if torch.cuda.is_available() else "cpu"))
     device = _resolve_device(cfg.device, rank, world)
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
@@ -549,7 +534,7 @@ def _finish(run: RunState) -> Path | None:
     if run.is_main:
         run.writer.close()
         _write_config(run, run.status)
-    _dist_teardown(run.own_group)
+    leave(run.own_group)
     return path
 
 
@@ -561,7 +546,7 @@ def _abort(run: RunState) -> None:
         if run.writer is not None:
             run.writer.close()
         _write_config(run, "failed" if run.status == "failed" else "stopped")
-    _dist_teardown(run.own_group)
+    leave(run.own_group)
 
 
 # ---------------------------------------------------------------- the loop
@@ -590,11 +575,3 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         raise
     path = _finish(run)
     return TrainResult(run.run_dir, state["step"], state["tokens"], run.losses, run.status, path)
-
-
-def _dist_teardown(own_group: bool) -> None:
-    if own_group:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
