@@ -93,7 +93,7 @@ def test_activations_under_torchrun_match_one_process(tiny_llama_dir, docs, tmp_
     assert load(two).batches == 3 and not load(two).complete
     r = torchrun(cmd)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("16 sites") == 1  # the summary line, from rank 0 only
+    assert r.stderr.count("16 sites, 2 processes") == 1  # the summary line, from rank 0 only
     a, b = load(two), load(tmp_path / "one")
     assert a.complete and (a.tokens, a.batches, a.sites) == (b.tokens, b.batches, b.sites)
     assert {k: a.progress[k] for k in ("doc", "offset")} == {k: b.progress[k] for k in ("doc", "offset")}

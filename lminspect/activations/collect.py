@@ -16,6 +16,9 @@ batch), when ``max_batches`` stops a run early, and at the end.
 Memory is flat in ``tokens``: accumulators have fixed size, documents are streamed, and kept
 token-level data is written through a short-lived ``np.memmap`` window per batch (unmapped right
 away, so written pages never accumulate in this process's RSS).
+
+Under torchrun every process cuts the same batches and runs only its own (batch ``b`` on rank
+``b % world``); rank 0 merges the statistics and alone writes (``activations.sharded``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lminspect.activations.store import (
     FORMAT,
     VERSION,
     ActivationStats,
+    TokenWriter,
     load,
     model_identity,
     read_index,
@@ -137,52 +141,6 @@ class _Peekable:
             return None
 
 
-# ---------------------------------------------------------------------------- token memmaps
-
-
-class _TokenWriter:
-    """``tokens/{site}.npy`` preallocated ``[tokens, D]``; each batch is written through a fresh,
-    immediately released ``np.memmap`` window so pages never pile up in RSS."""
-
-    def __init__(self, root: Path, total: int, dtype: str) -> None:
-        self.root = root
-        self.total = total
-        self.dtype = np.dtype(dtype)
-        self._offsets: dict[str, tuple[int, np.dtype, int]] = {}
-
-    def _file(self, name: str, dim: int | None, dtype: np.dtype) -> tuple[int, np.dtype, int]:
-        got = self._offsets.get(name)
-        if got is not None:
-            return got
-        f = self.root / f"{name}.npy"
-        shape = (self.total,) if dim is None else (self.total, dim)
-        if not f.is_file():
-            self.root.mkdir(parents=True, exist_ok=True)
-            mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
-            del mm
-        mm = np.load(f, mmap_mode="r")
-        fshape, fdtype, header = mm.shape, mm.dtype, int(mm.offset)
-        del mm
-        if tuple(fshape) != shape or fdtype != dtype:
-            raise UserError(f"{f}: holds {fdtype}{tuple(fshape)}, expected {dtype}{shape} (hint: --overwrite)")
-        got = (header, dtype, 1 if dim is None else dim)
-        self._offsets[name] = got
-        return got
-
-    def write(self, name: str, row0: int, arr: np.ndarray, dim: int | None = None, dtype: Any = None) -> None:
-        dt = np.dtype(dtype) if dtype is not None else self.dtype
-        header, dt, width = self._file(name, dim, dt)
-        n = arr.shape[0]
-        if n == 0:
-            return
-        shape = (n,) if dim is None else (n, width)
-        mm = np.memmap(self.root / f"{name}.npy", dtype=dt, mode="r+", offset=header + row0 * width * dt.itemsize,
-                       shape=shape)
-        mm[:] = arr
-        mm.flush()
-        del mm
-
-
 # ---------------------------------------------------------------------------- the hook
 
 
@@ -197,7 +155,7 @@ class SiteHook:
 
     FIRE_KINDS = frozenset({"mlp_hidden"})
 
-    def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: _TokenWriter | None = None,
+    def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: TokenWriter | None = None,
                  ranges: dict[str, float] | None = None, sites: list[str] | None = None,
                  yardsticks: Any = None) -> None:
         self.accs = accs
@@ -337,7 +295,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         if start["clear"]:
             _clear(out)
         out.mkdir(parents=True, exist_ok=True)
-    writer = _TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
+    writer = TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
     yardsticks = None
     if world > 1:
         from lminspect.activations.sharded import Yardsticks

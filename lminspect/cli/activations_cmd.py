@@ -92,7 +92,8 @@ def activations(
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
     state = "complete" if stats.complete else "partial (rerun to resume)"
-    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{rate}, "
+    procs = f", {world} processes" if world > 1 else ""
+    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
               f"{threads_label(n_threads)}: {state} -> {out}")
 
 
