@@ -64,9 +64,9 @@ def activations(
     """
     import contextlib
 
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import NOTHING_WRITTEN, interrupted, set_threads, threads_label
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from rich.console import Console
 
     from lminspect.activations import collect
@@ -75,7 +75,8 @@ def activations(
     from lminspect.runlock import run_dir_lock
 
     rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
-    with contextlib.ExitStack() as owned:
+    saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
+    with interrupted(saved), contextlib.ExitStack() as owned:
         def own() -> None:
             owned.enter_context(run_dir_lock(out, option="--out"))  # one run per results dir
             remove_leftovers(Path(out))
@@ -92,7 +93,19 @@ def activations(
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
     state = "complete" if stats.complete else "partial (rerun to resume)"
     procs = f", {world} processes" if world > 1 else ""
-    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}: {state} -> {out}")
+    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
+              f"{threads_label(n_threads)}: {state} -> {out}")
+
+
+def _snapshot_note(out: str) -> str:
+    """What an interrupted collection left in ``out``: its last snapshot (resumable), or nothing."""
+    from lminspect.activations import load
+
+    try:
+        stats = load(out)
+    except Exception:  # noqa: BLE001 - no snapshot yet (or one of another run): say nothing was saved here
+        return "no snapshot was saved yet; nothing written"
+    return (f"snapshot of {stats.tokens} tokens saved in {out}; run the same command again to resume")
 
 
 def show(
@@ -171,9 +184,9 @@ def diff(
 
     Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import run_summary, set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
     from lminspect.activations.diff import diff_warnings, matched_by_position
@@ -189,6 +202,7 @@ def diff(
             raise UserError(f"no common sites of kind {kind!r}")
     _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
                                 by_position=matched_by_position(sa, sb)))
+    print(run_summary(f"activations-diff of {len(rows)} sites", n_threads), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -125,8 +125,8 @@ class RunState:
     full_config: dict[str, Any] = field(default_factory=dict)  # config.json
     stream: Any = None  # the current plan step's training stream
     writer: Any = None  # StatsWriter (rank 0)
-    progress: Any = None  # rich Progress (rank 0, on a terminal)
-    task: Any = None
+    progress: Any = None  # runtime.Progress (rank 0): a bar on a terminal, plain lines in a log
+    progress_key: str = "step"  # what it counts: "step", or "tokens" for a --max-tokens budget
     losses: list[float] = field(default_factory=list)
     status: str = "done"
     last_saved: int = -1
@@ -279,16 +279,19 @@ def _start(run: RunState) -> None:
 
 
 def _start_progress(run: RunState) -> None:
-    show = run.cfg.progress if run.cfg.progress is not None else sys.stdout.isatty()
-    if not (run.is_main and show):
+    """Rank 0's progress (``runtime.Progress``): a bar on a terminal, else a plain line every
+    LMINSPECT_PROGRESS_EVERY seconds, so a log is neither silent nor flooded; ``progress=True``
+    forces the bar, ``False`` shows neither. It counts tokens when only --max-tokens bounds the run."""
+    cfg = run.cfg
+    if not run.is_main or cfg.progress is False:
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from lminspect.runtime import Progress
 
-    run.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("step {task.completed}/{task.total}"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    run.progress.start()
-    run.task = run.progress.add_task(run.exp.name, total=run.cfg.max_steps, completed=run.state["step"], info="")
+    by_tokens = cfg.max_steps is None and cfg.max_tokens is not None
+    run.progress_key = "tokens" if by_tokens else "step"
+    run.progress = Progress(f"train {run.exp.name}", cfg.max_tokens if by_tokens else cfg.max_steps,
+                            "tokens" if by_tokens else "steps", bar=True if cfg.progress else None,
+                            start=run.state[run.progress_key])
 
 
 def _open_stream(run: RunState, i: int, st: dict[str, Any] | None, part: str = "train") -> Any:
@@ -464,8 +467,7 @@ def _log(run: RunState, row: dict[str, Any], on_step: Callable[[dict[str, Any]],
         return
     run.writer.write(row)
     if run.progress is not None:
-        run.progress.update(run.task, completed=run.state["step"],
-                            info=f"loss {row['loss']:.3f}  {row['tok_s']:.0f} tok/s")
+        run.progress.update(run.state[run.progress_key], info=f"loss {row['loss']:.3f}, {row['tok_s']:.0f} tok/s")
     if on_step is not None:
         on_step(row)
 
@@ -523,7 +525,7 @@ def _finish(run: RunState) -> Path | None:
     from lminspect.train.checkpoint import latest_checkpoint
 
     if run.progress is not None:
-        run.progress.stop()
+        run.progress.close()
     path = None
     if run.state["step"] != run.last_saved and run.state["step"] > 0:
         path = _save(run)
@@ -539,7 +541,7 @@ def _finish(run: RunState) -> Path | None:
 def _abort(run: RunState) -> None:
     """An error mid-run: close the log, mark the run failed (NaN loss) or stopped, leave the group."""
     if run.progress is not None:
-        run.progress.stop()
+        run.progress.close()
     if run.is_main:
         if run.writer is not None:
             run.writer.close()
