@@ -21,10 +21,13 @@ import json, os, sys
 import lminspect as li
 from lminspect.evals.mc import MCItem
 items = [MCItem(**d) for d in json.load(open(sys.argv[2]))]
-res = li.open(sys.argv[1]).eval_mc(items)
+m = li.open(sys.argv[1])
+res = m.eval_mc(items)
+ppl = m.perplexity(" ".join(i.ctx for i in items) * 3, ctx_len=16)
 if os.environ["RANK"] == "0":
     json.dump({"lls": [s.lls for s in res.items], "acc": res.acc, "acc_norm": res.acc_norm,
-               "acc_norm_stderr": res.acc_norm_stderr, "n": res.n, "tokens": res.tokens}, open(sys.argv[3], "w"))
+               "acc_norm_stderr": res.acc_norm_stderr, "n": res.n, "tokens": res.tokens,
+               "nll": ppl.nll, "ppl_tokens": ppl.tokens}, open(sys.argv[3], "w"))
 """
 
 
@@ -39,10 +42,13 @@ def test_one_process_helpers_need_no_group(monkeypatch):
 
 
 def test_eval_mc_under_torchrun_matches_one_process(tiny_llama_dir, tmp_path, torchrun):
-    """Items 0, 2 on rank 0 and 1, 3 on rank 1; the gathered result equals one process's."""
+    """Items 0, 2 on rank 0 and 1, 3 on rank 1; the gathered result equals one process's. The
+    perplexity's windows are shared out the same way (token counts summed over ranks)."""
     import lminspect as li
 
-    one = li.open(str(tiny_llama_dir)).eval_mc(list(ITEMS))
+    m = li.open(str(tiny_llama_dir))
+    one = m.eval_mc(list(ITEMS))
+    ppl = m.perplexity(" ".join(i.ctx for i in ITEMS) * 3, ctx_len=16)
     script, items, out = tmp_path / "eval.py", tmp_path / "items.json", tmp_path / "two.json"
     script.write_text(EVAL_SCRIPT)
     items.write_text(json.dumps([{"ctx": i.ctx, "endings": i.endings, "label": i.label, "id": i.id} for i in ITEMS]))
@@ -54,3 +60,5 @@ def test_eval_mc_under_torchrun_matches_one_process(tiny_llama_dir, tmp_path, to
         assert a == pytest.approx(b, abs=1e-5)
     assert (two["acc"], two["acc_norm"]) == (one.acc, one.acc_norm)
     assert two["acc_norm_stderr"] == pytest.approx(one.acc_norm_stderr)
+    assert two["ppl_tokens"] == ppl.tokens and ppl.tokens > 16 * 2  # several windows, each scored once
+    assert two["nll"] == pytest.approx(ppl.nll, rel=1e-6)

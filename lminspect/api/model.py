@@ -567,7 +567,7 @@ class Model(LensMethods):
 
         src = text_or_file
         if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and len(src) < 4096
-                                            and Path(src).exists()):
+                                            and _names_a_file(src)):
             texts = read_documents(src, limit=limit)
         elif isinstance(src, str) and src.startswith("hf:"):
             texts = read_documents(src, limit=limit)
@@ -607,3 +607,12 @@ def open(ref: Any, *, dtype: str = "float32", device: str = "cpu",  # noqa: A001
     from lminspect.compare.checkpoints import resolve_ref
 
     return Model(resolve_ref(ref), dtype=dtype, device=device, weights=weights)
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` is the path of something that exists (a long sentence is not: the OS
+    refuses names over 255 bytes with an error, which here just means "no")."""
+    try:
+        return Path(text).exists()
+    except OSError:
+        return False

@@ -5,6 +5,9 @@ one), cut into non-overlapping windows of ``ctx_len`` tokens, and every token af
 first of each window is scored. ``ppl = exp(mean NLL)``. Non-overlapping windows are the
 cheap, standard choice (a strided sliding window gives slightly lower numbers).
 Texts come from :func:`lminspect.documents.read_documents` (files, folders, hub ids, ``builtin``).
+Under torchrun the windows are shared out (window k on rank k % world) and the NLL sums and token
+counts added over the processes, so every process gets the single-process result (to float
+rounding of the sum); every process must call it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from lminspect.distributed import join, shard, sum_over_ranks
 from lminspect.errors import UserError
 
 __all__ = ["PPLResult", "evaluate_perplexity"]
@@ -68,10 +72,13 @@ def evaluate_perplexity(model: Any, tokenizer: Any, texts: Iterable[str], *, pla
     windows = [stream[i : i + ctx_len] for i in range(0, len(stream), ctx_len)]
     windows = [w for w in windows if len(w) >= 2]
     dev = getattr(model, "device", "cpu")
+    rank, world, _ = join(str(dev))
+    mine = shard(len(windows), rank, world)
     nll_sum, n_tok = 0.0, 0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for k, w in enumerate(windows):
+        for k, i in enumerate(mine):
+            w = windows[i]
             ids = torch.tensor([w], device=dev)
             out = model.forward(ids, plan=plan) if plan is not None else model.forward(ids)
             logits = getattr(out, "logits", out)[0, :-1].float()
@@ -79,7 +86,10 @@ def evaluate_perplexity(model: Any, tokenizer: Any, texts: Iterable[str], *, pla
             nll_sum += float(nll)
             n_tok += len(w) - 1
             if progress is not None:
-                progress(k + 1, len(windows))
+                progress(k + 1, len(mine))
+    if world > 1:
+        nll_sum, n_tok = sum_over_ranks([nll_sum, n_tok], world)
+        n_tok = int(n_tok)
     dt = time.perf_counter() - t0
     mean = nll_sum / n_tok
     return PPLResult(ppl=math.exp(min(mean, 700.0)), nll=mean, tokens=n_tok, seconds=dt)
