@@ -163,3 +163,20 @@ def scaled_copy(tiny_llama_dir, tmp_path):
             tensors[k] = tensors[k] * 2
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     return out
+
+
+@pytest.fixture
+def torchrun():
+    """Run ``torchrun --standalone --nproc_per_node N ARGS`` (the real launcher, gloo on CPU, one
+    thread per process) and return the CompletedProcess; ARGS starts with ``-m lminspect ...`` or a
+    script path."""
+    import subprocess
+    import sys
+
+    def run(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+        exe = Path(sys.executable).with_name("torchrun")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
+        return subprocess.run([*cmd, "--standalone", "--nproc_per_node", str(nproc), *args], capture_output=True,
+                              text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=timeout)
+
+    return run

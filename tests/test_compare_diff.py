@@ -102,7 +102,7 @@ def test_cli_table_json_and_by_layer(tiny_llama_dir, scaled_copy):
     assert "layers.2.attn.q.weight" in r.output and "overall rel_change" in r.output
     r = CliRunner().invoke(app, ["diff", str(tiny_llama_dir), str(scaled_copy), "--json", "--changed", "--no-svd"])
     assert r.exit_code == 0, r.output
-    lines = [json.loads(x) for x in r.output.splitlines()]
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert {x["name"] for x in lines[:-1]} == {n for n in open_store(tiny_llama_dir).canonical_names()
                                               if n.startswith("layers.2.")}
     assert lines[-1]["summary"]["tensors"] == len(lines) - 1
@@ -153,7 +153,7 @@ def test_run_dir_references(tiny_llama_dir, scaled_copy, tmp_path):
     assert resolve_ref(str(tiny_llama_dir)) == str(tiny_llama_dir)
     r = CliRunner().invoke(app, ["diff", f"{run}@first", str(run), "--json", "--changed", "--no-svd"])
     assert r.exit_code == 0, r.output
-    names = {json.loads(x).get("name") for x in r.output.splitlines()[:-1]}
+    names = {json.loads(x).get("name") for x in r.stdout.splitlines()[:-1]}
     assert names and all(n.startswith("layers.2.") for n in names)
 
 

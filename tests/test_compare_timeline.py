@@ -100,7 +100,7 @@ def test_cli_timeline_views(run_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "stable_rank across 3 checkpoints" in r.output and "mlp.down" in r.output
     r = CliRunner().invoke(app, ["timeline", str(run_dir), "--stat", "std", "--json", "--every", "2"])
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert data["steps"] == [2, 6] and data["tokens"] == [256, 768] and "attn.q" in data["columns"]
     out = tmp_path / "emb"
     r = CliRunner().invoke(app, ["timeline", str(run_dir), "--embeddings", "--tokens", "the,and", "--out", str(out)])

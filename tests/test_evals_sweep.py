@@ -99,23 +99,15 @@ def test_plain_progress_lines_and_threads_env(monkeypatch):
     assert resolve_threads() >= 1
 
 
-def test_sweep_under_torchrun_matches_one_process(tiny_llama_dir, tmp_path):
+def test_sweep_under_torchrun_matches_one_process(tiny_llama_dir, tmp_path, torchrun):
     """Two gloo processes through the real torchrun: items sharded, gathered on rank 0, same scores."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     mc = _mc(tmp_path / "mc.jsonl")
     common = ["stitch", "sweep", str(tiny_llama_dir), "--eval", str(mc), "--plan", "all=all", "--plan", "cut=0-2",
               "--batch-size", "1", "--threads", "1"]
     one = runner.invoke(app, [*common, "--out", str(tmp_path / "one"), "--log-items", str(tmp_path / "one.jsonl")])
     assert one.exit_code == 0, one.output
-    exe = Path(sys.executable).with_name("torchrun")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    r = subprocess.run([*cmd, "--standalone", "--nproc_per_node", "2", "-m", "lminspect", *common,
-                        "--out", str(tmp_path / "two"), "--log-items", str(tmp_path / "two.jsonl")],
-                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    r = torchrun(["-m", "lminspect", *common, "--out", str(tmp_path / "two"), "--log-items",
+                  str(tmp_path / "two.jsonl")])
     assert r.returncode == 0, r.stderr[-2000:]
     a = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]

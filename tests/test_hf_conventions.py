@@ -134,7 +134,7 @@ def test_source_quantization_shown_in_inspect_stats_and_repl(converted, tiny_lla
     up = next(line for line in r.output.splitlines() if "layers.0.mlp.up.weight" in line)
     assert "F32 (dequantized from Q8_0)" in up
     r = CliRunner().invoke(app, ["stats", str(converted), "-t", "layers.0.mlp.*", "--json", "--no-svd"])
-    rows = {x["canonical"]: x for x in map(json.loads, r.output.splitlines())}
+    rows = {x["canonical"]: x for x in map(json.loads, r.stdout.splitlines())}
     assert rows["layers.0.mlp.up.weight"]["source_dtype"] == "Q8_0"
     assert rows["layers.0.mlp.down.weight"]["source_dtype"] == "F32"
     r = CliRunner().invoke(app, ["stats", str(converted), "-t", "norm.weight"])

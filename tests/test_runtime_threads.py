@@ -13,7 +13,7 @@ runner = CliRunner()
 
 COMPUTE = [["generate"], ["stitch", "run"], ["stitch", "sweep"], ["attention"], ["stats"], ["activations"],
            ["activations-diff"], ["train"], ["data", "metadata"], ["tui"], ["grow"], ["lens"], ["dla"], ["patch"],
-           ["diff"], ["timeline"], ["convert"]]
+           ["diff"], ["timeline"], ["convert"], ["stitch", "export"], ["session", "run"]]
 
 
 @pytest.mark.parametrize("cmd", COMPUTE, ids=" ".join)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,22 +12,14 @@ ARGS = ["--seq-len", "32", "--batch-size", "4", "--mini-batch-size", "1", "--set
         "--set", "dim=32", "--set", "n_head=2", "--eval-every", "2", "--optimizer", "adamw", "--lr", "0.003"]
 
 
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("torchrun")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([*cmd, "--standalone", "--nproc_per_node", "2", "-m", "lminspect", "train", *args],
-                          capture_output=True, text=True, env=env, timeout=180)
-
-
-def test_ddp_matches_single_process_and_resumes(tmp_path):
+def test_ddp_matches_single_process_and_resumes(tmp_path, torchrun):
     single = train(TrainConfig(run_dir=str(tmp_path / "single"), seq_len=32, batch_size=4, mini_batch_size=1,
                                model_args={"n_layer": 1, "dim": 32, "n_head": 2}, eval_every=2,
                                optimizer="adamw", lr=0.003, max_steps=4, progress=False))
     ddp = tmp_path / "ddp"
-    r = _torchrun(["--run-dir", str(ddp), "--max-steps", "2", *ARGS])
+    r = torchrun(["-m", "lminspect", "train", "--run-dir", str(ddp), "--max-steps", "2", *ARGS])
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _torchrun(["--run-dir", str(ddp), "--resume", "--max-steps", "4"])
+    r = torchrun(["-m", "lminspect", "train", "--run-dir", str(ddp), "--resume", "--max-steps", "4"])
     assert r.returncode == 0, r.stderr[-2000:]
     run = load_run(ddp)
     assert run.columns["step"] == [1, 2, 3, 4]

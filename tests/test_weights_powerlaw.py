@@ -123,7 +123,7 @@ def test_cli_stats_shows_fit_quality_and_warnings(tiny_llama_dir):
 
     r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "layers.0.*", "--json"])
     assert r.exit_code == 0, r.output
-    rows = [json.loads(line) for line in r.output.splitlines()]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
     fitted = [x for x in rows if "alpha" in x]
     assert len(fitted) == 7 and all({"alpha_D", "alpha_xmin", "alpha_tail", "alpha_warning"} <= set(x) for x in fitted)
     r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "layers.0.*"])

@@ -67,7 +67,7 @@ def test_store_stats_cached(tmp_path):
 def test_cli_stats_json(tiny_llama_dir):
     r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "--tensor", "layers.0.attn.*", "--json", "--no-svd"])
     assert r.exit_code == 0, r.output
-    rows = [json.loads(line) for line in r.output.strip().splitlines()]
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
     assert sorted(row["canonical"] for row in rows) == sorted(f"layers.0.attn.{p}.weight" for p in "qkvo")
     assert all("singular_values" not in row for row in rows)
     r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "model.norm.weight"])

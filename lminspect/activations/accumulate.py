@@ -94,16 +94,32 @@ def chan_merge(na: np.ndarray | float, a: tuple[np.ndarray, ...], nb: np.ndarray
     return mean, m2, m3, m4
 
 
+def pooled_std(n: int, mean: np.ndarray, m2: np.ndarray) -> float:
+    """Std of ``n`` tokens' values pooled over dimensions, from per-dimension mean and M2."""
+    if n == 0:
+        return 0.0
+    within = float(np.mean(m2)) / n
+    between = float(np.var(mean))
+    return math.sqrt(max(within + between, 0.0))
+
+
 class SiteAccumulator:
     """All statistics of one site (one kind at one plan position), updated batch by batch.
 
     ``update(x, rows)`` takes the valid-token activations ``x [n, D]`` (a torch tensor) and the
     ``[n, 2]`` int64 array of (doc index, token offset) of those tokens; it is the only method
     that touches torch. ``state()`` / ``from_state()`` round-trip through plain numpy arrays.
+
+    ``peer`` (set under torchrun, ``activations.sharded.Yardstick``) is told each batch's count,
+    mean, M2 and |x| max and answers with the run's first-batch |x| max and the pooled std of
+    every batch up to this one across all processes, so the histogram range and the outlier
+    threshold are the ones a single process would use.
     """
 
+    peer: Any = None
+
     def __init__(self, dim: int, *, outlier_k: float = 6.0, fire: bool = False, bins: int = BINS,
-                 examples: int = EXAMPLES, hist_stride: int = HIST_STRIDE) -> None:
+                 examples: int = EXAMPLES, hist_stride: int = HIST_STRIDE, hist_range: float = 0.0) -> None:
         self.dim = dim
         self.outlier_k = float(outlier_k)
         self.fire = fire
@@ -120,7 +136,7 @@ class SiteAccumulator:
         self.outliers = np.zeros(dim, dtype=np.int64)
         self.fired = np.zeros(dim, dtype=np.int64) if fire else None
         self.hist = np.zeros(bins, dtype=np.int64)
-        self.hist_range = 0.0  # R; 0 until the first batch fixes it
+        self.hist_range = float(hist_range)  # R; 0 until the first batch fixes it (given: another process's)
         self.under = 0
         self.over = 0
         self._blk = 1  # rows per block of the last _reduce (not state)
@@ -128,11 +144,7 @@ class SiteAccumulator:
     # ------------------------------------------------------------------ derived
     def site_std(self) -> float:
         """Std of every value of the site pooled over dimensions (the outlier yardstick)."""
-        if self.n == 0:
-            return 0.0
-        within = float(np.mean(self.m2)) / self.n
-        between = float(np.var(self.mean))
-        return math.sqrt(max(within + between, 0.0))
+        return pooled_std(self.n, self.mean, self.m2)
 
     # ------------------------------------------------------------------ update
     def _reduce(self, x: Any) -> tuple[Any, Any, Any, Any | None, Any | None]:
@@ -247,8 +259,10 @@ class SiteAccumulator:
             x = x.contiguous()
         vec, bmin_b, bmax_b, fired, hist = self._reduce(x)
         bmean_np, bm2_np, bm3_np, bm4_np, bmin_np, bmax_np = vec.cpu().numpy()  # one transfer
+        absmax = max(float(bmax_np.max()), -float(bmin_np.min()))
+        shared = self.peer(n, bmean_np, bm2_np, absmax) if self.peer is not None else None
         if self.hist_range == 0.0:  # first batch: fix the range, then count its sample
-            self.hist_range = _round_up(1.25 * max(float(bmax_np.max()), -float(bmin_np.min())))
+            self.hist_range = _round_up(1.25 * (absmax if shared is None or shared[0] is None else shared[0]))
             hist = torch.histc(x[:: self.hist_stride], bins=self.bins, min=-self.hist_range, max=self.hist_range)
         r = self.hist_range
         # under/overflow only cost a pass when something actually fell outside the range
@@ -267,7 +281,7 @@ class SiteAccumulator:
             self.fired += np.rint(np.nan_to_num(fired.double().cpu().numpy())).astype(np.int64)
         # outliers against the pooled std including this batch; only the (row block, column) pairs
         # whose block extreme crosses the threshold are gathered (few: full passes are what costs)
-        thr = self.outlier_k * self.site_std()
+        thr = self.outlier_k * (self.site_std() if shared is None else shared[1])
         if max(float(bmax_np.max()), -float(bmin_np.min())) > thr:
             babs = torch.maximum(bmax_b, bmin_b.neg())
             bc = (babs > thr).nonzero()
@@ -296,6 +310,42 @@ class SiteAccumulator:
             order = np.argsort(-val, axis=1, kind="stable")[:, : self.examples]
             self.top_val[cols] = np.take_along_axis(val, order, axis=1)
             self.top_pos[cols] = np.take_along_axis(pos, order[:, :, None], axis=1)
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: SiteAccumulator) -> None:
+        """Fold in the statistics of a disjoint set of tokens (another process's share).
+
+        Moments by Chan-Pebay (as batches are folded in), counts, extremes and histograms add or
+        take min/max, examples keep the ``E`` largest |x| of both (ties: the earlier token, by
+        document index and offset). The histograms must share their range: each process's
+        accumulators are created with the range the run's first batch fixed. Outlier counts add,
+        each counted against its own process's running std."""
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in other.__dict__.items()
+                                  if k != "peer"})
+            return
+        if self.hist_range != other.hist_range or self.bins != other.bins or self.dim != other.dim:
+            raise ValueError(f"cannot merge statistics with histogram ranges {self.hist_range} and {other.hist_range} "
+                             f"(dims {self.dim}, {other.dim})")
+        self.mean, self.m2, self.m3, self.m4 = chan_merge(
+            float(self.n), (self.mean, self.m2, self.m3, self.m4), float(other.n),
+            (other.mean, other.m2, other.m3, other.m4))
+        self.n += other.n
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+        self.hist = self.hist + other.hist
+        self.under += other.under
+        self.over += other.over
+        self.outliers = self.outliers + other.outliers
+        if self.fired is not None and other.fired is not None:
+            self.fired = self.fired + other.fired
+        val = np.concatenate([self.top_val, other.top_val], axis=1)  # [D, 2E]
+        pos = np.concatenate([self.top_pos, other.top_pos], axis=1)  # [D, 2E, 2]
+        order = np.lexsort((pos[:, :, 1], pos[:, :, 0], -val), axis=1)[:, : self.examples]
+        self.top_val = np.take_along_axis(val, order, axis=1)
+        self.top_pos = np.take_along_axis(pos, order[:, :, None], axis=1)
 
     # ------------------------------------------------------------------ (de)serialisation
     FIELDS = ("mean", "m2", "m3", "m4", "min", "max", "top_val", "top_pos", "outliers", "fired", "hist")

@@ -16,6 +16,9 @@ batch), when ``max_batches`` stops a run early, and at the end.
 Memory is flat in ``tokens``: accumulators have fixed size, documents are streamed, and kept
 token-level data is written through a short-lived ``np.memmap`` window per batch (unmapped right
 away, so written pages never accumulate in this process's RSS).
+
+Under torchrun every process cuts the same batches and runs only its own (batch ``b`` on rank
+``b % world``); rank 0 merges the statistics and alone writes (``activations.sharded``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lminspect.activations.store import (
     FORMAT,
     VERSION,
     ActivationStats,
+    TokenWriter,
     load,
     model_identity,
     read_index,
@@ -137,52 +141,6 @@ class _Peekable:
             return None
 
 
-# ---------------------------------------------------------------------------- token memmaps
-
-
-class _TokenWriter:
-    """``tokens/{site}.npy`` preallocated ``[tokens, D]``; each batch is written through a fresh,
-    immediately released ``np.memmap`` window so pages never pile up in RSS."""
-
-    def __init__(self, root: Path, total: int, dtype: str) -> None:
-        self.root = root
-        self.total = total
-        self.dtype = np.dtype(dtype)
-        self._offsets: dict[str, tuple[int, np.dtype, int]] = {}
-
-    def _file(self, name: str, dim: int | None, dtype: np.dtype) -> tuple[int, np.dtype, int]:
-        got = self._offsets.get(name)
-        if got is not None:
-            return got
-        f = self.root / f"{name}.npy"
-        shape = (self.total,) if dim is None else (self.total, dim)
-        if not f.is_file():
-            self.root.mkdir(parents=True, exist_ok=True)
-            mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
-            del mm
-        mm = np.load(f, mmap_mode="r")
-        fshape, fdtype, header = mm.shape, mm.dtype, int(mm.offset)
-        del mm
-        if tuple(fshape) != shape or fdtype != dtype:
-            raise UserError(f"{f}: holds {fdtype}{tuple(fshape)}, expected {dtype}{shape} (hint: --overwrite)")
-        got = (header, dtype, 1 if dim is None else dim)
-        self._offsets[name] = got
-        return got
-
-    def write(self, name: str, row0: int, arr: np.ndarray, dim: int | None = None, dtype: Any = None) -> None:
-        dt = np.dtype(dtype) if dtype is not None else self.dtype
-        header, dt, width = self._file(name, dim, dt)
-        n = arr.shape[0]
-        if n == 0:
-            return
-        shape = (n,) if dim is None else (n, width)
-        mm = np.memmap(self.root / f"{name}.npy", dtype=dt, mode="r+", offset=header + row0 * width * dt.itemsize,
-                       shape=shape)
-        mm[:] = arr
-        mm.flush()
-        del mm
-
-
 # ---------------------------------------------------------------------------- the hook
 
 
@@ -197,10 +155,15 @@ class SiteHook:
 
     FIRE_KINDS = frozenset({"mlp_hidden"})
 
-    def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: _TokenWriter | None = None) -> None:
+    def __init__(self, accs: dict[str, SiteAccumulator], outlier_k: float, writer: TokenWriter | None = None,
+                 ranges: dict[str, float] | None = None, sites: list[str] | None = None,
+                 yardsticks: Any = None) -> None:
         self.accs = accs
         self.outlier_k = outlier_k
         self.writer = writer
+        self.ranges = dict(ranges or {})  # histogram ranges fixed before this process started (a resumed run)
+        self.sites = sites
+        self.yardsticks = yardsticks  # under torchrun: activations.sharded.Yardsticks
         self.ctx: dict[str, Any] = {"idx": None, "rows": None, "row0": 0}
 
     def __call__(self, name: str, t: Any) -> None:
@@ -211,7 +174,10 @@ class SiteHook:
         acc = self.accs.get(name)
         if acc is None:
             acc = self.accs[name] = SiteAccumulator(x.shape[1], outlier_k=self.outlier_k,
-                                                    fire=name.partition(".")[0] in self.FIRE_KINDS)
+                                                    fire=name.partition(".")[0] in self.FIRE_KINDS,
+                                                    hist_range=self.ranges.get(name, 0.0))
+        if self.yardsticks is not None and acc.peer is None:
+            acc.peer = self.yardsticks.by_site[name]
         acc.update(x, self.ctx["rows"])
         if self.writer is not None:
             self.writer.write(name, self.ctx["row0"], x.float().cpu().numpy(), dim=x.shape[1])
@@ -280,20 +246,101 @@ def _clear(out: Path) -> None:
 
 def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *, overwrite: bool = False,
             save_every: float = 30.0, max_batches: int | None = None, progress: bool | None = None,
-            **kw: Any) -> ActivationStats:
+            **kw: Any) -> ActivationStats | None:
     """Collect activation statistics of ``model`` (anything ``open_store`` takes, or a store) into ``out``.
 
     ``kw`` overrides fields of ``config``. ``max_batches`` stops after that many batches *in this
     call* (interruption for tests; the run resumes on the next call). Returns the loaded results.
+    Under torchrun the batches are shared out (``activations.sharded``) and only rank 0 writes and
+    returns the results; the other ranks return None.
     """
-    import torch
-
+    from lminspect.distributed import join, local_device, on_main
     from lminspect.models import load_model
-    from lminspect.stitch import parse_plan, plan_to_string
     from lminspect.tokenizer import load_tokenizer
     from lminspect.weights import open_store
 
     cfg = CollectConfig(**{**(asdict(config) if config else {}), **kw})
+    _validate(cfg, save_every)
+    rank, world, _ = join(cfg.device)
+    if world > 1 and cfg.keep_tokens:
+        raise UserError("--keep-tokens is not supported under torchrun (only rank 0 writes); run it in one process")
+    out = Path(out)
+    store = model if hasattr(model, "get_canonical") else open_store(model)
+    identity = model_identity(store)
+    # cheap checks before the (slow) model load: the plan and the sites need only the layer count
+    plan, plan_str, sites, settings = _plan_and_settings(store, cfg)
+    _check_batch_memory(store, cfg)
+    if cfg.keep_tokens:
+        _check_keep_disk(store, sites, cfg, out)
+    kept: dict[str, Any] = {}
+    start = on_main(lambda: _open_out(out, identity, settings, overwrite, cfg.tokens, kept), rank, world)
+    if start["done"]:
+        if rank != 0:
+            return None
+        print(f"lminspect: {out} is already complete ({start['prog']['tokens_done']} tokens)", file=sys.stderr)
+        return load(out)
+    prog = start["prog"]
+    lm = load_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
+    tok = load_tokenizer(store)
+    chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
+                                   doc=int(prog["doc"]), offset=int(prog["offset"])))
+    first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written
+    if first is None and prog["tokens_done"] == 0:
+        raise UserError(f"data {cfg.data!r}: no text found")
+
+    index = {"format": FORMAT, "version": VERSION, "model": identity, "plan": plan_str,
+             "plan_layers": [c.index for c in plan], "sites": sites, "settings": settings,
+             "tokens_target": cfg.tokens, "created": start["created"]}
+    if rank == 0:
+        if start["clear"]:
+            _clear(out)
+        out.mkdir(parents=True, exist_ok=True)
+    hook = _make_hook(cfg, out, sites, start, kept.get("accs", {}), rank, world)
+
+    def save(complete: bool = False) -> None:
+        from lminspect.activations.sharded import merge_to_main
+
+        merge_to_main(hook.accs, rank, world)
+        if rank == 0:
+            prog["complete"] = complete
+            write_state(out, hook.accs, prog)
+            write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    show = rank == 0 and (progress if progress is not None else sys.stderr.isatty())
+    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=rank == 0 and progress is None and not show)
+    run = _Pass(lm, plan, chunks, cfg, prog, hook, rank, world)
+    try:
+        exhausted = run.loop(save, save_every, max_batches, bar)
+    finally:
+        bar.close()
+    done = prog["tokens_done"] >= cfg.tokens or exhausted
+    prog["exhausted"] = exhausted
+    if exhausted and prog["tokens_done"] < cfg.tokens and rank == 0:
+        print(f"lminspect: data {cfg.data!r} has only {prog['tokens_done']} tokens (asked for {cfg.tokens}); "
+              f"using {prog['tokens_done']}", file=sys.stderr)
+    save(complete=done)
+    if rank != 0:
+        return None
+    stats = load(out)
+    if done:
+        write_arrays(out, stats)
+    return stats
+
+
+def _make_hook(cfg: CollectConfig, out: Path, sites: list[str], start: dict[str, Any],
+               accs: dict[str, SiteAccumulator], rank: int, world: int) -> SiteHook:
+    """The hook with this process's accumulators (a resumed run's, on rank 0), the kept-token
+    writer, and under torchrun the yardsticks shared with the other ranks."""
+    writer = TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
+    yardsticks = None
+    if world > 1:
+        from lminspect.activations.sharded import Yardsticks
+
+        yardsticks = Yardsticks(sites, rank, world, start["summaries"])
+    return SiteHook(accs, cfg.outlier_k, writer, ranges=start["ranges"], sites=sites, yardsticks=yardsticks)
+
+
+def _validate(cfg: CollectConfig, save_every: float) -> None:
     if cfg.tokens < 1:
         raise UserError(f"--tokens must be at least 1 (got {cfg.tokens})")
     if cfg.batch_size < 1 or cfg.seq_len < 1:
@@ -305,10 +352,12 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     validate.finite("--outlier-k", cfg.outlier_k, positive=True)
     validate.finite("--save-every", save_every, minimum=0.0)
     validate.device(cfg.device)
-    out = Path(out)
-    store = model if hasattr(model, "get_canonical") else open_store(model)
-    identity = model_identity(store)
-    # cheap checks before the (slow) model load: the plan and the sites need only the layer count
+
+
+def _plan_and_settings(store: Any, cfg: CollectConfig) -> tuple[Any, str, list[str], dict[str, Any]]:
+    """The parsed plan, its canonical text, the exact sites, and the settings a resumed run must match."""
+    from lminspect.stitch import parse_plan, plan_to_string
+
     n_layers = _n_layers(store)
     plan = parse_plan(cfg.plan, n_layers)
     plan_str = plan_to_string(plan, n_layers)
@@ -319,123 +368,133 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if cfg.keep_tokens:
         settings["keep_dtype"] = cfg.keep_dtype
         settings["tokens"] = cfg.tokens  # kept-token files are preallocated to this size
-    _check_batch_memory(store, cfg)
-    if cfg.keep_tokens:
-        _check_keep_disk(store, sites, cfg, out)
+    return plan, plan_str, sites, settings
+
+
+def _open_out(out: Path, identity: dict[str, Any], settings: dict[str, Any], overwrite: bool, tokens: int,
+              kept: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0: may ``out`` be used, and does the run resume? The accumulators of a resumed run go
+    into ``kept``; what every rank needs (progress, histogram ranges, ...) is returned."""
+    from lminspect.activations.sharded import hist_ranges, summaries
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
     index = read_index(out) if out.is_dir() else None
     resume = _check_out(out, index, identity, settings, overwrite)
-
-    accs: dict[str, SiteAccumulator] = {}
     prog: dict[str, Any] = {"tokens_done": 0, "batches": 0, "doc": 0, "offset": 0, "complete": False,
                             "exhausted": False, "elapsed_s": 0.0}
-    if resume:
-        accs, prog = read_state(out)
-        if prog.get("complete") and (prog["tokens_done"] >= cfg.tokens or prog.get("exhausted")):
-            print(f"lminspect: {out} is already complete ({prog['tokens_done']} tokens)", file=sys.stderr)
-            return load(out)
-        prog["complete"] = False
+    if not resume:
+        return {"done": False, "prog": prog, "ranges": {}, "summaries": {}, "created": now,
+                "clear": index is not None or (overwrite and out.exists())}
+    accs, prog = read_state(out)
+    if prog.get("complete") and (prog["tokens_done"] >= tokens or prog.get("exhausted")):
+        return {"done": True, "prog": prog}
+    prog["complete"] = False
+    kept["accs"] = accs
+    return {"done": False, "prog": prog, "ranges": hist_ranges(accs), "summaries": summaries(accs),
+            "created": (index or {}).get("created", now), "clear": False}
 
-    lm = load_model(store, dtype=cfg.dtype, device=cfg.device)
-    tok = load_tokenizer(store)
-    chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
-                                   doc=int(prog["doc"]), offset=int(prog["offset"])))
-    first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written
-    if first is None and prog["tokens_done"] == 0:
-        raise UserError(f"data {cfg.data!r}: no text found")
 
-    if not resume and index is not None or (overwrite and out.exists()):
-        _clear(out)
-    out.mkdir(parents=True, exist_ok=True)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    index = {"format": FORMAT, "version": VERSION, "model": identity, "plan": plan_str,
-             "plan_layers": [c.index for c in plan], "sites": sites, "settings": settings,
-             "tokens_target": cfg.tokens, "created": (index or {}).get("created", now) if resume else now}
-    writer = _TokenWriter(out / "tokens", cfg.tokens, cfg.keep_dtype) if cfg.keep_tokens else None
-    device = lm.device
-
-    hook = SiteHook(accs, cfg.outlier_k, writer)
-    ctx = hook.ctx
-
-    def save(complete: bool = False) -> None:
-        prog["complete"] = complete
-        write_state(out, accs, prog)
-        write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-    show = progress if progress is not None else sys.stderr.isatty()
-    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=progress is None and not show)
-    t_start = time.perf_counter()
-    elapsed0 = float(prog.get("elapsed_s", 0.0))
-    last_save = time.perf_counter()
-    batches_here = 0
+def _next_batch(chunks: _Peekable, prog: dict[str, Any], cfg: CollectConfig) -> tuple[list[tuple[int, int, list[int]]], bool]:
+    """The stream's next batch (at most ``batch_size`` chunks, never past ``cfg.tokens`` tokens) and
+    whether the data ran out; moves ``prog`` (stream position, tokens, batches) past it."""
+    need = cfg.tokens - prog["tokens_done"]
+    rows: list[tuple[int, int, list[int]]] = []
     exhausted = False
-    try:
-        with torch.inference_mode(), lm.hooks(hook, sites):
-            while prog["tokens_done"] < cfg.tokens:
-                if max_batches is not None and batches_here >= max_batches:
+    while len(rows) < cfg.batch_size and need > 0:
+        ch = chunks.next()
+        if ch is None:
+            exhausted = True
+            break
+        d, off, ids = ch
+        ids = ids[:need]
+        rows.append((d, off, ids))
+        need -= len(ids)
+    if rows:
+        d, off, ids = rows[-1]
+        prog["doc"], prog["offset"] = d, off + len(ids)
+        nxt = chunks.peek()
+        if nxt is not None and nxt[0] != d:
+            prog["doc"], prog["offset"] = nxt[0], nxt[1]
+        prog["tokens_done"] += sum(len(r[2]) for r in rows)
+        prog["batches"] += 1
+    return rows, exhausted
+
+
+class _Pass:
+    """The streaming loop: cut batches in stream order; global batch b runs on rank b % world."""
+
+    def __init__(self, lm: Any, plan: Any, chunks: _Peekable, cfg: CollectConfig, prog: dict[str, Any],
+                 hook: SiteHook, rank: int, world: int) -> None:
+        self.lm, self.plan, self.chunks, self.cfg, self.prog = lm, plan, chunks, cfg, prog
+        self.hook, self.rank, self.world = hook, rank, world
+
+    def forward(self, row0: int, rows: list[tuple[int, int, list[int]]]) -> None:
+        """One hooked forward of ``rows`` (right-padded; padding dropped before any statistic)."""
+        import torch
+
+        device, ctx, writer = self.lm.device, self.hook.ctx, self.hook.writer
+        lens = [len(r[2]) for r in rows]
+        T = max(lens)
+        ids_t = torch.zeros(len(rows), T, dtype=torch.long)
+        for i, (_, _, ids) in enumerate(rows):
+            ids_t[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        pos = np.concatenate([np.stack([np.full(n, d, dtype=np.int64), np.arange(off, off + n, dtype=np.int64)], 1)
+                              for (d, off, _), n in zip(rows, lens, strict=True)])
+        if all(n == T for n in lens):
+            ctx["idx"] = None
+        else:
+            flat = np.concatenate([np.arange(i * T, i * T + n) for i, n in enumerate(lens)])
+            ctx["idx"] = torch.from_numpy(flat).to(device)
+        ctx["rows"], ctx["row0"] = pos, row0
+        self.lm(ids_t.to(device), plan=self.plan)
+        if writer is not None:
+            writer.write("ids", row0, np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows]), dtype=np.int32)
+            writer.write("pos", row0, pos, dim=2, dtype=np.int64)
+
+    def _group(self, budget: int | None) -> tuple[list[tuple[int, list[Any]]], bool]:
+        """The next ``world`` batches of the stream (fewer at its end or at ``budget``)."""
+        group: list[tuple[int, list[Any]]] = []
+        exhausted = False
+        while len(group) < self.world and self.prog["tokens_done"] < self.cfg.tokens and not exhausted:
+            if budget is not None and len(group) >= budget:
+                break
+            row0 = int(self.prog["tokens_done"])
+            rows, exhausted = _next_batch(self.chunks, self.prog, self.cfg)
+            if not rows:
+                break
+            group.append((row0, rows))
+        return group, exhausted
+
+    def loop(self, save: Any, save_every: float, max_batches: int | None, bar: Any) -> bool:
+        """Run until ``cfg.tokens`` tokens, the data's end or ``max_batches``; True when the data ran out."""
+        import torch
+
+        from lminspect.distributed import broadcast
+
+        prog, world = self.prog, self.world
+        t_start = last_save = time.perf_counter()
+        elapsed0 = float(prog.get("elapsed_s", 0.0))
+        done_here, exhausted = 0, False
+        with torch.inference_mode(), self.lm.hooks(self.hook, self.hook.sites):
+            while prog["tokens_done"] < self.cfg.tokens and not exhausted:
+                group, exhausted = self._group(None if max_batches is None else max_batches - done_here)
+                if not group:
                     break
-                need = cfg.tokens - prog["tokens_done"]
-                rows: list[tuple[int, int, list[int]]] = []
-                while len(rows) < cfg.batch_size and need > 0:
-                    ch = chunks.next()
-                    if ch is None:
-                        exhausted = True
-                        break
-                    d, off, ids = ch
-                    if len(ids) > need:
-                        ids = ids[:need]
-                    rows.append((d, off, ids))
-                    need -= len(ids)
-                if not rows:
-                    break
-                T = max(len(r[2]) for r in rows)
-                ids_t = torch.zeros(len(rows), T, dtype=torch.long)
-                lens = [len(r[2]) for r in rows]
-                for i, (_, _, ids) in enumerate(rows):
-                    ids_t[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                pos = np.concatenate([np.stack([np.full(n, d, dtype=np.int64), np.arange(off, off + n, dtype=np.int64)], 1)
-                                      for (d, off, _), n in zip(rows, lens, strict=True)])
-                if all(n == T for n in lens):
-                    ctx["idx"] = None
-                else:
-                    flat = np.concatenate([np.arange(i * T, i * T + n) for i, n in enumerate(lens)])
-                    ctx["idx"] = torch.from_numpy(flat).to(device)
-                ctx["rows"] = pos
-                ctx["row0"] = int(prog["tokens_done"])
-                lm(ids_t.to(device), plan=plan)
-                n_tok = int(sum(lens))
-                if writer is not None:
-                    flat_ids = np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows])
-                    writer.write("ids", ctx["row0"], flat_ids, dtype=np.int32)
-                    writer.write("pos", ctx["row0"], pos, dim=2, dtype=np.int64)
-                d, off, ids = rows[-1]
-                prog["doc"], prog["offset"] = d, off + len(ids)
-                nxt = chunks.peek()
-                if nxt is not None and nxt[0] != d:
-                    prog["doc"], prog["offset"] = nxt[0], nxt[1]
-                prog["tokens_done"] += n_tok
-                prog["batches"] += 1
-                batches_here += 1
+                done_here += len(group)
+                if self.rank < len(group):
+                    self.forward(*group[self.rank])
+                elif self.hook.yardsticks is not None:  # the stream's last step: no batch for this rank
+                    self.hook.yardsticks.idle()
                 prog["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
-                bar.advance(n_tok)
-                if save_every <= 0 or time.perf_counter() - last_save >= save_every:
+                bar.advance(sum(len(r[2]) for _, rows in group for r in rows))
+                if broadcast(save_every <= 0 or time.perf_counter() - last_save >= save_every, world):
                     save()
                     last_save = time.perf_counter()
-                if exhausted:
+                if max_batches is not None and done_here >= max_batches:
                     break
-            if not exhausted and prog["tokens_done"] < cfg.tokens and chunks.peek() is None:
-                exhausted = True
-    finally:
-        bar.close()
-    done = prog["tokens_done"] >= cfg.tokens or exhausted
-    prog["exhausted"] = exhausted
-    if exhausted and prog["tokens_done"] < cfg.tokens:
-        print(f"lminspect: data {cfg.data!r} has only {prog['tokens_done']} tokens (asked for {cfg.tokens}); "
-              f"using {prog['tokens_done']}", file=sys.stderr)
-    save(complete=done)
-    stats = load(out)
-    if done:
-        write_arrays(out, stats)
-    return stats
+        if not exhausted and prog["tokens_done"] < self.cfg.tokens and self.chunks.peek() is None:
+            exhausted = True
+        return exhausted
 
 
 def _check_batch_memory(store: Any, cfg: CollectConfig) -> None:

@@ -126,6 +126,52 @@ def write_arrays(out: Path, stats: ActivationStats) -> None:
             np.save(tmp / f"{kind}.hist_range.npy", np.array([s.hist_range for s in ks.sites]))
 
 
+# ---------------------------------------------------------------------------- token memmaps
+
+
+class TokenWriter:
+    """``tokens/{site}.npy`` preallocated ``[tokens, D]``; each batch is written through a fresh,
+    immediately released ``np.memmap`` window so pages never pile up in RSS."""
+
+    def __init__(self, root: Path, total: int, dtype: str) -> None:
+        self.root = root
+        self.total = total
+        self.dtype = np.dtype(dtype)
+        self._offsets: dict[str, tuple[int, np.dtype, int]] = {}
+
+    def _file(self, name: str, dim: int | None, dtype: np.dtype) -> tuple[int, np.dtype, int]:
+        got = self._offsets.get(name)
+        if got is not None:
+            return got
+        f = self.root / f"{name}.npy"
+        shape = (self.total,) if dim is None else (self.total, dim)
+        if not f.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
+            del mm
+        mm = np.load(f, mmap_mode="r")
+        fshape, fdtype, header = mm.shape, mm.dtype, int(mm.offset)
+        del mm
+        if tuple(fshape) != shape or fdtype != dtype:
+            raise UserError(f"{f}: holds {fdtype}{tuple(fshape)}, expected {dtype}{shape} (hint: --overwrite)")
+        got = (header, dtype, 1 if dim is None else dim)
+        self._offsets[name] = got
+        return got
+
+    def write(self, name: str, row0: int, arr: np.ndarray, dim: int | None = None, dtype: Any = None) -> None:
+        dt = np.dtype(dtype) if dtype is not None else self.dtype
+        header, dt, width = self._file(name, dim, dt)
+        n = arr.shape[0]
+        if n == 0:
+            return
+        shape = (n,) if dim is None else (n, width)
+        mm = np.memmap(self.root / f"{name}.npy", dtype=dt, mode="r+", offset=header + row0 * width * dt.itemsize,
+                       shape=shape)
+        mm[:] = arr
+        mm.flush()
+        del mm
+
+
 # ---------------------------------------------------------------------------- loaded views
 
 

@@ -521,8 +521,11 @@ class Model(LensMethods):
 
     def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared",
                 split: str | None = None) -> MCResult:
-        """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus)."""
-        from lminspect.evals.mc import evaluate_mc, load_mc
+        """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus).
+
+        Under torchrun the items are split over the processes and every process gets the whole result."""
+        from lminspect.evals.mc import load_mc
+        from lminspect.evals.sharded import evaluate_mc_sharded
 
         if isinstance(data, str) and data == "cloze":
             from lminspect.evals.cloze import builtin_cloze
@@ -532,7 +535,7 @@ class Model(LensMethods):
             load_mc(data, limit=limit, split=split)
         if limit is not None:
             items = list(items)[:limit]
-        return evaluate_mc(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
+        return evaluate_mc_sharded(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
 
     def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
               separate: bool = False) -> SweepResult:

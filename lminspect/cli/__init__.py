@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from lminspect.cli import (
     activations_cmd,
+    attention_cmd,
     compare_cmd,
     data_cmd,
     generate_cmd,
@@ -37,13 +38,16 @@ class _OneLineErrors(TyperGroup):
     """Print a UserError, and a usage error (unknown command or option, bad or missing
     value), as one plain line and exit 2; typer's rich mode would draw a box under a
     usage line. Sub-commands parse their arguments inside this invoke, so one place
-    covers every command."""
+    covers every command; so does Ctrl-C: exit 130 with one line (``runtime.interrupted``),
+    "nothing written" unless the command says what it saved in its own ``interrupted``."""
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         from lminspect.errors import UserError
+        from lminspect.runtime import interrupted
 
         try:
-            return super().invoke(ctx)
+            with interrupted():
+                return super().invoke(ctx)
         except UserError as e:
             e.show()
             raise typer.Exit(e.exit_code) from None
@@ -76,6 +80,7 @@ for _module in (
     weights_cmd,
     generate_cmd,
     stitch_cmd,
+    attention_cmd,
     data_cmd,
     train_cmd,
     activations_cmd,

@@ -53,27 +53,59 @@ def activations(
     Interrupt any time: rerunning the same command resumes from the last snapshot.
 
     Example: lminspect activations smollm2 --tokens 50000 --out acts/
-    """
-    from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    Several processes share the batches and rank 0 merges and writes the same statistics:
+
+        torchrun --standalone --nproc_per_node 2 -m lminspect activations smollm2 --out acts/
+
+    Several machines (--out on rank 0's machine): run on each torchrun --nnodes 2 --node_rank
+    {0|1} --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect
+    activations ...
+    """
+    import contextlib
+
+    from lminspect.runtime import NOTHING_WRITTEN, interrupted, set_threads, threads_label
+
+    n_threads = set_threads(threads)
     from rich.console import Console
 
     from lminspect.activations import collect
     from lminspect.activations.collect import remove_leftovers
+    from lminspect.distributed import join, on_main
     from lminspect.runlock import run_dir_lock
 
-    with run_dir_lock(out, option="--out"):  # one process per results dir
-        remove_leftovers(Path(out))
+    rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
+    saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
+    with interrupted(saved), contextlib.ExitStack() as owned:
+        def own() -> None:
+            owned.enter_context(run_dir_lock(out, option="--out"))  # one run per results dir
+            remove_leftovers(Path(out))
+
+        on_main(own, rank, world)
         stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
                         batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
                         outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
                         overwrite=overwrite, save_every=save_every, max_batches=max_batches)
+    if stats is None:  # another rank than 0 under torchrun
+        return
     err = Console(stderr=True, highlight=False)
     el = float(stats.progress.get("elapsed_s", 0.0))
     rate = f", {stats.tokens / el:,.0f} tok/s" if el > 0 else ""
     state = "complete" if stats.complete else "partial (rerun to resume)"
-    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{rate}: {state} -> {out}")
+    procs = f", {world} processes" if world > 1 else ""
+    err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
+              f"{threads_label(n_threads)}: {state} -> {out}")
+
+
+def _snapshot_note(out: str) -> str:
+    """What an interrupted collection left in ``out``: its last snapshot (resumable), or nothing."""
+    from lminspect.activations import load
+
+    try:
+        stats = load(out)
+    except Exception:  # noqa: BLE001 - no snapshot yet (or one of another run): say nothing was saved here
+        return "no snapshot was saved yet; nothing written"
+    return (f"snapshot of {stats.tokens} tokens saved in {out}; run the same command again to resume")
 
 
 def show(
@@ -152,9 +184,9 @@ def diff(
 
     Example: lminspect activations-diff acts/stitched acts/base --kind resid_out
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import run_summary, set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.activations import diff as diff_stats
     from lminspect.activations import diff_table, load
     from lminspect.activations.diff import diff_warnings, matched_by_position
@@ -170,6 +202,7 @@ def diff(
             raise UserError(f"no common sites of kind {kind!r}")
     _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
                                 by_position=matched_by_position(sa, sb)))
+    print(run_summary(f"activations-diff of {len(rows)} sites", n_threads), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -51,12 +51,9 @@ def diff(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     import fnmatch
     import json
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lminspect.compare.checkpoints import open_ref
     from lminspect.compare.diff import diff_models, match_tensors, overall
@@ -78,12 +75,10 @@ def diff(
                                          for g in tensor)]
         if not names:
             raise UserError(f"no tensor of both models matches {', '.join(tensor)}")
-    err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as prog:
-        task = prog.add_task("diff", total=len(names))
+    with _progress("diff", len(names), "tensor pairs") as prog:
         rows, _ = diff_models(sa, sb, names=names, directions=svd,
-                              progress=lambda i, n, name: prog.update(task, completed=i, description=name))
+                              progress=lambda i, n, name: prog.update(i, n, info=name))
+        prog.update(prog.total, info="")
     if changed:
         rows = [r for r in rows if r.get("rel_change") != 0.0]
     summary = {"a": a, "b": b, **overall(rows), "only_a": m.only_a, "only_b": m.only_b,
@@ -92,14 +87,17 @@ def diff(
         for r in rows:
             sys.stdout.write(json.dumps(r) + "\n")
         sys.stdout.write(json.dumps({"summary": summary}) + "\n")
-        return
-    if by_layer:
+    elif by_layer:
         from lminspect.cli.weights_cmd import _print_by_layer
 
         _print_by_layer(f"{sa.name} -> {sb.name}", rows, by_layer, save, overwrite)
+        _print_summary(summary)
     else:
         _print_table(sa.name, sb.name, rows, svd)
-    _print_summary(summary)
+        _print_summary(summary)
+    from lminspect.runtime import run_summary
+
+    sys.stderr.write(run_summary(f"diff of {len(names)} tensor pairs", n_threads, prog.t0) + "\n")
 
 
 def _print_table(name_a: str, name_b: str, rows: list[dict], svd: bool) -> None:
@@ -183,7 +181,7 @@ def timeline(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.compare.checkpoints import list_checkpoints
     from lminspect.compare.timeline import select_checkpoints
     from lminspect.errors import UserError
@@ -212,15 +210,16 @@ def timeline(
     if save is not None:
         data["_figure"](save, overwrite)
         sys.stderr.write(f"saved {save}\n")
+    from lminspect.runtime import run_summary
+
+    sys.stderr.write(run_summary(f"timeline of {len(cks)} checkpoints", n_threads) + "\n")
 
 
-def _progress(what: str) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(what: str, total: int, unit: str) -> Any:
+    """Progress over tensors or checkpoints (``runtime.Progress``: a bar, or plain lines in a log)."""
+    from lminspect.runtime import Progress
 
-    err = Console(stderr=True)
-    return Progress(TextColumn(what + " {task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+    return Progress(what, total, unit)
 
 
 def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: list[str] | None, x: str,
@@ -230,10 +229,9 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
 
     from lminspect.compare.timeline import stat_records, timeline_columns, timeline_figure
 
-    with _progress(stat) as prog:
-        task = prog.add_task("", total=len(cks))
-        records = stat_records(cks, stat, tensors=tensor,
-                               progress=lambda i, n, d: prog.update(task, completed=i, description=d))
+    with _progress(f"timeline {stat}", len(cks), "checkpoints") as prog:
+        records = stat_records(cks, stat, tensors=tensor, progress=lambda i, n, d: prog.update(i, n, info=d))
+        prog.update(prog.total, info="")
     steps, toks, cols = timeline_columns(records, layer=layer, per_tensor=bool(tensor))
     where = "per tensor" if tensor else (f"layer {layer}" if layer is not None else "mean over layers")
     title = f"{Path(run_dir).name}: {stat} across {len(steps)} checkpoints ({where})"
@@ -300,10 +298,9 @@ def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str
 def _attention_view(cks: list, prompt: str, layer: int | None, head: list[int] | None) -> tuple[dict, str]:
     from lminspect.compare.attention import attention_across, attention_summary, small_multiples
 
-    with _progress("attention") as prog:
-        task = prog.add_task("", total=len(cks))
-        probs, labels = attention_across(cks, prompt,
-                                         progress=lambda i, n, d: prog.update(task, completed=i, description=d))
+    with _progress("timeline attention", len(cks), "checkpoints") as prog:
+        probs, labels = attention_across(cks, prompt, progress=lambda i, n, d: prog.update(i, n, info=d))
+        prog.update(prog.total, info="")
     steps = [c.step for c in cks]
     lay = probs.shape[1] - 1 if layer is None else layer
     text = small_multiples(probs, steps, lay, heads=head)

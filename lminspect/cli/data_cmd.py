@@ -73,9 +73,11 @@ def metadata(
 
     Example: lminspect data metadata builtin --model smollm2 --out meta.parquet
     """
-    from lminspect.runtime import set_threads, threads_label
+    from lminspect.runtime import Progress, set_threads, threads_label
 
     n_threads = set_threads(threads)
+    import time
+
     from lminspect.fsutil import check_output
     from lminspect.metadata.compute import compute_metadata, write_parquet
 
@@ -85,10 +87,13 @@ def metadata(
 
     count("--limit", limit)
     check_device(device)
-    cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device)
+    with Progress("metadata", limit, "documents") as prog:  # the corpus' length is known only at its end
+        cols = compute_metadata(data, model, metrics=metric or None, limit=limit, text_field=field, device=device,
+                                progress=prog.update)
     write_parquet(cols, out)
     extra = [c for c in cols if c not in ("id", "index", "split")]
-    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)}; {threads_label(n_threads)})")
+    typer.echo(f"wrote {len(cols['id'])} samples to {out} (columns: {', '.join(extra)}; {threads_label(n_threads)}; "
+               f"{time.perf_counter() - prog.t0:.1f} s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -69,18 +69,32 @@ def generate_command(
     gen = generate(lm, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
                    plan=layer_plan, chat=chat)
-    out = sys.stdout
     if not chat:
-        out.write(prompt)
-    try:
-        for piece in gen:
-            out.write(piece)
-            out.flush()
-    except KeyboardInterrupt:
-        gen.cancel()
-    out.write("\n")
-    out.flush()
+        sys.stdout.write(prompt)
+    stream_text(gen, n_threads)
     Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
+
+
+def stream_text(gen: Any, n_threads: int) -> None:
+    """Print a generation's pieces as they come, then a newline. The text is its own progress;
+    Ctrl-C ends the line and exits 130 with one line saying how far it got (nothing is written)."""
+    import sys
+
+    from lminspect.runtime import NOTHING_WRITTEN, interrupted, threads_label
+
+    def saved() -> str:
+        st = gen.stats
+        return f"after {st.new_tokens}/{gen.max_new_tokens} new tokens ({threads_label(n_threads)}); {NOTHING_WRITTEN}"
+
+    with interrupted(saved):
+        try:
+            for piece in gen:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        finally:
+            gen.cancel()  # a no-op once the generation has ended
+            sys.stdout.write("\n")
+            sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -41,9 +41,12 @@ def grow(
 
     Example: lminspect grow runs/base --layers +2 --width 512 --out grown/
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import run_summary, set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
+    import sys
+    import time
+
     import torch
 
     from lminspect.errors import UserError
@@ -57,6 +60,7 @@ def grow(
     model, _ = load_for_growth(checkpoint)
     spec = GrowSpec(layers=parse_layers(layers, model.config.n_layer), at=at, width=width, ffn=ffn,
                     heads=heads, kv_heads=kv_heads, vocab=vocab, vocab_init=vocab_init)
+    t0 = time.perf_counter()
     old, new, path = grow_dir(checkpoint, out, spec, seed=seed)
     msg = ""
     if check:
@@ -72,6 +76,7 @@ def grow(
     typer.echo(f"wrote {path}: {old.arch} layers {c0.n_layer}->{c1.n_layer}, width {c0.dim}->{c1.dim}, "
                f"heads {c0.n_head}->{c1.n_head}, ffn {c0.ffn_dim}->{c1.ffn_dim}, vocab {c0.vocab_size}->"
                f"{c1.vocab_size}, params {n_old:,}->{n_new:,}{msg}")
+    print(run_summary("grown", n_threads, t0), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -108,7 +108,7 @@ def lens_command(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.errors import UserError
     from lminspect.lens import logit_lens, resolve_token
     from lminspect.lens.readout import encode_prompt
@@ -142,6 +142,7 @@ def lens_command(
     if out is not None:
         _write(out, {"prompt": prompt, "results": {k: v.to_dict() for k, v in results.items()}})
         con.print(f"[dim]wrote {out}[/dim]")
+    _summary(f"logit lens of {len(ids)} tokens, {len(results)} plan(s)", n_threads)
 
 
 def dla_command(
@@ -165,7 +166,7 @@ def dla_command(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.lens import direct_logit_attribution, resolve_token
     from lminspect.lens.readout import encode_prompt
     from lminspect.lens.render import dla_heads_table, dla_table
@@ -187,6 +188,7 @@ def dla_command(
     if out is not None:
         _write(out, res.to_dict())
         con.print(f"[dim]wrote {out}[/dim]")
+    _summary(f"direct logit attribution of {len(ids)} tokens", n_threads)
 
 
 def patch_command(
@@ -212,9 +214,9 @@ def patch_command(
     Example: lminspect patch smollm2 --clean "The capital of France is" --corrupt "The capital of Italy is"
     --metric "logit_diff: Paris,Rome" --site resid --out patch.json
     """
-    from lminspect.runtime import set_threads
+    from lminspect.runtime import Progress, set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     from lminspect.errors import UserError
     from lminspect.lens import PATCH_SITES, activation_patching, parse_metric
     from lminspect.lens.readout import encode_prompt, token_labels
@@ -230,8 +232,9 @@ def patch_command(
     x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt")
     m = parse_metric(metric, tok, lm.vocab_size)
     p, text = _plan(lm, plan)
-    res = activation_patching(lm, c, x, m, p, site=site, batch_size=batch_size, plan_text=text,
-                              col_labels=token_labels(tok, x))
+    with Progress("patch", None, "patched runs") as prog:
+        res = activation_patching(lm, c, x, m, p, site=site, batch_size=batch_size, plan_text=text,
+                                  col_labels=token_labels(tok, x), progress=prog.update)
     con = _console()
     for t in (m.a, m.b):
         if t is not None and t.note:
@@ -243,6 +246,15 @@ def patch_command(
     if out is not None:
         _write(out, res.to_dict(), res.recovered)
         con.print(f"[dim]wrote {out}[/dim]")
+    _summary(f"patching: {res.forwards} patched runs", n_threads, prog.t0)
+
+
+def _summary(what: str, n_threads: int, t0: float | None = None) -> None:
+    import sys
+
+    from lminspect.runtime import run_summary
+
+    print(run_summary(what, n_threads, t0), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from lminspect.cli.threads import Threads
+
 PANEL = "Python"
 
 session_app = typer.Typer(help="Scripted REPL sessions: one runnable script per seed workflow.",
@@ -95,12 +97,19 @@ def session_run(
     out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME); a non-empty "
                                                 "folder that is not a session's needs --overwrite."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
+    threads: Threads = None,
 ) -> None:
     """Run one session script; extra arguments are passed to it.
 
-    Example: lminspect session run sessions/frankenllama.py --quick
+    Example: lminspect session run sessions/frankenllama.py --quick --threads 1
     """
+    import sys
+    import time
+
+    from lminspect.runtime import interrupted, run_summary, set_threads
     from lminspect.sessions_runner import run_session
+
+    n_threads = set_threads(threads)
 
     argv = list(ctx.args)
     if out:
@@ -111,7 +120,11 @@ def session_run(
         ours = (Path(out) / "manifest.json").is_file()  # an earlier session's results: rewritten in place
         check_output(out, kind="dir", overwrite=overwrite or ours)
         argv = ["--out", out, *argv]
-    run_session(script, argv, quick=quick)
+    where = out or "the session's output folder (default results/sessions/NAME)"
+    t0 = time.perf_counter()
+    with interrupted(lambda: f"the results it finished are in {where}, listed in its manifest.json"):
+        run_session(script, argv, quick=quick)
+    print(run_summary(f"session {script}", n_threads, t0), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

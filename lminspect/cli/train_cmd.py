@@ -240,7 +240,7 @@ def train(
     from lminspect.errors import UserError
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    common_threads = set_threads(threads)
     if exp == ["list"]:
         print_experiment_list(no_plugins)
         return
@@ -268,13 +268,16 @@ def train(
         keep_checkpoints=keep_checkpoints, order_by=order_by, order=order, metadata=metadata,
     )
     if run_root is None:
-        _train_one(exp[0], run_dir, resume, common)
+        _train_one(exp[0], run_dir, resume, common, common_threads)
     else:
-        _train_batch(exp, run_root, common)
+        _train_batch(exp, run_root, common, common_threads)
 
 
-def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict) -> object:
-    """One run (the classic ``train``): train, print where it ended, exit 130 when interrupted."""
+def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict, n_threads: int,
+               again: str = "") -> object:
+    """One run (the classic ``train``): train, print where it ended, exit 130 with one line when
+    interrupted (``again`` says how to continue; by default ``--resume`` on the run dir)."""
+    from lminspect.runtime import interrupted_line, threads_label
     from lminspect.train import TrainConfig
     from lminspect.train import train as run_training
 
@@ -285,14 +288,17 @@ def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict) -> ob
         return result
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
     if result.status == "interrupted":
-        print(f"interrupted at step {result.step}; saved {result.checkpoint}; "
-              f"continue with: lminspect train --run-dir {result.run_dir} --resume", file=sys.stderr)
+        ck = result.checkpoint
+        saved = f"checkpoint {Path(ck).name} saved in {result.run_dir}" if ck else "no checkpoint saved yet"
+        again = again or f"continue with: lminspect train --run-dir {result.run_dir} --resume"
+        print(interrupted_line(f"at step {result.step}; {saved}; {again}"), file=sys.stderr)
         raise typer.Exit(130)
-    print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}")
+    print(f"{result.run_dir}: step {result.step}, {result.tokens} tokens, {last}; checkpoint {result.checkpoint}; "
+          f"{threads_label(n_threads)}")
     return result
 
 
-def _train_batch(exps: list[str], root: Path, common: dict) -> None:
+def _train_batch(exps: list[str], root: Path, common: dict, n_threads: int) -> None:
     """Each experiment into ROOT/EXP on the same data and seed: finished runs are skipped, started
     ones resumed; then the diff plot of every run against the first."""
     from lminspect.train.guard import read_saved_config
@@ -306,12 +312,8 @@ def _train_batch(exps: list[str], root: Path, common: dict) -> None:
         if started:
             read_saved_config(rd)  # a damaged run dir: one line, before anything else
             print(f"{rd}: resuming", file=sys.stderr)
-        try:
-            _train_one(name, rd, started, common)
-        except typer.Exit as e:
-            if e.exit_code == 130:
-                print("the batch stopped; run the same command again to resume it", file=sys.stderr)
-            raise
+        _train_one(name, rd, started, common, n_threads,
+                   again="the batch stopped: run the same command again to resume it")
     if int(os.environ.get("RANK", "0")) == 0:
         _print_batch_diff(root, exps)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -103,18 +104,14 @@ def stats(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
     import fnmatch
-    import json
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
+    import time
 
     from lminspect.errors import UserError
+    from lminspect.runtime import Progress, run_summary
     from lminspect.weights import open_store
     from lminspect.weights.naming import natural_key
-    from lminspect.weights.provenance import source_dtype, source_quantization
 
     if save is not None:
         if not by_layer:
@@ -132,15 +129,26 @@ def stats(
         names = [n for n in names if match(n)]
         if not names:
             raise UserError(f"{model}: no tensor matches {', '.join(tensor)}")
-    err = Console(stderr=True)
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as prog:
-        task = prog.add_task("stats", total=len(names))
-        for n in names:
-            prog.update(task, description=n)
+    t0 = time.perf_counter()
+    with Progress("stats", len(names), "tensors") as prog:
+        for k, n in enumerate(names):
+            prog.update(k, info=n)
             results.append(store.stats(n, svd=svd))
-            prog.advance(task)
+        prog.update(len(names), info="")
+    _stats_body(store, results, as_json, by_layer, svd, save, overwrite)
+    print(run_summary(f"stats of {len(names)} tensors", n_threads, t0), file=sys.stderr)
+
+
+def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | None, svd: bool,
+                save: Path | None, overwrite: bool) -> None:
+    """``stats``' output: JSON lines, the --by-layer view or the table with the alpha notes."""
+    import json
+
+    from rich.table import Table
+
+    from lminspect.weights.provenance import source_dtype, source_quantization
+
     if source_quantization(store):  # the values are the quantized file's: every row says from what
         results = [{**r, "source_dtype": source_dtype(store, r["name"])} for r in results]
     if as_json:
@@ -241,13 +249,20 @@ def convert(
     """
     from lminspect.runtime import set_threads
 
-    set_threads(threads)
+    n_threads = set_threads(threads)
+    import time
+
     from lminspect.fsutil import check_input_file, check_output
+    from lminspect.runtime import Progress, run_summary
     from lminspect.weights.convert import convert_gguf
 
     check_input_file(src, option="SRC")
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
-    print(convert_gguf(src, out_dir, dtype=dtype))
+    t0 = time.perf_counter()
+    with Progress("convert", None, "tensors") as prog:
+        path = convert_gguf(src, out_dir, dtype=dtype, progress=prog.update)
+    print(path)
+    print(run_summary(f"converted {prog.done} tensors", n_threads, t0), file=sys.stderr)
 
 
 def fetch(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lminspect.distributed import gather_in_order, join, shard, sum_over_ranks
 from lminspect.errors import UserError
 from lminspect.evals.mc import MCItem, MCResult, make_encoder, mc_result
 from lminspect.models.layercall import LayerCall
@@ -64,20 +65,6 @@ def _row(name: str, plan: list[LayerCall], res: MCResult, model: Any, seconds: f
     }
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world) of the torchrun process group, joined here (gloo on CPU) when torchrun set one up."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]],
                  batch_size: int | None, separate: bool, bos: int | None,
                  progress: Callable[[int, int], None] | None) -> tuple[dict[str, list[list[float]]], list[Any],
@@ -104,19 +91,6 @@ def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dic
     return out, n_tok, secs, calls, calls
 
 
-def _gather(rank_items: list[int], local: Any, world: int, n: int) -> list[Any]:
-    """Items scored on every rank, back in item order (each rank ends with the whole list)."""
-    import torch.distributed as dist
-
-    parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, (rank_items, local))
-    full: list[Any] = [None] * n
-    for idx, vals in parts:
-        for i, v in zip(idx, vals, strict=True):
-            full[i] = v
-    return full
-
-
 def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]], *,
               batch_size: int | None = None, separate: bool = False, bos: int | None = None,
               progress: Callable[[int, int], None] | None = None,
@@ -130,22 +104,18 @@ def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[s
     if not plans:
         raise UserError("no plans to sweep")
     t0, c0 = time.perf_counter(), time.process_time()
-    rank, world = _dist()
-    mine = list(range(rank, len(items), world))
+    rank, world, _ = join(str(getattr(model, "device", "cpu")))
+    mine = shard(len(items), rank, world)
     lls, n_tok, secs, calls_run, calls_named = _score_local(
         model, tokenizer, [items[i] for i in mine], plans, batch_size, separate, bos, progress)
     cpu = time.process_time() - c0
     if world > 1:
-        import torch
-        import torch.distributed as dist
-
         rows_local = [[lls[name][k] for name in plans] for k in range(len(mine))]
-        full = _gather(mine, list(zip(rows_local, n_tok, strict=True)), world, len(items))
+        full = gather_in_order(mine, list(zip(rows_local, n_tok, strict=True)), len(items), world)
         lls = {name: [row[j] for row, _ in full] for j, name in enumerate(plans)}
         n_tok = [nt for _, nt in full]
-        sums = torch.tensor([calls_run, calls_named, cpu], dtype=torch.float64)
-        dist.all_reduce(sums)
-        calls_run, calls_named, cpu = int(sums[0]), int(sums[1]), float(sums[2])
+        calls_run, calls_named, cpu = sum_over_ranks([calls_run, calls_named, cpu], world)
+        calls_run, calls_named = int(calls_run), int(calls_named)
     seconds = time.perf_counter() - t0
     results: dict[str, MCResult] = {}
     rows: list[dict[str, Any]] = []

@@ -24,7 +24,7 @@ Why it is fast (docs/lens.md has the numbers):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +97,10 @@ class _Patcher:
 @torch.inference_mode()
 def activation_patching(lm: Any, clean_ids: Sequence[int], corrupt_ids: Sequence[int], metric: Metric,
                         plan: list[LayerCall] | None = None, *, site: str = "resid", batch_size: int = 64,
-                        plan_text: str = "all", col_labels: list[str] | None = None) -> PatchResult:
-    """Patch ``site`` from the clean into the corrupted run at every plan position and token (or head)."""
+                        plan_text: str = "all", col_labels: list[str] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> PatchResult:
+    """Patch ``site`` from the clean into the corrupted run at every plan position and token (or head);
+    ``progress(done, total)`` after each batch of patched runs."""
     if site not in PATCH_SITES:
         raise UserError(f"unknown patch site {site!r} (expected one of {', '.join(PATCH_SITES)})")
     if len(clean_ids) != len(corrupt_ids):
@@ -142,6 +144,8 @@ def activation_patching(lm: Any, clean_ids: Sequence[int], corrupt_ids: Sequence
                     out = lm.forward_from(p, x, cache=bc, plan=None if bc else plan, last_only=True)
             values[p, chunk.cpu().numpy()] = metric(out[:, -1]).cpu().numpy()
             forwards += B
+            if progress is not None:
+                progress(forwards, P * len(cols))
     span = m_clean - m_corrupt
     recovered = (values - m_corrupt) / span + 0.0 if span != 0 else np.full_like(values, np.nan)  # + 0.0: no -0.00
     if site == "head":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lminspect.distributed import join, leave, local_device
 from lminspect.errors import UserError
 from lminspect.train.config import DEFAULT_LR, TrainConfig, TrainResult, check_config
 from lminspect.train.schedule import apply_schedule
@@ -40,27 +40,12 @@ __all__ = ["RunState", "TrainConfig", "TrainResult", "train"]
 # ---------------------------------------------------------------- distributed
 
 
-def _dist_setup(device: str) -> tuple[int, int, bool]:
-    """(rank, world, initialised_here): join the process group torchrun describes in the env."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), True
-
-
 def _resolve_device(device: str, rank: int, world: int) -> str:
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    device = local_device(device, rank, world)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     return device
@@ -140,8 +125,8 @@ class RunState:
     full_config: dict[str, Any] = field(default_factory=dict)  # config.json
     stream: Any = None  # the current plan step's training stream
     writer: Any = None  # StatsWriter (rank 0)
-    progress: Any = None  # rich Progress (rank 0, on a terminal)
-    task: Any = None
+    progress: Any = None  # runtime.Progress (rank 0): a bar on a terminal, plain lines in a log
+    progress_key: str = "step"  # what it counts: "step", or "tokens" for a --max-tokens budget
     losses: list[float] = field(default_factory=list)
     status: str = "done"
     last_saved: int = -1
@@ -188,8 +173,8 @@ def _setup(cfg: TrainConfig) -> RunState:
     from lminspect.train.plans import load_plan
 
     cfg, run_dir, ckpt = _resolve_run(cfg)
-    rank, world, own_group = _dist_setup(cfg.device if cfg.device != "auto" else
-                                         ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world, own_group = join(cfg.device if cfg.device != "auto" else
+                                  ("cuda" if torch.cuda.is_available() else "cpu"))
     device = _resolve_device(cfg.device, rank, world)
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
@@ -294,16 +279,19 @@ def _start(run: RunState) -> None:
 
 
 def _start_progress(run: RunState) -> None:
-    show = run.cfg.progress if run.cfg.progress is not None else sys.stdout.isatty()
-    if not (run.is_main and show):
+    """Rank 0's progress (``runtime.Progress``): a bar on a terminal, else a plain line every
+    LMINSPECT_PROGRESS_EVERY seconds, so a log is neither silent nor flooded; ``progress=True``
+    forces the bar, ``False`` shows neither. It counts tokens when only --max-tokens bounds the run."""
+    cfg = run.cfg
+    if not run.is_main or cfg.progress is False:
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from lminspect.runtime import Progress
 
-    run.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("step {task.completed}/{task.total}"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    run.progress.start()
-    run.task = run.progress.add_task(run.exp.name, total=run.cfg.max_steps, completed=run.state["step"], info="")
+    by_tokens = cfg.max_steps is None and cfg.max_tokens is not None
+    run.progress_key = "tokens" if by_tokens else "step"
+    run.progress = Progress(f"train {run.exp.name}", cfg.max_tokens if by_tokens else cfg.max_steps,
+                            "tokens" if by_tokens else "steps", bar=True if cfg.progress else None,
+                            start=run.state[run.progress_key])
 
 
 def _open_stream(run: RunState, i: int, st: dict[str, Any] | None, part: str = "train") -> Any:
@@ -479,8 +467,7 @@ def _log(run: RunState, row: dict[str, Any], on_step: Callable[[dict[str, Any]],
         return
     run.writer.write(row)
     if run.progress is not None:
-        run.progress.update(run.task, completed=run.state["step"],
-                            info=f"loss {row['loss']:.3f}  {row['tok_s']:.0f} tok/s")
+        run.progress.update(run.state[run.progress_key], info=f"loss {row['loss']:.3f}, {row['tok_s']:.0f} tok/s")
     if on_step is not None:
         on_step(row)
 
@@ -538,7 +525,7 @@ def _finish(run: RunState) -> Path | None:
     from lminspect.train.checkpoint import latest_checkpoint
 
     if run.progress is not None:
-        run.progress.stop()
+        run.progress.close()
     path = None
     if run.state["step"] != run.last_saved and run.state["step"] > 0:
         path = _save(run)
@@ -547,19 +534,19 @@ def _finish(run: RunState) -> Path | None:
     if run.is_main:
         run.writer.close()
         _write_config(run, run.status)
-    _dist_teardown(run.own_group)
+    leave(run.own_group)
     return path
 
 
 def _abort(run: RunState) -> None:
     """An error mid-run: close the log, mark the run failed (NaN loss) or stopped, leave the group."""
     if run.progress is not None:
-        run.progress.stop()
+        run.progress.close()
     if run.is_main:
         if run.writer is not None:
             run.writer.close()
         _write_config(run, "failed" if run.status == "failed" else "stopped")
-    _dist_teardown(run.own_group)
+    leave(run.own_group)
 
 
 # ---------------------------------------------------------------- the loop
@@ -588,11 +575,3 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         raise
     path = _finish(run)
     return TrainResult(run.run_dir, state["step"], state["tokens"], run.losses, run.status, path)
-
-
-def _dist_teardown(own_group: bool) -> None:
-    if own_group:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()

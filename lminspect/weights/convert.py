@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +40,11 @@ def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
     return torch.from_numpy(np.ascontiguousarray(a)).bfloat16().view(torch.int16).numpy().view(np.uint16)
 
 
-def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: str = "float32") -> Path:
-    """Convert a llama GGUF file into a HF-style directory at ``out_dir``; return the path."""
+def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: str = "float32",
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Convert a llama GGUF file into a HF-style directory at ``out_dir``; return the path.
+
+    ``progress(done, total)`` after each tensor is written."""
     from lminspect.weights.export import tokenizer_side_files
     from lminspect.weights.gguf_format import open_gguf, tokenizer_json
     from lminspect.weights.safetensors_format import write_safetensors_lazy
@@ -61,6 +66,9 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         shape = store.info(cname).shape
         hf_names[cname] = LLAMA_HF.to_hf(cname)
         items.append((hf_names[cname], DTYPES[dtype], shape, lambda c=cname: _cast(store.get_canonical(c), dtype)))
+    if progress is not None:  # each tensor is made just before it is written: count the makes
+        items = [(name, dt, shape, _counted(make, k, len(items), progress))
+                 for k, (name, dt, shape, make) in enumerate(items)]
     record = gguf_record(store, hf_names)  # the numbers are the quantized file's: say so
     cfg[SOURCE_KEY] = config_record(record)
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
@@ -68,6 +76,8 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     with atomic_dir(out) as tmp:
         write_safetensors_lazy(tmp / "model.safetensors", items,
                                {"format": "pt", "source": Path(src).name, SOURCE_KEY: json.dumps(record)})
+        if progress is not None:
+            progress(len(items), len(items))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         tj = tokenizer_json(g)
         if tj is not None:
@@ -76,3 +86,12 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
                 (tmp / fname).write_text(text, encoding="utf-8")
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _counted(make: Callable[[], Any], k: int, total: int, progress: Callable[[int, int], None]) -> Callable[[], Any]:
+    """``make`` that reports tensor ``k`` (0-based) of ``total`` as started."""
+    def run() -> Any:
+        progress(k, total)
+        return make()
+
+    return run
