@@ -23,14 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _items(spec: str, n: int):
+def _items(spec: str, n: int, ctx_sentences: int = 3):
     from lminspect.evals.mc import hellaswag_item, load_mc
 
     if spec == "cloze":
         from lminspect.documents import read_documents
         from lminspect.evals.cloze import make_cloze
 
-        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=n))]
+        return [hellaswag_item(r, k) for k, r in enumerate(make_cloze(read_documents("builtin"), n=n,
+                                                                        ctx_sentences=ctx_sentences))]
     return load_mc(spec, limit=n)
 
 
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2", help="HF dir, or 'smollm2' (the fetched real model)")
     ap.add_argument("--items", type=int, default=40)
     ap.add_argument("--eval", default="cloze", help="MC .jsonl (HellaSwag format), or 'cloze' (shipped corpus)")
+    ap.add_argument("--ctx-sentences", type=int, default=3,
+                    help="cloze items: context sentences (1 is near HellaSwag's lengths, 3 is longer)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sizes", default="1,8,auto", help="lm-eval batch sizes (lminspect always runs 1, 8 and auto)")
@@ -61,7 +64,7 @@ def main() -> None:
         path = str(fetch("smollm2").hf_dir)
     else:
         path = args.model
-    items = _items(args.eval, args.items)
+    items = _items(args.eval, args.items, args.ctx_sentences)
     store = open_store(path)
     model, tok = load_model(store), load_tokenizer(store)
     sizes = [s.strip() for s in args.sizes.split(",")]
@@ -70,10 +73,16 @@ def main() -> None:
     ref = None
     for bs in sizes:
         lm = lmeval_peer.load_hflm(path, bs if bs == "auto" else int(bs))
+        if bs == "auto":  # its probe (5 forwards of max_batch_size x the longest request) runs once, untimed
+            probe = lmeval_peer.run(lm, items)
+            print(f"(lm-eval auto: first run incl. its batch-size probe {probe.seconds:.1f} s wall, "
+                  f"{probe.cpu_seconds:.1f} CPU s; timed runs below reuse the size it found)", flush=True)
         runs = [lmeval_peer.run(lm, items) for _ in range(args.repeats)]
         ref = runs[-1]
         rows[f"lm-eval --batch_size {bs}"] = (statistics.median(r.seconds for r in runs),
                                              statistics.median(r.cpu_seconds for r in runs))
+        print(f"  lm-eval --batch_size {bs}: wall {[round(r.seconds, 2) for r in runs]} "
+              f"CPU {[round(r.cpu_seconds, 2) for r in runs]}", flush=True)
         if bs == "auto":
             print(f"(lm-eval auto picked batch size {runs[-1].batch_size})", flush=True)
         del lm
@@ -84,11 +93,16 @@ def main() -> None:
                 for _ in range(args.repeats)]
         rows[f"lminspect --batch-size {bs}"] = (statistics.median(r.seconds for r in runs),
                                                statistics.median(r.cpu_seconds for r in runs))
+        print(f"  lminspect --batch-size {bs}: wall {[round(r.seconds, 2) for r in runs]} "
+              f"CPU {[round(r.cpu_seconds, 2) for r in runs]}", flush=True)
         worst = max(worst, max(abs(a - b) for s, r in zip(runs[-1].items, ref.lls, strict=True)
                                for a, b in zip(s.lls, r, strict=True)))
     n = len(items)
     best_peer = min((v for k, v in rows.items() if k.startswith("lm-eval")), key=lambda v: v[1])
-    print(f"model {args.model}, {n} items ({args.eval}), torch threads {args.threads}, "
+    n_ctx = statistics.mean(len(tok.encode(it.ctx)) for it in items)
+    n_end = statistics.mean(len(tok.encode(" " + e)) for it in items for e in it.endings)
+    print(f"model {args.model}, {n} items ({args.eval}; mean tokens: context {n_ctx:.0f}, ending {n_end:.0f}), "
+          f"torch threads {args.threads}, "
           f"median of {args.repeats}")
     print(f"{'':30} {'wall s':>8} {'cpu s':>8} {'items/s':>8} {'x best lm-eval (cpu)':>21}")
     for name, (wall, cpu) in rows.items():

@@ -11,15 +11,17 @@ import pytest
 import torch
 
 from lminspect.evals.mc import MCItem, evaluate_mc, make_encoder
-from lminspect.evals.mc_batch import PlanTree, make_request, plan_batches, score_requests
+from lminspect.evals.mc_batch import PlanTree, make_request, plan_batches, score_requests, token_tree
 
-# very different context and ending lengths, so one batch is mostly padding for some rows
+# very different context and ending lengths, so one batch is mostly padding for some rows; endings that
+# share their first words (one token tree node for both)
 ITEMS = [
     MCItem("Hi", ["there.", "a very long ending that goes on and on for many tokens indeed", "x"], 0),
     MCItem("Once upon a time there was a little model that read many books about layers, weights and "
            "the stories people told about them late at night.", ["It slept.", "The end.", "and then?"], 1),
     MCItem("The weights were small but", ["the stories were long.", "a layer.", "model model model", "w"], 2),
     MCItem("Every layer added", ["a little more meaning.", "books"], 1),
+    MCItem("The model said", ["the weights were small.", "the weights were large.", "the end", "nothing"], 1),
 ]
 
 
@@ -93,9 +95,9 @@ def test_sweep_tree_shares_calls_and_scores_identically(tiny_llama_dir):
     plans = {k: parse_plan(v, 4) for k, v in specs.items()}
     reqs = [make_request(_requests(it, encode, None)) for it in ITEMS]
     shared, st = score_requests(model, reqs, plans, batch_size=2)
-    assert st.batches == 2
+    assert st.batches == 3
     # tree edges: 0,1,2,3 | 3 after 0-2 ends there, rep: 2,3 | 1,2,3 -> 4 + 2 + 3 = 9 per batch
-    assert st.calls_run == 2 * 9 and st.calls_named == 2 * (4 + 3 + 5 + 3)
+    assert st.calls_run == 3 * 9 and st.calls_named == 3 * (4 + 3 + 5 + 3)
     for name, spec in specs.items():
         alone = evaluate_mc(model, tok, ITEMS, plan=spec, batch_size=2)
         assert [s.lls for s in alone.items] == shared[name]  # same batches, same ops: bit for bit
@@ -109,9 +111,23 @@ def test_plan_tree_and_batches():
     assert tree.children[C(0)].ends == ["c"] and tree.children[C(0)].children[C(1)].ends == ["a", "d"]
     from lminspect.evals.mc_batch import Request
 
-    reqs = [Request([1] * n, [[2, 3]], [1]) for n in (3, 9, 5, 7)]
-    assert plan_batches(reqs, 2) == [[1, 3], [2, 0]]  # longest contexts first
-    assert sorted(i for b in plan_batches(reqs, None) for i in b) == [0, 1, 2, 3]
+    trees = [token_tree(Request([1] * n, [[2, 3]], [1])) for n in (3, 9, 5, 7)]
+    assert plan_batches(trees, 2) == [[1, 3], [2, 0]]  # largest trees first
+    assert sorted(i for b in plan_batches(trees, None) for i in b) == [0, 1, 2, 3]
+
+
+def test_token_tree_stores_shared_ending_tokens_once():
+    from lminspect.evals.mc_batch import Request
+
+    # prefix [1, 2]; endings 3 4 5 | 3 4 6 | 7: "3 4" is shared by the first two endings
+    t = token_tree(Request([1, 2], [[3, 4, 5], [3, 4, 6], [7]], [3, 3, 1]))
+    assert t.tokens == [1, 2, 3, 4]  # last ending tokens are never inputs; 3 and 4 stored once
+    assert t.positions == [0, 1, 2, 3] and t.parents == [-1, 0, 1, 2]
+    assert t.heads == [1, 2, 3]  # node 1 (token 2) predicts 3 and 7; node 3 predicts both 5 and 6
+    assert t.scored == [(0, 3, 0), (1, 4, 0), (2, 5, 0), (0, 3, 1), (1, 4, 1), (2, 6, 1), (0, 7, 2)]
+    branch = token_tree(Request([1], [[3, 4, 5], [8, 9]], [2, 1]))
+    assert branch.tokens == [1, 3, 4, 8] and branch.parents == [-1, 0, 1, 0] and branch.positions == [0, 1, 2, 1]
+    assert branch.heads == [1, 2, 3] and branch.scored == [(0, 4, 0), (1, 5, 0), (2, 9, 1)]
 
 
 def test_stderr_is_sample_std_over_sqrt_n(tiny_llama_dir):

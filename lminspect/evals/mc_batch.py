@@ -2,34 +2,36 @@
 
 How one batch of items is scored (the same code serves one plan and a sweep of many):
 
-* Contexts are left-padded into one ``[B, P]`` batch; endings (minus their last token, whose
-  prediction is never needed) are right-padded into one ``[R, S]`` batch, R = all endings of
-  the B items. ``LM.prepare(pad=...)`` gives each row its own positions and hides padding, so
-  a padded row scores exactly as it would alone.
-* The model runs layer call by layer call: the contexts through a block (their keys/values
-  land in a one-slot ``KVCache``), then ``KVCache.select`` copies each item's context keys to
-  its endings' rows and the endings run through the same block on top of them.
+* Each item becomes a token tree (``TokenTree``): its context once, then every ending's tokens
+  (minus the last, whose prediction is never needed), a token that several endings share after the
+  same path stored once. The tree is one sequence; each token attends to its ancestors only
+  (``LM.prepare_tree``) and sits at its depth, so every ending scores exactly as in its own
+  ``context + ending`` forward, with no key/value copies and no second pass for the endings.
+* Trees of similar size are batched (``plan_batches``, up to ``TOKEN_BUDGET`` padded tokens),
+  so the weight matmuls run on large, mostly unpadded token blocks: on one CPU thread a matmul
+  over ~500+ tokens runs ~10% faster per token than over ~130.
 * Plans are a prefix tree of their call sequences (``PlanTree``): a call shared by several
   plans' prefixes runs once per batch and the hidden states branch from there, so a sweep of
   presets that all start ``0, 1, 2, ...`` pays for those calls once.
-* Only the positions that predict continuation tokens go through the head, in chunks.
+* Only tree nodes whose next token is scored go through the head (each once, even when several
+  endings continue from it, as all endings do from the context's last token), in chunks.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from lminspect.errors import UserError
-from lminspect.models.common import KVCache
 from lminspect.models.layercall import LayerCall
 
-TOKEN_BUDGET = 3072  # auto batch: padded tokens per forward (contexts + endings); CPU speed flattens past it
+TOKEN_BUDGET = 3072  # auto batch: padded tokens per forward; CPU matmul speed flattens past ~500, memory grows
+PAD_WASTE = 0.03  # auto batch: most padding allowed; on a CPU a batch gains little but pays for its padding
 HEAD_CHUNK = 512  # positions per head matmul: bounds the [chunk, vocab] logits buffer
 
 
@@ -88,122 +90,168 @@ class PlanTree:
 class ScoreStats:
     calls_run: int = 0  # layer calls run per batch, summed over batches
     calls_named: int = 0  # layer calls the plans name, times batches (what separate evals would run)
-    tokens: int = 0  # real (unpadded) tokens per pass through the tree
+    tokens: int = 0  # real (unpadded) tokens of the items' token trees, summed over batches
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     batches: int = 0
 
 
-def plan_batches(reqs: Sequence[Request], batch_size: int | None) -> list[list[int]]:
-    """Item indices per batch, longest contexts first so a batch's rows have similar lengths.
+@dataclass
+class TokenTree:
+    """One item's tokens as a trie in one sequence: the shared prefix, then the endings' tokens."""
 
-    ``batch_size``: items per batch; None or 0 = auto (fill up to ``TOKEN_BUDGET`` padded tokens)."""
-    order = sorted(range(len(reqs)), key=lambda i: (-len(reqs[i].prefix), -reqs[i].width, i))
+    tokens: list[int]
+    positions: list[int]  # depth in the tree = the token's position in its own sequence
+    parents: list[int]  # index of the token before it (-1: the first token)
+    heads: list[int]  # distinct nodes whose next-token distribution is scored
+    scored: list[tuple[int, int, int]]  # (index into heads, target token, ending)
+    n_endings: int
+    n_prefix: int  # tokens every ending shares (the context, BOS first)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def token_tree(req: Request) -> TokenTree:
+    """The request as a trie: ending tokens that follow the same path are one node."""
+    P = len(req.prefix)
+    tokens, positions, parents = list(req.prefix), list(range(P)), list(range(-1, P - 1))
+    child: dict[tuple[int, int], int] = {}
+    head_of: dict[int, int] = {}
+    heads: list[int] = []
+    scored: list[tuple[int, int, int]] = []
+    for e, (s, n) in enumerate(zip(req.suffixes, req.n_cont, strict=True)):
+        path = [P - 1]  # path[m]: the node whose output predicts s[m]
+        for t in s[:-1]:
+            node = child.get((path[-1], t))
+            if node is None:
+                node = child[(path[-1], t)] = len(tokens)
+                tokens.append(t)
+                positions.append(positions[path[-1]] + 1)
+                parents.append(path[-1])
+            path.append(node)
+        for m in range(len(s) - n, len(s)):
+            h = head_of.get(path[m])
+            if h is None:
+                h = head_of[path[m]] = len(heads)
+                heads.append(path[m])
+            scored.append((h, s[m], e))
+    return TokenTree(tokens, positions, parents, heads, scored, len(req.suffixes), P)
+
+
+def plan_batches(trees: Sequence[TokenTree], batch_size: int | None) -> list[list[int]]:
+    """Item indices per batch, largest trees first so a batch's rows have similar lengths.
+
+    ``batch_size``: items per batch; None or 0 = auto: items of nearly equal size (``PAD_WASTE``), up to
+    ``TOKEN_BUDGET`` padded tokens. (One thread of a CPU multiplies ~150 tokens nearly as fast per token
+    as 3000, so a batch must not buy its size with padding; a GPU gains more from large batches.)"""
+    order = sorted(range(len(trees)), key=lambda i: (-len(trees[i]), i))
     batches: list[list[int]] = []
     cur: list[int] = []
-    P = S = R = 0
+    real = 0
     for i in order:
-        r = reqs[i]
-        nP, nS, nR = max(P, len(r.prefix)), max(S, r.width), R + len(r.suffixes)
-        full = (len(cur) >= batch_size) if batch_size else ((len(cur) + 1) * nP + nR * nS > TOKEN_BUDGET)
-        if cur and full:
+        if batch_size:
+            full = len(cur) >= batch_size
+        else:  # rows are padded to the first (largest) tree of the batch
+            padded = (len(cur) + 1) * (len(trees[cur[0]]) if cur else len(trees[i]))
+            full = bool(cur) and (padded > TOKEN_BUDGET or padded - real - len(trees[i]) > PAD_WASTE * padded)
+        if full:
+            real = 0
             batches.append(cur)
-            cur, nP, nS, nR = [], len(r.prefix), r.width, len(r.suffixes)
+            cur = []
         cur.append(i)
-        P, S, R = nP, nS, nR
+        real += len(trees[i])
     if cur:
         batches.append(cur)
     return batches
 
 
 class _Batch:
-    """Padded tensors for a batch of requests, and where each ending's scored logits come from."""
+    """A padded batch of token trees, and which outputs the head scores for which ending."""
 
-    def __init__(self, model: Any, reqs: Sequence[Request]) -> None:
+    def __init__(self, model: Any, trees: Sequence[TokenTree]) -> None:
         dev = model.device
-        self.reqs = reqs
-        P = max(len(r.prefix) for r in reqs)
-        S = max(r.width for r in reqs)
-        self.P, self.S = P, S
-        owner = [b for b, r in enumerate(reqs) for _ in r.suffixes]
-        ctx_pad = [P - len(r.prefix) for r in reqs]
-        ctx = [[r.prefix[0]] * (P - len(r.prefix)) + r.prefix for r in reqs]
-        ends = [s[:-1] + [s[0]] * (S - len(s) + 1) for r in reqs for s in r.suffixes]
-        self.owner = torch.tensor(owner, device=dev)
-        pad = torch.tensor(ctx_pad, device=dev) if any(ctx_pad) else None
-        self.x_ctx, self.run_ctx = model.prepare(torch.tensor(ctx, device=dev), pad=pad)
-        self.x_end = self.run_end = None
-        if S > 0:
-            end_pad = pad[self.owner] if pad is not None else None
-            self.x_end, self.run_end = model.prepare(torch.tensor(ends, device=dev), start=P, pad=end_pad)
-        # scored positions: row r of [ctx_last[owner] | endings] (length S + 1), column j predicts suffix[j]
-        rows, cols, targets = [], [], []
-        k = 0
-        for q in reqs:
-            for s, n in zip(q.suffixes, q.n_cont, strict=True):
-                for j in range(len(s) - n, len(s)):
-                    rows.append(k)
-                    cols.append(j)
-                    targets.append(s[j])
-                k += 1
-        self.rows = torch.tensor(rows, device=dev)
-        self.cols = torch.tensor(cols, device=dev)
-        self.targets = torch.tensor(targets, device=dev)
-        self.n_rows = k
-        self.tokens = sum(len(r.prefix) + sum(len(s) - 1 for s in r.suffixes) for r in reqs)
+        B, T = len(trees), max(len(t) for t in trees)
+        ids = np.zeros((B, T), dtype=np.int64)
+        pos = np.zeros((B, T), dtype=np.int64)
+        allowed = np.zeros((B, T, T), dtype=bool)
+        allowed[:, np.arange(T), np.arange(T)] = True  # padding sees itself: no all-masked softmax row
+        heads, pairs = [], []  # pairs: (row in heads, target, ending row)
+        n_end, q0 = 0, T
+        for b, t in enumerate(trees):
+            L = len(t)
+            ids[b, :L], ids[b, L:] = t.tokens, t.tokens[0]
+            pos[b, :L] = t.positions
+            m = allowed[b]
+            P = next((i for i, p in enumerate(t.parents) if p != i - 1), L)  # the leading chain: causal
+            m[:P, :P] = np.tri(P, dtype=bool)
+            q0 = min(q0, t.n_prefix - 1)  # the context's last token is the first one scored
+            for i in range(P, L):
+                m[i] = m[t.parents[i]]
+                m[i, i] = True
+            pairs += [(len(heads) + h, tgt, n_end + e) for h, tgt, e in t.scored]
+            heads += [b * T + node for node in t.heads]
+            n_end += t.n_endings
+        pairs.sort(key=lambda p: p[0])  # by head row, so each head chunk gathers one slice
+        as_t = torch.as_tensor
+        self.x, self.run = model.prepare_tree(as_t(ids, device=dev), as_t(pos, device=dev),
+                                              as_t(allowed, device=dev), causal_head=q0)
+        self.heads = torch.tensor(heads, device=dev)
+        # a plan's last call needs outputs only from q0 on: the same heads in the narrower rows. Tokens
+        # before q0 (context only) also attend apart (causal_head), so a full call computes the rows
+        # from q0 on exactly as a last call does: shared and separate sweeps score bit for bit alike.
+        self.q0 = q0
+        self.heads_last = torch.tensor([(i // T) * (T - q0) + i % T - q0 for i in heads], device=dev)
+        self.pair_head = torch.tensor([p[0] for p in pairs], device=dev)
+        self.pair_target = torch.tensor([p[1] for p in pairs], device=dev)
+        self.pair_ending = torch.tensor([p[2] for p in pairs], device=dev)
+        self.chunks = np.searchsorted([p[0] for p in pairs], np.arange(0, len(heads) + HEAD_CHUNK, HEAD_CHUNK)
+                                      ).tolist()
+        self.n_endings = [t.n_endings for t in trees]
+        self.tokens = sum(len(t) for t in trees)
 
-    def layer(self, model: Any, call: LayerCall, x_ctx: torch.Tensor, x_end: torch.Tensor | None):
-        """One layer call: the contexts, then the endings on top of the contexts' keys/values."""
-        block = model.layers[call.index]
-        attn = block.attn
-        kv = KVCache([call], [(attn.n_kv_head, attn.head_dim)], x_ctx.shape[0], self.P, model.context_length,
-                     x_ctx.dtype, x_ctx.device)
-        y_ctx = block(x_ctx, dataclasses.replace(self.run_ctx, cache=kv), 0, call)
-        kv.pos = self.P
-        y_end = None
-        if x_end is not None:
-            y_end = block(x_end, dataclasses.replace(self.run_end, cache=kv.select(self.owner, self.P + self.S)),
-                          0, call)
-        return y_ctx, y_end
+    def layer(self, model: Any, call: LayerCall, x: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """One layer call; ``last``: only the outputs ``lls`` reads (rows from ``q0`` on)."""
+        return model.layers[call.index](x, self.run, 0, call, self.q0 if last else 0)
 
-    def lls(self, model: Any, x_ctx: torch.Tensor, x_end: torch.Tensor | None) -> list[list[float]]:
-        """Per item, per ending: the summed log-likelihood of its continuation."""
-        h = x_ctx[:, -1:][self.owner]  # [R, 1, D]: the last context position predicts suffix[0]
-        if x_end is not None:
-            h = torch.cat([h, x_end], 1)  # [R, S + 1, D]
-        h = h[self.rows, self.cols]  # [N, D]
-        tok_lp = torch.empty(len(self.rows), dtype=torch.float32, device=h.device)
-        for a in range(0, len(self.rows), HEAD_CHUNK):
-            lp = torch.log_softmax(model.logits(h[a:a + HEAD_CHUNK]).float(), -1)
-            tok_lp[a:a + HEAD_CHUNK] = lp.gather(1, self.targets[a:a + HEAD_CHUNK, None])[:, 0]
-        sums = torch.zeros(self.n_rows, dtype=torch.float64, device=h.device)
-        sums.index_add_(0, self.rows, tok_lp.double())
+    def lls(self, model: Any, x: torch.Tensor) -> list[list[float]]:
+        """Per item, per ending: the summed log-likelihood of its continuation (``x``: a full or
+        a ``last`` layer output)."""
+        heads = self.heads if x.shape[1] == self.run.length else self.heads_last
+        h = x.reshape(-1, x.shape[-1])[heads]  # [heads, D]
+        tok_lp = torch.empty(len(self.pair_head), dtype=torch.float32, device=h.device)
+        for k, a in enumerate(range(0, len(h), HEAD_CHUNK)):
+            logits = model.logits(h[a:a + HEAD_CHUNK]).float()
+            lo, hi = self.chunks[k], self.chunks[k + 1]
+            rows = self.pair_head[lo:hi] - a
+            tok_lp[lo:hi] = torch.log_softmax(logits, -1)[rows, self.pair_target[lo:hi]]  # (faster than logsumexp)
+        sums = torch.zeros(sum(self.n_endings), dtype=torch.float64, device=h.device)
+        sums.index_add_(0, self.pair_ending, tok_lp.double())
         flat = sums.tolist()
         out, k = [], 0
-        for q in self.reqs:
-            out.append(flat[k:k + len(q.suffixes)])
-            k += len(q.suffixes)
+        for n in self.n_endings:
+            out.append(flat[k:k + n])
+            k += n
         return out
 
 
-def _walk(model: Any, batch: _Batch, node: PlanTree, x_ctx: torch.Tensor, x_end: torch.Tensor | None,
+def _walk(model: Any, batch: _Batch, node: PlanTree, x: torch.Tensor,
           emit: Callable[[str, list[list[float]]], None]) -> int:
     """Depth-first over the plan tree; returns the layer calls run. A chain without branches
     runs in a loop, so only branch points keep their hidden states alive."""
     n = 0
     while True:
         if node.ends:
-            lls = batch.lls(model, x_ctx, x_end)
+            lls = batch.lls(model, x)
             for name in node.ends:
                 emit(name, lls)
         if len(node.children) != 1:
             break
         ((call, node),) = node.children.items()
-        x_ctx, x_end = batch.layer(model, call, x_ctx, x_end)
+        x = batch.layer(model, call, x, last=not node.children)
         n += 1
     for call, child in node.children.items():
-        y_ctx, y_end = batch.layer(model, call, x_ctx, x_end)
-        n += 1 + _walk(model, batch, child, y_ctx, y_end, emit)
+        n += 1 + _walk(model, batch, child, batch.layer(model, call, x, last=not child.children), emit)
     return n
 
 
@@ -219,15 +267,16 @@ def score_requests(model: Any, reqs: Sequence[Request], plans: dict[str, list[La
     stats = ScoreStats()
     t0, c0 = time.perf_counter(), time.process_time()
     done = 0
+    trees = [token_tree(r) for r in reqs]
     with torch.inference_mode():
-        for idx in plan_batches(reqs, batch_size):
-            batch = _Batch(model, [reqs[i] for i in idx])
+        for idx in plan_batches(trees, batch_size):
+            batch = _Batch(model, [trees[i] for i in idx])
 
             def emit(name: str, lls: list[list[float]], idx: list[int] = idx) -> None:
                 for i, row in zip(idx, lls, strict=True):
                     out[name][i] = row
 
-            stats.calls_run += _walk(model, batch, tree, batch.x_ctx, batch.x_end, emit)
+            stats.calls_run += _walk(model, batch, tree, batch.x, emit)
             stats.calls_named += named
             stats.tokens += batch.tokens
             stats.batches += 1

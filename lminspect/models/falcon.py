@@ -131,6 +131,11 @@ class Falcon(LM):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
+    def _key_bias(self, positions):
+        if not self.config.alibi:
+            return None
+        return self.alibi[:, positions].permute(1, 0, 2)[:, :, None, :].to(self.dtype)  # [B, H, 1, T]
+
     def _extras(self, start: int, T: int, L: int, rows=None):
         if not self.config.alibi:
             if rows is not None:  # per-row positions [B, T] -> tables [B, 1, T, D]
