@@ -109,3 +109,6 @@ def test_activations_under_torchrun_match_one_process(tiny_llama_dir, docs, tmp_
     r = torchrun(["-m", "lminspect", "activations", *args, "--out", str(other)])
     assert r.returncode != 0 and "lminspect: error:" in r.stderr and "not an activations results dir" in r.stderr
     assert sorted(p.name for p in other.iterdir() if not p.name.startswith(".")) == ["notes.txt"]
+    r = torchrun(["-m", "lminspect", "activations", *args, "--out", str(tmp_path / "kept"), "--keep-tokens"])
+    assert r.returncode != 0 and "--keep-tokens is not supported under torchrun" in r.stderr
+    assert not (tmp_path / "kept" / "index.json").exists()
