@@ -98,6 +98,10 @@ def test_sweep_tree_shares_calls_and_scores_identically(tiny_llama_dir):
     assert st.batches == 3
     # tree edges: 0,1,2,3 | 3 after 0-2 ends there, rep: 2,3 | 1,2,3 -> 4 + 2 + 3 = 9 per batch
     assert st.calls_run == 3 * 9 and st.calls_named == 3 * (4 + 3 + 5 + 3)
+    assert set(st.plan_seconds) == set(specs) and all(v > 0 for v in st.plan_seconds.values())
+    assert sum(st.plan_seconds.values()) <= st.seconds  # attributed shares of the measured time
+    tree = PlanTree.build(plans)
+    assert sorted(tree.below) == sorted(specs) and tree.children[plans["late"][0]].below == ["late"]
     for name, spec in specs.items():
         alone = evaluate_mc(model, tok, ITEMS, plan=spec, batch_size=2)
         assert [s.lls for s in alone.items] == shared[name]  # same batches, same ops: bit for bit

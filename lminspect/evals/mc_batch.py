@@ -70,6 +70,7 @@ class PlanTree:
 
     children: dict[LayerCall, PlanTree] = field(default_factory=dict)
     ends: list[str] = field(default_factory=list)  # plans whose sequence ends at this node
+    below: list[str] = field(default_factory=list)  # plans that run the call into this node (set by build)
 
     @classmethod
     def build(cls, plans: dict[str, list[LayerCall]]) -> PlanTree:
@@ -79,7 +80,12 @@ class PlanTree:
             for call in plan:
                 node = node.children.setdefault(call, cls())
             node.ends.append(name)
+        root._collect()
         return root
+
+    def _collect(self) -> list[str]:
+        self.below = self.ends + [name for child in self.children.values() for name in child._collect()]
+        return self.below
 
     def n_calls(self) -> int:
         """Layer calls one pass over the tree runs (its edges)."""
@@ -94,6 +100,7 @@ class ScoreStats:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     batches: int = 0
+    plan_seconds: dict[str, float] = field(default_factory=dict)  # attributed: a shared call's time split evenly
 
 
 @dataclass
@@ -235,23 +242,40 @@ class _Batch:
         return out
 
 
+def _share(secs: dict[str, float], names: list[str], t0: float) -> None:
+    """Split the time since ``t0`` evenly between the plans ``names``."""
+    dt = (time.perf_counter() - t0) / len(names)
+    for name in names:
+        secs[name] = secs.get(name, 0.0) + dt
+
+
+def _call(model: Any, batch: _Batch, call: LayerCall, child: PlanTree, x: torch.Tensor,
+          secs: dict[str, float]) -> torch.Tensor:
+    t0 = time.perf_counter()
+    y = batch.layer(model, call, x, last=not child.children)
+    _share(secs, child.below, t0)
+    return y
+
+
 def _walk(model: Any, batch: _Batch, node: PlanTree, x: torch.Tensor,
-          emit: Callable[[str, list[list[float]]], None]) -> int:
+          emit: Callable[[str, list[list[float]]], None], secs: dict[str, float]) -> int:
     """Depth-first over the plan tree; returns the layer calls run. A chain without branches
     runs in a loop, so only branch points keep their hidden states alive."""
     n = 0
     while True:
         if node.ends:
+            t0 = time.perf_counter()
             lls = batch.lls(model, x)
+            _share(secs, node.ends, t0)
             for name in node.ends:
                 emit(name, lls)
         if len(node.children) != 1:
             break
-        ((call, node),) = node.children.items()
-        x = batch.layer(model, call, x, last=not node.children)
+        ((call, child),) = node.children.items()
+        x, node = _call(model, batch, call, child, x, secs), child
         n += 1
     for call, child in node.children.items():
-        n += 1 + _walk(model, batch, child, batch.layer(model, call, x, last=not child.children), emit)
+        n += 1 + _walk(model, batch, child, _call(model, batch, call, child, x, secs), emit, secs)
     return n
 
 
@@ -276,7 +300,7 @@ def score_requests(model: Any, reqs: Sequence[Request], plans: dict[str, list[La
                 for i, row in zip(idx, lls, strict=True):
                     out[name][i] = row
 
-            stats.calls_run += _walk(model, batch, tree, batch.x, emit)
+            stats.calls_run += _walk(model, batch, tree, batch.x, emit, stats.plan_seconds)
             stats.calls_named += named
             stats.tokens += batch.tokens
             stats.batches += 1

@@ -4,7 +4,8 @@
 tree of their layer calls per batch of items (``evals.mc_batch``): a call that several plans
 share at the same place in their sequence runs once, and the reported ``calls_run`` /
 ``calls_named`` say how much that saved. ``separate=True`` evaluates the plans one after the
-other (same batches, so the same scores to the bit) and gives each row its own time.
+other (same batches, so the same scores to the bit), each row with its own time; shared, a row's
+time is attributed: each shared layer call's time split evenly between the plans that share it.
 
 The CLI (``stitch sweep``), the REPL (``Model.sweep``) and sessions all call this.
 """
@@ -81,7 +82,7 @@ def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dic
     if not separate:
         step = (lambda d, n: progress(d * len(plans), total)) if progress else None
         out, st = score_requests(model, batch_reqs, plans, batch_size=batch_size, progress=step)
-        return out, n_tok, dict.fromkeys(plans), st.calls_run, st.calls_named
+        return out, n_tok, {name: st.plan_seconds.get(name, 0.0) for name in plans}, st.calls_run, st.calls_named
     out, secs, calls = {}, {}, 0
     for k, (name, plan) in enumerate(plans.items()):
         step = (lambda d, n, k=k: progress(k * len(items) + d, total)) if progress else None
@@ -116,11 +117,10 @@ def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[s
         n_tok = [nt for _, nt in full]
         calls_run, calls_named, cpu = sum_over_ranks([calls_run, calls_named, cpu], world)
         calls_run, calls_named = int(calls_run), int(calls_named)
-    seconds = time.perf_counter() - t0
     results: dict[str, MCResult] = {}
     rows: list[dict[str, Any]] = []
     for name, plan in plans.items():
-        res = mc_result(items, lls[name], n_tok, seconds=secs[name] if separate else seconds, cpu_seconds=cpu,
+        res = mc_result(items, lls[name], n_tok, seconds=secs[name], cpu_seconds=cpu,
                         tokens=0, layer_calls=calls_run)
         results[name] = res
         rows.append(_row(name, plan, res, model, secs[name]))
