@@ -3,7 +3,8 @@
 The items are written as a local jsonl plus a task YAML (HellaSwag's settings: ``multiple_choice``,
 ``target_delimiter: " "``, acc and acc_norm), and lm-eval's own ``simple_evaluate`` runs them
 offline with its ``HFLM`` on a HF model directory. Returns lm-eval's time inside
-``HFLM.loglikelihood`` (the scoring, not the model load or task set-up), its per-item,
+``HFLM.loglikelihood`` (the scoring, not the model load, task set-up or, at ``auto``, the batch-size
+probe, which lm-eval 0.4.13 repeats on every call and which is timed apart), its per-item,
 per-ending log-likelihoods from ``log_samples`` and its aggregate metrics.
 
 Needs ``pip install lm-eval`` (not a dependency of lminspect); importing this module does not.
@@ -44,11 +45,13 @@ metric_list:
 
 @dataclass
 class PeerRun:
-    seconds: float  # wall time inside HFLM.loglikelihood
+    seconds: float  # wall time inside HFLM.loglikelihood, less its batch-size probing (auto)
     cpu_seconds: float  # process CPU time there (robust to other load on a shared machine)
     lls: list[list[float]]  # per item (in input order), per ending
     metrics: dict[str, float]
     batch_size: str  # what was asked (1, 8, auto) and what lm-eval picked for auto
+    probe_seconds: float = 0.0  # auto: wall time of its batch-size probe (not in ``seconds``)
+    probe_cpu_seconds: float = 0.0
 
 
 def available() -> bool:
@@ -83,8 +86,17 @@ def run(lm: Any, items: list[Any]) -> PeerRun:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    spent = [0.0, 0.0]
+    spent = [0.0, 0.0, 0.0, 0.0]  # scoring wall, CPU; of which batch-size probing (auto) wall, CPU
     inner = lm.loglikelihood
+    detect = lm._detect_batch_size
+
+    def probe(*a, **kw):  # lm-eval 0.4.13 re-probes on every loglikelihood call at batch_size auto
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return detect(*a, **kw)
+        finally:
+            spent[2] += time.perf_counter() - t0
+            spent[3] += time.process_time() - c0
 
     def timed(requests, *a, **kw):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -95,16 +107,17 @@ def run(lm: Any, items: list[Any]) -> PeerRun:
             spent[1] += time.process_time() - c0
 
     lm.loglikelihood = timed
+    lm._detect_batch_size = probe
     try:
         with tempfile.TemporaryDirectory(prefix="lminspect-lmeval-") as tmp:
             tm = TaskManager(include_path=str(write_task(items, Path(tmp))))
             out = simple_evaluate(model=lm, tasks=[TASK], task_manager=tm, log_samples=True,
                                   bootstrap_iters=0, verbosity="ERROR")
     finally:
-        del lm.loglikelihood
+        del lm.loglikelihood, lm._detect_batch_size
     samples = sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
     lls = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
     res = out["results"][TASK]
     metrics = {k.split(",")[0]: float(v) for k, v in res.items() if isinstance(v, int | float)}
     picked = getattr(lm, "batch_size", None)
-    return PeerRun(spent[0], spent[1], lls, metrics, str(picked))
+    return PeerRun(spent[0] - spent[2], spent[1] - spent[3], lls, metrics, str(picked), spent[2], spent[3])
