@@ -7,9 +7,9 @@ How one batch of items is scored (the same code serves one plan and a sweep of m
   same path stored once. The tree is one sequence; each token attends to its ancestors only
   (``LM.prepare_tree``) and sits at its depth, so every ending scores exactly as in its own
   ``context + ending`` forward, with no key/value copies and no second pass for the endings.
-* Trees of similar size are batched (``plan_batches``, up to ``TOKEN_BUDGET`` padded tokens),
-  so the weight matmuls run on large, mostly unpadded token blocks: on one CPU thread a matmul
-  over ~500+ tokens runs ~10% faster per token than over ~130.
+* Trees of similar size are batched (``plan_batches``): on a CPU only nearly equal ones (one
+  thread multiplies one item's ~150 tokens about as fast per token as thousands, so padding would
+  only cost), on an accelerator many (a GPU needs thousands of tokens per matmul to be busy).
 * Plans are a prefix tree of their call sequences (``PlanTree``): a call shared by several
   plans' prefixes runs once per batch and the hidden states branch from there, so a sweep of
   presets that all start ``0, 1, 2, ...`` pays for those calls once.
@@ -30,8 +30,11 @@ import torch
 from lminspect.errors import UserError
 from lminspect.models.layercall import LayerCall
 
-TOKEN_BUDGET = 3072  # auto batch: padded tokens per forward; CPU matmul speed flattens past ~500, memory grows
-PAD_WASTE = 0.03  # auto batch: most padding allowed; on a CPU a batch gains little but pays for its padding
+# auto batches, (padded tokens per forward, share of padding allowed): on a CPU a batch gains
+# little and pays for its padding; an H200 ran 400 SmolLM2-sized items 1.5x faster at 128 items
+# per batch than at 3k tokens (benchmarks/bench_mc_device.py)
+AUTO_CPU = (3072, 0.03)
+AUTO_ACCEL = (32768, 0.25)
 HEAD_CHUNK = 512  # positions per head matmul: bounds the [chunk, vocab] logits buffer
 
 
@@ -146,12 +149,12 @@ def token_tree(req: Request) -> TokenTree:
     return TokenTree(tokens, positions, parents, heads, scored, len(req.suffixes), P)
 
 
-def plan_batches(trees: Sequence[TokenTree], batch_size: int | None) -> list[list[int]]:
+def plan_batches(trees: Sequence[TokenTree], batch_size: int | None,
+                 auto: tuple[int, float] = AUTO_CPU) -> list[list[int]]:
     """Item indices per batch, largest trees first so a batch's rows have similar lengths.
 
-    ``batch_size``: items per batch; None or 0 = auto: items of nearly equal size (``PAD_WASTE``), up to
-    ``TOKEN_BUDGET`` padded tokens. (One thread of a CPU multiplies ~150 tokens nearly as fast per token
-    as 3000, so a batch must not buy its size with padding; a GPU gains more from large batches.)"""
+    ``batch_size``: items per batch; None or 0 = auto: fill up to ``auto = (padded tokens, share of
+    padding)``, ``AUTO_CPU`` or ``AUTO_ACCEL``."""
     order = sorted(range(len(trees)), key=lambda i: (-len(trees[i]), i))
     batches: list[list[int]] = []
     cur: list[int] = []
@@ -161,7 +164,7 @@ def plan_batches(trees: Sequence[TokenTree], batch_size: int | None) -> list[lis
             full = len(cur) >= batch_size
         else:  # rows are padded to the first (largest) tree of the batch
             padded = (len(cur) + 1) * (len(trees[cur[0]]) if cur else len(trees[i]))
-            full = bool(cur) and (padded > TOKEN_BUDGET or padded - real - len(trees[i]) > PAD_WASTE * padded)
+            full = bool(cur) and (padded > auto[0] or padded - real - len(trees[i]) > auto[1] * padded)
         if full:
             real = 0
             batches.append(cur)
@@ -293,7 +296,8 @@ def score_requests(model: Any, reqs: Sequence[Request], plans: dict[str, list[La
     done = 0
     trees = [token_tree(r) for r in reqs]
     with torch.inference_mode():
-        for idx in plan_batches(trees, batch_size):
+        auto = AUTO_CPU if torch.device(model.device).type == "cpu" else AUTO_ACCEL
+        for idx in plan_batches(trees, batch_size, auto):
             batch = _Batch(model, [trees[i] for i in idx])
 
             def emit(name: str, lls: list[list[float]], idx: list[int] = idx) -> None:
