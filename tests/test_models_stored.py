@@ -112,11 +112,12 @@ def quant_gguf_tied(tiny_llama_tied_dir, tmp_path_factory):
 
 def _decode_logits(model, ids: list[int], steps: list[int], plan=None) -> list[torch.Tensor]:
     """Prefill ``ids`` then feed ``steps`` one token at a time; every step's logits."""
+    dev = model.device
     with torch.inference_mode():
         cache = model.new_cache(plan, max_len=len(ids) + len(steps))
-        out = [model(torch.tensor([ids]), cache=cache, last_only=True)[0, -1]]
+        out = [model(torch.tensor([ids], device=dev), cache=cache, last_only=True)[0, -1]]
         for t in steps:
-            out.append(model(torch.tensor([[t]]), cache=cache)[0, -1])
+            out.append(model(torch.tensor([[t]], device=dev), cache=cache)[0, -1])
     return out
 
 
