@@ -120,6 +120,15 @@ def test_plan_tree_and_batches():
     assert sorted(i for b in plan_batches(trees, None) for i in b) == [0, 1, 2, 3]
 
 
+def test_auto_batches_by_device():
+    from lminspect.evals.mc_batch import AUTO_ACCEL, AUTO_CPU, Request
+
+    trees = [token_tree(Request([1] * n, [[2, 3]], [1])) for n in (100, 99, 90, 50)]  # 101, 100, 91, 51 nodes
+    assert plan_batches(trees, None, AUTO_CPU) == [[0, 1], [2], [3]]  # at most 3% padding on a CPU
+    assert plan_batches(trees, None, AUTO_ACCEL) == [[0, 1, 2, 3]]  # 15% padding is worth it on a GPU
+    assert plan_batches(trees, None, (250, 0.5)) == [[0, 1], [2, 3]]  # and the token budget holds
+
+
 def test_token_tree_stores_shared_ending_tokens_once():
     from lminspect.evals.mc_batch import Request
 
