@@ -109,6 +109,24 @@ def test_ctrl_c_fallback_says_nothing_written(tiny_llama_dir, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_in_train_setup_names_what_is_on_disk(tmp_path, monkeypatch):
+    """Ctrl-C before the first step: the line says what the run dir holds, and how to go on."""
+    import lminspect.train as train_pkg
+
+    def setup_then_ctrl_c(cfg):
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.run_dir) / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_pkg, "train", setup_then_ctrl_c)
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--exp", "gpt2ish", "--run-dir", str(run), "--max-steps", "2"])
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines() == [
+        f"lminspect: interrupted; before the first step; {run} holds its config.json, no checkpoint; "
+        f"continue with: lminspect train --run-dir {run} --resume"]
+
+
 def test_ctrl_c_in_generate_says_how_far_it_got(tiny_llama_dir, monkeypatch):
     from lminspect.generate import Generation
 

@@ -273,17 +273,28 @@ def train(
         _train_batch(exp, run_root, common, common_threads)
 
 
+def _before_first_step(run_dir: Path) -> str:
+    """What Ctrl-C during the set-up (model, data) leaves: at most the run dir's config.json."""
+    from lminspect.runtime import NOTHING_WRITTEN
+
+    if (run_dir / "config.json").exists():
+        return (f"before the first step; {run_dir} holds its config.json, no checkpoint; "
+                f"continue with: lminspect train --run-dir {run_dir} --resume")
+    return NOTHING_WRITTEN
+
+
 def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict, n_threads: int,
                again: str = "") -> object:
     """One run (the classic ``train``): train, print where it ended, exit 130 with one line when
     interrupted (``again`` says how to continue; by default ``--resume`` on the run dir)."""
-    from lminspect.runtime import interrupted_line, threads_label
+    from lminspect.runtime import interrupted, interrupted_line, threads_label
     from lminspect.train import TrainConfig
     from lminspect.train import train as run_training
 
     cfg = TrainConfig(exp=exp, run_dir=str(run_dir) if run_dir else None, resume=resume, **common)
-    with _owned_run_dir(cfg, run_dir or Path("runs") / exp):
-        result = run_training(cfg)
+    rd = run_dir or Path("runs") / exp
+    with _owned_run_dir(cfg, rd), interrupted(lambda: _before_first_step(rd)):
+        result = run_training(cfg)  # (Ctrl-C during the steps is caught inside: status "interrupted")
     if int(os.environ.get("RANK", "0")) != 0:
         return result
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
