@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_weights_gguf import write_llama_gguf
 
 from lminspect.errors import UserError
 from lminspect.generate import greedy_ids
@@ -13,7 +14,6 @@ from lminspect.models.layercall import LayerCall
 from lminspect.models.packed import PackedWeight
 from lminspect.models.stored import StoredLinear, resolve_weights
 from lminspect.weights import open_store
-from lminspect.weights.naming import permute_rope
 
 gguf = pytest.importorskip("gguf")
 QT = gguf.GGMLQuantizationType
@@ -57,47 +57,13 @@ def test_packed_needs_whole_known_blocks():
 
 # ----------------------------------------------------------------------------- tiny quantized GGUF
 
-_PER = {"attn_norm": "attn_norm", "attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v", "attn.o": "attn_output",
-        "mlp_norm": "ffn_norm", "mlp.gate": "ffn_gate", "mlp.up": "ffn_up", "mlp.down": "ffn_down"}
 _KINDS = ["Q4_1", "Q4_0", "Q8_0"]
 
 
 def write_quant_gguf(src_dir, path):
     """The tiny HF llama as a llama.cpp-style GGUF whose matrices are Q4_1/Q4_0/Q8_0 in turn."""
-    src = open_store(src_dir)
-    cfg = src.config
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_rope_freq_base(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
-    top = {"embed.tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight", "head.weight": "output.weight"}
-    for i, c in enumerate(src.canonical_names()):
-        a = src.get_canonical(c)
-        if c.startswith("layers."):
-            _, n, rest = c.split(".", 2)
-            name = f"blk.{n}.{_PER[rest.rsplit('.', 1)[0]]}.weight"
-            if ".attn.q." in c:
-                a = permute_rope(a, cfg["num_attention_heads"])
-            if ".attn.k." in c:
-                a = permute_rope(a, cfg["num_key_value_heads"])
-        else:
-            name = top[c]
-        if a.ndim == 2:
-            kind = QT[_KINDS[i % 3]]
-            q = gguf.quants.quantize(a, kind)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=kind)
-        else:
-            w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_llama_gguf(src_dir, path, add_tokenizer=None,
+                            kind_of=lambda i, a: _KINDS[i % 3] if a.ndim == 2 else None)
 
 
 @pytest.fixture(scope="module")

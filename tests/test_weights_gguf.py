@@ -24,10 +24,12 @@ def add_gpt2_tokenizer(w, src) -> None:
     w.add_chat_template("{{ messages }}")
 
 
-def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt2_tokenizer):
+def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt2_tokenizer, kind_of=None):
     """A llama.cpp-style GGUF of the tiny HF llama (Q/K permuted as convert_hf_to_gguf does).
 
-    ``add_tokenizer(writer, src_store)`` writes the tokenizer metadata.
+    ``add_tokenizer(writer, src_store)`` writes the tokenizer metadata (None: none). Tensors are
+    float32 except ``blk.0.ffn_up.weight`` in Q8_0 (``quant_q8``), or, given ``kind_of(i, array)``,
+    the GGML type name it returns for the i-th tensor (None: float32).
     """
     import gguf
 
@@ -42,13 +44,14 @@ def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt
     w.add_head_count_kv(cfg["num_key_value_heads"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
-    add_tokenizer(w, src)
+    if add_tokenizer is not None:
+        add_tokenizer(w, src)
     names = {"embed.tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight",
              "head.weight": "output.weight"}
     per = {"attn_norm": "attn_norm", "attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v",
            "attn.o": "attn_output", "mlp_norm": "ffn_norm", "mlp.gate": "ffn_gate", "mlp.up": "ffn_up",
            "mlp.down": "ffn_down"}
-    for c in src.canonical_names():
+    for i, c in enumerate(src.canonical_names()):
         a = src.get_canonical(c)
         if c.startswith("layers."):
             _, n, rest = c.split(".", 2)
@@ -59,9 +62,10 @@ def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt
                 a = permute_rope(a, cfg["num_key_value_heads"])
         else:
             g = names[c]
-        if quant_q8 and g == "blk.0.ffn_up.weight":
-            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(g, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        kind = kind_of(i, a) if kind_of is not None else "Q8_0" if quant_q8 and g == "blk.0.ffn_up.weight" else None
+        if kind is not None:
+            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType[kind])
+            w.add_tensor(g, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType[kind])
         else:
             w.add_tensor(g, a)
     w.write_header_to_file()
