@@ -81,33 +81,29 @@ def load_hflm(hf_dir: str | Path, batch_size: int | str) -> Any:
     return HFLM(pretrained=str(hf_dir), device="cpu", dtype="float32", batch_size=batch_size)
 
 
+def _timed(fn: Any, spent: list[float], slot: int) -> Any:
+    """``fn``, adding its wall and CPU seconds to ``spent[slot]`` and ``spent[slot + 1]``."""
+
+    def wrapped(*a: Any, **kw: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            spent[slot] += time.perf_counter() - t0
+            spent[slot + 1] += time.process_time() - c0
+
+    return wrapped
+
+
 def run(lm: Any, items: list[Any]) -> PeerRun:
     """Score ``items`` with lm-eval's own pipeline on an ``HFLM`` from ``load_hflm``."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     spent = [0.0, 0.0, 0.0, 0.0]  # scoring wall, CPU; of which batch-size probing (auto) wall, CPU
-    inner = lm.loglikelihood
-    detect = lm._detect_batch_size
-
-    def probe(*a, **kw):  # lm-eval 0.4.13 re-probes on every loglikelihood call at batch_size auto
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            return detect(*a, **kw)
-        finally:
-            spent[2] += time.perf_counter() - t0
-            spent[3] += time.process_time() - c0
-
-    def timed(requests, *a, **kw):
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            return inner(requests, *a, **kw)
-        finally:
-            spent[0] += time.perf_counter() - t0
-            spent[1] += time.process_time() - c0
-
-    lm.loglikelihood = timed
-    lm._detect_batch_size = probe
+    lm.loglikelihood = _timed(lm.loglikelihood, spent, 0)
+    # lm-eval 0.4.13 re-probes on every loglikelihood call at batch_size auto: timed apart
+    lm._detect_batch_size = _timed(lm._detect_batch_size, spent, 2)
     try:
         with tempfile.TemporaryDirectory(prefix="lminspect-lmeval-") as tmp:
             tm = TaskManager(include_path=str(write_task(items, Path(tmp))))

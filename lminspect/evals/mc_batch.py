@@ -192,11 +192,10 @@ class _Batch:
             L = len(t)
             ids[b, :L], ids[b, L:] = t.tokens, t.tokens[0]
             pos[b, :L] = t.positions
-            m = allowed[b]
-            P = next((i for i, p in enumerate(t.parents) if p != i - 1), L)  # the leading chain: causal
-            m[:P, :P] = np.tri(P, dtype=bool)
-            q0 = min(q0, t.n_prefix - 1)  # the context's last token is the first one scored
-            for i in range(P, L):
+            m, P = allowed[b], t.n_prefix
+            m[:P, :P] = np.tri(P, dtype=bool)  # the context: causal
+            q0 = min(q0, P - 1)  # the context's last token is the first one scored
+            for i in range(P, L):  # an ending token sees what its parent sees, and itself
                 m[i] = m[t.parents[i]]
                 m[i, i] = True
             pairs += [(len(heads) + h, tgt, n_end + e) for h, tgt, e in t.scored]
