@@ -101,7 +101,7 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
         raise UserError(f"token position {position} is out of range for a prompt of {T} tokens")
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
     logits, acts = lm.run_with_cache(x, ["resid_in.0", "attn_out", "mlp_out", "attn_z"], plan=plan)
-    w_u = lm.unembed_weight()
+    w_u = lm.unembed_weight() * getattr(lm, "logit_scale", 1.0)  # Granite divides the logits
     d = w_u[target.id] - (w_u[baseline.id] if baseline is not None else 0)
     final = acts["resid_in.0"][0, pos] + sum(acts[f"attn_out.{p}"][0, pos] + acts[f"mlp_out.{p}"][0, pos]
                                              for p in range(len(plan)))
@@ -115,10 +115,16 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
         att = lm.layers[call.index].attn
         z = acts[f"attn_z.{p}"][0, pos]  # [H, hd]
         wo = att.o.weight.view(att.o.out_features, att.n_head, att.head_dim)  # [D, H, hd]
-        per_head = torch.einsum("hk,dhk->hd", z, wo) * call.attn_scale  # [H, D] in residual space
-        heads.append(direct(per_head))
-        bias = att.o.bias * call.attn_scale if att.o.bias is not None else torch.zeros_like(d)
-        abias.append(float(direct(bias)) if att.o.bias is not None else 0.0)
+        block = lm.layers[call.index]
+        k = call.attn_scale * getattr(block, "residual_scale", 1.0)
+        per_head = torch.einsum("hk,dhk->hd", z, wo)  # [H, D] in residual space
+        bias = att.o.bias if att.o.bias is not None else torch.zeros_like(d)
+        post = getattr(block, "attn_post_norm", None)
+        if post is not None:  # OLMo 2: the branch output is normed; its scale frozen here, like the final norm
+            pmap = _norm_map(post, per_head.sum(0) + bias)[0]
+            per_head, bias = pmap(per_head), pmap(bias)
+        heads.append(direct(per_head * k))
+        abias.append(float(direct(bias * k)) if att.o.bias is not None else 0.0)
         attn.append(float(direct(acts[f"attn_out.{p}"][0, pos])))
         mlp.append(float(direct(acts[f"mlp_out.{p}"][0, pos])))
     lo = logits[0, pos].float()

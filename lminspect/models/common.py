@@ -26,14 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lminspect.errors import UserError
+from lminspect.models.hooks import _NAMED_ONLY, SITE_KINDS, HookCallback, _Hooks, _parse_sites  # noqa: F401
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
-
-SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs", "attn_z")
-_NAMED_ONLY = ("attn_probs", "attn_z")  # kinds a hook sees only when it names them
-
-HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
-
+from lminspect.models.window import window_bias
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -108,59 +104,6 @@ def alibi_table(n_head: int, length: int) -> torch.Tensor:
     return (alibi_slopes(n_head).bfloat16()[:, None] * torch.arange(length)[None, :]).float()
 
 
-# --------------------------------------------------------------------------- hooks
-
-
-class _Hooks:
-    """What a hooked forward records / calls. ``wants(kind, pos)`` is asked only when hooks exist."""
-
-    def __init__(self, sites: set[str] | None, kinds: set[str] | None,
-                 callback: HookCallback | None, store: dict[str, torch.Tensor] | None) -> None:
-        self.sites = sites  # exact "{kind}.{pos}" names, or None for "kind-only" matching below
-        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs and attn_z)
-        self.callback = callback
-        self.store = store
-
-    def wants(self, kind: str, pos: int) -> bool:
-        if self.kinds is None and self.sites is None:
-            return kind not in _NAMED_ONLY
-        if self.kinds is not None and kind in self.kinds:
-            return True
-        return self.sites is not None and f"{kind}.{pos}" in self.sites
-
-    def emit(self, kind: str, pos: int, t: torch.Tensor) -> torch.Tensor:
-        if not self.wants(kind, pos):
-            return t
-        name = f"{kind}.{pos}"
-        if self.callback is not None:
-            out = self.callback(name, t)
-            if out is not None:
-                t = out
-        if self.store is not None:
-            self.store[name] = t.detach()
-        return t
-
-
-def _parse_sites(sites: Iterable[str] | None) -> tuple[set[str] | None, set[str] | None]:
-    if sites is None:
-        return None, None
-    if isinstance(sites, str):
-        sites = [sites]
-    exact: set[str] = set()
-    kinds: set[str] = set()
-    for s in sites:
-        kind, _, pos = s.partition(".")
-        if kind not in SITE_KINDS:
-            raise UserError(f"unknown hook site {s!r} (expected KIND or KIND.POS with KIND one of {', '.join(SITE_KINDS)})")
-        if pos:
-            if not pos.isdigit():
-                raise UserError(f"bad hook site {s!r}: the position after the dot must be an integer")
-            exact.add(f"{kind}.{int(pos)}")
-        else:
-            kinds.add(kind)
-    return exact, kinds
-
-
 # --------------------------------------------------------------------------- attention / MLP / block
 
 
@@ -176,6 +119,7 @@ class _Run:
     cache: KVCache | None
     hooks: _Hooks | None
     causal_head: int = 0  # the first n tokens see only each other, causally (token trees): attend them apart
+    wbias: torch.Tensor | None = None  # the bias of sliding-window layers (models/window.py); None: as ``bias``
 
 
 class Attention(nn.Module):
@@ -183,10 +127,14 @@ class Attention(nn.Module):
 
     ``v_norm`` (default None) is an optional module applied to the value projection output
     ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
+    ``q_norm`` / ``k_norm`` (Qwen3 per head, OLMo 2 over the whole projection: ``qk_norm_full``) act
+    before RoPE; ``rope=False`` skips RoPE in this layer (SmolLM3); ``scale`` replaces 1/sqrt(head_dim)
+    (Granite); ``window`` makes it a sliding-window layer (it reads ``run.wbias``).
     """
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
-                 o_bias: bool | None = None) -> None:
+                 o_bias: bool | None = None, *, rope: bool = True, scale: float | None = None,
+                 window: int | None = None) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.q = nn.Linear(dim, n_head * head_dim, bias=bias)
@@ -194,6 +142,10 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, n_kv_head * head_dim, bias=bias)
         self.o = nn.Linear(n_head * head_dim, dim, bias=bias if o_bias is None else o_bias)
         self.v_norm: nn.Module | None = None
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
+        self.qk_norm_full = False
+        self.rope, self.scale, self.window = rope, scale, window
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None,
                 q_from: int = 0) -> torch.Tensor:
@@ -202,13 +154,16 @@ class Attention(nn.Module):
         ``q_from``: outputs only for tokens from there on (all tokens still give keys/values; a
         masked run without hooks: the last layer of a scoring pass needs only the scored tokens)."""
         B, T, _ = x.shape
-        q = self.q(x[:, q_from:] if q_from else x).view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
+        q, k = self.q(x[:, q_from:] if q_from else x), self.k(x)
+        if self.q_norm is not None:
+            q, k = self._qk_norm(q, k)
+        q = q.view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
         v = self.v(x)
         if self.v_norm is not None:
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if run.cos is not None:
+        if run.cos is not None and self.rope:
             cos, sin = (run.cos[..., q_from:, :], run.sin[..., q_from:, :]) if q_from else (run.cos, run.sin)
             q, k = apply_rope(q, cos, sin), apply_rope(k, run.cos, run.sin)
         cache = run.cache
@@ -219,24 +174,26 @@ class Attention(nn.Module):
             vc[:, :, run.start:end] = v
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
+        if self.window is not None and run.wbias is not None:
+            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks, run.causal_head)
         if hooks is not None and hooks.wants("attn_probs", pos):
             y = self._eager(q, k, v, run, pos)
         else:
-            gqa = self.n_kv_head != self.n_head
+            gqa, sc = self.n_kv_head != self.n_head, self.scale
             if q_from:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa, scale=sc)
             elif run.bias is not None and run.causal_head:
                 y = self._split_causal(q, k, v, run, gqa)
             elif run.bias is not None:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa, scale=sc)
             elif T == 1:  # decoding one token: it sees every cached key, no mask
-                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, scale=sc)
             elif run.start == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=sc)
             else:  # chunk after a cached prefix: causal mask aligned to the bottom right
                 L = k.shape[2]
                 mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=sc)
         if heads is not None:
             y = y * torch.tensor(heads, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
         y = y.transpose(1, 2)  # [B, T, H, D]
@@ -244,21 +201,29 @@ class Attention(nn.Module):
             y = hooks.emit("attn_z", pos, y)
         return self.o(y.reshape(B, T - q_from, self.n_head * self.head_dim))
 
-    @staticmethod
-    def _split_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
+    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q/k norms on ``[B, T, heads * head_dim]``: over the whole width, or per head."""
+        if self.qk_norm_full:
+            return self.q_norm(q), self.k_norm(k)
+        hd = self.head_dim
+        return (self.q_norm(q.unflatten(-1, (-1, hd))).flatten(-2), self.k_norm(k.unflatten(-1, (-1, hd))).flatten(-2))
+
+    def _split_causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
         """Attention when the first ``n = run.causal_head`` tokens see only each other causally: they
         attend apart (causal, so whole blocks are skipped), the rest through the mask. Same result as
         one masked call, at about 60% of its work for a token tree whose context is half its length."""
         n, bias = run.causal_head, run.bias
         if n >= q.shape[2]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa, scale=self.scale)
         head_bias = bias[:, :, :n, :n]
         if head_bias.shape[1] == 1:  # no per-head key bias (ALiBi): the mask is plain causal there
-            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa)
+            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa,
+                                                scale=self.scale)
         else:
             y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], attn_mask=head_bias,
-                                                enable_gqa=gqa)
-        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa)  # = q_from n
+                                                enable_gqa=gqa, scale=self.scale)
+        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa,
+                                            scale=self.scale)  # = q_from n
         return torch.cat([y0, y1], 2)
 
     def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
@@ -268,7 +233,8 @@ class Attention(nn.Module):
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
         T, L = q.shape[2], k.shape[2]
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # [B, H, T, L]
+        scores = q @ k.transpose(-1, -2)  # [B, H, T, L]
+        scores = scores / math.sqrt(self.head_dim) if self.scale is None else scores * self.scale
         if run.bias is not None:
             scores = scores + run.bias
         else:
@@ -300,7 +266,9 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP read the same
-    normed input and are both added to the residual)."""
+    normed input and are both added to the residual). ``attn_post_norm`` / ``mlp_post_norm`` (None
+    by default; OLMo 2) normalise each branch's output before it is added; ``residual_scale``
+    (Granite's residual_multiplier) multiplies both branch outputs."""
 
     def __init__(self, attn_norm: nn.Module, attn: Attention, mlp_norm: nn.Module | None, mlp: MLP,
                  parallel: bool = False) -> None:
@@ -313,6 +281,9 @@ class Block(nn.Module):
             self.mlp_norm = None
         self.mlp = mlp
         self.parallel = parallel
+        self.attn_post_norm: nn.Module | None = None
+        self.mlp_post_norm: nn.Module | None = None
+        self.residual_scale = 1.0
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, call: LayerCall, q_from: int = 0) -> torch.Tensor:
         """``q_from``: the output only for tokens from there on (see ``Attention.forward``)."""
@@ -324,8 +295,10 @@ class Block(nn.Module):
         a = self.attn(h, run, pos, heads, q_from)
         if q_from:
             x, h = x[:, q_from:], h[:, q_from:]
-        if call.attn_scale != 1.0:
-            a = a * call.attn_scale
+        if self.attn_post_norm is not None:
+            a = self.attn_post_norm(a)
+        if call.attn_scale * self.residual_scale != 1.0:
+            a = a * (call.attn_scale * self.residual_scale)
         if hooks is not None:
             a = hooks.emit("attn_out", pos, a)
         if self.parallel:
@@ -338,8 +311,10 @@ class Block(nn.Module):
             m = self.mlp.down(mh)
         else:
             m = self.mlp(m_in)
-        if call.mlp_scale != 1.0:
-            m = m * call.mlp_scale
+        if self.mlp_post_norm is not None:
+            m = self.mlp_post_norm(m)
+        if call.mlp_scale * self.residual_scale != 1.0:
+            m = m * (call.mlp_scale * self.residual_scale)
         if hooks is not None:
             m = hooks.emit("mlp_out", pos, m)
         x = x + a + m if self.parallel else x + m
@@ -372,6 +347,7 @@ class LM(nn.Module):
 
     config: object
     arch: str = "unknown"
+    window: int | None = None  # sliding-window size of the layers that have one (models/window.py)
 
     def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
         """What every family's constructor shares, in state_dict order: token embedding
@@ -520,7 +496,8 @@ class LM(nn.Module):
         key_bias = self._key_bias(positions)
         if key_bias is not None:
             bias = bias + key_bias.to(x.dtype)
-        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head)
+        wbias = window_bias(bias, 0, T, T, self.window, x.dtype, x.device, positions) if self.window else None
+        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head, wbias)
 
     def _key_bias(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Position bias on attention scores by key position ``[B, H, 1, T]`` (ALiBi); None: none."""
@@ -537,7 +514,8 @@ class LM(nn.Module):
             if bias is None:
                 bias = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
             bias = bias.masked_fill(~allowed, float("-inf"))
-        return _Run(start, T, cos, sin, bias, cache, self._hooks)
+        wbias = window_bias(bias, start, T, L, self.window, dtype, self.device) if self.window else None
+        return _Run(start, T, cos, sin, bias, cache, self._hooks, 0, wbias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm + head on hidden states ``[..., dim]``."""

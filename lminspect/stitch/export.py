@@ -111,8 +111,11 @@ def export_stitched(
     for key in ("num_hidden_layers", "n_layer"):
         if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
             hf_cfg[key] = len(plan)
-    if isinstance(hf_cfg.get("layer_types"), list) and len(hf_cfg["layer_types"]) == n:
-        hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
+    for key in ("layer_types", "no_rope_layers"):  # per-layer settings follow their layer
+        if isinstance(hf_cfg.get(key), list) and len(hf_cfg[key]) == n:
+            hf_cfg[key] = [hf_cfg[key][c.index] for c in plan]
+    if "max_window_layers" in hf_cfg and isinstance(hf_cfg.get("layer_types"), list):
+        hf_cfg.pop("max_window_layers")  # layer_types says it per layer
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
     meta = None

@@ -16,13 +16,12 @@ from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
+from lminspect.weights.families import family_of, spec_named, supported_names
 from lminspect.weights.naming import HF_TABLES
 
 __all__ = ["hf_state_dict", "model_family", "tokenizer_side_files", "write_hf_dir"]
 
 
-_DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon"}
-_CLASS = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "falcon": "FalconForCausalLM"}
 _QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
 
 
@@ -77,8 +76,10 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
     tensor HF has no module for (e.g. a value-norm experiment's ``attn.v_norm``) is refused.
     """
     table = HF_TABLES.get(arch)
-    if table is None:
-        raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
+    spec = spec_named(arch)
+    if table is None or spec is None or not spec.supported:
+        raise UserError(f"stitch export supports {supported_names()} models, not {arch}")
+    hf_class = spec.architectures[0] if spec.architectures else arch
     fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
     out: dict[str, Any] = {}
     fused_layers: set[str] = set()
@@ -94,7 +95,7 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
             name = table.to_hf(cname)
         except KeyError:
             raise UserError(
-                f"cannot export tensor {cname} as {_DISPLAY[arch]}: HF's {_CLASS[arch]} has no such module"
+                f"cannot export tensor {cname} as {arch}: HF's {hf_class} has no such module"
             ) from None
         conv = module.startswith("layers.") and module.split(".", 2)[2] in table.conv1d and kind == "weight"
         out[name] = t.t().contiguous() if conv else t
@@ -104,21 +105,19 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
             if all(n in sd for n in names):
                 out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
             elif any(n in sd for n in names):
-                raise UserError(f"cannot export {_DISPLAY[arch]} layer {i}: q/k/v {kind}s are incomplete")
+                raise UserError(f"cannot export {arch} layer {i}: q/k/v {kind}s are incomplete")
     return out
 
 
 def model_family(model: Any, hf_cfg: Mapping[str, Any]) -> str:
-    """The export family of an engine model: ``llama``, ``gpt2``, ``falcon``, or its own arch name."""
+    """The export family of an engine model: the family its HF config names (weights/families.py)
+    when the model's engine runs that family, else the model's own arch name."""
     arch = getattr(model, "arch", None) or getattr(getattr(model, "config", None), "arch", None)
     if not isinstance(arch, str):
-        arch = str(hf_cfg.get("model_type", "")).lower() or type(model).__name__.lower()
-    if arch.startswith("gpt2"):
-        return "gpt2"
-    if "llama" in arch:
-        return "llama"
-    if "falcon" in arch or arch in ("refinedweb", "refinedwebmodel", "rw"):
-        return "falcon"
+        arch = type(model).__name__.lower()
+    spec, own = family_of(hf_cfg), spec_named(arch)
+    if spec is not None and own is not None and spec.engine == own.engine:
+        return spec.name
     return arch
 
 
