@@ -91,17 +91,22 @@ def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int 
 
 
 def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, option: str = "--out",
-                 flag: str = "--overwrite", allow_nonempty: bool = False) -> Path:
+                 flag: str = "--overwrite", allow_nonempty: bool = False,
+                 inputs: tuple[str | os.PathLike[str] | None, ...] = ()) -> Path:
     """Refuse an output path that would destroy something of the user's; call before any work.
 
     ``kind`` is "file" or "dir". An existing file (or a non-empty folder, unless ``allow_nonempty``)
     is refused unless ``overwrite``; the writer then replaces it only once the new content is
     complete (``atomic_path`` / ``atomic_dir``). A folder where a file is wanted, a FIFO, a socket
-    or a symlink loop are refused always; so is an output whose parent is not a folder.
+    or a symlink loop are refused always; so is an output whose parent is not a folder, one that
+    is, contains or lies inside one of ``inputs`` (``check_not_input``), and one whose folder
+    cannot be written (``check_writable``).
     """
     from lminspect.errors import UserError
 
     path = Path(path)
+    check_not_input(path, *inputs, option=option, additive=kind == "dir" and allow_nonempty,
+                    new_file=kind == "file" and not os.path.lexists(path))
     for parent in path.parents:  # the first existing ancestor must be a folder
         what = describe_kind(parent)
         if what is None:
@@ -175,10 +180,12 @@ def _real(p: str | os.PathLike[str]) -> Path | None:
 
 
 def check_not_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None,
-                    option: str = "--out") -> None:
+                    option: str = "--out", additive: bool = False, new_file: bool = False) -> None:
     """Refuse an output that is, contains or lies inside one of the command's inputs, even with
     --overwrite: replacing it would destroy what the command is reading (``convert m/q.gguf m``,
-    ``stitch export m m``, ``grow RUN --out RUN``). Paths are compared resolved, symlinks followed."""
+    ``stitch export m m``, ``grow RUN --out RUN``). Paths are compared resolved, symlinks followed.
+    Adding without replacing is no harm: an ``additive`` folder (new files beside old ones: sweep
+    results) may contain or lie inside inputs, and a ``new_file`` may lie inside an input folder."""
     from lminspect.errors import UserError
 
     o = Path(os.path.realpath(os.fspath(out)))
@@ -190,9 +197,9 @@ def check_not_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str]
             continue
         if o == r:
             rel = "is"
-        elif r.is_relative_to(o):
+        elif r.is_relative_to(o) and not additive:
             rel = "contains"
-        elif o.is_relative_to(r):
+        elif o.is_relative_to(r) and not (additive or new_file):
             rel = "is inside"
         else:
             continue

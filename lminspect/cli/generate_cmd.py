@@ -72,7 +72,7 @@ def generate_command(
     if not chat:
         sys.stdout.write(prompt)
     stream_text(gen, n_threads)
-    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
+    Console(stderr=True, highlight=False).print(f"{gen.stats.line()}, {threads_label(n_threads)}", style="dim", markup=False)
 
 
 def stream_text(gen: Any, n_threads: int) -> None:
