@@ -118,7 +118,7 @@ def lens_command(
         raise UserError(f"--plot {plot!r}: expected prob, rank or none")
     _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
-    ids = encode_prompt(tok, prompt, lm.context_length)
+    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
     tgt = resolve_token(tok, target, lm.vocab_size) if target is not None else None
     plans = {"plan": _plan(lm, plan)}
     if compare is not None:
@@ -173,7 +173,7 @@ def dla_command(
 
     _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
-    ids = encode_prompt(tok, prompt, lm.context_length)
+    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
     tgt = resolve_token(tok, target, lm.vocab_size)
     base = resolve_token(tok, baseline, lm.vocab_size) if baseline is not None else None
     p, text = _plan(lm, plan)
@@ -228,8 +228,8 @@ def patch_command(
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     _check_out(out, overwrite, _OUT_SUFFIXES, (model, plan))
     lm, tok = _open(model, dtype)
-    c = encode_prompt(tok, clean, lm.context_length, "clean prompt")
-    x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt")
+    c = encode_prompt(tok, clean, lm.context_length, "clean prompt", lm.vocab_size)
+    x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt", lm.vocab_size)
     m = parse_metric(metric, tok, lm.vocab_size)
     p, text = _plan(lm, plan)
     with Progress("patch", None, "patched runs") as prog:
