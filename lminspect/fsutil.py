@@ -72,6 +72,39 @@ def check_input_file(path: str | os.PathLike[str], *, option: str = "") -> Path:
     return path
 
 
+def read_regular(path: str | os.PathLike[str], *, option: str = "", limit: int | None = None,
+                 tail: int | None = None) -> bytes:
+    """The bytes of a regular file, opened without blocking first: a FIFO, socket or device where a
+    file is expected is one line (``is a FIFO``), never a read that waits forever. ``tail``: only
+    the last that many bytes. Missing files raise FileNotFoundError as ``open`` does."""
+    import stat
+
+    from lminspect.errors import UserError
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+        if not stat.S_ISREG(st.st_mode):
+            what = describe_kind(Path(path)) or "not a regular file"
+            where = f"{option} {path}" if option else os.fspath(path)
+            raise UserError(f"{where}: is {what}, not a regular file")
+        if limit is not None and st.st_size > limit:
+            where = f"{option} {path}" if option else os.fspath(path)
+            raise UserError(f"{where}: {human_bytes(st.st_size)} is larger than the {human_bytes(limit)} such a file "
+                            "may have")
+        os.set_blocking(fd, True)
+        if tail is not None:
+            os.lseek(fd, max(0, st.st_size - tail), os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int | None = None) -> str:
     """A UTF-8 text file's content; a file that is not UTF-8 is one line with the byte offset
     (and the ``max_bytes`` cap, when given, refuses files too large to be what they claim)."""
@@ -79,11 +112,7 @@ def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int 
 
     path = check_input_file(path, option=option)
     where = f"{option} {path}" if option else str(path)
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise UserError(f"{where}: {human_bytes(size)} is larger than the {human_bytes(max_bytes)} such a file "
-                        "may have")
-    data = path.read_bytes()
+    data = read_regular(path, option=option, limit=max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -122,3 +122,10 @@ def json_loads(text: str | bytes, where: str, *, max_depth: int = MAX_JSON_DEPTH
         raise UserError(f"{where}: JSON nested too deeply") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{where}: not valid JSON ({e})") from None
+
+
+def cut(text: object, limit: int = 200) -> str:
+    """User input quoted in an error line, at most ``limit`` characters (a 200 MB plan must not
+    become a 200 MB message)."""
+    s = str(text)
+    return s if len(s) <= limit else f"{s[: limit - 1]}… ({len(s):,} characters)"
