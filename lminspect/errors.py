@@ -24,7 +24,10 @@ class UserError(ClickException):
     exit_code = 2
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(" ".join(str(message).split()))
+        message = str(message)
+        if len(message) > 1000:  # user input quoted whole (a huge plan): the line stays a line
+            message = f"{message[:600]} …({len(message) - 800:,} characters cut)… {message[-200:]}"
+        super().__init__(" ".join(message.split()))
         self.hint = hint
 
     def show(self, file=None) -> None:  # noqa: ANN001 - click's signature

@@ -394,10 +394,15 @@ class Model(LensMethods):
     def engine(self) -> LM:
         """The torch model (``lminspect.models``), built on first use and shared by stitched views."""
         if self._shared.engine is None:
+            import torch
+
             from lminspect.models import load_model
 
             sh = self._shared
-            sh.engine = load_model(self.store, dtype=sh.dtype, device=sh.device, weights=sh.weights)
+            # built outside inference mode even when first used inside one (m.logits): inference
+            # tensors would refuse the version checks of the packed weights and any later training
+            with torch.inference_mode(False):
+                sh.engine = load_model(self.store, dtype=sh.dtype, device=sh.device, weights=sh.weights)
         return self._shared.engine
 
     @property
@@ -417,6 +422,9 @@ class Model(LensMethods):
         ids = self.encode(text) if isinstance(text, str) else [int(i) for i in text]
         if not ids:
             raise UserError("empty text: give at least one token")
+        from lminspect.generate import check_ids
+
+        check_ids(ids, self.engine.vocab_size, self.tokenizer if isinstance(text, str) else None, "text")
         return torch.tensor([ids], dtype=torch.long, device=self.engine.device)
 
     # ---- weights

@@ -129,8 +129,10 @@ def latest_checkpoint(run_dir: Path, *, warn: bool = False) -> Path | None:
     latest = ckdir / "latest"
     if warn and (latest.exists() or latest.is_symlink()):
         try:
-            named = latest.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
+            from lminspect.fsutil import read_regular
+
+            named = read_regular(latest, limit=4096).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError, UserError):
             named = ""
         target = ckdir / named
         inside = named.startswith("step_") and "/" not in named and "\\" not in named and not latest.is_symlink()

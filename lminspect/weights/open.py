@@ -22,7 +22,9 @@ from lminspect.weights.store import CHAT_TEMPLATE_FILE, TensorStore
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        from lminspect.fsutil import read_regular
+
+        data = json.loads(read_regular(path).decode("utf-8"))  # a FIFO is one line, not a hang
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: cannot read JSON: {e}") from None
     if not isinstance(data, dict):
@@ -114,7 +116,7 @@ def _from_safetensors_files(
 def open_hf_dir(path: Path) -> TensorStore:
     """A HF model directory: config.json + model.safetensors or a sharded index."""
     cfg_path = path / "config.json"
-    config = _read_json(cfg_path) if cfg_path.is_file() else {}
+    config = _read_json(cfg_path) if cfg_path.exists() else {}
     index = path / "model.safetensors.index.json"
     weight_map = None
     if index.is_file():
