@@ -71,15 +71,30 @@ def resolve_threads(threads: int | None = None) -> int:
     return default_threads()
 
 
+_applied: int | None = None  # the count set_threads last applied in this process (None: never)
+
+
 def set_threads(threads: int | None = None) -> int:
     """Apply the thread count and return it: torch's intra-op threads when torch is loaded, and
     ``OMP_NUM_THREADS`` for a torch imported later (and for ``weights.stats``'s scan workers)."""
+    global _applied
     n = resolve_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    _applied = n
     return n
+
+
+def ensure_threads(threads: int | None = None) -> int:
+    """The thread setup of code that may run outside a command (``li.open``, session scripts):
+    ``threads`` when given, else the count a command already applied in this process (its
+    ``--threads`` wins over the environment), else the rule of ``resolve_threads`` (the same as the
+    CLI's default, so a notebook on a busy machine does not run with torch's all-cores default)."""
+    if threads is None and _applied is not None:
+        return set_threads(_applied)
+    return set_threads(threads)
 
 
 def threads_label(n: int) -> str:

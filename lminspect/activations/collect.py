@@ -255,9 +255,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     returns the results; the other ranks return None.
     """
     from lminspect.distributed import join, local_device, on_main
-    from lminspect.models import load_model
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
     cfg = CollectConfig(**{**(asdict(config) if config else {}), **kw})
     _validate(cfg, save_every)
@@ -265,7 +263,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if world > 1 and cfg.keep_tokens:
         raise UserError("--keep-tokens is not supported under torchrun (only rank 0 writes); run it in one process")
     out = Path(out)
-    store = model if hasattr(model, "get_canonical") else open_store(model)
+    store = open_model(model, lazy=True).store
     identity = model_identity(store)
     # cheap checks before the (slow) model load: the plan and the sites need only the layer count
     plan, plan_str, sites, settings = _plan_and_settings(store, cfg)
@@ -280,8 +278,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         print(f"lminspect: {out} is already complete ({start['prog']['tokens_done']} tokens)", file=sys.stderr)
         return load(out)
     prog = start["prog"]
-    lm = load_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
-    tok = load_tokenizer(store)
+    _, lm, tok = open_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
     chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
                                    doc=int(prog["doc"]), offset=int(prog["offset"])))
     first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written

@@ -270,10 +270,9 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
 
 def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str]:
     from lminspect.compare.embeddings import embedding_figure, fit_pca, most_moved, token_ids
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    tok = load_tokenizer(open_store(cks[-1].path))
+    tok = open_model(cks[-1].path, lazy=True).tokenizer
     words = [w.strip() for w in tokens.split(",") if w.strip()] if tokens else []
     labelled = token_ids(tok, words)
     pca = fit_pca(cks, fit)

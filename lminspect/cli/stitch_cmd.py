@@ -50,19 +50,9 @@ stitch_app = typer.Typer(
 
 def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True,
           weights: str | None = None) -> tuple[Any, Any, Any]:
-    from lminspect.errors import UserError
-    from lminspect.models import load_model
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    store = open_store(model)
-    lm = load_model(store, dtype=dtype, weights=weights)
-    tok = None
-    if need_tokenizer:
-        from lminspect.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(store)
-        if tok is None:
-            raise UserError(f"{model}: no tokenizer found (tokenizer.json or GGUF metadata)")
+    store, lm, tok = open_model(model, dtype=dtype, weights=weights, tokenizer=need_tokenizer)
     return store, lm, tok
 
 

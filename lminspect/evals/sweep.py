@@ -40,12 +40,6 @@ class SweepResult:
     def calls_saved(self) -> float:
         return 1 - self.calls_run / self.calls_named if self.calls_named else 0.0
 
-    def table(self) -> Any:
-        """The rows as an ``li.Table`` titled with the summary line."""
-        from lminspect.api.table import Table
-
-        return Table(self.rows, title=self.summary())
-
     def summary(self) -> str:
         """One line: plans x items, layer calls run of named, time."""
         n = self.rows[0]["n"] if self.rows else 0

@@ -53,13 +53,9 @@ def compute_metadata(source: str, model_ref: str | None, *, metrics: list[str] |
         raise UserError(f"unknown metric(s) {', '.join(bad)} (available: {', '.join(known)})")
     model = None
     if model_ref:
-        from lminspect.models import load_model
-        from lminspect.tokenizer import load_tokenizer
-        from lminspect.weights import open_store
+        from lminspect.models.open import open_model
 
-        store = open_store(model_ref)
-        model = load_model(store, device=device)
-        tok = load_tokenizer(store)
+        _, model, tok = open_model(model_ref, device=device)
         encode = _encoder(tok)
         ctx = min(model.context_length, 1024)
     else:  # no reference model: lengths in the shipped training tokenizer, no perplexity

@@ -152,13 +152,12 @@ def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
         return model, plan
     import shutil
 
-    from lminspect.models import load_model
     from lminspect.models.layercall import full_plan
-    from lminspect.weights import open_store
+    from lminspect.models.open import reopen_like
 
     out = export_to_temp(model, plan)
     try:
-        lm = load_model(open_store(out), dtype=getattr(model, "dtype", "float32"))
+        lm = reopen_like(model, out)
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
     return lm, full_plan(len(plan))

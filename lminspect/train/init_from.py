@@ -25,12 +25,10 @@ def model_from(ref: str, vocab_size: int, seq_len: int) -> Any:
     import torch
 
     from lminspect.grow.io import resolve_model_dir
-    from lminspect.models import load_model
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
     check_init_from(ref)
-    store = open_store(resolve_model_dir(ref))
-    model = load_model(store, dtype="float32", device="cpu")
+    model = open_model(resolve_model_dir(ref), tokenizer=False).model
     n_vocab = int(model.config.vocab_size)
     if n_vocab < vocab_size:
         raise UserError(f"--init-from {ref}: its vocabulary ({n_vocab}) is smaller than the experiment's "

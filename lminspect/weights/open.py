@@ -183,7 +183,7 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
     if stat.S_ISDIR(mode):
         ck = None
         if os.path.isdir(os.path.join(fs, "checkpoints")):  # (a plain model folder skips the import)
-            from lminspect.train.checkpoint import run_checkpoint
+            from lminspect.rundir import run_checkpoint
 
             ck = run_checkpoint(fs)  # a training run means its latest checkpoint
         if ck is not None:
