@@ -304,3 +304,31 @@ def test_gguf_settings_without_engine_math_are_refused(family_dirs, tmp_path):
     path = _write_family_gguf(family_dirs("qwen2"), tmp_path / "moe.gguf", "qwen2", expert_count=4)
     with pytest.raises(UserError, match=r"qwen2 with num_local_experts=4 is not supported"):
         load_model(path)
+
+
+@pytest.mark.parametrize("variant", ["mistral_window", "qwen2_sliding"])
+def test_window_in_token_trees(variant, family_dirs):
+    """The token-tree path (evals.mc_batch): two endings on a context longer than the window,
+    each scored as its own plain sequence."""
+    import torch
+
+    from lminspect.models import LayerCall, load_model
+
+    model = load_model(family_dirs(variant))
+    ctx, e1, e2 = _ids(9, seed=4), _ids(3, seed=5), _ids(4, seed=6)
+    ids = torch.cat([ctx, e1, e2], 1)
+    n, a, b = 9, 3, 4
+    positions = torch.cat([torch.arange(n + a), torch.arange(n, n + b)])[None]
+    allowed = torch.zeros(n + a + b, n + a + b, dtype=torch.bool)
+    allowed[: n + a, : n + a] = torch.ones(n + a, n + a, dtype=torch.bool).tril()
+    allowed[n + a:, :n] = True
+    allowed[n + a:, n + a:] = torch.ones(b, b, dtype=torch.bool).tril()
+    with torch.no_grad():
+        x, run = model.prepare_tree(ids, positions, allowed[None], causal_head=n)
+        for i in range(model.n_layers):
+            x = model.layers[i](x, run, i, LayerCall(i))
+        tree = model.logits(x)[0]
+        one = model(torch.cat([ctx, e1], 1))[0]
+        two = model(torch.cat([ctx, e2], 1))[0]
+    assert float((tree[: n + a] - one).abs().max()) < TOL
+    assert float((tree[n + a:] - two[n:]).abs().max()) < TOL
