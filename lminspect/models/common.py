@@ -175,7 +175,7 @@ class Attention(nn.Module):
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
         if self.window is not None and run.wbias is not None:
-            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks, run.causal_head)
+            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks)  # the window cuts the head too
         if hooks is not None and hooks.wants("attn_probs", pos):
             y = self._eager(q, k, v, run, pos)
         else:
