@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.models.common import LM, MLP, SITE_KINDS, Attention, Block, KVCache, RMSNorm
+from lminspect.models.common import LM, MLP, Attention, Block, KVCache, RMSNorm
 from lminspect.models.falcon import Falcon, FalconConfig
+from lminspect.models.gemma import Gemma, GemmaConfig
 from lminspect.models.gpt2 import GPT2, GPT2Config
+from lminspect.models.hooks import SITE_KINDS
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.llama import Llama, LlamaConfig
 
@@ -20,10 +22,14 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "llama": (Llama, LlamaConfig),
     "gpt2": (GPT2, GPT2Config),
     "falcon": (Falcon, FalconConfig),
+    "gemma": (Gemma, GemmaConfig),
+    "gemma2": (Gemma, GemmaConfig),
+    "gemma3": (Gemma, GemmaConfig),
 }
 
 _MODEL_TYPES = {"llama": "llama", "mistral": None, "gpt2": "gpt2", "falcon": "falcon", "RefinedWebModel": "falcon",
-                "RefinedWeb": "falcon"}
+                "RefinedWeb": "falcon", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
+                "gemma3": "gemma3", "phi3": "phi3", "gpt_neox": "gptneox", "stablelm": "stablelm"}
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}

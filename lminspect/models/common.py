@@ -26,14 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lminspect.errors import UserError
+from lminspect.models.hooks import HookCallback, _Hooks, _parse_sites
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
-
-SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs", "attn_z")
-_NAMED_ONLY = ("attn_probs", "attn_z")  # kinds a hook sees only when it names them
-
-HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
-
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -84,7 +79,11 @@ def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, D] already in x's dtype."""
+    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, R] already in x's dtype. R < D is partial
+    rotary (GPT-NeoX, StableLM, Phi): the first R channels turn, the rest pass through."""
+    if cos.shape[-1] < x.shape[-1]:
+        r = cos.shape[-1]
+        return torch.cat((apply_rope(x[..., :r], cos, sin), x[..., r:]), dim=-1)
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -108,59 +107,6 @@ def alibi_table(n_head: int, length: int) -> torch.Tensor:
     return (alibi_slopes(n_head).bfloat16()[:, None] * torch.arange(length)[None, :]).float()
 
 
-# --------------------------------------------------------------------------- hooks
-
-
-class _Hooks:
-    """What a hooked forward records / calls. ``wants(kind, pos)`` is asked only when hooks exist."""
-
-    def __init__(self, sites: set[str] | None, kinds: set[str] | None,
-                 callback: HookCallback | None, store: dict[str, torch.Tensor] | None) -> None:
-        self.sites = sites  # exact "{kind}.{pos}" names, or None for "kind-only" matching below
-        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs and attn_z)
-        self.callback = callback
-        self.store = store
-
-    def wants(self, kind: str, pos: int) -> bool:
-        if self.kinds is None and self.sites is None:
-            return kind not in _NAMED_ONLY
-        if self.kinds is not None and kind in self.kinds:
-            return True
-        return self.sites is not None and f"{kind}.{pos}" in self.sites
-
-    def emit(self, kind: str, pos: int, t: torch.Tensor) -> torch.Tensor:
-        if not self.wants(kind, pos):
-            return t
-        name = f"{kind}.{pos}"
-        if self.callback is not None:
-            out = self.callback(name, t)
-            if out is not None:
-                t = out
-        if self.store is not None:
-            self.store[name] = t.detach()
-        return t
-
-
-def _parse_sites(sites: Iterable[str] | None) -> tuple[set[str] | None, set[str] | None]:
-    if sites is None:
-        return None, None
-    if isinstance(sites, str):
-        sites = [sites]
-    exact: set[str] = set()
-    kinds: set[str] = set()
-    for s in sites:
-        kind, _, pos = s.partition(".")
-        if kind not in SITE_KINDS:
-            raise UserError(f"unknown hook site {s!r} (expected KIND or KIND.POS with KIND one of {', '.join(SITE_KINDS)})")
-        if pos:
-            if not pos.isdigit():
-                raise UserError(f"bad hook site {s!r}: the position after the dot must be an integer")
-            exact.add(f"{kind}.{int(pos)}")
-        else:
-            kinds.add(kind)
-    return exact, kinds
-
-
 # --------------------------------------------------------------------------- attention / MLP / block
 
 
@@ -176,6 +122,7 @@ class _Run:
     cache: KVCache | None
     hooks: _Hooks | None
     causal_head: int = 0  # the first n tokens see only each other, causally (token trees): attend them apart
+    local: _Run | None = None  # what sliding-window layers read instead (their mask, their RoPE tables)
 
 
 class Attention(nn.Module):
@@ -183,6 +130,9 @@ class Attention(nn.Module):
 
     ``v_norm`` (default None) is an optional module applied to the value projection output
     ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
+    Families set the other optional parts: ``q_norm``/``k_norm`` on ``[B, H, T, head_dim]`` before
+    RoPE, ``scale`` of the scores (None: 1/sqrt(head_dim)), ``softcap`` (``c * tanh(s / c)`` on the
+    scores: the eager path) and ``local`` (a sliding-window layer: reads ``run.local``).
     """
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
@@ -194,6 +144,11 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, n_kv_head * head_dim, bias=bias)
         self.o = nn.Linear(n_head * head_dim, dim, bias=bias if o_bias is None else o_bias)
         self.v_norm: nn.Module | None = None
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
+        self.scale: float | None = None
+        self.softcap: float | None = None
+        self.local = False
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None,
                 q_from: int = 0) -> torch.Tensor:
@@ -202,12 +157,16 @@ class Attention(nn.Module):
         ``q_from``: outputs only for tokens from there on (all tokens still give keys/values; a
         masked run without hooks: the last layer of a scoring pass needs only the scored tokens)."""
         B, T, _ = x.shape
+        if self.local and run.local is not None:
+            run = run.local
         q = self.q(x[:, q_from:] if q_from else x).view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
         v = self.v(x)
         if self.v_norm is not None:
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if run.cos is not None:
             cos, sin = (run.cos[..., q_from:, :], run.sin[..., q_from:, :]) if q_from else (run.cos, run.sin)
             q, k = apply_rope(q, cos, sin), apply_rope(k, run.cos, run.sin)
@@ -219,24 +178,24 @@ class Attention(nn.Module):
             vc[:, :, run.start:end] = v
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
-        if hooks is not None and hooks.wants("attn_probs", pos):
-            y = self._eager(q, k, v, run, pos)
+        if self.softcap is not None or (hooks is not None and hooks.wants("attn_probs", pos)):
+            y = self._eager(q, k, v, run, pos, q_from)
         else:
-            gqa = self.n_kv_head != self.n_head
+            gqa, sc = self.n_kv_head != self.n_head, self.scale
             if q_from:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa, scale=sc)
             elif run.bias is not None and run.causal_head:
-                y = self._split_causal(q, k, v, run, gqa)
+                y = self._split_causal(q, k, v, run, gqa, sc)
             elif run.bias is not None:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa, scale=sc)
             elif T == 1:  # decoding one token: it sees every cached key, no mask
-                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, scale=sc)
             elif run.start == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=sc)
             else:  # chunk after a cached prefix: causal mask aligned to the bottom right
                 L = k.shape[2]
                 mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=sc)
         if heads is not None:
             y = y * torch.tensor(heads, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
         y = y.transpose(1, 2)  # [B, T, H, D]
@@ -245,37 +204,44 @@ class Attention(nn.Module):
         return self.o(y.reshape(B, T - q_from, self.n_head * self.head_dim))
 
     @staticmethod
-    def _split_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
+    def _split_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool,
+                      sc: float | None = None) -> torch.Tensor:
         """Attention when the first ``n = run.causal_head`` tokens see only each other causally: they
         attend apart (causal, so whole blocks are skipped), the rest through the mask. Same result as
         one masked call, at about 60% of its work for a token tree whose context is half its length."""
         n, bias = run.causal_head, run.bias
         if n >= q.shape[2]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa, scale=sc)
         head_bias = bias[:, :, :n, :n]
         if head_bias.shape[1] == 1:  # no per-head key bias (ALiBi): the mask is plain causal there
-            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa)
+            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa,
+                                                scale=sc)
         else:
             y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], attn_mask=head_bias,
-                                                enable_gqa=gqa)
-        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa)  # = q_from n
+                                                enable_gqa=gqa, scale=sc)
+        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa, scale=sc)
         return torch.cat([y0, y1], 2)
 
-    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int,
+               q_from: int = 0) -> torch.Tensor:
         """Explicit softmax(QK^T/sqrt(d) + bias) V, so the probabilities can be seen (and edited)."""
         rep = self.n_head // self.n_kv_head
         if rep != 1:
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
         T, L = q.shape[2], k.shape[2]
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # [B, H, T, L]
+        scores = q @ k.transpose(-1, -2)  # [B, H, T, L]
+        scores = scores / math.sqrt(self.head_dim) if self.scale is None else scores * self.scale
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         if run.bias is not None:
-            scores = scores + run.bias
+            scores = scores + run.bias[:, :, q_from:]
         else:
             mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        probs = run.hooks.emit("attn_probs", pos, probs)
+        if run.hooks is not None:
+            probs = run.hooks.emit("attn_probs", pos, probs)
         return probs @ v
 
 
@@ -299,8 +265,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP read the same
-    normed input and are both added to the residual)."""
+    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP both read the
+    block input, through ``mlp_norm`` if there is one (GPT-NeoX) else the attention's norm, and are
+    both added to the residual). ``post_attn_norm`` / ``post_mlp_norm`` (Gemma 2/3, default None)
+    norm a branch's output before the plan's scale and the residual add."""
 
     def __init__(self, attn_norm: nn.Module, attn: Attention, mlp_norm: nn.Module | None, mlp: MLP,
                  parallel: bool = False) -> None:
@@ -313,6 +281,8 @@ class Block(nn.Module):
             self.mlp_norm = None
         self.mlp = mlp
         self.parallel = parallel
+        self.post_attn_norm: nn.Module | None = None
+        self.post_mlp_norm: nn.Module | None = None
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, call: LayerCall, q_from: int = 0) -> torch.Tensor:
         """``q_from``: the output only for tokens from there on (see ``Attention.forward``)."""
@@ -324,12 +294,14 @@ class Block(nn.Module):
         a = self.attn(h, run, pos, heads, q_from)
         if q_from:
             x, h = x[:, q_from:], h[:, q_from:]
+        if self.post_attn_norm is not None:
+            a = self.post_attn_norm(a)
         if call.attn_scale != 1.0:
             a = a * call.attn_scale
         if hooks is not None:
             a = hooks.emit("attn_out", pos, a)
         if self.parallel:
-            m_in = h
+            m_in = h if self.mlp_norm is None else self.mlp_norm(x)
         else:
             x = x + a
             m_in = self.mlp_norm(x)
@@ -338,6 +310,8 @@ class Block(nn.Module):
             m = self.mlp.down(mh)
         else:
             m = self.mlp(m_in)
+        if self.post_mlp_norm is not None:
+            m = self.post_mlp_norm(m)
         if call.mlp_scale != 1.0:
             m = m * call.mlp_scale
         if hooks is not None:
@@ -372,6 +346,7 @@ class LM(nn.Module):
 
     config: object
     arch: str = "unknown"
+    logit_softcap: float | None = None  # final logits become c * tanh(z / c) (Gemma 2); raw_logits is before it
 
     def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
         """What every family's constructor shares, in state_dict order: token embedding
@@ -539,9 +514,14 @@ class LM(nn.Module):
             bias = bias.masked_fill(~allowed, float("-inf"))
         return _Run(start, T, cos, sin, bias, cache, self._hooks)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm + head on hidden states ``[..., dim]``."""
+    def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]``, before any soft cap (what DLA splits)."""
         return self._logits(self.norm(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]`` (then the family's soft cap, if any)."""
+        c = self.logit_softcap
+        return self.raw_logits(x) if c is None else torch.tanh(self.raw_logits(x) / c) * c
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 plan: list[LayerCall] | None = None, last_only: bool = False,

@@ -38,12 +38,18 @@ class Canon:
 # ---------------------------------------------------------------- config helpers
 
 
+_EXACT_TYPES = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3", "phi3": "phi3",
+                "gpt_neox": "gptneox", "stablelm": "stablelm"}  # model_type -> family, before substrings
+
+
 def detect_arch(config: dict[str, Any] | None, names: list[str] | None = None) -> str:
     """``llama | gpt2 | falcon | unknown`` from a HF config, else from tensor names."""
     cfg = config or {}
     if cfg.get("lminspect_arch"):
         return str(cfg["lminspect_arch"])
     mt = str(cfg.get("model_type") or "").lower()
+    if mt in _EXACT_TYPES:
+        return _EXACT_TYPES[mt]
     archs = " ".join(cfg.get("architectures") or []).lower()
     for key, arch in (
         ("llama", "llama"),
@@ -140,6 +146,8 @@ class NameTable:
     optional_prefix: str = ""  # omitted by some checkpoints when reading (GPT2Model's bare "wte")
     conv1d: frozenset[str] = frozenset()  # canonical in-block modules stored [in, out] (GPT-2 Conv1D)
     fused_qkv: str | None = None  # in-block module holding q, k and v (read as canonical "attn.qkv")
+    fused_gate_up: str | None = None  # in-block module holding gate then up (Phi-3; read as "mlp.gate_up")
+    nested: dict[str, str] = field(default_factory=dict)  # in-block module -> canonical, submodules kept
 
     _block_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -166,9 +174,14 @@ class NameTable:
                 i, sub = hit.groups()
                 if sub == self.fused_qkv:
                     return f"layers.{i}.attn.qkv", kind
+                if sub == self.fused_gate_up:
+                    return f"layers.{i}.mlp.gate_up", kind
                 cmod = self.layer.get(sub) or self.read_aliases.get(sub)
                 if cmod:
                     return f"layers.{i}.{cmod}", kind
+                for hf, cm in self.nested.items():
+                    if sub.startswith(hf + "."):
+                        return f"layers.{i}.{cm}{sub[len(hf):]}", kind
         return None
 
     def to_hf(self, cname: str) -> str:
@@ -182,6 +195,9 @@ class NameTable:
             for hf, cmod in self.layer.items():
                 if cmod == m[2]:
                     return f"{self.block.format(N=m[1])}{hf}.{kind}"
+            for hf, cmod in self.nested.items():
+                if m[2].startswith(cmod + "."):
+                    return f"{self.block.format(N=m[1])}{hf}{m[2][len(cmod):]}.{kind}"
         raise KeyError(cname)
 
 
@@ -243,10 +259,49 @@ FALCON_HF = NameTable(
     fused_qkv="self_attention.query_key_value",
 )
 
-HF_TABLES: dict[str, NameTable] = {"llama": LLAMA_HF, "gpt2": GPT2_HF, "falcon": FALCON_HF}
+GEMMA_HF = LLAMA_HF  # Gemma 1: Llama's names; the (1 + w) norms are the model's business
+
+GEMMA2_HF = NameTable(  # Gemma 2/3: four norms per block (post_attention_layernorm is a post-norm here)
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer={**{k: v for k, v in LLAMA_HF.layer.items() if k != "post_attention_layernorm"},
+           "post_attention_layernorm": "post_attn_norm", "pre_feedforward_layernorm": "mlp_norm",
+           "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "attn.q_norm",
+           "self_attn.k_norm": "attn.k_norm"},
+)
+
+PHI3_HF = NameTable(
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer={"input_layernorm": "attn_norm", "self_attn.o_proj": "attn.o", "post_attention_layernorm": "mlp_norm",
+           "mlp.down_proj": "mlp.down"},
+    fused_qkv="self_attn.qkv_proj",  # rows [q | k | v]
+    fused_gate_up="mlp.gate_up_proj",  # rows [gate | up]
+)
+
+GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when loading; both are read
+    top={"gpt_neox.embed_in": "embed.tokens", "gpt_neox.final_layer_norm": "norm", "embed_out": "head",
+         "lm_head": "head"},
+    block="gpt_neox.layers.{N}.",
+    layer={"input_layernorm": "attn_norm", "attention.dense": "attn.o", "post_attention_layernorm": "mlp_norm",
+           "mlp.dense_h_to_4h": "mlp.up", "mlp.dense_4h_to_h": "mlp.down"},
+    fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
+)
+
+STABLELM_HF = NameTable(
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer=LLAMA_HF.layer,
+    nested={"self_attn.q_layernorm": "attn.q_norm", "self_attn.k_layernorm": "attn.k_norm"},  # norms.{h}
+)
+
+HF_TABLES: dict[str, NameTable] = {"llama": LLAMA_HF, "gpt2": GPT2_HF, "falcon": FALCON_HF, "gemma": GEMMA_HF,
+                                   "gemma2": GEMMA2_HF, "gemma3": GEMMA2_HF, "phi3": PHI3_HF,
+                                   "gptneox": GPTNEOX_HF, "stablelm": STABLELM_HF}
 
 CANONICAL_RE = re.compile(
-    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn\.([qkvo]|v_norm)|mlp\.(gate|up|down))"
+    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm"
+    r"|attn\.([qkvo]|v_norm|[qk]_norm(\.norms\.\d+)?)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
 
@@ -291,6 +346,32 @@ def _gguf_rope_fn(cname: str, config: dict[str, Any]) -> Transform | None:
     return (lambda a, nh=nh: unpermute_rope(a, nh)) if nh else None
 
 
+def _split_rows(sizes: list[tuple[str, int]], shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
+    """Consecutive row blocks of a fused tensor (Phi-3's ``qkv_proj`` and ``gate_up_proj``)."""
+    out, at = [], 0
+    for p, n in sizes:
+        out.append((p, lambda a, lo=at, hi=at + n: a[lo:hi], (n, *shape[1:])))
+        at += n
+    return out
+
+
+def _fused_parts(arch: str, cmod: str, kind: str, shape: tuple[int, ...], config: dict[str, Any]):
+    """How one fused stored tensor splits into canonical ones: ``[(part, transform, shape)]``."""
+    layer = cmod.split(".")[1]
+    if cmod.endswith(".mlp.gate_up"):
+        return [(f"mlp.{p}", fn, shp) for p, fn, shp in _split_rows([("gate", shape[0] // 2), ("up", shape[0] // 2)],
+                                                                      shape)]
+    if arch == "gpt2":
+        parts = _gpt2_qkv(layer, kind, shape)
+    elif arch == "phi3":
+        nh, hd = n_heads(config) or 1, head_dim(config) or 1
+        nkv = n_kv_heads(config) or nh
+        parts = _split_rows([("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)], shape)
+    else:  # falcon, and GPT-NeoX (always Falcon-RW's per-head interleave)
+        parts = _falcon_qkv(shape, config if arch == "falcon" else {"num_attention_heads": n_heads(config)})
+    return [(f"attn.{p}", fn, shp) for p, fn, shp in parts]
+
+
 def _gpt2_qkv(layer: str, kind: str, shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
     """Split GPT-2's Conv1D ``c_attn`` ([in, 3*out] weight, [3*out] bias) into q, k, v."""
     is_w = kind == "weight" and len(shape) == 2
@@ -315,11 +396,10 @@ def build_canonical(
         if hit is None:
             continue
         cmod, kind = hit
-        if cmod.endswith(".attn.qkv"):
+        if cmod.endswith((".attn.qkv", ".mlp.gate_up")):
             layer = cmod.split(".")[1]
-            parts = _gpt2_qkv(layer, kind, shape) if arch == "gpt2" else _falcon_qkv(shape, config)
-            for p, fn, shp in parts:
-                cname = f"layers.{layer}.attn.{p}.{kind}"
+            for p, fn, shp in _fused_parts(arch, cmod, kind, tuple(shape), config):
+                cname = f"layers.{layer}.{p}.{kind}"
                 out[cname] = Canon(cname, name, tuple(shp), fn)
             continue
         cname = f"{cmod}.{kind}"
