@@ -91,7 +91,7 @@ VARIANTS = {
     "gemma3-default-pattern": lambda: _gemma(3, num_hidden_layers=7, layer_types=None, sliding_window_pattern=3),
     "phi3": lambda: _phi3(),
     "phi3-window-partial-tied": lambda: _phi3(sliding_window=7, partial_rotary_factor=0.5, tie_word_embeddings=True),
-    "phi3-mha": lambda: _phi3(num_key_value_heads=4, hidden_size=48, num_attention_heads=6),
+    "phi3-mha": lambda: _phi3(num_key_value_heads=6, hidden_size=48, num_attention_heads=6),
     "gptneox-parallel": lambda: _neox(),
     "gptneox-serial-nobias": lambda: _neox(use_parallel_residual=False, attention_bias=False, rotary_pct=1.0,
                                            hidden_act="gelu_new"),

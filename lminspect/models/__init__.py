@@ -17,6 +17,8 @@ from lminspect.models.gpt2 import GPT2, GPT2Config
 from lminspect.models.hooks import SITE_KINDS
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.llama import Llama, LlamaConfig
+from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
+from lminspect.models.phi3 import Phi3, Phi3Config
 
 FAMILIES: dict[str, tuple[type, type]] = {
     "llama": (Llama, LlamaConfig),
@@ -25,6 +27,9 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "gemma": (Gemma, GemmaConfig),
     "gemma2": (Gemma, GemmaConfig),
     "gemma3": (Gemma, GemmaConfig),
+    "phi3": (Phi3, Phi3Config),
+    "gptneox": (GPTNeoX, GPTNeoXConfig),
+    "stablelm": (StableLM, StableLMConfig),
 }
 
 _MODEL_TYPES = {"llama": "llama", "mistral": None, "gpt2": "gpt2", "falcon": "falcon", "RefinedWebModel": "falcon",
