@@ -29,6 +29,14 @@ _VERSIONS = {"gemma": 1, "gemma2": 2, "gemma3_text": 3}
 _CLASSES = {1: ("gemma", "GemmaForCausalLM"), 2: ("gemma2", "Gemma2ForCausalLM"),
             3: ("gemma3_text", "Gemma3ForCausalLM")}
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# transformers' config-class defaults for the keys whose math matters, used when a config.json lacks them
+_DEFAULTS = {
+    1: {"num_key_value_heads": 16, "head_dim": 256},
+    2: {"num_key_value_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
+    3: {"num_key_value_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "attn_logit_softcapping": None, "final_logit_softcapping": None},
+}
 
 
 def _version(cfg: dict) -> int:
@@ -81,6 +89,7 @@ class GemmaConfig:
         """Read a HF ``config.json`` dict; values whose math is not implemented are refused."""
         v = _version(cfg)
         fam = _CLASSES[v][0]
+        cfg = {**_DEFAULTS[v], **cfg}
         if cfg.get("use_bidirectional_attention"):
             refuse(fam, "use_bidirectional_attention", True, "false")
         dim = int(_need(cfg, fam, "hidden_size"))
@@ -103,7 +112,7 @@ class GemmaConfig:
             if "sliding_attention" in types:
                 window = check_window(fam, cfg.get("sliding_window"))
         if v == 3:
-            if cfg.get("attn_logit_softcapping") is not None:  # transformers' Gemma 3 ignores it
+            if cfg["attn_logit_softcapping"] is not None:  # transformers' Gemma 3 ignores it
                 refuse(fam, "attn_logit_softcapping", cfg["attn_logit_softcapping"], "null")
             theta, factor, _ = rope_params(cfg, fam, float(cfg.get("rope_theta") or 1e6), "full_attention",
                                            scalings=("linear",))
@@ -112,14 +121,16 @@ class GemmaConfig:
         else:
             theta, factor, _ = rope_params(cfg, fam, float(cfg.get("rope_theta") or 1e4))
         scalar = cfg.get("query_pre_attn_scalar") if v >= 2 else None
+        if v >= 2 and (isinstance(scalar, bool) or not isinstance(scalar, int | float) or scalar <= 0):
+            refuse(fam, "query_pre_attn_scalar", scalar, "a positive number")
         return cls(
             version=v,
             vocab_size=int(_need(cfg, fam, "vocab_size")),
             dim=dim,
             n_layer=n_layer,
             n_head=n_head,
-            n_kv_head=int(_first(cfg, "num_key_value_heads", default=n_head)),
-            head_dim=int(_first(cfg, "head_dim", default=dim // n_head)),
+            n_kv_head=int(_need(cfg, fam, "num_key_value_heads")),
+            head_dim=int(_need(cfg, fam, "head_dim")),
             ffn_dim=int(_need(cfg, fam, "intermediate_size")),
             norm_eps=float(_first(cfg, "rms_norm_eps", default=1e-6)),
             rope_theta=theta,
@@ -155,7 +166,10 @@ class GemmaConfig:
         if self.version == 1:
             out.update(hidden_act=self.act, rope_theta=self.rope_theta, rope_parameters=full)
             return out
-        out.update(hidden_activation=self.act, query_pre_attn_scalar=self.query_pre_attn_scalar,
+        scalar = self.query_pre_attn_scalar
+        if scalar is not None and float(scalar).is_integer():
+            scalar = int(scalar)  # transformers' config classes type it int
+        out.update(hidden_activation=self.act, query_pre_attn_scalar=scalar,
                    final_logit_softcapping=self.final_softcap, sliding_window=self.window,
                    layer_types=list(self.layer_types))
         if self.version == 2:

@@ -142,7 +142,7 @@ class StableLMConfig:
             dim=dim,
             n_layer=int(_need(cfg, "stablelm", "num_hidden_layers")),
             n_head=n_head,
-            n_kv_head=int(_first(cfg, "num_key_value_heads", default=n_head)),
+            n_kv_head=int(_first(cfg, "num_key_value_heads", default=32)),  # transformers' default
             rotary_dim=int(dim // n_head * rotary_factor(cfg, params, 0.25)),
             ffn_dim=int(_need(cfg, "stablelm", "intermediate_size")),
             norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),

@@ -44,6 +44,7 @@ class Phi3Config:
     act: str = "silu"  # gate nonlinearity (hidden_act)
     bos_token_id: int | None = None  # kept for export / the tokenizer
     eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None  # kept for export: Phi3Config's default (32000) must fit the vocabulary
 
     @classmethod
     def from_hf(cls, cfg: dict) -> Phi3Config:
@@ -69,6 +70,7 @@ class Phi3Config:
             act=str(_first(cfg, "hidden_act", default="silu")),
             bos_token_id=cfg.get("bos_token_id"),
             eos_token_id=cfg.get("eos_token_id"),
+            pad_token_id=cfg.get("pad_token_id"),
         )
 
     def to_hf(self) -> dict:
@@ -84,7 +86,7 @@ class Phi3Config:
             "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta, "partial_rotary_factor": factor},
             "sliding_window": self.window, "max_position_embeddings": self.context_length,
             "tie_word_embeddings": self.tie_embeddings, "hidden_act": self.act, "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id, "torch_dtype": "float32",
+            "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id, "torch_dtype": "float32",
         }
 
 
