@@ -24,41 +24,34 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "llama": (Llama, LlamaConfig),
     "gpt2": (GPT2, GPT2Config),
     "falcon": (Falcon, FalconConfig),
-    "gemma": (Gemma, GemmaConfig),
-    "gemma2": (Gemma, GemmaConfig),
-    "gemma3": (Gemma, GemmaConfig),
+    "gemma": (Gemma, GemmaConfig),  # Gemma 1, 2 and 3 (text)
     "phi3": (Phi3, Phi3Config),
     "gptneox": (GPTNeoX, GPTNeoXConfig),
     "stablelm": (StableLM, StableLMConfig),
 }
 
-_MODEL_TYPES = {"llama": "llama", "mistral": None, "gpt2": "gpt2", "falcon": "falcon", "RefinedWebModel": "falcon",
-                "RefinedWeb": "falcon", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
-                "gemma3": "gemma3", "phi3": "phi3", "gpt_neox": "gptneox", "stablelm": "stablelm"}
-
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
 
 
-def arch_of(config: dict, hint: str | None = None) -> str:
-    """Family name for a HF-style config (``lminspect_arch`` wins, then the store's arch, then model_type)."""
-    if config.get("lminspect_arch"):
-        arch = str(config["lminspect_arch"])
-    elif hint and hint != "unknown":
-        arch = hint
-    else:
-        mt = str(config.get("model_type", ""))
-        arch = _MODEL_TYPES.get(mt) or ""
-        if not arch:
-            for a in config.get("architectures") or []:
-                a = a.lower()
-                arch = next((k for k in FAMILIES if a.startswith(k)), "")
-                if arch:
-                    break
-    if arch not in FAMILIES:
-        raise UserError(f"unsupported model architecture {arch or config.get('model_type')!r} "
-                        f"(expected one of {', '.join(FAMILIES)})")
-    return arch
+def family_spec(config: dict, hint: str | None = None, where: str = "model config") -> Any:
+    """The ``FamilySpec`` (weights/families.py) of a HF-style config, checked: a family lminspect
+    does not run, or a config key whose math the engine does not implement, is a one-line
+    ``UserError`` naming ``where``. ``hint`` (a store's arch) counts only when the config names no
+    family at all."""
+    from lminspect.weights.families import check_family, spec_named
+
+    cfg = dict(config or {})
+    if hint and not (cfg.get("lminspect_arch") or cfg.get("model_type") or cfg.get("architectures")):
+        spec = spec_named(hint)
+        if spec is not None:
+            cfg["model_type"] = spec.model_types[0]
+    return check_family(cfg, where)
+
+
+def arch_of(config: dict, hint: str | None = None, where: str = "model config") -> str:
+    """The engine (a key of ``FAMILIES``) that runs a HF-style config; see :func:`family_spec`."""
+    return family_spec(config, hint, where).engine
 
 
 def config_from_hf(config: dict, arch: str | None = None) -> Any:
@@ -139,9 +132,9 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA GPU is available (hint: --device cpu)")
     config = dict(store.config or {})
-    arch = arch_of(config, getattr(store, "arch", None))
-    model_cls, cfg_cls = FAMILIES[arch]
     name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
+    arch = arch_of(config, getattr(store, "arch", None), str(getattr(store, "path", None) or name))
+    model_cls, cfg_cls = FAMILIES[arch]
     cfg = config_from_dict(cfg_cls, config, f"{name}: config")
     with torch.device("meta"):
         model = model_cls(cfg)
@@ -183,5 +176,5 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
 __all__ = [
     "FAMILIES", "LM", "SITE_KINDS", "add_value_norm", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
     "KVCache", "LayerCall", "Llama", "LlamaConfig", "MLP", "RMSNorm", "arch_of", "build_model",
-    "config_from_hf", "full_plan", "load_model",
+    "config_from_hf", "family_spec", "full_plan", "load_model",
 ]

@@ -16,15 +16,12 @@ from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
+from lminspect.weights.families import family_of, spec_named, supported_names
 from lminspect.weights.naming import HF_TABLES
 
 __all__ = ["hf_state_dict", "model_family", "tokenizer_side_files", "write_hf_dir"]
 
 
-_DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon", "gptneox": "GPT-NeoX", "phi3": "Phi-3"}
-_CLASS = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "falcon": "FalconForCausalLM",
-          "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM",
-          "phi3": "Phi3ForCausalLM", "gptneox": "GPTNeoXForCausalLM", "stablelm": "StableLmForCausalLM"}
 _QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
 _GATE_UP = re.compile(r"layers\.(\d+)\.mlp\.(gate|up)")
 
@@ -85,8 +82,10 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
     tensor HF has no module for (e.g. a value-norm experiment's ``attn.v_norm``) is refused.
     """
     table = HF_TABLES.get(arch)
-    if table is None:
-        raise UserError(f"stitch export supports {', '.join(HF_TABLES)} models, not {arch}")
+    spec = spec_named(arch)
+    if table is None or spec is None or not spec.supported:
+        raise UserError(f"stitch export supports {supported_names()} models, not {arch}")
+    hf_class = spec.architectures[0] if spec.architectures else arch
     fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
     out: dict[str, Any] = {}
     fused_layers: set[str] = set()
@@ -104,8 +103,7 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
             name = table.to_hf(cname)
         except KeyError:
             raise UserError(
-                f"cannot export tensor {cname} as {_DISPLAY.get(arch, arch)}: HF's {_CLASS.get(arch, arch)} has no "
-                "such module"
+                f"cannot export tensor {cname} as {arch}: HF's {hf_class} has no such module"
             ) from None
         conv = module.startswith("layers.") and module.split(".", 2)[2] in table.conv1d and kind == "weight"
         out[name] = t.t().contiguous() if conv else t
@@ -115,7 +113,7 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
             if all(n in sd for n in names):
                 out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
             elif any(n in sd for n in names):
-                raise UserError(f"cannot export {_DISPLAY.get(arch, arch)} layer {i}: q/k/v {kind}s are incomplete")
+                raise UserError(f"cannot export {arch} layer {i}: q/k/v {kind}s are incomplete")
     if table.fused_gate_up:  # Phi-3: rows [gate | up]
         import torch
 
@@ -125,22 +123,20 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
                 kind = cname.rpartition(".")[2]
                 up = sd.get(f"layers.{m[1]}.mlp.up.{kind}")
                 if up is None:
-                    raise UserError(f"cannot export {_DISPLAY.get(arch, arch)} layer {m[1]}: mlp.up.{kind} is missing")
+                    raise UserError(f"cannot export {arch} layer {m[1]}: mlp.up.{kind} is missing")
                 out[f"{table.block.format(N=m[1])}{table.fused_gate_up}.{kind}"] = torch.cat([sd[cname], up], 0)
     return out
 
 
 def model_family(model: Any, hf_cfg: Mapping[str, Any]) -> str:
-    """The export family of an engine model: ``llama``, ``gpt2``, ``falcon``, or its own arch name."""
+    """The export family of an engine model: the family its HF config names (weights/families.py)
+    when the model's engine runs that family, else the model's own arch name."""
     arch = getattr(model, "arch", None) or getattr(getattr(model, "config", None), "arch", None)
     if not isinstance(arch, str):
-        arch = str(hf_cfg.get("model_type", "")).lower() or type(model).__name__.lower()
-    if arch.startswith("gpt2"):
-        return "gpt2"
-    if "llama" in arch:
-        return "llama"
-    if "falcon" in arch or arch in ("refinedweb", "refinedwebmodel", "rw"):
-        return "falcon"
+        arch = type(model).__name__.lower()
+    spec, own = family_of(hf_cfg), spec_named(arch)
+    if spec is not None and own is not None and spec.engine == own.engine:
+        return spec.name
     return arch
 
 

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lminspect.weights.families import (  # noqa: F401 - the tables are re-exported here
+    FALCON_HF,
+    GGUF_LLAMA,
+    GPT2_HF,
+    LLAMA_HF,
+    SPECS,
+    family_of,
+    spec_named,
+)
+from lminspect.weights.nametable import NameTable
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -38,31 +49,17 @@ class Canon:
 # ---------------------------------------------------------------- config helpers
 
 
-_EXACT_TYPES = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3", "phi3": "phi3",
-                "gpt_neox": "gptneox", "stablelm": "stablelm"}  # model_type -> family, before substrings
-
-
 def detect_arch(config: dict[str, Any] | None, names: list[str] | None = None) -> str:
-    """``llama | gpt2 | falcon | unknown`` from a HF config, else from tensor names."""
+    """The family name a HF config describes (weights/families.py), ``unknown`` when it names none
+    lminspect knows. Only a store with no config at all falls back to tensor names, and only to
+    pick a name table for browsing: ``load_model`` still needs the family from a config."""
     cfg = config or {}
-    if cfg.get("lminspect_arch"):
-        return str(cfg["lminspect_arch"])
-    mt = str(cfg.get("model_type") or "").lower()
-    if mt in _EXACT_TYPES:
-        return _EXACT_TYPES[mt]
-    archs = " ".join(cfg.get("architectures") or []).lower()
-    for key, arch in (
-        ("llama", "llama"),
-        ("mistral", "llama"),
-        ("gpt2", "gpt2"),
-        ("falcon", "falcon"),
-        ("refinedweb", "falcon"),
-        ("rwfor", "falcon"),
-    ):
-        if key in mt or key in archs:
-            return arch
-    names = names or []
-    joined = "\n".join(names[:200])
+    spec = family_of(cfg)
+    if spec is not None:
+        return spec.name
+    if cfg.get("model_type") or cfg.get("architectures") or cfg.get("lminspect_arch"):
+        return "unknown"
+    joined = "\n".join((names or [])[:200])
     if "self_attn.q_proj" in joined or "blk.0.attn_q" in joined:
         return "llama"
     if "attn.c_attn" in joined:
@@ -130,174 +127,8 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 # ---------------------------------------------------------------- name tables
 
 
-@dataclass(frozen=True)
-class NameTable:
-    """One format's module names <-> canonical module names, as data, read in both directions.
-
-    Reading (:meth:`to_canonical`) builds the weight store's canonical view; writing
-    (:meth:`to_hf`) is HF export and GGUF conversion. A tensor name is a module name plus
-    ``.weight`` / ``.bias``; ``{N}`` in ``block`` stands for the layer index.
-    """
-
-    top: dict[str, str]  # module outside the blocks -> canonical module
-    block: str  # prefix of block N's modules
-    layer: dict[str, str]  # module inside a block -> canonical module
-    read_aliases: dict[str, str] = field(default_factory=dict)  # in-block spellings read, never written
-    optional_prefix: str = ""  # omitted by some checkpoints when reading (GPT2Model's bare "wte")
-    conv1d: frozenset[str] = frozenset()  # canonical in-block modules stored [in, out] (GPT-2 Conv1D)
-    fused_qkv: str | None = None  # in-block module holding q, k and v (read as canonical "attn.qkv")
-    fused_gate_up: str | None = None  # in-block module holding gate then up (Phi-3; read as "mlp.gate_up")
-    nested: dict[str, str] = field(default_factory=dict)  # in-block module -> canonical, submodules kept
-
-    _block_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        head, _, tail = self.block.partition("{N}")
-        object.__setattr__(self, "_block_re", re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + r"(.+)"))
-
-    def to_canonical(self, name: str) -> tuple[str, str] | None:
-        """``(canonical module, kind)`` of a stored tensor name, or None when it has no canonical meaning.
-
-        ``("layers.3.attn.o", "weight")``; the fused q/k/v module comes back as ``layers.N.attn.qkv``.
-        """
-        module, _, kind = name.rpartition(".")
-        if kind not in ("weight", "bias"):
-            return None
-        tries = [module]
-        if self.optional_prefix and not module.startswith(self.optional_prefix):
-            tries.append(self.optional_prefix + module)
-        for m in tries:
-            if m in self.top:
-                return self.top[m], kind
-            hit = self._block_re.fullmatch(m)
-            if hit:
-                i, sub = hit.groups()
-                if sub == self.fused_qkv:
-                    return f"layers.{i}.attn.qkv", kind
-                if sub == self.fused_gate_up:
-                    return f"layers.{i}.mlp.gate_up", kind
-                cmod = self.layer.get(sub) or self.read_aliases.get(sub)
-                if cmod:
-                    return f"layers.{i}.{cmod}", kind
-                for hf, cm in self.nested.items():
-                    if sub.startswith(hf + "."):
-                        return f"layers.{i}.{cm}{sub[len(hf):]}", kind
-        return None
-
-    def to_hf(self, cname: str) -> str:
-        """Canonical tensor name -> this format's name; ``KeyError`` when the format has no such module."""
-        module, _, kind = cname.rpartition(".")
-        for hf, cmod in self.top.items():
-            if cmod == module:
-                return f"{hf}.{kind}"
-        m = re.fullmatch(r"layers\.(\d+)\.(.+)", module)
-        if m:
-            for hf, cmod in self.layer.items():
-                if cmod == m[2]:
-                    return f"{self.block.format(N=m[1])}{hf}.{kind}"
-            for hf, cmod in self.nested.items():
-                if m[2].startswith(cmod + "."):
-                    return f"{self.block.format(N=m[1])}{hf}{m[2][len(cmod):]}.{kind}"
-        raise KeyError(cname)
-
-
-LLAMA_HF = NameTable(
-    top={"model.embed_tokens": "embed.tokens", "model.norm": "norm", "lm_head": "head"},
-    block="model.layers.{N}.",
-    layer={
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn.q",
-        "self_attn.k_proj": "attn.k",
-        "self_attn.v_proj": "attn.v",
-        "self_attn.o_proj": "attn.o",
-        "post_attention_layernorm": "mlp_norm",
-        "mlp.gate_proj": "mlp.gate",
-        "mlp.up_proj": "mlp.up",
-        "mlp.down_proj": "mlp.down",
-    },
-)
-
-GGUF_LLAMA = NameTable(  # llama.cpp's names; attn_q / attn_k are also RoPE-permuted (build_canonical)
-    top={"token_embd": "embed.tokens", "output_norm": "norm", "output": "head"},
-    block="blk.{N}.",
-    layer={
-        "attn_norm": "attn_norm",
-        "attn_q": "attn.q",
-        "attn_k": "attn.k",
-        "attn_v": "attn.v",
-        "attn_output": "attn.o",
-        "ffn_norm": "mlp_norm",
-        "ffn_gate": "mlp.gate",
-        "ffn_up": "mlp.up",
-        "ffn_down": "mlp.down",
-    },
-)
-
-GPT2_HF = NameTable(
-    top={"transformer.wte": "embed.tokens", "transformer.wpe": "embed.positions", "transformer.ln_f": "norm",
-         "lm_head": "head"},
-    block="transformer.h.{N}.",
-    layer={"ln_1": "attn_norm", "attn.c_proj": "attn.o", "ln_2": "mlp_norm", "mlp.c_fc": "mlp.up",
-           "mlp.c_proj": "mlp.down"},
-    optional_prefix="transformer.",
-    conv1d=frozenset({"attn.o", "mlp.up", "mlp.down"}),
-    fused_qkv="attn.c_attn",
-)
-
-FALCON_HF = NameTable(
-    top={"transformer.word_embeddings": "embed.tokens", "transformer.ln_f": "norm", "lm_head": "head"},
-    block="transformer.h.{N}.",
-    layer={
-        "input_layernorm": "attn_norm",
-        "self_attention.dense": "attn.o",
-        "post_attention_layernorm": "mlp_norm",
-        "mlp.dense_h_to_4h": "mlp.up",
-        "mlp.dense_4h_to_h": "mlp.down",
-    },
-    read_aliases={"ln_attn": "attn_norm", "ln_mlp": "mlp_norm"},  # new_decoder_architecture's two norms
-    optional_prefix="transformer.",
-    fused_qkv="self_attention.query_key_value",
-)
-
-GEMMA_HF = LLAMA_HF  # Gemma 1: Llama's names; the (1 + w) norms are the model's business
-
-GEMMA2_HF = NameTable(  # Gemma 2/3: four norms per block (post_attention_layernorm is a post-norm here)
-    top=LLAMA_HF.top,
-    block="model.layers.{N}.",
-    layer={**{k: v for k, v in LLAMA_HF.layer.items() if k != "post_attention_layernorm"},
-           "post_attention_layernorm": "post_attn_norm", "pre_feedforward_layernorm": "mlp_norm",
-           "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "attn.q_norm",
-           "self_attn.k_norm": "attn.k_norm"},
-)
-
-PHI3_HF = NameTable(
-    top=LLAMA_HF.top,
-    block="model.layers.{N}.",
-    layer={"input_layernorm": "attn_norm", "self_attn.o_proj": "attn.o", "post_attention_layernorm": "mlp_norm",
-           "mlp.down_proj": "mlp.down"},
-    fused_qkv="self_attn.qkv_proj",  # rows [q | k | v]
-    fused_gate_up="mlp.gate_up_proj",  # rows [gate | up]
-)
-
-GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when loading; both are read
-    top={"gpt_neox.embed_in": "embed.tokens", "gpt_neox.final_layer_norm": "norm", "embed_out": "head",
-         "lm_head": "head"},
-    block="gpt_neox.layers.{N}.",
-    layer={"input_layernorm": "attn_norm", "attention.dense": "attn.o", "post_attention_layernorm": "mlp_norm",
-           "mlp.dense_h_to_4h": "mlp.up", "mlp.dense_4h_to_h": "mlp.down"},
-    fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
-)
-
-STABLELM_HF = NameTable(
-    top=LLAMA_HF.top,
-    block="model.layers.{N}.",
-    layer=LLAMA_HF.layer,
-    nested={"self_attn.q_layernorm": "attn.q_norm", "self_attn.k_layernorm": "attn.k_norm"},  # norms.{h}
-)
-
-HF_TABLES: dict[str, NameTable] = {"llama": LLAMA_HF, "gpt2": GPT2_HF, "falcon": FALCON_HF, "gemma": GEMMA_HF,
-                                   "gemma2": GEMMA2_HF, "gemma3": GEMMA2_HF, "phi3": PHI3_HF,
-                                   "gptneox": GPTNEOX_HF, "stablelm": STABLELM_HF}
+# HF tensor names per family (every family's own table, from weights/families.py)
+HF_TABLES: dict[str, NameTable] = {s.name: s.hf_names for s in SPECS if s.hf_names is not None}
 
 CANONICAL_RE = re.compile(
     r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm"
@@ -386,8 +217,10 @@ def build_canonical(
 ) -> dict[str, Canon]:
     """Map every stored tensor that has a canonical meaning to its canonical name(s)."""
     out: dict[str, Canon] = {}
-    gguf = fmt == "gguf" and arch == "llama"
-    table = GGUF_LLAMA if gguf else HF_TABLES.get(arch)
+    spec = spec_named(arch)
+    gguf = fmt == "gguf"
+    table = (spec.gguf_names if gguf else spec.hf_names) if spec is not None else None
+    permuted = gguf and spec is not None and spec.gguf_rope_permuted
     for name, shape in shapes.items():
         if not gguf and CANONICAL_RE.fullmatch(name):  # written by lminspect itself
             out[name] = Canon(name, name, tuple(shape))
@@ -403,7 +236,7 @@ def build_canonical(
                 out[cname] = Canon(cname, name, tuple(shp), fn)
             continue
         cname = f"{cmod}.{kind}"
-        if gguf:
+        if permuted:
             out[cname] = Canon(cname, name, tuple(shape), _gguf_rope_fn(cname, config))
         elif cmod.split(".", 2)[-1] in table.conv1d and len(shape) == 2:
             out[cname] = Canon(cname, name, (shape[1], shape[0]), _T)
