@@ -50,7 +50,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "llama_rope_llama3": _cfg("LlamaConfig", rope_parameters=_rope(
         "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)),
     "llama_rope_linear": _cfg("LlamaConfig", rope_parameters=_rope("linear", factor=4.0)),
-    "llama_rope_dynamic": _cfg("LlamaConfig", max_position_embeddings=16,
+    "llama_rope_dynamic": _cfg("LlamaConfig", max_position_embeddings=32,
                                rope_parameters=_rope("dynamic", factor=2.0)),
     "llama_rope_yarn": _cfg("LlamaConfig", rope_parameters=_rope(
         "yarn", factor=4.0, original_max_position_embeddings=32)),

@@ -16,9 +16,11 @@ from lminspect.errors import UserError
 
 TOL = 1e-4
 # Variants that must run (not merely "not wrong"): a refusal here is a regression.
-EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "mistral_nowindow", "gpt2", "falcon_rw",
-         "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox", "gpt_neox_serial", "stablelm",
-         "stablelm_qk_norm"}
+EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_llama3", "llama_rope_linear",
+         "llama_rope_dynamic", "llama_rope_yarn", "qwen2", "qwen2_tied", "qwen2_sliding", "qwen3",
+         "qwen3_bias_odd_head", "mistral_nowindow", "mistral_window", "granite", "smollm3", "smollm3_layers",
+         "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox",
+         "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
 # Variants that must be refused whatever else lands.
 REFUSED = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
 
@@ -150,3 +152,93 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
     with pytest.raises(UserError) as ei:
         load_model(path)
     assert "model_type 'mamba' is not supported (supported families:" in _one_line(ei.value)
+
+
+# ---------------------------------------------------------------- the Llama engine's families in depth
+
+LLAMA_ENGINE = sorted({"llama_rope_llama3", "llama_rope_yarn", "llama_rope_linear", "qwen2", "qwen2_sliding",
+                       "qwen3", "qwen3_bias_odd_head", "mistral_window", "granite", "smollm3", "smollm3_layers",
+                       "olmo2"})
+
+
+@pytest.mark.parametrize("variant", LLAMA_ENGINE)
+def test_decode_and_padded_batch(variant, family_dirs):
+    """KV-cache decode one token at a time (windows shorter than the prompt) and a left-padded batch."""
+    import torch
+
+    from lminspect.models import load_model
+
+    path = family_dirs(variant)
+    model = load_model(path)
+    ids = _ids(20, seed=1)
+    ref = hf_logits(path, ids)[0]
+    cache = model.new_cache()
+    with torch.no_grad():
+        out = [model(ids[:, :7], cache=cache)[0]]
+        for t in range(7, 20):
+            out.append(model(ids[:, t:t + 1], cache=cache)[0])
+    got = torch.cat(out)
+    assert float((got - ref).abs().max()) < TOL, variant
+    short = ids[:, 6:]
+    ref_short = hf_logits(path, short)[0]
+    batch = torch.cat([ids, torch.cat([torch.zeros(1, 6, dtype=torch.long), short], 1)])
+    with torch.no_grad():
+        got = model(batch, pad=torch.tensor([0, 6]))
+    assert float((got[0] - ref).abs().max()) < TOL
+    assert float((got[1, 6:] - ref_short).abs().max()) < TOL
+
+
+@pytest.mark.parametrize("variant", LLAMA_ENGINE)
+def test_stitch_export_loads_in_transformers(variant, family_dirs, tmp_path):
+    """A plan that repeats a layer, exported: transformers gives the engine's logits for that plan."""
+    import torch
+
+    from lminspect.models import LayerCall, load_model
+    from lminspect.stitch import export_stitched
+
+    path = family_dirs(variant)
+    model = load_model(path)
+    plan = [LayerCall(0), LayerCall(1), LayerCall(1)]
+    out = export_stitched(model, "0,1,1", tmp_path / "x")
+    ids = _ids(16, seed=2)
+    with torch.no_grad():
+        ours = model(ids, plan=plan)[0]
+    ref = hf_logits(out, ids)[0]
+    assert float((ours - ref).abs().max()) < TOL, variant
+    assert json.loads((out / "config.json").read_text())["model_type"] == json.loads(
+        (path / "config.json").read_text())["model_type"]
+
+
+@pytest.mark.parametrize("variant", ["granite", "olmo2", "qwen3", "smollm3"])
+def test_dla_rows_sum_to_the_logit(variant, family_dirs):
+    """Direct logit attribution under each family's final scaling and post-norms: rows and heads add up."""
+    from lminspect.lens.attribution import direct_logit_attribution
+    from lminspect.lens.readout import Target
+    from lminspect.models import load_model
+
+    model = load_model(family_dirs(variant))
+    ids = _ids(10, seed=3)[0].tolist()
+    res = direct_logit_attribution(model, ids, Target(id=5, text="x"))
+    total = res.embed + float(res.attn.sum() + res.mlp.sum()) + res.norm_bias
+    assert abs(total - res.logit) < 1e-3 * max(1.0, abs(res.logit)), (total, res.logit)
+    np.testing.assert_allclose(res.heads.sum(1) + res.attn_bias, res.attn, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["qwen3", "olmo2", "granite"])
+def test_hooks_and_head_ablation(variant, family_dirs):
+    """Hook sites see the branch outputs that are added; zeroing every head equals no attention."""
+    import torch
+
+    from lminspect.models import LayerCall, load_model
+
+    model = load_model(family_dirs(variant))
+    ids = _ids(8)
+    logits, acts = model.run_with_cache(ids, ["resid_in.0", "attn_out.0", "mlp_out.0", "resid_out.0"])
+    np.testing.assert_allclose(acts["resid_out.0"], acts["resid_in.0"] + acts["attn_out.0"] + acts["mlp_out.0"],
+                               atol=1e-5)
+    plan = [LayerCall(0, heads=tuple((h, 0.0) for h in range(4))), LayerCall(1)]
+    with torch.no_grad():
+        a = model(ids, plan=plan)
+        b = model(ids, plan=[LayerCall(0, attn_scale=0.0), LayerCall(1)])
+    if variant != "olmo2":  # OLMo 2's post-norm of a zero branch is zero too, but o's bias is absent either way
+        assert float((a - b).abs().max()) < 1e-5

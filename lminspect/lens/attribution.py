@@ -17,7 +17,7 @@ occurrence's ``attn_scale``; the heads of a position plus ``attn.o``'s bias (``a
 up its attention output. "Direct" means only the path straight to the logits: what a layer
 does through later layers is not counted here (activation patching measures that).
 
-Families that norm a branch's output before adding it (Gemma 2/3's ``post_attn_norm``) get the
+Families that norm a branch's output before adding it (OLMo 2, Gemma 2/3: ``attn_post_norm``) get the
 same treatment inside the branch: the heads (and ``attn.o``'s bias) map through that norm with its
 scale frozen at the whole attention output, so they still add up to ``attn_out``.
 
@@ -112,7 +112,7 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
         raise UserError(f"token position {position} is out of range for a prompt of {T} tokens")
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
     logits, acts = lm.run_with_cache(x, ["resid_in.0", "attn_out", "mlp_out", "attn_z"], plan=plan)
-    w_u = lm.unembed_weight()
+    w_u = lm.unembed_weight() * getattr(lm, "logit_scale", 1.0)  # Granite divides the logits
     d = w_u[target.id] - (w_u[baseline.id] if baseline is not None else 0)
     final = acts["resid_in.0"][0, pos] + sum(acts[f"attn_out.{p}"][0, pos] + acts[f"mlp_out.{p}"][0, pos]
                                              for p in range(len(plan)))
@@ -126,16 +126,18 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
         att = lm.layers[call.index].attn
         z = acts[f"attn_z.{p}"][0, pos]  # [H, hd]
         wo = att.o.weight.view(att.o.out_features, att.n_head, att.head_dim)  # [D, H, hd]
+        block = lm.layers[call.index]
+        k = call.attn_scale * getattr(block, "residual_scale", 1.0)
         per_head = torch.einsum("hk,dhk->hd", z, wo)  # [H, D] in residual space
         bias = att.o.bias if att.o.bias is not None else torch.zeros_like(d)
-        post = getattr(lm.layers[call.index], "post_attn_norm", None)
-        if post is not None:  # normed before the residual add: map through its frozen scale
+        post = getattr(block, "attn_post_norm", None)
+        if post is not None:  # normed before the residual add (OLMo 2, Gemma 2/3): its scale frozen, like the final norm
             pmap, _, pbias = _norm_map(post, per_head.sum(0) + bias)
             if pbias is not None:
                 raise UserError(f"direct logit attribution does not know the post-attention norm {type(post).__name__}")
             per_head, bias = pmap(per_head), pmap(bias)
-        heads.append(direct(per_head * call.attn_scale))
-        abias.append(float(direct(bias * call.attn_scale)) if att.o.bias is not None else 0.0)
+        heads.append(direct(per_head * k))
+        abias.append(float(direct(bias * k)) if att.o.bias is not None else 0.0)
         attn.append(float(direct(acts[f"attn_out.{p}"][0, pos])))
         mlp.append(float(direct(acts[f"mlp_out.{p}"][0, pos])))
     lo = logits[0, pos].float()

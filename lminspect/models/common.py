@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lminspect.errors import UserError
-from lminspect.models.hooks import HookCallback, _Hooks, _parse_sites
+from lminspect.models.hooks import _NAMED_ONLY, SITE_KINDS, HookCallback, _Hooks, _parse_sites  # noqa: F401
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
+from lminspect.models.window import window_bias
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -122,7 +123,8 @@ class _Run:
     cache: KVCache | None
     hooks: _Hooks | None
     causal_head: int = 0  # the first n tokens see only each other, causally (token trees): attend them apart
-    local: _Run | None = None  # what sliding-window layers read instead (their mask, their RoPE tables)
+    wbias: torch.Tensor | None = None  # the bias of sliding-window layers (models/window.py); None: as ``bias``
+    local_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # sliding-window layers' own cos/sin (Gemma 3)
 
 
 class Attention(nn.Module):
@@ -130,13 +132,15 @@ class Attention(nn.Module):
 
     ``v_norm`` (default None) is an optional module applied to the value projection output
     ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
-    Families set the other optional parts: ``q_norm``/``k_norm`` on ``[B, H, T, head_dim]`` before
-    RoPE, ``scale`` of the scores (None: 1/sqrt(head_dim)), ``softcap`` (``c * tanh(s / c)`` on the
-    scores: the eager path) and ``local`` (a sliding-window layer: reads ``run.local``).
+    ``q_norm`` / ``k_norm`` (Qwen3 per head, OLMo 2 over the whole projection: ``qk_norm_full``) act
+    before RoPE; ``rope=False`` skips RoPE in this layer (SmolLM3); ``scale`` replaces 1/sqrt(head_dim)
+    (Granite); ``window`` makes it a sliding-window layer (it reads ``run.wbias``, and ``run.local_rope``
+    when set); ``softcap`` (Gemma 2) caps the scores at ``c * tanh(s / c)`` (the eager path).
     """
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
-                 o_bias: bool | None = None) -> None:
+                 o_bias: bool | None = None, *, rope: bool = True, scale: float | None = None,
+                 window: int | None = None) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.q = nn.Linear(dim, n_head * head_dim, bias=bias)
@@ -146,9 +150,9 @@ class Attention(nn.Module):
         self.v_norm: nn.Module | None = None
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
-        self.scale: float | None = None
+        self.qk_norm_full = False
+        self.rope, self.scale, self.window = rope, scale, window
         self.softcap: float | None = None
-        self.local = False
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None,
                 q_from: int = 0) -> torch.Tensor:
@@ -157,19 +161,19 @@ class Attention(nn.Module):
         ``q_from``: outputs only for tokens from there on (all tokens still give keys/values; a
         masked run without hooks: the last layer of a scoring pass needs only the scored tokens)."""
         B, T, _ = x.shape
-        if self.local and run.local is not None:
-            run = run.local
-        q = self.q(x[:, q_from:] if q_from else x).view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
+        q, k = self.q(x[:, q_from:] if q_from else x), self.k(x)
+        if self.q_norm is not None:
+            q, k = self._qk_norm(q, k)
+        q = q.view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
         v = self.v(x)
         if self.v_norm is not None:
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if run.cos is not None:
-            cos, sin = (run.cos[..., q_from:, :], run.sin[..., q_from:, :]) if q_from else (run.cos, run.sin)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, run.cos, run.sin)
+        if run.cos is not None and self.rope:
+            rc, rs = run.local_rope if self.window is not None and run.local_rope is not None else (run.cos, run.sin)
+            cos, sin = (rc[..., q_from:, :], rs[..., q_from:, :]) if q_from else (rc, rs)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, rc, rs)
         cache = run.cache
         if cache is not None:
             end = run.start + T
@@ -178,6 +182,8 @@ class Attention(nn.Module):
             vc[:, :, run.start:end] = v
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
+        if self.window is not None and run.wbias is not None:
+            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks, run.causal_head)
         if self.softcap is not None or (hooks is not None and hooks.wants("attn_probs", pos)):
             y = self._eager(q, k, v, run, pos, q_from)
         else:
@@ -185,7 +191,7 @@ class Attention(nn.Module):
             if q_from:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa, scale=sc)
             elif run.bias is not None and run.causal_head:
-                y = self._split_causal(q, k, v, run, gqa, sc)
+                y = self._split_causal(q, k, v, run, gqa)
             elif run.bias is not None:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa, scale=sc)
             elif T == 1:  # decoding one token: it sees every cached key, no mask
@@ -203,23 +209,29 @@ class Attention(nn.Module):
             y = hooks.emit("attn_z", pos, y)
         return self.o(y.reshape(B, T - q_from, self.n_head * self.head_dim))
 
-    @staticmethod
-    def _split_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool,
-                      sc: float | None = None) -> torch.Tensor:
+    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q/k norms on ``[B, T, heads * head_dim]``: over the whole width, or per head."""
+        if self.qk_norm_full:
+            return self.q_norm(q), self.k_norm(k)
+        hd = self.head_dim
+        return (self.q_norm(q.unflatten(-1, (-1, hd))).flatten(-2), self.k_norm(k.unflatten(-1, (-1, hd))).flatten(-2))
+
+    def _split_causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
         """Attention when the first ``n = run.causal_head`` tokens see only each other causally: they
         attend apart (causal, so whole blocks are skipped), the rest through the mask. Same result as
         one masked call, at about 60% of its work for a token tree whose context is half its length."""
         n, bias = run.causal_head, run.bias
         if n >= q.shape[2]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa, scale=sc)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa, scale=self.scale)
         head_bias = bias[:, :, :n, :n]
         if head_bias.shape[1] == 1:  # no per-head key bias (ALiBi): the mask is plain causal there
             y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa,
-                                                scale=sc)
+                                                scale=self.scale)
         else:
             y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], attn_mask=head_bias,
-                                                enable_gqa=gqa, scale=sc)
-        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa, scale=sc)
+                                                enable_gqa=gqa, scale=self.scale)
+        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa,
+                                            scale=self.scale)  # = q_from n
         return torch.cat([y0, y1], 2)
 
     def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int,
@@ -267,8 +279,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP both read the
     block input, through ``mlp_norm`` if there is one (GPT-NeoX) else the attention's norm, and are
-    both added to the residual). ``post_attn_norm`` / ``post_mlp_norm`` (Gemma 2/3, default None)
-    norm a branch's output before the plan's scale and the residual add."""
+    both added to the residual). ``attn_post_norm`` / ``mlp_post_norm`` (None
+    by default; OLMo 2) normalise each branch's output before it is added; ``residual_scale``
+    (Granite's residual_multiplier) multiplies both branch outputs."""
 
     def __init__(self, attn_norm: nn.Module, attn: Attention, mlp_norm: nn.Module | None, mlp: MLP,
                  parallel: bool = False) -> None:
@@ -281,8 +294,9 @@ class Block(nn.Module):
             self.mlp_norm = None
         self.mlp = mlp
         self.parallel = parallel
-        self.post_attn_norm: nn.Module | None = None
-        self.post_mlp_norm: nn.Module | None = None
+        self.attn_post_norm: nn.Module | None = None
+        self.mlp_post_norm: nn.Module | None = None
+        self.residual_scale = 1.0
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, call: LayerCall, q_from: int = 0) -> torch.Tensor:
         """``q_from``: the output only for tokens from there on (see ``Attention.forward``)."""
@@ -294,10 +308,10 @@ class Block(nn.Module):
         a = self.attn(h, run, pos, heads, q_from)
         if q_from:
             x, h = x[:, q_from:], h[:, q_from:]
-        if self.post_attn_norm is not None:
-            a = self.post_attn_norm(a)
-        if call.attn_scale != 1.0:
-            a = a * call.attn_scale
+        if self.attn_post_norm is not None:
+            a = self.attn_post_norm(a)
+        if call.attn_scale * self.residual_scale != 1.0:
+            a = a * (call.attn_scale * self.residual_scale)
         if hooks is not None:
             a = hooks.emit("attn_out", pos, a)
         if self.parallel:
@@ -310,10 +324,10 @@ class Block(nn.Module):
             m = self.mlp.down(mh)
         else:
             m = self.mlp(m_in)
-        if self.post_mlp_norm is not None:
-            m = self.post_mlp_norm(m)
-        if call.mlp_scale != 1.0:
-            m = m * call.mlp_scale
+        if self.mlp_post_norm is not None:
+            m = self.mlp_post_norm(m)
+        if call.mlp_scale * self.residual_scale != 1.0:
+            m = m * (call.mlp_scale * self.residual_scale)
         if hooks is not None:
             m = hooks.emit("mlp_out", pos, m)
         x = x + a + m if self.parallel else x + m
@@ -346,6 +360,7 @@ class LM(nn.Module):
 
     config: object
     arch: str = "unknown"
+    window: int | None = None  # sliding-window size of the layers that have one (models/window.py)
     logit_softcap: float | None = None  # final logits become c * tanh(z / c) (Gemma 2); raw_logits is before it
 
     def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
@@ -495,7 +510,8 @@ class LM(nn.Module):
         key_bias = self._key_bias(positions)
         if key_bias is not None:
             bias = bias + key_bias.to(x.dtype)
-        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head)
+        wbias = window_bias(bias, 0, T, T, self.window, x.dtype, x.device, positions) if self.window else None
+        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head, wbias)
 
     def _key_bias(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Position bias on attention scores by key position ``[B, H, 1, T]`` (ALiBi); None: none."""
@@ -512,7 +528,8 @@ class LM(nn.Module):
             if bias is None:
                 bias = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
             bias = bias.masked_fill(~allowed, float("-inf"))
-        return _Run(start, T, cos, sin, bias, cache, self._hooks)
+        wbias = window_bias(bias, start, T, L, self.window, dtype, self.device) if self.window else None
+        return _Run(start, T, cos, sin, bias, cache, self._hooks, 0, wbias)
 
     def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm + head on hidden states ``[..., dim]``, before any soft cap (what DLA splits)."""

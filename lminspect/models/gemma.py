@@ -5,13 +5,13 @@
 * Scores scaled by ``query_pre_attn_scalar ** -0.5`` (Gemma 2/3).
 * Gemma 2: attention scores soft-capped ``c * tanh(s / c)`` (``attn_logit_softcapping``) and the
   final logits too (``final_logit_softcapping``).
-* Gemma 2/3: four norms per block: the attention and MLP outputs are normed (``post_attn_norm``,
-  ``post_mlp_norm``) before the residual add; ``pre_feedforward_layernorm`` is the MLP's input norm.
+* Gemma 2/3: four norms per block: the attention and MLP outputs are normed (``attn_post_norm``,
+  ``mlp_post_norm``) before the residual add; ``pre_feedforward_layernorm`` is the MLP's input norm.
 * Gemma 2/3: ``layer_types`` alternate sliding-window and global attention; Gemma 3's sliding layers
   use their own RoPE base (``rope_local_base_freq``) and its global ones may scale RoPE linearly;
   Gemma 3 norms q and k per head (``q_norm``/``k_norm``, also ``(1 + w)``).
 
-Canonical names as Llama plus ``layers.N.{post_attn_norm,post_mlp_norm,attn.q_norm,attn.k_norm}.weight``.
+Canonical names as Llama plus ``layers.N.{attn_post_norm,mlp_post_norm,attn.q_norm,attn.k_norm}.weight``.
 """
 
 from __future__ import annotations
@@ -111,6 +111,8 @@ class GemmaConfig:
                 refuse(fam, "layer_types", types, f"{n_layer} of {', '.join(LAYER_TYPES)}")
             if "sliding_attention" in types:
                 window = check_window(fam, cfg.get("sliding_window"))
+                if window is None:
+                    refuse(fam, "sliding_window", None, "a positive integer when layer_types has sliding layers")
         if v == 3:
             if cfg["attn_logit_softcapping"] is not None:  # transformers' Gemma 3 ignores it
                 refuse(fam, "attn_logit_softcapping", cfg["attn_logit_softcapping"], "null")
@@ -204,14 +206,15 @@ class Gemma(RotaryLM):
         if c.query_pre_attn_scalar is not None:
             attn.scale = c.query_pre_attn_scalar ** -0.5
         attn.softcap = c.attn_softcap
-        attn.local = bool(c.layer_types) and c.layer_types[i] == "sliding_attention"
+        if c.layer_types and c.layer_types[i] == "sliding_attention":
+            attn.window = c.window
         if c.version == 3:
             attn.q_norm, attn.k_norm = OffsetRMSNorm(c.head_dim, c.norm_eps), OffsetRMSNorm(c.head_dim, c.norm_eps)
         block = Block(OffsetRMSNorm(c.dim, c.norm_eps), attn, OffsetRMSNorm(c.dim, c.norm_eps),
                       MLP(c.dim, c.ffn_dim, c.act, gated=True, bias=False))
         if c.post_norms:
-            block.post_attn_norm = OffsetRMSNorm(c.dim, c.norm_eps)
-            block.post_mlp_norm = OffsetRMSNorm(c.dim, c.norm_eps)
+            block.attn_post_norm = OffsetRMSNorm(c.dim, c.norm_eps)
+            block.mlp_post_norm = OffsetRMSNorm(c.dim, c.norm_eps)
         return block
 
     def _embed(self, ids: torch.Tensor, start: int, rows=None) -> torch.Tensor:

@@ -1,8 +1,4 @@
-"""Hook sites of a forward: what a hooked run records or calls, and the parsing of site names.
-
-A forward carries a ``_Hooks`` (or None: one ``if`` per site when unused); ``common.LM.hooks`` and
-``run_with_cache`` install one.
-"""
+"""Hook sites of a forward: what a hooked forward records or calls (see docs/engine.md, Hooks)."""
 
 from __future__ import annotations
 

@@ -106,8 +106,7 @@ class Phi3(RotaryLM):
     def make_block(self, i: int) -> Block:
         """One decoder block; subclass and override to try a variant."""
         c = self.config
-        attn = Attention(c.dim, c.n_head, c.n_kv_head, c.head_dim, bias=False)
-        attn.local = c.window is not None
+        attn = Attention(c.dim, c.n_head, c.n_kv_head, c.head_dim, bias=False, window=c.window)
         return Block(RMSNorm(c.dim, c.norm_eps), attn, RMSNorm(c.dim, c.norm_eps),
                      MLP(c.dim, c.ffn_dim, c.act, gated=True, bias=False))
 

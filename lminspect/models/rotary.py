@@ -2,10 +2,9 @@
 own RoPE base, Gemma's ``(1 + w)`` RMSNorm and StableLM's per-head LayerNorm.
 
 ``RotaryLM`` is an ``LM`` whose subclasses set ``rotary_dim``, ``rope_theta`` and optionally
-``window`` / ``local_theta`` before ``_build``; attention modules with ``local = True`` read
-``run.local``: the same tokens and cache with a causal mask cut to the last ``window`` positions
-(a key j is seen from position i when ``i - window < j <= i``, as transformers' sliding-window
-masks) and the local RoPE tables. Decoding with a KV cache keeps every key; the mask hides the old ones.
+``window`` / ``local_theta`` before ``_build``. Attention modules with a ``window`` are the sliding
+layers: their mask is ``run.wbias`` (models/window.py) and, when ``local_theta`` is set, their RoPE
+tables are ``run.local_rope``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from lminspect.errors import UserError
-from lminspect.models.common import LM, _Run, causal_bias
+from lminspect.models.common import LM, _Run
 
 
 class OffsetRMSNorm(nn.Module):
@@ -45,7 +44,8 @@ class HeadLayerNorm(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(head_dim, eps=eps, bias=False) for _ in range(n_head))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([n(h) for n, h in zip(self.norms, torch.split(x, 1, dim=1), strict=True)], dim=1)
+        """``x [..., H, head_dim]``: head h through ``norms[h]``."""
+        return torch.cat([n(h) for n, h in zip(self.norms, torch.split(x, 1, dim=-2), strict=True)], dim=-2)
 
 
 def rope_cos_sin(dim: int, theta: float, length: int, factor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,37 +114,18 @@ class RotaryLM(LM):
     def _extras(self, start: int, T: int, L: int, rows=None):
         return (*self._tables(self.rope_cos, self.rope_sin, start, T, rows), None)
 
-    def _local(self, run: _Run, rows: torch.Tensor | None, far: torch.Tensor | None) -> _Run | None:
-        """The sliding layers' context: ``far`` (bool, broadcast to the bias) marks keys out of the window."""
-        if far is None and self.local_theta is None:
-            return None
-        cos, sin = run.cos, run.sin
+    def _with_local(self, run: _Run, start: int, T: int, rows: torch.Tensor | None) -> _Run:
         if self.local_theta is not None:
-            cos, sin = self._tables(self.rope_cos_local, self.rope_sin_local, run.start, run.length, rows)
-            cos, sin = cos.to(run.cos.dtype), sin.to(run.sin.dtype)
-        bias = run.bias
-        if far is not None:
-            if bias is None:
-                bias = causal_bias(run.start, run.length, far.shape[-1], far.device).to(self.dtype)[None, None]
-            bias = bias.masked_fill(far, float("-inf"))
-        return _Run(run.start, run.length, cos, sin, bias, run.cache, run.hooks, run.causal_head)
+            cos, sin = self._tables(self.rope_cos_local, self.rope_sin_local, start, T, rows)
+            run.local_rope = (cos.to(run.cos.dtype), sin.to(run.sin.dtype))
+        return run
 
     def _context(self, start: int, T: int, dtype: torch.dtype, cache=None, pad=None, rows=None) -> _Run:
-        run = super()._context(start, T, dtype, cache, pad, rows)
-        far = None
-        if self.window is not None and start + T > self.window:
-            q = torch.arange(start, start + T, device=self.device)[:, None]
-            far = torch.arange(start + T, device=self.device)[None, :] <= q - self.window  # [T, L]
-        run.local = self._local(run, rows, far)
-        return run
+        return self._with_local(super()._context(start, T, dtype, cache, pad, rows), start, T, rows)
 
     def prepare_tree(self, input_ids, positions, allowed, causal_head: int = 0):
         x, run = super().prepare_tree(input_ids, positions, allowed, causal_head)
-        far = None
-        if self.window is not None and int(positions.max()) >= self.window:
-            far = (positions[:, :, None] - positions[:, None, :] >= self.window)[:, None]  # [B, 1, T, T]
-        run.local = self._local(run, positions, far)
-        return x, run
+        return x, self._with_local(run, 0, input_ids.shape[1], positions)
 
 
 def check_window(family: str, window: Any) -> int | None:

@@ -57,6 +57,10 @@ def all_full_attention(v: Any, cfg: Mapping[str, Any]) -> bool:
     return v is None or (isinstance(v, list) and all(t == "full_attention" for t in v))
 
 
+_NEEDS = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor", "original_max_position_embeddings"),
+          "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
 def rope(*types: str, partial: bool = False) -> Check:
     """``rope_scaling`` / ``rope_parameters``: None or a dict whose ``rope_type`` is one of ``types``
     (``partial``: ``partial_rotary_factor`` below 1 is computed too). transformers 5's per-layer-type
@@ -72,7 +76,7 @@ def rope(*types: str, partial: bool = False) -> Check:
         if not isinstance(v, dict):
             return False
         kind = v.get("rope_type", v.get("type")) or "default"
-        if kind not in allowed or not set(v) <= known:
+        if kind not in allowed or not set(v) <= known or any(v.get(k) is None for k in _NEEDS.get(kind, ())):
             return False
         prf = v.get("partial_rotary_factor")
         return prf is None or prf == 1.0 or partial
@@ -138,6 +142,28 @@ GGUF_LLAMA = NameTable(  # llama.cpp's names; attn_q / attn_k are also RoPE-perm
     },
 )
 
+QWEN3_HF = NameTable(  # Llama's names plus the per-head q/k norms
+    top=LLAMA_HF.top, block=LLAMA_HF.block,
+    layer={**LLAMA_HF.layer, "self_attn.q_norm": "attn.q_norm", "self_attn.k_norm": "attn.k_norm"},
+)
+
+OLMO2_HF = NameTable(  # no pre-norms; HF's post_attention_layernorm is the norm *after* attention here
+    top=LLAMA_HF.top, block=LLAMA_HF.block,
+    layer={**{k: v for k, v in LLAMA_HF.layer.items() if not k.endswith("layernorm")},
+           "self_attn.q_norm": "attn.q_norm", "self_attn.k_norm": "attn.k_norm",
+           "post_attention_layernorm": "attn_post_norm", "post_feedforward_layernorm": "mlp_post_norm"},
+)
+
+GGUF_QWEN3 = NameTable(top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+                       layer={**GGUF_LLAMA.layer, "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm"})
+
+GGUF_OLMO2 = NameTable(
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={**{k: v for k, v in GGUF_LLAMA.layer.items() if not k.endswith("norm")},
+           "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm",
+           "post_attention_norm": "attn_post_norm", "post_ffw_norm": "mlp_post_norm"},
+)
+
 GPT2_HF = NameTable(
     top={"transformer.wte": "embed.tokens", "transformer.wpe": "embed.positions", "transformer.ln_f": "norm",
          "lm_head": "head"},
@@ -169,8 +195,8 @@ GEMMA2_HF = NameTable(  # Gemma 2/3: four norms per block (post_attention_layern
     top=LLAMA_HF.top,
     block="model.layers.{N}.",
     layer={**{k: v for k, v in LLAMA_HF.layer.items() if k != "post_attention_layernorm"},
-           "post_attention_layernorm": "post_attn_norm", "pre_feedforward_layernorm": "mlp_norm",
-           "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "attn.q_norm",
+           "post_attention_layernorm": "attn_post_norm", "pre_feedforward_layernorm": "mlp_norm",
+           "post_feedforward_layernorm": "mlp_post_norm", "self_attn.q_norm": "attn.q_norm",
            "self_attn.k_norm": "attn.k_norm"},
 )
 
@@ -224,25 +250,62 @@ class FamilySpec:
 
 
 # What the Llama engine computes (models/llama.py); families built on it add their own keys.
+_SCALINGS = ("linear", "dynamic", "yarn", "llama3")  # models/rope.py
 _LLAMA_KEYS: dict[str, Check] = {
     "vocab_size": ANY, "hidden_size": ANY, "num_hidden_layers": ANY, "num_attention_heads": ANY,
     "num_key_value_heads": ANY, "head_dim": ANY, "intermediate_size": ANY, "rms_norm_eps": ANY,
     "max_position_embeddings": ANY, "rope_theta": ANY, "tie_word_embeddings": ANY,
     "attention_bias": ANY, "mlp_bias": ANY,
     "hidden_act": one_of("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"),
-    "rope_scaling": rope(), "rope_parameters": rope(),
+    "rope_scaling": rope(*_SCALINGS), "rope_parameters": rope(*_SCALINGS),
     "rope_interleaved": unset,  # nanotron's flag (SmolLM2): false is HF's half-split rotation
     "layer_types": all_full_attention,
 }
+_NO_MLP_BIAS = {"mlp_bias": unset}  # families whose MLP never has biases
+
+
+def _window_types(v: Any, cfg: Mapping[str, Any]) -> bool:
+    return v is None or (isinstance(v, list) and all(t in ("full_attention", "sliding_attention") for t in v))
+
+
+# Qwen2-style optional windows: use_sliding_window switches them on, layer_types / max_window_layers say where
+_WINDOWS: dict[str, Check] = {"use_sliding_window": ANY, "sliding_window": ANY, "max_window_layers": ANY,
+                              "layer_types": _window_types}
 
 LLAMA = FamilySpec(
     name="llama", engine="llama", model_types=("llama",), architectures=("LlamaForCausalLM",),
     gguf_archs=("llama",), keys=_LLAMA_KEYS, hf_names=LLAMA_HF, gguf_names=GGUF_LLAMA, gguf_rope_permuted=True,
 )
 
-MISTRAL = FamilySpec(  # Llama with a sliding attention window; the window must be off (None) here
+MISTRAL = FamilySpec(  # Llama with a sliding attention window in every layer (models/window.py)
     name="mistral", engine="llama", model_types=("mistral",), architectures=("MistralForCausalLM",),
-    keys={**_LLAMA_KEYS, "sliding_window": unset}, hf_names=LLAMA_HF,
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, "attention_bias": unset, "sliding_window": ANY}, hf_names=LLAMA_HF,
+)
+
+QWEN2 = FamilySpec(  # q/k/v biases, none on o; optional windowed layers
+    name="qwen2", engine="llama", model_types=("qwen2",), architectures=("Qwen2ForCausalLM",), gguf_archs=("qwen2",),
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, **_WINDOWS}, hf_names=LLAMA_HF, gguf_names=GGUF_LLAMA,
+)
+
+QWEN3 = FamilySpec(  # RMSNorm per head on q and k, before RoPE
+    name="qwen3", engine="llama", model_types=("qwen3",), architectures=("Qwen3ForCausalLM",), gguf_archs=("qwen3",),
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, **_WINDOWS}, hf_names=QWEN3_HF, gguf_names=GGUF_QWEN3,
+)
+
+GRANITE = FamilySpec(  # embedding / residual / attention / logits multipliers
+    name="granite", engine="llama", model_types=("granite",), architectures=("GraniteForCausalLM",),
+    keys={**_LLAMA_KEYS, "embedding_multiplier": ANY, "residual_multiplier": ANY, "attention_multiplier": ANY,
+          "logits_scaling": ANY}, hf_names=LLAMA_HF,
+)
+
+SMOLLM3 = FamilySpec(  # some layers without RoPE
+    name="smollm3", engine="llama", model_types=("smollm3",), architectures=("SmolLM3ForCausalLM",),
+    keys={**_LLAMA_KEYS, **_WINDOWS, "no_rope_layers": ANY, "no_rope_layer_interval": ANY}, hf_names=LLAMA_HF,
+)
+
+OLMO2 = FamilySpec(  # norms after attention / MLP instead of before, q/k norms over the whole projection
+    name="olmo2", engine="llama", model_types=("olmo2",), architectures=("Olmo2ForCausalLM",), gguf_archs=("olmo2",),
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS}, hf_names=OLMO2_HF, gguf_names=GGUF_OLMO2,
 )
 
 GPT2 = FamilySpec(
@@ -348,8 +411,8 @@ _MOE_GGUF = ("qwen2moe", "qwen3moe", "olmoe", "granitemoe", "phimoe", "deepseek2
 MOE = [FamilySpec(name=mt, engine="", model_types=(mt,), gguf_archs=(g,) if g in _MOE_GGUF else (),
                   refused="mixture-of-experts") for mt in _MOE for g in (mt.replace("_", ""),)]
 
-SPECS: list[FamilySpec] = [LLAMA, MISTRAL, GPT2, FALCON, GEMMA, GEMMA2, GEMMA3, GEMMA3_VLM, PHI3, GPTNEOX, STABLELM,
-                           *MOE]
+SPECS: list[FamilySpec] = [LLAMA, MISTRAL, QWEN2, QWEN3, GRANITE, SMOLLM3, OLMO2, GPT2, FALCON, GEMMA, GEMMA2, GEMMA3,
+                           GEMMA3_VLM, PHI3, GPTNEOX, STABLELM, *MOE]
 
 
 # ---------------------------------------------------------------- the detector

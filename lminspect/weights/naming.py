@@ -131,8 +131,8 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 HF_TABLES: dict[str, NameTable] = {s.name: s.hf_names for s in SPECS if s.hf_names is not None}
 
 CANONICAL_RE = re.compile(
-    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm"
-    r"|attn\.([qkvo]|v_norm|[qk]_norm(\.norms\.\d+)?)|mlp\.(gate|up|down))"
+    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn_post_norm|mlp_post_norm"
+    r"|attn\.([qkvo]|[vqk]_norm|[qk]_norm\.norms\.\d+)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
 
