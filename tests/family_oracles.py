@@ -74,7 +74,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "granite_tied_bias": _cfg("GraniteConfig", tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
                               embedding_multiplier=12.0, logits_scaling=8.0, attention_multiplier=0.05),
     "olmo2": _cfg("Olmo2Config"),
-    # families helper fam2 implements (refused until then)
+    # Gemma, Phi-3, GPT-NeoX, StableLM (more variants, decode and batches: tests/test_models_families_more.py)
     "gemma": _cfg("GemmaConfig", head_dim=16),
     "gemma2": _cfg("Gemma2Config", head_dim=16, sliding_window=5, query_pre_attn_scalar=16),
     "gemma3_text": _cfg("Gemma3TextConfig", head_dim=16, sliding_window=5, query_pre_attn_scalar=16),

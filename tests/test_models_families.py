@@ -19,8 +19,9 @@ TOL = 1e-4
 EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_llama3", "llama_rope_linear",
          "llama_rope_dynamic", "llama_rope_yarn", "qwen2", "qwen2_tied", "qwen2_sliding", "qwen3",
          "qwen3_bias_odd_head", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias",
-         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "mistral_window", "granite", "smollm3", "smollm3_layers",
-         "olmo2", "gpt2", "falcon_rw", "falcon_7b_like"}
+         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "mistral_window", "granite", "smollm3",
+         "smollm3_layers", "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3",
+         "gpt_neox", "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
 # Variants that must be refused whatever else lands.
 REFUSED = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
 

@@ -10,16 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.models.common import LM, MLP, SITE_KINDS, Attention, Block, KVCache, RMSNorm
+from lminspect.models.common import LM, MLP, Attention, Block, KVCache, RMSNorm
 from lminspect.models.falcon import Falcon, FalconConfig
+from lminspect.models.gemma import Gemma, GemmaConfig
 from lminspect.models.gpt2 import GPT2, GPT2Config
+from lminspect.models.hooks import SITE_KINDS
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.llama import Llama, LlamaConfig
+from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
+from lminspect.models.phi3 import Phi3, Phi3Config
 
 FAMILIES: dict[str, tuple[type, type]] = {
     "llama": (Llama, LlamaConfig),
     "gpt2": (GPT2, GPT2Config),
     "falcon": (Falcon, FalconConfig),
+    "gemma": (Gemma, GemmaConfig),  # Gemma 1, 2 and 3 (text)
+    "phi3": (Phi3, Phi3Config),
+    "gptneox": (GPTNeoX, GPTNeoXConfig),
+    "stablelm": (StableLM, StableLMConfig),
 }
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",

@@ -80,7 +80,11 @@ def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, D] already in x's dtype."""
+    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, R] already in x's dtype. R < D is partial
+    rotary (GPT-NeoX, StableLM, Phi): the first R channels turn, the rest pass through."""
+    if cos.shape[-1] < x.shape[-1]:
+        r = cos.shape[-1]
+        return torch.cat((apply_rope(x[..., :r], cos, sin), x[..., r:]), dim=-1)
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -120,6 +124,7 @@ class _Run:
     hooks: _Hooks | None
     causal_head: int = 0  # the first n tokens see only each other, causally (token trees): attend them apart
     wbias: torch.Tensor | None = None  # the bias of sliding-window layers (models/window.py); None: as ``bias``
+    local_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # sliding-window layers' own cos/sin (Gemma 3)
 
 
 class Attention(nn.Module):
@@ -129,7 +134,8 @@ class Attention(nn.Module):
     ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
     ``q_norm`` / ``k_norm`` (Qwen3 per head, OLMo 2 over the whole projection: ``qk_norm_full``) act
     before RoPE; ``rope=False`` skips RoPE in this layer (SmolLM3); ``scale`` replaces 1/sqrt(head_dim)
-    (Granite); ``window`` makes it a sliding-window layer (it reads ``run.wbias``).
+    (Granite); ``window`` makes it a sliding-window layer (it reads ``run.wbias``, and ``run.local_rope``
+    when set); ``softcap`` (Gemma 2) caps the scores at ``c * tanh(s / c)`` (the eager path).
     """
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
@@ -146,6 +152,7 @@ class Attention(nn.Module):
         self.k_norm: nn.Module | None = None
         self.qk_norm_full = False
         self.rope, self.scale, self.window = rope, scale, window
+        self.softcap: float | None = None
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None,
                 q_from: int = 0) -> torch.Tensor:
@@ -164,8 +171,9 @@ class Attention(nn.Module):
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if run.cos is not None and self.rope:
-            cos, sin = (run.cos[..., q_from:, :], run.sin[..., q_from:, :]) if q_from else (run.cos, run.sin)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, run.cos, run.sin)
+            rc, rs = run.local_rope if self.window is not None and run.local_rope is not None else (run.cos, run.sin)
+            cos, sin = (rc[..., q_from:, :], rs[..., q_from:, :]) if q_from else (rc, rs)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, rc, rs)
         cache = run.cache
         if cache is not None:
             end = run.start + T
@@ -176,8 +184,8 @@ class Attention(nn.Module):
         hooks = run.hooks
         if self.window is not None and run.wbias is not None:
             run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks)  # the window cuts the head too
-        if hooks is not None and hooks.wants("attn_probs", pos):
-            y = self._eager(q, k, v, run, pos)
+        if self.softcap is not None or (hooks is not None and hooks.wants("attn_probs", pos)):
+            y = self._eager(q, k, v, run, pos, q_from)
         else:
             gqa, sc = self.n_kv_head != self.n_head, self.scale
             if q_from:
@@ -226,7 +234,8 @@ class Attention(nn.Module):
                                             scale=self.scale)  # = q_from n
         return torch.cat([y0, y1], 2)
 
-    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int,
+               q_from: int = 0) -> torch.Tensor:
         """Explicit softmax(QK^T/sqrt(d) + bias) V, so the probabilities can be seen (and edited)."""
         rep = self.n_head // self.n_kv_head
         if rep != 1:
@@ -235,13 +244,16 @@ class Attention(nn.Module):
         T, L = q.shape[2], k.shape[2]
         scores = q @ k.transpose(-1, -2)  # [B, H, T, L]
         scores = scores / math.sqrt(self.head_dim) if self.scale is None else scores * self.scale
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         if run.bias is not None:
-            scores = scores + run.bias
+            scores = scores + run.bias[:, :, q_from:]
         else:
             mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        probs = run.hooks.emit("attn_probs", pos, probs)
+        if run.hooks is not None:
+            probs = run.hooks.emit("attn_probs", pos, probs)
         return probs @ v
 
 
@@ -265,8 +277,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP read the same
-    normed input and are both added to the residual). ``attn_post_norm`` / ``mlp_post_norm`` (None
+    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP both read the
+    block input, through ``mlp_norm`` if there is one (GPT-NeoX) else the attention's norm, and are
+    both added to the residual). ``attn_post_norm`` / ``mlp_post_norm`` (None
     by default; OLMo 2) normalise each branch's output before it is added; ``residual_scale``
     (Granite's residual_multiplier) multiplies both branch outputs."""
 
@@ -302,7 +315,7 @@ class Block(nn.Module):
         if hooks is not None:
             a = hooks.emit("attn_out", pos, a)
         if self.parallel:
-            m_in = h
+            m_in = h if self.mlp_norm is None else self.mlp_norm(x)
         else:
             x = x + a
             m_in = self.mlp_norm(x)
@@ -348,6 +361,7 @@ class LM(nn.Module):
     config: object
     arch: str = "unknown"
     window: int | None = None  # sliding-window size of the layers that have one (models/window.py)
+    logit_softcap: float | None = None  # final logits become c * tanh(z / c) (Gemma 2); raw_logits is before it
 
     def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
         """What every family's constructor shares, in state_dict order: token embedding
@@ -517,9 +531,14 @@ class LM(nn.Module):
         wbias = window_bias(bias, start, T, L, self.window, dtype, self.device) if self.window else None
         return _Run(start, T, cos, sin, bias, cache, self._hooks, 0, wbias)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm + head on hidden states ``[..., dim]``."""
+    def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]``, before any soft cap (what DLA splits)."""
         return self._logits(self.norm(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]`` (then the family's soft cap, if any)."""
+        c = self.logit_softcap
+        return self.raw_logits(x) if c is None else torch.tanh(self.raw_logits(x) / c) * c
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 plan: list[LayerCall] | None = None, last_only: bool = False,

@@ -23,6 +23,7 @@ __all__ = ["hf_state_dict", "model_family", "tokenizer_side_files", "write_hf_di
 
 
 _QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
+_GATE_UP = re.compile(r"layers\.(\d+)\.mlp\.(gate|up)")
 
 
 def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> Any:
@@ -56,6 +57,11 @@ def _fuser(arch: str, hf_cfg: Mapping[str, Any]) -> Callable[[Any, Any, Any, str
     if arch == "gpt2":  # Conv1D: [in, 3*out]
         return lambda q, k, v, kind: torch.cat([q, k, v], 0).t().contiguous() if kind == "weight" else torch.cat(
             [q, k, v], 0)
+    if arch == "phi3":  # rows [q | k | v]
+        return lambda q, k, v, kind: torch.cat([q, k, v], 0)
+    if arch == "gptneox":  # Falcon-RW's per-head interleave, always
+        n = int(hf_cfg.get("num_attention_heads") or 0)
+        return lambda q, k, v, kind: _falcon_fuse_qkv(q, k, v, n, False)
     if hf_cfg.get("new_decoder_architecture"):
         raise UserError(
             "stitch export supports falcon only with new_decoder_architecture=false "
@@ -89,6 +95,8 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
         if m and fuse is not None:
             fused_layers.add(m[1])
             continue
+        if table.fused_gate_up and _GATE_UP.fullmatch(module):
+            continue  # fused below, with its pair
         if arch == "gpt2" and module == "head":
             continue  # tied to wte in GPT-2
         try:
@@ -106,6 +114,17 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
                 out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
             elif any(n in sd for n in names):
                 raise UserError(f"cannot export {arch} layer {i}: q/k/v {kind}s are incomplete")
+    if table.fused_gate_up:  # Phi-3: rows [gate | up]
+        import torch
+
+        for cname in sd:
+            m = _GATE_UP.fullmatch(cname.rpartition(".")[0])
+            if m and m[2] == "gate":
+                kind = cname.rpartition(".")[2]
+                up = sd.get(f"layers.{m[1]}.mlp.up.{kind}")
+                if up is None:
+                    raise UserError(f"cannot export {arch} layer {m[1]}: mlp.up.{kind} is missing")
+                out[f"{table.block.format(N=m[1])}{table.fused_gate_up}.{kind}"] = torch.cat([sd[cname], up], 0)
     return out
 
 

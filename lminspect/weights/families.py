@@ -191,6 +191,41 @@ FALCON_HF = NameTable(
 )
 
 
+GEMMA2_HF = NameTable(  # Gemma 2/3: four norms per block (post_attention_layernorm is a post-norm here)
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer={**{k: v for k, v in LLAMA_HF.layer.items() if k != "post_attention_layernorm"},
+           "post_attention_layernorm": "attn_post_norm", "pre_feedforward_layernorm": "mlp_norm",
+           "post_feedforward_layernorm": "mlp_post_norm", "self_attn.q_norm": "attn.q_norm",
+           "self_attn.k_norm": "attn.k_norm"},
+)
+
+PHI3_HF = NameTable(
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer={"input_layernorm": "attn_norm", "self_attn.o_proj": "attn.o", "post_attention_layernorm": "mlp_norm",
+           "mlp.down_proj": "mlp.down"},
+    fused_qkv="self_attn.qkv_proj",  # rows [q | k | v]
+    fused_gate_up="mlp.gate_up_proj",  # rows [gate | up]
+)
+
+GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when loading; both are read
+    top={"gpt_neox.embed_in": "embed.tokens", "gpt_neox.final_layer_norm": "norm", "embed_out": "head",
+         "lm_head": "head"},
+    block="gpt_neox.layers.{N}.",
+    layer={"input_layernorm": "attn_norm", "attention.dense": "attn.o", "post_attention_layernorm": "mlp_norm",
+           "mlp.dense_h_to_4h": "mlp.up", "mlp.dense_4h_to_h": "mlp.down"},
+    fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
+)
+
+STABLELM_HF = NameTable(
+    top=LLAMA_HF.top,
+    block="model.layers.{N}.",
+    layer=LLAMA_HF.layer,
+    nested={"self_attn.q_layernorm": "attn.q_norm", "self_attn.k_layernorm": "attn.k_norm"},  # norms.{h}
+)
+
+
 # ---------------------------------------------------------------- the description
 
 
@@ -303,6 +338,73 @@ FALCON = FamilySpec(
     },
 )
 
+_ACTS = one_of("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+          "head_dim", "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
+
+
+def _layer_types(v: Any, cfg: Mapping[str, Any]) -> bool:
+    """Gemma 2/3's ``layer_types``: each layer full or sliding."""
+    return v is None or (isinstance(v, list) and all(t in ("full_attention", "sliding_attention") for t in v))
+
+
+def _gemma3_rope(v: Any, cfg: Mapping[str, Any]) -> bool:
+    """Gemma 3's ``rope_parameters``: flat, or per layer type; the global layers may scale linearly."""
+    if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()):
+        return (set(v) <= {"full_attention", "sliding_attention"} and rope("linear")(v.get("full_attention"), cfg)
+                and rope()(v.get("sliding_attention"), cfg))
+    return rope("linear")(v, cfg)
+
+
+# Gemma 1/2/3 (models/gemma.py); keys transformers' class for that version does not read are refused
+_GEMMA_KEYS: dict[str, Check] = {
+    **dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "attention_bias": ANY,
+    "rope_scaling": rope(), "rope_parameters": rope(), "use_bidirectional_attention": unset,
+    "hidden_act": _ACTS, "hidden_activation": unset_or("gelu_pytorch_tanh"),
+}
+_GEMMA2_KEYS: dict[str, Check] = {
+    **_GEMMA_KEYS, "hidden_act": ANY, "hidden_activation": _ACTS,  # Gemma 2/3 read hidden_activation only
+    "query_pre_attn_scalar": ANY, "sliding_window": ANY, "layer_types": _layer_types,
+    "attn_logit_softcapping": ANY, "final_logit_softcapping": ANY, "cache_implementation": ANY,
+    "sliding_window_size": ANY,  # transformers 4.42's spelling, never read
+}
+_GEMMA3_KEYS: dict[str, Check] = {
+    **_GEMMA2_KEYS, "attn_logit_softcapping": unset,  # transformers' Gemma 3 ignores it: refused
+    "rope_scaling": rope("linear"), "rope_parameters": _gemma3_rope, "rope_local_base_freq": ANY,
+    "sliding_window_pattern": ANY, "_sliding_window_pattern": ANY,  # layer_types, when given, wins
+}
+GEMMA = FamilySpec(name="gemma", engine="gemma", model_types=("gemma",), architectures=("GemmaForCausalLM",),
+                   keys=_GEMMA_KEYS, hf_names=LLAMA_HF)
+GEMMA2 = FamilySpec(name="gemma2", engine="gemma", model_types=("gemma2",), architectures=("Gemma2ForCausalLM",),
+                    keys=_GEMMA2_KEYS, hf_names=GEMMA2_HF)
+GEMMA3 = FamilySpec(name="gemma3", engine="gemma", model_types=("gemma3_text",),
+                    architectures=("Gemma3ForCausalLM",), keys=_GEMMA3_KEYS, hf_names=GEMMA2_HF)
+GEMMA3_VLM = FamilySpec(name="gemma3-vision", engine="", model_types=("gemma3",),
+                        architectures=("Gemma3ForConditionalGeneration",),
+                        refused="vision-language")  # its text model (gemma3_text) runs
+
+PHI3 = FamilySpec(  # longrope / su / yarn (the 128k models) refused by rope()
+    name="phi3", engine="phi3", model_types=("phi3",), architectures=("Phi3ForCausalLM",), hf_names=PHI3_HF,
+    keys={**dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
+          "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "sliding_window": ANY,
+          "hidden_act": _ACTS, "original_max_position_embeddings": ANY},  # the last: read by longrope only
+)
+GPTNEOX = FamilySpec(
+    name="gptneox", engine="gptneox", model_types=("gpt_neox",), architectures=("GPTNeoXForCausalLM",),
+    hf_names=GPTNEOX_HF,
+    keys={**dict.fromkeys(_SIZES, ANY), "layer_norm_eps": ANY, "rotary_pct": ANY, "rotary_emb_base": ANY,
+          "rope_theta": ANY, "partial_rotary_factor": ANY, "rope_scaling": rope(partial=True),
+          "rope_parameters": rope(partial=True), "use_parallel_residual": ANY, "attention_bias": ANY,
+          "hidden_act": _ACTS},
+)
+STABLELM = FamilySpec(
+    name="stablelm", engine="stablelm", model_types=("stablelm",), architectures=("StableLmForCausalLM",),
+    hf_names=STABLELM_HF,
+    keys={**dict.fromkeys(_SIZES, ANY), "layer_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
+          "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "use_qkv_bias": ANY,
+          "qk_layernorm": ANY, "use_parallel_residual": ANY, "hidden_act": _ACTS},
+)
+
 # Recognised, never run: the engine has no router / experts.
 _MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid",
         "phimoe", "deepseek_v2", "deepseek_v3", "dbrx", "jamba", "jetmoe", "minimax", "llama4", "gpt_oss",
@@ -311,7 +413,8 @@ _MOE_GGUF = ("qwen2moe", "qwen3moe", "olmoe", "granitemoe", "phimoe", "deepseek2
 MOE = [FamilySpec(name=mt, engine="", model_types=(mt,), gguf_archs=(g,) if g in _MOE_GGUF else (),
                   refused="mixture-of-experts") for mt in _MOE for g in (mt.replace("_", ""),)]
 
-SPECS: list[FamilySpec] = [LLAMA, MISTRAL, QWEN2, QWEN3, GRANITE, SMOLLM3, OLMO2, GPT2, FALCON, *MOE]
+SPECS: list[FamilySpec] = [LLAMA, MISTRAL, QWEN2, QWEN3, GRANITE, SMOLLM3, OLMO2, GPT2, FALCON, GEMMA, GEMMA2, GEMMA3,
+                           GEMMA3_VLM, PHI3, GPTNEOX, STABLELM, *MOE]
 
 
 # ---------------------------------------------------------------- the detector

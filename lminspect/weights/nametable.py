@@ -22,6 +22,8 @@ class NameTable:
     optional_prefix: str = ""  # omitted by some checkpoints when reading (GPT2Model's bare "wte")
     conv1d: frozenset[str] = frozenset()  # canonical in-block modules stored [in, out] (GPT-2 Conv1D)
     fused_qkv: str | None = None  # in-block module holding q, k and v (read as canonical "attn.qkv")
+    fused_gate_up: str | None = None  # in-block module holding gate then up (Phi-3; read as "mlp.gate_up")
+    nested: dict[str, str] = field(default_factory=dict)  # in-block module -> canonical, submodules kept
 
     _block_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -48,9 +50,14 @@ class NameTable:
                 i, sub = hit.groups()
                 if sub == self.fused_qkv:
                     return f"layers.{i}.attn.qkv", kind
+                if sub == self.fused_gate_up:
+                    return f"layers.{i}.mlp.gate_up", kind
                 cmod = self.layer.get(sub) or self.read_aliases.get(sub)
                 if cmod:
                     return f"layers.{i}.{cmod}", kind
+                for hf, cm in self.nested.items():
+                    if sub.startswith(hf + "."):
+                        return f"layers.{i}.{cm}{sub[len(hf):]}", kind
         return None
 
     def to_hf(self, cname: str) -> str:
@@ -64,6 +71,9 @@ class NameTable:
             for hf, cmod in self.layer.items():
                 if cmod == m[2]:
                     return f"{self.block.format(N=m[1])}{hf}.{kind}"
+            for hf, cmod in self.nested.items():
+                if m[2].startswith(cmod + "."):
+                    return f"{self.block.format(N=m[1])}{hf}{m[2][len(cmod):]}.{kind}"
         raise KeyError(cname)
 
 

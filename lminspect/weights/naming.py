@@ -132,7 +132,7 @@ HF_TABLES: dict[str, NameTable] = {s.name: s.hf_names for s in SPECS if s.hf_nam
 
 CANONICAL_RE = re.compile(
     r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn_post_norm|mlp_post_norm"
-    r"|attn\.([qkvo]|[vqk]_norm)|mlp\.(gate|up|down))"
+    r"|attn\.([qkvo]|[vqk]_norm|[qk]_norm\.norms\.\d+)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
 
@@ -177,6 +177,32 @@ def _gguf_rope_fn(cname: str, config: dict[str, Any]) -> Transform | None:
     return (lambda a, nh=nh: unpermute_rope(a, nh)) if nh else None
 
 
+def _split_rows(sizes: list[tuple[str, int]], shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
+    """Consecutive row blocks of a fused tensor (Phi-3's ``qkv_proj`` and ``gate_up_proj``)."""
+    out, at = [], 0
+    for p, n in sizes:
+        out.append((p, lambda a, lo=at, hi=at + n: a[lo:hi], (n, *shape[1:])))
+        at += n
+    return out
+
+
+def _fused_parts(arch: str, cmod: str, kind: str, shape: tuple[int, ...], config: dict[str, Any]):
+    """How one fused stored tensor splits into canonical ones: ``[(part, transform, shape)]``."""
+    layer = cmod.split(".")[1]
+    if cmod.endswith(".mlp.gate_up"):
+        return [(f"mlp.{p}", fn, shp) for p, fn, shp in _split_rows([("gate", shape[0] // 2), ("up", shape[0] // 2)],
+                                                                      shape)]
+    if arch == "gpt2":
+        parts = _gpt2_qkv(layer, kind, shape)
+    elif arch == "phi3":
+        nh, hd = n_heads(config) or 1, head_dim(config) or 1
+        nkv = n_kv_heads(config) or nh
+        parts = _split_rows([("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)], shape)
+    else:  # falcon, and GPT-NeoX (always Falcon-RW's per-head interleave)
+        parts = _falcon_qkv(shape, config if arch == "falcon" else {"num_attention_heads": n_heads(config)})
+    return [(f"attn.{p}", fn, shp) for p, fn, shp in parts]
+
+
 def _gpt2_qkv(layer: str, kind: str, shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
     """Split GPT-2's Conv1D ``c_attn`` ([in, 3*out] weight, [3*out] bias) into q, k, v."""
     is_w = kind == "weight" and len(shape) == 2
@@ -203,11 +229,10 @@ def build_canonical(
         if hit is None:
             continue
         cmod, kind = hit
-        if cmod.endswith(".attn.qkv"):
+        if cmod.endswith((".attn.qkv", ".mlp.gate_up")):
             layer = cmod.split(".")[1]
-            parts = _gpt2_qkv(layer, kind, shape) if arch == "gpt2" else _falcon_qkv(shape, config)
-            for p, fn, shp in parts:
-                cname = f"layers.{layer}.attn.{p}.{kind}"
+            for p, fn, shp in _fused_parts(arch, cmod, kind, tuple(shape), config):
+                cname = f"layers.{layer}.{p}.{kind}"
                 out[cname] = Canon(cname, name, tuple(shp), fn)
             continue
         cname = f"{cmod}.{kind}"
