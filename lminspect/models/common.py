@@ -406,13 +406,20 @@ class LM(nn.Module):
     def vocab_size(self) -> int:
         return int(self.config.vocab_size)
 
+    def _embed_like(self) -> torch.Tensor:
+        """The token embedding's weight, or (stored form, models/stored.py) a tensor of its
+        output's dtype and device: asking must not dequantize the matrix."""
+        t = self.embed.tokens
+        w = t._parameters.get("weight")
+        return w if w is not None else t.__dict__.get("like", t.weight)
+
     @property
     def device(self) -> torch.device:
-        return self.embed.tokens.weight.device
+        return self._embed_like().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.tokens.weight.dtype
+        return self._embed_like().dtype
 
     # ---- init
     def init_weights(self) -> None:
