@@ -411,7 +411,7 @@ class LM(nn.Module):
         output's dtype and device: asking must not dequantize the matrix."""
         t = self.embed.tokens
         w = t._parameters.get("weight")
-        return w if w is not None else t.__dict__.get("like", t.weight)
+        return w if w is not None else t.__dict__["like"] if "like" in t.__dict__ else t.weight
 
     @property
     def device(self) -> torch.device:
@@ -467,6 +467,11 @@ class LM(nn.Module):
         plan = self._check_plan(plan)
         shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
         cap = max_len if max_len is not None else min(256, self.context_length)
+        if max_len is not None:
+            from lminspect.limits import check_memory
+
+            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(self.dtype).bits // 8
+            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(plan)} layer calls", per_token * cap)
         return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
 
     # ---- family-specific pieces
