@@ -100,13 +100,15 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     """Build the model a TensorStore (or anything ``open_store`` accepts) describes.
 
     ``weights`` (``--weights``): None keeps ``dtype``; ``stored`` / ``auto`` / ``float32`` /
-    ``bfloat16`` as ``models.stored.resolve_weights`` says. ``stored`` is a float32 model
-    whose decode steps read the file's low-bit form (models/stored.py).
+    ``bfloat16`` as ``models.stored.resolve_weights`` says. ``stored`` (auto's choice on CPU) is
+    a float32-activation model whose matrices stay in the file's form (models/stored.py): no
+    whole-model float32 copy is made.
 
-    Parameters are created on the meta device and then *assigned* from ``torch.from_numpy`` of
-    the store's canonical arrays, so the only copy is the dtype conversion (plus one copy for a
-    read-only memory map, which torch must not write through). Missing tensors or wrong shapes
-    are a ``UserError`` naming the tensor and the expected shape.
+    Parameters are created on the meta device and then *assigned*: a tensor stored in the
+    dtype asked for (float32, or bfloat16 / float16 bits) is a view of the memory-mapped file
+    (copy-on-write: an edit touches private pages, never the file); others are converted one
+    tensor at a time. The memory check counts only those copies and the per-layer buffers.
+    Missing tensors or wrong shapes are a ``UserError`` naming the tensor and the expected shape.
     """
     import numpy as np
     import torch
@@ -141,36 +143,64 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
         if config.get("lminspect_value_norm"):
             add_value_norm(model)
     model._make_buffers()
+    expected = {pname: tuple(p.shape) for pname, p in model.state_dict().items()}
+    _check_fits(model, store, name, mode == "stored", tdtype.itemsize, dev.type)
+    from lminspect.models.stored import attach_stored, in_place_tensor
+
+    taken: set[str] = set()
+    if mode == "stored":
+        taken, _ = attach_stored(model, store)
     state = {}
     available = set(store.canonical_names()) if hasattr(store, "canonical_names") else None
-    for pname, p in model.state_dict().items():
+    for pname, shape in expected.items():
+        if pname in taken:
+            continue
         if available is not None and pname not in available:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
-        try:
-            arr = store.get_canonical(pname)
-        except (KeyError, LookupError) as e:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})") from e
-        if arr is None:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
-        if tuple(arr.shape) != tuple(p.shape):
-            raise UserError(f"{name}: tensor {pname} has shape {tuple(arr.shape)}, expected {tuple(p.shape)}")
-        if isinstance(arr, np.ndarray):
-            if not arr.flags.writeable:
-                arr = np.array(arr)
-            t = torch.from_numpy(arr)
-        else:
-            t = torch.as_tensor(arr)
+            raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})")
+        t = in_place_tensor(store, pname, tdtype) if tdtype != torch.float32 and dev.type == "cpu" else None
+        if t is None:
+            try:
+                arr = store.get_canonical(pname)
+            except (KeyError, LookupError) as e:
+                raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})") from e
+            if arr is None:
+                raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})")
+            if isinstance(arr, np.ndarray):
+                if not arr.flags.writeable:
+                    arr = np.array(arr)
+                t = torch.from_numpy(arr)
+            else:
+                t = torch.as_tensor(arr)
+        if tuple(t.shape) != shape:
+            raise UserError(f"{name}: tensor {pname} has shape {tuple(t.shape)}, expected {shape}")
         state[pname] = t.to(device=dev, dtype=tdtype)
     model.load_state_dict(state, assign=True)
     model.to(dev)
     model.eval()
     model.source = name
-    model.weights_label = str(tdtype).removeprefix("torch.")
-    if mode == "stored":
-        from lminspect.models.stored import attach_stored
-
-        attach_stored(model, store)
+    if mode != "stored":
+        model.weights_label = str(tdtype).removeprefix("torch.")
     return model
+
+
+def _check_fits(model: LM, store: Any, name: str, stored: bool, itemsize: int, device: str) -> None:
+    """Refuse a load whose copies and buffers would not fit in memory (the mapped file is not counted)."""
+    from lminspect import limits
+    from lminspect.fsutil import human_bytes
+
+    if device != "cpu":  # the GPU's own allocator reports that
+        return
+    if hasattr(store, "info") and hasattr(store, "canonical_source"):
+        from lminspect.models.stored import load_estimate
+
+        copies, working = load_estimate(model, store, stored, itemsize)
+    else:
+        copies, working = sum(p.numel() for p in model.state_dict().values()) * itemsize, 0
+    mapped = int(getattr(store, "total_bytes", 0) or 0)
+    limits.check_memory(
+        f"{name}: loading the model ({human_bytes(copies)} of converted weights + {human_bytes(working)} "
+        f"of per-layer buffers; its {human_bytes(mapped)} file stays memory-mapped, shared and evictable)",
+        copies + working)
 
 
 __all__ = [

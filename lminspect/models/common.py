@@ -396,13 +396,20 @@ class LM(nn.Module):
     def vocab_size(self) -> int:
         return int(self.config.vocab_size)
 
+    def _embed_like(self) -> torch.Tensor:
+        """The token embedding's weight, or (stored form, models/stored.py) a tensor of its
+        output's dtype and device: asking must not dequantize the matrix."""
+        t = self.embed.tokens
+        w = t._parameters.get("weight")
+        return w if w is not None else t.__dict__["like"] if "like" in t.__dict__ else t.weight
+
     @property
     def device(self) -> torch.device:
-        return self.embed.tokens.weight.device
+        return self._embed_like().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.tokens.weight.dtype
+        return self._embed_like().dtype
 
     # ---- init
     def init_weights(self) -> None:
@@ -450,6 +457,11 @@ class LM(nn.Module):
         plan = self._check_plan(plan)
         shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
         cap = max_len if max_len is not None else min(256, self.context_length)
+        if max_len is not None:
+            from lminspect.limits import check_memory
+
+            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(self.dtype).bits // 8
+            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(plan)} layer calls", per_token * cap)
         return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
 
     # ---- family-specific pieces
