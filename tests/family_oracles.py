@@ -156,3 +156,38 @@ def hf_logits(path: Path, ids: Any, attention_mask: Any = None) -> Any:
 
 def config_of(path: Path) -> dict:
     return json.loads((Path(path) / "config.json").read_text())
+
+
+# llama.cpp's own converter, run on a tiny model: its BPE check hashes the tokenizer's output, so
+# the tiny tokenizer is declared "smollm"; with no tokenizer.model it takes the GPT-2 BPE path.
+_CONVERT = """
+import sys
+sys.path[:0] = [sys.argv[1] + "/gguf-py", sys.argv[1]]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"
+def _no_spm(self, *a, **k):
+    raise FileNotFoundError("no tokenizer.model")
+base.TextModel._set_vocab_sentencepiece = _no_spm
+import convert_hf_to_gguf as c
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[2], "--outfile", sys.argv[3], "--outtype", sys.argv[4]]
+c.main()
+"""
+
+
+def llama_cpp_dir() -> Path | None:
+    """A llama.cpp source tree (``LMINSPECT_LLAMA_CPP``; e.g. vendor/llama.cpp of the llama-cpp-python
+    sdist from PyPI), or None: the converter tests skip."""
+    import os
+
+    d = os.environ.get("LMINSPECT_LLAMA_CPP")
+    return Path(d) if d and (Path(d) / "convert_hf_to_gguf.py").is_file() else None
+
+
+def convert_with_llama_cpp(src: Path, out: Path, outtype: str = "f32") -> Path:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _CONVERT, str(llama_cpp_dir()), str(src), str(out), outtype],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out

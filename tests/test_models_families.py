@@ -332,3 +332,30 @@ def test_window_in_token_trees(variant, family_dirs):
         two = model(torch.cat([ctx, e2], 1))[0]
     assert float((tree[: n + a] - one).abs().max()) < TOL
     assert float((tree[n + a:] - two[n:]).abs().max()) < TOL
+
+
+@pytest.mark.skipif(__import__("family_oracles").llama_cpp_dir() is None,
+                    reason="set LMINSPECT_LLAMA_CPP to a llama.cpp source tree")
+@pytest.mark.parametrize("variant, verdict", [
+    ("llama", "exact"), ("llama_tied_odd_head", "exact"), ("llama_rope_llama3", "exact"), ("qwen2", "exact"),
+    ("qwen2_tied", "exact"), ("qwen3", "exact"), ("olmo2", "exact"), ("granite", "exact"),
+    ("smollm3", "refused"), ("mixtral", "refused"),
+])
+def test_llama_cpp_converted_gguf(variant, verdict, family_dirs, tmp_path):
+    """GGUF files written by llama.cpp's own convert_hf_to_gguf.py: the HF model's logits, or one line."""
+    import torch
+    from family_oracles import convert_with_llama_cpp
+
+    from lminspect.models import load_model
+
+    src = family_dirs(variant)
+    path = convert_with_llama_cpp(src, tmp_path / f"{variant}.gguf")
+    if verdict == "refused":
+        with pytest.raises(UserError) as ei:
+            load_model(path)
+        assert "supported families:" in _one_line(ei.value)
+        return
+    ids = _ids(20)
+    with torch.no_grad():
+        got = load_model(path)(ids)[0]
+    assert float((got - hf_logits(src, ids)[0]).abs().max()) < TOL
