@@ -19,7 +19,8 @@ TOL = 1e-4
 EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_llama3", "llama_rope_linear",
          "llama_rope_dynamic", "llama_rope_yarn", "qwen2", "qwen2_tied", "qwen2_sliding", "qwen3",
          "qwen3_bias_odd_head", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias",
-         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "mistral_window", "granite", "smollm3", "smollm3_layers",
+         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "llama_gelu_mqa", "mistral_window_1_tied",
+         "olmo2_bias_tied_mha", "gpt2_relu_inner", "mistral_window", "granite", "smollm3", "smollm3_layers",
          "olmo2", "gpt2", "falcon_rw", "falcon_7b_like"}
 # Variants that must be refused whatever else lands.
 REFUSED = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
@@ -158,7 +159,7 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
 
 LLAMA_ENGINE = sorted({"llama_rope_llama3", "llama_rope_yarn", "llama_rope_linear", "qwen2", "qwen2_sliding",
                        "qwen3", "qwen3_bias_odd_head", "mistral_window", "granite", "smollm3", "smollm3_layers",
-                       "olmo2", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias"})
+                       "olmo2", "olmo2_bias_tied_mha", "mistral_window_1_tied", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias"})
 
 
 @pytest.mark.parametrize("variant", LLAMA_ENGINE)

@@ -47,9 +47,10 @@ def one_of(*values: Any) -> Check:
     return lambda v, cfg: any(v == x and isinstance(v, bool) == isinstance(x, bool) for x in values)
 
 
-def unset_or(*values: Any) -> Check:
+def none_or(*values: Any) -> Check:
+    """Absent (None: transformers' default) or one of ``values``; false is a value, not "unset"."""
     ok = one_of(*values)
-    return lambda v, cfg: unset(v) or ok(v, cfg)
+    return lambda v, cfg: v is None or ok(v, cfg)
 
 
 def all_full_attention(v: Any, cfg: Mapping[str, Any]) -> bool:
@@ -236,7 +237,11 @@ def _window_types(v: Any, cfg: Mapping[str, Any]) -> bool:
 
 
 # Qwen2-style optional windows: use_sliding_window switches them on, layer_types / max_window_layers say where
-_WINDOWS: dict[str, Check] = {"use_sliding_window": ANY, "sliding_window": ANY, "max_window_layers": ANY,
+def _window(v: Any, cfg: Mapping[str, Any]) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+_WINDOWS: dict[str, Check] = {"use_sliding_window": ANY, "sliding_window": _window, "max_window_layers": ANY,
                               "layer_types": _window_types}
 
 LLAMA = FamilySpec(
@@ -246,7 +251,7 @@ LLAMA = FamilySpec(
 
 MISTRAL = FamilySpec(  # Llama with a sliding attention window in every layer (models/window.py)
     name="mistral", engine="llama", model_types=("mistral",), architectures=("MistralForCausalLM",),
-    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, "attention_bias": unset, "sliding_window": ANY}, hf_names=LLAMA_HF,
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, "attention_bias": unset, "sliding_window": _window}, hf_names=LLAMA_HF,
 )
 
 QWEN2 = FamilySpec(  # q/k/v biases, none on o; optional windowed layers
@@ -282,8 +287,8 @@ GPT2 = FamilySpec(
         "vocab_size": ANY, "n_embd": ANY, "n_layer": ANY, "n_head": ANY, "n_inner": ANY, "n_positions": ANY,
         "n_ctx": ANY, "layer_norm_epsilon": ANY,
         "activation_function": one_of("gelu_new", "gelu", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu"),
-        "tie_word_embeddings": unset_or(True),  # the engine always ties GPT-2's head
-        "scale_attn_weights": unset_or(True), "scale_attn_by_inverse_layer_idx": unset,
+        "tie_word_embeddings": none_or(True),  # the engine always ties GPT-2's head
+        "scale_attn_weights": none_or(True), "scale_attn_by_inverse_layer_idx": unset,
         "reorder_and_upcast_attn": ANY,  # float32 either way
         "summary_type": ANY, "summary_use_proj": ANY, "summary_activation": ANY,  # the double-heads model only
         "summary_proj_to_labels": ANY, "summary_first_dropout": ANY,
@@ -401,4 +406,4 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
 
 
 __all__ = ["ANY", "BOOKKEEPING", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
-           "rope", "spec_named", "supported_names", "unset", "unset_or", "unsupported_keys"]
+           "none_or", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]
