@@ -288,22 +288,36 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     return cfg
 
 
+# GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
+_GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
+                           "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
+
+
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
-    """GGUF settings that change the math but have no plain HF key above: carried into ``cfg``
-    under their HF names (or a ``gguf:`` name), so the family check refuses what the engine
-    does not compute instead of the model running without them."""
+    """GGUF settings beyond the plain Llama keys above: the ones the engine computes under their HF
+    names, the others under a ``gguf:`` name, so the family check refuses them instead of the model
+    running without them."""
+    cfg["gguf:architecture"] = arch  # the family comes from here (weights/families.py)
     kind = k("rope.scaling.type")
     if kind not in (None, "none"):
         cfg["rope_scaling"] = {"rope_type": str(kind), "factor": k("rope.scaling.factor"),
                                "original_max_position_embeddings": k("rope.scaling.original_context_length")}
-    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling
-        cfg["gguf:rope_freqs"] = True
+    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling: a divisor per frequency
+        if kind not in (None, "none"):
+            cfg["gguf:rope_freqs"] = True  # both: refused
+        else:
+            factors = np.asarray(g.get("rope_freqs.weight"), dtype=np.float32).reshape(-1)
+            cfg["rope_parameters"] = {"rope_type": "freq_factors", "rope_theta": cfg["rope_theta"],
+                                      "factors": [float(x) for x in factors]}
     if k("expert_count"):
         cfg["num_local_experts"] = int(k("expert_count"))
+    if arch == "smollm3":  # which layers skip RoPE is not in the file (llama.cpp assumes every 4th): refused
+        cfg["gguf:no_rope_layers"] = "not recorded"
+    hf = _GGUF_TO_HF.get(arch, {})
     for key in ("attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
                 "embedding_scale", "residual_scale", "attention.scale", "logit_scale"):
         if k(key) is not None:
-            cfg[f"gguf:{arch}.{key}"] = k(key)
+            cfg[hf.get(key, f"gguf:{arch}.{key}")] = float(k(key)) if key in hf else k(key)
 
 
 # ------------------------------------------------------------------ tokenizer metadata -> HF
