@@ -152,3 +152,34 @@ def test_left_padded_batch_matches_hf(pair):
     got = ours(ids, pad=pad)
     for b in range(3):
         assert (got[b, pad[b]:] - ref[b, pad[b]:]).abs().max().item() < TOL
+
+
+REFUSALS = [  # (variant, config changes, what the one line must say)
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+                                  "long_factor": [2.0] * 8, "partial_rotary_factor": 1.0}},
+     "phi3 with rope_parameters="),
+    ("gemma3", {"attn_logit_softcapping": 50.0}, "gemma3 with attn_logit_softcapping=50.0 is not supported"),
+    ("gemma2", {"use_bidirectional_attention": True}, "gemma2 with use_bidirectional_attention=True"),
+    ("gptneox-parallel", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}},
+     "gptneox with rope_parameters="),
+    ("gemma3", {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"]},
+     "gemma3-vision is a vision-language model, which is not supported"),
+    ("stablelm", {"qk_layernorm_bias": True}, "stablelm with qk_layernorm_bias=True is not supported"),
+]
+
+
+@pytest.mark.parametrize("variant, changes, needle", REFUSALS, ids=[f"{r[0]}-{i}" for i, r in enumerate(REFUSALS)])
+def test_unsupported_settings_are_refused_in_one_line(tmp_path, variant, changes, needle):
+    import json
+
+    import lminspect as li
+    from lminspect.errors import UserError
+
+    build(tmp_path, variant)
+    path = tmp_path / variant
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, **changes}))
+    with pytest.raises(UserError) as ei:
+        li.open(path, weights="float32").logits([1, 2, 3])
+    msg = str(ei.value.message)
+    assert "\n" not in msg and needle in msg and "supported families:" in msg, msg
