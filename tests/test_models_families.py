@@ -18,7 +18,8 @@ TOL = 1e-4
 # Variants that must run (not merely "not wrong"): a refusal here is a regression.
 EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_llama3", "llama_rope_linear",
          "llama_rope_dynamic", "llama_rope_yarn", "qwen2", "qwen2_tied", "qwen2_sliding", "qwen3",
-         "qwen3_bias_odd_head", "mistral_nowindow", "mistral_window", "granite", "smollm3", "smollm3_layers",
+         "qwen3_bias_odd_head", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias",
+         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "mistral_window", "granite", "smollm3", "smollm3_layers",
          "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox",
          "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
 # Variants that must be refused whatever else lands.
@@ -158,7 +159,7 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
 
 LLAMA_ENGINE = sorted({"llama_rope_llama3", "llama_rope_yarn", "llama_rope_linear", "qwen2", "qwen2_sliding",
                        "qwen3", "qwen3_bias_odd_head", "mistral_window", "granite", "smollm3", "smollm3_layers",
-                       "olmo2"})
+                       "olmo2", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias"})
 
 
 @pytest.mark.parametrize("variant", LLAMA_ENGINE)
@@ -242,3 +243,93 @@ def test_hooks_and_head_ablation(variant, family_dirs):
         b = model(ids, plan=[LayerCall(0, attn_scale=0.0), LayerCall(1)])
     if variant != "olmo2":  # OLMo 2's post-norm of a zero branch is zero too, but o's bias is absent either way
         assert float((a - b).abs().max()) < 1e-5
+
+
+# ---------------------------------------------------------------- GGUF of the same families
+
+
+def _write_family_gguf(src_dir, path, arch: str, **extra_kv):
+    """A GGUF as llama.cpp's converter lays it out for ``arch`` (its tensor names from gguf.constants;
+    qwen2 / qwen3 / olmo2 keep q/k unpermuted, as its Qwen2Model / Olmo2Model do)."""
+    import gguf
+
+    from lminspect.weights import open_store
+    from lminspect.weights.families import gguf_family
+
+    src, spec = open_store(src_dir), gguf_family(arch)
+    cfg = src.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    w.add_rope_dimension_count(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    for k, v in extra_kv.items():
+        w.add_float32(f"{arch}.{k}", v) if isinstance(v, float) else w.add_uint32(f"{arch}.{k}", v)
+    known = set(gguf.constants.TENSOR_NAMES.values())
+    for c in src.canonical_names():
+        name = spec.gguf_names.to_hf(c)
+        base = name.rsplit(".", 1)[0]
+        assert (base.replace(f"blk.{c.split('.')[1]}.", "blk.{bid}.") if c.startswith("layers.") else base) in known
+        w.add_tensor(name, np.ascontiguousarray(src.get_canonical(c)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("variant, arch", [("qwen2", "qwen2"), ("qwen3", "qwen3"), ("olmo2", "olmo2")])
+def test_gguf_of_family_matches_hf(variant, arch, family_dirs, tmp_path):
+    import torch
+
+    from lminspect.models import load_model
+
+    src = family_dirs(variant)
+    path = _write_family_gguf(src, tmp_path / f"{variant}.gguf", arch)
+    model = load_model(path)
+    ids = _ids(12)
+    with torch.no_grad():
+        got = model(ids)[0]
+    assert float((got - hf_logits(src, ids)[0]).abs().max()) < TOL
+
+
+def test_gguf_settings_without_engine_math_are_refused(family_dirs, tmp_path):
+    """Experts, or a rope-frequency table, in a llama GGUF: refused, not run as plain Llama."""
+    from lminspect.models import load_model
+
+    path = _write_family_gguf(family_dirs("qwen2"), tmp_path / "moe.gguf", "qwen2", expert_count=4)
+    with pytest.raises(UserError, match=r"qwen2 with num_local_experts=4 is not supported"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("variant", ["mistral_window", "qwen2_sliding"])
+def test_window_in_token_trees(variant, family_dirs):
+    """The token-tree path (evals.mc_batch): two endings on a context longer than the window,
+    each scored as its own plain sequence."""
+    import torch
+
+    from lminspect.models import LayerCall, load_model
+
+    model = load_model(family_dirs(variant))
+    ctx, e1, e2 = _ids(9, seed=4), _ids(3, seed=5), _ids(4, seed=6)
+    ids = torch.cat([ctx, e1, e2], 1)
+    n, a, b = 9, 3, 4
+    positions = torch.cat([torch.arange(n + a), torch.arange(n, n + b)])[None]
+    allowed = torch.zeros(n + a + b, n + a + b, dtype=torch.bool)
+    allowed[: n + a, : n + a] = torch.ones(n + a, n + a, dtype=torch.bool).tril()
+    allowed[n + a:, :n] = True
+    allowed[n + a:, n + a:] = torch.ones(b, b, dtype=torch.bool).tril()
+    with torch.no_grad():
+        x, run = model.prepare_tree(ids, positions, allowed[None], causal_head=n)
+        for i in range(model.n_layers):
+            x = model.layers[i](x, run, i, LayerCall(i))
+        tree = model.logits(x)[0]
+        one = model(torch.cat([ctx, e1], 1))[0]
+        two = model(torch.cat([ctx, e2], 1))[0]
+    assert float((tree[: n + a] - one).abs().max()) < TOL
+    assert float((tree[n + a:] - two[n:]).abs().max()) < TOL

@@ -182,8 +182,8 @@ class Attention(nn.Module):
             vc[:, :, run.start:end] = v
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
-        if self.window is not None and run.wbias is not None:  # (no causal_head: its split assumes a plain causal head)
-            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks)
+        if self.window is not None and run.wbias is not None:
+            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks)  # the window cuts the head too
         if self.softcap is not None or (hooks is not None and hooks.wants("attn_probs", pos)):
             y = self._eager(q, k, v, run, pos, q_from)
         else:

@@ -331,7 +331,9 @@ FALCON = FamilySpec(
         "n_layer": ANY, "n_head": ANY, "layer_norm_epsilon": ANY, "max_position_embeddings": ANY,
         "tie_word_embeddings": ANY, "alibi": ANY, "multi_query": ANY, "parallel_attn": ANY, "bias": ANY,
         "ffn_hidden_size": ANY, "activation": one_of("gelu"), "new_decoder_architecture": unset,
-        "num_kv_heads": ANY, "num_key_value_heads": ANY,  # read only by new_decoder_architecture
+        # HF reads num_kv_heads outside new_decoder_architecture only when not multi_query
+        "num_kv_heads": lambda v, cfg: v is None or cfg.get("multi_query", True) or v == cfg.get("num_attention_heads"),
+        "num_key_value_heads": ANY,
         "num_ln_in_parallel_attn": ANY, "rope_theta": ANY, "rope_scaling": rope(), "rope_parameters": rope(),
     },
 )
