@@ -183,3 +183,28 @@ def test_unsupported_settings_are_refused_in_one_line(tmp_path, variant, changes
         li.open(path, weights="float32").logits([1, 2, 3])
     msg = str(ei.value.message)
     assert "\n" not in msg and needle in msg and "supported families:" in msg, msg
+
+
+@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3", "gptneox", "stablelm"])
+def test_gguf_of_these_families_is_refused_in_one_line(tmp_path, arch):
+    """llama.cpp's layouts of these families are not read yet: a GGUF says so, never half-loads."""
+    import gguf
+    import numpy as np
+
+    import lminspect as li
+    from lminspect.errors import UserError
+
+    path = tmp_path / f"{arch}.gguf"
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_embedding_length(8)
+    w.add_head_count(2)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UserError) as ei:
+        li.open(path, weights="float32").logits([1, 2])
+    msg = str(ei.value.message)
+    assert "\n" not in msg and "not supported" in msg and "missing tensor" not in msg, msg

@@ -469,6 +469,9 @@ def unsupported_keys(spec: FamilySpec, config: Mapping[str, Any]) -> list[str]:
     return bad
 
 
+GGUF_ONLY_HF = "gguf:no_name_table"  # set by the GGUF reader when general.architecture has no spec of its own
+
+
 def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     """The family of ``config`` if lminspect computes it exactly, else a one-line ``UserError``.
 
@@ -489,6 +492,10 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
         raise UserError(f"{where}: {what} is not supported {also}")
     if spec.refused:
         raise UserError(f"{where}: {spec.name} is a {spec.refused} model, which is not supported {also}")
+    if cfg.get(GGUF_ONLY_HF):  # a GGUF of a family whose llama.cpp layout has no name table here
+        gguf_ok = ", ".join(a for s in SPECS if s.supported and s.gguf_names is not None for a in s.gguf_archs)
+        raise UserError(f"{where}: {spec.name} GGUF files are not supported, only its HF directories "
+                        f"(GGUF architectures supported: {gguf_ok})")
     bad = unsupported_keys(spec, cfg)
     if cfg.get("lminspect_arch"):  # lminspect's own checkpoint: its engine wrote every other key itself
         bad = [b for b in bad if b.partition("=")[0] in spec.keys]
@@ -497,5 +504,5 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     return spec
 
 
-__all__ = ["ANY", "BOOKKEEPING", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
+__all__ = ["ANY", "BOOKKEEPING", "GGUF_ONLY_HF", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
            "rope", "spec_named", "supported_names", "unset", "unset_or", "unsupported_keys"]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.errors import FormatError
-from lminspect.weights.families import gguf_family
+from lminspect.weights.families import GGUF_ONLY_HF, gguf_family, spec_named
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -252,7 +252,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
-    spec = gguf_family(arch)
+    spec = gguf_family(arch) or spec_named(arch)  # (the latter: an HF family whose GGUF layout is not read)
     cfg: dict[str, Any] = {
         "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
         "model_type": spec.model_types[0] if spec else arch,
@@ -273,6 +273,8 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
+    if gguf_family(arch) is None:  # e.g. gemma2: named like an HF family, but its GGUF layout is not read
+        cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
     if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
