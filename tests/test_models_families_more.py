@@ -185,7 +185,56 @@ def test_unsupported_settings_are_refused_in_one_line(tmp_path, variant, changes
     assert "\n" not in msg and needle in msg and "supported families:" in msg, msg
 
 
-@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3", "gptneox", "stablelm"])
+def _write_stablelm_gguf(src_dir, path):
+    """A StableLM GGUF laid out as llama.cpp's converter writes it (checked against its output: same
+    keys, names and shapes; no RoPE base key; per-head q/k norms stacked ``[n_head, head_dim]``)."""
+    import re
+
+    import gguf
+    import numpy as np
+
+    from lminspect.weights import open_store
+    from lminspect.weights.families import GGUF_STABLELM
+
+    src = open_store(src_dir)
+    c = src.config
+    w = gguf.GGUFWriter(str(path), "stablelm")
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    hd = c["hidden_size"] // c["num_attention_heads"]
+    w.add_rope_dimension_count(int(c["rope_parameters"]["partial_rotary_factor"] * hd))
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_parallel_residual(c["use_parallel_residual"])
+    w.add_layer_norm_eps(c["layer_norm_eps"])
+    stacked: dict[str, list] = {}
+    for name in src.canonical_names():
+        m = re.fullmatch(r"(layers\.\d+\.attn\.[qk]_norm)\.norms\.(\d+)\.weight", name)
+        if m:
+            stacked.setdefault(m[1] + ".weight", []).append(src.get_canonical(name))
+            continue
+        w.add_tensor(GGUF_STABLELM.to_hf(name), np.ascontiguousarray(src.get_canonical(name)))
+    for name, rows in stacked.items():
+        w.add_tensor(GGUF_STABLELM.to_hf(name), np.stack(rows))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["stablelm", "stablelm-qkbias-qknorm", "stablelm-parallel-tied"])
+def test_stablelm_gguf_matches_hf(tmp_path, name):
+    hf, _ = build(tmp_path, name)
+    model = load_model(_write_stablelm_gguf(tmp_path / name, tmp_path / f"{name}.gguf"))
+    ids = torch.randint(0, V, (2, 15), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        assert (model(ids) - hf(ids).logits).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3", "gptneox"])
 def test_gguf_of_these_families_is_refused_in_one_line(tmp_path, arch):
     """llama.cpp's layouts of these families are not read yet: a GGUF says so, never half-loads."""
     import gguf

@@ -218,6 +218,11 @@ GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when load
     fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
 )
 
+GGUF_STABLELM = NameTable(  # llama.cpp's converter: q/k not permuted; q/k norms stacked [n_head, head_dim]
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={**GGUF_LLAMA.layer, "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm"},
+)
+
 STABLELM_HF = NameTable(
     top=LLAMA_HF.top,
     block="model.layers.{N}.",
@@ -399,7 +404,7 @@ GPTNEOX = FamilySpec(
 )
 STABLELM = FamilySpec(
     name="stablelm", engine="stablelm", model_types=("stablelm",), architectures=("StableLmForCausalLM",),
-    hf_names=STABLELM_HF,
+    hf_names=STABLELM_HF, gguf_archs=("stablelm",), gguf_names=GGUF_STABLELM,
     keys={**dict.fromkeys(_SIZES, ANY), "layer_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
           "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "use_qkv_bias": ANY,
           "qk_layernorm": ANY, "use_parallel_residual": ANY, "hidden_act": _ACTS},

@@ -277,7 +277,9 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
-    if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
+    if arch == "stablelm":
+        _stablelm_config(g, k, cfg)
+    elif rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
     for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                     ("padding_token_id", "pad_token_id")):
@@ -288,6 +290,20 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     if name:
         cfg["_name_or_path"] = name
     return cfg
+
+
+def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """StableLM's keys (LayerNorm, partial rotary, parallel residual, q/k norms) in place of Llama's.
+    llama.cpp's converter writes no RoPE base for StableLM: its default (10000) is what both run."""
+    for key in ("rms_norm_eps", "mlp_bias", "attention_bias"):
+        cfg.pop(key)
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    theta = cfg["rope_theta"]
+    factor = (k("rope.dimension_count") or head_dim) / head_dim
+    cfg.update(layer_norm_eps=float(k("attention.layer_norm_epsilon", 1e-5)), partial_rotary_factor=factor,
+               rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
+               use_parallel_residual=bool(k("use_parallel_residual", False)),
+               use_qkv_bias="blk.0.attn_q.bias" in g.tensors, qk_layernorm="blk.0.attn_q_norm.weight" in g.tensors)
 
 
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
