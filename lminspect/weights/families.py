@@ -220,6 +220,11 @@ GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when load
     fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
 )
 
+GGUF_STABLELM = NameTable(  # llama.cpp's converter: q/k not permuted; q/k norms stacked [n_head, head_dim]
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={**GGUF_LLAMA.layer, "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm"},
+)
+
 STABLELM_HF = NameTable(
     top=LLAMA_HF.top,
     block="model.layers.{N}.",
@@ -406,7 +411,7 @@ GPTNEOX = FamilySpec(
 )
 STABLELM = FamilySpec(
     name="stablelm", engine="stablelm", model_types=("stablelm",), architectures=("StableLmForCausalLM",),
-    hf_names=STABLELM_HF,
+    hf_names=STABLELM_HF, gguf_archs=("stablelm",), gguf_names=GGUF_STABLELM,
     keys={**dict.fromkeys(_SIZES, ANY), "layer_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
           "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "use_qkv_bias": ANY,
           "qk_layernorm": ANY, "use_parallel_residual": ANY, "hidden_act": _ACTS},
@@ -478,6 +483,9 @@ def unsupported_keys(spec: FamilySpec, config: Mapping[str, Any]) -> list[str]:
     return bad
 
 
+GGUF_ONLY_HF = "gguf:no_name_table"  # set by the GGUF reader when general.architecture has no spec of its own
+
+
 def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     """The family of ``config`` if lminspect computes it exactly, else a one-line ``UserError``.
 
@@ -500,6 +508,10 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
         raise UserError(f"{where}: {what} is not supported {also}")
     if spec.refused:
         raise UserError(f"{where}: {spec.name} is a {spec.refused} model, which is not supported {also}")
+    if cfg.get(GGUF_ONLY_HF):  # a GGUF of a family whose llama.cpp layout has no name table here
+        gguf_ok = ", ".join(a for s in SPECS if s.supported and s.gguf_names is not None for a in s.gguf_archs)
+        raise UserError(f"{where}: {spec.name} GGUF files are not supported, only its HF directories "
+                        f"(GGUF architectures supported: {gguf_ok})")
     bad = unsupported_keys(spec, cfg)
     if cfg.get("lminspect_arch"):  # lminspect's own checkpoint: its engine wrote every other key itself
         bad = [b for b in bad if b.partition("=")[0] in spec.keys]
@@ -508,5 +520,5 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     return spec
 
 
-__all__ = ["ANY", "BOOKKEEPING", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
-           "none_or", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]
+__all__ = ["ANY", "BOOKKEEPING", "GGUF_ONLY_HF", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family",
+           "none_or", "one_of", "rope", "spec_named", "supported_names", "unset", "unset_or", "unsupported_keys"]

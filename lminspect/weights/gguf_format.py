@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.errors import FormatError
-from lminspect.weights.families import gguf_family
+from lminspect.weights.families import GGUF_ONLY_HF, gguf_family, spec_named
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -252,7 +252,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
-    spec = gguf_family(arch)
+    spec = gguf_family(arch) or spec_named(arch)  # (the latter: an HF family whose GGUF layout is not read)
     cfg: dict[str, Any] = {
         "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
         "model_type": spec.model_types[0] if spec else arch,
@@ -273,9 +273,13 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
+    if gguf_family(arch) is None:  # e.g. gemma2: named like an HF family, but its GGUF layout is not read
+        cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
-    if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
+    if arch == "stablelm":
+        _stablelm_config(g, k, cfg)
+    elif rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
     for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                     ("padding_token_id", "pad_token_id")):
@@ -291,6 +295,20 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
 # GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
 _GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
                            "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
+
+
+def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """StableLM's keys (LayerNorm, partial rotary, parallel residual, q/k norms) in place of Llama's.
+    llama.cpp's converter writes no RoPE base for StableLM: its default (10000) is what both run."""
+    for key in ("rms_norm_eps", "mlp_bias", "attention_bias"):
+        cfg.pop(key)
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    theta = cfg["rope_theta"]
+    factor = (k("rope.dimension_count") or head_dim) / head_dim
+    cfg.update(layer_norm_eps=float(k("attention.layer_norm_epsilon", 1e-5)), partial_rotary_factor=factor,
+               rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
+               use_parallel_residual=bool(k("use_parallel_residual", False)),
+               use_qkv_bias="blk.0.attn_q.bias" in g.tensors, qk_layernorm="blk.0.attn_q_norm.weight" in g.tensors)
 
 
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
