@@ -259,6 +259,10 @@ def train(
                         "drop --run-dir / --resume")
     for name in exp:
         get_experiment(name, _plugins_flag(no_plugins))  # unknown names fail before anything is written
+    from lminspect.validate import train_paths
+
+    train_paths([run_dir or Path("runs") / exp[0]] if run_root is None else [run_root / e for e in exp], init_from,
+                run_root)
     common = dict(
         data=data, plan=plan, device=device, amp=amp, batch_size=batch_size, mini_batch_size=mini_batch_size,
         lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, init_from=init_from,
