@@ -91,9 +91,8 @@ def test_old_copy_restored_not_deleted(tmp_path):
     assert not target.exists()
     (old,) = [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
     assert (old / "a.txt").read_text() == "precious"
-    from lminspect.fsutil import check_output
-
     from lminspect.errors import UserError
+    from lminspect.fsutil import check_output
 
     with pytest.raises(UserError, match="not empty"):  # the restored export is the user's again
         check_output(target, kind="dir", overwrite=False, option="OUT_DIR")
