@@ -151,3 +151,11 @@ def train_paths(run_dirs: list[Any], init_from: str | None, run_root: Any = None
             if _looks_like_run(p):
                 raise UserError(f"--run-root {run_root}: lies inside the run {p}; give a folder outside any run "
                                 "(e.g. beside it)")
+
+
+def plan_given(plan: str | None, option: str = "--plan") -> None:
+    """A ``--plan`` typed but empty (``--plan ''``) is a mistake, not "the whole model": say so
+    (the whole model is ``all``, or no ``--plan``)."""
+    if plan is not None and isinstance(plan, str) and not plan.strip():
+        raise UserError(f"{option} '': empty plan; give layers (e.g. 0-23,27-29), a plan file, or 'all' for the "
+                        "whole model")

@@ -217,7 +217,7 @@ def _build_model(run: RunState) -> None:
     if cfg.init_from:  # the shape (and, on a fresh run, the weights) come from that model
         from lminspect.train.init_from import model_from
 
-        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq).to(run.device)
+        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq, arch=run.exp.arch).to(run.device)
     else:
         run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
     # growing experiment (lminspect.grow.schedule): growth events, one param group per generation
