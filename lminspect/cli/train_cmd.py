@@ -400,7 +400,13 @@ def plot(
     count("--smooth", smooth_n, minimum=0)
     count("--width", width, minimum=20, maximum=2000)
     count("--height", height, minimum=5, maximum=1000)
+    from lminspect.errors import UserError
+
+    if diff and len(runs) < 2:
+        raise UserError("--diff plots each run minus a baseline: give at least two runs")
     loaded = [load_run(p) for p in runs]
+    if saturation and not any(len(r) for r in loaded):
+        raise UserError(f"--saturation: {', '.join(map(str, runs))} has no logged steps yet; nothing to draw")
     warnings = []  # plot what is finite, and say (after the figure) what was left out
     for r in loaded:
         dropped = r.nonfinite.get(metric, 0)
