@@ -64,9 +64,9 @@ def is_run_dir(path: Path) -> bool:
 
 def pick_checkpoint(run_dir: Path, which: str | None) -> Checkpoint:
     """``which``: None / ``last`` (the newest), ``first``, or a step number."""
-    cks = list_checkpoints(run_dir)
     if which is not None and not which.strip():
         raise UserError(f"{run_dir}@: nothing after the '@'; say a step number, first or last (or drop the '@')")
+    cks = list_checkpoints(run_dir)
     if which in (None, "last", "latest"):
         return cks[-1]
     if which == "first":
