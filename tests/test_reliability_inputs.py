@@ -258,3 +258,14 @@ def test_n_beyond_the_context_is_said_up_front(tiny_llama_dir):
     r = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "hi", "-n", "100000000"])
     assert r.exit_code == 0, r.output
     assert "lminspect: warning: -n 100000000 is more than the model's context" in r.output
+
+
+def test_refused_folder_keeps_no_lock_file(tmp_path, tiny_llama_dir):
+    """activations into the user's own folder is refused; the lock it took there goes again."""
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine\n")
+    r = CliRunner().invoke(app, ["activations", str(tiny_llama_dir), "--out", str(d), "--tokens", "100",
+                                 "--seq-len", "32"])
+    _one_line(r, str(d))
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
