@@ -46,14 +46,24 @@ def _is_builtin(ep: EntryPoint) -> bool:
     return ep.value.startswith(_BUILTIN_PREFIX)
 
 
+_warned: set[tuple[str, str]] = set()
+
+
 def _entry_points(load_plugins: bool | None) -> list[EntryPoint]:
     seen: dict[str, EntryPoint] = {}
     plugins = plugins_enabled(load_plugins)
-    for ep in entry_points(group=GROUP):
-        if not plugins and not _is_builtin(ep):
-            continue
-        # the first declaration wins (sys.path order), as for console scripts
-        seen.setdefault(ep.name, ep)
+    eps = [ep for ep in entry_points(group=GROUP) if plugins or _is_builtin(ep)]
+    # built-ins first: a plugin never replaces one; then the first declaration wins (sys.path
+    # order), as for console scripts; every declaration left out is said once, in one line
+    for ep in sorted(eps, key=lambda e: not _is_builtin(e)):
+        kept = seen.setdefault(ep.name, ep)
+        if kept is not ep and kept.value != ep.value and (ep.name, ep.value) not in _warned:
+            _warned.add((ep.name, ep.value))
+            import sys
+
+            what = "the built-in experiment" if _is_builtin(kept) else f"the first declaration ({kept.value})"
+            print(f"lminspect: warning: plugin experiment {ep.name!r} ({ep.value}) ignored: {what} of that name "
+                  "is used", file=sys.stderr)
     return sorted(seen.values(), key=lambda e: (not _is_builtin(e), e.name))
 
 

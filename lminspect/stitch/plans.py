@@ -88,7 +88,7 @@ def _plan_from_slices(obj: Mapping[str, Any], n_layers: int, where: str) -> Merg
         check_plan_calls(len(plan) + rep * (b - a), where)
         heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
         kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
-        occ = slice_occurrences(src, sl, top, b - a)
+        occ = slice_occurrences(src, sl, top, b - a, f"{where}: slice {k}")
         firsts.append(Occurrence(occ[0].settings, 0.0))
         for _ in range(rep):
             plan.extend(LayerCall(i, attn, mlp, heads, kv) for i in range(a, b))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -158,6 +159,9 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
+        if ckpt is None and int(os.environ.get("RANK", "0")) == 0:  # stopped before its first checkpoint
+            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+                  "step 0 with its saved settings", file=sys.stderr)
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
@@ -217,7 +221,7 @@ def _build_model(run: RunState) -> None:
     if cfg.init_from:  # the shape (and, on a fresh run, the weights) come from that model
         from lminspect.train.init_from import model_from
 
-        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq).to(run.device)
+        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq, arch=run.exp.arch).to(run.device)
     else:
         run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
     # growing experiment (lminspect.grow.schedule): growth events, one param group per generation

@@ -78,7 +78,9 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     cfg[SOURCE_KEY] = config_record(record)
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    width = {"F32": 4, "F16": 2, "BF16": 2}[DTYPES[dtype]]
+    need = sum(int(np.prod(shape)) * width for _, _, shape, _ in items)  # for a full disk's one line
+    with atomic_dir(out, need=need) as tmp:
         write_safetensors_lazy(tmp / "model.safetensors", items,
                                {"format": "pt", "source": Path(src).name, SOURCE_KEY: json.dumps(record)})
         if progress is not None:

@@ -158,7 +158,8 @@ def write_hf_dir(
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    need = sum(v.numel() * v.element_size() for v in hf_sd.values())  # for a full disk's one line
+    with atomic_dir(out_dir, need=need) as tmp:
         save_file({k: v.contiguous() for k, v in hf_sd.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt", **(metadata or {})})
         (tmp / "config.json").write_text(json.dumps(dict(hf_cfg), indent=2, default=str) + "\n", encoding="utf-8")

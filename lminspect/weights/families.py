@@ -372,7 +372,7 @@ def _gemma3_rope(v: Any, cfg: Mapping[str, Any]) -> bool:
 _GEMMA_KEYS: dict[str, Check] = {
     **dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "attention_bias": ANY,
     "rope_scaling": rope(), "rope_parameters": rope(), "use_bidirectional_attention": unset,
-    "hidden_act": _ACTS, "hidden_activation": unset_or("gelu_pytorch_tanh"),
+    "hidden_act": _ACTS, "hidden_activation": none_or("gelu_pytorch_tanh"),
 }
 _GEMMA2_KEYS: dict[str, Check] = {
     **_GEMMA_KEYS, "hidden_act": ANY, "hidden_activation": _ACTS,  # Gemma 2/3 read hidden_activation only
@@ -521,4 +521,4 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
 
 
 __all__ = ["ANY", "BOOKKEEPING", "GGUF_ONLY_HF", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family",
-           "none_or", "one_of", "rope", "spec_named", "supported_names", "unset", "unset_or", "unsupported_keys"]
+           "none_or", "one_of", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]

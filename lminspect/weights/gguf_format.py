@@ -234,9 +234,22 @@ class GGUFFile:
         from gguf.quants import dequantize
 
         try:
-            return dequantize(a, qt).reshape(shape)
+            with np.errstate(all="ignore"):  # overflow in a mislabelled block: said once below, not by numpy
+                out = dequantize(a, qt).reshape(shape)
         except NotImplementedError:
             raise FormatError(f"{self.path}: tensor {name!r}: cannot dequantize {tname}") from None
+        bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+        if bad and (str(self.path), name) not in _WARNED:
+            _WARNED.add((str(self.path), name))
+            import sys
+
+            print(f"lminspect: warning: {self.path}: tensor {name!r} ({tname}) has {bad:,} NaN/inf values of "
+                  f"{out.size:,} once dequantized (broken block scales?); what is computed with it is not "
+                  "meaningful", file=sys.stderr)
+        return out
+
+
+_WARNED: set[tuple[str, str]] = set()  # (file, tensor) already said to hold NaN/inf
 
 
 # ------------------------------------------------------------------ metadata -> HF
