@@ -81,3 +81,31 @@ def test_one_place_assembles_store_model_and_tokenizer():
             elif isinstance(node, ast.Attribute) and node.attr in owners:
                 found.append(f"{rel}: .{node.attr}")
     assert found == []
+
+
+def test_one_thread_drops_to_one_and_restores():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with runtime.one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with runtime.one_thread(when=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_site_names_have_one_spelling():
+    """Hook-site names come from models.sites.site_name, not f-strings (TransformerLens's get_act_name)."""
+    import re
+
+    from lminspect.models.sites import SITE_KINDS, site_name
+
+    assert site_name("attn_probs", 3) == "attn_probs.3"
+    hand = re.compile(r'f"(\{kind\}|\{k\}|' + "|".join(SITE_KINDS) + r')\.\{[^}]+\}"')
+    found = [f"{p.relative_to(PKG.parent)}:{n}" for p in PKG.rglob("*.py") if p.name != "sites.py"
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hand.search(line)]
+    assert found == []
