@@ -17,7 +17,10 @@ class UserError(Exception):
 
     def __init__(self, message: str, hint: str | None = None, *, column: int | None = None,
                  option: str | None = None) -> None:
-        self.message = " ".join(str(message).split())
+        message = str(message)
+        if len(message) > 1000:  # user input quoted whole (a huge plan): the line stays a line
+            message = f"{message[:600]} …({len(message) - 800:,} characters cut)… {message[-200:]}"
+        self.message = " ".join(message.split())
         super().__init__(self.message)
         self.hint = hint
         self.column = column  # 1-based column in the text the user typed (a plan), when known

@@ -24,7 +24,7 @@ FORMATS = (".png", ".svg")
 _MARKERS = "o^s*Dv<>pX"
 
 
-def check_figure_path(path: str | Path, overwrite: bool = False) -> Path:
+def check_figure_path(path: str | Path, overwrite: bool = False, inputs: tuple[Any, ...] = ()) -> Path:
     """``path`` as a Path after checking its suffix, that it may be written, and that
     matplotlib is importable; a one-line UserError otherwise."""
     from lminspect.fsutil import check_output
@@ -32,7 +32,7 @@ def check_figure_path(path: str | Path, overwrite: bool = False) -> Path:
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
         raise UserError(f"--save {p}: the figure must end in .png or .svg")
-    check_output(p, kind="file", overwrite=overwrite, option="--save")
+    check_output(p, kind="file", overwrite=overwrite, option="--save", inputs=inputs)
     _pyplot()
     return p
 

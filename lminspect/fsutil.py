@@ -72,6 +72,39 @@ def check_input_file(path: str | os.PathLike[str], *, option: str = "") -> Path:
     return path
 
 
+def read_regular(path: str | os.PathLike[str], *, option: str = "", limit: int | None = None,
+                 tail: int | None = None) -> bytes:
+    """The bytes of a regular file, opened without blocking first: a FIFO, socket or device where a
+    file is expected is one line (``is a FIFO``), never a read that waits forever. ``tail``: only
+    the last that many bytes. Missing files raise FileNotFoundError as ``open`` does."""
+    import stat
+
+    from lminspect.errors import UserError
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+        if not stat.S_ISREG(st.st_mode):
+            what = describe_kind(Path(path)) or "not a regular file"
+            where = f"{option} {path}" if option else os.fspath(path)
+            raise UserError(f"{where}: is {what}, not a regular file")
+        if limit is not None and st.st_size > limit:
+            where = f"{option} {path}" if option else os.fspath(path)
+            raise UserError(f"{where}: {human_bytes(st.st_size)} is larger than the {human_bytes(limit)} such a file "
+                            "may have")
+        os.set_blocking(fd, True)
+        if tail is not None:
+            os.lseek(fd, max(0, st.st_size - tail), os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int | None = None) -> str:
     """A UTF-8 text file's content; a file that is not UTF-8 is one line with the byte offset
     (and the ``max_bytes`` cap, when given, refuses files too large to be what they claim)."""
@@ -79,11 +112,7 @@ def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int 
 
     path = check_input_file(path, option=option)
     where = f"{option} {path}" if option else str(path)
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise UserError(f"{where}: {human_bytes(size)} is larger than the {human_bytes(max_bytes)} such a file "
-                        "may have")
-    data = path.read_bytes()
+    data = read_regular(path, option=option, limit=max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -91,17 +120,22 @@ def read_text(path: str | os.PathLike[str], *, option: str = "", max_bytes: int 
 
 
 def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, option: str = "--out",
-                 flag: str = "--overwrite", allow_nonempty: bool = False) -> Path:
+                 flag: str = "--overwrite", allow_nonempty: bool = False,
+                 inputs: tuple[str | os.PathLike[str] | None, ...] = ()) -> Path:
     """Refuse an output path that would destroy something of the user's; call before any work.
 
     ``kind`` is "file" or "dir". An existing file (or a non-empty folder, unless ``allow_nonempty``)
     is refused unless ``overwrite``; the writer then replaces it only once the new content is
     complete (``atomic_path`` / ``atomic_dir``). A folder where a file is wanted, a FIFO, a socket
-    or a symlink loop are refused always; so is an output whose parent is not a folder.
+    or a symlink loop are refused always; so is an output whose parent is not a folder, one that
+    is, contains or lies inside one of ``inputs`` (``check_not_input``), and one whose folder
+    cannot be written (``check_writable``).
     """
     from lminspect.errors import UserError
 
     path = Path(path)
+    check_not_input(path, *inputs, option=option, additive=kind == "dir" and allow_nonempty,
+                    new_file=kind == "file" and not os.path.lexists(path))
     for parent in path.parents:  # the first existing ancestor must be a folder
         what = describe_kind(parent)
         if what is None:
@@ -109,7 +143,13 @@ def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, op
         if what != "a folder":
             raise UserError(f"{option} {path}: {parent} is {what}, not a folder")
         break
+    if path.parent.is_dir():
+        with contextlib.suppress(OSError):
+            recover_swap(path)  # a writer killed mid-replace: the old copy back first
     what = describe_kind(path)
+    if what in (None, "a file", "a folder"):
+        check_writable(path if what == "a folder" and kind == "dir" and allow_nonempty else path.parent,
+                       option=f"{option} {path}")
     if what is None:
         return path
     if kind == "file":
@@ -134,6 +174,68 @@ def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, op
     raise UserError(f"{option} {path}: is {what}; give a folder path")
 
 
+def check_writable(folder: Path, *, option: str) -> None:
+    """Refuse, before any work, a destination whose folder (or first existing ancestor) cannot take
+    a new file: read-only file system, no permission. Probes with a real file (root ignores modes)."""
+    import errno
+
+    from lminspect.errors import UserError
+
+    folder = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    probe = folder / f".lminspect-probe.{os.getpid()}.tmp"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        why = {errno.EROFS: "is on a read-only file system", errno.EACCES: "is not writable (permission denied)",
+               errno.EPERM: "is not writable (permission denied)"}.get(e.errno or 0, f"is not writable ({e.strerror})")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = "is on a full disk"
+        raise UserError(f"{option}: {folder} {why}; nothing was computed") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _real(p: str | os.PathLike[str]) -> Path | None:
+    """The real path of an existing input (symlinks followed); a ``RUN@STEP`` reference is its RUN;
+    None for a name that is no path (a fetched model, ``hf:ORG/NAME``)."""
+    s = os.fspath(p)
+    for cand in (s, s.rsplit("@", 1)[0] if "@" in s else None):
+        if cand and os.path.lexists(cand):
+            return Path(os.path.realpath(cand))
+    return None
+
+
+def check_not_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None,
+                    option: str = "--out", additive: bool = False, new_file: bool = False) -> None:
+    """Refuse an output that is, contains or lies inside one of the command's inputs, even with
+    --overwrite: replacing it would destroy what the command is reading (``convert m/q.gguf m``,
+    ``stitch export m m``, ``grow RUN --out RUN``). Paths are compared resolved, symlinks followed.
+    Adding without replacing is no harm: an ``additive`` folder (new files beside old ones: sweep
+    results) may contain or lie inside inputs, and a ``new_file`` may lie inside an input folder."""
+    from lminspect.errors import UserError
+
+    o = Path(os.path.realpath(os.fspath(out)))
+    for inp in inputs:
+        if inp is None:
+            continue
+        r = _real(inp)
+        if r is None:
+            continue
+        if o == r:
+            rel = "is"
+        elif r.is_relative_to(o) and not additive:
+            rel = "contains"
+        elif o.is_relative_to(r) and not (additive or new_file):
+            rel = "is inside"
+        else:
+            continue
+        raise UserError(f"{option} {out}: {rel} the input {inp}; writing there would destroy what is being read "
+                        "(--overwrite does not change that; give another path)")
+
+
 def _tmp_prefix(path: Path) -> str:
     """Temporaries are named ``.NAME.PID.*``: a later writer can tell a dead writer's leftovers."""
     return f".{path.name}.{os.getpid()}."
@@ -149,26 +251,61 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_old_copy(rest: str) -> int | None:
+    """The PID of a ``.NAME.PID.old`` (or legacy ``.NAME.old``, PID 0): the previous content that
+    the fallback swap of ``atomic_dir`` moved aside; None for other names."""
+    if rest == "old":
+        return 0
+    pid, _, tail = rest.partition(".")
+    return int(pid) if tail == "old" and pid.isdigit() else None
+
+
+def recover_swap(path: Path) -> None:
+    """Finish a replace that a killed writer left between its two renames: when ``path`` is
+    missing and the old copy sits beside it, put the old copy back (it may be the only one);
+    when ``path`` is there, the old copy was superseded by complete new content."""
+    import shutil
+
+    parent = path.parent
+    head = f".{path.name}."
+    try:
+        olds = [p for p in parent.iterdir() if p.name.startswith(head)
+                and _is_old_copy(p.name[len(head):]) is not None]
+    except OSError:
+        return
+    for p in olds:
+        pid = _is_old_copy(p.name[len(head):])
+        if pid and (pid == os.getpid() or _pid_alive(pid)):
+            continue  # a live writer is between its renames
+        if not (path.exists() or path.is_symlink()):
+            os.replace(p, path)
+            fsync_dir(parent)
+        elif p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 def remove_stale_temps(path: Path) -> None:
-    """Delete temporaries of ``path`` left by writers that died (``.NAME.PID.*`` with a dead PID,
-    and the ``.NAME.old`` of an interrupted replace)."""
+    """Delete temporaries of ``path`` left by writers that died (``.NAME.PID.*`` with a dead PID),
+    after restoring the old copy of an interrupted replace when ``path`` itself is missing."""
     import shutil
 
     parent = path.parent
     if not parent.is_dir():
         return
+    recover_swap(path)
     head = f".{path.name}."
     try:
         entries = list(parent.iterdir())
     except OSError:
         return
     for p in entries:
-        if not p.name.startswith(head):
+        if not p.name.startswith(head) or _is_old_copy(p.name[len(head):]) is not None:
             continue
-        rest = p.name[len(head):]
-        pid = rest.split(".", 1)[0]
-        stale = rest == "old" or (pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)))
-        if stale:
+        pid = p.name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -220,12 +357,141 @@ def ordinary_mode(path: Path, *, folder: bool) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+# ---- fault injection: tests kill a writer at a named step (LMINSPECT_FAULT=STEP[@NAME][#N][:ACTION])
+FAULT_ENV = "LMINSPECT_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(step: str, path: Path) -> None:
+    """Where ``LMINSPECT_FAULT`` names this step (and ``path``'s name, and the Nth time), SIGKILL
+    this process there (or raise ENOSPC with ``:enospc``): how tests prove every step is lossless.
+    Steps: before-fsync, before-rename, between-renames, before-cleanup (and after-rename for files)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        item, _, action = item.partition(":")
+        item, _, nth = item.partition("#")
+        name, _, target = item.partition("@")
+        if name != step or (target and target != path.name):
+            continue
+        _fault_counts[item] = _fault_counts.get(item, 0) + 1
+        if _fault_counts[item] != (int(nth) if nth else 1):
+            continue
+        if action == "enospc":
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- a full disk (ENOSPC, EFBIG under a file-size limit, a quota) said in one line
+_FULL_WORDS = ("No space left", "File too large", "Disk quota", "code: 28", "code: 27", "StorageFull",
+               "FileTooLarge", "file write failed")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An error from writing that means no room: OSError 28/27/122, or a library's wrapped form
+    (safetensors' SafetensorError "IoError(Os { code: 28 ...", torch's "file write failed")."""
+    import errno
+
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    return any(w in str(e) for w in _FULL_WORDS)
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def disk_full_error(path: Path, written: int = 0, need: int | None = None) -> Exception:
+    """The one line for a write that ran out of room: the target, what it needs, what is free."""
+    import shutil
+
+    from lminspect.errors import UserError
+
+    try:
+        free = human_bytes(shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free)
+    except (OSError, StopIteration):
+        free = "unknown"
+    needs = f"needs about {human_bytes(need)}" if need else f"needs more than {human_bytes(written)}"
+    return UserError(f"{path}: no room to write it (disk full or a file-size limit): {needs}, {free} free there; "
+                     "nothing was replaced")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def _full_disk_is_one_line(path: Path, tmp: Path, need: int | None) -> Iterator[None]:
+    from lminspect.errors import UserError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        try:
+            written = _tree_bytes(tmp)
+        except OSError:
+            written = 0
+        raise disk_full_error(path, written, need) from None
+
+
+# ---- renameat2(RENAME_EXCHANGE): swap two names in one step (Linux >= 3.15); None elsewhere
+def _exchange_fn():  # noqa: ANN202 - a ctypes function or None
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("LMINSPECT_NO_EXCHANGE"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the names ``a`` and ``b`` (both exist); False where the OS or the file
+    system cannot, so the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    fn = _exchange_fn()
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, need: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
 
     Readers never see a half-written file, and a crash leaves the old file intact. The file
     is fsync'd before the rename. Refuses to replace a folder (``check_output`` says so earlier).
+    A full disk is one line naming ``path`` (``need``: the bytes it should take, when known).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,14 +501,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         ordinary_mode(tmp_path, folder=False)
-        yield tmp_path
-        if tmp_path.is_file():
-            fsync_tree(tmp_path)
+        with _full_disk_is_one_line(path, tmp_path, need):
+            yield tmp_path
+            fault_point("before-fsync", path)
+            if tmp_path.is_file():
+                fsync_tree(tmp_path)
         if path.is_dir() and not path.is_symlink():
             from lminspect.errors import UserError
 
             raise UserError(f"{path}: is a folder; refusing to replace it with a file")
+        fault_point("before-rename", path)
         os.replace(tmp_path, path)
+        fault_point("after-rename", path)
         fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
@@ -255,46 +525,56 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, need=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], *, need: int | None = None) -> Iterator[Path]:
     """Build a directory under a temp name; move it into place only when complete.
 
     An existing ``path`` (folder or file) is replaced only after the new folder is complete and
-    fsync'd; callers refuse one the user did not ask to replace (``check_output``) first.
+    fsync'd; callers refuse one the user did not ask to replace (``check_output``) first. The
+    replace is one ``renameat2(RENAME_EXCHANGE)`` where the OS has it; elsewhere two renames
+    (old -> ``.NAME.PID.old``, new -> NAME), and a writer killed between them leaves the old copy
+    that the next writer (``remove_stale_temps``) puts back: no instant loses both.
     """
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        for sub, _dirs, files in os.walk(tmp):  # also what writers made private (safetensors' save_file: 0600)
-            ordinary_mode(Path(sub), folder=True)
-            for f in files:
-                if not os.path.islink(os.path.join(sub, f)):
-                    ordinary_mode(Path(sub) / f, folder=False)
-        fsync_tree(tmp)
-        if path.exists() or path.is_symlink():
-            old = path.with_name(f".{path.name}.old")
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            elif old.exists() or old.is_symlink():
-                old.unlink()
-            os.replace(path, old)
+        with _full_disk_is_one_line(path, tmp, need):
+            yield tmp
+            for sub, _dirs, files in os.walk(tmp):  # also what writers made private (safetensors: 0600)
+                ordinary_mode(Path(sub), folder=True)
+                for f in files:
+                    if not os.path.islink(os.path.join(sub, f)):
+                        ordinary_mode(Path(sub) / f, folder=False)
+            fault_point("before-fsync", path)
+            fsync_tree(tmp)
+        fault_point("before-rename", path)
+        old = None
+        if not (path.exists() or path.is_symlink()):
             os.replace(tmp, path)
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
+        elif exchange(tmp, path):  # tmp now holds the old content, removed below
+            fsync_dir(path.parent)
+            fault_point("between-renames", path)
         else:
-            os.replace(tmp, path)
+            old = path.with_name(f"{_tmp_prefix(path)}old")
+            _remove(old)
+            os.replace(path, old)
+            fsync_dir(path.parent)
+            fault_point("between-renames", path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the old content back under its name before anything else
+                raise
         fsync_dir(path.parent)
+        fault_point("before-cleanup", path)
+        if old is not None:
+            _remove(old)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)

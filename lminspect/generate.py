@@ -111,6 +111,28 @@ class Sampler:
         return int(torch.multinomial(probs.cpu(), 1, generator=self.gen))
 
 
+def check_ids(ids: Sequence[int], vocab: Any, tokenizer: Any = None, what: str = "prompt") -> None:
+    """Every id inside the model's vocabulary: a tokenizer of another model (ids past the
+    embedding) is one line, not an IndexError from the embedding."""
+    if not isinstance(vocab, int) or not ids:
+        return
+    hi, lo = max(ids), min(ids)
+    if hi >= vocab or lo < 0:
+        size = getattr(tokenizer, "vocab_size", None)
+        has = f" (the tokenizer has {size} tokens)" if isinstance(size, int) else ""
+        raise UserError(f"{what}: token id {hi if hi >= vocab else lo} is outside the model's vocabulary of {vocab}"
+                        f"{has}; the tokenizer does not match the model")
+
+
+def length_note(max_new_tokens: int, context: int, prompt_tokens: int) -> str | None:
+    """One line when ``-n`` asks for more than the context leaves: said before, not minutes later."""
+    room = max(0, context - prompt_tokens)
+    if max_new_tokens <= room:
+        return None
+    return (f"-n {max_new_tokens} is more than the model's context of {context} tokens allows after the "
+            f"{prompt_tokens}-token prompt: at most {room} new tokens")
+
+
 class Generation:
     """An iterable of decoded text pieces with ``.stats`` (a ``GenerationStats``) afterwards.
 
@@ -155,6 +177,7 @@ class Generation:
         ctx = model.context_length
         if len(self.prompt_ids) > ctx:
             raise UserError(f"prompt of {len(self.prompt_ids)} tokens exceeds the model's context of {ctx} tokens")
+        check_ids(self.prompt_ids, getattr(model, "vocab_size", None), tokenizer)
         self.ids: list[int] = []
         self.text = ""
         self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids),

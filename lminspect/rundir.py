@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
+from lminspect.fsutil import read_regular
 from lminspect.runlock import LOCK_NAME, run_dir_lock
 
 RUNNING_AFTER_S = 120.0  # a run whose stats changed this recently (and that has no "done") is live
@@ -107,8 +108,8 @@ def _warn_latest_pointer(ckdir: Path) -> None:
     if not (latest.exists() or latest.is_symlink()):
         return
     try:
-        named = latest.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        named = read_regular(latest, limit=4096).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError, UserError):
         named = ""
     target = ckdir / named
     inside = named.startswith("step_") and "/" not in named and "\\" not in named and not latest.is_symlink()
@@ -161,7 +162,7 @@ def read_stats_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
     The last line may be one being written right now; it is skipped without being counted."""
     rows: list[dict[str, Any]] = []
     try:
-        lines = Path(path).read_bytes().splitlines()
+        lines = read_regular(path).splitlines()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return [], 0
     except OSError as e:
@@ -245,8 +246,8 @@ def run_status(path: str | Path, config: dict[str, Any] | None = None) -> str:
     p = Path(path)
     if config is None:
         try:
-            config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            config = json.loads(read_regular(p / "config.json").decode("utf-8"))
+        except (OSError, ValueError, RecursionError, UserError):
             config = {}
     status = str((config if isinstance(config, dict) else {}).get("status", "unknown"))
     if status == "running":

@@ -36,7 +36,8 @@ def run_dir_lock(path: str | os.PathLike[str], *, option: str = "--run-dir") -> 
     """Hold the lock of directory ``path`` (created if missing) for the block; refuse if it is held.
 
     A directory this call created and the block left empty (a run refused before it wrote
-    anything) is removed again, so a failed command leaves no trace.
+    anything) is removed again, and so is a lock file this call added to an existing folder when
+    the block refuses it (UserError), so a failed command leaves no trace.
     """
     import fcntl
 
@@ -52,6 +53,7 @@ def run_dir_lock(path: str | os.PathLike[str], *, option: str = "--run-dir") -> 
     except OSError as e:
         raise UserError(f"{option} {path}: cannot create the folder ({e.strerror})") from e
     lock = path / LOCK_NAME
+    new_lock = not lock.exists()
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -66,6 +68,11 @@ def run_dir_lock(path: str | os.PathLike[str], *, option: str = "--run-dir") -> 
         os.write(fd, f"{os.getpid()} {' '.join(sys.argv)[:200]}\n".encode())
         try:
             yield path
+        except UserError:
+            if new_lock and not created:  # refused to use the user's folder: leave it as it was
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            raise
         finally:
             if created:
                 with contextlib.suppress(OSError):

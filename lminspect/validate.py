@@ -89,3 +89,43 @@ def typed_value(option: str, key: str, value: Any, annotation: Any) -> Any:
         return value
     want = " or ".join(kinds)
     raise UserError(f"{option} {key}={value!r}: {key} takes {want}, not {type(value).__name__}")
+
+
+MAX_JSON_DEPTH = 1000
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def json_depth(text: str) -> int:
+    """How deep ``text``'s arrays and objects nest (strings skipped), counted without recursion."""
+    depth = deepest = 0
+    for ch in re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def json_loads(text: str | bytes, where: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for files from outside: nesting deeper than ``max_depth`` and invalid JSON are
+    one line naming ``where`` (a 200,000-deep header would otherwise raise RecursionError)."""
+    import json
+
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{where}: not UTF-8 text (byte 0x{text[e.start]:02x} at offset {e.start})") from None
+    if text.count("[") + text.count("{") > max_depth and json_depth(text) > max_depth:
+        raise UserError(f"{where}: JSON nested deeper than {max_depth} levels; not a file lminspect writes or reads")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e})") from None
+
+
+def cut(text: object, limit: int = 200) -> str:
+    """User input quoted in an error line, at most ``limit`` characters (a 200 MB plan must not
+    become a 200 MB message)."""
+    s = str(text)
+    return s if len(s) <= limit else f"{s[: limit - 1]}… ({len(s):,} characters)"

@@ -26,21 +26,24 @@ async def test_escape_leaves_fields_and_footer_keys_never_type(tiny_llama_dir, t
         assert {"w", "s", "r", "a", "q"} <= _footer_keys(app)
         await pilot.press("s")
         plan = app.query_one("#plan-input", Input)
-        assert app.focused is plan
+        # each step waits for the condition it asserts: a key's effect lands a refresh later
+        await wait_until(pilot, lambda: app.focused is plan, what="the plan field to take focus")
         assert not {"w", "s", "r", "a", "q"} & _footer_keys(app)  # they would type into the field
         await pilot.press("r")
-        assert plan.value == "r" and app.query_one("#tabs").active == "stitch"
+        await wait_until(pilot, lambda: plan.value == "r", what="'r' to type into the plan field")
+        assert app.query_one("#tabs").active == "stitch"
         await pilot.press("escape")
-        assert not isinstance(app.focused, Input | TextArea)
-        assert "r" in _footer_keys(app)
+        await wait_until(pilot, lambda: not isinstance(app.focused, Input | TextArea), what="escape to leave the field")
+        await wait_until(pilot, lambda: "r" in _footer_keys(app), what="the footer keys to come back")
         await pilot.press("r")
-        assert app.query_one("#tabs").active == "runs"
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", what="'r' to open the Runs tab")
         # the prompt (a multi-line field) too
         await pilot.press("s")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "stitch", what="'s' to open the Stitch tab")
         app.query_one("#prompt", TextArea).focus()
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.focused, TextArea), what="the prompt to take focus")
         await pilot.press("escape")
-        assert not isinstance(app.focused, Input | TextArea)
+        await wait_until(pilot, lambda: not isinstance(app.focused, Input | TextArea), what="escape to leave the prompt")
 
 
 async def test_compare_box_reads_without_colour(tiny_llama_dir, tmp_path):

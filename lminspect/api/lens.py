@@ -28,7 +28,7 @@ class LensMethods:
     def _token_ids(self, text: Any, what: str = "prompt") -> list[int]:
         from lminspect.lens.readout import encode_prompt
 
-        return encode_prompt(self.tokenizer, text, self.engine.context_length, what)
+        return encode_prompt(self.tokenizer, text, self.engine.context_length, what, self.engine.vocab_size)
 
     def _target(self, spec: Any) -> Any:
         from lminspect.lens.readout import resolve_token

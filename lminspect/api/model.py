@@ -425,6 +425,9 @@ class Model(LensMethods):
         ids = self.encode(text) if isinstance(text, str) else [int(i) for i in text]
         if not ids:
             raise UserError("empty text: give at least one token")
+        from lminspect.generate import check_ids
+
+        check_ids(ids, self.engine.vocab_size, self.tokenizer if isinstance(text, str) else None, "text")
         return torch.tensor([ids], dtype=torch.long, device=self.engine.device)
 
     # ---- weights

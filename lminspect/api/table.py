@@ -121,13 +121,14 @@ class Table:
     __str__ = __repr__
 
     def __rich__(self) -> Any:
+        from rich.markup import escape
         from rich.table import Table as RichTable
 
-        t = RichTable(title=self.title, header_style="bold")
+        t = RichTable(title=escape(str(self.title)) if self.title else None, header_style="bold")
         for c in self.columns:
             t.add_column(c, justify="right" if self.rows and _numeric(self.rows[0].get(c)) else "left")
         for r in self.rows[:MAX_ROWS]:
-            t.add_row(*[fmt(r.get(c)) for c in self.columns])
+            t.add_row(*[escape(fmt(r.get(c))) for c in self.columns])
         if len(self.rows) > MAX_ROWS:
             t.caption = f"... {len(self.rows) - MAX_ROWS} more rows ({len(self.rows)} in all)"
         return t

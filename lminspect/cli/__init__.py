@@ -51,12 +51,52 @@ class _OneLineErrors(TyperGroup):
         except UserError as e:  # a plain exception: here, and only here, it becomes exit code 2
             print(e.one_line(), file=sys.stderr)
             raise typer.Exit(2) from None
+        except OSError as e:  # stdout gone or full, a full disk outside the atomic writers
+            code = _output_failed(e)
+            if code is None:
+                raise
+            raise typer.Exit(code) from None
         except UsageError as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: typer shows its help
                 raise
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             print(f"lminspect: error: {where}: {e.format_message()} (see '{where} -h')", file=sys.stderr)
             raise typer.Exit(2) from None
+
+
+def _output_failed(e: BaseException) -> int | None:
+    """One line (or none, for a closed pipe) for a write that cannot go on; the exit code, or
+    None when ``e`` is another kind of error."""
+    import errno
+
+    from lminspect.fsutil import disk_full_error, is_disk_full
+
+    if isinstance(e, BrokenPipeError) or getattr(e, "errno", None) == errno.EPIPE:
+        _silence_stdout()
+        return 1  # the reader left (| head): nothing to say
+    if not is_disk_full(e):
+        return None
+    if getattr(e, "filename", None):
+        from pathlib import Path
+
+        print(f"lminspect: error: {disk_full_error(Path(e.filename)).message}", file=sys.stderr)
+    else:
+        _silence_stdout()
+        print("lminspect: error: cannot write to standard output: no space left (is it /dev/full or a full "
+              "disk?)", file=sys.stderr)
+    return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # a test runner's captured stdout has no fd
+        pass
 
 
 app = typer.Typer(
@@ -108,4 +148,16 @@ reflow_app(app)  # after every registration: docstrings wrapped in the source re
 
 
 def main() -> None:
-    app()
+    code = 0
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    try:  # what is still buffered (stdout redirected to a file is flushed only here)
+        sys.stdout.flush()
+    except OSError as e:
+        out = _output_failed(e)
+        if out is None:
+            raise
+        code = code or out
+    sys.exit(code)

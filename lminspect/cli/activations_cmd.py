@@ -72,8 +72,10 @@ def activations(
     from lminspect.activations import collect
     from lminspect.activations.collect import remove_leftovers
     from lminspect.distributed import join, on_main
+    from lminspect.fsutil import check_not_input
     from lminspect.runlock import run_dir_lock
 
+    check_not_input(out, model, data, plan, option="--out")  # --out MODEL would lose the model
     rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
     saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
     with interrupted(saved), contextlib.ExitStack() as owned:
@@ -94,7 +96,7 @@ def activations(
     state = "complete" if stats.complete else "partial (rerun to resume)"
     procs = f", {world} processes" if world > 1 else ""
     err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
-              f"{threads_label(n_threads)}: {state} -> {out}")
+              f"{threads_label(n_threads)}: {state} -> {out}", markup=False)
 
 
 def _snapshot_note(out: str) -> str:
@@ -128,20 +130,22 @@ def show(
     if save is not None:
         from lminspect.figures import check_figure_path
 
-        check_figure_path(save, overwrite)
+        check_figure_path(save, overwrite, (results,))
     stats = load(results)
     rows = [s for s in stats if kind is None or s.kind == kind]
     if not rows:
         raise UserError(f"{results}: no sites of kind {kind!r} (have {', '.join(stats.kinds)})")
     title = f"{stats.model} plan={stats.plan} tokens={stats.tokens}" + ("" if stats.complete else " (partial)")
-    t = Table(title=title)
+    from rich.markup import escape
+
+    t = Table(title=escape(title))
     for col in ("site", "layer", "dim", "std", "|x| max", "kurt med", "kurt max", "outlier dims", "top outliers",
                 "dead"):
         t.add_column(col, justify="left" if col in ("site", "top outliers") else "right")
     for s in rows:
         r = s.summary()
         top = " ".join(f"{d}:{int(s.outlier_counts[d])}" for d in s.outlier_dims[:4])
-        t.add_row(s.name, str(s.layer), str(s.dim), f"{r['std']:.4g}", f"{r['absmax']:.4g}",
+        t.add_row(escape(s.name), str(s.layer), str(s.dim), f"{r['std']:.4g}", f"{r['absmax']:.4g}",
                   f"{r['kurtosis_median']:.3g}", f"{r['kurtosis_max']:.3g}", str(r["outlier_dims"]), top,
                   str(r.get("dead", "")))
     con = _console()
@@ -150,7 +154,7 @@ def show(
         for s in rows:
             for d in s.outlier_dims[:examples]:
                 ex = ", ".join(f"doc {doc} tok {off} |x|={v:.4g}" for doc, off, v in s.examples(int(d)))
-                con.print(f"{s.name} dim {int(d)} ({int(s.outlier_counts[d])} outliers): {ex}")
+                con.print(f"{s.name} dim {int(d)} ({int(s.outlier_counts[d])} outliers): {ex}", markup=False)
     if save is not None:
         _save_profile(save, rows, title, overwrite)
 
@@ -200,7 +204,9 @@ def diff(
         rows = [r for r in rows if r["kind"] == kind]
         if not rows:
             raise UserError(f"no common sites of kind {kind!r}")
-    _console().print(diff_table(rows, title=f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})",
+    from rich.markup import escape
+
+    _console().print(diff_table(rows, title=escape(f"A={a} ({sa.plan})  vs  B={b} ({sb.plan})"),
                                 by_position=matched_by_position(sa, sb)))
     print(run_summary(f"activations-diff of {len(rows)} sites", n_threads), file=sys.stderr)
 

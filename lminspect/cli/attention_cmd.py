@@ -100,13 +100,13 @@ def attention(
     from lminspect.stitch import parse_plan
 
     if out is not None:
-        check_output(out, kind="dir", overwrite=False, allow_nonempty=True)
+        check_output(out, kind="dir", overwrite=False, allow_nonempty=True, inputs=(model, plan))
         for name in ATTENTION_FILES:
-            check_output(out / name, kind="file", overwrite=overwrite)
+            check_output(out / name, kind="file", overwrite=overwrite, inputs=(model, plan))
     if save is not None:
         from lminspect.figures import check_figure_path
 
-        check_figure_path(save, overwrite)
+        check_figure_path(save, overwrite, (model, plan))
     n_threads = set_threads(threads)
     _, lm, tok = _load(model)
     p = parse_plan(plan, lm.n_layers)
@@ -156,5 +156,5 @@ def attention(
                     np.save(f, arr)
         atomic_write_text(out / "tokens.json", json.dumps({"ids": ids, "tokens": labels,
                                                            "plan": [c.index for c in p]}) + "\n")
-        con.print(f"[dim]saved {out}/attn_probs.npy {tuple(probs.shape)} and attn_fft.npy[/dim]")
+        con.print(f"saved {out}/attn_probs.npy {tuple(probs.shape)} and attn_fft.npy", style="dim", markup=False)
     print(run_summary(f"attention of {len(ids)} tokens at {len(p)} plan positions", n_threads), file=sys.stderr)

@@ -64,7 +64,7 @@ def diff(
             raise UserError("--save draws the --by-layer figure: add --by-layer STAT")
         from lminspect.figures import check_figure_path
 
-        check_figure_path(save, overwrite)
+        check_figure_path(save, overwrite, (a, b))
     sa, sb = open_ref(a), open_ref(b)
     m = match_tensors(sa, sb)
     if not m.pairs:
@@ -107,7 +107,9 @@ def _print_table(name_a: str, name_b: str, rows: list[dict], svd: bool) -> None:
     out = Console()
     if not out.is_terminal:
         out = Console(width=200)
-    t = Table(title=f"{name_a} -> {name_b}: weight differences")
+    from rich.markup import escape
+
+    t = Table(title=escape(f"{name_a} -> {name_b}: weight differences"))
     cols = ["tensor", "shape", "rel_change", "cosine", "max|diff|"]
     cols += ["top-8 overlap", "top cos"] if svd else []
     cols += ["d std", "d kurt"] + (["d stable r", "d alpha"] if svd else [])
@@ -115,7 +117,7 @@ def _print_table(name_a: str, name_b: str, rows: list[dict], svd: bool) -> None:
         t.add_column(c, justify="left" if c in ("tensor", "shape") else "right")
     for r in rows:
         shape = "x".join(map(str, r["shape"])) + ("*" if r["match"].startswith("overlap") else "")
-        cells = [r["name"], shape, _fmt(r.get("rel_change")), _fmt(r.get("cosine"), "{:.6f}"),
+        cells = [escape(r["name"]), shape, _fmt(r.get("rel_change")), _fmt(r.get("cosine"), "{:.6f}"),
                  _fmt(r.get("max_abs_diff"))]
         if svd:
             cells += [_fmt(r.get("subspace_overlap"), "{:.3f}"), _fmt(r.get("top_cos"), "{:.3f}")]
@@ -192,11 +194,11 @@ def timeline(
     if out is not None:
         from lminspect.fsutil import check_output
 
-        check_output(out, kind="dir", overwrite=overwrite)
+        check_output(out, kind="dir", overwrite=overwrite, inputs=(run_dir,))
     if save is not None:
         from lminspect.figures import check_figure_path
 
-        check_figure_path(save, overwrite)
+        check_figure_path(save, overwrite, (run_dir,))
     if embeddings:
         data, text = _embeddings_view(cks, tokens, fit)
     elif attention is not None:
@@ -250,9 +252,11 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
     data["_figure"] = figure
     if as_json:
         return data, fig
-    table = Table(title=title)
+    from rich.markup import escape
+
+    table = Table(title=escape(title))
     for c in ("step", "tokens", *cols):
-        table.add_column(c, justify="right", overflow="fold")
+        table.add_column(escape(c), justify="right", overflow="fold")
     for k, s in enumerate(steps):
         table.add_row(str(s), "-" if toks[k] is None else f"{toks[k]:,}", *(_fmt(v[k]) for v in cols.values()))
     con = Console()

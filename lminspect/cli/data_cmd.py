@@ -40,7 +40,7 @@ def make_mc(
     from lminspect.evals.cloze import make_cloze, write_jsonl
     from lminspect.fsutil import check_output
 
-    check_output(out, kind="file", overwrite=overwrite)
+    check_output(out, kind="file", overwrite=overwrite, inputs=(corpus,))
     from lminspect.validate import count
 
     count("--n", n)
@@ -81,7 +81,7 @@ def metadata(
     from lminspect.fsutil import check_output
     from lminspect.metadata.compute import compute_metadata, write_parquet
 
-    check_output(out, kind="file", overwrite=overwrite)
+    check_output(out, kind="file", overwrite=overwrite, inputs=(data, model))
     from lminspect.validate import count
     from lminspect.validate import device as check_device
 

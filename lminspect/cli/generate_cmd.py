@@ -65,10 +65,15 @@ def generate_command(
     gen = generate(lm, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                    top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
                    plan=layer_plan, chat=chat)
+    from lminspect.generate import length_note
+
+    note = length_note(max_new_tokens, lm.context_length, len(gen.prompt_ids))
+    if note:
+        print(f"lminspect: warning: {note}", file=sys.stderr)
     if not chat:
         sys.stdout.write(prompt)
     stream_text(gen, n_threads)
-    Console(stderr=True, highlight=False).print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
+    Console(stderr=True, highlight=False).print(f"{gen.stats.line()}, {threads_label(n_threads)}", style="dim", markup=False)
 
 
 def stream_text(gen: Any, n_threads: int) -> None:

@@ -56,7 +56,7 @@ def grow(
 
     if all(v is None for v in (layers, width, ffn, heads, kv_heads, vocab)):
         raise UserError("nothing to grow: give --layers, --width, --ffn, --heads, --kv-heads or --vocab")
-    check_output(out, kind="dir", overwrite=overwrite)
+    check_output(out, kind="dir", overwrite=overwrite, inputs=(checkpoint,))
     model, _ = load_for_growth(checkpoint)
     spec = GrowSpec(layers=parse_layers(layers, model.config.n_layer), at=at, width=width, ffn=ffn,
                     heads=heads, kv_heads=kv_heads, vocab=vocab, vocab_init=vocab_init)

@@ -33,7 +33,7 @@ def _plan(lm: Any, spec: str | None) -> tuple[Any, str]:
     return p, plan_to_string(p, lm.n_layers)
 
 
-def _check_out(out: Path | None, overwrite: bool, allowed: set[str]) -> None:
+def _check_out(out: Path | None, overwrite: bool, allowed: set[str], inputs: tuple[str | None, ...] = ()) -> None:
     """Refuse a bad or existing output before any compute."""
     from lminspect.errors import UserError
 
@@ -43,7 +43,7 @@ def _check_out(out: Path | None, overwrite: bool, allowed: set[str]) -> None:
         raise UserError(f"--out {out}: expected a file ending in {', '.join(sorted(allowed))}")
     from lminspect.fsutil import check_output
 
-    check_output(out, kind="file", overwrite=overwrite)
+    check_output(out, kind="file", overwrite=overwrite, inputs=inputs)
 
 
 def _write(out: Path, data: dict[str, Any], grid: Any = None) -> None:
@@ -110,9 +110,9 @@ def lens_command(
 
     if plot not in ("prob", "rank", "none"):
         raise UserError(f"--plot {plot!r}: expected prob, rank or none")
-    _check_out(out, overwrite, {".json"})
+    _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
-    ids = encode_prompt(tok, prompt, lm.context_length)
+    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
     tgt = resolve_token(tok, target, lm.vocab_size) if target is not None else None
     plans = {"plan": _plan(lm, plan)}
     if compare is not None:
@@ -123,19 +123,19 @@ def lens_command(
         results[name] = logit_lens(lm, ids, p, k=top_k, target=tgt, position=position, tok=tok, plan_text=text)
     con = _console()
     if tgt is not None and tgt.note:
-        con.print(f"[dim]note: {tgt.note}[/dim]")
+        con.print(f"note: {tgt.note}", style="dim", markup=False)
     for name, res in results.items():
         con.print(lens_table(res))
         first = res.first_top()
         if tgt is not None:
             con.print(f"{name}: {tgt.text!r} is the top token " + (f"from row {res.labels[first]} on" if first is not None
-                                                                    else "at no row to the end") + "\n")
+                                                                    else "at no row to the end") + "\n", markup=False)
     if tgt is not None and plot != "none":
         con.print(lens_figure(results, what=plot, width=min(100, con.width), color=con.is_terminal), highlight=False,
                   markup=False)
     if out is not None:
         _write(out, {"prompt": prompt, "results": {k: v.to_dict() for k, v in results.items()}})
-        con.print(f"[dim]wrote {out}[/dim]")
+        con.print(f"wrote {out}", style="dim", markup=False)
     _summary(f"logit lens of {len(ids)} tokens, {len(results)} plan(s)", n_threads)
 
 
@@ -165,9 +165,9 @@ def dla_command(
     from lminspect.lens.readout import encode_prompt
     from lminspect.lens.render import dla_heads_table, dla_table
 
-    _check_out(out, overwrite, {".json"})
+    _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
-    ids = encode_prompt(tok, prompt, lm.context_length)
+    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
     tgt = resolve_token(tok, target, lm.vocab_size)
     base = resolve_token(tok, baseline, lm.vocab_size) if baseline is not None else None
     p, text = _plan(lm, plan)
@@ -175,13 +175,13 @@ def dla_command(
     con = _console()
     for t in (tgt, base):
         if t is not None and t.note:
-            con.print(f"[dim]note: {t.note}[/dim]")
+            con.print(f"note: {t.note}", style="dim", markup=False)
     con.print(dla_table(res))
     if heads:
         con.print(dla_heads_table(res))
     if out is not None:
         _write(out, res.to_dict())
-        con.print(f"[dim]wrote {out}[/dim]")
+        con.print(f"wrote {out}", style="dim", markup=False)
     _summary(f"direct logit attribution of {len(ids)} tokens", n_threads)
 
 
@@ -220,10 +220,10 @@ def patch_command(
         raise UserError(f"--site {site!r}: expected one of {', '.join(PATCH_SITES)}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    _check_out(out, overwrite, _OUT_SUFFIXES)
+    _check_out(out, overwrite, _OUT_SUFFIXES, (model, plan))
     lm, tok = _open(model, dtype)
-    c = encode_prompt(tok, clean, lm.context_length, "clean prompt")
-    x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt")
+    c = encode_prompt(tok, clean, lm.context_length, "clean prompt", lm.vocab_size)
+    x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt", lm.vocab_size)
     m = parse_metric(metric, tok, lm.vocab_size)
     p, text = _plan(lm, plan)
     with Progress("patch", None, "patched runs") as prog:
@@ -232,14 +232,14 @@ def patch_command(
     con = _console()
     for t in (m.a, m.b):
         if t is not None and t.note:
-            con.print(f"[dim]note: {t.note}[/dim]")
+            con.print(f"note: {t.note}", style="dim", markup=False)
     con.print(patch_table(res))
     best = ", ".join(f"{r}/{c_!r}: {v:.2f}" for r, c_, v in res.best(3))
     con.print(f"most recovered: {best}  ({res.forwards} patched runs; the first {res.shared_prefix} tokens are "
               "shared and need none)")
     if out is not None:
         _write(out, res.to_dict(), res.recovered)
-        con.print(f"[dim]wrote {out}[/dim]")
+        con.print(f"wrote {out}", style="dim", markup=False)
     _summary(f"patching: {res.forwards} patched runs", n_threads, prog.t0)
 
 

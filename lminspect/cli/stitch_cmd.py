@@ -96,14 +96,14 @@ def run(
     summary = describe_plan(p, lm.n_layers, model=lm)
     stitched, run_plan = materialize(lm, p)  # a mergekit 'scale' needs the weights themselves scaled
     err = _console(stderr=True)
-    err.print(f"[dim]plan {summary.text}: {summary.calls} layer calls of {lm.n_layers}, "
-              f"{summary.params_touched:.0%} of parameters[/dim]")
+    err.print(f"plan {summary.text}: {summary.calls} layer calls of {lm.n_layers}, "
+              f"{summary.params_touched:.0%} of parameters", style="dim", markup=False)
     kw = dict(max_new_tokens=max_tokens, temperature=temperature, seed=seed)
     if not compare:
         gen = generate(stitched, tok, prompt, plan=run_plan, **kw)
         sys.stdout.write(prompt)
         stream_text(gen, n_threads)
-        err.print(f"[dim]{gen.stats.line()}, {threads_label(n_threads)}[/dim]")
+        err.print(f"{gen.stats.line()}, {threads_label(n_threads)}", style="dim", markup=False)
         return
     gens = {"baseline": generate(lm, tok, prompt, plan=None, **kw), summary.text: generate(stitched, tok, prompt, plan=run_plan, **kw)}
     if sys.stdout.isatty():
@@ -114,7 +114,7 @@ def run(
             sys.stdout.write(prompt)
             stream_text(gen, n_threads)
     for name, gen in gens.items():
-        err.print(f"[dim]{name}: {gen.stats.line()}, {threads_label(n_threads)}[/dim]")
+        err.print(f"{name}: {gen.stats.line()}, {threads_label(n_threads)}", style="dim", markup=False)
 
 
 def _compare_live(prompt: str, gens: dict[str, Any]) -> None:
@@ -183,7 +183,7 @@ def show(
     p = parse_plan(plan, n)
     s = describe_plan(p, n)
     con = _console()
-    con.print(f"plan [bold]{s.text}[/bold] on {n} layers")
+    con.print(f"plan [bold]{escape(s.text)}[/bold] on {n} layers")
     seq = " ".join(
         str(c.index) + ("" if (c.attn_scale, c.mlp_scale) == (1.0, 1.0) else f"(a{c.attn_scale:g},m{c.mlp_scale:g})")
         + "".join(f"[{kind}{h}={v:g}]" for kind, hs in (("h", c.heads), ("kv", c.kv_heads)) for h, v in hs)
@@ -294,9 +294,10 @@ def sweep(
     from lminspect.runtime import Progress, interrupted
     from lminspect.stitch import sweep_plans
 
-    check_output(out, kind="dir", overwrite=False, allow_nonempty=True)  # new files are named by time
+    ins = (model, eval_, ppl_data, *(plan or ()), plans)
+    check_output(out, kind="dir", overwrite=False, allow_nonempty=True, inputs=ins)  # files named by time
     if log_items is not None:
-        check_output(log_items, kind="file", overwrite=overwrite, option="--log-items")
+        check_output(log_items, kind="file", overwrite=overwrite, option="--log-items", inputs=ins)
     from lminspect.validate import count
 
     count("--limit", limit)
@@ -328,24 +329,28 @@ def sweep(
 def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], label: str,
                   log_items: Path | None, overwrite: bool) -> None:
     """The item log, the table, and the summary line (the JSON/CSV are complete already)."""
+    from rich.markup import escape
+
     from lminspect.evals.sweep import write_item_log
 
     if log_items is not None:
         write_item_log(log_items, items, res.results, overwrite=overwrite)
-    _console().print(_sweep_table(res.rows, f"stitch sweep: {label}, {len(items)} items, "
+    _console().print(_sweep_table(res.rows, f"stitch sweep: {escape(label)}, {len(items)} items, "
                                             f"chance {1 / len(items[0].endings):.2f}"))
     written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
-    _console(stderr=True).print(f"[dim]{res.summary()}, {threads_label(meta['threads'])}; wrote {written}[/dim]")
+    _console(stderr=True).print(f"{res.summary()}, {threads_label(meta['threads'])}; wrote {written}", style="dim",
+                                markup=False)
 
 
 def _sweep_table(rows: list[dict[str, Any]], title: str) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title)
     for col in ("plan", "layers run", "params", "acc", "acc_norm", "ppl", "seconds"):
         t.add_column(col, justify="left" if col == "plan" else "right")
     for r in rows:
-        t.add_row(r["plan"], str(r["layers_run"]), f"{r['params_touched']:.0%}",
+        t.add_row(escape(r["plan"]), str(r["layers_run"]), f"{r['params_touched']:.0%}",
                   f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}", f"{r['acc_norm']:.3f} ± {r['acc_norm_stderr']:.3f}",
                   _fmt(r["ppl"], ".2f"), _fmt(r["seconds"], ".1f"))
     return t
@@ -382,7 +387,7 @@ def export(
     from lminspect.weights.export import tokenizer_side_files
     from lminspect.weights.provenance import source_record
 
-    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
+    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR", inputs=(model, plan))
     n_threads = set_threads(threads)
     t0 = time.perf_counter()
     store, lm, _ = _load(model, need_tokenizer=False)

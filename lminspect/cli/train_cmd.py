@@ -333,9 +333,9 @@ def plot(
     from lminspect.train.runlog import load_run
 
     if out is not None:
-        check_output(out, kind="file", overwrite=overwrite)
+        check_output(out, kind="file", overwrite=overwrite, inputs=tuple(runs))
     if save is not None:
-        figures.check_figure_path(save, overwrite)
+        figures.check_figure_path(save, overwrite, tuple(runs))
     from lminspect.validate import count
 
     count("--smooth", smooth_n, minimum=0)

@@ -73,7 +73,7 @@ def inspect(
             table.add_section()
             last = layer
         shape = "x".join(str(d) for d in info.shape) or "scalar"
-        table.add_row(info.name, info.canonical or "-", shape, dtype_label(store, info.name), human_bytes(info.nbytes))
+        table.add_row(escape(info.name), info.canonical or "-", shape, dtype_label(store, info.name), human_bytes(info.nbytes))
     console.print(table)
     console.print(
         f"{len(infos)} tensors, {_count(store.n_params)} parameters, {human_bytes(store.total_bytes)} on disk"
@@ -118,7 +118,7 @@ def stats(
             raise UserError("--save draws the --by-layer figure: add --by-layer STAT")
         from lminspect.figures import check_figure_path
 
-        check_figure_path(save, overwrite)
+        check_figure_path(save, overwrite, (model,))
     store = open_store(model)
     names = sorted(store.keys(), key=lambda n: natural_key(store.info(n).canonical or n))
     if tensor:
@@ -158,7 +158,9 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
     if by_layer:
         _print_by_layer(store.name, results, by_layer, save, overwrite)
         return
-    table = Table(title=f"{store.name} statistics", caption=_source_caption(store))
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{store.name} statistics"), caption=_source_caption(store))
     cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
     if svd:
         cols += ["stable r", "eff r", "alpha", "D", "tail"]
@@ -170,7 +172,7 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
         return "-" if v is None else fmt.format(v)
 
     for r in results:
-        row = [r.get("canonical") or r["name"], "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
+        row = [escape(r.get("canonical") or r["name"]), "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
                f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
         if svd:
             row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
@@ -211,7 +213,9 @@ def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | Non
     from lminspect.weights.stats import by_layer
 
     layers, cols = by_layer(results, stat)
-    table = Table(title=f"{model}: {stat} by layer", box=box.SIMPLE_HEAD, padding=(0, 1))
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{model}: {stat} by layer"), box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("layer", justify="right")
     for c in cols:
         table.add_column(c, justify="right", overflow="fold", min_width=min(len(c), 9))  # fold, never cut
@@ -257,7 +261,7 @@ def convert(
     from lminspect.weights.convert import convert_gguf
 
     check_input_file(src, option="SRC")
-    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR")
+    check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR", inputs=(src,))
     t0 = time.perf_counter()
     with Progress("convert", None, "tensors") as prog:
         path = convert_gguf(src, out_dir, dtype=dtype, progress=prog.update)

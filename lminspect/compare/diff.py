@@ -131,11 +131,16 @@ def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache:
     return out
 
 
-def _chunks(x: np.ndarray) -> Any:
-    """Consecutive pieces of about ``CHUNK`` elements, in the same order for two same-shape
-    arrays: flat ranges of a contiguous array (views on a memmap), row ranges of a block."""
+def _flat_ok(x: np.ndarray) -> bool:
+    return bool(x.flags.c_contiguous) or x.ndim < 2
+
+
+def _chunks(x: np.ndarray, flat: bool | None = None) -> Any:
+    """Consecutive pieces of about ``CHUNK`` elements: flat ranges of a contiguous array (views on a
+    memmap), row ranges of a block. Two same-shape arrays must be cut alike: pass the same
+    ``flat`` for both (a contiguous side and a grown model's block are cut by rows)."""
     x = np.asarray(x)
-    if x.flags.c_contiguous or x.ndim < 2:
+    if flat if flat is not None else _flat_ok(x):
         flat = x.reshape(-1)
         for i in range(0, max(1, flat.size), CHUNK):
             yield flat[i : i + CHUNK]
@@ -161,7 +166,9 @@ def array_diff(xa: np.ndarray, xb: np.ndarray) -> dict[str, Any]:
 
     aa = bb = ab = dd = 0.0
     mx = 0.0
-    for ca, cb in zip(_chunks(xa), _chunks(xb), strict=True):
+    xa, xb = np.asarray(xa), np.asarray(xb)
+    flat = _flat_ok(xa) and _flat_ok(xb)
+    for ca, cb in zip(_chunks(xa, flat), _chunks(xb, flat), strict=True):
         # float64 per chunk: a float32 dot over 256k elements loses ~1e-3 (its SIMD lanes
         # accumulate long runs), visible in a cosine of 0.99995
         ta, tb = _tensor(ca).reshape(-1).double(), _tensor(cb).reshape(-1).double()

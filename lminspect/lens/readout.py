@@ -119,13 +119,18 @@ def _token_text(s: str) -> str:
     return " " + s
 
 
-def encode_prompt(tok: Any, text: str | Sequence[int], context: int, what: str = "prompt") -> list[int]:
-    """Token ids of a prompt (text, or ids as they are), refusing empty or over-long prompts."""
+def encode_prompt(tok: Any, text: str | Sequence[int], context: int, what: str = "prompt",
+                  vocab: int | None = None) -> list[int]:
+    """Token ids of a prompt (text, or ids as they are), refusing empty or over-long prompts and
+    ids outside the model's ``vocab``."""
     ids = tok.encode(text) if isinstance(text, str) else [int(i) for i in text]
     if not ids:
         raise UserError(f"empty {what}: give at least one token")
     if len(ids) > context:
         raise UserError(f"{what} of {len(ids)} tokens exceeds the model's context of {context}")
+    from lminspect.generate import check_ids
+
+    check_ids(ids, vocab, tok, what)
     return ids
 
 

@@ -19,8 +19,17 @@ if TYPE_CHECKING:  # the result classes import this module for their reprs
 
 
 def _tok(s: str, width: int = 10) -> str:
+    """A token for a table cell: repr'd, cut to ``width``, markup escaped (a token ``[/]`` is text)."""
+    from rich.markup import escape
+
     s = repr(s)[1:-1]
-    return s if len(s) <= width else s[: width - 1] + "…"
+    return escape(s if len(s) <= width else s[: width - 1] + "…")
+
+
+def _esc(s: object) -> str:
+    from rich.markup import escape
+
+    return escape(str(s))
 
 
 def lens_table(res: LensResult, title: str | None = None) -> Any:
@@ -29,7 +38,7 @@ def lens_table(res: LensResult, title: str | None = None) -> Any:
     from rich.table import Table
 
     tgt = res.target
-    t = Table(title=title or f"logit lens: plan {res.plan}, token {res.position} {res.tokens[res.position]!r}",
+    t = Table(title=_esc(title or f"logit lens: plan {res.plan}, token {res.position} {res.tokens[res.position]!r}"),
               title_justify="left")
     t.add_column("after", no_wrap=True)
     for k in range(res.top_probs.shape[1]):
@@ -38,7 +47,7 @@ def lens_table(res: LensResult, title: str | None = None) -> Any:
         t.add_column(f"rank {_tok(tgt.text)}", justify="right")
         t.add_column("prob", justify="right")
     for r, label in enumerate(res.labels):
-        cells = [label] + [f"{_tok(tok)} {p:.2f}" for tok, p in zip(res.top_tokens[r], res.top_probs[r], strict=True)]
+        cells = [_esc(label)] + [f"{_tok(tok)} {p:.2f}" for tok, p in zip(res.top_tokens[r], res.top_probs[r], strict=True)]
         if tgt is not None:
             rank = int(res.target_rank[r])
             cells += [f"[bold]{rank}[/bold]" if rank == 1 else str(rank), f"{res.target_prob[r]:.3f}"]
@@ -82,16 +91,17 @@ def grid_table(grid: np.ndarray, rows: list[str], cols: list[str], title: str, r
                fmt: str = "{:.2f}", lim: float | None = None) -> Any:
     """A numeric grid as a rich table with diverging cell colours (symmetric around 0)."""
     from rich.table import Table
+    from rich.text import Text
 
     finite = grid[np.isfinite(grid)]
     if lim is None:
         lim = float(np.abs(finite).max()) if finite.size else 1.0
-    t = Table(title=title, title_justify="left", padding=(0, 0), collapse_padding=True)
+    t = Table(title=_esc(title), title_justify="left", padding=(0, 0), collapse_padding=True)
     t.add_column(row_title, no_wrap=True)
     for c in cols:
         t.add_column(_tok(c, 7), justify="right", no_wrap=True)
     for i, label in enumerate(rows):
-        t.add_row(label, *(f"[{_cell_style(float(v), lim)}]{fmt.format(v):>6}[/]" for v in grid[i]))
+        t.add_row(Text(label), *(Text(f"{fmt.format(v):>6}", style=_cell_style(float(v), lim)) for v in grid[i]))
     return t
 
 
@@ -107,12 +117,13 @@ def dla_table(res: DLAResult) -> Any:
     from rich.table import Table
 
     what = f"logit {res.target.text!r}" + (f" - logit {res.baseline.text!r}" if res.baseline else "")
-    t = Table(title=f"direct logit attribution to {what} = {res.logit:.3f}, plan {res.plan} "
-                    f"(final-norm scale {res.scale:.3g} frozen)", title_justify="left")
+    cap = "" if res.capped_logit is None else f" before the soft cap ({res.capped_logit:.3f} after)"
+    t = Table(title=_esc(f"direct logit attribution to {what} = {res.logit:.3f}{cap}, plan {res.plan} "
+                         f"(final-norm scale {res.scale:.3g} frozen)"), title_justify="left")
     for col, just in (("after", "left"), ("attn", "right"), ("mlp", "right"), ("total", "right")):
         t.add_column(col, justify=just)
     for row in res.rows():
-        t.add_row(row["row"], *("" if row[k] is None else f"{row[k]:+.3f}" for k in ("attn", "mlp", "total")))
+        t.add_row(_esc(row["row"]), *("" if row[k] is None else f"{row[k]:+.3f}" for k in ("attn", "mlp", "total")))
     t.add_row("sum", "", "", f"{res.total:+.3f}")
     return t
 

@@ -40,11 +40,16 @@ class OpenedModel:
     def model(self) -> LM:
         """The engine (``models.load_model``), built once, after the thread setup."""
         if self._model is None:
+            import torch
+
             from lminspect.models import load_model
             from lminspect.runtime import ensure_threads
 
             self.threads = ensure_threads(self.threads)
-            lm = load_model(self.store, dtype=self.dtype, device=self.device, weights=self.weights)
+            # built outside inference mode even when first used inside one (the REPL's m.logits):
+            # inference tensors would refuse the version checks of the packed weights and any training
+            with torch.inference_mode(False):
+                lm = load_model(self.store, dtype=self.dtype, device=self.device, weights=self.weights)
             lm.open_options = {"dtype": self.dtype, "device": self.device, "weights": self.weights}
             self._model = lm
         return self._model

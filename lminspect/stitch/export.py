@@ -29,7 +29,8 @@ def stitched_state_dict(model: LM, plan: list[LayerCall]) -> dict[str, Any]:
     A branch scale ``s`` multiplies that branch's output before the residual add, which is
     exactly multiplying the branch's last projection (``attn.o``, ``mlp.down``: weight and bias) by ``s``.
     A head scale multiplies that head's output before ``attn.o``: its columns of ``attn.o.weight``
-    (the bias belongs to no head and stays).
+    (the bias belongs to no head and stays). A branch normed before the residual add (Gemma 2/3's
+    ``attn_post_norm`` / ``mlp_post_norm``, OLMo 2's too) takes its scale in that norm's gain instead.
     """
     import torch
 
@@ -37,21 +38,34 @@ def stitched_state_dict(model: LM, plan: list[LayerCall]) -> dict[str, Any]:
     out: dict[str, Any] = {k: v.clone() for k, v in sd.items() if not k.startswith("layers.")}
     for j, call in enumerate(plan):
         prefix = f"layers.{call.index}."
+        block = model.layers[call.index]
+        post = {"attn": getattr(block, "attn_post_norm", None), "mlp": getattr(block, "mlp_post_norm", None)}
         for k, v in sd.items():
             if not k.startswith(prefix):
                 continue
             rest = k[len(prefix) :]
             t = v.clone()
+            for branch, s in (("attn", call.attn_scale), ("mlp", call.mlp_scale)):
+                if post[branch] is not None and s != 1.0 and rest.startswith(f"{branch}_post_norm."):
+                    t = _scaled_gain(post[branch], rest.rpartition(".")[2], t, s)
             if rest == "attn.o.weight" and call.has_head_scales:  # head h owns o's columns h*hd..(h+1)*hd
                 att = model.layers[call.index].attn
                 f = torch.tensor(call.head_factors(att.n_head, att.n_kv_head), dtype=t.dtype)
                 t = t * f.repeat_interleave(att.head_dim)[None, :]
-            if rest.startswith("attn.o.") and call.attn_scale != 1.0:
+            if rest.startswith("attn.o.") and call.attn_scale != 1.0 and post["attn"] is None:
                 t = t * call.attn_scale
-            elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0:
+            elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0 and post["mlp"] is None:
                 t = t * call.mlp_scale
             out[f"layers.{j}.{rest}"] = t.contiguous()
     return out
+
+
+def _scaled_gain(norm: Any, kind: str, t: Any, s: float) -> Any:
+    """A norm's weight/bias such that its output is ``s`` times the original: ``(1 + w)`` gains
+    (Gemma) become ``s (1 + w) - 1``, plain weights and biases ``s w``, ``s b``."""
+    if kind == "weight" and getattr(norm, "unit_offset", False):
+        return s * (1.0 + t) - 1.0
+    return t * s
 
 
 def _check_export_size(base: Any, plan: list[LayerCall], out_dir: str | Path) -> None:
@@ -114,8 +128,11 @@ def export_stitched(
     for key in ("num_hidden_layers", "n_layer"):
         if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
             hf_cfg[key] = len(plan)
-    if isinstance(hf_cfg.get("layer_types"), list) and len(hf_cfg["layer_types"]) == n:
-        hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
+    for key in ("layer_types", "no_rope_layers"):  # per-layer settings follow their layer
+        if isinstance(hf_cfg.get(key), list) and len(hf_cfg[key]) == n:
+            hf_cfg[key] = [hf_cfg[key][c.index] for c in plan]
+    if "max_window_layers" in hf_cfg and isinstance(hf_cfg.get("layer_types"), list):
+        hf_cfg.pop("max_window_layers")  # layer_types says it per layer
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
     meta = None

@@ -134,19 +134,44 @@ def _slice_source(sl: Any, k: int, n_layers: int, where: str) -> tuple[Mapping[s
 
 MAX_PLAN_FILE = 1 << 20  # bytes; a plan file is a few lines
 MAX_YAML_ALIASES = 100  # aliases expand multiplicatively ("billion laughs")
+MAX_YAML_NODES = 100_000  # what the file may expand to; a plan is a few dozen values
 
 
 def _check_yaml_aliases(text: str, path: Path) -> None:
+    """Count what the YAML expands to from its events, before anything is built: more than
+    ``MAX_YAML_ALIASES`` aliases, an alias of its own enclosing node, or more than
+    ``MAX_YAML_NODES`` values after expansion (9 nested aliases can mean 10**9) are refused."""
     import yaml
 
     n = 0
+    sizes: dict[str, int] = {}  # anchor -> expanded node count
+    stack: list[list] = [[0, None]]  # open collections: [expanded size so far, anchor]
     try:
         for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(ev, yaml.AliasEvent):
+            if isinstance(ev, yaml.CollectionStartEvent):
+                stack.append([1, ev.anchor])
+                continue
+            if isinstance(ev, yaml.CollectionEndEvent):
+                size, anchor = stack.pop()
+            elif isinstance(ev, yaml.ScalarEvent):
+                size, anchor = 1, ev.anchor
+            elif isinstance(ev, yaml.AliasEvent):
                 n += 1
                 if n > MAX_YAML_ALIASES:
                     raise UserError(f"plan file {path}: more than {MAX_YAML_ALIASES} YAML aliases; refusing "
                                     "to expand them")
+                if ev.anchor not in sizes:
+                    raise UserError(f"plan file {path}: YAML alias *{str(ev.anchor)[:40]} refers to a node that "
+                                    "contains it (or to no anchor)")
+                size, anchor = sizes[ev.anchor], None
+            else:
+                continue
+            if anchor is not None:
+                sizes[anchor] = size
+            stack[-1][0] += size
+            if stack[-1][0] > MAX_YAML_NODES:
+                raise UserError(f"plan file {path}: its YAML aliases expand to more than {MAX_YAML_NODES:,} values; "
+                                "refusing to expand them")
     except yaml.YAMLError:
         return  # the parser below reports it
 
@@ -170,7 +195,9 @@ def _read_structured(path: Path) -> Any:
         return yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - every parser's error becomes one line
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot parse plan file {path}: {msg}") from None
+        from lminspect.validate import cut
+
+        raise UserError(f"cannot parse plan file {path}: {cut(msg)}") from None
 
 
 _PLAN_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".toml")

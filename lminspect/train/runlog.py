@@ -81,7 +81,9 @@ def load_run(path: str | Path) -> Run:
     config: dict[str, Any] = {}
     if (p / "config.json").is_file():
         try:
-            config = json.loads((p / "config.json").read_bytes().decode("utf-8"))
+            from lminspect.fsutil import read_regular
+
+            config = json.loads(read_regular(p / "config.json").decode("utf-8"))
         except UnicodeDecodeError as e:
             raise UserError(f"{p / 'config.json'}: not UTF-8 text (byte offset {e.start})") from None
         except (json.JSONDecodeError, RecursionError) as e:
@@ -134,13 +136,11 @@ class StatsWriter:
 
 def _last_row(stats: Path) -> dict[str, Any]:
     """The last complete row of ``stats.jsonl``, reading only the file's tail."""
+    from lminspect.fsutil import read_regular
+
     try:
-        with stats.open("rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - 8192))
-            tail = f.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
+        tail = read_regular(stats, tail=8192).decode("utf-8", errors="replace").splitlines()
+    except (OSError, UserError):  # missing, or a FIFO: a list of runs shows nothing for it
         return {}
     for line in reversed(tail):
         try:
@@ -157,8 +157,10 @@ def run_summary(path: str | Path) -> dict[str, Any]:
     loss and status in words (running / finished / stopped / failed)."""
     p = Path(path)
     try:
-        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        from lminspect.fsutil import read_regular
+
+        config = json.loads(read_regular(p / "config.json").decode("utf-8"))
+    except (OSError, ValueError, RecursionError, UserError):
         config = {}
     last = _last_row(p / "stats.jsonl")
     return {"name": config.get("name") or p.name, "exp": config.get("experiment") or config.get("exp") or "?",

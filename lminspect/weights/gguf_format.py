@@ -17,12 +17,14 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lminspect.errors import FormatError
+from lminspect.weights.families import gguf_family
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -250,9 +252,10 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
+    spec = gguf_family(arch)
     cfg: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"] if arch == "llama" else [arch],
-        "model_type": "llama" if arch == "llama" else arch,
+        "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
+        "model_type": spec.model_types[0] if spec else arch,
         "hidden_size": n_embd,
         "intermediate_size": k("feed_forward_length"),
         "num_hidden_layers": k("block_count"),
@@ -270,6 +273,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
+    _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
     if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
@@ -282,6 +286,24 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     if name:
         cfg["_name_or_path"] = name
     return cfg
+
+
+def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """GGUF settings that change the math but have no plain HF key above: carried into ``cfg``
+    under their HF names (or a ``gguf:`` name), so the family check refuses what the engine
+    does not compute instead of the model running without them."""
+    kind = k("rope.scaling.type")
+    if kind not in (None, "none"):
+        cfg["rope_scaling"] = {"rope_type": str(kind), "factor": k("rope.scaling.factor"),
+                               "original_max_position_embeddings": k("rope.scaling.original_context_length")}
+    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling
+        cfg["gguf:rope_freqs"] = True
+    if k("expert_count"):
+        cfg["num_local_experts"] = int(k("expert_count"))
+    for key in ("attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
+                "embedding_scale", "residual_scale", "attention.scale", "logit_scale"):
+        if k(key) is not None:
+            cfg[f"gguf:{arch}.{key}"] = k(key)
 
 
 # ------------------------------------------------------------------ tokenizer metadata -> HF
@@ -485,7 +507,8 @@ def open_gguf(path: str | os.PathLike[str]) -> TensorStore:
         name: RawEntry(tname, shape, nbytes, g.path) for name, (tname, shape, _, nbytes, _) in g.tensors.items()
     }
     cfg = hf_config(g)
-    arch = "llama" if g.get_kv("general.architecture") == "llama" else "unknown"
+    spec = gguf_family(g.get_kv("general.architecture"))
+    arch = spec.name if spec is not None else "unknown"
     store = TensorStore(
         path=g.path, format="gguf", config=cfg, entries=entries, loader=g.get,
         name=g.path.stem, tokenizer_json=lambda: tokenizer_json(g),

@@ -22,7 +22,9 @@ from lminspect.weights.store import CHAT_TEMPLATE_FILE, TensorStore
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        from lminspect.fsutil import read_regular
+
+        data = json.loads(read_regular(path).decode("utf-8"))  # a FIFO is one line, not a hang
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: cannot read JSON: {e}") from None
     if not isinstance(data, dict):
@@ -105,16 +107,19 @@ def _from_safetensors_files(
             raise FormatError(f"{path}: index lists {missing[0]!r} but no shard holds it")
     tok, chat = _tokenizer_files(path)  # Path made inside, on first use
     meta = sfs[0].metadata if len(sfs) == 1 else {}
-    return TensorStore(
+    store = TensorStore(
         path=path, format=fmt, config=config, entries=entries, loader=loader, name=name,
         tokenizer_json=tok, chat_template=chat, metadata=meta, names=names,
     )
+    # the parsed files, so models use their memory maps (one mapping per file: pages counted once)
+    store.st_files = {Path(sf.path): sf for sf in sfs}  # type: ignore[attr-defined]
+    return store
 
 
 def open_hf_dir(path: Path) -> TensorStore:
     """A HF model directory: config.json + model.safetensors or a sharded index."""
     cfg_path = path / "config.json"
-    config = _read_json(cfg_path) if cfg_path.is_file() else {}
+    config = _read_json(cfg_path) if cfg_path.exists() else {}
     index = path / "model.safetensors.index.json"
     weight_map = None
     if index.is_file():

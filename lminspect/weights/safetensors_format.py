@@ -120,8 +120,13 @@ def _read_open(path: str | os.PathLike[str], f: Any, size: int, head: bytes) -> 
         raise _fail(path, f"header length {n} is larger than the file ({size} bytes)")
     raw = _read_fd(f, n) if type(f) is int else f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = raw.decode("utf-8")
+        from lminspect.validate import MAX_JSON_DEPTH, json_depth
+
+        if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
+            raise _fail(path, f"header nests deeper than {MAX_JSON_DEPTH} levels")
+        header = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise _fail(path, f"header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise _fail(path, "header is not a JSON object")
