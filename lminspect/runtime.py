@@ -110,6 +110,26 @@ def ensure_threads(threads: int | None = None) -> int:
     return set_threads(threads)
 
 
+@contextlib.contextmanager
+def one_thread(when: bool = True) -> Iterator[None]:
+    """Torch on one intra-op thread inside the block (when ``when``), the count restored after.
+
+    For work made of many small ops (a blocked statistics pass, per-chunk scans in Python
+    threads): an OpenMP fork/join per op costs more than the op, measured 3-100x slower on a
+    busy 2-core machine. Imports torch (callers are torch code already)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if not when or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def threads_label(n: int) -> str:
     """The thread count as summary lines print it: '1 thread', '2 threads'."""
     return f"{n} thread" + ("" if n == 1 else "s")

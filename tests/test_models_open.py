@@ -18,7 +18,9 @@ PKG = Path(lminspect.__file__).parent
 
 @pytest.fixture
 def busy_machine(monkeypatch):
-    """4 usable CPUs with a 1-minute load of 1.0 and no thread variables: the default is 3 threads.
+    """Other programs keep all CPUs but two busy (the 1-minute load), no thread variables: the
+    default is 2 threads (1 on a one-CPU box), not torch's all cores. (The real CPU count: a
+    count above it would be cut by the compiled decode's own thread pool, which shares OpenMP's.)
     Restores torch's thread count and forgets any count an earlier test applied."""
     import torch
 
@@ -26,10 +28,10 @@ def busy_machine(monkeypatch):
     for name in ("LMINSPECT_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.setenv(name, "1")  # so teardown restores the value set_threads overwrites
         monkeypatch.delenv(name)
-    monkeypatch.setattr(runtime, "_cpus", lambda: 4)
-    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    cpus = runtime._cpus()
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (max(0.0, cpus - 2.0),) * 3)
     monkeypatch.setattr(runtime, "_applied", None)
-    yield 3
+    yield min(2, cpus)
     torch.set_num_threads(before)
 
 
@@ -43,7 +45,7 @@ def test_repl_open_on_a_busy_machine_uses_the_cli_threads(tiny_llama_dir, busy_m
     monkeypatch.setattr(runtime, "_applied", None)
     r = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "hello", "-n", "2"])
     assert r.exit_code == 0, r.output
-    assert f"{busy_machine} threads" in r.output
+    assert f"{runtime.threads_label(busy_machine)}" in r.output
     assert torch.get_num_threads() == busy_machine
 
 
@@ -80,4 +82,32 @@ def test_one_place_assembles_store_model_and_tokenizer():
                 found += [f"{rel}: {a.name}" for a in node.names if owners.get(a.name) == node.module]
             elif isinstance(node, ast.Attribute) and node.attr in owners:
                 found.append(f"{rel}: .{node.attr}")
+    assert found == []
+
+
+def test_one_thread_drops_to_one_and_restores():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with runtime.one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with runtime.one_thread(when=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_site_names_have_one_spelling():
+    """Hook-site names come from models.sites.site_name, not f-strings (TransformerLens's get_act_name)."""
+    import re
+
+    from lminspect.models.sites import SITE_KINDS, site_name
+
+    assert site_name("attn_probs", 3) == "attn_probs.3"
+    hand = re.compile(r'f"(\{kind\}|\{k\}|' + "|".join(SITE_KINDS) + r')\.\{[^}]+\}"')
+    found = [f"{p.relative_to(PKG.parent)}:{n}" for p in PKG.rglob("*.py") if p.name != "sites.py"
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hand.search(line)]
     assert found == []

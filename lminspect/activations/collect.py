@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from lminspect.activations.store import (
     write_state,
 )
 from lminspect.errors import UserError
+from lminspect.models.sites import site_name
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 STAT_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden")
 ALIASES = {"resid": "resid_out"}
@@ -99,7 +103,7 @@ def resolve_sites(spec: list[str] | tuple[str, ...] | str, n_pos: int) -> list[s
         else:
             want.update((kind, p) for p in range(n_pos))
     kind_order = {k: i for i, k in enumerate(STAT_KINDS)}
-    return [f"{k}.{p}" for k, p in sorted(want, key=lambda kp: (kp[1], kind_order[kp[0]]))]
+    return [site_name(k, p) for k, p in sorted(want, key=lambda kp: (kp[1], kind_order[kp[0]]))]
 
 
 # ---------------------------------------------------------------------------- data
@@ -420,7 +424,7 @@ def _next_batch(chunks: _Peekable, prog: dict[str, Any], cfg: CollectConfig) -> 
 class _Pass:
     """The streaming loop: cut batches in stream order; global batch b runs on rank b % world."""
 
-    def __init__(self, lm: Any, plan: Any, chunks: _Peekable, cfg: CollectConfig, prog: dict[str, Any],
+    def __init__(self, lm: LM, plan: Any, chunks: _Peekable, cfg: CollectConfig, prog: dict[str, Any],
                  hook: SiteHook, rank: int, world: int) -> None:
         self.lm, self.plan, self.chunks, self.cfg, self.prog = lm, plan, chunks, cfg, prog
         self.hook, self.rank, self.world = hook, rank, world

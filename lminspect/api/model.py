@@ -526,8 +526,10 @@ class Model(LensMethods):
         for i in layers:
             if not 0 <= i < n:
                 raise UserError(f"layer {i} out of range (0..{n - 1})")
-        acts = self.run_with_cache(text, [f"attn_probs.{i}" for i in layers])
-        arr = np.stack([acts[f"attn_probs.{i}"] for i in layers])
+        from lminspect.models.sites import site_name
+
+        acts = self.run_with_cache(text, [site_name("attn_probs", i) for i in layers])
+        arr = np.stack([acts[site_name("attn_probs", i)] for i in layers])
         return arr[0] if isinstance(layer, int) else arr
 
     def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared",
@@ -535,40 +537,34 @@ class Model(LensMethods):
         """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus).
 
         Under torchrun the items are split over the processes and every process gets the whole result."""
-        from lminspect.evals.mc import load_mc
+        from lminspect.evals.datasets import mc_items
         from lminspect.evals.sharded import evaluate_mc_sharded
 
-        if isinstance(data, str) and data == "cloze":
-            from lminspect.evals.cloze import builtin_cloze
-
-            data = builtin_cloze(limit or 50)
-        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
-            load_mc(data, limit=limit, split=split)
-        if limit is not None:
-            items = list(items)[:limit]
+        items = mc_items(data, limit=limit, split=split)
         return evaluate_mc_sharded(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
 
     def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
-              separate: bool = False) -> Sweep:
+              separate: bool = False, out: str | os.PathLike[str] | None = None) -> Sweep:
         """Score many layer plans on one multiple-choice set, sharing their common layer calls.
 
         ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
         :class:`Sweep` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        ``out``: a folder for ``stitch sweep``'s JSON and CSV, rewritten as each plan finishes (an
+        interrupted sweep keeps its finished plans; ``evals.sweep.SweepWriter``).
         Example: ``m.sweep("cloze", {"cut": "0-23,27-29", "all": "all"}, limit=100).table()``"""
-        from lminspect.evals.mc import load_mc
-        from lminspect.evals.sweep import run_sweep
+        from lminspect.evals.datasets import mc_items
+        from lminspect.evals.sweep import SweepWriter, run_sweep
         from lminspect.stitch import load_plans
 
-        if isinstance(data, str) and data == "cloze":
-            from lminspect.evals.cloze import builtin_cloze
-
-            data = builtin_cloze(limit or 50)
-        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
-            load_mc(data, limit=limit)
-        if limit is not None:
-            items = list(items)[:limit]
-        return Sweep(run_sweep(self.engine, self.tokenizer, items, load_plans(plans, self.n_layers),
-                               batch_size=batch_size, separate=separate))
+        items = mc_items(data, limit=limit)
+        named = load_plans(plans, self.n_layers)
+        writer = None if out is None else SweepWriter(out, self.name, {"model": str(self.path), "limit": limit},
+                                                      n_plans=len(named))
+        res = run_sweep(self.engine, self.tokenizer, items, named, batch_size=batch_size, separate=separate,
+                        on_row=writer.on_row if writer else None)
+        if writer is not None:
+            writer.finish(res)
+        return Sweep(res)
 
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> PPLResult:

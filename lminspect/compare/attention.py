@@ -16,6 +16,7 @@ import numpy as np
 
 from lminspect.compare.checkpoints import Checkpoint
 from lminspect.errors import UserError
+from lminspect.models.sites import site_name
 
 SHADES = " .:-=+*#%@"  # 0 ... 1, ten levels
 
@@ -42,7 +43,7 @@ def attention_across(cks: Sequence[Checkpoint], prompt: str, *,
             raise UserError(f"--attention: {len(ids)} tokens exceed the model's context of {lm.context_length}")
         with torch.inference_mode():
             _, acts = lm.run_with_cache(torch.tensor([ids]), sites=["attn_probs"])
-        maps.append(np.stack([acts[f"attn_probs.{i}"][0].float().numpy() for i in range(len(lm.layers))]))
+        maps.append(np.stack([acts[site_name("attn_probs", i)][0].float().numpy() for i in range(len(lm.layers))]))
         del lm, acts
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.errors import UserError
 from lminspect.grow.core import GrowSpec, grow_model
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 
 def resolve_model_dir(ref: str | Path) -> str:
@@ -29,7 +32,7 @@ def load_for_growth(ref: str | Path) -> tuple[Any, Any]:
     return opened.model, opened.store
 
 
-def save_model_dir(model: Any, out: str | Path, *, tokenizer_json: str | None = None,
+def save_model_dir(model: LM, out: str | Path, *, tokenizer_json: str | None = None,
                    extra_config: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (canonical names), ``config.json`` (HF + ``lminspect_arch``) and
     ``tokenizer.json`` into ``out`` atomically: a directory ``open_store`` / ``load_model`` read."""

@@ -40,6 +40,7 @@ from torch import nn
 from lminspect.errors import UserError
 from lminspect.lens.readout import Target, plan_labels
 from lminspect.models.layercall import LayerCall
+from lminspect.models.sites import site_name
 
 
 @dataclass
@@ -111,10 +112,10 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
     if not 0 <= pos < T:
         raise UserError(f"token position {position} is out of range for a prompt of {T} tokens")
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
-    logits, acts = lm.run_with_cache(x, ["resid_in.0", "attn_out", "mlp_out", "attn_z"], plan=plan)
+    logits, acts = lm.run_with_cache(x, [site_name("resid_in", 0), "attn_out", "mlp_out", "attn_z"], plan=plan)
     w_u = lm.unembed_weight() * getattr(lm, "logit_scale", 1.0)  # Granite divides the logits
     d = w_u[target.id] - (w_u[baseline.id] if baseline is not None else 0)
-    final = acts["resid_in.0"][0, pos] + sum(acts[f"attn_out.{p}"][0, pos] + acts[f"mlp_out.{p}"][0, pos]
+    final = acts[site_name("resid_in", 0)][0, pos] + sum(acts[site_name("attn_out", p)][0, pos] + acts[site_name("mlp_out", p)][0, pos]
                                              for p in range(len(plan)))
     nmap, scale, nbias = _norm_map(lm.norm, final)
 
@@ -124,7 +125,7 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
     attn, mlp, heads, abias = [], [], [], []
     for p, call in enumerate(plan):
         att = lm.layers[call.index].attn
-        z = acts[f"attn_z.{p}"][0, pos]  # [H, hd]
+        z = acts[site_name("attn_z", p)][0, pos]  # [H, hd]
         wo = att.o.weight.view(att.o.out_features, att.n_head, att.head_dim)  # [D, H, hd]
         block = lm.layers[call.index]
         k = call.attn_scale * getattr(block, "residual_scale", 1.0)
@@ -138,8 +139,8 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
             per_head, bias = pmap(per_head), pmap(bias)
         heads.append(direct(per_head * k))
         abias.append(float(direct(bias * k)) if att.o.bias is not None else 0.0)
-        attn.append(float(direct(acts[f"attn_out.{p}"][0, pos])))
-        mlp.append(float(direct(acts[f"mlp_out.{p}"][0, pos])))
+        attn.append(float(direct(acts[site_name("attn_out", p)][0, pos])))
+        mlp.append(float(direct(acts[site_name("mlp_out", p)][0, pos])))
     lo = logits[0, pos].float()
     capped = None
     if getattr(lm, "logit_softcap", None) is not None:  # the rows split the logit before the cap
@@ -148,7 +149,7 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
     value = lo[target.id] - (lo[baseline.id] if baseline is not None else 0.0)
     return DLAResult(
         plan=plan_text, labels=plan_labels(plan), target=target, baseline=baseline, position=pos,
-        logit=float(value), embed=float(direct(acts["resid_in.0"][0, pos])), attn=np.array(attn), mlp=np.array(mlp),
+        logit=float(value), embed=float(direct(acts[site_name("resid_in", 0)][0, pos])), attn=np.array(attn), mlp=np.array(mlp),
         heads=torch.stack(heads).numpy() if heads else np.zeros((0, 0)), attn_bias=np.array(abias),
         norm_bias=float((nbias.float() * d.float()).sum()) if nbias is not None else 0.0, scale=scale,
         capped_logit=capped,

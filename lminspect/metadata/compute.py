@@ -13,14 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.documents import sample_id
 from lminspect.errors import UserError
 from lminspect.metadata.metrics import available_metrics
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
-def sample_nll(model: Any, ids: list[int], ctx: int) -> tuple[float, int]:
+
+def sample_nll(model: LM, ids: list[int], ctx: int) -> tuple[float, int]:
     """(summed NLL, scored tokens) of one sample under ``model`` (windows of ``ctx`` tokens)."""
     import torch
     import torch.nn.functional as F

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from lminspect.errors import UserError
+from lminspect.models.sites import SITE_KINDS, site_name
 
-SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs", "attn_z")
 _NAMED_ONLY = ("attn_probs", "attn_z")  # kinds a hook sees only when it names them
 
 HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
@@ -29,12 +29,12 @@ class _Hooks:
             return kind not in _NAMED_ONLY
         if self.kinds is not None and kind in self.kinds:
             return True
-        return self.sites is not None and f"{kind}.{pos}" in self.sites
+        return self.sites is not None and site_name(kind, pos) in self.sites
 
     def emit(self, kind: str, pos: int, t: torch.Tensor) -> torch.Tensor:
         if not self.wants(kind, pos):
             return t
-        name = f"{kind}.{pos}"
+        name = site_name(kind, pos)
         if self.callback is not None:
             out = self.callback(name, t)
             if out is not None:
@@ -58,7 +58,7 @@ def _parse_sites(sites: Iterable[str] | None) -> tuple[set[str] | None, set[str]
         if pos:
             if not pos.isdigit():
                 raise UserError(f"bad hook site {s!r}: the position after the dot must be an integer")
-            exact.add(f"{kind}.{int(pos)}")
+            exact.add(site_name(kind, int(pos)))
         else:
             kinds.add(kind)
     return exact, kinds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
@@ -19,8 +19,11 @@ from lminspect.stitch.view import StitchedModel
 from lminspect.weights import provenance
 from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
-def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
+
+def stitched_state_dict(model: LM, plan: list[LayerCall]) -> dict[str, Any]:
     """The canonical state dict of the stitched model: one block per occurrence, scales folded.
 
     A branch scale ``s`` multiplies that branch's output before the residual add, which is
@@ -143,7 +146,7 @@ def export_stitched(
                         metadata=meta)
 
 
-def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
+def export_to_temp(model: LM, plan: Any, store: Any = None) -> Path:
     """Export ``model`` through ``plan`` into a new temp folder (with ``store``'s tokenizer files
     and source record when given); the caller removes ``path.parent`` when done."""
     import tempfile
@@ -158,7 +161,7 @@ def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
     return export_stitched(model, plan, tmp / "model", tokenizer_json=tj, extra_files=side, source=src)
 
 
-def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
+def materialize(model: LM, plan: Any) -> tuple[Any, Any]:
     """(model, plan) ready to run: a plan whose mergekit ``scale`` multiplies weights cannot run
     over the shared weights, so the stitched model is exported to a temp folder and loaded
     (the plan becomes the full plan of that model); any other plan is returned as it is."""

@@ -56,12 +56,6 @@ def open_engine(store: TensorStore, weights: str | None = "auto") -> tuple[LM, T
     return lm, tok
 
 
-def tokenizer_of(path: str | os.PathLike[str]) -> Tokenizer:
-    from lminspect.models.open import open_model
-
-    return open_model(path, lazy=True).tokenizer
-
-
 def generate_fn() -> Callable[..., Generation]:
     """``lminspect.generate.generate`` (a function so tests can slow it down)."""
     from lminspect.generate import generate
@@ -215,13 +209,10 @@ def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], lis
 def embedding_pca(run_dir: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, int]]]:
     """A run's token embeddings across checkpoints in one PCA plane (fitted on the newest), and
     the 6 tokens that moved most, labelled by the newest checkpoint's tokenizer."""
-    from lminspect.compare.checkpoints import list_checkpoints
-    from lminspect.compare.embeddings import fit_pca, most_moved
+    from lminspect.compare.embeddings import labelled_pca
+    from lminspect.rundir import list_checkpoints
 
-    cks = list_checkpoints(run_dir)
-    pca = fit_pca(cks, "last")
-    tok = tokenizer_of(cks[-1].path)
-    return pca, [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+    return labelled_pca(list_checkpoints(run_dir))
 
 
 def embedding_figure(pca: Any, labelled: list[tuple[str, int]], width: int, height: int) -> str:
