@@ -93,6 +93,9 @@ def set_threads(threads: int | None = None) -> int:
     global _applied
     n = resolve_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(n)
+    # idle OpenMP threads sleep instead of spinning: the stored-weights kernels (numba) and torch's
+    # ops take turns on the same cores (models/packed.py); read once, when torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
