@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lminspect.errors import UserError
 from lminspect.models.layercall import LayerCall
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 STOP_REASONS = ("eos", "stop", "max_tokens", "context", "cancelled")
 
@@ -137,7 +140,7 @@ class Generation:
     stops the loop before the next token; breaking out of the ``for`` loop works too.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
+    def __init__(self, model: LM, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
                  max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
                  stop: Iterable[str] = (), plan: list[LayerCall] | None = None, chat: bool = False) -> None:
@@ -281,7 +284,7 @@ class Generation:
         return pending[:len(pending) - hold] if hold else pending, False
 
 
-def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
+def generate(model: LM, tokenizer: Any, prompt: str | Sequence[int] | torch.Tensor | list[dict[str, str]], *,
              max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
              stop: Iterable[str] = (), plan: list[LayerCall] | None = None, chat: bool = False) -> Generation:
@@ -323,7 +326,7 @@ def interleave(gens: Mapping[str, Iterable[str]], *,
 
 
 @torch.inference_mode()
-def greedy_ids(model: Any, ids: Sequence[int] | torch.Tensor, n: int,
+def greedy_ids(model: LM, ids: Sequence[int] | torch.Tensor, n: int,
                plan: list[LayerCall] | None = None) -> list[int]:
     """The ``n`` greedy continuation ids of ``ids`` (no EOS stop), with the KV cache."""
     ids_t = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(model.device)

@@ -84,15 +84,53 @@ def resolve_threads(threads: int | None = None) -> int:
     return default_threads()
 
 
+_applied: int | None = None  # the count set_threads last applied in this process (None: never)
+
+
 def set_threads(threads: int | None = None) -> int:
     """Apply the thread count and return it: torch's intra-op threads when torch is loaded, and
     ``OMP_NUM_THREADS`` for a torch imported later (and for ``weights.stats``'s scan workers)."""
+    global _applied
     n = resolve_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(n)
+    # idle OpenMP threads sleep instead of spinning: the stored-weights kernels (numba) and torch's
+    # ops take turns on the same cores (models/packed.py); read once, when torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    _applied = n
     return n
+
+
+def ensure_threads(threads: int | None = None) -> int:
+    """The thread setup of code that may run outside a command (``li.open``, session scripts):
+    ``threads`` when given, else the count a command already applied in this process (its
+    ``--threads`` wins over the environment), else the rule of ``resolve_threads`` (the same as the
+    CLI's default, so a notebook on a busy machine does not run with torch's all-cores default)."""
+    if threads is None and _applied is not None:
+        return set_threads(_applied)
+    return set_threads(threads)
+
+
+@contextlib.contextmanager
+def one_thread(when: bool = True) -> Iterator[None]:
+    """Torch on one intra-op thread inside the block (when ``when``), the count restored after.
+
+    For work made of many small ops (a blocked statistics pass, per-chunk scans in Python
+    threads): an OpenMP fork/join per op costs more than the op, measured 3-100x slower on a
+    busy 2-core machine. Imports torch (callers are torch code already)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if not when or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def threads_label(n: int) -> str:

@@ -8,7 +8,7 @@ import shutil
 
 import lminspect as li
 from lminspect.sessions_runner import session
-from lminspect.train.loop import TrainConfig, train
+from lminspect.train import TrainConfig, train
 
 s = session("lmplay_compare")
 exps = s.args or ["gpt2ish", "llamaish"]

@@ -24,11 +24,11 @@ def m(quick_dir):
 
 def test_open_is_lazy_and_reprs(m, quick_dir):
     assert isinstance(m, li.Model)
-    assert m._shared.engine is None
+    assert not m._shared.opened.built
     text = repr(m)
     assert "llama" in text and str(quick_dir) in text and "4 layers" in text and "not built" in text
     _ = m.tensors, m["layers.0.attn.q"].shape, m.layers[0].attn.q.numpy()
-    assert m._shared.engine is None  # browsing never builds the engine
+    assert not m._shared.opened.built  # browsing never builds the engine
     assert li.open(m) is m
 
 
@@ -136,7 +136,7 @@ def test_table_truncates():
 def test_generate_stream_and_stats(m):
     out = m.generate("Once upon a time", max_new_tokens=6)
     assert isinstance(out, str) and out.stats.new_tokens == 6
-    assert m._shared.engine is not None
+    assert m._shared.opened.built
     it = m.generate("Once upon a time", stream=True, max_new_tokens=6)
     assert "".join(it) == out
     assert it.stats.stop_reason == "max_tokens"

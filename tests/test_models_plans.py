@@ -143,13 +143,13 @@ def test_value_norm_hook_point():
 
 @pytest.mark.parametrize("cfg, match", [
     ({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-      "intermediate_size": 16, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling"),
+      "intermediate_size": 16, "rope_scaling": {"rope_type": "longrope", "factor": 4.0}}, "rope_scaling"),
     ({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-      "intermediate_size": 16, "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}, "rope scaling"),
+      "intermediate_size": 16, "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}, "rope_parameters"),
     ({"model_type": "llama", "vocab_size": 10, "num_hidden_layers": 1}, "hidden_size"),
     ({"model_type": "falcon", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
       "num_attention_heads": 2, "new_decoder_architecture": True}, "new_decoder_architecture"),
-    ({"model_type": "mamba"}, "unsupported model architecture"),
+    ({"model_type": "mamba"}, "model_type .mamba. is not supported"),
     ({"model_type": "gpt2", "vocab_size": 10, "n_embd": 8, "n_layer": 1, "n_head": 2,
       "activation_function": "weird"}, "activation"),
 ])

@@ -50,9 +50,13 @@ def test_packed_bf16_bits():
     assert torch.allclose(p.matvec_torch(x).double(), want, rtol=1e-5, atol=1e-5)
 
 
-def test_packed_needs_whole_known_blocks():
-    with pytest.raises(ValueError, match="Q6_K"):
-        PackedWeight.from_gguf_blocks("Q6_K", np.zeros((4, 210), np.uint8), 256)
+def test_native_blocks_stay_in_the_file():
+    """K-quants (and Q8/Q4 for embeddings) keep the file's rows: a view, no copy."""
+    raw = np.zeros((4, 210), np.uint8)
+    p = PackedWeight.from_gguf_blocks("Q6_K", raw, 256)
+    assert p.raw is not None and np.shares_memory(p.raw, raw) and p.owned_bytes == 0
+    q, _ = _quantized("Q8_0", 4, 64)
+    assert PackedWeight.from_gguf_blocks("Q8_0", q, 64, tiles=False).owned_bytes == 0
 
 
 # ----------------------------------------------------------------------------- tiny quantized GGUF
@@ -159,17 +163,20 @@ def test_edited_dense_weight_retires_the_packed_copy(quant_gguf):
         lin.weight.mul_(2.0)
     with torch.inference_mode():
         y = lin(x)
-    assert lin.packed is None
+    assert not lin.kernel_ready  # touched: a float32 Parameter the forward uses from now on
     assert torch.equal(y, torch.nn.functional.linear(x, lin.weight))
+    assert stored.layers[1].mlp.down.kernel_ready  # the others still read the packed form
 
 
 def test_training_and_batches_use_the_dense_weight(quant_gguf):
     stored = load_model(quant_gguf, weights="stored")
     lin = stored.layers[0].attn.q
     x = torch.randn(1, 1, lin.in_features, requires_grad=True)
-    lin(x).sum().backward()  # grad mode: dense, differentiable
-    assert lin.weight.grad is not None and x.grad is not None
-    assert lin.packed is not None
+    lin(x).sum().backward()  # grad mode: dense rows, differentiable in x
+    assert x.grad is not None and lin.kernel_ready
+    w = lin.weight  # a weight someone touches becomes a Parameter that trains
+    lin(x).sum().backward()
+    assert w.grad is not None and lin.weight is w and not lin.kernel_ready
 
 
 def test_torch_fallback_without_numba(quant_gguf, monkeypatch):

@@ -116,8 +116,8 @@ def test_falcon_rw_split_matches_hf(tiny_falcon_dir):
     m = FalconForCausalLM.from_pretrained(tiny_falcon_dir).eval()
     att = m.transformer.h[0].self_attention
     x = torch.randn(1, 3, 64)
-    with torch.no_grad():
-        q, k, v = att._split_heads(att.query_key_value(x))  # [B, T, H, hd]
+    with torch.no_grad():  # falcon-rw's fused layout, by its public weight: [B, T, heads, (q, k, v), hd]
+        q, k, v = att.query_key_value(x).view(1, 3, 4, 3, 16).unbind(-2)
     for name, ref in (("q", q), ("k", k), ("v", v)):
         w = torch.from_numpy(s.get_canonical(f"layers.0.attn.{name}.weight"))
         b = torch.from_numpy(s.get_canonical(f"layers.0.attn.{name}.bias"))

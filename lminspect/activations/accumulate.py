@@ -236,19 +236,12 @@ class SiteAccumulator:
         On the CPU this runs with one torch thread (restored afterwards): the blocked pass is
         hundreds of small ops, and fork/join per op with more threads was measured 3-100x slower
         on a busy 2-core machine (a thread that is descheduled stalls every barrier)."""
-        import torch
+        from lminspect.runtime import one_thread
 
         n = int(x.shape[0])
         if n == 0:
             return
-        threads = torch.get_num_threads()
-        if threads > 1 and x.device.type == "cpu":
-            torch.set_num_threads(1)
-            try:
-                self._update(x, rows, n)
-            finally:
-                torch.set_num_threads(threads)
-        else:
+        with one_thread(x.device.type == "cpu"):
             self._update(x, rows, n)
 
     def _update(self, x: Any, rows: np.ndarray, n: int) -> None:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from lminspect.activations.store import (
     write_state,
 )
 from lminspect.errors import UserError
+from lminspect.models.sites import site_name
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 STAT_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden")
 ALIASES = {"resid": "resid_out"}
@@ -99,7 +103,7 @@ def resolve_sites(spec: list[str] | tuple[str, ...] | str, n_pos: int) -> list[s
         else:
             want.update((kind, p) for p in range(n_pos))
     kind_order = {k: i for i, k in enumerate(STAT_KINDS)}
-    return [f"{k}.{p}" for k, p in sorted(want, key=lambda kp: (kp[1], kind_order[kp[0]]))]
+    return [site_name(k, p) for k, p in sorted(want, key=lambda kp: (kp[1], kind_order[kp[0]]))]
 
 
 # ---------------------------------------------------------------------------- data
@@ -255,9 +259,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     returns the results; the other ranks return None.
     """
     from lminspect.distributed import join, local_device, on_main
-    from lminspect.models import load_model
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
     cfg = CollectConfig(**{**(asdict(config) if config else {}), **kw})
     _validate(cfg, save_every)
@@ -265,7 +267,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if world > 1 and cfg.keep_tokens:
         raise UserError("--keep-tokens is not supported under torchrun (only rank 0 writes); run it in one process")
     out = Path(out)
-    store = model if hasattr(model, "get_canonical") else open_store(model)
+    store = open_model(model, lazy=True).store
     identity = model_identity(store)
     # cheap checks before the (slow) model load: the plan and the sites need only the layer count
     plan, plan_str, sites, settings = _plan_and_settings(store, cfg)
@@ -280,8 +282,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         print(f"lminspect: {out} is already complete ({start['prog']['tokens_done']} tokens)", file=sys.stderr)
         return load(out)
     prog = start["prog"]
-    lm = load_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
-    tok = load_tokenizer(store)
+    _, lm, tok = open_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
     chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
                                    doc=int(prog["doc"]), offset=int(prog["offset"])))
     first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written
@@ -423,7 +424,7 @@ def _next_batch(chunks: _Peekable, prog: dict[str, Any], cfg: CollectConfig) -> 
 class _Pass:
     """The streaming loop: cut batches in stream order; global batch b runs on rank b % world."""
 
-    def __init__(self, lm: Any, plan: Any, chunks: _Peekable, cfg: CollectConfig, prog: dict[str, Any],
+    def __init__(self, lm: LM, plan: Any, chunks: _Peekable, cfg: CollectConfig, prog: dict[str, Any],
                  hook: SiteHook, rank: int, world: int) -> None:
         self.lm, self.plan, self.chunks, self.cfg, self.prog = lm, plan, chunks, cfg, prog
         self.hook, self.rank, self.world = hook, rank, world

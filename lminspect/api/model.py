@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # annotations only: opening a model imports neither torch nor
     from lminspect.evals.perplexity import PPLResult
     from lminspect.evals.sweep import SweepResult
     from lminspect.models import LM
+    from lminspect.models.open import OpenedModel
     from lminspect.tokenizer import Tokenizer
     from lminspect.weights import TensorStore
 
@@ -255,16 +256,32 @@ class Completion(str):
     stats: Any = None
 
 
-class _Shared:
-    """State shared by a model and its stitched views: store, engine, tokenizer."""
+class Sweep:
+    """``Model.sweep``'s result: ``evals.sweep.SweepResult`` (``.rows``, ``.results``, ``.summary()``,
+    every field) plus ``.table()``, the rows as a Table titled with the summary line."""
 
-    def __init__(self, store: TensorStore, dtype: str, device: str, weights: str | None = "auto") -> None:
-        self.store = store
-        self.dtype = dtype
-        self.device = device
-        self.weights = weights  # load_model's --weights: auto = stored low-bit decode on CPU when possible
-        self.engine: LM | None = None
-        self.tokenizer: Tokenizer | None = None
+    def __init__(self, result: SweepResult) -> None:
+        self.result = result
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "result":
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+    def table(self) -> Table:
+        return Table(self.result.rows, title=self.result.summary())
+
+    def __repr__(self) -> str:
+        return self.table().text()
+
+
+class _Shared:
+    """State shared by a model and its stitched views: the lazily opened model
+    (``models.open.OpenedModel``: store, engine, tokenizer, threads) and its display label."""
+
+    def __init__(self, opened: OpenedModel) -> None:
+        self.opened = opened
+        self.store: TensorStore = opened.store
         self.label: str | None = None  # what the user called it, when that is a short name (smollm2)
 
 
@@ -274,13 +291,13 @@ def _mergekit_model(sh: _Shared, plan: Any) -> _Shared:
     import atexit
     import shutil
 
-    from lminspect.models import load_model
+    from lminspect.models.open import open_model
     from lminspect.stitch.export import export_to_temp
-    from lminspect.weights import open_store
 
-    out = export_to_temp(load_model(sh.store, dtype="float32"), plan, sh.store)
+    o = sh.opened
+    out = export_to_temp(open_model(o.store, tokenizer=False).model, plan, o.store)
     atexit.register(shutil.rmtree, out.parent, True)
-    new = _Shared(open_store(out), sh.dtype, sh.device, sh.weights)
+    new = _Shared(open_model(out, dtype=o.dtype, device=o.device, weights=o.weights, threads=o.threads, lazy=True))
     new.label = f"{sh.label or sh.store.name} + {plan.where}"
     return new
 
@@ -289,11 +306,11 @@ class Model(LensMethods):
     """A model handle: weights (lazy), engine (built on first use), optional layer plan."""
 
     def __init__(self, ref: Any, *, dtype: str = "float32", device: str = "cpu", plan: Any = None,
-                 weights: str | None = "auto", _shared: _Shared | None = None) -> None:
+                 weights: str | None = "auto", threads: int | None = None, _shared: _Shared | None = None) -> None:
         if _shared is None:
-            from lminspect.weights import open_store
+            from lminspect.models.open import open_model
 
-            _shared = _Shared(open_store(ref), dtype, device, weights)
+            _shared = _Shared(open_model(ref, dtype=dtype, device=device, weights=weights, threads=threads, lazy=True))
             r = str(ref)
             if os.sep not in r and "." not in r and not Path(r).exists():
                 _shared.label = r.removeprefix("hf:")
@@ -393,25 +410,11 @@ class Model(LensMethods):
     @property
     def engine(self) -> LM:
         """The torch model (``lminspect.models``), built on first use and shared by stitched views."""
-        if self._shared.engine is None:
-            import torch
-
-            from lminspect.models import load_model
-
-            sh = self._shared
-            # built outside inference mode even when first used inside one (m.logits): inference
-            # tensors would refuse the version checks of the packed weights and any later training
-            with torch.inference_mode(False):
-                sh.engine = load_model(self.store, dtype=sh.dtype, device=sh.device, weights=sh.weights)
-        return self._shared.engine
+        return self._shared.opened.model
 
     @property
     def tokenizer(self) -> Tokenizer:
-        if self._shared.tokenizer is None:
-            from lminspect.tokenizer import load_tokenizer
-
-            self._shared.tokenizer = load_tokenizer(self.store)
-        return self._shared.tokenizer
+        return self._shared.opened.tokenizer
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -523,8 +526,10 @@ class Model(LensMethods):
         for i in layers:
             if not 0 <= i < n:
                 raise UserError(f"layer {i} out of range (0..{n - 1})")
-        acts = self.run_with_cache(text, [f"attn_probs.{i}" for i in layers])
-        arr = np.stack([acts[f"attn_probs.{i}"] for i in layers])
+        from lminspect.models.sites import site_name
+
+        acts = self.run_with_cache(text, [site_name("attn_probs", i) for i in layers])
+        arr = np.stack([acts[site_name("attn_probs", i)] for i in layers])
         return arr[0] if isinstance(layer, int) else arr
 
     def eval_mc(self, data: Any, limit: int | None = None, mode: str = "shared",
@@ -532,40 +537,34 @@ class Model(LensMethods):
         """Multiple-choice accuracy (HellaSwag format: file, hub id, rows, or ``"cloze"`` for the shipped corpus).
 
         Under torchrun the items are split over the processes and every process gets the whole result."""
-        from lminspect.evals.mc import load_mc
+        from lminspect.evals.datasets import mc_items
         from lminspect.evals.sharded import evaluate_mc_sharded
 
-        if isinstance(data, str) and data == "cloze":
-            from lminspect.evals.cloze import builtin_cloze
-
-            data = builtin_cloze(limit or 50)
-        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
-            load_mc(data, limit=limit, split=split)
-        if limit is not None:
-            items = list(items)[:limit]
+        items = mc_items(data, limit=limit, split=split)
         return evaluate_mc_sharded(self.engine, self.tokenizer, items, plan=self.plan, mode=mode)
 
     def sweep(self, data: Any, plans: Any = "presets", limit: int | None = None, batch_size: int | None = None,
-              separate: bool = False) -> SweepResult:
+              separate: bool = False, out: str | os.PathLike[str] | None = None) -> Sweep:
         """Score many layer plans on one multiple-choice set, sharing their common layer calls.
 
         ``plans``: "presets", preset names, a plans file, or ``{name: spec}``. Returns a
-        ``SweepResult`` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        :class:`Sweep` (``.rows``, ``.results[name]``, ``.table()``, ``.summary()``).
+        ``out``: a folder for ``stitch sweep``'s JSON and CSV, rewritten as each plan finishes (an
+        interrupted sweep keeps its finished plans; ``evals.sweep.SweepWriter``).
         Example: ``m.sweep("cloze", {"cut": "0-23,27-29", "all": "all"}, limit=100).table()``"""
-        from lminspect.evals.mc import load_mc
-        from lminspect.evals.sweep import run_sweep
+        from lminspect.evals.datasets import mc_items
+        from lminspect.evals.sweep import SweepWriter, run_sweep
         from lminspect.stitch import load_plans
 
-        if isinstance(data, str) and data == "cloze":
-            from lminspect.evals.cloze import builtin_cloze
-
-            data = builtin_cloze(limit or 50)
-        items = data if data and isinstance(data, list | tuple) and hasattr(data[0], "endings") else \
-            load_mc(data, limit=limit)
-        if limit is not None:
-            items = list(items)[:limit]
-        return run_sweep(self.engine, self.tokenizer, items, load_plans(plans, self.n_layers),
-                         batch_size=batch_size, separate=separate)
+        items = mc_items(data, limit=limit)
+        named = load_plans(plans, self.n_layers)
+        writer = None if out is None else SweepWriter(out, self.name, {"model": str(self.path), "limit": limit},
+                                                      n_plans=len(named))
+        res = run_sweep(self.engine, self.tokenizer, items, named, batch_size=batch_size, separate=separate,
+                        on_row=writer.on_row if writer else None)
+        if writer is not None:
+            writer.finish(res)
+        return Sweep(res)
 
     def perplexity(self, text_or_file: Any, ctx_len: int = 512, max_tokens: int | None = None,
                    limit: int | None = None) -> PPLResult:
@@ -595,7 +594,7 @@ class Model(LensMethods):
             from lminspect.stitch import plan_to_string
 
             plan = f"\n  plan {plan_to_string(self.plan, self.n_layers)} ({len(self.plan)} layer calls)"
-        engine = "built" if self._shared.engine is not None else "not built yet"
+        engine = "built" if self._shared.opened.built else "not built yet"
         from lminspect.weights.provenance import model_dtype_label
 
         return (f"Model {self.name} ({self.arch}, {self.format}, {model_dtype_label(self.store)})\n  {self.n_layers} layers, "
@@ -604,17 +603,18 @@ class Model(LensMethods):
 
 
 def open(ref: Any, *, dtype: str = "float32", device: str = "cpu",  # noqa: A001 - li.open(path)
-         weights: str | None = "auto") -> Model:
+         weights: str | None = "auto", threads: int | None = None) -> Model:
     """Open a model lazily: a fetched name (``smollm2``), a path (.safetensors, .gguf, HF dir), ``hf:ORG/NAME``,
     or a run dir (its newest checkpoint; ``RUN@STEP``, ``RUN@first``).
 
     ``weights``: ``"stored"`` decodes from the file's low-bit blocks on CPU, ``"float32"`` /
-    ``"bfloat16"`` are dense; ``"auto"`` picks stored when it can (docs/engine.md)."""
+    ``"bfloat16"`` are dense; ``"auto"`` picks stored when it can (docs/engine.md). ``threads``: torch
+    CPU threads, by default the CLI's rule (``lminspect.runtime``: not torch's all cores on a busy machine)."""
     if isinstance(ref, Model):
         return ref
     from lminspect.compare.checkpoints import resolve_ref
 
-    return Model(resolve_ref(ref), dtype=dtype, device=device, weights=weights)
+    return Model(resolve_ref(ref), dtype=dtype, device=device, weights=weights, threads=threads)
 
 
 def _names_a_file(text: str) -> bool:

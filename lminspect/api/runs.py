@@ -9,7 +9,7 @@ from typing import Any
 
 from lminspect.api.table import Figure, Table
 from lminspect.errors import UserError
-from lminspect.train.runlog import is_run_dir
+from lminspect.rundir import is_run_dir
 
 
 def _find_runs(root: Path, depth: int = 3) -> list[Path]:

@@ -48,9 +48,9 @@ class _OneLineErrors(TyperGroup):
         try:
             with interrupted():
                 return super().invoke(ctx)
-        except UserError as e:
-            e.show()
-            raise typer.Exit(e.exit_code) from None
+        except UserError as e:  # a plain exception: here, and only here, it becomes exit code 2
+            print(e.one_line(), file=sys.stderr)
+            raise typer.Exit(2) from None
         except OSError as e:  # stdout gone or full, a full disk outside the atomic writers
             code = _output_failed(e)
             if code is None:

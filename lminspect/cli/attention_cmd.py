@@ -123,7 +123,9 @@ def attention(
     n_head = getattr(lm.config, "n_head", 1)  # probabilities (fp32 twice) and their complex128 FFT, per position
     check_memory(f"attention maps of {len(ids)} tokens x {len(p)} positions", len(p) * n_head * len(ids) ** 2 * 28)
     _, acts = lm.run_with_cache(torch.tensor([ids]), sites=["attn_probs"], plan=p)
-    probs = np.stack([acts[f"attn_probs.{i}"][0].float().numpy() for i in range(len(p))])  # [pos, H, T, T]
+    from lminspect.models.sites import site_name
+
+    probs = np.stack([acts[site_name("attn_probs", i)][0].float().numpy() for i in range(len(p))])  # [pos, H, T, T]
     pos = len(p) - 1 if layer is None else layer
     if not 0 <= pos < len(p):
         raise UserError(f"--layer {pos} is out of range; the plan has {len(p)} positions (0-{len(p) - 1})")

@@ -269,16 +269,10 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
 
 
 def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str]:
-    from lminspect.compare.embeddings import embedding_figure, fit_pca, most_moved, token_ids
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.compare.embeddings import embedding_figure, labelled_pca
 
-    tok = load_tokenizer(open_store(cks[-1].path))
     words = [w.strip() for w in tokens.split(",") if w.strip()] if tokens else []
-    labelled = token_ids(tok, words)
-    pca = fit_pca(cks, fit)
-    if not labelled:
-        labelled = [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+    pca, labelled = labelled_pca(cks, words, fit)
     fig = embedding_figure(pca, labelled)
     sys.stdout.write(fig + "\n")
     data = {"steps": pca.steps, "tokens_seen": pca.tokens_seen, "fit": pca.fit, "explained": pca.explained,

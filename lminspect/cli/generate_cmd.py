@@ -45,13 +45,9 @@ def generate_command(
     from rich.console import Console
 
     from lminspect.generate import generate
-    from lminspect.models import load_model
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    store = open_store(model)
-    lm = load_model(store, dtype=dtype, device=device, weights=weights)
-    tok = load_tokenizer(store)
+    store, lm, tok = open_model(model, dtype=dtype, device=device, weights=weights, threads=n_threads)
     layer_plan = None
     if plan is not None and plan.strip().lower() not in ("", "all"):
         try:

@@ -20,16 +20,10 @@ _OUT_SUFFIXES = {".json", ".csv", ".npz"}
 
 
 def _open(model: str, dtype: str) -> tuple[Any, Any]:
-    from lminspect.errors import UserError
-    from lminspect.models import load_model
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    store = open_store(model)
-    tok = load_tokenizer(store)
-    if tok is None:
-        raise UserError(f"{model}: no tokenizer found (tokenizer.json or GGUF metadata)")
-    return load_model(store, dtype=dtype), tok
+    _, lm, tok = open_model(model, dtype=dtype)
+    return lm, tok
 
 
 def _plan(lm: Any, spec: str | None) -> tuple[Any, str]:

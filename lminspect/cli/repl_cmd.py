@@ -57,7 +57,7 @@ def repl(
     def one_line(tp: type, val: BaseException, tb: Any) -> None:
         """User errors print one line (as in the CLI); anything else keeps its traceback."""
         if isinstance(val, UserError):
-            val.show(sys.stderr)
+            print(val.one_line(), file=sys.stderr)
         else:
             import traceback
 

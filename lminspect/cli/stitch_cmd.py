@@ -50,19 +50,9 @@ stitch_app = typer.Typer(
 
 def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True,
           weights: str | None = None) -> tuple[Any, Any, Any]:
-    from lminspect.errors import UserError
-    from lminspect.models import load_model
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    store = open_store(model)
-    lm = load_model(store, dtype=dtype, weights=weights)
-    tok = None
-    if need_tokenizer:
-        from lminspect.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(store)
-        if tok is None:
-            raise UserError(f"{model}: no tokenizer found (tokenizer.json or GGUF metadata)")
+    store, lm, tok = open_model(model, dtype=dtype, weights=weights, tokenizer=need_tokenizer)
     return store, lm, tok
 
 
@@ -266,36 +256,6 @@ def parse_batch_size(value: str) -> int | None:
     return n
 
 
-def _sweep_plans(plans: str, inline: list[str] | None, n_layers: int) -> dict[str, Any]:
-    """--plans (presets, names, file) and repeated --plan NAME=SPEC; inline plans alone replace the presets."""
-    from lminspect.errors import UserError
-    from lminspect.stitch import load_plans, parse_plan
-
-    named = {} if inline and plans == "presets" else load_plans(plans, n_layers)
-    for opt in inline or []:
-        name, eq, spec = opt.partition("=")
-        if not eq or not name.strip() or not spec.strip():
-            raise UserError(f"--plan {opt!r}: expected NAME=SPEC, e.g. --plan 'cut=0-23,27-29'")
-        if name.strip() in named:
-            raise UserError(f"--plan {opt!r}: the name {name.strip()!r} is already taken by another plan; give each "
-                            "plan its own name")
-        try:
-            named[name.strip()] = parse_plan(spec.strip(), n_layers)
-        except UserError as exc:
-            raise UserError(f"--plan {name.strip()}: {exc.message}") from None
-    return named
-
-
-def _mc_items(eval_: str, limit: int) -> list[Any]:
-    if eval_ == "cloze":
-        from lminspect.evals.cloze import builtin_cloze
-
-        return builtin_cloze(limit)
-    from lminspect.evals.mc import load_mc
-
-    return load_mc(eval_, limit=limit)
-
-
 @stitch_app.command("sweep")
 def sweep(
     model: str = typer.Argument(..., help=MODEL_HELP),
@@ -334,9 +294,11 @@ def sweep(
     Several machines: run on each torchrun --nnodes 2 --node_rank {0|1} --nproc_per_node 2
     --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect stitch sweep ...
     """
-    from lminspect.evals.sweep import run_sweep
+    from lminspect.evals.datasets import mc_items
+    from lminspect.evals.sweep import SweepWriter, run_sweep
     from lminspect.fsutil import check_output
     from lminspect.runtime import Progress, interrupted
+    from lminspect.stitch import sweep_plans
 
     ins = (model, eval_, ppl_data, *(plan or ()), plans)
     check_output(out, kind="dir", overwrite=False, allow_nonempty=True, inputs=ins)  # files named by time
@@ -349,53 +311,34 @@ def sweep(
     n_threads = set_threads(threads)
     bs = parse_batch_size(batch_size)
     store, lm, tok = _load(model, dtype)
-    named = _sweep_plans(plans, plan, lm.n_layers)
-    items = _mc_items(eval_, limit)
+    named = sweep_plans(plans, plan, lm.n_layers)
+    items = mc_items(eval_, limit=limit)
     texts = None
     if ppl_data:
         from lminspect.documents import read_documents
 
         texts = read_documents(ppl_data)
     label = Path(model.rstrip("/")).stem if Path(model).exists() else model
-    base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for k in range(2, 1000):  # two sweeps in one second never replace each other's files
-        if not (base.with_name(base.name + ".json").exists() or base.with_name(base.name + ".csv").exists()):
-            break
-        base = out / f"sweep-{label}-{time.strftime('%Y%m%d-%H%M%S')}-{k}"
-    rows: list[dict[str, Any]] = []
-    meta = {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size, "threads": n_threads,
-            "ppl_data": ppl_data, "n_layers": lm.n_layers, "complete": False, "rows": rows}
-
-    from lminspect.distributed import is_main
-
-    main = is_main()  # under torchrun only rank 0 writes and prints
-
-    def on_row(row: dict[str, Any]) -> None:
-        rows.append(row)
-        if main:
-            _write_sweep(base, meta, rows)
-
-    def saved() -> str:
-        return f"{len(rows)} of {len(named)} plans saved in {base}.json" if rows else "no plan had finished; nothing written"
-
-    with interrupted(saved), Progress("sweep", len(items) * len(named), "item x plan", bar=None if main else False) as prog:
+    writer = SweepWriter(out, label, {"model": str(model), "eval": eval_, "limit": limit, "batch_size": batch_size,
+                                      "threads": n_threads, "ppl_data": ppl_data, "n_layers": lm.n_layers},
+                         n_plans=len(named))
+    main = writer.writes  # under torchrun only rank 0 writes and prints
+    with interrupted(writer.saved), Progress("sweep", len(items) * len(named), "item x plan",
+                                             bar=None if main else False) as prog:
         res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
-                        ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=on_row)
+                        ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=writer.on_row)
     if main:
-        meta.update(threads=n_threads, world_size=res.meta.get("world_size", 1))
-        _finish_sweep(res, base, meta, items, label, log_items, overwrite)
+        writer.finish(res, threads=n_threads, world_size=res.meta.get("world_size", 1))
+        _finish_sweep(res, writer.base, writer.meta, items, label, log_items, overwrite)
 
 
 def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], label: str,
                   log_items: Path | None, overwrite: bool) -> None:
-    """The complete JSON/CSV, the item log, the table, and the summary line."""
+    """The item log, the table, and the summary line (the JSON/CSV are complete already)."""
     from rich.markup import escape
 
     from lminspect.evals.sweep import write_item_log
 
-    meta.update(complete=True, calls_run=res.calls_run, calls_named=res.calls_named, seconds=round(res.seconds, 3),
-                cpu_seconds=round(res.cpu_seconds, 3))
-    _write_sweep(base, meta, res.rows)
     if log_items is not None:
         write_item_log(log_items, items, res.results, overwrite=overwrite)
     _console().print(_sweep_table(res.rows, f"stitch sweep: {escape(label)}, {len(items)} items, "
@@ -403,22 +346,6 @@ def _finish_sweep(res: Any, base: Path, meta: dict[str, Any], items: list[Any], 
     written = f"{base}.json and {base}.csv" + (f", {log_items}" if log_items is not None else "")
     _console(stderr=True).print(f"{res.summary()}, {threads_label(meta['threads'])}; wrote {written}", style="dim",
                                 markup=False)
-
-
-def _write_sweep(base: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """JSON + CSV (atomically) after every finished plan, so an interrupted sweep keeps its rows."""
-    import csv
-    import io
-    import json
-
-    from lminspect.fsutil import atomic_write_text
-
-    atomic_write_text(base.with_name(base.name + ".json"), json.dumps(meta, indent=2) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(base.with_name(base.name + ".csv"), buf.getvalue())
 
 
 def _sweep_table(rows: list[dict[str, Any]], title: str) -> Any:

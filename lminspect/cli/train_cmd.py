@@ -5,9 +5,7 @@ Only typer/rich at module level; the registry, torch and plotext load inside the
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -139,47 +137,6 @@ def _given_flags(cfg: object) -> dict:
     return out
 
 
-@contextlib.contextmanager
-def _owned_run_dir(cfg, run_dir: Path):  # noqa: ANN001, ANN202 - TrainConfig is imported lazily
-    """Hold the run dir's lock (rank 0), clear a dead run's temporaries, and on --resume refuse
-    flags that contradict the saved run instead of ignoring them."""
-    from lminspect.errors import UserError
-    from lminspect.runlock import run_dir_lock
-    from lminspect.train.guard import read_saved_config, remove_leftovers, resume_conflicts
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    if not cfg.resume:
-        from lminspect.train.guard import validate_train_config
-
-        validate_train_config(cfg)  # before the lock creates the folder
-    created = not run_dir.exists()
-    with run_dir_lock(run_dir):
-        remove_leftovers(run_dir)
-        if cfg.resume:
-            bad = resume_conflicts(_given_flags(cfg), read_saved_config(run_dir))
-            if bad:
-                raise UserError(f"--resume: {', '.join(bad)} contradict(s) the saved run; --resume may change "
-                                "only --max-steps, --max-tokens and --device (start a new --run-dir instead)")
-        try:
-            yield
-        except UserError:
-            if created:  # refused before its first step (bad data, say): leave no half-made run behind
-                _remove_unstarted_run(run_dir)
-            raise
-
-
-def _remove_unstarted_run(run_dir: Path) -> None:
-    """The config.json and empty stats.jsonl of a run that never took a step (the lock's exit then
-    removes the folder it created)."""
-    stats = run_dir / "stats.jsonl"
-    if (run_dir / "checkpoints").exists() or (stats.is_file() and stats.stat().st_size > 0):
-        return
-    for name in ("config.json", "stats.jsonl"):
-        (run_dir / name).unlink(missing_ok=True)
-
-
 def train(
     exp: list[str] = typer.Option(["gpt2ish"], "--exp", "-e", autocompletion=_complete_exp,
                                   help="Experiment to train, or 'list'. Repeat it (with --run-root) to train "
@@ -291,15 +248,16 @@ def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict, n_thr
                again: str = "") -> object:
     """One run (the classic ``train``): train, print where it ended, exit 130 with one line when
     interrupted (``again`` says how to continue; by default ``--resume`` on the run dir)."""
+    from lminspect.distributed import is_main
     from lminspect.runtime import interrupted, interrupted_line, threads_label
     from lminspect.train import TrainConfig
-    from lminspect.train import train as run_training
+    from lminspect.train.runner import run_dir_of, train_run
 
     cfg = TrainConfig(exp=exp, run_dir=str(run_dir) if run_dir else None, resume=resume, **common)
-    rd = run_dir or Path("runs") / exp
-    with _owned_run_dir(cfg, rd), interrupted(lambda: _before_first_step(rd)):
-        result = run_training(cfg)  # (Ctrl-C during the steps is caught inside: status "interrupted")
-    if int(os.environ.get("RANK", "0")) != 0:
+    rd = run_dir_of(cfg)
+    with interrupted(lambda: _before_first_step(rd)):  # the library owns the run dir (lock, leftovers, resume)
+        result = train_run(cfg, given=_given_flags(cfg))  # (Ctrl-C during the steps is caught inside)
+    if not is_main():
         return result
     last = f"loss {result.losses[-1]:.4f}" if result.losses else "no steps run"
     if result.status == "interrupted":
@@ -316,34 +274,21 @@ def _train_one(exp: str, run_dir: Path | None, resume: bool, common: dict, n_thr
 def _train_batch(exps: list[str], root: Path, common: dict, n_threads: int) -> None:
     """Each experiment into ROOT/EXP on the same data and seed: finished runs are skipped, started
     ones resumed; then the diff plot of every run against the first."""
-    from lminspect.train.guard import read_saved_config
+    from lminspect.distributed import is_main
+    from lminspect.train.runner import batch_stage
 
     for name in exps:
         rd = root / name
-        started = (rd / "stats.jsonl").is_file() and (rd / "stats.jsonl").stat().st_size > 0
-        if started and _finished(rd, common):
+        stage = batch_stage(rd, max_steps=common.get("max_steps"), max_tokens=common.get("max_tokens"))
+        if stage == "finished":
             print(f"{rd}: already finished, skipped")
             continue
-        if started:
-            read_saved_config(rd)  # a damaged run dir: one line, before anything else
+        if stage == "resume":
             print(f"{rd}: resuming", file=sys.stderr)
-        _train_one(name, rd, started, common, n_threads,
+        _train_one(name, rd, stage == "resume", common, n_threads,
                    again="the batch stopped: run the same command again to resume it")
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():
         _print_batch_diff(root, exps)
-
-
-def _finished(run_dir: Path, common: dict) -> bool:
-    """Done, and as far as this command asks (a larger --max-steps resumes a finished run)."""
-    from lminspect.train.runlog import load_run
-
-    run = load_run(run_dir)
-    if run.status != "done" or not len(run):
-        return False
-    last = run.last
-    if common.get("max_steps") and last.get("step", 0) < common["max_steps"]:
-        return False
-    return not (common.get("max_tokens") and last.get("tokens", 0) < common["max_tokens"])
 
 
 def _print_batch_diff(root: Path, exps: list[str]) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from lminspect.compare.checkpoints import Checkpoint
 from lminspect.errors import UserError
+from lminspect.models.sites import site_name
 
 SHADES = " .:-=+*#%@"  # 0 ... 1, ten levels
 
@@ -26,11 +27,9 @@ def attention_across(cks: Sequence[Checkpoint], prompt: str, *,
     tokenized by the newest checkpoint's tokenizer."""
     import torch
 
-    from lminspect.models import load_model
-    from lminspect.tokenizer import load_tokenizer
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    tok = load_tokenizer(open_store(cks[-1].path))
+    tok = open_model(cks[-1].path, lazy=True).tokenizer
     ids = tok.encode(prompt)
     if not ids:
         raise UserError("--attention: the prompt has no tokens")
@@ -39,12 +38,12 @@ def attention_across(cks: Sequence[Checkpoint], prompt: str, *,
     for k, ck in enumerate(cks):
         if progress is not None:
             progress(k, len(cks), f"step {ck.step}")
-        lm = load_model(str(ck.path))
+        lm = open_model(ck.path, tokenizer=False).model
         if len(ids) > lm.context_length:
             raise UserError(f"--attention: {len(ids)} tokens exceed the model's context of {lm.context_length}")
         with torch.inference_mode():
             _, acts = lm.run_with_cache(torch.tensor([ids]), sites=["attn_probs"])
-        maps.append(np.stack([acts[f"attn_probs.{i}"][0].float().numpy() for i in range(len(lm.layers))]))
+        maps.append(np.stack([acts[site_name("attn_probs", i)][0].float().numpy() for i in range(len(lm.layers))]))
         del lm, acts
     shapes = {m.shape for m in maps}
     if len(shapes) > 1:

@@ -114,6 +114,21 @@ def most_moved(pca: EmbeddingPCA, n: int = 6) -> list[int]:
     return [int(i) for i in np.argsort(-moved, kind="stable")[:n]]
 
 
+def labelled_pca(cks: Sequence[Checkpoint], words: Sequence[str] = (), fit: str = "last",
+                 n: int = 6) -> tuple[EmbeddingPCA, list[tuple[str, int]]]:
+    """A run's embeddings in one PCA plane and the tokens to label: ``words`` (each one token of
+    the newest checkpoint's tokenizer), else the ``n`` that moved most (``compare --embeddings``
+    and the TUI's view)."""
+    from lminspect.models.open import open_model
+
+    tok = open_model(cks[-1].path, lazy=True).tokenizer
+    labelled = token_ids(tok, words)
+    pca = fit_pca(cks, fit)
+    if not labelled:
+        labelled = [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca, n)]
+    return pca, labelled
+
+
 def embedding_figure(pca: EmbeddingPCA, labelled: Sequence[tuple[str, int]], *, cloud: int = 400,
                      width: int = 100, height: int = 30, color: bool = False) -> str:
     """The plane as text: a sample of tokens at the newest checkpoint (dots) and each labelled

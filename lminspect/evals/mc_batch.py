@@ -22,13 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lminspect.errors import UserError
 from lminspect.models.layercall import LayerCall
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 # auto batches, (padded tokens per forward, share of padding allowed): on a CPU a batch gains
 # little and pays for its padding; an H200 ran 400 SmolLM2-sized items 1.5x faster at 128 items
@@ -179,7 +182,7 @@ def plan_batches(trees: Sequence[TokenTree], batch_size: int | None,
 class _Batch:
     """A padded batch of token trees, and which outputs the head scores for which ending."""
 
-    def __init__(self, model: Any, trees: Sequence[TokenTree]) -> None:
+    def __init__(self, model: LM, trees: Sequence[TokenTree]) -> None:
         dev = model.device
         B, T = len(trees), max(len(t) for t in trees)
         ids = np.zeros((B, T), dtype=np.int64)
@@ -219,11 +222,11 @@ class _Batch:
         self.n_endings = [t.n_endings for t in trees]
         self.tokens = sum(len(t) for t in trees)
 
-    def layer(self, model: Any, call: LayerCall, x: torch.Tensor, last: bool = False) -> torch.Tensor:
+    def layer(self, model: LM, call: LayerCall, x: torch.Tensor, last: bool = False) -> torch.Tensor:
         """One layer call; ``last``: only the outputs ``lls`` reads (rows from ``q0`` on)."""
         return model.layers[call.index](x, self.run, 0, call, self.q0 if last else 0)
 
-    def lls(self, model: Any, x: torch.Tensor) -> list[list[float]]:
+    def lls(self, model: LM, x: torch.Tensor) -> list[list[float]]:
         """Per item, per ending: the summed log-likelihood of its continuation (``x``: a full or
         a ``last`` layer output)."""
         heads = self.heads if x.shape[1] == self.run.length else self.heads_last
@@ -251,7 +254,7 @@ def _share(secs: dict[str, float], names: list[str], t0: float) -> None:
         secs[name] = secs.get(name, 0.0) + dt
 
 
-def _call(model: Any, batch: _Batch, call: LayerCall, child: PlanTree, x: torch.Tensor,
+def _call(model: LM, batch: _Batch, call: LayerCall, child: PlanTree, x: torch.Tensor,
           secs: dict[str, float]) -> torch.Tensor:
     t0 = time.perf_counter()
     y = batch.layer(model, call, x, last=not child.children)
@@ -259,7 +262,7 @@ def _call(model: Any, batch: _Batch, call: LayerCall, child: PlanTree, x: torch.
     return y
 
 
-def _walk(model: Any, batch: _Batch, node: PlanTree, x: torch.Tensor,
+def _walk(model: LM, batch: _Batch, node: PlanTree, x: torch.Tensor,
           emit: Callable[[str, list[list[float]]], None], secs: dict[str, float]) -> int:
     """Depth-first over the plan tree; returns the layer calls run. A chain without branches
     runs in a loop, so only branch points keep their hidden states alive."""
@@ -281,7 +284,7 @@ def _walk(model: Any, batch: _Batch, node: PlanTree, x: torch.Tensor,
     return n
 
 
-def score_requests(model: Any, reqs: Sequence[Request], plans: dict[str, list[LayerCall]], *,
+def score_requests(model: LM, reqs: Sequence[Request], plans: dict[str, list[LayerCall]], *,
                    batch_size: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, list[list[float]]], ScoreStats]:
     """Per plan, per item, per ending log-likelihoods, every plan scored in one pass per batch."""

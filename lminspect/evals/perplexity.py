@@ -16,10 +16,13 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.distributed import join, shard, sum_over_ranks
 from lminspect.errors import UserError
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 __all__ = ["PPLResult", "evaluate_perplexity"]
 
@@ -40,7 +43,7 @@ class PPLResult:
                 "tokens_per_s": self.tokens_per_s}
 
 
-def evaluate_perplexity(model: Any, tokenizer: Any, texts: Iterable[str], *, plan: Any = None,
+def evaluate_perplexity(model: LM, tokenizer: Any, texts: Iterable[str], *, plan: Any = None,
                         ctx_len: int = 512, max_tokens: int | None = None, eos: int | None = None,
                         progress: Callable[[int, int], None] | None = None) -> PPLResult:
     """Perplexity over non-overlapping ``ctx_len`` windows of the joined token stream."""

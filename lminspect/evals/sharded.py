@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.distributed import gather_in_order, join, shard, sum_over_ranks
 from lminspect.evals.mc import MCItem, MCResult, evaluate_mc, mc_result
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
-def evaluate_mc_sharded(model: Any, tokenizer: Any, items: Sequence[MCItem], *, plan: Any = None,
+
+def evaluate_mc_sharded(model: LM, tokenizer: Any, items: Sequence[MCItem], *, plan: Any = None,
                         mode: str = "shared", bos: int | None = None, batch_size: int | None = None,
                         progress: Callable[[int, int], None] | None = None) -> MCResult:
     """``evaluate_mc`` of ``items``, split over the torchrun processes when there are several."""

@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.distributed import gather_in_order, join, shard, sum_over_ranks
 from lminspect.errors import UserError
 from lminspect.evals.mc import MCItem, MCResult, make_encoder, mc_result
 from lminspect.models.layercall import LayerCall
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 
 @dataclass
@@ -40,12 +43,6 @@ class SweepResult:
     def calls_saved(self) -> float:
         return 1 - self.calls_run / self.calls_named if self.calls_named else 0.0
 
-    def table(self) -> Any:
-        """The rows as an ``li.Table`` titled with the summary line."""
-        from lminspect.api.table import Table
-
-        return Table(self.rows, title=self.summary())
-
     def summary(self) -> str:
         """One line: plans x items, layer calls run of named, time."""
         n = self.rows[0]["n"] if self.rows else 0
@@ -53,7 +50,7 @@ class SweepResult:
                 f"({self.calls_saved:.0%} shared), {self.seconds:.1f} s ({self.cpu_seconds:.1f} CPU s)")
 
 
-def _row(name: str, plan: list[LayerCall], res: MCResult, model: Any, seconds: float | None) -> dict[str, Any]:
+def _row(name: str, plan: list[LayerCall], res: MCResult, model: LM, seconds: float | None) -> dict[str, Any]:
     from lminspect.stitch import describe_plan
 
     summary = describe_plan(plan, model.n_layers, model=model)
@@ -66,7 +63,7 @@ def _row(name: str, plan: list[LayerCall], res: MCResult, model: Any, seconds: f
     }
 
 
-def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]],
+def _score_local(model: LM, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]],
                  batch_size: int | None, separate: bool, bos: int | None,
                  progress: Callable[[int, int], None] | None) -> tuple[dict[str, list[list[float]]], list[Any],
                                                                         dict[str, float | None], int, int]:
@@ -92,7 +89,7 @@ def _score_local(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dic
     return out, n_tok, secs, calls, calls
 
 
-def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]], *,
+def run_sweep(model: LM, tokenizer: Any, items: Sequence[MCItem], plans: dict[str, list[LayerCall]], *,
               batch_size: int | None = None, separate: bool = False, bos: int | None = None,
               progress: Callable[[int, int], None] | None = None,
               ppl_texts: Sequence[str] | None = None, ppl_tokens: int = 4096,
@@ -129,7 +126,7 @@ def run_sweep(model: Any, tokenizer: Any, items: Sequence[MCItem], plans: dict[s
                        {"world_size": world})
 
 
-def _ppl(model: Any, tokenizer: Any, row: dict[str, Any], plan: list[LayerCall], texts: Sequence[str] | None,
+def _ppl(model: LM, tokenizer: Any, row: dict[str, Any], plan: list[LayerCall], texts: Sequence[str] | None,
          max_tokens: int, on_row: Callable[[dict[str, Any]], None] | None) -> None:
     if texts is not None:
         from lminspect.evals.perplexity import evaluate_perplexity
@@ -139,6 +136,72 @@ def _ppl(model: Any, tokenizer: Any, row: dict[str, Any], plan: list[LayerCall],
         row["ppl"] = round(pr.ppl, 3)
     if on_row is not None:
         on_row(row)
+
+
+class SweepWriter:
+    """A sweep's results as files: ``OUT/sweep-LABEL-YYYYmmdd-HHMMSS.json`` (settings, ``complete``,
+    rows) and ``.csv`` (rows), both rewritten atomically as each plan finishes (``on_row``), so
+    Ctrl-C keeps every finished plan; ``finish(result)`` marks them complete with the totals.
+    Under torchrun only rank 0 writes. Used by ``stitch sweep`` and ``Model.sweep(out=...)``."""
+
+    def __init__(self, out: str | Path, label: str, meta: dict[str, Any], *, n_plans: int) -> None:
+        from lminspect.distributed import is_main
+
+        out = Path(out)
+        label = label.replace("/", "_").replace("\\", "_")  # hf:ORG/NAME: one file name, not a folder
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.base = out / f"sweep-{label}-{stamp}"
+        for k in range(2, 1000):  # two sweeps in one second never replace each other's files
+            if not (self.json_path.exists() or self.csv_path.exists()):
+                break
+            self.base = out / f"sweep-{label}-{stamp}-{k}"
+        self.rows: list[dict[str, Any]] = []
+        self.meta = {**meta, "complete": False, "rows": self.rows}
+        self.n_plans = n_plans
+        self.writes = is_main()
+
+    @property
+    def json_path(self) -> Path:
+        return self.base.with_name(self.base.name + ".json")
+
+    @property
+    def csv_path(self) -> Path:
+        return self.base.with_name(self.base.name + ".csv")
+
+    def on_row(self, row: dict[str, Any]) -> None:
+        """``run_sweep``'s ``on_row``: keep the plan's row, on disk at once."""
+        self.rows.append(row)
+        if self.writes:
+            self._write()
+
+    def finish(self, res: SweepResult, **meta: Any) -> None:
+        """Every plan done: the complete files, with the totals (and ``meta``)."""
+        self.meta.update(meta, complete=True, calls_run=res.calls_run, calls_named=res.calls_named,
+                         seconds=round(res.seconds, 3), cpu_seconds=round(res.cpu_seconds, 3))
+        self.rows[:] = res.rows
+        if self.writes:
+            self._write()
+
+    def saved(self) -> str:
+        """What an interrupted sweep left, for the one line Ctrl-C prints."""
+        if not self.rows:
+            return "no plan had finished; nothing written"
+        return f"{len(self.rows)} of {self.n_plans} plans saved in {self.json_path}"
+
+    def _write(self) -> None:
+        import csv
+        import io
+
+        from lminspect.fsutil import atomic_write_text
+
+        if not self.rows:
+            return
+        atomic_write_text(self.json_path, json.dumps(self.meta, indent=2) + "\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
 
 
 def item_records(items: Sequence[MCItem], res: MCResult, plan: str | None = None) -> list[dict[str, Any]]:

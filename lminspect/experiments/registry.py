@@ -8,13 +8,20 @@ third-party plugins; the built-ins are always there.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
+from lminspect.experiments.plugins import (  # noqa: F401 - plugins_enabled is re-exported
+    PluginError,
+    broken_plugin_error,
+    is_builtin,
+    load_plugin,
+    plugin_entry_points,
+    plugins_enabled,
+)
+
 GROUP = "lminspect.experiments"
-_BUILTIN_PREFIX = "lminspect.experiments."
 
 
 @dataclass
@@ -32,39 +39,8 @@ class ExperimentInfo:
         return self.error is not None
 
 
-def plugins_enabled(flag: bool | None = None) -> bool:
-    """Third-party plugins load unless ``flag`` is False or LMINSPECT_LOAD_PLUGINS is empty/0."""
-    if flag is not None:
-        return flag
-    val = os.environ.get("LMINSPECT_LOAD_PLUGINS")
-    if val is None:
-        return True
-    return val.strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _is_builtin(ep: EntryPoint) -> bool:
-    return ep.value.startswith(_BUILTIN_PREFIX)
-
-
-_warned: set[tuple[str, str]] = set()
-
-
 def _entry_points(load_plugins: bool | None) -> list[EntryPoint]:
-    seen: dict[str, EntryPoint] = {}
-    plugins = plugins_enabled(load_plugins)
-    eps = [ep for ep in entry_points(group=GROUP) if plugins or _is_builtin(ep)]
-    # built-ins first: a plugin never replaces one; then the first declaration wins (sys.path
-    # order), as for console scripts; every declaration left out is said once, in one line
-    for ep in sorted(eps, key=lambda e: not _is_builtin(e)):
-        kept = seen.setdefault(ep.name, ep)
-        if kept is not ep and kept.value != ep.value and (ep.name, ep.value) not in _warned:
-            _warned.add((ep.name, ep.value))
-            import sys
-
-            what = "the built-in experiment" if _is_builtin(kept) else f"the first declaration ({kept.value})"
-            print(f"lminspect: warning: plugin experiment {ep.name!r} ({ep.value}) ignored: {what} of that name "
-                  "is used", file=sys.stderr)
-    return sorted(seen.values(), key=lambda e: (not _is_builtin(e), e.name))
+    return plugin_entry_points(GROUP, load_plugins)
 
 
 def _dist(ep: EntryPoint) -> tuple[str, str, str]:
@@ -79,15 +55,21 @@ def _dist(ep: EntryPoint) -> tuple[str, str, str]:
 
 
 def _load(ep: EntryPoint) -> Any:
-    try:  # a plugin calling sys.exit() while importing is a broken plugin, not the end of the command
-        obj = ep.load()
-        if callable(obj) and not hasattr(obj, "model_factory"):
+    obj = load_plugin(ep)
+    if callable(obj) and not hasattr(obj, "model_factory"):
+        try:  # a factory: its failure is the plugin's too
             obj = obj()
-    except SystemExit as e:
-        raise ImportError(f"{ep.value} called sys.exit({e.code!r})") from None
+        except SystemExit as e:
+            raise PluginError(f"{ep.value} called sys.exit({e.code!r})") from None
+        except Exception as e:  # noqa: BLE001
+            raise PluginError(f"{type(e).__name__}: {e}") from e
     if not hasattr(obj, "model_factory") or not hasattr(obj, "name"):
-        raise TypeError(f"{ep.value} is not an lminspect Experiment")
+        raise PluginError(f"TypeError: {ep.value} is not an lminspect Experiment")
     return obj
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, PluginError) else f"{type(e).__name__}: {e}"
 
 
 def list_experiments(load_plugins: bool | None = None, check: bool = False) -> list[ExperimentInfo]:
@@ -100,7 +82,7 @@ def list_experiments(load_plugins: bool | None = None, check: bool = False) -> l
     out: list[ExperimentInfo] = []
     for ep in _entry_points(load_plugins):
         dist, version, summary = _dist(ep)
-        builtin = _is_builtin(ep)
+        builtin = is_builtin(ep)
         error = None
         if builtin:
             try:
@@ -109,7 +91,7 @@ def list_experiments(load_plugins: bool | None = None, check: bool = False) -> l
                 if exp.unavailable:
                     error = f"not available yet: {exp.unavailable}"
             except Exception as e:  # noqa: BLE001
-                error = f"{type(e).__name__}: {e}"
+                error = _why(e)
         else:
             top = ep.value.split(":")[0].split(".")[0]
             try:
@@ -123,7 +105,7 @@ def list_experiments(load_plugins: bool | None = None, check: bool = False) -> l
                     exp = _load(ep)
                     summary = exp.summary or summary
                 except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not raised
-                    error = f"{type(e).__name__}: {e}"
+                    error = _why(e)
         out.append(ExperimentInfo(ep.name, ep.value, dist, version, summary, builtin, error))
     return out
 
@@ -144,7 +126,4 @@ def get_experiment(name: str, load_plugins: bool | None = None):
     try:
         return _load(ep)
     except Exception as e:  # noqa: BLE001
-        dist, version, _ = _dist(ep)
-        raise UserError(
-            f"experiment {name!r} (from {dist} {version}) failed to import: {type(e).__name__}: {e}"
-        ) from e
+        raise broken_plugin_error("experiment", ep, _why(e)) from e

@@ -41,9 +41,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.errors import UserError
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 GROWABLE = ("llama", "gpt2")
 
@@ -115,7 +118,7 @@ def _copy_mapped(dst: Any, src: Any, maps: list[Any]) -> None:
         dst[new_idx[0][:, None], new_idx[1][None, :]] = src[old_idx[0][:, None], old_idx[1][None, :]].to(dst.dtype)
 
 
-def _check_growable(model: Any) -> str:
+def _check_growable(model: LM) -> str:
     arch = getattr(model, "arch", "unknown")
     if arch not in GROWABLE:
         raise UserError(f"cannot grow a {arch!r} model (growth supports {', '.join(GROWABLE)})")
@@ -125,7 +128,7 @@ def _check_growable(model: Any) -> str:
     return arch
 
 
-def _new_config(model: Any, spec: GrowSpec) -> tuple[Any, int, int, int]:
+def _new_config(model: LM, spec: GrowSpec) -> tuple[Any, int, int, int]:
     """The grown config and (H, KV, head_dim) of the old model; validates ``spec``."""
     c = model.config
     arch = _check_growable(model)
@@ -178,7 +181,7 @@ def _new_config(model: Any, spec: GrowSpec) -> tuple[Any, int, int, int]:
     return new, H, KV, hd
 
 
-def grow_model(model: Any, spec: GrowSpec | dict[str, Any], *, seed: int = 0) -> tuple[Any, ParamMap]:
+def grow_model(model: LM, spec: GrowSpec | dict[str, Any], *, seed: int = 0) -> tuple[Any, ParamMap]:
     """A grown copy of ``model`` (same logits on the old vocabulary) and its :class:`ParamMap`."""
     import torch
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.errors import UserError
 from lminspect.grow.core import GrowSpec, grow_model
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
+
 
 def resolve_model_dir(ref: str | Path) -> str:
     """A run directory means its latest checkpoint; anything else is passed to ``open_store``."""
-    from lminspect.train.checkpoint import run_checkpoint
+    from lminspect.rundir import run_checkpoint
 
     ck = run_checkpoint(ref)
     return str(ck) if ck is not None else str(ref)
@@ -20,18 +23,16 @@ def resolve_model_dir(ref: str | Path) -> str:
 
 def load_for_growth(ref: str | Path) -> tuple[Any, Any]:
     """(model in float32 on cpu, store) for a checkpoint dir, HF dir or run dir."""
-    from lminspect.models import load_model
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
-    store = open_store(resolve_model_dir(ref))
-    cfg = dict(store.config or {})
+    opened = open_model(resolve_model_dir(ref), tokenizer=False, lazy=True)
+    cfg = dict(opened.store.config or {})
     if cfg.get("lminspect_value_norm"):
         raise UserError(f"{ref}: cannot grow a value_norm model (per-token value norms have no grown form)")
-    model = load_model(store, dtype="float32", device="cpu")
-    return model, store
+    return opened.model, opened.store
 
 
-def save_model_dir(model: Any, out: str | Path, *, tokenizer_json: str | None = None,
+def save_model_dir(model: LM, out: str | Path, *, tokenizer_json: str | None = None,
                    extra_config: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (canonical names), ``config.json`` (HF + ``lminspect_arch``) and
     ``tokenizer.json`` into ``out`` atomically: a directory ``open_store`` / ``load_model`` read."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,10 @@ import torch
 from lminspect.errors import UserError
 from lminspect.lens.readout import Target, plan_labels
 from lminspect.models.layercall import LayerCall
+from lminspect.models.sites import site_name
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 
 @dataclass
@@ -74,7 +78,7 @@ class LensResult:
 
 
 @torch.inference_mode()
-def logit_lens(lm: Any, ids: Sequence[int], plan: list[LayerCall] | None = None, *, k: int = 5,
+def logit_lens(lm: LM, ids: Sequence[int], plan: list[LayerCall] | None = None, *, k: int = 5,
                target: Target | None = None, position: int = -1, tok: Any = None,
                plan_text: str = "all") -> LensResult:
     """The lens of ``ids`` under ``plan`` at token ``position`` (negative counts from the end)."""
@@ -88,8 +92,8 @@ def logit_lens(lm: Any, ids: Sequence[int], plan: list[LayerCall] | None = None,
     if k < 1:
         raise UserError(f"top-k must be >= 1, got {k}")
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
-    _, acts = lm.run_with_cache(x, ["resid_in.0", "resid_out"], plan=plan)
-    resid = torch.stack([acts["resid_in.0"][0, pos]] + [acts[f"resid_out.{p}"][0, pos] for p in range(len(plan))])
+    _, acts = lm.run_with_cache(x, [site_name("resid_in", 0), "resid_out"], plan=plan)
+    resid = torch.stack([acts[site_name("resid_in", 0)][0, pos]] + [acts[site_name("resid_out", p)][0, pos] for p in range(len(plan))])
     logits = lm.logits(resid).float()  # [rows, V]
     probs = torch.softmax(logits, dim=-1)
     k = min(k, probs.shape[-1])

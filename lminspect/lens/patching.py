@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ import torch
 from lminspect.errors import UserError
 from lminspect.lens.readout import Metric, plan_labels
 from lminspect.models.layercall import LayerCall
+from lminspect.models.sites import site_name
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 PATCH_SITES = {"resid": "resid_in", "attn": "attn_out", "mlp": "mlp_out", "head": "attn_z"}
 
@@ -95,7 +99,7 @@ class _Patcher:
 
 
 @torch.inference_mode()
-def activation_patching(lm: Any, clean_ids: Sequence[int], corrupt_ids: Sequence[int], metric: Metric,
+def activation_patching(lm: LM, clean_ids: Sequence[int], corrupt_ids: Sequence[int], metric: Metric,
                         plan: list[LayerCall] | None = None, *, site: str = "resid", batch_size: int = 64,
                         plan_text: str = "all", col_labels: list[str] | None = None,
                         progress: Callable[[int, int], None] | None = None) -> PatchResult:
@@ -133,14 +137,14 @@ def activation_patching(lm: Any, clean_ids: Sequence[int], corrupt_ids: Sequence
         for k in range(0, len(cols), batch_size):
             chunk = torch.tensor(cols[k:k + batch_size], device=dev)
             B = len(chunk)
-            x = resid[f"resid_in.{p}"].expand(B, -1, -1).clone()
+            x = resid[site_name("resid_in", p)].expand(B, -1, -1).clone()
             bc = cache.expand(B, max_len=T) if cache is not None else None
-            hook = _Patcher(site, clean_acts[f"{kind}.{p}"], chunk, start)
+            hook = _Patcher(site, clean_acts[site_name(kind, p)], chunk, start)
             if site == "resid":
                 x = hook(kind, x)
                 out = lm.forward_from(p, x, cache=bc, plan=None if bc else plan, last_only=True)
             else:
-                with lm.hooks(hook, [f"{kind}.{p}"]):
+                with lm.hooks(hook, [site_name(kind, p)]):
                     out = lm.forward_from(p, x, cache=bc, plan=None if bc else plan, last_only=True)
             values[p, chunk.cpu().numpy()] = metric(out[:, -1]).cpu().numpy()
             forwards += B

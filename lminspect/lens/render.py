@@ -117,7 +117,8 @@ def dla_table(res: DLAResult) -> Any:
     from rich.table import Table
 
     what = f"logit {res.target.text!r}" + (f" - logit {res.baseline.text!r}" if res.baseline else "")
-    t = Table(title=_esc(f"direct logit attribution to {what} = {res.logit:.3f}, plan {res.plan} "
+    cap = "" if res.capped_logit is None else f" before the soft cap ({res.capped_logit:.3f} after)"
+    t = Table(title=_esc(f"direct logit attribution to {what} = {res.logit:.3f}{cap}, plan {res.plan} "
                          f"(final-norm scale {res.scale:.3g} frozen)"), title_justify="left")
     for col, just in (("after", "left"), ("attn", "right"), ("mlp", "right"), ("total", "right")):
         t.add_column(col, justify=just)

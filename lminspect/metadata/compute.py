@@ -13,14 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.documents import sample_id
 from lminspect.errors import UserError
 from lminspect.metadata.metrics import available_metrics
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
-def sample_nll(model: Any, ids: list[int], ctx: int) -> tuple[float, int]:
+
+def sample_nll(model: LM, ids: list[int], ctx: int) -> tuple[float, int]:
     """(summed NLL, scored tokens) of one sample under ``model`` (windows of ``ctx`` tokens)."""
     import torch
     import torch.nn.functional as F
@@ -53,13 +56,9 @@ def compute_metadata(source: str, model_ref: str | None, *, metrics: list[str] |
         raise UserError(f"unknown metric(s) {', '.join(bad)} (available: {', '.join(known)})")
     model = None
     if model_ref:
-        from lminspect.models import load_model
-        from lminspect.tokenizer import load_tokenizer
-        from lminspect.weights import open_store
+        from lminspect.models.open import open_model
 
-        store = open_store(model_ref)
-        model = load_model(store, device=device)
-        tok = load_tokenizer(store)
+        _, model, tok = open_model(model_ref, device=device)
         encode = _encoder(tok)
         ctx = min(model.context_length, 1024)
     else:  # no reference model: lengths in the shipped training tokenizer, no perplexity

@@ -12,7 +12,6 @@ A plugin that fails to load is skipped with a warning on stderr (it never breaks
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 
 Metric = Callable[[str, list[int]], float]
@@ -56,21 +55,27 @@ BUILTIN_METRICS: dict[str, Metric] = {
 }
 
 
-def available_metrics(load_plugins: bool = True) -> dict[str, Metric]:
-    """Built-ins, then entry-point plugins (a plugin may not replace a built-in)."""
-    out = dict(BUILTIN_METRICS)
-    if not load_plugins:
-        return out
-    from importlib.metadata import entry_points
+def available_metrics(load_plugins: bool | None = True) -> dict[str, Metric]:
+    """Built-ins, then entry-point plugins (a plugin may not replace a built-in); loading through
+    ``experiments.plugins`` (None: ``LMINSPECT_LOAD_PLUGINS`` decides), a broken one warned about and skipped."""
+    from lminspect.experiments.plugins import (
+        PluginError,
+        load_plugin,
+        plugin_entry_points,
+        warn_broken_plugin,
+    )
 
-    for ep in entry_points(group="lminspect.metrics"):
-        if ep.name in out and ep.value.startswith("lminspect.metadata.metrics:"):
+    out = dict(BUILTIN_METRICS)
+    if load_plugins is False:
+        return out
+    for ep in plugin_entry_points("lminspect.metrics", load_plugins):
+        if ep.name in BUILTIN_METRICS:
             continue
         try:
-            fn = ep.load()
-        except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not fatal
-            print(f"lminspect: warning: metric plugin {ep.name} ({ep.value}) failed to load: {e}", file=sys.stderr)
+            fn = load_plugin(ep)
+        except PluginError as e:  # enumerating: reported, not fatal
+            warn_broken_plugin("metric", ep, e)
             continue
-        if callable(fn) and ep.name not in BUILTIN_METRICS:
+        if callable(fn):
             out[ep.name] = fn
     return out

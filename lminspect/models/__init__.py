@@ -10,44 +10,48 @@ from __future__ import annotations
 from typing import Any
 
 from lminspect.errors import UserError
-from lminspect.models.common import LM, MLP, SITE_KINDS, Attention, Block, KVCache, RMSNorm
+from lminspect.models.common import LM, MLP, Attention, Block, KVCache, RMSNorm
 from lminspect.models.falcon import Falcon, FalconConfig
+from lminspect.models.gemma import Gemma, GemmaConfig
 from lminspect.models.gpt2 import GPT2, GPT2Config
+from lminspect.models.hooks import SITE_KINDS
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.llama import Llama, LlamaConfig
+from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
+from lminspect.models.phi3 import Phi3, Phi3Config
 
 FAMILIES: dict[str, tuple[type, type]] = {
     "llama": (Llama, LlamaConfig),
     "gpt2": (GPT2, GPT2Config),
     "falcon": (Falcon, FalconConfig),
+    "gemma": (Gemma, GemmaConfig),  # Gemma 1, 2 and 3 (text)
+    "phi3": (Phi3, Phi3Config),
+    "gptneox": (GPTNeoX, GPTNeoXConfig),
+    "stablelm": (StableLM, StableLMConfig),
 }
-
-_MODEL_TYPES = {"llama": "llama", "mistral": None, "gpt2": "gpt2", "falcon": "falcon", "RefinedWebModel": "falcon",
-                "RefinedWeb": "falcon"}
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
 
 
-def arch_of(config: dict, hint: str | None = None) -> str:
-    """Family name for a HF-style config (``lminspect_arch`` wins, then the store's arch, then model_type)."""
-    if config.get("lminspect_arch"):
-        arch = str(config["lminspect_arch"])
-    elif hint and hint != "unknown":
-        arch = hint
-    else:
-        mt = str(config.get("model_type", ""))
-        arch = _MODEL_TYPES.get(mt) or ""
-        if not arch:
-            for a in config.get("architectures") or []:
-                a = a.lower()
-                arch = next((k for k in FAMILIES if a.startswith(k)), "")
-                if arch:
-                    break
-    if arch not in FAMILIES:
-        raise UserError(f"unsupported model architecture {arch or config.get('model_type')!r} "
-                        f"(expected one of {', '.join(FAMILIES)})")
-    return arch
+def family_spec(config: dict, hint: str | None = None, where: str = "model config") -> Any:
+    """The ``FamilySpec`` (weights/families.py) of a HF-style config, checked: a family lminspect
+    does not run, or a config key whose math the engine does not implement, is a one-line
+    ``UserError`` naming ``where``. ``hint`` (a store's arch) counts only when the config names no
+    family at all."""
+    from lminspect.weights.families import check_family, spec_named
+
+    cfg = dict(config or {})
+    if hint and not (cfg.get("lminspect_arch") or cfg.get("model_type") or cfg.get("architectures")):
+        spec = spec_named(hint)
+        if spec is not None:
+            cfg["model_type"] = spec.model_types[0]
+    return check_family(cfg, where)
+
+
+def arch_of(config: dict, hint: str | None = None, where: str = "model config") -> str:
+    """The engine (a key of ``FAMILIES``) that runs a HF-style config; see :func:`family_spec`."""
+    return family_spec(config, hint, where).engine
 
 
 def config_from_hf(config: dict, arch: str | None = None) -> Any:
@@ -96,13 +100,15 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     """Build the model a TensorStore (or anything ``open_store`` accepts) describes.
 
     ``weights`` (``--weights``): None keeps ``dtype``; ``stored`` / ``auto`` / ``float32`` /
-    ``bfloat16`` as ``models.stored.resolve_weights`` says. ``stored`` is a float32 model
-    whose decode steps read the file's low-bit form (models/stored.py).
+    ``bfloat16`` as ``models.stored.resolve_weights`` says. ``stored`` (auto's choice on CPU) is
+    a float32-activation model whose matrices stay in the file's form (models/stored.py): no
+    whole-model float32 copy is made.
 
-    Parameters are created on the meta device and then *assigned* from ``torch.from_numpy`` of
-    the store's canonical arrays, so the only copy is the dtype conversion (plus one copy for a
-    read-only memory map, which torch must not write through). Missing tensors or wrong shapes
-    are a ``UserError`` naming the tensor and the expected shape.
+    Parameters are created on the meta device and then *assigned*: a tensor stored in the
+    dtype asked for (float32, or bfloat16 / float16 bits) is a view of the memory-mapped file
+    (copy-on-write: an edit touches private pages, never the file); others are converted one
+    tensor at a time. The memory check counts only those copies and the per-layer buffers.
+    Missing tensors or wrong shapes are a ``UserError`` naming the tensor and the expected shape.
     """
     import numpy as np
     import torch
@@ -128,49 +134,77 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA GPU is available (hint: --device cpu)")
     config = dict(store.config or {})
-    arch = arch_of(config, getattr(store, "arch", None))
-    model_cls, cfg_cls = FAMILIES[arch]
     name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
+    arch = arch_of(config, getattr(store, "arch", None), str(getattr(store, "path", None) or name))
+    model_cls, cfg_cls = FAMILIES[arch]
     cfg = config_from_dict(cfg_cls, config, f"{name}: config")
     with torch.device("meta"):
         model = model_cls(cfg)
         if config.get("lminspect_value_norm"):
             add_value_norm(model)
     model._make_buffers()
+    expected = {pname: tuple(p.shape) for pname, p in model.state_dict().items()}
+    _check_fits(model, store, name, mode == "stored", tdtype.itemsize, dev.type)
+    from lminspect.models.stored import attach_stored, in_place_tensor
+
+    taken: set[str] = set()
+    if mode == "stored":
+        taken, _ = attach_stored(model, store)
     state = {}
     available = set(store.canonical_names()) if hasattr(store, "canonical_names") else None
-    for pname, p in model.state_dict().items():
+    for pname, shape in expected.items():
+        if pname in taken:
+            continue
         if available is not None and pname not in available:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
-        try:
-            arr = store.get_canonical(pname)
-        except (KeyError, LookupError) as e:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})") from e
-        if arr is None:
-            raise UserError(f"{name}: missing tensor {pname} (expected shape {tuple(p.shape)})")
-        if tuple(arr.shape) != tuple(p.shape):
-            raise UserError(f"{name}: tensor {pname} has shape {tuple(arr.shape)}, expected {tuple(p.shape)}")
-        if isinstance(arr, np.ndarray):
-            if not arr.flags.writeable:
-                arr = np.array(arr)
-            t = torch.from_numpy(arr)
-        else:
-            t = torch.as_tensor(arr)
+            raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})")
+        t = in_place_tensor(store, pname, tdtype) if tdtype != torch.float32 and dev.type == "cpu" else None
+        if t is None:
+            try:
+                arr = store.get_canonical(pname)
+            except (KeyError, LookupError) as e:
+                raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})") from e
+            if arr is None:
+                raise UserError(f"{name}: missing tensor {pname} (expected shape {shape})")
+            if isinstance(arr, np.ndarray):
+                if not arr.flags.writeable:
+                    arr = np.array(arr)
+                t = torch.from_numpy(arr)
+            else:
+                t = torch.as_tensor(arr)
+        if tuple(t.shape) != shape:
+            raise UserError(f"{name}: tensor {pname} has shape {tuple(t.shape)}, expected {shape}")
         state[pname] = t.to(device=dev, dtype=tdtype)
     model.load_state_dict(state, assign=True)
     model.to(dev)
     model.eval()
     model.source = name
-    model.weights_label = str(tdtype).removeprefix("torch.")
-    if mode == "stored":
-        from lminspect.models.stored import attach_stored
-
-        attach_stored(model, store)
+    if mode != "stored":
+        model.weights_label = str(tdtype).removeprefix("torch.")
     return model
+
+
+def _check_fits(model: LM, store: Any, name: str, stored: bool, itemsize: int, device: str) -> None:
+    """Refuse a load whose copies and buffers would not fit in memory (the mapped file is not counted)."""
+    from lminspect import limits
+    from lminspect.fsutil import human_bytes
+
+    if device != "cpu":  # the GPU's own allocator reports that
+        return
+    if hasattr(store, "info") and hasattr(store, "canonical_source"):
+        from lminspect.models.stored import load_estimate
+
+        copies, working = load_estimate(model, store, stored, itemsize)
+    else:
+        copies, working = sum(p.numel() for p in model.state_dict().values()) * itemsize, 0
+    mapped = int(getattr(store, "total_bytes", 0) or 0)
+    limits.check_memory(
+        f"{name}: loading the model ({human_bytes(copies)} of converted weights + {human_bytes(working)} "
+        f"of per-layer buffers; its {human_bytes(mapped)} file stays memory-mapped, shared and evictable)",
+        copies + working)
 
 
 __all__ = [
     "FAMILIES", "LM", "SITE_KINDS", "add_value_norm", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
     "KVCache", "LayerCall", "Llama", "LlamaConfig", "MLP", "RMSNorm", "arch_of", "build_model",
-    "config_from_hf", "full_plan", "load_model",
+    "config_from_hf", "family_spec", "full_plan", "load_model",
 ]

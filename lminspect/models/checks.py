@@ -1,5 +1,7 @@
 """Model config values checked before anything is built: one line for zero or negative sizes,
-sizes that do not divide, and shapes whose parameters would not fit in memory."""
+sizes that do not divide, and (for a model built from scratch) shapes whose float32 parameters
+would not fit in memory. A model loaded from a file is checked by ``load_model`` instead, which
+counts what it will really allocate (the memory-mapped file's pages are shared and evictable)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ _HF_SIZE_KEYS = ("hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_lay
 
 def config_from_dict(cfg_cls: type, config: dict, where: str) -> Any:
     """``cfg_cls.from_hf(config)`` with a bad value (text where a number belongs, a zero head
-    count) reported as one line naming ``where``, then :func:`check_config`. Sizes must be JSON
+    count) reported as one line naming ``where``, then :func:`check_config` (sizes only: what a
+    config's model costs depends on how its weights are stored, see ``load_model``). Sizes must be JSON
     integers: ``"hidden_size": "64"`` is refused, not converted (a config that lies elsewhere too)."""
     for key in _HF_SIZE_KEYS:
         v = config.get(key) if isinstance(config, dict) else None
@@ -31,7 +34,7 @@ def config_from_dict(cfg_cls: type, config: dict, where: str) -> Any:
         raise UserError(f"{where}: {e.message}") from None
     except (ValueError, TypeError, ZeroDivisionError, OverflowError, AttributeError) as e:
         raise UserError(f"{where}: config has a bad value ({e})") from None
-    check_config(cfg, where)
+    check_config(cfg, where, memory=False)
     return cfg
 
 
@@ -43,8 +46,9 @@ def param_estimate(cfg: Any) -> int:
     return n_layer * per_layer + 2 * int(cfg.vocab_size) * dim + int(cfg.context_length) * dim
 
 
-def check_config(cfg: Any, where: str) -> None:
-    """Positive integer sizes, heads that divide the width, and a shape that fits in memory."""
+def check_config(cfg: Any, where: str, memory: bool = True) -> None:
+    """Positive integer sizes, heads that divide the width, and (``memory``) a shape whose
+    float32 parameters, built from scratch, fit in memory."""
     from lminspect import limits
 
     for name in _SIZES:
@@ -66,5 +70,6 @@ def check_config(cfg: Any, where: str) -> None:
     limits.check_count(f"{where}: layers", cfg.n_layer, limits.MAX_LAYERS)
     for name in ("dim", "ffn_dim", "n_head", "context_length"):
         limits.check_count(f"{where}: {name}", int(getattr(cfg, name)), limits.MAX_WIDTH * 8)
-    n = param_estimate(cfg)
-    limits.check_memory(f"{where}: a model of about {n:,} parameters", 4 * n)
+    if memory:
+        n = param_estimate(cfg)
+        limits.check_memory(f"{where}: a float32 model of about {n:,} parameters", 4 * n)

@@ -26,14 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lminspect.errors import UserError
+from lminspect.models.hooks import _NAMED_ONLY, SITE_KINDS, HookCallback, _Hooks, _parse_sites  # noqa: F401
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
-
-SITE_KINDS = ("resid_in", "resid_out", "attn_out", "mlp_out", "mlp_hidden", "attn_probs", "attn_z")
-_NAMED_ONLY = ("attn_probs", "attn_z")  # kinds a hook sees only when it names them
-
-HookCallback = Callable[[str, torch.Tensor], "torch.Tensor | None"]
-
+from lminspect.models.window import window_bias
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -84,7 +80,11 @@ def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, D] already in x's dtype."""
+    """Rotate-half RoPE; x [B, H, T, D], cos/sin [T, R] already in x's dtype. R < D is partial
+    rotary (GPT-NeoX, StableLM, Phi): the first R channels turn, the rest pass through."""
+    if cos.shape[-1] < x.shape[-1]:
+        r = cos.shape[-1]
+        return torch.cat((apply_rope(x[..., :r], cos, sin), x[..., r:]), dim=-1)
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -108,59 +108,6 @@ def alibi_table(n_head: int, length: int) -> torch.Tensor:
     return (alibi_slopes(n_head).bfloat16()[:, None] * torch.arange(length)[None, :]).float()
 
 
-# --------------------------------------------------------------------------- hooks
-
-
-class _Hooks:
-    """What a hooked forward records / calls. ``wants(kind, pos)`` is asked only when hooks exist."""
-
-    def __init__(self, sites: set[str] | None, kinds: set[str] | None,
-                 callback: HookCallback | None, store: dict[str, torch.Tensor] | None) -> None:
-        self.sites = sites  # exact "{kind}.{pos}" names, or None for "kind-only" matching below
-        self.kinds = kinds  # kinds requested for every position (None: all kinds but attn_probs and attn_z)
-        self.callback = callback
-        self.store = store
-
-    def wants(self, kind: str, pos: int) -> bool:
-        if self.kinds is None and self.sites is None:
-            return kind not in _NAMED_ONLY
-        if self.kinds is not None and kind in self.kinds:
-            return True
-        return self.sites is not None and f"{kind}.{pos}" in self.sites
-
-    def emit(self, kind: str, pos: int, t: torch.Tensor) -> torch.Tensor:
-        if not self.wants(kind, pos):
-            return t
-        name = f"{kind}.{pos}"
-        if self.callback is not None:
-            out = self.callback(name, t)
-            if out is not None:
-                t = out
-        if self.store is not None:
-            self.store[name] = t.detach()
-        return t
-
-
-def _parse_sites(sites: Iterable[str] | None) -> tuple[set[str] | None, set[str] | None]:
-    if sites is None:
-        return None, None
-    if isinstance(sites, str):
-        sites = [sites]
-    exact: set[str] = set()
-    kinds: set[str] = set()
-    for s in sites:
-        kind, _, pos = s.partition(".")
-        if kind not in SITE_KINDS:
-            raise UserError(f"unknown hook site {s!r} (expected KIND or KIND.POS with KIND one of {', '.join(SITE_KINDS)})")
-        if pos:
-            if not pos.isdigit():
-                raise UserError(f"bad hook site {s!r}: the position after the dot must be an integer")
-            exact.add(f"{kind}.{int(pos)}")
-        else:
-            kinds.add(kind)
-    return exact, kinds
-
-
 # --------------------------------------------------------------------------- attention / MLP / block
 
 
@@ -176,6 +123,8 @@ class _Run:
     cache: KVCache | None
     hooks: _Hooks | None
     causal_head: int = 0  # the first n tokens see only each other, causally (token trees): attend them apart
+    wbias: torch.Tensor | None = None  # the bias of sliding-window layers (models/window.py); None: as ``bias``
+    local_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # sliding-window layers' own cos/sin (Gemma 3)
 
 
 class Attention(nn.Module):
@@ -183,10 +132,15 @@ class Attention(nn.Module):
 
     ``v_norm`` (default None) is an optional module applied to the value projection output
     ``[B, T, n_kv_head * head_dim]``; experiments set it (e.g. ``nn.LayerNorm``) without subclassing.
+    ``q_norm`` / ``k_norm`` (Qwen3 per head, OLMo 2 over the whole projection: ``qk_norm_full``) act
+    before RoPE; ``rope=False`` skips RoPE in this layer (SmolLM3); ``scale`` replaces 1/sqrt(head_dim)
+    (Granite); ``window`` makes it a sliding-window layer (it reads ``run.wbias``, and ``run.local_rope``
+    when set); ``softcap`` (Gemma 2) caps the scores at ``c * tanh(s / c)`` (the eager path).
     """
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int, head_dim: int, bias: bool,
-                 o_bias: bool | None = None) -> None:
+                 o_bias: bool | None = None, *, rope: bool = True, scale: float | None = None,
+                 window: int | None = None) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.q = nn.Linear(dim, n_head * head_dim, bias=bias)
@@ -194,6 +148,11 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, n_kv_head * head_dim, bias=bias)
         self.o = nn.Linear(n_head * head_dim, dim, bias=bias if o_bias is None else o_bias)
         self.v_norm: nn.Module | None = None
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
+        self.qk_norm_full = False
+        self.rope, self.scale, self.window = rope, scale, window
+        self.softcap: float | None = None
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, heads: list[float] | None = None,
                 q_from: int = 0) -> torch.Tensor:
@@ -202,15 +161,19 @@ class Attention(nn.Module):
         ``q_from``: outputs only for tokens from there on (all tokens still give keys/values; a
         masked run without hooks: the last layer of a scoring pass needs only the scored tokens)."""
         B, T, _ = x.shape
-        q = self.q(x[:, q_from:] if q_from else x).view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
+        q, k = self.q(x[:, q_from:] if q_from else x), self.k(x)
+        if self.q_norm is not None:
+            q, k = self._qk_norm(q, k)
+        q = q.view(B, T - q_from, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
         v = self.v(x)
         if self.v_norm is not None:
             v = self.v_norm(v)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if run.cos is not None:
-            cos, sin = (run.cos[..., q_from:, :], run.sin[..., q_from:, :]) if q_from else (run.cos, run.sin)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, run.cos, run.sin)
+        if run.cos is not None and self.rope:
+            rc, rs = run.local_rope if self.window is not None and run.local_rope is not None else (run.cos, run.sin)
+            cos, sin = (rc[..., q_from:, :], rs[..., q_from:, :]) if q_from else (rc, rs)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, rc, rs)
         cache = run.cache
         if cache is not None:
             end = run.start + T
@@ -219,24 +182,26 @@ class Attention(nn.Module):
             vc[:, :, run.start:end] = v
             k, v = kc[:, :, :end], vc[:, :, :end]
         hooks = run.hooks
-        if hooks is not None and hooks.wants("attn_probs", pos):
-            y = self._eager(q, k, v, run, pos)
+        if self.window is not None and run.wbias is not None:
+            run = _Run(run.start, run.length, run.cos, run.sin, run.wbias, cache, hooks)  # the window cuts the head too
+        if self.softcap is not None or (hooks is not None and hooks.wants("attn_probs", pos)):
+            y = self._eager(q, k, v, run, pos, q_from)
         else:
-            gqa = self.n_kv_head != self.n_head
+            gqa, sc = self.n_kv_head != self.n_head, self.scale
             if q_from:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias[:, :, q_from:], enable_gqa=gqa, scale=sc)
             elif run.bias is not None and run.causal_head:
                 y = self._split_causal(q, k, v, run, gqa)
             elif run.bias is not None:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=run.bias, enable_gqa=gqa, scale=sc)
             elif T == 1:  # decoding one token: it sees every cached key, no mask
-                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, scale=sc)
             elif run.start == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=sc)
             else:  # chunk after a cached prefix: causal mask aligned to the bottom right
                 L = k.shape[2]
                 mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=sc)
         if heads is not None:
             y = y * torch.tensor(heads, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
         y = y.transpose(1, 2)  # [B, T, H, D]
@@ -244,38 +209,51 @@ class Attention(nn.Module):
             y = hooks.emit("attn_z", pos, y)
         return self.o(y.reshape(B, T - q_from, self.n_head * self.head_dim))
 
-    @staticmethod
-    def _split_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
+    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q/k norms on ``[B, T, heads * head_dim]``: over the whole width, or per head."""
+        if self.qk_norm_full:
+            return self.q_norm(q), self.k_norm(k)
+        hd = self.head_dim
+        return (self.q_norm(q.unflatten(-1, (-1, hd))).flatten(-2), self.k_norm(k.unflatten(-1, (-1, hd))).flatten(-2))
+
+    def _split_causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, gqa: bool) -> torch.Tensor:
         """Attention when the first ``n = run.causal_head`` tokens see only each other causally: they
         attend apart (causal, so whole blocks are skipped), the rest through the mask. Same result as
         one masked call, at about 60% of its work for a token tree whose context is half its length."""
         n, bias = run.causal_head, run.bias
         if n >= q.shape[2]:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa, scale=self.scale)
         head_bias = bias[:, :, :n, :n]
         if head_bias.shape[1] == 1:  # no per-head key bias (ALiBi): the mask is plain causal there
-            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa)
+            y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, enable_gqa=gqa,
+                                                scale=self.scale)
         else:
             y0 = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], attn_mask=head_bias,
-                                                enable_gqa=gqa)
-        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa)  # = q_from n
+                                                enable_gqa=gqa, scale=self.scale)
+        y1 = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=bias[:, :, n:], enable_gqa=gqa,
+                                            scale=self.scale)  # = q_from n
         return torch.cat([y0, y1], 2)
 
-    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int) -> torch.Tensor:
+    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: _Run, pos: int,
+               q_from: int = 0) -> torch.Tensor:
         """Explicit softmax(QK^T/sqrt(d) + bias) V, so the probabilities can be seen (and edited)."""
         rep = self.n_head // self.n_kv_head
         if rep != 1:
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
         T, L = q.shape[2], k.shape[2]
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # [B, H, T, L]
+        scores = q @ k.transpose(-1, -2)  # [B, H, T, L]
+        scores = scores / math.sqrt(self.head_dim) if self.scale is None else scores * self.scale
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         if run.bias is not None:
-            scores = scores + run.bias
+            scores = scores + run.bias[:, :, q_from:]
         else:
             mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        probs = run.hooks.emit("attn_probs", pos, probs)
+        if run.hooks is not None:
+            probs = run.hooks.emit("attn_probs", pos, probs)
         return probs @ v
 
 
@@ -299,8 +277,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP read the same
-    normed input and are both added to the residual)."""
+    """Pre-norm decoder block. ``parallel`` = Falcon/GPT-J style (attention and MLP both read the
+    block input, through ``mlp_norm`` if there is one (GPT-NeoX) else the attention's norm, and are
+    both added to the residual). ``attn_post_norm`` / ``mlp_post_norm`` (None
+    by default; OLMo 2) normalise each branch's output before it is added; ``residual_scale``
+    (Granite's residual_multiplier) multiplies both branch outputs."""
 
     def __init__(self, attn_norm: nn.Module, attn: Attention, mlp_norm: nn.Module | None, mlp: MLP,
                  parallel: bool = False) -> None:
@@ -313,6 +294,9 @@ class Block(nn.Module):
             self.mlp_norm = None
         self.mlp = mlp
         self.parallel = parallel
+        self.attn_post_norm: nn.Module | None = None
+        self.mlp_post_norm: nn.Module | None = None
+        self.residual_scale = 1.0
 
     def forward(self, x: torch.Tensor, run: _Run, pos: int, call: LayerCall, q_from: int = 0) -> torch.Tensor:
         """``q_from``: the output only for tokens from there on (see ``Attention.forward``)."""
@@ -324,12 +308,14 @@ class Block(nn.Module):
         a = self.attn(h, run, pos, heads, q_from)
         if q_from:
             x, h = x[:, q_from:], h[:, q_from:]
-        if call.attn_scale != 1.0:
-            a = a * call.attn_scale
+        if self.attn_post_norm is not None:
+            a = self.attn_post_norm(a)
+        if call.attn_scale * self.residual_scale != 1.0:
+            a = a * (call.attn_scale * self.residual_scale)
         if hooks is not None:
             a = hooks.emit("attn_out", pos, a)
         if self.parallel:
-            m_in = h
+            m_in = h if self.mlp_norm is None else self.mlp_norm(x)
         else:
             x = x + a
             m_in = self.mlp_norm(x)
@@ -338,8 +324,10 @@ class Block(nn.Module):
             m = self.mlp.down(mh)
         else:
             m = self.mlp(m_in)
-        if call.mlp_scale != 1.0:
-            m = m * call.mlp_scale
+        if self.mlp_post_norm is not None:
+            m = self.mlp_post_norm(m)
+        if call.mlp_scale * self.residual_scale != 1.0:
+            m = m * (call.mlp_scale * self.residual_scale)
         if hooks is not None:
             m = hooks.emit("mlp_out", pos, m)
         x = x + a + m if self.parallel else x + m
@@ -372,6 +360,8 @@ class LM(nn.Module):
 
     config: object
     arch: str = "unknown"
+    window: int | None = None  # sliding-window size of the layers that have one (models/window.py)
+    logit_softcap: float | None = None  # final logits become c * tanh(z / c) (Gemma 2); raw_logits is before it
 
     def _build(self, norm: nn.Module, *, positions: bool = False) -> None:
         """What every family's constructor shares, in state_dict order: token embedding
@@ -388,7 +378,8 @@ class LM(nn.Module):
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
         self._make_buffers()
         self._finish_init()
-        self.init_weights()
+        if not self.embed.tokens.weight.is_meta:  # load_model builds on meta, then assigns the file's tensors
+            self.init_weights()
 
     def _finish_init(self) -> None:
         self._hooks: _Hooks | None = None
@@ -406,13 +397,20 @@ class LM(nn.Module):
     def vocab_size(self) -> int:
         return int(self.config.vocab_size)
 
+    def _embed_like(self) -> torch.Tensor:
+        """The token embedding's weight, or (stored form, models/stored.py) a tensor of its
+        output's dtype and device: asking must not dequantize the matrix."""
+        t = self.embed.tokens
+        w = t._parameters.get("weight")
+        return w if w is not None else t.__dict__["like"] if "like" in t.__dict__ else t.weight
+
     @property
     def device(self) -> torch.device:
-        return self.embed.tokens.weight.device
+        return self._embed_like().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.tokens.weight.dtype
+        return self._embed_like().dtype
 
     # ---- init
     def init_weights(self) -> None:
@@ -460,6 +458,11 @@ class LM(nn.Module):
         plan = self._check_plan(plan)
         shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
         cap = max_len if max_len is not None else min(256, self.context_length)
+        if max_len is not None:
+            from lminspect.limits import check_memory
+
+            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(self.dtype).bits // 8
+            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(plan)} layer calls", per_token * cap)
         return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
 
     # ---- family-specific pieces
@@ -520,7 +523,8 @@ class LM(nn.Module):
         key_bias = self._key_bias(positions)
         if key_bias is not None:
             bias = bias + key_bias.to(x.dtype)
-        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head)
+        wbias = window_bias(bias, 0, T, T, self.window, x.dtype, x.device, positions) if self.window else None
+        return x, _Run(0, T, cos, sin, bias, None, self._hooks, causal_head, wbias)
 
     def _key_bias(self, positions: torch.Tensor) -> torch.Tensor | None:
         """Position bias on attention scores by key position ``[B, H, 1, T]`` (ALiBi); None: none."""
@@ -537,11 +541,17 @@ class LM(nn.Module):
             if bias is None:
                 bias = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
             bias = bias.masked_fill(~allowed, float("-inf"))
-        return _Run(start, T, cos, sin, bias, cache, self._hooks)
+        wbias = window_bias(bias, start, T, L, self.window, dtype, self.device) if self.window else None
+        return _Run(start, T, cos, sin, bias, cache, self._hooks, 0, wbias)
+
+    def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + head on hidden states ``[..., dim]``, before any soft cap (what DLA splits)."""
+        return self._logits(self.norm(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm + head on hidden states ``[..., dim]``."""
-        return self._logits(self.norm(x))
+        """Final norm + head on hidden states ``[..., dim]`` (then the family's soft cap, if any)."""
+        c = self.logit_softcap
+        return self.raw_logits(x) if c is None else torch.tanh(self.raw_logits(x) / c) * c
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 plan: list[LayerCall] | None = None, last_only: bool = False,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.stitch.export import export_stitched, stitched_state_dict
 from lminspect.stitch.grammar import GRAMMAR_HELP, plan_to_string
-from lminspect.stitch.plans import load_plan_file, load_plans, parse_plan
+from lminspect.stitch.plans import load_plan_file, load_plans, parse_plan, sweep_plans
 from lminspect.stitch.presets import PRESETS, SEED_DEPTH, preset_spec
 from lminspect.stitch.summary import PlanSummary, describe_plan
 from lminspect.stitch.view import StitchedModel, stitch
@@ -44,5 +44,5 @@ __all__ = [
     "plan_to_string",
     "preset_spec",
     "stitch",
-    "stitched_state_dict",
+    "stitched_state_dict", "sweep_plans",
 ]

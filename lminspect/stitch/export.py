@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
@@ -19,14 +19,18 @@ from lminspect.stitch.view import StitchedModel
 from lminspect.weights import provenance
 from lminspect.weights.export import hf_state_dict, model_family, write_hf_dir
 
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
-def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
+
+def stitched_state_dict(model: LM, plan: list[LayerCall]) -> dict[str, Any]:
     """The canonical state dict of the stitched model: one block per occurrence, scales folded.
 
     A branch scale ``s`` multiplies that branch's output before the residual add, which is
     exactly multiplying the branch's last projection (``attn.o``, ``mlp.down``: weight and bias) by ``s``.
     A head scale multiplies that head's output before ``attn.o``: its columns of ``attn.o.weight``
-    (the bias belongs to no head and stays).
+    (the bias belongs to no head and stays). A branch normed before the residual add (Gemma 2/3's
+    ``attn_post_norm`` / ``mlp_post_norm``, OLMo 2's too) takes its scale in that norm's gain instead.
     """
     import torch
 
@@ -34,21 +38,34 @@ def stitched_state_dict(model: Any, plan: list[LayerCall]) -> dict[str, Any]:
     out: dict[str, Any] = {k: v.clone() for k, v in sd.items() if not k.startswith("layers.")}
     for j, call in enumerate(plan):
         prefix = f"layers.{call.index}."
+        block = model.layers[call.index]
+        post = {"attn": getattr(block, "attn_post_norm", None), "mlp": getattr(block, "mlp_post_norm", None)}
         for k, v in sd.items():
             if not k.startswith(prefix):
                 continue
             rest = k[len(prefix) :]
             t = v.clone()
+            for branch, s in (("attn", call.attn_scale), ("mlp", call.mlp_scale)):
+                if post[branch] is not None and s != 1.0 and rest.startswith(f"{branch}_post_norm."):
+                    t = _scaled_gain(post[branch], rest.rpartition(".")[2], t, s)
             if rest == "attn.o.weight" and call.has_head_scales:  # head h owns o's columns h*hd..(h+1)*hd
                 att = model.layers[call.index].attn
                 f = torch.tensor(call.head_factors(att.n_head, att.n_kv_head), dtype=t.dtype)
                 t = t * f.repeat_interleave(att.head_dim)[None, :]
-            if rest.startswith("attn.o.") and call.attn_scale != 1.0:
+            if rest.startswith("attn.o.") and call.attn_scale != 1.0 and post["attn"] is None:
                 t = t * call.attn_scale
-            elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0:
+            elif rest.startswith("mlp.down.") and call.mlp_scale != 1.0 and post["mlp"] is None:
                 t = t * call.mlp_scale
             out[f"layers.{j}.{rest}"] = t.contiguous()
     return out
+
+
+def _scaled_gain(norm: Any, kind: str, t: Any, s: float) -> Any:
+    """A norm's weight/bias such that its output is ``s`` times the original: ``(1 + w)`` gains
+    (Gemma) become ``s (1 + w) - 1``, plain weights and biases ``s w``, ``s b``."""
+    if kind == "weight" and getattr(norm, "unit_offset", False):
+        return s * (1.0 + t) - 1.0
+    return t * s
 
 
 def _check_export_size(base: Any, plan: list[LayerCall], out_dir: str | Path) -> None:
@@ -111,8 +128,11 @@ def export_stitched(
     for key in ("num_hidden_layers", "n_layer"):
         if key in hf_cfg or (key == "num_hidden_layers" and arch != "gpt2") or (key == "n_layer" and arch == "gpt2"):
             hf_cfg[key] = len(plan)
-    if isinstance(hf_cfg.get("layer_types"), list) and len(hf_cfg["layer_types"]) == n:
-        hf_cfg["layer_types"] = [hf_cfg["layer_types"][c.index] for c in plan]
+    for key in ("layer_types", "no_rope_layers"):  # per-layer settings follow their layer
+        if isinstance(hf_cfg.get(key), list) and len(hf_cfg[key]) == n:
+            hf_cfg[key] = [hf_cfg[key][c.index] for c in plan]
+    if "max_window_layers" in hf_cfg and isinstance(hf_cfg.get("layer_types"), list):
+        hf_cfg.pop("max_window_layers")  # layer_types says it per layer
     hf_cfg["lminspect_plan"] = plan_to_string(plan, n)
     hf_cfg["lminspect_source_layers"] = n
     meta = None
@@ -126,7 +146,7 @@ def export_stitched(
                         metadata=meta)
 
 
-def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
+def export_to_temp(model: LM, plan: Any, store: Any = None) -> Path:
     """Export ``model`` through ``plan`` into a new temp folder (with ``store``'s tokenizer files
     and source record when given); the caller removes ``path.parent`` when done."""
     import tempfile
@@ -141,7 +161,7 @@ def export_to_temp(model: Any, plan: Any, store: Any = None) -> Path:
     return export_stitched(model, plan, tmp / "model", tokenizer_json=tj, extra_files=side, source=src)
 
 
-def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
+def materialize(model: LM, plan: Any) -> tuple[Any, Any]:
     """(model, plan) ready to run: a plan whose mergekit ``scale`` multiplies weights cannot run
     over the shared weights, so the stitched model is exported to a temp folder and loaded
     (the plan becomes the full plan of that model); any other plan is returned as it is."""
@@ -149,13 +169,12 @@ def materialize(model: Any, plan: Any) -> tuple[Any, Any]:
         return model, plan
     import shutil
 
-    from lminspect.models import load_model
     from lminspect.models.layercall import full_plan
-    from lminspect.weights import open_store
+    from lminspect.models.open import reopen_like
 
     out = export_to_temp(model, plan)
     try:
-        lm = load_model(open_store(out), dtype=getattr(model, "dtype", "float32"))
+        lm = reopen_like(model, out)
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
     return lm, full_plan(len(plan))

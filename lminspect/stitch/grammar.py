@@ -136,6 +136,37 @@ def _range(a: int, b: int) -> list[int]:
     return list(range(a, b + 1)) if a <= b else list(range(a, b - 1, -1))
 
 
+def _parse_item(item: str, col: int, n_layers: int, positive: list[LayerCall], skipped: set[int]) -> bool:
+    """Add one plan item's calls to ``positive`` (or its skipped layers to ``skipped``); whether
+    it was a positive item."""
+    m = _SKIP_RE.match(item)
+    if m:
+        a = _check_index(int(m["a"]), n_layers, item, col)
+        b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] else a
+        skipped.update(_range(a, b))
+        return False
+    m = _ITEM_RE.match(item)
+    if not m:
+        raise UserError(f"bad plan item '{item}' at column {col}: {_EXPECTED}")
+    if m["kw"] == "all":
+        idx = list(range(n_layers))
+    elif m["kw"] == "even":
+        idx = list(range(0, n_layers, 2))
+    elif m["kw"] == "odd":
+        idx = list(range(1, n_layers, 2))
+    else:
+        a = _check_index(int(m["a"]), n_layers, item, col)
+        b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] is not None else a
+        idx = _range(a, b)
+    rep = int(m["rep"]) if m["rep"] is not None else 1
+    if rep < 1:
+        raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
+    check_plan_calls(len(positive) + rep * len(idx), f"plan item '{item}' at column {col}")
+    sc = _parse_scales(m["scales"] or "", item, col)
+    positive.extend(sc.call(i) for _ in range(rep) for i in idx)
+    return True
+
+
 def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
     items = _tokens(spec.lower())
     if not items:
@@ -144,32 +175,11 @@ def _parse_string(spec: str, n_layers: int) -> list[LayerCall]:
     saw_positive = False
     skipped: set[int] = set()
     for item, col in items:
-        m = _SKIP_RE.match(item)
-        if m:
-            a = _check_index(int(m["a"]), n_layers, item, col)
-            b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] else a
-            skipped.update(_range(a, b))
-            continue
-        m = _ITEM_RE.match(item)
-        if not m:
-            raise UserError(f"bad plan item '{item}' at column {col}: {_EXPECTED}")
-        saw_positive = True
-        if m["kw"] == "all":
-            idx = list(range(n_layers))
-        elif m["kw"] == "even":
-            idx = list(range(0, n_layers, 2))
-        elif m["kw"] == "odd":
-            idx = list(range(1, n_layers, 2))
-        else:
-            a = _check_index(int(m["a"]), n_layers, item, col)
-            b = _check_index(int(m["b"]), n_layers, item, col) if m["b"] is not None else a
-            idx = _range(a, b)
-        rep = int(m["rep"]) if m["rep"] is not None else 1
-        if rep < 1:
-            raise UserError(f"bad plan item '{item}' at column {col}: repeat count must be >= 1")
-        check_plan_calls(len(positive) + rep * len(idx), f"plan item '{item}' at column {col}")
-        sc = _parse_scales(m["scales"] or "", item, col)
-        positive.extend(sc.call(i) for _ in range(rep) for i in idx)
+        try:
+            saw_positive |= _parse_item(item, col, n_layers, positive, skipped)
+        except UserError as e:  # the faces point at the item (the TUI draws a caret under it)
+            e.column = e.column if e.column is not None else col
+            raise
     if not saw_positive:
         positive = full_plan(n_layers)
     plan = [c for c in positive if c.index not in skipped]

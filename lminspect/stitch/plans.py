@@ -292,6 +292,25 @@ def nearest_presets(word: str, n: int = 3) -> list[str]:
 
 
 
+def sweep_plans(plans: str | Path | Mapping[str, Any] | None, inline: list[str] | None,
+                n_layers: int) -> dict[str, list[LayerCall]]:
+    """A sweep's named plans: ``plans`` as ``load_plans`` takes it, plus inline ``NAME=SPEC`` plans
+    (``stitch sweep --plan``); inline plans alone replace the presets."""
+    named = {} if inline and plans == "presets" else load_plans(plans, n_layers)
+    for opt in inline or []:
+        name, eq, spec = opt.partition("=")
+        if not eq or not name.strip() or not spec.strip():
+            raise UserError(f"--plan {opt!r}: expected NAME=SPEC, e.g. --plan 'cut=0-23,27-29'", option="--plan")
+        if name.strip() in named:
+            raise UserError(f"--plan {opt!r}: the name {name.strip()!r} is already taken by another plan; give each "
+                            "plan its own name", option="--plan")
+        try:
+            named[name.strip()] = parse_plan(spec.strip(), n_layers)
+        except UserError as exc:
+            raise UserError(f"--plan {name.strip()}: {exc.message}", option="--plan") from None
+    return named
+
+
 def load_plans(spec: str | Path | Mapping[str, Any] | None, n_layers: int) -> dict[str, list[LayerCall]]:
     """Named plans for a sweep: ``"presets"``, a comma list of preset names, or a file.
 

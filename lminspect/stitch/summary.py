@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 
 @dataclass
@@ -37,13 +40,13 @@ class PlanSummary:
         }
 
 
-def _layer_param_counts(model: Any) -> tuple[list[int], int]:
+def _layer_param_counts(model: LM) -> tuple[list[int], int]:
     per_layer = [sum(p.numel() for p in layer.parameters()) for layer in model.layers]
     total = sum(p.numel() for p in model.parameters())
     return per_layer, total
 
 
-def describe_plan(plan: list[LayerCall], n_layers: int | None = None, *, model: Any = None) -> PlanSummary:
+def describe_plan(plan: list[LayerCall], n_layers: int | None = None, *, model: LM | None = None) -> PlanSummary:
     """Layers run, skipped and repeated, and the fraction of parameters the plan touches.
 
     With a ``model``, parameter counts are exact (shared embeddings, norms and the head

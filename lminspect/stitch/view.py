@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.models.layercall import LayerCall
 from lminspect.stitch.grammar import plan_to_string
 from lminspect.stitch.plans import parse_plan
 from lminspect.stitch.summary import PlanSummary, describe_plan
+
+if TYPE_CHECKING:  # annotations only
+    from lminspect.models.common import LM
 
 
 class StitchedModel:
@@ -17,7 +20,7 @@ class StitchedModel:
     ``run_with_cache`` pass the plan. Cheap to make: nothing is copied.
     """
 
-    def __init__(self, model: Any, plan: Any = None) -> None:
+    def __init__(self, model: LM, plan: Any = None) -> None:
         self.model = model
         self.plan: list[LayerCall] = parse_plan(plan, len(model.layers))
 
@@ -46,6 +49,6 @@ class StitchedModel:
         return f"StitchedModel({type(self.model).__name__}, plan={plan_to_string(self.plan, self.n_layers)!r})"
 
 
-def stitch(model: Any, plan: Any) -> StitchedModel:
+def stitch(model: LM, plan: Any) -> StitchedModel:
     """``stitch(model, "0-23,27-29")``: the REPL spelling of ``StitchedModel``."""
     return StitchedModel(model, plan)

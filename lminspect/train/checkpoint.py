@@ -12,7 +12,8 @@
   RNG states (``rng/...``); JSON metadata holds step, tokens, data position and the
   optimizer's non-tensor state.
 
-``RUN/checkpoints/latest`` names the newest complete checkpoint. Every directory is
+``RUN/checkpoints/latest`` names the newest checkpoint; which checkpoints are complete (and so
+the newest complete one) is ``lminspect.rundir``'s to say. Every directory is
 built under a temporary name and renamed into place (``fsutil.atomic_dir``), so a crash
 mid-save leaves the previous checkpoint intact.
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from lminspect.errors import FormatError, UserError
 from lminspect.fsutil import atomic_dir, atomic_write_text
+from lminspect.rundir import CHECKPOINT_FILES, checkpoint_problem, latest_checkpoint, run_checkpoint  # noqa: F401 - owner: rundir
 
 
 def _optim_to_flat(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -84,99 +86,6 @@ def save_checkpoint(run_dir: Path, *, step: int, exported: dict[str, Any], confi
         for p in old[: max(0, len(old) - (keep - 1))]:
             shutil.rmtree(p, ignore_errors=True)
     return ckdir / name
-
-
-CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.safetensors")
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` is not a complete checkpoint (a missing file, an unreadable header), or None."""
-    import struct
-
-    for fname in CHECKPOINT_FILES:
-        if not (path / fname).is_file():
-            return f"no {fname}"
-    for fname in ("model.safetensors", "trainer.safetensors"):
-        f = path / fname
-        try:
-            with open(f, "rb") as fh:
-                head = fh.read(8)
-                if len(head) < 8:
-                    return f"{fname} is truncated"
-                (n,) = struct.unpack("<Q", head)
-                size = f.stat().st_size
-                if n > size - 8:
-                    return f"{fname} is truncated"
-                header = json.loads(fh.read(n))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-            if 8 + n + end > size:
-                return f"{fname} is truncated"
-        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError) as e:
-            return f"{fname} is unreadable ({type(e).__name__})"
-    try:  # the model's config is what a resume and an open read first: garbage there is damage too
-        from lminspect.fsutil import read_regular
-
-        cfg = json.loads(read_regular(path / "config.json", limit=1 << 20).decode("utf-8"))
-    except (OSError, ValueError, RecursionError, UserError):
-        return "config.json is not readable JSON"
-    if not isinstance(cfg, dict):
-        return "config.json is not a JSON object"
-    return None
-
-
-def latest_checkpoint(run_dir: Path, *, warn: bool = False) -> Path | None:
-    """The newest complete checkpoint of ``run_dir`` (all files present, headers readable).
-
-    ``checkpoints/latest`` is only trusted when it names a ``step_*`` folder inside the run dir.
-    A damaged newest checkpoint is skipped for an older complete one; ``warn`` prints one line
-    saying so (resume uses it).
-    """
-    import sys
-
-    ckdir = Path(run_dir) / "checkpoints"
-    if not ckdir.is_dir():
-        return None
-    latest = ckdir / "latest"
-    if warn and (latest.exists() or latest.is_symlink()):
-        try:
-            from lminspect.fsutil import read_regular
-
-            named = read_regular(latest, limit=4096).decode("utf-8").strip()
-        except (OSError, UnicodeDecodeError, UserError):
-            named = ""
-        target = ckdir / named
-        inside = named.startswith("step_") and "/" not in named and "\\" not in named and not latest.is_symlink()
-        if not inside or not target.resolve().is_relative_to(ckdir.resolve()):
-            print(f"lminspect: warning: {latest} names {named[:80]!r}, not a checkpoint of this run; ignored",
-                  file=sys.stderr)
-    cands = sorted((p for p in ckdir.glob("step_*") if p.is_dir() and not p.is_symlink()), reverse=True)
-    for k, p in enumerate(cands):
-        problem = checkpoint_problem(p)
-        if problem is None:
-            return p
-        if warn:
-            nxt = next((c.name for c in cands[k + 1:] if checkpoint_problem(c) is None), None)
-            then = f"falling back to {nxt}" if nxt else "no older complete checkpoint"
-            print(f"lminspect: warning: checkpoint {p} is damaged ({problem}); {then}", file=sys.stderr)
-    return None
-
-
-def run_checkpoint(path: str | Path) -> Path | None:
-    """What a training run directory means wherever a model is expected: its latest complete
-    checkpoint (None when ``path`` is not a run directory: a model folder, a file).
-
-    A run (``runlog.is_run_dir``) with ``checkpoints/``, or a bare folder of checkpoints (no
-    config.json, so not a model folder). A run without a complete checkpoint is a ``UserError``.
-    """
-    from lminspect.train.runlog import is_run_dir
-
-    p = Path(path)
-    if not (p / "checkpoints").is_dir() or not (is_run_dir(p) or not (p / "config.json").is_file()):
-        return None
-    ck = latest_checkpoint(p)
-    if ck is None:
-        raise UserError(f"{path}: run directory without a complete checkpoint (nothing in {p / 'checkpoints'})")
-    return ck
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -26,12 +26,10 @@ def model_from(ref: str, vocab_size: int, seq_len: int, arch: str | None = None)
     import torch
 
     from lminspect.grow.io import resolve_model_dir
-    from lminspect.models import load_model
-    from lminspect.weights import open_store
+    from lminspect.models.open import open_model
 
     check_init_from(ref)
-    store = open_store(resolve_model_dir(ref))
-    model = load_model(store, dtype="float32", device="cpu")
+    model = open_model(resolve_model_dir(ref), tokenizer=False).model
     got = str(getattr(model, "arch", "") or "")
     if arch and got and got != arch:
         raise UserError(f"--init-from {ref}: a {got} model, but the experiment trains a {arch} model; pick an "

@@ -143,7 +143,7 @@ class RunState:
 
 def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
-    from lminspect.train.checkpoint import latest_checkpoint
+    from lminspect.rundir import latest_checkpoint
     from lminspect.train.guard import read_saved_config
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
@@ -392,7 +392,7 @@ def _optimizer_step(run: RunState) -> float:
 
 def _train_step(run: RunState) -> tuple[dict[str, Any], Any, Any]:
     """One optimizer step on the next batch: (stats row, last x, last y). A NaN/inf loss stops before the step."""
-    from lminspect.train.checkpoint import latest_checkpoint
+    from lminspect.rundir import latest_checkpoint
     from lminspect.train.flops import flops_per_token
 
     cfg, state = run.cfg, run.state
@@ -526,7 +526,7 @@ def _loop(run: RunState, on_step: Callable[[dict[str, Any]], None] | None) -> No
 
 def _finish(run: RunState) -> Path | None:
     """The final checkpoint (unless the last step was just saved), config.json's status, the process group."""
-    from lminspect.train.checkpoint import latest_checkpoint
+    from lminspect.rundir import latest_checkpoint
 
     if run.progress is not None:
         run.progress.close()

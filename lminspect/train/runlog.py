@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lminspect.errors import UserError
-
-RUNNING_AFTER_S = 120.0  # a run whose stats changed this recently (and that has no "done") is live
+from lminspect.rundir import (  # noqa: F401 - re-exported: the owner of these facts is rundir
+    RUNNING_AFTER_S,
+    is_run_dir,
+    read_stats,
+    read_stats_counted,
+    run_state,
+    run_status,
+)
 
 
 @dataclass
@@ -65,50 +70,6 @@ class Run:
         return {k: v[-1] for k, v in self.columns.items() if v}
 
 
-def read_stats(path: Path) -> list[dict[str, Any]]:
-    return read_stats_counted(path)[0]
-
-
-def read_stats_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The rows of ``stats.jsonl`` and how many lines were unreadable (binary, torn, not an object).
-
-    The last line may be one being written right now; it is skipped without being counted."""
-    rows: list[dict[str, Any]] = []
-    try:
-        from lminspect.fsutil import read_regular
-
-        lines = read_regular(path).splitlines()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return [], 0
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
-    bad = 0
-    for k, raw in enumerate(lines):
-        raw = raw.strip()
-        if not raw:
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif k != len(lines) - 1:
-            bad += 1
-    return rows, bad
-
-
-def is_run_dir(path: str | Path) -> bool:
-    """The one rule for "is this a training run directory?" (REPL, TUI, plots, grow all ask here).
-
-    A run writes ``stats.jsonl`` when it starts; a folder with ``config.json`` and ``checkpoints/``
-    (a copied run without its log) counts too. A model directory's ``config.json`` alone does not.
-    """
-    p = Path(path)
-    return p.is_dir() and ((p / "stats.jsonl").is_file()
-                           or ((p / "config.json").is_file() and (p / "checkpoints").is_dir()))
-
-
 def load_run(path: str | Path) -> Run:
     """Read a run directory (``config.json`` + ``stats.jsonl``)."""
     p = Path(path)
@@ -143,11 +104,8 @@ def load_run(path: str | Path) -> Run:
     columns = {k: [_num(r.get(k)) for r in rows] for k in keys}
     nonfinite = {k: n for k in keys if (n := sum(1 for r in rows if isinstance(r.get(k), float)
                                                    and not math.isfinite(r[k])))}
-    status = config.get("status", "unknown")
-    mtime = stats.stat().st_mtime if stats.is_file() else 0.0
-    running = status == "running" and (time.time() - mtime) < RUNNING_AFTER_S
-    if status == "running" and not running:
-        status = "stopped"
+    status = run_status(p, config)
+    running = status == "running"
     name = str(config.get("name") or p.name)
     return Run(p, name, config, columns, running, status, skipped, nonfinite)
 
@@ -181,9 +139,6 @@ class StatsWriter:
         self._f.close()
 
 
-STATUS_WORDS = {"done": "finished", "interrupted": "stopped", "failed": "failed", "running": "running"}
-
-
 def _last_row(stats: Path) -> dict[str, Any]:
     """The last complete row of ``stats.jsonl``, reading only the file's tail."""
     from lminspect.fsutil import read_regular
@@ -212,12 +167,7 @@ def run_summary(path: str | Path) -> dict[str, Any]:
         config = json.loads(read_regular(p / "config.json").decode("utf-8"))
     except (OSError, ValueError, RecursionError, UserError):
         config = {}
-    stats = p / "stats.jsonl"
-    last = _last_row(stats)
-    status = str(config.get("status", "unknown"))
-    if status == "running":
-        mtime = stats.stat().st_mtime if stats.is_file() else 0.0
-        status = "running" if time.time() - mtime < RUNNING_AFTER_S else "stopped"
+    last = _last_row(p / "stats.jsonl")
     return {"name": config.get("name") or p.name, "exp": config.get("experiment") or config.get("exp") or "?",
             "steps": int(last.get("step", 0) or 0), "loss": last.get("loss"),
-            "status": STATUS_WORDS.get(status, status)}
+            "status": run_state(p, config if isinstance(config, dict) else {})}

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 
 def open_store(ref: str) -> TensorStore:
-    from lminspect.weights import open_store as open_
+    """Headers only (``models.open.open_model`` lazily): the engine comes with ``load_model``."""
+    from lminspect.models.open import open_model
 
-    return open_(ref)
+    return open_model(ref, lazy=True).store
 
 
 def n_layers(store: TensorStore) -> int | None:
@@ -46,17 +47,13 @@ def n_heads(store: TensorStore, *, kv: bool = False) -> int | None:
 # -- engine ------------------------------------------------------------------
 
 
-def load_model(store: TensorStore, weights: str | None = "auto") -> LM:
-    """The engine; ``weights`` auto = the stored low-bit decode path on CPU when the file has one."""
-    from lminspect.models import load_model as load
+def open_engine(store: TensorStore, weights: str | None = "auto") -> tuple[LM, Tokenizer]:
+    """(engine, tokenizer) of an open store; ``weights`` auto = the stored low-bit decode path on
+    CPU when the file has one. Threads as the CLI's (``tui --threads`` applied them already)."""
+    from lminspect.models.open import open_model
 
-    return load(store, weights=weights)
-
-
-def load_tokenizer(store: TensorStore) -> Tokenizer:
-    from lminspect.tokenizer import load_tokenizer as load
-
-    return load(store)
+    _, lm, tok = open_model(store, weights=weights)
+    return lm, tok
 
 
 def generate_fn() -> Callable[..., Generation]:
@@ -139,7 +136,7 @@ def find_runs(root: str | os.PathLike[str]) -> list[Path]:
     """Run directories under ``root`` (``train.runlog.is_run_dir``: the root itself, or its
     subdirectories), in name order. Only names are looked at here; reading a run is ``load_run``'s job.
     """
-    from lminspect.train.runlog import is_run_dir
+    from lminspect.rundir import is_run_dir
 
     root = Path(root)
     if not root.is_dir():
@@ -212,13 +209,10 @@ def timeline(run_dir: str | os.PathLike[str], stat: str) -> tuple[list[int], lis
 def embedding_pca(run_dir: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, int]]]:
     """A run's token embeddings across checkpoints in one PCA plane (fitted on the newest), and
     the 6 tokens that moved most, labelled by the newest checkpoint's tokenizer."""
-    from lminspect.compare.checkpoints import list_checkpoints
-    from lminspect.compare.embeddings import fit_pca, most_moved
+    from lminspect.compare.embeddings import labelled_pca
+    from lminspect.rundir import list_checkpoints
 
-    cks = list_checkpoints(run_dir)
-    pca = fit_pca(cks, "last")
-    tok = load_tokenizer(open_store(str(cks[-1].path)))
-    return pca, [(tok.decode([i]).strip() or repr(tok.decode([i])), i) for i in most_moved(pca)]
+    return labelled_pca(list_checkpoints(run_dir))
 
 
 def embedding_figure(pca: Any, labelled: list[tuple[str, int]], width: int, height: int) -> str:

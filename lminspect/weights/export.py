@@ -16,14 +16,14 @@ from typing import Any
 
 from lminspect.errors import UserError
 from lminspect.fsutil import atomic_dir
+from lminspect.weights.families import family_of, spec_named, supported_names
 from lminspect.weights.naming import HF_TABLES
 
 __all__ = ["hf_state_dict", "model_family", "tokenizer_side_files", "write_hf_dir"]
 
 
-_DISPLAY = {"llama": "llama", "gpt2": "GPT-2", "falcon": "falcon"}
-_CLASS = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "falcon": "FalconForCausalLM"}
 _QKV = re.compile(r"layers\.(\d+)\.attn\.[qkv]")
+_GATE_UP = re.compile(r"layers\.(\d+)\.mlp\.(gate|up)")
 
 
 def _falcon_fuse_qkv(q: Any, k: Any, v: Any, n_head: int, multi_query: bool) -> Any:
@@ -57,6 +57,11 @@ def _fuser(arch: str, hf_cfg: Mapping[str, Any]) -> Callable[[Any, Any, Any, str
     if arch == "gpt2":  # Conv1D: [in, 3*out]
         return lambda q, k, v, kind: torch.cat([q, k, v], 0).t().contiguous() if kind == "weight" else torch.cat(
             [q, k, v], 0)
+    if arch == "phi3":  # rows [q | k | v]
+        return lambda q, k, v, kind: torch.cat([q, k, v], 0)
+    if arch == "gptneox":  # Falcon-RW's per-head interleave, always
+        n = int(hf_cfg.get("num_attention_heads") or 0)
+        return lambda q, k, v, kind: _falcon_fuse_qkv(q, k, v, n, False)
     if hf_cfg.get("new_decoder_architecture"):
         raise UserError(
             "stitch export supports falcon only with new_decoder_architecture=false "
@@ -77,8 +82,14 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
     tensor HF has no module for (e.g. a value-norm experiment's ``attn.v_norm``) is refused.
     """
     table = HF_TABLES.get(arch)
-    if table is None:
-        raise UserError(f"stitch export supports llama, gpt2 and falcon models, not {arch}")
+    spec = spec_named(arch)
+    if table is None or spec is None or not spec.supported:
+        raise UserError(f"stitch export supports {supported_names()} models, not {arch}")
+    hf_class = spec.architectures[0] if spec.architectures else arch
+    rope = hf_cfg.get("rope_parameters")
+    if isinstance(rope, Mapping) and rope.get("rope_type") == "freq_factors":
+        raise UserError("cannot export: the model's RoPE comes from a GGUF rope_freqs table, which has no "
+                        "transformers config equivalent (export the original HF model instead)")
     fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
     out: dict[str, Any] = {}
     fused_layers: set[str] = set()
@@ -88,13 +99,15 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
         if m and fuse is not None:
             fused_layers.add(m[1])
             continue
+        if table.fused_gate_up and _GATE_UP.fullmatch(module):
+            continue  # fused below, with its pair
         if arch == "gpt2" and module == "head":
             continue  # tied to wte in GPT-2
         try:
             name = table.to_hf(cname)
         except KeyError:
             raise UserError(
-                f"cannot export tensor {cname} as {_DISPLAY[arch]}: HF's {_CLASS[arch]} has no such module"
+                f"cannot export tensor {cname} as {arch}: HF's {hf_class} has no such module"
             ) from None
         conv = module.startswith("layers.") and module.split(".", 2)[2] in table.conv1d and kind == "weight"
         out[name] = t.t().contiguous() if conv else t
@@ -104,21 +117,30 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
             if all(n in sd for n in names):
                 out[f"{table.block.format(N=i)}{table.fused_qkv}.{kind}"] = fuse(*(sd[n] for n in names), kind)
             elif any(n in sd for n in names):
-                raise UserError(f"cannot export {_DISPLAY[arch]} layer {i}: q/k/v {kind}s are incomplete")
+                raise UserError(f"cannot export {arch} layer {i}: q/k/v {kind}s are incomplete")
+    if table.fused_gate_up:  # Phi-3: rows [gate | up]
+        import torch
+
+        for cname in sd:
+            m = _GATE_UP.fullmatch(cname.rpartition(".")[0])
+            if m and m[2] == "gate":
+                kind = cname.rpartition(".")[2]
+                up = sd.get(f"layers.{m[1]}.mlp.up.{kind}")
+                if up is None:
+                    raise UserError(f"cannot export {arch} layer {m[1]}: mlp.up.{kind} is missing")
+                out[f"{table.block.format(N=m[1])}{table.fused_gate_up}.{kind}"] = torch.cat([sd[cname], up], 0)
     return out
 
 
 def model_family(model: Any, hf_cfg: Mapping[str, Any]) -> str:
-    """The export family of an engine model: ``llama``, ``gpt2``, ``falcon``, or its own arch name."""
+    """The export family of an engine model: the family its HF config names (weights/families.py)
+    when the model's engine runs that family, else the model's own arch name."""
     arch = getattr(model, "arch", None) or getattr(getattr(model, "config", None), "arch", None)
     if not isinstance(arch, str):
-        arch = str(hf_cfg.get("model_type", "")).lower() or type(model).__name__.lower()
-    if arch.startswith("gpt2"):
-        return "gpt2"
-    if "llama" in arch:
-        return "llama"
-    if "falcon" in arch or arch in ("refinedweb", "refinedwebmodel", "rw"):
-        return "falcon"
+        arch = type(model).__name__.lower()
+    spec, own = family_of(hf_cfg), spec_named(arch)
+    if spec is not None and own is not None and spec.engine == own.engine:
+        return spec.name
     return arch
 
 

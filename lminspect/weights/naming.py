@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lminspect.weights.families import (  # noqa: F401 - the tables are re-exported here
+    FALCON_HF,
+    GGUF_LLAMA,
+    GPT2_HF,
+    LLAMA_HF,
+    SPECS,
+    family_of,
+    spec_named,
+)
+from lminspect.weights.nametable import NameTable
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -39,24 +50,16 @@ class Canon:
 
 
 def detect_arch(config: dict[str, Any] | None, names: list[str] | None = None) -> str:
-    """``llama | gpt2 | falcon | unknown`` from a HF config, else from tensor names."""
+    """The family name a HF config describes (weights/families.py), ``unknown`` when it names none
+    lminspect knows. Only a store with no config at all falls back to tensor names, and only to
+    pick a name table for browsing: ``load_model`` still needs the family from a config."""
     cfg = config or {}
-    if cfg.get("lminspect_arch"):
-        return str(cfg["lminspect_arch"])
-    mt = str(cfg.get("model_type") or "").lower()
-    archs = " ".join(cfg.get("architectures") or []).lower()
-    for key, arch in (
-        ("llama", "llama"),
-        ("mistral", "llama"),
-        ("gpt2", "gpt2"),
-        ("falcon", "falcon"),
-        ("refinedweb", "falcon"),
-        ("rwfor", "falcon"),
-    ):
-        if key in mt or key in archs:
-            return arch
-    names = names or []
-    joined = "\n".join(names[:200])
+    spec = family_of(cfg)
+    if spec is not None:
+        return spec.name
+    if cfg.get("model_type") or cfg.get("architectures") or cfg.get("lminspect_arch"):
+        return "unknown"
+    joined = "\n".join((names or [])[:200])
     if "self_attn.q_proj" in joined or "blk.0.attn_q" in joined:
         return "llama"
     if "attn.c_attn" in joined:
@@ -124,129 +127,12 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 # ---------------------------------------------------------------- name tables
 
 
-@dataclass(frozen=True)
-class NameTable:
-    """One format's module names <-> canonical module names, as data, read in both directions.
-
-    Reading (:meth:`to_canonical`) builds the weight store's canonical view; writing
-    (:meth:`to_hf`) is HF export and GGUF conversion. A tensor name is a module name plus
-    ``.weight`` / ``.bias``; ``{N}`` in ``block`` stands for the layer index.
-    """
-
-    top: dict[str, str]  # module outside the blocks -> canonical module
-    block: str  # prefix of block N's modules
-    layer: dict[str, str]  # module inside a block -> canonical module
-    read_aliases: dict[str, str] = field(default_factory=dict)  # in-block spellings read, never written
-    optional_prefix: str = ""  # omitted by some checkpoints when reading (GPT2Model's bare "wte")
-    conv1d: frozenset[str] = frozenset()  # canonical in-block modules stored [in, out] (GPT-2 Conv1D)
-    fused_qkv: str | None = None  # in-block module holding q, k and v (read as canonical "attn.qkv")
-
-    _block_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        head, _, tail = self.block.partition("{N}")
-        object.__setattr__(self, "_block_re", re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + r"(.+)"))
-
-    def to_canonical(self, name: str) -> tuple[str, str] | None:
-        """``(canonical module, kind)`` of a stored tensor name, or None when it has no canonical meaning.
-
-        ``("layers.3.attn.o", "weight")``; the fused q/k/v module comes back as ``layers.N.attn.qkv``.
-        """
-        module, _, kind = name.rpartition(".")
-        if kind not in ("weight", "bias"):
-            return None
-        tries = [module]
-        if self.optional_prefix and not module.startswith(self.optional_prefix):
-            tries.append(self.optional_prefix + module)
-        for m in tries:
-            if m in self.top:
-                return self.top[m], kind
-            hit = self._block_re.fullmatch(m)
-            if hit:
-                i, sub = hit.groups()
-                if sub == self.fused_qkv:
-                    return f"layers.{i}.attn.qkv", kind
-                cmod = self.layer.get(sub) or self.read_aliases.get(sub)
-                if cmod:
-                    return f"layers.{i}.{cmod}", kind
-        return None
-
-    def to_hf(self, cname: str) -> str:
-        """Canonical tensor name -> this format's name; ``KeyError`` when the format has no such module."""
-        module, _, kind = cname.rpartition(".")
-        for hf, cmod in self.top.items():
-            if cmod == module:
-                return f"{hf}.{kind}"
-        m = re.fullmatch(r"layers\.(\d+)\.(.+)", module)
-        if m:
-            for hf, cmod in self.layer.items():
-                if cmod == m[2]:
-                    return f"{self.block.format(N=m[1])}{hf}.{kind}"
-        raise KeyError(cname)
-
-
-LLAMA_HF = NameTable(
-    top={"model.embed_tokens": "embed.tokens", "model.norm": "norm", "lm_head": "head"},
-    block="model.layers.{N}.",
-    layer={
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn.q",
-        "self_attn.k_proj": "attn.k",
-        "self_attn.v_proj": "attn.v",
-        "self_attn.o_proj": "attn.o",
-        "post_attention_layernorm": "mlp_norm",
-        "mlp.gate_proj": "mlp.gate",
-        "mlp.up_proj": "mlp.up",
-        "mlp.down_proj": "mlp.down",
-    },
-)
-
-GGUF_LLAMA = NameTable(  # llama.cpp's names; attn_q / attn_k are also RoPE-permuted (build_canonical)
-    top={"token_embd": "embed.tokens", "output_norm": "norm", "output": "head"},
-    block="blk.{N}.",
-    layer={
-        "attn_norm": "attn_norm",
-        "attn_q": "attn.q",
-        "attn_k": "attn.k",
-        "attn_v": "attn.v",
-        "attn_output": "attn.o",
-        "ffn_norm": "mlp_norm",
-        "ffn_gate": "mlp.gate",
-        "ffn_up": "mlp.up",
-        "ffn_down": "mlp.down",
-    },
-)
-
-GPT2_HF = NameTable(
-    top={"transformer.wte": "embed.tokens", "transformer.wpe": "embed.positions", "transformer.ln_f": "norm",
-         "lm_head": "head"},
-    block="transformer.h.{N}.",
-    layer={"ln_1": "attn_norm", "attn.c_proj": "attn.o", "ln_2": "mlp_norm", "mlp.c_fc": "mlp.up",
-           "mlp.c_proj": "mlp.down"},
-    optional_prefix="transformer.",
-    conv1d=frozenset({"attn.o", "mlp.up", "mlp.down"}),
-    fused_qkv="attn.c_attn",
-)
-
-FALCON_HF = NameTable(
-    top={"transformer.word_embeddings": "embed.tokens", "transformer.ln_f": "norm", "lm_head": "head"},
-    block="transformer.h.{N}.",
-    layer={
-        "input_layernorm": "attn_norm",
-        "self_attention.dense": "attn.o",
-        "post_attention_layernorm": "mlp_norm",
-        "mlp.dense_h_to_4h": "mlp.up",
-        "mlp.dense_4h_to_h": "mlp.down",
-    },
-    read_aliases={"ln_attn": "attn_norm", "ln_mlp": "mlp_norm"},  # new_decoder_architecture's two norms
-    optional_prefix="transformer.",
-    fused_qkv="self_attention.query_key_value",
-)
-
-HF_TABLES: dict[str, NameTable] = {"llama": LLAMA_HF, "gpt2": GPT2_HF, "falcon": FALCON_HF}
+# HF tensor names per family (every family's own table, from weights/families.py)
+HF_TABLES: dict[str, NameTable] = {s.name: s.hf_names for s in SPECS if s.hf_names is not None}
 
 CANONICAL_RE = re.compile(
-    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn\.([qkvo]|v_norm)|mlp\.(gate|up|down))"
+    r"(embed\.(tokens|positions)|layers\.\d+\.(attn_norm|mlp_norm|attn_post_norm|mlp_post_norm"
+    r"|attn\.([qkvo]|[vqk]_norm|[qk]_norm\.norms\.\d+)|mlp\.(gate|up|down))"
     r"|norm|head)\.(weight|bias)"
 )
 
@@ -291,6 +177,32 @@ def _gguf_rope_fn(cname: str, config: dict[str, Any]) -> Transform | None:
     return (lambda a, nh=nh: unpermute_rope(a, nh)) if nh else None
 
 
+def _split_rows(sizes: list[tuple[str, int]], shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
+    """Consecutive row blocks of a fused tensor (Phi-3's ``qkv_proj`` and ``gate_up_proj``)."""
+    out, at = [], 0
+    for p, n in sizes:
+        out.append((p, lambda a, lo=at, hi=at + n: a[lo:hi], (n, *shape[1:])))
+        at += n
+    return out
+
+
+def _fused_parts(arch: str, cmod: str, kind: str, shape: tuple[int, ...], config: dict[str, Any]):
+    """How one fused stored tensor splits into canonical ones: ``[(part, transform, shape)]``."""
+    layer = cmod.split(".")[1]
+    if cmod.endswith(".mlp.gate_up"):
+        return [(f"mlp.{p}", fn, shp) for p, fn, shp in _split_rows([("gate", shape[0] // 2), ("up", shape[0] // 2)],
+                                                                      shape)]
+    if arch == "gpt2":
+        parts = _gpt2_qkv(layer, kind, shape)
+    elif arch == "phi3":
+        nh, hd = n_heads(config) or 1, head_dim(config) or 1
+        nkv = n_kv_heads(config) or nh
+        parts = _split_rows([("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)], shape)
+    else:  # falcon, and GPT-NeoX (always Falcon-RW's per-head interleave)
+        parts = _falcon_qkv(shape, config if arch == "falcon" else {"num_attention_heads": n_heads(config)})
+    return [(f"attn.{p}", fn, shp) for p, fn, shp in parts]
+
+
 def _gpt2_qkv(layer: str, kind: str, shape: tuple[int, ...]) -> list[tuple[str, Transform, tuple]]:
     """Split GPT-2's Conv1D ``c_attn`` ([in, 3*out] weight, [3*out] bias) into q, k, v."""
     is_w = kind == "weight" and len(shape) == 2
@@ -305,8 +217,10 @@ def build_canonical(
 ) -> dict[str, Canon]:
     """Map every stored tensor that has a canonical meaning to its canonical name(s)."""
     out: dict[str, Canon] = {}
-    gguf = fmt == "gguf" and arch == "llama"
-    table = GGUF_LLAMA if gguf else HF_TABLES.get(arch)
+    spec = spec_named(arch)
+    gguf = fmt == "gguf"
+    table = (spec.gguf_names if gguf else spec.hf_names) if spec is not None else None
+    permuted = gguf and spec is not None and spec.gguf_rope_permuted
     for name, shape in shapes.items():
         if not gguf and CANONICAL_RE.fullmatch(name):  # written by lminspect itself
             out[name] = Canon(name, name, tuple(shape))
@@ -315,15 +229,19 @@ def build_canonical(
         if hit is None:
             continue
         cmod, kind = hit
-        if cmod.endswith(".attn.qkv"):
+        if cmod.endswith((".attn.qkv", ".mlp.gate_up")):
             layer = cmod.split(".")[1]
-            parts = _gpt2_qkv(layer, kind, shape) if arch == "gpt2" else _falcon_qkv(shape, config)
-            for p, fn, shp in parts:
-                cname = f"layers.{layer}.attn.{p}.{kind}"
+            for p, fn, shp in _fused_parts(arch, cmod, kind, tuple(shape), config):
+                cname = f"layers.{layer}.{p}.{kind}"
                 out[cname] = Canon(cname, name, tuple(shp), fn)
             continue
+        if gguf and cmod.endswith((".attn.q_norm", ".attn.k_norm")) and arch == "stablelm" and len(shape) == 2:
+            for h in range(shape[0]):  # llama.cpp stacks StableLM's per-head LayerNorms: one row each
+                cname = f"{cmod}.norms.{h}.{kind}"
+                out[cname] = Canon(cname, name, (shape[1],), lambda a, h=h: a[h])
+            continue
         cname = f"{cmod}.{kind}"
-        if gguf:
+        if permuted:
             out[cname] = Canon(cname, name, tuple(shape), _gguf_rope_fn(cname, config))
         elif cmod.split(".", 2)[-1] in table.conv1d and len(shape) == 2:
             out[cname] = Canon(cname, name, (shape[1], shape[0]), _T)

@@ -107,10 +107,13 @@ def _from_safetensors_files(
             raise FormatError(f"{path}: index lists {missing[0]!r} but no shard holds it")
     tok, chat = _tokenizer_files(path)  # Path made inside, on first use
     meta = sfs[0].metadata if len(sfs) == 1 else {}
-    return TensorStore(
+    store = TensorStore(
         path=path, format=fmt, config=config, entries=entries, loader=loader, name=name,
         tokenizer_json=tok, chat_template=chat, metadata=meta, names=names,
     )
+    # the parsed files, so models use their memory maps (one mapping per file: pages counted once)
+    store.st_files = {Path(sf.path): sf for sf in sfs}  # type: ignore[attr-defined]
+    return store
 
 
 def open_hf_dir(path: Path) -> TensorStore:
@@ -183,7 +186,7 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
     if stat.S_ISDIR(mode):
         ck = None
         if os.path.isdir(os.path.join(fs, "checkpoints")):  # (a plain model folder skips the import)
-            from lminspect.train.checkpoint import run_checkpoint
+            from lminspect.rundir import run_checkpoint
 
             ck = run_checkpoint(fs)  # a training run means its latest checkpoint
         if ck is not None:

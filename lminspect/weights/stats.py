@@ -125,20 +125,14 @@ def array_stats(arr: np.ndarray, *, workers: int | None = None) -> dict[str, Any
     workers = max(1, int(workers if workers is not None else default_workers()))
     if kernels() is not None:  # the compiled path does not need torch (importing it takes ~1 s)
         return _array_stats(arr, workers)
-    import torch
+    from lminspect.runtime import one_thread
 
     # Each scanning thread runs torch single-threaded: on L2-sized chunks an OpenMP
     # fork/join per op costs more than the op (measured 5-30x slower on the loaded
     # 2-core VM); plain Python threads (torch and numpy release the GIL) parallelise
     # over chunks instead.
-    threads = torch.get_num_threads()
-    if threads != 1:
-        torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _array_stats(arr, workers)
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
 
 
 def default_workers() -> int:

@@ -418,7 +418,9 @@ class ActsPane(Widget):
         # keep the plan position when switching kinds or directories
         pos = int(self.site.rpartition(".")[2]) if self.site else 0
         names = [s.name for s in sites]
-        want = f"{kind}.{pos}"
+        from lminspect.models.sites import site_name
+
+        want = site_name(kind, pos)
         self.site = want if want in names else names[0]
         table.move_cursor(row=names.index(self.site), animate=False)
         self._draw_site()

@@ -14,7 +14,6 @@ probability across positions. It runs in its own worker, never while a generatio
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -32,18 +31,13 @@ from lminspect.tui.messages import GenerationPiece, GenerationStatus
 from lminspect.tui.widgets.stream import StreamView
 
 DEFAULT_PROMPT = "Once upon a time"
-_COL_RE = re.compile(r"col(?:umn)?\s*(\d+)", re.IGNORECASE)
 LABEL_WIDTH = 13
 
 
 def error_column(exc: BaseException) -> int | None:
-    """1-based column of a plan error: an attribute if the parser sets one, else from the message."""
-    for attr in ("column", "col"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int):
-            return value
-    m = _COL_RE.search(str(getattr(exc, "message", exc)))
-    return int(m.group(1)) if m else None
+    """1-based column of a plan error: the ``UserError.column`` the parser sets, when it does."""
+    value = getattr(exc, "column", None)
+    return value if isinstance(value, int) else None
 
 
 def plan_summary(plan: list[Any], limit: int = 40) -> str:
@@ -287,8 +281,7 @@ class StitchPane(Widget):
             if self.model is None:
                 self._status("loading the model (first run only)...")
                 t0 = time.perf_counter()
-                self.tokenizer = backend.load_tokenizer(self.store)
-                self.model = backend.load_model(self.store)
+                self.model, self.tokenizer = backend.open_engine(self.store)
                 self._status(f"model loaded in {time.perf_counter() - t0:.1f} s; {then}...")
             else:
                 self._status(f"{then}...")
