@@ -118,7 +118,7 @@ def session_run(
         from lminspect.fsutil import check_output
 
         ours = (Path(out) / "manifest.json").is_file()  # an earlier session's results: rewritten in place
-        check_output(out, kind="dir", overwrite=overwrite or ours)
+        check_output(out, kind="dir", overwrite=overwrite or ours, inputs=(script,))
         argv = ["--out", out, *argv]
     where = out or "the session's output folder (default results/sessions/NAME)"
     t0 = time.perf_counter()
