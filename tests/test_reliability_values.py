@@ -107,7 +107,7 @@ def test_init_from_another_family_is_refused(gpt2_run, tmp_path):
 def test_run_at_nothing_is_one_line(gpt2_run):
     from lminspect.compare.checkpoints import resolve_ref
 
-    with pytest.raises(UserError, match="nothing after the '@'"):
+    with pytest.raises(UserError, match="step number"):
         resolve_ref(f"{gpt2_run}@")
 
 
