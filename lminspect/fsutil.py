@@ -26,8 +26,35 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(base) / "lminspect"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from lminspect.errors import UserError
+
+        raise UserError(f"cache folder {root}: cannot be created ({e.strerror}); set LMINSPECT_CACHE to a "
+                        "writable folder") from None
     return root
+
+
+def cache_file(*parts: str) -> Path | None:
+    """A file in the cache (``cache_dir()/parts...``), or None when the cache cannot be used (a
+    read-only home): caches only save time, so a command goes on without one."""
+    from lminspect.errors import UserError
+
+    try:
+        return cache_dir().joinpath(*parts)
+    except UserError:
+        return None
+
+
+def cache_write_text(path: Path, text: str) -> None:
+    """Write a cache entry atomically, or skip it when the cache folder cannot take it."""
+    from lminspect.errors import UserError
+
+    try:
+        atomic_write_text(path, text)
+    except (OSError, UserError):
+        pass
 
 
 def describe_kind(path: Path) -> str | None:

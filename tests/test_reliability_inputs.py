@@ -269,3 +269,15 @@ def test_refused_folder_keeps_no_lock_file(tmp_path, tiny_llama_dir):
                                  "--seq-len", "32"])
     _one_line(r, str(d))
     assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
+
+
+def test_unusable_cache_folder(tmp_path, tiny_llama_dir, monkeypatch):
+    """Caches only save time: stats and diff go on without one; fetch, which needs it, says so."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("LMINSPECT_CACHE", str(blocker / "cache"))  # mkdir under a file fails
+    for argv in (["stats", str(tiny_llama_dir), "--no-svd"], ["diff", str(tiny_llama_dir), str(tiny_llama_dir)]):
+        r = CliRunner().invoke(app, argv)
+        assert r.exit_code == 0, (r.output, r.exception)
+    r = CliRunner().invoke(app, ["fetch", "smollm2"])
+    _one_line(r, "cache folder", "LMINSPECT_CACHE")
