@@ -86,7 +86,9 @@ def session_list(
     t.add_column("session")
     t.add_column("what")
     for p in find_sessions(directory):
-        t.add_row(p.stem, summary(p))
+        from rich.markup import escape
+
+        t.add_row(escape(p.stem), escape(summary(p)))
     Console().print(t)
 
 
