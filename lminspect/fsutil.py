@@ -161,6 +161,11 @@ def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, op
     from lminspect.errors import UserError
 
     path = Path(path)
+    if kind == "dir" and not allow_nonempty:  # replacing "." or ".." would pull the floor away
+        here = Path(os.getcwd()).resolve()
+        if here.is_relative_to(Path(os.path.realpath(path))):
+            raise UserError(f"{option} {path}: is the current folder or one above it; give the name of a folder "
+                            "to write (e.g. ./out)")
     check_not_input(path, *inputs, option=option, additive=kind == "dir" and allow_nonempty,
                     new_file=kind == "file" and not os.path.lexists(path))
     for parent in path.parents:  # the first existing ancestor must be a folder
@@ -536,7 +541,7 @@ def atomic_path(path: str | os.PathLike[str], *, need: int | None = None) -> Ite
     is fsync'd before the rename. Refuses to replace a folder (``check_output`` says so earlier).
     A full disk is one line naming ``path`` (``need``: the bytes it should take, when known).
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -582,7 +587,7 @@ def atomic_dir(path: str | os.PathLike[str], *, need: int | None = None) -> Iter
     (old -> ``.NAME.PID.old``, new -> NAME), and a writer killed between them leaves the old copy
     that the next writer (``remove_stale_temps``) puts back: no instant loses both.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "out/." and "out/" name the folder itself, not "."
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))

@@ -281,3 +281,15 @@ def test_unusable_cache_folder(tmp_path, tiny_llama_dir, monkeypatch):
         assert r.exit_code == 0, (r.output, r.exception)
     r = CliRunner().invoke(app, ["fetch", "smollm2"])
     _one_line(r, "cache folder", "LMINSPECT_CACHE")
+
+
+@pytest.mark.parametrize("out", [".", "..", "./"])
+def test_the_current_folder_is_never_swapped(tmp_path, tiny_llama_dir, monkeypatch, out):
+    """``stitch export m . --overwrite`` would replace the folder the command runs in: refused."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "keep.txt").write_text("mine\n")
+    monkeypatch.chdir(here)
+    r = CliRunner().invoke(app, ["stitch", "export", str(tiny_llama_dir), out, "--plan", "0-1", "--overwrite"])
+    _one_line(r, "current folder")
+    assert sorted(p.name for p in here.iterdir()) == ["keep.txt"]
