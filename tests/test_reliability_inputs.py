@@ -249,7 +249,8 @@ def test_prompt_ids_past_the_vocab_are_one_line(tmp_path, tiny_llama_dir):
     tj["added_tokens"].append({"id": vocab + 50, "content": "<big>", "single_word": False, "lstrip": False,
                                "rstrip": False, "normalized": False, "special": True})
     (d / "tokenizer.json").write_text(json.dumps(tj))
-    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "--prompt", "a <big>"]):
+    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "--prompt", "a <big>"],
+                 ["attention", str(d), "--prompt", "a <big>"]):
         r = CliRunner().invoke(app, argv)
         _one_line(r, "token id", f"outside the model's vocabulary of {vocab}")
 
