@@ -189,8 +189,10 @@ class Progress:
         )
         from rich.progress import Progress as RichProgress
 
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        # markup=False: the info is a tensor name, a loss, a path: text, never rich tags
+        self._bar = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}", markup=False),
                                  console=Console(file=self.stream), transient=True)
         self._task = self._bar.add_task(self.what, total=self.total, completed=self.done, info="")
         self._bar.start()

@@ -159,3 +159,25 @@ def plan_given(plan: str | None, option: str = "--plan") -> None:
     if plan is not None and isinstance(plan, str) and not plan.strip():
         raise UserError(f"{option} '': empty plan; give layers (e.g. 0-23,27-29), a plan file, or 'all' for the "
                         "whole model")
+
+
+def token_ids(ids: Any, vocab: Any, tokenizer: Any = None, what: str = "prompt") -> Any:
+    """``ids``, once every token id is inside the model's vocabulary: a tokenizer of another model
+    (ids past the embedding) is one line, not an IndexError. A list, or a tensor on the CPU (a GPU
+    tensor is not checked here: reading its max would cost a device sync per forward)."""
+    if not isinstance(vocab, int):
+        return ids
+    if isinstance(ids, list | tuple):
+        if not ids:
+            return ids
+        hi, lo = max(ids), min(ids)
+    else:
+        if not ids.numel() or ids.device.type != "cpu":
+            return ids
+        hi, lo = int(ids.max()), int(ids.min())
+    if hi >= vocab or lo < 0:
+        size = getattr(tokenizer, "vocab_size", None)
+        has = f" (the tokenizer has {size} tokens)" if isinstance(size, int) else ""
+        raise UserError(f"{what}: token id {hi if hi >= vocab else lo} is outside the model's vocabulary of {vocab}"
+                        f"{has}; the tokenizer does not match the model")
+    return ids

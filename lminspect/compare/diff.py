@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.fsutil import cache_file, cache_write_text
 
 CHUNK = 1 << 18  # elements per streamed chunk (1 MiB of float32 per side)
 TOP_K = 8  # singular directions compared per matrix
@@ -94,14 +94,14 @@ def match_tensors(a: Any, b: Any) -> Matching:
     return Matching(pairs, [n for n in na if n not in nb], [n for n in nb if n not in na])
 
 
-def _cache_file(a: Any, b: Any, name: str, directions: bool) -> Path:
+def _cache_file(a: Any, b: Any, name: str, directions: bool) -> Path | None:
     ids = []
     for store in (a, b):
         f = Path(store.file_of(name)).resolve()
         st = f.stat()
         ids.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
     key = f"v{VERSION}|{ids[0]}|{ids[1]}|{name}|dirs={int(directions)}"
-    return cache_dir() / "diff" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    return cache_file("diff", hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
 def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache: bool = True) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache:
         del xa, xb
     out.update(stat_deltas(a, b, pair.name, svd=directions))
     if path is not None:
-        atomic_write_text(path, json.dumps(out))
+        cache_write_text(path, json.dumps(out))
     return out
 
 

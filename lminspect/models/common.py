@@ -30,6 +30,7 @@ from lminspect.models.hooks import _NAMED_ONLY, SITE_KINDS, HookCallback, _Hooks
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.window import window_bias
+from lminspect.validate import token_ids
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -498,7 +499,7 @@ class LM(nn.Module):
         rows = None
         if pad is not None:
             rows = (torch.arange(start, L, device=input_ids.device)[None] - pad[:, None]).clamp(min=0)
-        x = self._embed(input_ids, start, rows)
+        x = self._embed(token_ids(input_ids, self.vocab_size, what="input"), start, rows)  # ids past the vocab: 1 line
         return x, self._context(start, T, x.dtype, cache, pad, rows)
 
     def prepare_tree(self, input_ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
@@ -514,7 +515,7 @@ class LM(nn.Module):
         if int(positions.max()) >= self.context_length:
             raise UserError(f"sequence of {int(positions.max()) + 1} tokens exceeds the model's context of "
                             f"{self.context_length} tokens")
-        x = self._embed(input_ids, 0, positions)
+        x = self._embed(token_ids(input_ids, self.vocab_size, what="input"), 0, positions)
         cos, sin, _ = self._extras(0, T, T, positions)
         if cos is not None and cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)

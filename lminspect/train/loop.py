@@ -159,12 +159,12 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
-        if ckpt is None and int(os.environ.get("RANK", "0")) == 0:  # stopped before its first checkpoint
-            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
-                  "step 0 with its saved settings", file=sys.stderr)
     elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
+    if cfg.resume and ckpt is None and int(os.environ.get("RANK", "0")) == 0:  # stopped before a checkpoint
+        print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+              "step 0 with its saved settings", file=sys.stderr)
     return cfg, run_dir, ckpt
 
 

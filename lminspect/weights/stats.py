@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.fsutil import cache_dir, cache_file, cache_write_text
 from lminspect.weights.powerlaw import powerlaw_fit
 from lminspect.weights.stats_kernels import CHUNK as KERNEL_CHUNK
 from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_extremes, kernels
@@ -68,11 +68,11 @@ SVD_TOPK = 256
 VERSION = 3  # bump when results change (v2: 32k chunks, finite first-chunk shift; v3: weightwatcher's alpha fit)
 
 
-def _cache_file(store: Any, name: str, svd: bool) -> Path:
+def _cache_file(store: Any, name: str, svd: bool) -> Path | None:
     f = Path(store.file_of(name)).resolve()
     st = f.stat()
     key = f"v{VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}|{name}|svd={int(svd)}"
-    return cache_dir() / "stats" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    return cache_file("stats", hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
 def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True,
@@ -104,7 +104,7 @@ def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = T
             progress(spectrum_stage(arr.shape))
         out.update(spectrum_stats(arr))
     if path is not None:
-        atomic_write_text(path, json.dumps(out))
+        cache_write_text(path, json.dumps(out))
     return out
 
 
