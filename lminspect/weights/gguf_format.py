@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.errors import FormatError
-from lminspect.weights.families import GGUF_ONLY_HF, gguf_family, spec_named
+from lminspect.weights.families import gguf_family
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -252,7 +252,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
-    spec = gguf_family(arch) or spec_named(arch)  # (the latter: an HF family whose GGUF layout is not read)
+    spec = gguf_family(arch)
     cfg: dict[str, Any] = {
         "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
         "model_type": spec.model_types[0] if spec else arch,
@@ -273,8 +273,6 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
-    if gguf_family(arch) is None:  # e.g. gemma2: named like an HF family, but its GGUF layout is not read
-        cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
     if arch == "stablelm":
@@ -306,22 +304,36 @@ def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) ->
                use_qkv_bias="blk.0.attn_q.bias" in g.tensors, qk_layernorm="blk.0.attn_q_norm.weight" in g.tensors)
 
 
+# GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
+_GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
+                           "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
+
+
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
-    """GGUF settings that change the math but have no plain HF key above: carried into ``cfg``
-    under their HF names (or a ``gguf:`` name), so the family check refuses what the engine
-    does not compute instead of the model running without them."""
+    """GGUF settings beyond the plain Llama keys above: the ones the engine computes under their HF
+    names, the others under a ``gguf:`` name, so the family check refuses them instead of the model
+    running without them."""
+    cfg["gguf:architecture"] = arch  # the family comes from here (weights/families.py)
     kind = k("rope.scaling.type")
     if kind not in (None, "none"):
         cfg["rope_scaling"] = {"rope_type": str(kind), "factor": k("rope.scaling.factor"),
                                "original_max_position_embeddings": k("rope.scaling.original_context_length")}
-    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling
-        cfg["gguf:rope_freqs"] = True
+    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling: a divisor per frequency
+        if kind not in (None, "none"):
+            cfg["gguf:rope_freqs"] = True  # both: refused
+        else:
+            factors = np.asarray(g.get("rope_freqs.weight"), dtype=np.float32).reshape(-1)
+            cfg["rope_parameters"] = {"rope_type": "freq_factors", "rope_theta": cfg["rope_theta"],
+                                      "factors": [float(x) for x in factors]}
     if k("expert_count"):
         cfg["num_local_experts"] = int(k("expert_count"))
+    if arch == "smollm3":  # which layers skip RoPE is not in the file (llama.cpp assumes every 4th): refused
+        cfg["gguf:no_rope_layers"] = "not recorded"
+    hf = _GGUF_TO_HF.get(arch, {})
     for key in ("attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
                 "embedding_scale", "residual_scale", "attention.scale", "logit_scale"):
         if k(key) is not None:
-            cfg[f"gguf:{arch}.{key}"] = k(key)
+            cfg[hf.get(key, f"gguf:{arch}.{key}")] = float(k(key)) if key in hf else k(key)
 
 
 # ------------------------------------------------------------------ tokenizer metadata -> HF
