@@ -152,7 +152,7 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
     w.close()
     with pytest.raises(UserError) as ei:
         load_model(path)
-    assert "model_type 'mamba' is not supported (supported families:" in _one_line(ei.value)
+    assert f"{path}: GGUF architecture 'mamba' is not supported (supported families:" in _one_line(ei.value)
 
 
 # ---------------------------------------------------------------- the Llama engine's families in depth
