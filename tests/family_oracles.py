@@ -198,6 +198,8 @@ def convert_with_llama_cpp(src: Path, out: Path, outtype: str = "f32") -> Path:
     import subprocess
     import sys
 
+    if json.loads((Path(src) / "config.json").read_text()).get("model_type") == "phi3":  # its BPE path, not SentencePiece
+        (Path(src) / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
     r = subprocess.run([sys.executable, "-c", _CONVERT, str(llama_cpp_dir()), str(src), str(out), outtype],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -341,7 +341,7 @@ def test_window_in_token_trees(variant, family_dirs):
 @pytest.mark.parametrize("variant, verdict", [
     ("llama", "exact"), ("llama_tied_odd_head", "exact"), ("llama_rope_llama3", "exact"), ("qwen2", "exact"),
     ("qwen2_tied", "exact"), ("qwen3", "exact"), ("olmo2", "exact"), ("granite", "exact"),
-    ("smollm3", "refused"), ("mixtral", "refused"), ("stablelm", "exact"),
+    ("smollm3", "refused"), ("mixtral", "refused"), ("stablelm", "exact"), ("phi3", "exact"),
 ])
 def test_llama_cpp_converted_gguf(variant, verdict, family_dirs, tmp_path):
     """GGUF files written by llama.cpp's own convert_hf_to_gguf.py: the HF model's logits, or one line."""

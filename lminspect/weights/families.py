@@ -211,6 +211,12 @@ PHI3_HF = NameTable(
     fused_gate_up="mlp.gate_up_proj",  # rows [gate | up]
 )
 
+GGUF_PHI3 = NameTable(  # llama.cpp keeps the fused tensors as they are; q/k not permuted
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={"attn_norm": "attn_norm", "attn_output": "attn.o", "ffn_norm": "mlp_norm", "ffn_down": "mlp.down"},
+    fused_qkv="attn_qkv", fused_gate_up="ffn_up",
+)
+
 GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when loading; both are read
     top={"gpt_neox.embed_in": "embed.tokens", "gpt_neox.final_layer_norm": "norm", "embed_out": "head",
          "lm_head": "head"},
@@ -397,6 +403,7 @@ GEMMA3_VLM = FamilySpec(name="gemma3-vision", engine="", model_types=("gemma3",)
 
 PHI3 = FamilySpec(  # longrope / su / yarn (the 128k models) refused by rope()
     name="phi3", engine="phi3", model_types=("phi3",), architectures=("Phi3ForCausalLM",), hf_names=PHI3_HF,
+    gguf_archs=("phi3",), gguf_names=GGUF_PHI3,
     keys={**dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
           "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "sliding_window": ANY,
           "hidden_act": _ACTS, "original_max_position_embeddings": ANY},  # the last: read by longrope only

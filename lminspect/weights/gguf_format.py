@@ -277,6 +277,8 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     rope_dim = k("rope.dimension_count")
     if arch == "stablelm":
         _stablelm_config(g, k, cfg)
+    elif arch == "phi3":
+        _phi3_config(g, k, cfg)
     elif rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
     for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
@@ -290,14 +292,35 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     return cfg
 
 
+def _rotary_factor(k: Callable[..., Any], cfg: dict[str, Any]) -> float:
+    """The ``partial_rotary_factor`` whose ``int(head_dim * f)`` is the GGUF's RoPE width."""
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    dim = int(k("rope.dimension_count") or head_dim)
+    f = dim / head_dim
+    return f if int(head_dim * f) == dim else (dim + 0.5) / head_dim
+
+
+def _phi3_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """Phi-3's keys: partial rotary from the RoPE width, the window (0: none; read under its HF name),
+    and llama.cpp's long-context RoPE factor tables (refused: the engine has no longrope)."""
+    for key in ("mlp_bias", "attention_bias"):
+        cfg.pop(key)
+    factor = _rotary_factor(k, cfg)
+    cfg["partial_rotary_factor"] = factor
+    cfg["rope_parameters"]["partial_rotary_factor"] = factor
+    cfg.pop(f"gguf:{g.get_kv('general.architecture')}.attention.sliding_window", None)
+    cfg["sliding_window"] = int(k("attention.sliding_window", 0)) or None
+    if "rope_factors_long.weight" in g.tensors or "rope_factors_short.weight" in g.tensors:
+        cfg["gguf:rope_factors_long_short"] = True
+
+
 def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
     """StableLM's keys (LayerNorm, partial rotary, parallel residual, q/k norms) in place of Llama's.
     llama.cpp's converter writes no RoPE base for StableLM: its default (10000) is what both run."""
     for key in ("rms_norm_eps", "mlp_bias", "attention_bias"):
         cfg.pop(key)
-    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
     theta = cfg["rope_theta"]
-    factor = (k("rope.dimension_count") or head_dim) / head_dim
+    factor = _rotary_factor(k, cfg)
     cfg.update(layer_norm_eps=float(k("attention.layer_norm_epsilon", 1e-5)), partial_rotary_factor=factor,
                rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
                use_parallel_residual=bool(k("use_parallel_residual", False)),
