@@ -142,7 +142,7 @@ class RunState:
 
 def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
-    from lminspect.rundir import latest_checkpoint
+    from lminspect.rundir import has_started, latest_checkpoint
     from lminspect.train.guard import read_saved_config
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
@@ -158,7 +158,7 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
-    elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
+    elif has_started(run_dir):
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
     return cfg, run_dir, ckpt
