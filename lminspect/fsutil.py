@@ -209,7 +209,8 @@ def _real(p: str | os.PathLike[str]) -> Path | None:
 
 
 def check_not_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None,
-                    option: str = "--out", additive: bool = False, new_file: bool = False) -> None:
+                    option: str = "--out", additive: bool = False, new_file: bool = False,
+                    flag: str | None = "--overwrite") -> None:
     """Refuse an output that is, contains or lies inside one of the command's inputs, even with
     --overwrite: replacing it would destroy what the command is reading (``convert m/q.gguf m``,
     ``stitch export m m``, ``grow RUN --out RUN``). Paths are compared resolved, symlinks followed.
@@ -232,8 +233,9 @@ def check_not_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str]
             rel = "is inside"
         else:
             continue
+        even = f"{flag} does not change that; " if flag else ""
         raise UserError(f"{option} {out}: {rel} the input {inp}; writing there would destroy what is being read "
-                        "(--overwrite does not change that; give another path)")
+                        f"({even}give another path)")
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -418,9 +420,23 @@ def disk_full_error(path: Path, written: int = 0, need: int | None = None) -> Ex
         free = human_bytes(shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free)
     except (OSError, StopIteration):
         free = "unknown"
-    needs = f"needs about {human_bytes(need)}" if need else f"needs more than {human_bytes(written)}"
-    return UserError(f"{path}: no room to write it (disk full or a file-size limit): {needs}, {free} free there; "
+    needs = (f"needs about {human_bytes(need)}" if need else
+             f"needs more than {human_bytes(written)}" if written else "needs more room")
+    return UserError(f"{path}: no room to write it ({_why_full()}): {needs}, {free} free there; "
                      "nothing was replaced")
+
+
+def _why_full() -> str:
+    """A process file-size limit (ulimit -f, prlimit --fsize) named when there is one."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        soft = -1
+    if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)):
+        return f"over this process's file-size limit of {human_bytes(soft)}, ulimit -f, or a full disk"
+    return "disk full or a quota"
 
 
 @contextlib.contextmanager

@@ -92,8 +92,14 @@ def checkpoint_problem(path: Path, *, resumable: bool = True) -> str | None:
             end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
             if 8 + n + end > size:
                 return f"{fname} is truncated"
-        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as e:
             return f"{fname} is unreadable ({type(e).__name__})"
+    try:  # the model's config is what a resume and an open read first: garbage there is damage too
+        cfg = json.loads(read_regular(path / "config.json", limit=1 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError, UserError):
+        return "config.json is not readable JSON"
+    if not isinstance(cfg, dict):
+        return "config.json is not a JSON object"
     return None
 
 

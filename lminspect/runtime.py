@@ -58,16 +58,29 @@ def _env_threads(name: str) -> int | None:
     return n
 
 
+MAX_THREADS_PER_CPU = 4  # more threads than this per core only thrash (and 10**9 would not start)
+
+
+def _capped(n: int, where: str) -> int:
+    """``n`` threads, or at most ``MAX_THREADS_PER_CPU`` x the CPUs with a one-line warning."""
+    cap = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if n <= cap:
+        return n
+    print(f"lminspect: warning: {where}{n} is more than {MAX_THREADS_PER_CPU} x the {os.cpu_count() or 1} CPUs; "
+          f"using {cap} threads", file=sys.stderr)
+    return cap
+
+
 def resolve_threads(threads: int | None = None) -> int:
     """The thread count a command runs with (``--threads``, env, or the default)."""
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads {threads}: need at least one thread", option="--threads")
-        return threads
+        return _capped(threads, "--threads ")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         n = _env_threads(name)
         if n is not None:
-            return n
+            return _capped(n, f"${name}=")
     return default_threads()
 
 
@@ -80,6 +93,9 @@ def set_threads(threads: int | None = None) -> int:
     global _applied
     n = resolve_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(n)
+    # idle OpenMP threads sleep instead of spinning: the stored-weights kernels (numba) and torch's
+    # ops take turns on the same cores (models/packed.py); read once, when torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)

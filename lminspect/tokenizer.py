@@ -36,12 +36,31 @@ def _side_json(store: Any, name: str) -> dict:
     p = Path(path)
     p = p if p.is_dir() else p.parent
     f = p / name
-    if not f.is_file():
+    if not (f.exists() or f.is_symlink()):
         return {}
+    from lminspect.fsutil import read_regular
+
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(f, limit=16 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError, UserError) as e:
+        why = e.message if isinstance(e, UserError) else str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        _warn_once(f"{f}: ignored, not readable JSON ({why}); its token ids and settings are not used")
         return {}
+    if not isinstance(data, dict):
+        _warn_once(f"{f}: ignored, not a JSON object")
+        return {}
+    return data
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    import sys
+
+    if line not in _warned:
+        _warned.add(line)
+        print(f"lminspect: warning: {line}", file=sys.stderr)
 
 
 class StreamDecoder:

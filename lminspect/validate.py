@@ -129,3 +129,33 @@ def cut(text: object, limit: int = 200) -> str:
     become a 200 MB message)."""
     s = str(text)
     return s if len(s) <= limit else f"{s[: limit - 1]}… ({len(s):,} characters)"
+
+
+def _looks_like_run(p: Any) -> bool:
+    return (p / "stats.jsonl").exists() or ((p / "config.json").is_file() and (p / "checkpoints").is_dir())
+
+
+def train_paths(run_dirs: list[Any], init_from: str | None, run_root: Any = None) -> None:
+    """``train``'s folders before anything is made: a run dir that is, contains or lies inside the
+    ``--init-from`` weights (its checkpoints would replace or prune them), and a ``--run-root``
+    inside an existing run (its runs would mix with that run's files), are refused."""
+    from pathlib import Path
+
+    from lminspect.fsutil import check_not_input
+
+    for rd in run_dirs:
+        check_not_input(rd, init_from, option="--run-dir", flag=None)
+    if run_root is not None:
+        root = Path(run_root).resolve()
+        for p in (root, *root.parents):
+            if _looks_like_run(p):
+                raise UserError(f"--run-root {run_root}: lies inside the run {p}; give a folder outside any run "
+                                "(e.g. beside it)")
+
+
+def plan_given(plan: str | None, option: str = "--plan") -> None:
+    """A ``--plan`` typed but empty (``--plan ''``) is a mistake, not "the whole model": say so
+    (the whole model is ``all``, or no ``--plan``)."""
+    if plan is not None and isinstance(plan, str) and not plan.strip():
+        raise UserError(f"{option} '': empty plan; give layers (e.g. 0-23,27-29), a plan file, or 'all' for the "
+                        "whole model")

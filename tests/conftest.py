@@ -169,14 +169,36 @@ def scaled_copy(tiny_llama_dir, tmp_path):
 def torchrun():
     """Run ``torchrun --standalone --nproc_per_node N ARGS`` (the real launcher, gloo on CPU, one
     thread per process) and return the CompletedProcess; ARGS starts with ``-m lminspect ...`` or a
-    script path."""
+    script path.
+
+    Nothing here depends on the machine being quiet or named: the rendezvous store takes a free port
+    the OS picks (``--standalone``: two xdist workers' launches never clash), the ranks meet on the
+    loopback address (not whatever the host name resolves to), and the wait is generous (a loaded
+    2-core machine imports torch in three processes at once). Past it the launcher and its ranks are
+    killed together (a session of their own), so no orphaned rank keeps loading the machine."""
+    import signal
     import subprocess
     import sys
 
-    def run(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(args: list[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
         exe = Path(sys.executable).with_name("torchrun")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-        return subprocess.run([*cmd, "--standalone", "--nproc_per_node", str(nproc), *args], capture_output=True,
-                              text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=timeout)
+        cmd += ["--standalone", "--nproc_per_node", str(nproc), "--local-addr", "127.0.0.1", *args]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        if Path("/sys/class/net/lo").exists():
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own sockets on loopback too
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"torchrun {' '.join(args[:3])} ... still running after {timeout:.0f} s; its stderr ends:\n"
+                        f"{err[-3000:]}")
+        except BaseException:  # Ctrl-C, a failing test run: the ranks go too
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     return run

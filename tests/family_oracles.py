@@ -47,6 +47,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "llama_tied_odd_head": _cfg("LlamaConfig", tie_word_embeddings=True, head_dim=12),
     "llama_bias": _cfg("LlamaConfig", attention_bias=True, mlp_bias=True),
     "llama_mha": _cfg("LlamaConfig", num_key_value_heads=4, rope_theta=500000.0),
+    "llama_gelu_mqa": _cfg("LlamaConfig", hidden_act="gelu", num_key_value_heads=1, head_dim=8),
     "llama_rope_llama3": _cfg("LlamaConfig", rope_parameters=_rope(
         "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)),
     "llama_rope_linear": _cfg("LlamaConfig", rope_parameters=_rope("linear", factor=4.0)),
@@ -65,6 +66,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     # Mistral
     "mistral_nowindow": _cfg("MistralConfig", sliding_window=None, head_dim=16),
     "mistral_window": _cfg("MistralConfig", sliding_window=5, head_dim=16),
+    "mistral_window_1_tied": _cfg("MistralConfig", sliding_window=1, head_dim=16, tie_word_embeddings=True),
     # Granite, SmolLM3, OLMo 2
     "granite": _cfg("GraniteConfig", embedding_multiplier=3.0, residual_multiplier=0.5,
                     attention_multiplier=0.3, logits_scaling=2.5),
@@ -74,6 +76,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "granite_tied_bias": _cfg("GraniteConfig", tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
                               embedding_multiplier=12.0, logits_scaling=8.0, attention_multiplier=0.05),
     "olmo2": _cfg("Olmo2Config"),
+    "olmo2_bias_tied_mha": _cfg("Olmo2Config", attention_bias=True, tie_word_embeddings=True, num_key_value_heads=4),
     # Gemma, Phi-3, GPT-NeoX, StableLM (more variants, decode and batches: tests/test_models_families_more.py)
     "gemma": _cfg("GemmaConfig", head_dim=16),
     "gemma2": _cfg("Gemma2Config", head_dim=16, sliding_window=5, query_pre_attn_scalar=16),
@@ -86,6 +89,14 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     # GPT-2 and Falcon
     "gpt2": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
                                     bos_token_id=0, eos_token_id=0),
+    "gpt2_relu_inner": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128, n_inner=80,
+                                               activation_function="relu", reorder_and_upcast_attn=True),
+    "gpt2_unscaled": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
+                                             scale_attn_weights=False),
+    "gpt2_layer_scaled": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
+                                                 scale_attn_by_inverse_layer_idx=True),
+    "gpt2_untied": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
+                                           tie_word_embeddings=False),
     "falcon_rw": lambda: _t().FalconConfig(vocab_size=V, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
                                            alibi=True, multi_query=False, new_decoder_architecture=False,
                                            parallel_attn=False, bias=True, bos_token_id=0, eos_token_id=0),
@@ -156,3 +167,38 @@ def hf_logits(path: Path, ids: Any, attention_mask: Any = None) -> Any:
 
 def config_of(path: Path) -> dict:
     return json.loads((Path(path) / "config.json").read_text())
+
+
+# llama.cpp's own converter, run on a tiny model: its BPE check hashes the tokenizer's output, so
+# the tiny tokenizer is declared "smollm"; with no tokenizer.model it takes the GPT-2 BPE path.
+_CONVERT = """
+import sys
+sys.path[:0] = [sys.argv[1] + "/gguf-py", sys.argv[1]]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"
+def _no_spm(self, *a, **k):
+    raise FileNotFoundError("no tokenizer.model")
+base.TextModel._set_vocab_sentencepiece = _no_spm
+import convert_hf_to_gguf as c
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[2], "--outfile", sys.argv[3], "--outtype", sys.argv[4]]
+c.main()
+"""
+
+
+def llama_cpp_dir() -> Path | None:
+    """A llama.cpp source tree (``LMINSPECT_LLAMA_CPP``; e.g. vendor/llama.cpp of the llama-cpp-python
+    sdist from PyPI), or None: the converter tests skip."""
+    import os
+
+    d = os.environ.get("LMINSPECT_LLAMA_CPP")
+    return Path(d) if d and (Path(d) / "convert_hf_to_gguf.py").is_file() else None
+
+
+def convert_with_llama_cpp(src: Path, out: Path, outtype: str = "f32") -> Path:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _CONVERT, str(llama_cpp_dir()), str(src), str(out), outtype],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out

@@ -71,6 +71,10 @@ class B:
 
 
 DEEP = "[" * 50_000 + "]" * 50_000
+_DEEP_JSON = b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+DEEP_HEADER = len(_DEEP_JSON).to_bytes(8, "little") + _DEEP_JSON
+BOMB9 = "a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n" + "".join(  # 10**9 leaves from 9 aliases' worth of nesting
+    f"a{k + 1}: &a{k + 1} [{', '.join([f'*a{k}'] * 10)}]\n" for k in range(8)) + "plan: *a8\n"
 BOMB = "a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n" + "".join(  # 10**16 leaves from 150 aliases
     f"a{k + 1}: &a{k + 1} [{', '.join([f'*a{k}'] * 10)}]\n" for k in range(15))
 
@@ -257,6 +261,33 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
                                             "--chat"], "chat template"),
     ("chat-template-sandbox", lambda b: ["generate", b.model_with_template(
         "{{ ''.__class__.__mro__[1].__subclasses__() }}"), "hi", "--chat"], "chat template"),
+    # ---- issue 27: runaways and values accepted silently
+    ("plan-yaml-bomb-few-aliases", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", BOMB9), "--layers", "4"],
+     "expand to more than"),
+    ("plan-yaml-alias-of-itself", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "a: &a [*a]\nplan: *a\n"),
+                                             "--layers", "4"], "contains it"),
+    ("safetensors-header-deep", lambda b: ["inspect", b.file("deep.safetensors", DEEP_HEADER)], "deeper than"),
+    ("plot-stats-fifo", lambda b: ["plot", b.run_with_fifo_stats()], "FIFO"),
+    ("model-config-fifo", lambda b: ["generate", b.model_with_fifo_config(), "hi"], "FIFO"),
+    ("lens-top-k-huge", lambda b: ["lens", b.model, "--prompt", "hi", "--top-k", "1000000000"], "--top-k"),
+    ("stitch-show-empty-plan", lambda b: ["stitch", "show", "--plan", "", "--layers", "4"], "empty plan"),
+    ("plan-scale-text", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - sources:\n    - "
+                                   "layer_range: [0, 2]\n      parameters: {scale: abc}\n"), "--layers", "4"], "scale"),
+    ("mc-label-true", _sweep({"ctx": "a", "endings": ["x", "y"], "label": True}), "'label'"),
+    ("mc-label-string", _sweep({"ctx": "a", "endings": ["x", "y"], "label": "1"}), "'label'"),
+    ("sweep-plan-names-twice", lambda b: ["stitch", "sweep", b.model, "--eval", mc(b, {"ctx": "a", "endings": ["x", "y"],
+                                          "label": 0}), "--plan", "a=0-1", "--plan", "a=0-2", "--out", b.out()],
+     "already taken"),
+    ("train-plan-step-without-data", lambda b: ["train", "--plan", b.file("p.json", '{"steps": [{"name": "a"}]}'),
+                                                "--run-dir", b.out("r"), "--max-steps", "1"], "'data'"),
+    ("train-warmup-past-max", _train("--warmup-steps", "10"), "--warmup-steps"),
+    ("train-mini-larger", _train("--mini-batch-size", "16", "--batch-size", "8"), "--mini-batch-size"),
+    ("plot-diff-one-run", lambda b: ["plot", b.run_dir('{"train": {}}', b'{"step": 1, "tokens": 1, "loss": 1}\n'),
+                                     "--diff"], "--diff"),
+    ("plot-saturation-empty", lambda b: ["plot", b.run_dir('{"train": {}}', b""), "--saturation"], "--saturation"),
+    ("config-size-as-text", lambda b: ["generate", b.model_with(hidden_size="64"), "hi"], "hidden_size"),
+    ("run-root-inside-run", lambda b: ["train", "--exp", "gpt2ish", "--exp", "llamaish", "--run-root",
+                                       b.run_dir('{"train": {}}', b"") + "/sub", "--max-steps", "1"], "--run-root"),
 ]
 
 
@@ -267,6 +298,23 @@ def _with_template(self: B, template: str) -> str:
 
 
 B.model_with_template = _with_template  # type: ignore[attr-defined]
+
+
+def _run_with_fifo_stats(self: B) -> str:
+    d = Path(self.run_dir('{"train": {}}'))
+    os.mkfifo(d / "stats.jsonl")
+    return str(d)
+
+
+def _model_with_fifo_config(self: B) -> str:
+    d = Path(self.model_with())
+    (d / "config.json").unlink()
+    os.mkfifo(d / "config.json")
+    return str(d)
+
+
+B.run_with_fifo_stats = _run_with_fifo_stats  # type: ignore[attr-defined]
+B.model_with_fifo_config = _model_with_fifo_config  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("name", "build", "needle"), CASES, ids=[c[0] for c in CASES])

@@ -37,7 +37,7 @@ def _cli(args: list[str], pythonpath: Path | None = None, **env: str) -> subproc
     if pythonpath is not None:
         e["PYTHONPATH"] = os.pathsep.join([str(pythonpath), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-m", "lminspect", *args], capture_output=True, text=True,
-                          env=e, timeout=120, cwd=pythonpath or REPO)
+                          env=e, timeout=300, cwd=pythonpath or REPO)
 
 
 def test_builtins_listed_with_dist_and_summary():

@@ -19,8 +19,9 @@ TOL = 1e-4
 EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_llama3", "llama_rope_linear",
          "llama_rope_dynamic", "llama_rope_yarn", "qwen2", "qwen2_tied", "qwen2_sliding", "qwen3",
          "qwen3_bias_odd_head", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias",
-         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "mistral_window", "granite", "smollm3",
-         "smollm3_layers", "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3",
+         "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "llama_gelu_mqa", "mistral_window_1_tied",
+         "olmo2_bias_tied_mha", "gpt2_relu_inner", "mistral_window", "granite", "smollm3", "smollm3_layers",
+         "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3",
          "gpt_neox", "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
 # Variants that must be refused whatever else lands.
 REFUSED = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
@@ -159,7 +160,7 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
 
 LLAMA_ENGINE = sorted({"llama_rope_llama3", "llama_rope_yarn", "llama_rope_linear", "qwen2", "qwen2_sliding",
                        "qwen3", "qwen3_bias_odd_head", "mistral_window", "granite", "smollm3", "smollm3_layers",
-                       "olmo2", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias"})
+                       "olmo2", "olmo2_bias_tied_mha", "mistral_window_1_tied", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias"})
 
 
 @pytest.mark.parametrize("variant", LLAMA_ENGINE)
@@ -333,3 +334,30 @@ def test_window_in_token_trees(variant, family_dirs):
         two = model(torch.cat([ctx, e2], 1))[0]
     assert float((tree[: n + a] - one).abs().max()) < TOL
     assert float((tree[n + a:] - two[n:]).abs().max()) < TOL
+
+
+@pytest.mark.skipif(__import__("family_oracles").llama_cpp_dir() is None,
+                    reason="set LMINSPECT_LLAMA_CPP to a llama.cpp source tree")
+@pytest.mark.parametrize("variant, verdict", [
+    ("llama", "exact"), ("llama_tied_odd_head", "exact"), ("llama_rope_llama3", "exact"), ("qwen2", "exact"),
+    ("qwen2_tied", "exact"), ("qwen3", "exact"), ("olmo2", "exact"), ("granite", "exact"),
+    ("smollm3", "refused"), ("mixtral", "refused"),
+])
+def test_llama_cpp_converted_gguf(variant, verdict, family_dirs, tmp_path):
+    """GGUF files written by llama.cpp's own convert_hf_to_gguf.py: the HF model's logits, or one line."""
+    import torch
+    from family_oracles import convert_with_llama_cpp
+
+    from lminspect.models import load_model
+
+    src = family_dirs(variant)
+    path = convert_with_llama_cpp(src, tmp_path / f"{variant}.gguf")
+    if verdict == "refused":
+        with pytest.raises(UserError) as ei:
+            load_model(path)
+        assert "supported families:" in _one_line(ei.value)
+        return
+    ids = _ids(20)
+    with torch.no_grad():
+        got = load_model(path)(ids)[0]
+    assert float((got - hf_logits(src, ids)[0]).abs().max()) < TOL

@@ -111,3 +111,48 @@ def test_stitch_export_loads_in_transformers_with_the_same_logits(pair, tmp_path
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, expect, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(load_model(str(out))(ids), expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "phi3-window-partial-tied", "gptneox-parallel", "stablelm-qkbias-qknorm"])
+def test_bf16_stored_decode_matches_dense(name, tmp_path):
+    """bf16 checkpoints: decode steps read the stored bits (fused q/k/v and gate/up rows split from
+    the raw tensors) and give what the dense float32 model gives."""
+    from test_models_families_more import VARIANTS
+
+    from lminspect.models import load_model
+    from lminspect.models.packed import kernels
+
+    if kernels() is None:
+        pytest.skip("numba kernels not installed")
+    torch.manual_seed(0)
+    cfg, cls = VARIANTS[name]()
+    cls(cfg).eval().to(torch.bfloat16).save_pretrained(tmp_path / name)
+    dense = load_model(str(tmp_path / name), weights="float32")
+    stored = load_model(str(tmp_path / name), weights="stored")
+    assert stored.weights_label.startswith("stored BF16")
+    ids = torch.tensor([IDS])
+    outs = []
+    with torch.inference_mode():
+        for m in (dense, stored):
+            cache = m.new_cache()
+            outs.append(torch.cat([m(ids[:, :4], cache=cache)] + [m(ids[:, t:t + 1], cache=cache) for t in range(4, 12)],
+                                  1))
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3", "phi3-window-partial-tied", "gptneox-parallel"])
+def test_mc_token_trees_equal_one_forward_per_ending(name, tmp_path):
+    """Batched multiple choice (token trees, windows by position, Gemma 3's local RoPE by position,
+    soft caps on the eager path with ``q_from``) scores as one forward per ending does."""
+    from conftest import make_tokenizer_json
+    from test_evals_mc_batch import ITEMS
+    from tokenizers import Tokenizer
+
+    from lminspect.evals.mc import evaluate_mc
+
+    _, ours = build(tmp_path, name)
+    tok = Tokenizer.from_file(str(make_tokenizer_json(tmp_path, vocab_size=300)))
+    full = evaluate_mc(ours, tok, ITEMS, mode="full")
+    got = evaluate_mc(ours, tok, ITEMS, batch_size=3)
+    for a, b in zip(got.items, full.items, strict=True):
+        assert a.lls == pytest.approx(b.lls, abs=1e-4)

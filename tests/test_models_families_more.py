@@ -97,6 +97,9 @@ VARIANTS = {
                                            hidden_act="gelu_new"),
     "gptneox-tied-half": lambda: _neox(tie_word_embeddings=True, rotary_pct=0.5, num_attention_heads=2,
                                        rotary_emb_base=500),
+    "gptneox-odd-rotary": lambda: _neox(hidden_size=48, num_attention_heads=8, rotary_pct=0.5),  # 3 of 6 channels
+    "phi3-odd-rotary": lambda: _phi3(hidden_size=48, num_attention_heads=8, num_key_value_heads=4,
+                                     partial_rotary_factor=0.5),
     "stablelm": lambda: _stablelm(),
     "stablelm-qkbias-qknorm": lambda: _stablelm(use_qkv_bias=True, qk_layernorm=True),
     "stablelm-parallel-tied": lambda: _stablelm(use_parallel_residual=True, tie_word_embeddings=True,
@@ -152,3 +155,110 @@ def test_left_padded_batch_matches_hf(pair):
     got = ours(ids, pad=pad)
     for b in range(3):
         assert (got[b, pad[b]:] - ref[b, pad[b]:]).abs().max().item() < TOL
+
+
+REFUSALS = [  # (variant, config changes, what the one line must say)
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+                                  "long_factor": [2.0] * 8, "partial_rotary_factor": 1.0}},
+     "phi3 with rope_parameters="),
+    ("gemma3", {"attn_logit_softcapping": 50.0}, "gemma3 with attn_logit_softcapping=50.0 is not supported"),
+    ("gemma2", {"use_bidirectional_attention": True}, "gemma2 with use_bidirectional_attention=True"),
+    ("gptneox-parallel", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}},
+     "gptneox with rope_parameters="),
+    ("gemma3", {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"]},
+     "gemma3-vision is a vision-language model, which is not supported"),
+    ("stablelm", {"qk_layernorm_bias": True}, "stablelm with qk_layernorm_bias=True is not supported"),
+    ("stablelm", {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.1875}},
+     "stablelm with partial_rotary_factor=0.1875 is not supported"),  # 3 of 16 channels: transformers' split differs
+]
+
+
+@pytest.mark.parametrize("variant, changes, needle", REFUSALS, ids=[f"{r[0]}-{i}" for i, r in enumerate(REFUSALS)])
+def test_unsupported_settings_are_refused_in_one_line(tmp_path, variant, changes, needle):
+    import json
+
+    import lminspect as li
+    from lminspect.errors import UserError
+
+    build(tmp_path, variant)
+    path = tmp_path / variant
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, **changes}))
+    with pytest.raises(UserError) as ei:
+        li.open(path, weights="float32").logits([1, 2, 3])
+    msg = str(ei.value.message)
+    assert "\n" not in msg and needle in msg, msg
+
+
+def _write_stablelm_gguf(src_dir, path):
+    """A StableLM GGUF laid out as llama.cpp's converter writes it (checked against its output: same
+    keys, names and shapes; no RoPE base key; per-head q/k norms stacked ``[n_head, head_dim]``)."""
+    import re
+
+    import gguf
+    import numpy as np
+
+    from lminspect.weights import open_store
+    from lminspect.weights.families import GGUF_STABLELM
+
+    src = open_store(src_dir)
+    c = src.config
+    w = gguf.GGUFWriter(str(path), "stablelm")
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    hd = c["hidden_size"] // c["num_attention_heads"]
+    w.add_rope_dimension_count(int(c["rope_parameters"]["partial_rotary_factor"] * hd))
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_parallel_residual(c["use_parallel_residual"])
+    w.add_layer_norm_eps(c["layer_norm_eps"])
+    stacked: dict[str, list] = {}
+    for name in src.canonical_names():
+        m = re.fullmatch(r"(layers\.\d+\.attn\.[qk]_norm)\.norms\.(\d+)\.weight", name)
+        if m:
+            stacked.setdefault(m[1] + ".weight", []).append(src.get_canonical(name))
+            continue
+        w.add_tensor(GGUF_STABLELM.to_hf(name), np.ascontiguousarray(src.get_canonical(name)))
+    for name, rows in stacked.items():
+        w.add_tensor(GGUF_STABLELM.to_hf(name), np.stack(rows))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["stablelm", "stablelm-qkbias-qknorm", "stablelm-parallel-tied"])
+def test_stablelm_gguf_matches_hf(tmp_path, name):
+    hf, _ = build(tmp_path, name)
+    model = load_model(_write_stablelm_gguf(tmp_path / name, tmp_path / f"{name}.gguf"))
+    ids = torch.randint(0, V, (2, 15), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        assert (model(ids) - hf(ids).logits).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3", "gptneox"])
+def test_gguf_of_these_families_is_refused_in_one_line(tmp_path, arch):
+    """llama.cpp's layouts of these families are not read yet: a GGUF says so, never half-loads."""
+    import gguf
+    import numpy as np
+
+    import lminspect as li
+    from lminspect.errors import UserError
+
+    path = tmp_path / f"{arch}.gguf"
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_embedding_length(8)
+    w.add_head_count(2)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UserError) as ei:
+        li.open(path, weights="float32").logits([1, 2])
+    msg = str(ei.value.message)
+    assert "\n" not in msg and "not supported" in msg and "missing tensor" not in msg, msg

@@ -135,12 +135,14 @@ def test_stale_temporaries_of_a_dead_writer_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+# holds the lock until the test closes its stdin (or kills it): never a fixed time that a slow
+# second process on a loaded machine could outlast
 HOLDER = textwrap.dedent("""
-    import sys, time
+    import sys
     from lminspect.runlock import run_dir_lock
     with run_dir_lock(sys.argv[1]):
         print("locked", flush=True)
-        time.sleep(120)
+        sys.stdin.read()
 """)
 
 
@@ -149,7 +151,8 @@ HOLDER = textwrap.dedent("""
 def test_second_process_on_a_run_dir_is_refused(tmp_path, argv):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = subprocess.run([sys.executable, "-m", "lminspect", *argv, str(run)], capture_output=True, text=True,

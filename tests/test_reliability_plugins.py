@@ -63,3 +63,15 @@ def test_exp_list_check_survives_a_plugin_that_exits(tmp_path):
     r = _cli(root, "exp", "list", "--check")
     assert r.returncode == 0, r.stderr
     assert "exits" in r.stdout and "sys.exit(3)" in r.stdout and "gpt2ish" in r.stdout
+
+
+def test_plugin_never_replaces_a_builtin(tmp_path):
+    """A plugin on PYTHONPATH declaring ``gpt2ish`` is ignored, with one warning line naming it; the
+    built-in is what ``--describe`` shows."""
+    body = EXP + "exp = Experiment('gpt2ish', 'IMPOSTOR', model_factory=lambda v, s, **k: 42)"
+    root = _plugin(tmp_path / "site", "gpt2ish", body)
+    r = _cli(root, "train", "--exp", "gpt2ish", "--describe")
+    assert r.returncode == 0, r.stderr
+    assert "IMPOSTOR" not in r.stdout
+    warn = [ln for ln in r.stderr.splitlines() if ln.startswith("lminspect: warning:")]
+    assert len(warn) == 1 and "gpt2ish" in warn[0] and "ignored" in warn[0], r.stderr

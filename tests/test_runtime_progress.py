@@ -166,7 +166,7 @@ def test_ctrl_c_in_activations_names_the_snapshot(tiny_llama_dir, tmp_path, monk
                                              "same command again to resume"]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     t0 = time.monotonic()
     while not (path.is_file() and path.stat().st_size > 0):
         assert proc.poll() is None, proc.communicate()
@@ -184,7 +184,7 @@ def test_sigint_stops_training_with_one_line_and_a_checkpoint(tmp_path):
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(run / "stats.jsonl", proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err

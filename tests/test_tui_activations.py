@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_tui_helpers import make_acts, wait_until
+from test_tui_helpers import make_acts, opened, palette_pick, press_until, wait_until
 from textual.widgets import DataTable, Input, Select, SelectionList, Static
 
 from lminspect.tui.app import LMInspectApp
@@ -36,14 +36,21 @@ def _rows(table: DataTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
-async def _opened(pilot) -> None:
-    await wait_until(pilot, lambda: pilot.app.store is not None, what="the model to open")
-    await pilot.pause()  # let the tree settle: a key pressed at once can be lost
+async def _acts_tab(pilot) -> ActsPane:
+    """``a``: the Activations tab, its pane mounted (the first time it is shown)."""
+    app = pilot.app
+    await press_until(pilot, "a", until=lambda: app.query_one("#tabs").active == "acts" and bool(app.query(ActsPane)),
+                      what="the Activations tab")
+    return app.query_one(ActsPane)
 
 
-async def _loaded(pilot, pane: ActsPane, n: int = 1) -> None:
-    await wait_until(pilot, lambda: len(pane.cache) >= n and pane.profile is not None, what="results loaded")
-    await pilot.pause()
+async def _loaded(pilot, pane: ActsPane, path=None) -> None:
+    """The first ticked results dir (``path`` when given) loaded and drawn."""
+    def drawn() -> bool:
+        res = pane._shown()
+        return res is not None and pane.profile is not None and (path is None or res.path == str(path.resolve()))
+
+    await wait_until(pilot, drawn, what="results loaded")
 
 
 async def test_layers_sites_and_dims_match_the_store(tiny_llama_dir, acts_root, tmp_path):
@@ -52,16 +59,15 @@ async def test_layers_sites_and_dims_match_the_store(tiny_llama_dir, acts_root, 
     st = load(acts_root / "base")
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", acts=[acts_root / "base"], remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await _opened(pilot)
-        await pilot.press("a")
-        assert app.query_one("#tabs").active == "acts"
-        pane = app.query_one(ActsPane)
+        await opened(pilot)
+        pane = await _acts_tab(pilot)
         await _loaded(pilot, pane)
         sl = app.query_one("#acts-list", SelectionList)
-        assert app.focused is sl
+        await wait_until(pilot, lambda: app.focused is sl, what="the list to take focus")
         assert sl.option_count == 1 and sl.selected == [str((acts_root / "base").resolve())]  # ticked by itself
         # the results dir was collected from the open model: marked in the list and the header
-        await wait_until(pilot, lambda: "this model" in str(sl.get_option_at_index(0).prompt), what="identity mark")
+        await wait_until(pilot, lambda: "this model" in str(sl.get_option_at_index(0).prompt)
+                         and "this model" in _text(app.query_one("#acts-status", Static)), what="identity mark")
         status = _text(app.query_one("#acts-status", Static))
         assert f"model {tiny_llama_dir.name} (llama): this model" in status and "256 tokens (complete)" in status
 
@@ -85,7 +91,9 @@ async def test_layers_sites_and_dims_match_the_store(tiny_llama_dir, acts_root, 
 
         # select a site in the table: its per-dimension view
         assert pane.site == "resid_out.0"
-        await pilot.click("#acts-sites")
+        sites = app.query_one("#acts-sites", DataTable)
+        sites.focus()
+        await wait_until(pilot, lambda: app.focused is sites, what="the sites table to take focus")
         await pilot.press("down", "down", "enter")
         await wait_until(pilot, lambda: pane.site == "resid_out.2", what="the site to follow the cursor")
         header = _text(app.query_one("#acts-site", Static))
@@ -133,8 +141,8 @@ async def test_bad_paths_are_a_line_in_the_tab(tiny_llama_dir, acts_root, tmp_pa
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", acts=[tmp_path / "missing", broken],
                        remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await _opened(pilot)
-        await pilot.press("a")
+        await opened(pilot)
+        await _acts_tab(pilot)
         err = app.query_one("#acts-error", Static)
         await wait_until(pilot, lambda: "no such directory" in _text(err), what="the missing-path line")
         assert "missing" in _text(err) and err.display
@@ -145,11 +153,10 @@ async def test_bad_paths_are_a_line_in_the_tab(tiny_llama_dir, acts_root, tmp_pa
         assert not isinstance(app.screen, ErrorScreen)
 
         field = app.query_one("#acts-path", Input)
-        await pilot.press("w")
-        await pilot.press("ctrl+p", *"add activation")  # the palette's action: the tab, cursor in the field
-        await pilot.pause(0.5)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: app.focused is field, timeout=5, what="the path field")
+        await press_until(pilot, "w", until=lambda: app.query_one("#tabs").active == "weights", what="the Weights tab",
+                          detail=lambda: (app.focused, app.query_one("#tabs").active, field.value))
+        await palette_pick(pilot, "add activation")  # the palette's action: the tab, cursor in the field
+        await wait_until(pilot, lambda: app.focused is field, what="the path field")
         assert app.query_one("#tabs").active == "acts"
         field.value = str(empty)
         await pilot.press("enter")
@@ -164,14 +171,13 @@ async def test_bad_paths_are_a_line_in_the_tab(tiny_llama_dir, acts_root, tmp_pa
         field.value = str(acts_root)
         await pilot.press("enter")
         pane = app.query_one(ActsPane)
-        await wait_until(pilot, lambda: len(pane.entries) == 3, what="the folder's results dirs")
-        await pilot.pause()
-        assert not err.display and field.value == ""
         sl = app.query_one("#acts-list", SelectionList)
-        assert sl.option_count == 3 and sl.selected == [str(broken.resolve())]  # "broken" stays ticked
+        await wait_until(pilot, lambda: len(pane.entries) == 3 and sl.option_count == 3 and not err.display
+                         and field.value == "", what="the folder's results dirs")
+        assert sl.selected == [str(broken.resolve())]  # "broken" stays ticked
         sl.deselect_all()
         sl.select(str((acts_root / "plan").resolve()))
-        await _loaded(pilot, pane)
+        await _loaded(pilot, pane, acts_root / "plan")
         assert pane._shown().plan == "0-2,2-3" and "plan 0-2,2-3" in _text(status)  # the canonical plan
         assert not isinstance(app.screen, ErrorScreen) and app.is_running
 
@@ -181,15 +187,17 @@ async def test_two_ticked_runs_show_the_diff(tiny_llama_dir, acts_root, tmp_path
 
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", acts=[acts_root], remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await _opened(pilot)
-        await pilot.press("a")
-        pane = app.query_one(ActsPane)
+        await opened(pilot)
+        pane = await _acts_tab(pilot)
         await _loaded(pilot, pane)
         sl = app.query_one("#acts-list", SelectionList)
-        assert sl.option_count == 2 and app.focused is sl
-        await pilot.press("down", "space")  # tick "plan": A = plan vs B = base (ticked first)
+        await wait_until(pilot, lambda: app.focused is sl, what="the list to take focus")
+        assert sl.option_count == 2
+        await press_until(pilot, "down", until=lambda: sl.highlighted == 1, what='the cursor on "plan"',
+                          detail=lambda: (app.focused, sl.highlighted, sl.selected))
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 2, what='"plan" ticked')
+        # A = plan vs B = base (ticked first)
         await wait_until(pilot, lambda: bool(pane.diff_rows), what="the diff")
-        await pilot.pause()
         want = [r for r in diff(load(acts_root / "plan"), load(acts_root / "base")) if r["kind"] == "resid_out"]
         assert [r["site"] for r in pane.diff_rows] == [r["site"] for r in want]
         for got, exp in zip(pane.diff_rows, want, strict=True):
@@ -211,8 +219,9 @@ async def test_two_ticked_runs_show_the_diff(tiny_llama_dir, acts_root, tmp_path
         app.query_one("#acts-kind", Select).value = "mlp_out"
         await wait_until(pilot, lambda: pane.diff_rows and pane.diff_rows[0]["kind"] == "mlp_out", what="mlp_out diff")
         # unticking the baseline: one ticked, no diff
-        await pilot.press("up", "space")
-        await wait_until(pilot, lambda: not pane.diff_rows, what="the diff to go")
+        await press_until(pilot, "up", until=lambda: sl.highlighted == 0, what='the cursor on "base"')
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what='"base" unticked')
+        await wait_until(pilot, lambda: not pane.diff_rows and pane.profile is not None, what="the diff to go")
         assert pane._shown().path == str((acts_root / "plan").resolve())
         assert pane.profile["positions"].tolist() == [0, 1, 2, 3, 4]  # plan 0-2,2,3: five layer calls
         assert pane.profile["layers"].tolist() == [0, 1, 2, 2, 3]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import os
 import re
-import time
+import threading
 
 import pytest
-from test_tui_helpers import make_acts, wait_until, write_run
+from test_tui_helpers import make_acts, opened, palette_pick, press_until, wait_until, write_run
 from textual.geometry import Region
 from textual.widgets import DataTable, Input, Select, SelectionList, Static, Tree
+from textual.widgets._select import SelectOverlay
 
 from lminspect.tui.app import LMInspectApp
 from lminspect.tui.screens.error import ErrorScreen
@@ -32,9 +35,7 @@ def _text(widget: Static) -> str:
     return str(widget.render())
 
 
-async def _opened(pilot) -> None:
-    await wait_until(pilot, lambda: pilot.app.store is not None, what="the model to open")
-    await pilot.pause()
+_opened = opened  # the name other TUI test modules import from here
 
 
 async def test_open_navigate_tree_and_see_statistics(tiny_llama_dir, tmp_path):
@@ -46,49 +47,75 @@ async def test_open_navigate_tree_and_see_statistics(tiny_llama_dir, tmp_path):
         # root -> embeddings -> embed.tokens.weight
         await pilot.press("down", "down", "enter")
         header = app.query_one("#tensor-header", Static)
-        assert "embed.tokens.weight" in _text(header)
+        await wait_until(pilot, lambda: "embed.tokens.weight" in _text(header), what="the tensor's header")
         assert "300 x 64" in _text(header)
         pane = app.query_one(WeightsPane)
-        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache, what="statistics")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: "embed.tokens.weight" in pane.cache and "figures" in pane.timings,
+                         what="statistics and figures")
         table = app.query_one("#stats-table", DataTable)
         keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         assert {"mean", "std", "absmax", "kurtosis"} <= set(keys)
+        embed_rows = _table_rows(table)
         assert "histogram" in app.query_one("#plot-hist", PlotView).text
         assert "heatmap" in app.query_one("#plot-heatmap", PlotView).text
         assert "singular values" in app.query_one("#plot-spectrum", PlotView).text
 
         # into layers/0/attn: q projection, which also has per-head norms
-        await pilot.press("down")  # "layers"
-        assert tree.cursor_node is not None and str(tree.cursor_node.label) == "layers"
+        await press_until(pilot, "down", until=lambda: tree.cursor_node is not None
+                          and str(tree.cursor_node.label) == "layers", what='the cursor on "layers"')
         await pilot.press("space", "down", "space", "down", "space", "down", "enter")
-        assert tree.cursor_node.data == "layers.0.attn.q.weight"
-        await wait_until(pilot, lambda: "layers.0.attn.q.weight" in pane.cache, what="q statistics")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: tree.cursor_node.data == "layers.0.attn.q.weight", what="the cursor on q")
+        await wait_until(pilot, lambda: "layers.0.attn.q.weight" in pane.cache and pane.current == "layers.0.attn.q.weight"
+                         and "figures" in pane.timings, what="q statistics and figures")
         heads = app.query_one("#plot-heads", PlotView)
         assert heads.display and "per-head norm" in heads.text
 
-        # coming back to a tensor paints from the in-memory cache, synchronously
-        t0 = time.perf_counter()
+        # coming back to a tensor paints from the in-memory cache, synchronously: its rows are there
+        # when show_tensor returns (no worker, no clock)
         pane.show_tensor("embed.tokens.weight")
-        assert time.perf_counter() - t0 < 0.5
-        await pilot.pause()
-        assert table.row_count > 5
+        assert _table_rows(table) == embed_rows
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="the cached tensor's figures")
 
 
-def _slow_stats(monkeypatch, store, seconds: float = 0.6) -> None:
-    """``store.stats`` that reports a stage, sleeps, reports a late stage, then returns the real stats."""
-    real = store.stats
+class _Gated:
+    """``store.stats`` held per tensor until the test opens its gate: the test, not a clock, decides
+    how far each computation gets. A held call reports a stage before it waits and a late stage after;
+    ``started`` and ``done`` list the names in call order. Tensors outside ``prefix`` run at once."""
 
-    def slow(name, *, progress=None, **kw):
-        if progress is not None:
-            progress(f"slow stage {name}")
-        time.sleep(seconds)
-        if progress is not None:
-            progress(f"late stage {name}")
-        return real(name, **kw)
+    def __init__(self, monkeypatch, store, prefix: str = "") -> None:
+        self.real, self.prefix = store.stats, prefix
+        self.gates: dict[str, threading.Event] = collections.defaultdict(threading.Event)
+        self.lock, self.all_open = threading.Lock(), False
+        self.started: list[str] = []
+        self.done: list[str] = []
+        monkeypatch.setattr(store, "stats", self)
 
-    monkeypatch.setattr(store, "stats", slow)
+    def open(self, *names: str) -> None:
+        with self.lock:
+            for name in names:
+                self.gates[name].set()
+
+    def open_all(self) -> None:
+        """Every gate, now and later (also at the test's end, so no worker thread stays blocked)."""
+        with self.lock:
+            self.all_open = True
+            for gate in self.gates.values():
+                gate.set()
+
+    def __call__(self, name, *, progress=None, **kw):
+        self.started.append(name)
+        if name.startswith(self.prefix):
+            if progress is not None:
+                progress(f"slow stage {name}")
+            with self.lock:
+                gate = None if self.all_open else self.gates[name]
+            if gate is not None:
+                gate.wait(timeout=600)
+            if progress is not None:
+                progress(f"late stage {name}")
+        out = self.real(name, **kw)
+        self.done.append(name)
+        return out
 
 
 _SECONDS = re.compile(r" \.\.\. (\d+\.\d) s$")
@@ -99,47 +126,53 @@ async def test_stats_progress_line_ticks_and_clears(tiny_llama_dir, tmp_path, mo
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
         pane = app.query_one(WeightsPane)
-        _slow_stats(monkeypatch, pane.store)
-        status = app.query_one("#tensor-status", Static)
+        gated = _Gated(monkeypatch, pane.store)
+        try:
+            await _progress_line_ticks_and_clears(app, pilot, pane, gated)
+        finally:
+            gated.open_all()
 
-        pane.show_tensor("embed.tokens.weight")
-        await wait_until(pilot, lambda: "slow stage embed.tokens.weight" in _text(status), timeout=10,
-                         what="the stage in the status line")
-        text = _text(status)
-        assert text.startswith("computing statistics: slow stage embed.tokens.weight ... ")
-        m = _SECONDS.search(text)
-        assert m, text
-        first = float(m.group(1))
-        # the seconds tick while the computation runs
-        await wait_until(pilot, lambda: (m2 := _SECONDS.search(_text(status))) is not None and float(m2.group(1)) > first,
-                         timeout=10, what="the seconds to tick")
-        await wait_until(pilot, lambda: "stats" in pane.timings, what="statistics painted")
-        await pilot.pause()
-        assert _text(status) == ""
-        assert app.query_one("#stats-table", DataTable).row_count > 5
-        await pilot.pause(0.5)  # the timer is stopped: nothing writes the line again
-        assert _text(status) == ""
 
-        # a new selection mid-computation: the old selection's stages never show again
-        pane.show_tensor("layers.0.attn.q.weight")
-        await wait_until(pilot, lambda: "slow stage layers.0.attn.q.weight" in _text(status), timeout=10,
-                         what="q's stage")
-        pane.show_tensor("layers.0.attn.k.weight")
-        assert "attn.q" not in _text(status)  # the new selection's line replaces it at once
-        seen = []
-        while "stats" not in pane.timings:
-            seen.append(_text(status))
-            assert len(seen) < 600, "timed out waiting for k's statistics"
-            await pilot.pause(0.02)
-        await pilot.pause()
-        assert not [t for t in seen if "attn.q" in t], seen
-        assert any("slow stage layers.0.attn.k.weight" in t for t in seen), seen
-        assert _text(status) == ""
-        assert "layers.0.attn.k.weight" in _text(app.query_one("#tensor-header", Static))
-        assert pane.current == "layers.0.attn.k.weight"
-        # the superseded worker's late stage arrived after k was selected and was dropped
-        await pilot.pause(0.7)
-        assert _text(status) == ""
+async def _progress_line_ticks_and_clears(app, pilot, pane, gated: _Gated) -> None:
+    status = app.query_one("#tensor-status", Static)
+    pane.show_tensor("embed.tokens.weight")
+    await wait_until(pilot, lambda: "slow stage embed.tokens.weight" in _text(status),
+                     what="the stage in the status line")
+    text = _text(status)
+    assert text.startswith("computing statistics: slow stage embed.tokens.weight ... ")
+    m = _SECONDS.search(text)
+    assert m, text
+    first = float(m.group(1))
+    # the seconds tick while the computation runs (it runs until its gate opens)
+    await wait_until(pilot, lambda: (m2 := _SECONDS.search(_text(status))) is not None and float(m2.group(1)) > first,
+                     what="the seconds to tick")
+    gated.open("embed.tokens.weight")
+    await wait_until(pilot, lambda: "stats" in pane.timings, what="statistics painted")
+    assert _text(status) == ""
+    assert app.query_one("#stats-table", DataTable).row_count > 5
+    assert pane._ticker is None  # the timer is stopped: nothing writes the line again
+
+    # a new selection mid-computation: the old selection's stages never show again
+    pane.show_tensor("layers.0.attn.q.weight")
+    await wait_until(pilot, lambda: "slow stage layers.0.attn.q.weight" in _text(status), what="q's stage")
+    pane.show_tensor("layers.0.attn.k.weight")
+    assert "attn.q" not in _text(status)  # the new selection's line replaces it at once
+    seen: list[str] = []
+
+    def watching(cond):  # records every line the status shows while waiting
+        return lambda: (seen.append(_text(status)), cond())[1]
+
+    await wait_until(pilot, watching(lambda: "slow stage layers.0.attn.k.weight" in _text(status)), what="k's stage")
+    # q's computation ends only now, after k was selected: its late stage must be dropped
+    gated.open("layers.0.attn.q.weight")
+    await wait_until(pilot, watching(lambda: "layers.0.attn.q.weight" in gated.done), what="q's worker to end")
+    gated.open("layers.0.attn.k.weight")
+    await wait_until(pilot, watching(lambda: "stats" in pane.timings), what="k's statistics")
+    assert not [t for t in seen if "attn.q" in t], seen
+    assert _text(status) == ""
+    assert "layers.0.attn.k.weight" in _text(app.query_one("#tensor-header", Static))
+    assert pane.current == "layers.0.attn.k.weight"
+    assert pane._ticker is None
 
 
 def _table_rows(table: DataTable) -> list[list[str]]:
@@ -173,11 +206,11 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
         await _opened(pilot)
         pane = app.query_one(WeightsPane)
         tree = app.query_one("#weights-tree", Tree)
-        await pilot.press("down", "down", "down")
-        assert str(tree.cursor_node.label) == "layers"
+        header = app.query_one("#tensor-header", Static)
+        await press_until(pilot, "down", "down", "down", until=lambda: str(tree.cursor_node.label) == "layers",
+                          what='the cursor on "layers"')
         await pilot.press("enter")  # a group: its overview (and the node opens)
-        await wait_until(pilot, lambda: "overview" in pane.timings, what="the layers overview")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: pane.group is not None and "overview" in pane.timings, what="the layers overview")
         view = app.query_one("#tensor-view")
         assert view.has_class("-group")
         assert not app.query_one("#stats-table").display and not app.query_one("#plot-hist").display
@@ -197,23 +230,26 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
         select = app.query_one("#group-stat", Select)
         assert select.value == "alpha"
         select.focus()
-        await pilot.press("enter", "down", "enter")
-        await wait_until(pilot, lambda: select.value == "stable_rank", timeout=5, what="the Select's new value")
-        await pilot.pause()
-        assert pane.stat == "stable_rank"
+        await wait_until(pilot, lambda: app.focused is select, what="the Select to take focus")
+        overlay = select.query_one(SelectOverlay)
+        await press_until(pilot, "enter", until=lambda: select.expanded and app.focused is overlay,
+                          what="the Select's list to open")
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: select.value == "stable_rank" and pane.stat == "stable_rank",
+                         what="the Select's new value")  # the repaint runs with the value's handler
         _assert_by_layer_table(pane, table, results, "stable_rank")
         assert "stable_rank by layer" in plot.text
         select.value = "std"  # norms have a std: their columns appear
-        await pilot.pause()
+        await wait_until(pilot, lambda: pane.stat == "std", what="the std overview")
         _assert_by_layer_table(pane, table, results, "std")
         assert {"attn_norm", "mlp_norm"} <= {str(c.label) for c in table.ordered_columns}
 
         # a single layer: a table of its tensors, no Select, no plot; from memory, no worker
         tree.focus()
+        await wait_until(pilot, lambda: app.focused is tree, what="the tree to take focus")
         await pilot.press("down", "enter")  # layers/0
-        await wait_until(pilot, lambda: "overview" in pane.timings, what="layer 0's table")
-        await pilot.pause()
-        assert _text(app.query_one("#tensor-header", Static)).startswith("layers/0: 9 tensors")
+        await wait_until(pilot, lambda: _text(header).startswith("layers/0: 9 tensors") and "overview" in pane.timings,
+                         what="layer 0's table")
         assert not select.display and not plot.display
         assert pane.overview is None
         assert [str(c.label) for c in table.ordered_columns] == [
@@ -231,16 +267,15 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
 
         # a part of a layer: layers/0/attn
         await pilot.press("down", "enter")
-        await wait_until(pilot, lambda: "overview" in pane.timings, what="layers/0/attn's table")
-        await pilot.pause()
-        assert _text(app.query_one("#tensor-header", Static)).startswith("layers/0/attn: 4 tensors")
+        await wait_until(pilot, lambda: _text(header).startswith("layers/0/attn: 4 tensors") and "overview" in pane.timings,
+                         what="layers/0/attn's table")
         assert [row[0] for row in _table_rows(table)] == ["q.weight", "k.weight", "v.weight", "o.weight"]
 
         # and a tensor again: its own view, exactly as before
         await pilot.press("down", "enter")
-        assert tree.cursor_node.data == "layers.0.attn.q.weight"
-        await wait_until(pilot, lambda: "figures" in pane.timings, what="q's view")
-        await pilot.pause()
+        await wait_until(pilot, lambda: tree.cursor_node.data == "layers.0.attn.q.weight", what="the cursor on q")
+        await wait_until(pilot, lambda: pane.current == "layers.0.attn.q.weight" and "figures" in pane.timings,
+                         what="q's view")
         assert not view.has_class("-group") and pane.group is None
         assert app.query_one("#stats-table").display and not app.query_one("#group-view").display
         assert "layers.0.attn.q.weight" in _text(app.query_one("#tensor-header", Static))
@@ -255,82 +290,106 @@ async def test_overview_fills_in_and_a_leaf_selected_mid_computation_wins(tiny_l
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
         pane = app.query_one(WeightsPane)
-        store = pane.store
-        real = store.stats
-        calls: list[tuple[float, str]] = []
-
-        def slow(name, *, progress=None, **kw):
-            calls.append((time.perf_counter(), name))
-            time.sleep(0.08)
-            return real(name, **kw)
-
-        monkeypatch.setattr(store, "stats", slow)
-        tree = app.query_one("#weights-tree", Tree)
-        status = app.query_one("#tensor-status", Static)
-        header = app.query_one("#tensor-header", Static)
-        table = app.query_one("#group-table", DataTable)
-        await pilot.press("down", "down", "down", "enter")  # "layers"
-        # the status line counts tensors and ticks; the table fills in a layer at a time
-        rows_seen: set[int] = set()
-        while table.row_count < 2:
-            text = _text(status)
-            assert _GROUP_LINE.match(text), text
-            rows_seen.add(table.row_count)
-            assert len(rows_seen) < 1000
-            await pilot.pause(0.02)
-        assert "overview" not in pane.timings  # still computing: layers 2 and 3 to go
-        assert _GROUP_LINE.match(_text(status))
-        assert table.row_count < 4
-
-        # a tensor selected now: its header and status, never the overview's again
-        selected = time.perf_counter()
-        pane.show_tensor("embed.tokens.weight")
-        seen = []
-        while "stats" not in pane.timings or len(seen) < 60:
-            seen.append((_text(header), _text(status)))
-            assert len(seen) < 1000, "timed out waiting for the tensor's statistics"
-            await pilot.pause(0.02)
-        assert all(h.startswith("embed.tokens.weight") for h, _ in seen), seen
-        assert not [st for _, st in seen if st.startswith("statistics ")], seen
-        assert _text(status) == ""
-        assert pane.group is None and pane.current == "embed.tokens.weight"
-        assert not app.query_one("#tensor-view").has_class("-group")
-        # the overview's worker stopped: at most the tensor it was on finished after the selection
-        late = [n for t, n in calls if t > selected and n.startswith("layers.")]
-        assert len(late) <= 1, late
-        done = {n for _, n in calls if n.startswith("layers.")}  # all kept in memory, the late one too
-        assert done <= set(pane.stats_cache)
-
-        # back to "layers": what was computed is reused, only the rest is computed
-        calls.clear()
-        tree.move_cursor(next(n for n in tree.root.children if str(n.label) == "layers"))
-        await pilot.press("enter")
-        first = None
-        while "overview" not in pane.timings:
-            m = _GROUP_LINE.match(_text(status))
-            if m and first is None:
-                first = int(m.group(1))
-            await pilot.pause(0.02)
-        assert first is not None and first > 9, first  # started past layer 0, in memory
-        assert not done & {n for _, n in calls}
-        assert table.row_count == 4
-        results = [store.stats(n) for n in _layer_names(store)]
-        _assert_by_layer_table(pane, table, results, "alpha")
+        gated = _Gated(monkeypatch, pane.store, prefix="layers.")  # the overview's tensors wait for the test
+        try:
+            await _overview_fills_in(app, pilot, pane, gated)
+        finally:
+            gated.open_all()
 
 
-def _assert_usable(app, *selectors: str) -> None:
-    """Each widget is shown, has a size, lies inside the screen and is not covered at its centre."""
+async def _overview_fills_in(app, pilot, pane, gated: _Gated) -> None:
+    store = pane.store
+    names = _layer_names(store)
+    tree = app.query_one("#weights-tree", Tree)
+    status = app.query_one("#tensor-status", Static)
+    header = app.query_one("#tensor-header", Static)
+    table = app.query_one("#group-table", DataTable)
+    await press_until(pilot, "down", "down", "down", until=lambda: str(tree.cursor_node.label) == "layers",
+                      what='the cursor on "layers"')
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pane.group is not None and bool(_GROUP_LINE.match(_text(status))),
+                     what="the overview's status line")
+    # the status line counts tensors and ticks; the table fills in a layer at a time: layers 0 and 1 may
+    # finish, layers 2 and 3 wait
+    gated.open(*names[:18])
+
+    def counting(cond):  # every line shown while it fills is the overview's count
+        def check() -> bool:
+            assert _GROUP_LINE.match(_text(status)), _text(status)
+            return cond()
+        return check
+
+    await wait_until(pilot, counting(lambda: table.row_count >= 2 and _GROUP_LINE.match(_text(status)).group(2) == names[18]),
+                     what="layers 0 and 1 in the table, the overview on layer 2")
+    assert "overview" not in pane.timings  # still computing: layers 2 and 3 to go
+    assert table.row_count < 4 and len(gated.started) == 19
+
+    # a tensor selected now: its header and status, never the overview's again
+    pane.show_tensor("embed.tokens.weight")
+    n0 = len(gated.started)
+    gated.open(names[18])  # the tensor the overview's worker was on finishes after the selection
+    seen = []
+
+    def watching(cond):
+        return lambda: (seen.append((_text(header), _text(status))), cond())[1]
+
+    layer_done = [n for n in gated.started if n.startswith("layers.")]
+    await wait_until(pilot, watching(lambda: "stats" in pane.timings and set(layer_done) <= set(pane.stats_cache)),
+                     what="the tensor's statistics and the overview's last tensor")
+    assert all(h.startswith("embed.tokens.weight") for h, _ in seen), seen
+    assert not [st for _, st in seen if st.startswith("statistics ")], seen
+    assert _text(status) == ""
+    assert pane.group is None and pane.current == "embed.tokens.weight"
+    assert not app.query_one("#tensor-view").has_class("-group")
+    # the overview's worker stopped: after the selection it started no other tensor (the one it was on
+    # finished and, like all it computed, is kept in memory)
+    assert not [n for n in gated.started[n0:] if n.startswith("layers.")]
+    done = set(layer_done)
+
+    # back to "layers": what was computed is reused, only the rest is computed
+    n1 = len(gated.started)
+    tree.move_cursor(next(n for n in tree.root.children if str(n.label) == "layers"))
+    await wait_until(pilot, lambda: str(tree.cursor_node.label) == "layers", what='the cursor on "layers"')
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pane.group is not None and bool(_GROUP_LINE.match(_text(status))),
+                     what="the overview's status line")
+    first = int(_GROUP_LINE.match(_text(status)).group(1))
+    assert first == len(done) + 1 and first > 9, first  # started past what is in memory
+    gated.open_all()
+    await wait_until(pilot, lambda: "overview" in pane.timings, what="the overview")
+    assert not done & set(gated.started[n1:])
+    assert table.row_count == 4
+    results = [store.stats(n) for n in names]
+    _assert_by_layer_table(pane, table, results, "alpha")
+
+
+def _unusable(app, *selectors: str) -> list[str]:
+    """What keeps each widget from use: hidden, no size, cut off by the screen, covered at its centre."""
     width, height = app.screen.size
     screen = Region(0, 0, width, height)
+    problems = []
     for selector in selectors:
         widget = app.query_one(selector)
         region = widget.region
-        assert widget.display and widget.visible, f"{selector} is hidden"
-        assert region.width > 0 and region.height > 0, f"{selector} has no size at {width}x{height}: {region}"
-        assert screen.contains_region(region), f"{selector} at {region} is cut off by the {width}x{height} screen"
-        x, y = region.center
-        at, _ = app.screen.get_widget_at(int(x), int(y))
-        assert at is widget or widget in at.ancestors, f"{selector} is covered by {at!r} at its centre"
+        if not (widget.display and widget.visible):
+            problems.append(f"{selector} is hidden")
+        elif not (region.width > 0 and region.height > 0):
+            problems.append(f"{selector} has no size at {width}x{height}: {region}")
+        elif not screen.contains_region(region):
+            problems.append(f"{selector} at {region} is cut off by the {width}x{height} screen")
+        else:
+            x, y = region.center
+            at, _ = app.screen.get_widget_at(int(x), int(y))
+            if not (at is widget or widget in at.ancestors):
+                problems.append(f"{selector} is covered by {at!r} at its centre")
+    return problems
+
+
+async def _usable(pilot, *selectors: str) -> None:
+    """Each widget is shown, has a size, lies inside the screen and is not covered at its centre,
+    once the layout has settled (a tab switch or new content lays out a refresh later)."""
+    await wait_until(pilot, lambda: not _unusable(pilot.app, *selectors), what="usable widgets",
+                     detail=lambda: _unusable(pilot.app, *selectors))
 
 
 async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
@@ -346,113 +405,118 @@ async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
                 "#tabs Tab#--content-tab-runs", "#tabs Tab#--content-tab-acts")
         await pilot.press("down", "down", "enter")
         pane = app.query_one(WeightsPane)
-        await wait_until(pilot, lambda: "figures" in pane.timings, what="statistics and figures")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: pane.current == "embed.tokens.weight" and "figures" in pane.timings,
+                         what="statistics and figures")
         table = app.query_one("#stats-table", DataTable)
         assert table.row_count > 5
-        _assert_usable(app, *tabs, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status",
-                       "#stats-table")
+        await _usable(pilot, *tabs, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status",
+                      "#stats-table")
         assert "embed.tokens.weight" in _text(app.query_one("#tensor-header", Static))
         assert table.content_region.height >= 8, "the statistics table shows too few rows at 80x24"
 
         # the layers overview: Select, table, and the per-layer plot below them
         await pilot.press("down", "enter")  # "layers"
-        await wait_until(pilot, lambda: "overview" in pane.timings, what="the layers overview")
-        await pilot.pause(0.2)
-        _assert_usable(app, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status", "#group-stat",
-                       "#group-table")
+        await wait_until(pilot, lambda: pane.group is not None and "overview" in pane.timings,
+                         what="the layers overview")
+        await _usable(pilot, "#weights-tree", "#tensor-view", "#tensor-header", "#tensor-status", "#group-stat",
+                      "#group-table")
         group_table = app.query_one("#group-table", DataTable)
         assert group_table.row_count == 4
         assert group_table.content_region.height >= 5, "the layers table shows too few rows at 80x24"
         app.query_one("#group-plot").scroll_visible(animate=False, immediate=True)
-        await pilot.pause()
-        _assert_usable(app, "#group-plot")
+        await _usable(pilot, "#group-plot")
         assert "alpha by layer" in app.query_one("#group-plot", PlotView).text
 
         await pilot.click("#tabs Tab#--content-tab-stitch")
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "stitch", what="the Stitch tab")
-        await pilot.pause()
-        _assert_usable(app, *tabs, "#plan-input", "#plan-error", "#prompt", "#max-tokens", "#compare", "#run",
-                       "#stop", "#out-plan")
+        plan = app.query_one("#plan-input", Input)
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "stitch" and app.focused is plan,
+                         what="the Stitch tab")
+        await _usable(pilot, *tabs, "#plan-input", "#plan-error", "#prompt", "#max-tokens", "#compare", "#run",
+                      "#stop", "#out-plan")
         await pilot.click("#plan-input")
-        await pilot.press(*"0-2,3")
-        assert "ok:" in _text(app.query_one("#plan-error", Static))
-        _assert_usable(app, "#run", "#out-plan")
+        await press_until(pilot, *"0-2,3", until=lambda: plan.value == "0-2,3", what="the plan typed")
+        await wait_until(pilot, lambda: "ok:" in _text(app.query_one("#plan-error", Static)), what="the plan checked")
+        await _usable(pilot, "#run", "#out-plan")
 
         await pilot.click("#tabs Tab#--content-tab-runs")
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", what="the Runs tab")
-        await pilot.pause()
-        _assert_usable(app, *tabs, "#runs-list", "#smoothing", "#runs-plots")
         sl = app.query_one("#runs-list", SelectionList)
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs" and app.focused is sl,
+                         what="the Runs tab")
+        await _usable(pilot, *tabs, "#runs-list", "#smoothing", "#runs-plots")
         assert sl.option_count == 2
         await pilot.click("#runs-list")
-        await pilot.press("space")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="a run ticked")
         await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
-        _assert_usable(app, "#runs-list", "#plot-loss")
+        await _usable(pilot, "#runs-list", "#plot-loss")
 
         await pilot.click("#tabs Tab#--content-tab-acts")
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "acts", what="the Activations tab")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "acts" and bool(app.query(ActsPane)),
+                         what="the Activations tab")
         acts = app.query_one(ActsPane)
-        await wait_until(pilot, lambda: acts.profile is not None, what="activation statistics")
-        await pilot.pause(0.2)
-        assert app.focused is app.query_one("#acts-list", SelectionList)
-        _assert_usable(app, *tabs, "#acts-path", "#acts-list", "#acts-status", "#acts-kind", "#acts-metric",
-                       "#acts-layers")
+        acts_list = app.query_one("#acts-list", SelectionList)
+        await wait_until(pilot, lambda: acts.profile is not None and app.focused is acts_list,
+                         what="activation statistics")
+        await _usable(pilot, *tabs, "#acts-path", "#acts-list", "#acts-status", "#acts-kind", "#acts-metric",
+                      "#acts-layers")
         assert "resid_out" in app.query_one("#acts-layers", PlotView).text
-        await pilot.press("down", "space")  # tick the second results dir: the diff
-        await wait_until(pilot, lambda: bool(acts.diff_rows), what="the diff")
-        await pilot.pause(0.2)
+        await press_until(pilot, "down", until=lambda: acts_list.highlighted == 1, what="the second results dir")
+        await press_until(pilot, "space", until=lambda: len(acts_list.selected) == 2, what="it ticked")
+        await wait_until(pilot, lambda: bool(acts.diff_rows), what="the diff")  # the diff of the two
         # the per-site view and the diff lie below the first figure: each scrolls into view and fits
         for below in ("#acts-sites", "#acts-dims", "#acts-top", "#acts-diff", "#acts-diff-plot"):
             app.query_one(below).scroll_visible(animate=False, immediate=True)
-            await pilot.pause()
-            _assert_usable(app, below)
+            await _usable(pilot, below)
 
 
 async def test_bad_plan_shows_inline_error_with_column(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
-        await pilot.press("s")
+        plan = app.query_one("#plan-input", Input)
+        await press_until(pilot, "s", until=lambda: app.focused is plan, what="the plan field")
         assert app.query_one("#tabs").active == "stitch"
-        assert app.focused is app.query_one("#plan-input", Input)
-        await pilot.press(*"0-2,9")
         err = app.query_one("#plan-error", Static)
+        await press_until(pilot, *"0-2,9", until=lambda: plan.value == "0-2,9", what="the plan typed")
+        await wait_until(pilot, lambda: err.has_class("invalid"), what="the plan's error", detail=lambda: _text(err))
         text = _text(err)
         assert "column 5" in text and "out of range" in text
         assert "    ^" in text  # caret under the bad item
-        assert err.has_class("invalid")
-        await pilot.press("backspace", "3", "r", "2")
-        text = _text(err)
-        assert err.has_class("valid") and "ok: 5 layer calls: 0 1 2 3 3" in text
-        await pilot.press(*",x")
-        assert "bad plan item 'x' at column 9" in _text(err)
+        await press_until(pilot, "backspace", "3", "r", "2", until=lambda: plan.value == "0-2,3r2", what="the fix typed")
+        await wait_until(pilot, lambda: err.has_class("valid"), what="the plan to check out", detail=lambda: _text(err))
+        assert "ok: 5 layer calls: 0 1 2 3 3" in _text(err)
+        await press_until(pilot, *",x", until=lambda: plan.value == "0-2,3r2,x", what="a bad item typed")
+        await wait_until(pilot, lambda: "bad plan item 'x' at column 9" in _text(err), what="the bad item's error",
+                         detail=lambda: _text(err))
 
 
 async def test_run_streams_tokens_and_compare(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
-        await pilot.press("s")
-        await pilot.press(*"0,1,1,3")
+        plan = app.query_one("#plan-input", Input)
+        await press_until(pilot, "s", until=lambda: app.focused is plan, what="the plan field")
+        await press_until(pilot, *"0,1,1,3", until=lambda: plan.value == "0,1,1,3", what="the plan typed")
         max_tokens = app.query_one("#max-tokens", Input)
         max_tokens.value = "12"
         pane = app.query_one(StitchPane)
-        assert app.focused is app.query_one("#plan-input", Input)
+        status = app.query_one("#gen-status", Static)
+        assert app.focused is plan
         await pilot.press("enter")  # Enter in the plan field runs, like the Run button
         await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
-        await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)), what="generation end")
+        await wait_until(pilot, lambda: "done" in _text(status), what="generation end", detail=lambda: _text(status))
+        await wait_until(pilot, lambda: not app.query_one("#run").disabled, what="Run enabled again")
         text = app.query_one("#out-plan", StreamView).text
         assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
-        assert "tok/s" in _text(app.query_one("#gen-status", Static))
-        assert not app.query_one("#run").disabled
+        assert "tok/s" in _text(status)
 
         # compare: the baseline column appears and fills too
-        await pilot.click("#compare")
-        assert pane.has_class("compare")
+        compare = app.query_one("#compare")
+        compare.focus()  # ticked from the keyboard: a click can land before the layout settles
+        await wait_until(pilot, lambda: app.focused is compare, what="the Compare box to take focus")
+        await press_until(pilot, "space", until=lambda: pane.has_class("compare"), what="the compare layout")
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: "done" in _text(app.query_one("#gen-status", Static)) and
-                         "baseline" in _text(app.query_one("#gen-status", Static)), what="compare end")
+        await wait_until(pilot, lambda: "done" in _text(status) and "baseline" in _text(status), what="compare end",
+                         detail=lambda: _text(status))
         base = app.query_one("#out-baseline", StreamView).text
         assert base.startswith("Once upon a time") and len(base) > len("Once upon a time")
 
@@ -462,35 +526,40 @@ async def test_stop_cancels_between_tokens(tiny_llama_dir, tmp_path, monkeypatch
 
     real = backend.generate_fn()
 
-    class Slow:
-        """The real Generation, slowed to ~20 tokens/s so Stop lands mid-stream."""
+    class Held:
+        """The real Generation, held after its first piece until Stop cancels it: Stop lands
+        mid-stream however fast or loaded the machine is."""
 
         def __init__(self, *a, **kw):
             self.gen = real(*a, **kw)
             self.stats = self.gen.stats
+            self.cancelled = threading.Event()
 
         def cancel(self):
             self.gen.cancel()
+            self.cancelled.set()
 
         def __iter__(self):
-            for piece in self.gen:
-                time.sleep(0.05)
+            for i, piece in enumerate(self.gen):
                 yield piece
+                if i == 0:
+                    self.cancelled.wait(timeout=600)
 
-    monkeypatch.setattr(backend, "generate_fn", lambda: Slow)
+    monkeypatch.setattr(backend, "generate_fn", lambda: Held)
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
-        await pilot.press("s")
+        await press_until(pilot, "s", until=lambda: app.focused is app.query_one("#plan-input", Input),
+                          what="the plan field")
         app.query_one("#max-tokens", Input).value = "100"
         pane = app.query_one(StitchPane)
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: "first_piece" in pane.timings, what="the first token")
         await pilot.press("ctrl+x")
         status = app.query_one("#gen-status", Static)
-        await wait_until(pilot, lambda: "stopped" in _text(status), timeout=5, what="stop")
+        await wait_until(pilot, lambda: "stopped" in _text(status), what="stop", detail=lambda: _text(status))
         assert "stop: cancelled" in _text(status)
-        assert not app.query_one("#run").disabled
+        await wait_until(pilot, lambda: not app.query_one("#run").disabled, what="Run enabled again")
 
 
 async def test_runs_tab_plots_loss_acc_and_diff(tmp_path):
@@ -505,25 +574,29 @@ async def test_runs_tab_plots_loss_acc_and_diff(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         # no model: the picker offers the runs
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await pilot.press("escape")
-        await pilot.press("r")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen),
+                          what="the picker to close")
         sl = app.query_one("#runs-list", SelectionList)
+        await press_until(pilot, "r", until=lambda: app.focused is sl, what="the Runs tab's list")
         assert sl.option_count == 2
-        assert app.focused is sl
-        await pilot.press("space")  # tick the first run ("trained")
-        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
+        pane = app.query_one("#runs-pane")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="the first run ticked")  # "trained"
+        await wait_until(pilot, lambda: len(pane.loaded) == 1 and "train loss" in app.query_one("#plot-loss", PlotView).text,
+                         what="loss plot")
         assert "accuracy" in app.query_one("#plot-acc", PlotView).text
         assert "tick a second run" in app.query_one("#plot-diff", PlotView).text
-        await pilot.press("down", "space")
+        await press_until(pilot, "down", until=lambda: sl.highlighted == 1, what="the cursor on the second run")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 2, what="the second run ticked")
         await wait_until(pilot, lambda: "baseline" in app.query_one("#plot-diff", PlotView).text, what="diff plot")
 
         # a run that is still training: new rows appear without touching anything
-        pane = app.query_one("#runs-pane")
+        await wait_until(pilot, lambda: str(runs / "written") in pane.loaded, what="the second run loaded")
         before = len(pane.loaded[str(runs / "written")])
-        time.sleep(0.01)
+        stamp = (runs / "written" / "stats.jsonl").stat().st_mtime
         write_run(runs / "written", steps=40, status="running")
-        await wait_until(pilot, lambda: len(pane.loaded[str(runs / "written")]) == 40, timeout=10,
-                         what="live refresh")
+        # a later time stamp, as a writer seconds later leaves (the file system's clock may not have ticked)
+        os.utime(runs / "written" / "stats.jsonl", (stamp + 5, stamp + 5))
+        await wait_until(pilot, lambda: len(pane.loaded[str(runs / "written")]) == 40, what="live refresh")
         assert before == 30
 
 
@@ -533,7 +606,7 @@ async def test_picker_opens_a_typed_model_and_remembers_it(tiny_llama_dir, tmp_p
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen)
                          and bool(app.screen.query("#picker-input")), what="the picker")
         field = app.screen.query_one("#picker-input", Input)
-        await wait_until(pilot, lambda: app.focused is field, timeout=5, what="path field focus")
+        await wait_until(pilot, lambda: app.focused is field, what="path field focus")
         field.value = str(tiny_llama_dir)
         await pilot.press("enter")
         await _opened(pilot)
@@ -552,8 +625,8 @@ async def test_bad_model_is_an_error_modal_not_a_crash(tmp_path):
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen)
                          and bool(app.screen.query("#error-body")), what="the error modal")
         assert "broken.safetensors" in _text(app.screen.query_one("#error-body", Static))
-        await pilot.press("escape")
-        assert not isinstance(app.screen, ErrorScreen)
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, ErrorScreen),
+                          what="the modal to close")
         assert app.is_running
 
 
@@ -561,21 +634,15 @@ async def test_help_theme_palette_and_quit(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await _opened(pilot)
-        await pilot.press("f1")
-        assert isinstance(app.screen, HelpScreen)
-        await pilot.press("escape")
-        await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
-        await pilot.press("escape")
+        for key in ("f1", "question_mark"):
+            await press_until(pilot, key, until=lambda: isinstance(app.screen, HelpScreen), what=f"help from {key}")
+            await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, HelpScreen),
+                              what="help to close")
         dark = app.current_theme.dark
-        await pilot.press("ctrl+t")
-        assert app.current_theme.dark is not dark
+        await press_until(pilot, "ctrl+t", until=lambda: app.current_theme.dark is not dark, what="the other theme")
         # the command palette lists the app's own actions
-        await pilot.press("ctrl+p")
-        await pilot.press(*"runs tab")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", timeout=5, what="palette action")
+        await palette_pick(pilot, "runs tab")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "runs", what="palette action")
         await pilot.press("q")
     assert not app.is_running
 
@@ -614,8 +681,8 @@ async def test_result_for_a_closed_model_is_dropped(tiny_llama_dir, tiny_llama_t
         pane = app.query_one(WeightsPane)
         old_job = pane._job  # a worker started for the first model carries this
         pane.set_store(open_store(tiny_llama_tied_dir), label="other")
-        await pilot.pause()
         pane.post_message(TensorComputed("embed.tokens.weight", {"stats": {"mean": 123.0}}, old_job))
         pane.post_message(TensorComputed("norm.weight", {"stats": {"mean": 1.0}}, pane._store_job + 1))
-        await pilot.pause(0.1)
-        assert "embed.tokens.weight" not in pane.cache and "norm.weight" in pane.cache
+        # messages arrive in order: once the second is in, the first was handled (and dropped)
+        await wait_until(pilot, lambda: "norm.weight" in pane.cache, what="the current model's result")
+        assert "embed.tokens.weight" not in pane.cache

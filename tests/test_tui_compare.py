@@ -4,7 +4,7 @@ statistics (``c``), and a run's timeline across checkpoints (``t`` in the Runs t
 from __future__ import annotations
 
 import pytest
-from test_tui_helpers import wait_until
+from test_tui_helpers import opened, press_until, wait_until
 from textual.widgets import DataTable, Input, Select, SelectionList
 
 from lminspect.tui.app import LMInspectApp
@@ -21,12 +21,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 async def test_weights_tab_shows_diff_to_a_second_model(tiny_llama_dir, scaled_copy, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+        await opened(pilot)
         panel = app.query_one(DiffPanel)
         assert not panel.display  # nothing to compare with yet
-        await pilot.press("c")
-        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        app.screen.query_one("#picker-input", Input).value = str(scaled_copy)
+        await press_until(pilot, "c", until=lambda: isinstance(app.screen, PickerScreen)
+                          and bool(app.screen.query("#picker-input")), what="the picker")
+        field = app.screen.query_one("#picker-input", Input)
+        field.focus()  # Enter in the list would pick its highlighted entry instead
+        await wait_until(pilot, lambda: app.focused is field, what="the path field to take focus")
+        field.value = str(scaled_copy)
         await pilot.press("enter")
         await wait_until(pilot, lambda: panel.other is not None, what="the second model")
         assert panel.display
@@ -51,9 +54,11 @@ async def test_timeline_screen_for_a_ticked_run(tmp_path):
     app = LMInspectApp(None, runs_dir=runs, remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await pilot.press("escape", "r")
-        await pilot.press("space")
-        await wait_until(pilot, lambda: list(app.query_one("#runs-list", SelectionList).selected), what="a tick")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen),
+                          what="the picker to close")
+        sl = app.query_one("#runs-list", SelectionList)
+        await press_until(pilot, "r", until=lambda: app.focused is sl, what="the Runs tab's list")
+        await press_until(pilot, "space", until=lambda: list(sl.selected), what="a tick")
         await pilot.press("t")
         await wait_until(pilot, lambda: isinstance(app.screen, TimelineScreen), what="the timeline")
         screen = app.screen
@@ -67,5 +72,5 @@ async def test_timeline_screen_for_a_ticked_run(tmp_path):
         screen.query_one("#timeline-stat", Select).value = "stable_rank"
         await wait_until(pilot, lambda: screen.data.stat == "stable_rank", what="the stable-rank timeline")
         assert "mlp.up" in screen.data.cols and all(v is not None for v in screen.data.cols["mlp.up"])
-        await pilot.press("escape")
-        assert not isinstance(app.screen, TimelineScreen)
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, TimelineScreen),
+                          what="the timeline to close")

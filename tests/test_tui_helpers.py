@@ -1,5 +1,8 @@
 """Helpers shared by the TUI tests (no tests here): waiting on app state, writing runs, collecting
-activation statistics."""
+activation statistics.
+
+Every Pilot step waits for the condition it asserts (``wait_until``), never a fixed pause: a key's
+effect lands a refresh or a worker later, and later still on a loaded machine."""
 
 from __future__ import annotations
 
@@ -9,15 +12,62 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+# generous: a worker's first numba compile or torch import takes tens of seconds on a loaded 2-core
+# machine; a passing test never waits this long
+TIMEOUT = 120.0
 
-async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Let the app run until ``cond()`` holds (workers post back asynchronously)."""
+
+async def wait_until(pilot, cond: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition",
+                     detail: Callable[[], object] | None = None) -> None:
+    """Let the app run until ``cond()`` holds (workers post back asynchronously); past ``timeout``
+    fail, saying ``what`` was awaited and ``detail()`` (what there is instead)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():
         if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
         await pilot.pause(0.05)
+
+
+async def opened(pilot) -> None:
+    """The model is open and its tree takes keys: focused, the cursor on the root (a key pressed
+    before the tree has focus goes elsewhere)."""
+    from textual.widgets import Tree
+
+    app = pilot.app
+    await wait_until(pilot, lambda: app.store is not None, what="the model to open")
+    tree = app.query_one("#weights-tree", Tree)
+    await wait_until(pilot, lambda: app.focused is tree and tree.cursor_node is tree.root,
+                     what="the weights tree to take focus")
+
+
+async def press_until(pilot, *keys: str, until: Callable[[], bool], what: str, timeout: float = TIMEOUT,
+                      detail: Callable[[], object] | None = None) -> None:
+    """Press ``keys`` and wait for their effect ``until()``."""
+    await pilot.press(*keys)
+    await wait_until(pilot, until, timeout=timeout, what=what, detail=detail)
+
+
+async def palette_pick(pilot, query: str, expect: str | None = None) -> None:
+    """Open the command palette, type ``query``, wait until the search for it has finished with a hit
+    whose title contains ``expect`` (default: ``query``) highlighted, and press Enter."""
+    from textual.command import CommandInput, CommandList, CommandPalette
+
+    app = pilot.app
+    await press_until(pilot, "ctrl+p", until=lambda: isinstance(app.screen, CommandPalette)
+                      and isinstance(app.focused, CommandInput), what="the command palette")
+    palette = app.screen
+    field, hits = palette.query_one(CommandInput), palette.query_one(CommandList)
+    await press_until(pilot, *query, until=lambda: field.value == query, what=f"{query!r} typed in the palette")
+    want = (expect or query).lower()
+
+    def ready() -> bool:
+        searching = any(w.group == CommandPalette._GATHER_COMMANDS_GROUP and not w.is_finished for w in app.workers)
+        return (not searching and hits.highlighted is not None
+                and want in str(hits.get_option_at_index(hits.highlighted).prompt).splitlines()[0].lower())
+
+    await wait_until(pilot, ready, what=f"the palette to offer {want!r}")
+    await pilot.press("enter")
 
 
 def write_run(run_dir: Path, *, steps: int = 40, offset: float = 0.0, name: str | None = None,

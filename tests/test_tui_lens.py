@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_tui_app import SIZE, _opened, _text
-from test_tui_helpers import wait_until
+from test_tui_app import SIZE, _text
+from test_tui_helpers import opened, press_until, wait_until
 from textual.widgets import Input, Static
 
 from lminspect.lens.render import text_of
@@ -24,15 +24,17 @@ def _shown(view: Static) -> str:
 async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await _opened(pilot)
-        await pilot.press("s")
-        await pilot.press(*"0,1,1*heads[0]=0,3")
+        await opened(pilot)
+        plan = app.query_one("#plan-input", Input)
+        await press_until(pilot, "s", until=lambda: app.focused is plan, what="the plan field")
+        await press_until(pilot, *"0,1,1*heads[0]=0,3", until=lambda: plan.value == "0,1,1*heads[0]=0,3",
+                          what="the plan typed")
         pane = app.query_one(StitchPane)
         assert not pane.has_class("lens")
         app.query_one("#lens-target", Input).value = "id:42"
         await pilot.press("ctrl+l")
         view = app.query_one("#lens-view", Static)
-        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=180)
+        await wait_until(pilot, lambda: "embed" in _shown(view), what="the lens table", timeout=300)
         text = _shown(view)
         assert pane.has_class("lens") and app.query_one("#lens-panel").display
         # one row per plan position (the repeated, head-ablated layer 1 is its own row) and the plot
@@ -40,9 +42,9 @@ async def test_lens_panel_shows_the_plan_lens(tiny_llama_dir, tmp_path):
             assert row in text
         assert "plan 0-1,1*heads[0]=0,3" in text and "probability of" in text
         status = app.query_one("#gen-status", Static)
-        await wait_until(pilot, lambda: "lens done" in _text(status), what="the status line", timeout=30)
+        await wait_until(pilot, lambda: "lens done" in _text(status), what="the status line")
 
         # a bad target is said in the panel, not a crash
         app.query_one("#lens-target", Input).value = "id:99999"
         await pilot.press("ctrl+l")
-        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=180)
+        await wait_until(pilot, lambda: "out of range" in _shown(view), what="the error line", timeout=300)

@@ -5,7 +5,7 @@ metric/x-axis choice, the command palette finding tensors and presets."""
 from __future__ import annotations
 
 import pytest
-from test_tui_helpers import wait_until, write_run
+from test_tui_helpers import opened, palette_pick, press_until, wait_until, write_run
 from textual.widgets import Input, SelectionList, TextArea
 
 from lminspect.tui.app import LMInspectApp
@@ -22,8 +22,8 @@ def _footer_keys(app) -> set[str]:
 async def test_escape_leaves_fields_and_footer_keys_never_type(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
-        assert {"w", "s", "r", "a", "q"} <= _footer_keys(app)
+        await opened(pilot)
+        await wait_until(pilot, lambda: {"w", "s", "r", "a", "q"} <= _footer_keys(app), what="the footer's keys")
         await pilot.press("s")
         plan = app.query_one("#plan-input", Input)
         # each step waits for the condition it asserts: a key's effect lands a refresh later
@@ -49,10 +49,10 @@ async def test_escape_leaves_fields_and_footer_keys_never_type(tiny_llama_dir, t
 async def test_compare_box_reads_without_colour(tiny_llama_dir, tmp_path):
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
-        await pilot.press("s")
+        await opened(pilot)
+        plan = app.query_one("#plan-input", Input)
+        await press_until(pilot, "s", until=lambda: app.focused is plan, what="the Stitch tab's plan field")
         box = app.query_one("#compare")
-        await pilot.pause()
         assert "X" not in box.render().plain
         # ticked from the keyboard: a mouse click right after the tab switch sometimes lands before layout
         box.focus()
@@ -75,26 +75,29 @@ async def test_runs_list_columns_and_metric_and_x_choice(tmp_path):
         from lminspect.tui.screens.picker import PickerScreen
 
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await pilot.press("escape")
-        await pilot.press("r")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="the picker to close")
         sl = app.query_one("#runs-list", SelectionList)
+        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 3, what="the Runs tab's list")
         labels = {str(sl.get_option_at_index(i).value).rsplit("/", 1)[-1]: str(sl.get_option_at_index(i).prompt)
                   for i in range(sl.option_count)}
         assert "run · experiment · steps · last loss · status" in str(app.query_one("#runs-columns").render())
         assert labels["base"].startswith("base · gpt2ish · 30 · 2.") and labels["base"].endswith("finished")
         assert "· 12 ·" in labels["live"] and labels["live"].endswith("running")
         assert labels["cut"].endswith("stopped")
-        await pilot.press("space", "down", "space")  # base (baseline) and cut
-        await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
-        metric = app.query_one("#metric", Select)
         pane = app.query_one("#runs-pane")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="base ticked")
+        await press_until(pilot, "down", until=lambda: sl.highlighted == 1, what="the cursor on the second run")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 2, what="cut ticked")  # base is the baseline
+        await wait_until(pilot, lambda: len(pane.loaded) == 2 and "train loss" in app.query_one("#plot-loss", PlotView).text,
+                         what="both runs' loss plot")
+        metric = app.query_one("#metric", Select)
         assert {"lr", "grad_norm", "tok_s"} <= set(pane._metric_names)
         metric.value = "lr"
         await wait_until(pilot, lambda: "learning rate" in app.query_one("#plot-loss", PlotView).text,
                          what="the lr plot")
         app.query_one("#x-axis", Select).value = "steps"
-        await wait_until(pilot, lambda: "steps" in app.query_one("#plot-loss", PlotView).text.splitlines()[-1]
-                         or "steps" in app.query_one("#plot-loss", PlotView).text, what="steps axis")
+        await wait_until(pilot, lambda: pane.x == "steps" and "steps" in app.query_one("#plot-loss", PlotView).text,
+                         what="steps axis")
         assert "learning rate - baseline" in app.query_one("#plot-diff", PlotView).text
 
 
@@ -103,22 +106,17 @@ async def test_palette_finds_tensors_and_presets(tiny_llama_dir, tmp_path):
 
     app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.store is not None, what="the model to open")
-        await pilot.press("ctrl+p")
-        await pilot.press(*"layers.2.mlp.up")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await opened(pilot)
+        await palette_pick(pilot, "layers.2.mlp.up")
         await wait_until(pilot, lambda: "layers.2.mlp.up" in str(app.query_one("#tensor-header", Static).render()),
-                         timeout=10, what="the tensor from the palette")
+                         what="the tensor from the palette")
         assert app.query_one("#tabs").active == "weights"
-        await pilot.press("ctrl+p")
-        await pilot.press(*"plan only_even")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await palette_pick(pilot, "plan only_even", expect="only_even_layers")
         await wait_until(pilot, lambda: app.query_one("#plan-input", Input).value == "only_even_layers",
-                         timeout=10, what="the preset from the palette")
+                         what="the preset from the palette")
         assert app.query_one("#tabs").active == "stitch"
-        assert "ok:" in str(app.query_one("#plan-error", Static).render())
+        await wait_until(pilot, lambda: "ok:" in str(app.query_one("#plan-error", Static).render()),
+                         what="the preset's plan to check out")
 
 
 def test_short_activation_figure_keeps_its_legend_off_the_data():
@@ -149,16 +147,19 @@ async def test_save_key_writes_the_runs_figure_as_png(tmp_path, monkeypatch):
     app = LMInspectApp(None, runs_dir=runs, remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await pilot.press("escape")
-        await pilot.press("r", "space")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="the picker to close")
+        sl = app.query_one("#runs-list", SelectionList)
+        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 1, what="the Runs tab's list")
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="the run ticked")
         await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, SaveFigureScreen), what="the save dialog")
         field = app.screen.query_one("#save-path", Input)
+        await wait_until(pilot, lambda: app.focused is field, what="the path field to take focus")
         assert field.value == "loss.png"
         field.value = str(tmp_path / "curve.png")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: (tmp_path / "curve.png").exists(), timeout=20, what="the PNG")
+        await wait_until(pilot, lambda: (tmp_path / "curve.png").exists(), what="the PNG")
     with Image.open(tmp_path / "curve.png") as im:
         assert im.format == "PNG"
 

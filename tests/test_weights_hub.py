@@ -26,7 +26,7 @@ def hub_cache(root: Path, repo: str, model_dir: Path) -> Path:
 def run_cli(*args: str, cache: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", LMINSPECT_CACHE=str(tmp_path / "lmi"))
     return subprocess.run([sys.executable, "-m", "lminspect", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=300)
 
 
 def test_hub_model_offline_from_cache(tiny_llama_dir, tmp_path):

@@ -147,7 +147,15 @@ class TokenWriter:
         shape = (self.total,) if dim is None else (self.total, dim)
         if not f.is_file():
             self.root.mkdir(parents=True, exist_ok=True)
-            mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
+            try:
+                mm = np.lib.format.open_memmap(f, mode="w+", dtype=dtype, shape=shape)
+            except OSError as e:
+                from lminspect.fsutil import disk_full_error, is_disk_full
+
+                if is_disk_full(e):
+                    f.unlink(missing_ok=True)
+                    raise disk_full_error(f, need=int(np.prod(shape)) * np.dtype(dtype).itemsize) from None
+                raise
             del mm
         mm = np.load(f, mmap_mode="r")
         fshape, fdtype, header = mm.shape, mm.dtype, int(mm.offset)

@@ -80,11 +80,42 @@ def _output_failed(e: BaseException) -> int | None:
         from pathlib import Path
 
         print(f"lminspect: error: {disk_full_error(Path(e.filename)).message}", file=sys.stderr)
-    else:
+        return 2
+    if _stdout_is_full():  # no file named: standard output, when it is what fails
         _silence_stdout()
         print("lminspect: error: cannot write to standard output: no space left (is it /dev/full or a full "
               "disk?)", file=sys.stderr)
+        return 2
+    print(f"lminspect: error: a write failed: no room left ({e.strerror or e}); files replaced atomically "
+          "are as they were", file=sys.stderr)
     return 2
+
+
+def _stdout_is_full() -> bool:
+    """Whether standard output is what cannot take more: a device that is no terminal (/dev/full),
+    a file on a full disk or at the file-size limit, or a buffer that still cannot be flushed."""
+    import os
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):
+        return False
+    if stat.S_ISCHR(st.st_mode) and not os.isatty(fd):
+        return True
+    if stat.S_ISREG(st.st_mode):
+        import resource
+
+        vfs = os.fstatvfs(fd)
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if vfs.f_bavail == 0 or (limit != resource.RLIM_INFINITY and st.st_size >= limit):
+            return True
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
 
 
 def _silence_stdout() -> None:

@@ -109,6 +109,9 @@ def attention(
         check_figure_path(save, overwrite, (model, plan))
     n_threads = set_threads(threads)
     _, lm, tok = _load(model)
+    from lminspect.validate import plan_given
+
+    plan_given(plan)
     p = parse_plan(plan, lm.n_layers)
     ids = tok.encode(prompt)
     if not ids:

@@ -28,7 +28,9 @@ def _open(model: str, dtype: str) -> tuple[Any, Any]:
 
 def _plan(lm: Any, spec: str | None) -> tuple[Any, str]:
     from lminspect.stitch import parse_plan, plan_to_string
+    from lminspect.validate import plan_given
 
+    plan_given(spec)
     p = parse_plan(spec, lm.n_layers)
     return p, plan_to_string(p, lm.n_layers)
 
@@ -109,8 +111,13 @@ def lens_command(
 
     if plot not in ("prob", "rank", "none"):
         raise UserError(f"--plot {plot!r}: expected prob, rank or none")
+    from lminspect.validate import count
+
+    count("--top-k", top_k, maximum=1000)  # columns of a table: more than a screen holds is a mistake
     _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
+    if top_k > lm.vocab_size:
+        raise UserError(f"--top-k {top_k}: the model has only {lm.vocab_size} tokens")
     plans = {"plan": _plan(lm, plan)}
     if compare is not None:
         plans["compare"] = _plan(lm, compare)

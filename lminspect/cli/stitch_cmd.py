@@ -91,6 +91,9 @@ def run(
 
     n_threads = set_threads(threads)
     store, lm, tok = _load(model, dtype, weights=weights)
+    from lminspect.validate import plan_given
+
+    plan_given(plan)
     p = parse_plan(plan, lm.n_layers)
     warn_model_mismatch(p, model, store)
     summary = describe_plan(p, lm.n_layers, model=lm)
@@ -180,6 +183,9 @@ def show(
     if plan is None:
         raise UserError("stitch show: give the plan with --plan (e.g. lminspect stitch show smollm2 --plan 0-23,27-29)")
     n = _depth(layers, model or model_opt)
+    from lminspect.validate import plan_given
+
+    plan_given(plan)
     p = parse_plan(plan, n)
     s = describe_plan(p, n)
     con = _console()
@@ -391,6 +397,9 @@ def export(
     n_threads = set_threads(threads)
     t0 = time.perf_counter()
     store, lm, _ = _load(model, need_tokenizer=False)
+    from lminspect.validate import plan_given
+
+    plan_given(plan)
     p = parse_plan(plan, lm.n_layers)
     warn_model_mismatch(p, model, store)
     tj = store.tokenizer_json() if hasattr(store, "tokenizer_json") else None

@@ -216,6 +216,10 @@ def train(
                         "drop --run-dir / --resume")
     for name in exp:
         get_experiment(name, _plugins_flag(no_plugins))  # unknown names fail before anything is written
+    from lminspect.validate import train_paths
+
+    train_paths([run_dir or Path("runs") / exp[0]] if run_root is None else [run_root / e for e in exp], init_from,
+                run_root)
     common = dict(
         data=data, plan=plan, device=device, amp=amp, batch_size=batch_size, mini_batch_size=mini_batch_size,
         lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, init_from=init_from,
@@ -341,7 +345,13 @@ def plot(
     count("--smooth", smooth_n, minimum=0)
     count("--width", width, minimum=20, maximum=2000)
     count("--height", height, minimum=5, maximum=1000)
+    from lminspect.errors import UserError
+
+    if diff and len(runs) < 2:
+        raise UserError("--diff plots each run minus a baseline: give at least two runs")
     loaded = [load_run(p) for p in runs]
+    if saturation and not any(len(r) for r in loaded):
+        raise UserError(f"--saturation: {', '.join(map(str, runs))} has no logged steps yet; nothing to draw")
     warnings = []  # plot what is finite, and say (after the figure) what was left out
     for r in loaded:
         dropped = r.nonfinite.get(metric, 0)

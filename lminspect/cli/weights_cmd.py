@@ -262,11 +262,38 @@ def convert(
 
     check_input_file(src, option="SRC")
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR", inputs=(src,))
+    _check_loadable(src)
     t0 = time.perf_counter()
     with Progress("convert", None, "tensors") as prog:
         path = convert_gguf(src, out_dir, dtype=dtype, progress=prog.update)
     print(path)
     print(run_summary(f"converted {prog.done} tensors", n_threads, t0), file=sys.stderr)
+
+
+_LLAMA_LAYER = ("attn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "mlp_norm", "mlp.gate", "mlp.up", "mlp.down")
+
+
+def _check_loadable(src: Path) -> None:
+    """Refuse, before writing anything, a GGUF whose converted folder nothing could load: a config
+    the llama engine refuses, or a layer tensor missing."""
+    from lminspect.errors import UserError
+    from lminspect.models import config_from_hf
+    from lminspect.weights import open_store
+
+    store = open_store(src)
+    if store.arch != "llama":
+        return  # convert_gguf says which architectures it takes
+    try:
+        cfg = config_from_hf(dict(store.config), "llama")
+    except UserError as e:
+        raise UserError(f"SRC {src}: {e.message}; the converted folder could not be loaded") from None
+    names = set(store.canonical_names())
+    need = ["embed.tokens.weight", "norm.weight",
+            *(f"layers.{i}.{t}.weight" for i in range(cfg.n_layer) for t in _LLAMA_LAYER)]
+    missing = [n for n in need if n not in names]
+    if missing:
+        raise UserError(f"SRC {src}: no tensor {missing[0]} ({len(missing)} of the {len(need)} the model needs "
+                        "are missing); the converted folder could not be loaded")
 
 
 def fetch(

@@ -136,6 +136,9 @@ def hellaswag_item(row: dict[str, Any], k: int = 0) -> MCItem:
     if not isinstance(endings, list | tuple) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
         raise UserError(f"{where}: 'endings' must be a list of at least two strings")
     label = row.get("label")
+    hub = "ctx_a" in row or "activity_label" in row  # the hub's rows store the label as a string
+    if isinstance(label, bool) or (isinstance(label, str) and not hub):
+        raise UserError(f"{where}: 'label' must be an integer index into endings (write 1, not {label!r})")
     try:
         label = int(label)
     except (TypeError, ValueError, OverflowError):

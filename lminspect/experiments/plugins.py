@@ -45,11 +45,20 @@ def plugin_entry_points(group: str, load_plugins: bool | None = None) -> list[En
     """The group's entry points, built-ins first then by name; third-party ones only when enabled."""
     seen: dict[str, EntryPoint] = {}
     plugins = plugins_enabled(load_plugins)
-    for ep in entry_points(group=group):
-        if not plugins and not is_builtin(ep):
-            continue
-        seen.setdefault(ep.name, ep)
+    eps = [ep for ep in entry_points(group=group) if plugins or is_builtin(ep)]
+    # built-ins first: a plugin never replaces one; then the first declaration wins (sys.path
+    # order), as for console scripts; every declaration left out is said once, in one line
+    for ep in sorted(eps, key=lambda e: not is_builtin(e)):
+        kept = seen.setdefault(ep.name, ep)
+        if kept is not ep and kept.value != ep.value and (group, ep.name, ep.value) not in _warned:
+            _warned.add((group, ep.name, ep.value))
+            what = "the built-in one" if is_builtin(kept) else f"the first declaration ({kept.value})"
+            print(f"lminspect: warning: plugin {ep.name!r} ({ep.value}) in {group} ignored: {what} of that name "
+                  "is used", file=sys.stderr)
     return sorted(seen.values(), key=lambda e: (not is_builtin(e), e.name))
+
+
+_warned: set[tuple[str, str, str]] = set()
 
 
 def load_plugin(ep: EntryPoint) -> Any:

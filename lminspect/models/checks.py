@@ -13,10 +13,20 @@ from lminspect.errors import UserError
 _SIZES = ("vocab_size", "dim", "n_layer", "n_head", "n_kv_head", "head_dim", "ffn_dim", "context_length")
 
 
+_HF_SIZE_KEYS = ("hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "num_attention_heads",
+                 "n_head", "num_key_value_heads", "num_kv_heads", "intermediate_size", "n_inner", "vocab_size",
+                 "max_position_embeddings", "n_positions", "n_ctx", "head_dim")
+
+
 def config_from_dict(cfg_cls: type, config: dict, where: str) -> Any:
     """``cfg_cls.from_hf(config)`` with a bad value (text where a number belongs, a zero head
     count) reported as one line naming ``where``, then :func:`check_config` (sizes only: what a
-    config's model costs depends on how its weights are stored, see ``load_model``)."""
+    config's model costs depends on how its weights are stored, see ``load_model``). Sizes must be JSON
+    integers: ``"hidden_size": "64"`` is refused, not converted (a config that lies elsewhere too)."""
+    for key in _HF_SIZE_KEYS:
+        v = config.get(key) if isinstance(config, dict) else None
+        if isinstance(v, str | bool | list | dict) or (isinstance(v, float) and not v.is_integer()):
+            raise UserError(f"{where}: {key} = {v!r}; must be an integer (a JSON number without quotes)")
     try:
         cfg = cfg_cls.from_hf(config)
     except UserError as e:

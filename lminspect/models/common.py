@@ -378,7 +378,8 @@ class LM(nn.Module):
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
         self._make_buffers()
         self._finish_init()
-        self.init_weights()
+        if not self.embed.tokens.weight.is_meta:  # load_model builds on meta, then assigns the file's tensors
+            self.init_weights()
 
     def _finish_init(self) -> None:
         self._hooks: _Hooks | None = None

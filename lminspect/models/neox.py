@@ -17,7 +17,7 @@ from torch import nn
 from lminspect.errors import UserError
 from lminspect.models.common import MLP, Attention, Block
 from lminspect.models.llama import _first, _need
-from lminspect.models.phi3 import rotary_factor
+from lminspect.models.phi3 import rotary_dim_of
 from lminspect.models.rotary import HeadLayerNorm, RotaryLM, rope_params
 
 
@@ -57,7 +57,7 @@ class GPTNeoXConfig:
             dim=dim,
             n_layer=int(_need(cfg, "gptneox", "num_hidden_layers")),
             n_head=n_head,
-            rotary_dim=int(dim // n_head * rotary_factor(cfg, params, 0.25)),
+            rotary_dim=rotary_dim_of(cfg, params, dim // n_head, "gptneox", 0.25),
             ffn_dim=int(_need(cfg, "gptneox", "intermediate_size")),
             norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),
             rope_theta=theta,
@@ -143,7 +143,7 @@ class StableLMConfig:
             n_layer=int(_need(cfg, "stablelm", "num_hidden_layers")),
             n_head=n_head,
             n_kv_head=int(_first(cfg, "num_key_value_heads", default=32)),  # transformers' default
-            rotary_dim=int(dim // n_head * rotary_factor(cfg, params, 0.25)),
+            rotary_dim=rotary_dim_of(cfg, params, dim // n_head, "stablelm", 0.25, odd_ok=False),
             ffn_dim=int(_need(cfg, "stablelm", "intermediate_size")),
             norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),
             rope_theta=theta,

@@ -36,7 +36,9 @@ KINDS = TILED + NATIVE
 # GGUF kinds the numba kernels read in the file's layout (packed_numba's kind ids)
 KIND_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q5_0": 3, "Q5_1": 4, "Q4_K": 5, "Q5_K": 6, "Q6_K": 7}
 _BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}  # f16 d [, f16 m], then 32 or 16 bytes of quants
-CHUNK_ELEMENTS = 1 << 24  # dense rows made at a time for prefill / batches: 64 MB of float32
+# dense rows made at a time for prefill / batches: 8 MB of float32, so the rows just dequantized
+# are still in cache when the matmul reads them (one pass over memory, not three)
+CHUNK_ELEMENTS = 1 << 21
 
 _KERNELS: Any = None  # the packed_numba module, or False without numba
 _LOCAL = threading.local()
@@ -46,8 +48,25 @@ def kernels() -> Any:
     """The compiled kernels module, or None when numba is missing or cannot compile them."""
     global _KERNELS
     if _KERNELS is None:
+        _quiet_threads()
         _KERNELS = load_kernels("lminspect.models.packed_numba", lambda m: m.warm_up(), "matvec", "torch")
     return _KERNELS or None
+
+
+def _quiet_threads() -> None:
+    """numba's workqueue thread pool (threads sleep between kernels) unless the user chose one.
+
+    A decode step alternates numba kernels and small torch ops; two OpenMP runtimes whose idle
+    threads spin would each steal the cores the other's threads need (measured on 2 cores: a 7B
+    prefill 3-6x slower). The CLI also asks OpenMP to wait passively (``OMP_WAIT_POLICY``)."""
+    import os
+
+    try:
+        import numba
+    except ImportError:
+        return
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 def _threads() -> None:

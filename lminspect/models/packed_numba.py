@@ -479,7 +479,16 @@ def q4_matvec(qs: np.ndarray, d: np.ndarray, m: np.ndarray, x: np.ndarray, out: 
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel on tiny inputs."""
+    """Compile (or load from numba's cache) the kernels every model uses, on tiny inputs; the others
+    compile on first use (loading all of them costs seconds a process does not need)."""
+    x = np.ones((1, 256), np.float32)
+    raw = np.zeros((2, 144), np.uint8)
+    q_dequant(Q4_K, raw, np.empty((2, 256), np.float32))
+    bf16_matmul(np.zeros((2, 256), np.int16), x, np.empty((1, 2), np.float32))
+
+
+def warm_up_all() -> None:
+    """Every kernel (tests, and a cache to ship)."""
     x = np.ones((1, 256), np.float32)
     out = np.empty((1, 2), np.float32)
     for kind in range(8):
@@ -487,7 +496,6 @@ def warm_up() -> None:
         q_matmul(kind, raw, x, out)
         matmul(kind, raw, x, out)
         q_dequant(kind, raw, np.empty((2, 256), np.float32))
-    bf16_matmul(np.zeros((2, 256), np.int16), x, out)
     f16_matmul(np.zeros((2, 256), np.uint16), x, out)
     x1, out1 = np.ones(32, np.float32), np.empty(8, np.float32)
     q8_matvec(np.ones((1, 1, 32, 8), np.int8), np.ones((1, 1, 8), np.float32), x1, out1)

@@ -15,15 +15,21 @@ from lminspect.models.llama import _first, _need
 from lminspect.models.rotary import RotaryLM, check_window, refuse, rope_params
 
 
-def rotary_factor(cfg: dict, params: dict, default: float = 1.0) -> float:
-    """Fraction of each head that RoPE turns: transformers 5 keeps it in ``rope_parameters``,
-    4 at the top (``partial_rotary_factor``, GPT-NeoX ``rotary_pct``)."""
+def rotary_dim_of(cfg: dict, params: dict, head_dim: int, family: str, default: float = 1.0,
+                  odd_ok: bool = True) -> int:
+    """Channels per head that RoPE turns: ``int(head_dim * factor)``, the factor from transformers 5's
+    ``rope_parameters`` or 4's top level (``partial_rotary_factor``, GPT-NeoX ``rotary_pct``). An odd
+    count turns one more channel (transformers splits where its table ends, as ``apply_rope`` does);
+    ``odd_ok=False`` (StableLM, which splits at the count itself) refuses it."""
     f = _first(params, "partial_rotary_factor", default=_first(cfg, "partial_rotary_factor", "rotary_pct",
                                                                   default=default))
     f = float(f)
     if not 0.0 < f <= 1.0:
         raise UserError(f"partial_rotary_factor = {f!r}; must be in (0, 1]")
-    return f
+    dim = int(head_dim * f)
+    if (dim % 2 and not odd_ok) or dim < 1:
+        refuse(family, "partial_rotary_factor", f, f"a factor that turns an even number of the {head_dim} channels")
+    return dim  # (an odd dim's tables come out one wider: ceil(dim / 2) frequencies, twice)
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Phi3Config:
             n_head=n_head,
             n_kv_head=int(_first(cfg, "num_key_value_heads", default=n_head)),
             head_dim=head_dim,
-            rotary_dim=int(head_dim * rotary_factor(cfg, params)),
+            rotary_dim=rotary_dim_of(cfg, params, head_dim, "phi3"),
             ffn_dim=int(_need(cfg, "phi3", "intermediate_size")),
             norm_eps=float(_first(cfg, "rms_norm_eps", default=1e-5)),
             rope_theta=theta,
@@ -111,4 +117,4 @@ class Phi3(RotaryLM):
                      MLP(c.dim, c.ffn_dim, c.act, gated=True, bias=False))
 
 
-__all__ = ["Phi3", "Phi3Config", "rotary_factor"]
+__all__ = ["Phi3", "Phi3Config", "rotary_dim_of"]

@@ -14,7 +14,7 @@ import torch
 
 from lminspect.errors import UserError
 
-SCALINGS = ("default", "linear", "dynamic", "yarn", "llama3")
+SCALINGS = ("default", "linear", "dynamic", "yarn", "llama3", "freq_factors")
 
 
 def _default_inv_freq(dim: int, theta: float) -> torch.Tensor:
@@ -75,6 +75,8 @@ def inv_freq(dim: int, theta: float, scaling: dict[str, Any] | None, max_pos: in
         return _yarn(dim, theta, scaling, max_pos)
     if kind == "llama3":
         return _llama3(dim, theta, scaling), 1.0
+    if kind == "freq_factors":  # a GGUF's rope_freqs: llama.cpp divides each frequency by its factor
+        return _default_inv_freq(dim, theta) / torch.tensor(scaling["factors"], dtype=torch.float32), 1.0
     raise ValueError(f"unknown rope scaling {kind!r}")
 
 

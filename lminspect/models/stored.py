@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lminspect.errors import UserError
+from lminspect.models import packed as pk
 from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
@@ -377,7 +378,7 @@ def load_estimate(model: Any, store: Any, stored: bool, itemsize: int) -> tuple[
                 copies += n * 9 // 8  # the tiles: a byte per value at most, plus float32 scales
                 working = max(working, 4 * n)  # their dense form is made whole
             else:
-                working = max(working, 4 * min(n, 1 << 24))
+                working = max(working, 4 * min(n, pk.CHUNK_ELEMENTS))
         elif not _in_place(store, pname, same):
             copies += n * (4 if stored else itemsize)
     return copies, 2 * working  # the dense rows and the matmul's output beside them

@@ -188,10 +188,33 @@ def models_as_slices(models: Any, n_layers: int, where: str) -> list[dict[str, A
                           "parameters": m.get("parameters") or {}}]}]
 
 
+def check_scale(setting: Any, where: str) -> None:
+    """Every value a ``scale`` setting can take, checked when the plan is read (not only for the
+    tensors its filters reach at export): ``scale: abc`` or ``.nan`` is one line, never dropped."""
+    import math
+
+    if isinstance(setting, Mapping):
+        setting = [setting]
+    if not isinstance(setting, list):
+        if not math.isfinite(_number(setting, where)):
+            raise UserError(f"{where}: scale {setting!r} is not a finite number")
+        return
+    for e in setting:
+        if isinstance(e, Mapping):
+            if "value" not in e:
+                raise UserError(f"{where}: scale conditions need a 'value' (and an optional 'filter')")
+            check_scale(e["value"], where)
+        else:
+            check_scale(e, where)
+
+
 def slice_occurrences(src: Mapping[str, Any], sl: Mapping[str, Any], top: Mapping[str, Any],
-                      n: int) -> list[Occurrence]:
+                      n: int, where: str = "plan") -> list[Occurrence]:
     """The parameter settings of each of a slice's ``n`` layers, with mergekit's gradient t."""
     settings = (_params(src), _params(sl) if sl is not src else {}, top)
+    for d in settings:
+        if isinstance(d, Mapping) and "scale" in d:
+            check_scale(d["scale"], where)
     return [Occurrence(settings, i / (n - 1) if n > 1 else 1.0) for i in range(n)]
 
 

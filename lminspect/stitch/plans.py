@@ -88,7 +88,7 @@ def _plan_from_slices(obj: Mapping[str, Any], n_layers: int, where: str) -> Merg
         check_plan_calls(len(plan) + rep * (b - a), where)
         heads = _slice_heads(dicts, "head_scale", f"{where}: slice {k}")
         kv = _slice_heads(dicts, "kv_head_scale", f"{where}: slice {k}")
-        occ = slice_occurrences(src, sl, top, b - a)
+        occ = slice_occurrences(src, sl, top, b - a, f"{where}: slice {k}")
         firsts.append(Occurrence(occ[0].settings, 0.0))
         for _ in range(rep):
             plan.extend(LayerCall(i, attn, mlp, heads, kv) for i in range(a, b))
@@ -301,6 +301,9 @@ def sweep_plans(plans: str | Path | Mapping[str, Any] | None, inline: list[str] 
         name, eq, spec = opt.partition("=")
         if not eq or not name.strip() or not spec.strip():
             raise UserError(f"--plan {opt!r}: expected NAME=SPEC, e.g. --plan 'cut=0-23,27-29'", option="--plan")
+        if name.strip() in named:
+            raise UserError(f"--plan {opt!r}: the name {name.strip()!r} is already taken by another plan; give each "
+                            "plan its own name", option="--plan")
         try:
             named[name.strip()] = parse_plan(spec.strip(), n_layers)
         except UserError as exc:

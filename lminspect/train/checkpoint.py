@@ -70,7 +70,9 @@ def save_checkpoint(run_dir: Path, *, step: int, exported: dict[str, Any], confi
     for k, v in rng.items():
         tensors[f"rng/{k}"] = v
     meta = {"lminspect_trainer": "1", "state": json.dumps(train_state), "optim": json.dumps(orest)}
-    with atomic_dir(ckdir / name) as tmp:
+    need = sum(v.numel() * v.element_size() for d in (exported, tensors) for v in d.values()
+               if hasattr(v, "element_size"))  # for a full disk's one line
+    with atomic_dir(ckdir / name, need=need) as tmp:
         save_file(exported, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if tokenizer_json is not None:

@@ -27,6 +27,13 @@ def validate_train_config(cfg: Any) -> None:
     validate.count("--max-tokens", cfg.max_tokens)
     validate.count("--eval-every", cfg.eval_every, minimum=0)
     validate.count("--save-every", cfg.save_every, minimum=0)
+    validate.count("--warmup-steps", cfg.warmup_steps, minimum=0)
+    if cfg.max_steps and cfg.warmup_steps and cfg.warmup_steps > cfg.max_steps:
+        raise UserError(f"--warmup-steps {cfg.warmup_steps} is longer than --max-steps {cfg.max_steps}: the run "
+                        "would end before its learning rate is reached")
+    if cfg.mini_batch_size and cfg.mini_batch_size > cfg.batch_size:
+        raise UserError(f"--mini-batch-size {cfg.mini_batch_size} is larger than --batch-size {cfg.batch_size} "
+                        "(the sequences per step it splits into forward passes)")
     validate.count("--seed", cfg.seed, minimum=0)
     if cfg.device != "auto":
         validate.device(cfg.device)

@@ -20,8 +20,9 @@ def check_init_from(ref: str) -> None:
         raise UserError(f"--init-from {ref}: no such model, checkpoint or run directory")
 
 
-def model_from(ref: str, vocab_size: int, seq_len: int) -> Any:
-    """A trainable float32 copy of the model at ``ref`` (weights owned, gradients on)."""
+def model_from(ref: str, vocab_size: int, seq_len: int, arch: str | None = None) -> Any:
+    """A trainable float32 copy of the model at ``ref`` (weights owned, gradients on); refused when
+    it is of another family than the experiment's ``arch`` (a GPT-2 trained under a llama name)."""
     import torch
 
     from lminspect.grow.io import resolve_model_dir
@@ -29,6 +30,10 @@ def model_from(ref: str, vocab_size: int, seq_len: int) -> Any:
 
     check_init_from(ref)
     model = open_model(resolve_model_dir(ref), tokenizer=False).model
+    got = str(getattr(model, "arch", "") or "")
+    if arch and got and got != arch:
+        raise UserError(f"--init-from {ref}: a {got} model, but the experiment trains a {arch} model; pick an "
+                        f"experiment of the {got} family (lminspect train --exp list)")
     n_vocab = int(model.config.vocab_size)
     if n_vocab < vocab_size:
         raise UserError(f"--init-from {ref}: its vocabulary ({n_vocab}) is smaller than the experiment's "

@@ -142,6 +142,7 @@ class RunState:
 
 def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
+    from lminspect.distributed import is_main
     from lminspect.rundir import has_started, latest_checkpoint
     from lminspect.train.guard import read_saved_config
 
@@ -158,6 +159,9 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
+        if ckpt is None and is_main():  # stopped before its first checkpoint
+            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+                  "step 0 with its saved settings", file=sys.stderr)
     elif has_started(run_dir):
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
@@ -217,7 +221,7 @@ def _build_model(run: RunState) -> None:
     if cfg.init_from:  # the shape (and, on a fresh run, the weights) come from that model
         from lminspect.train.init_from import model_from
 
-        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq).to(run.device)
+        run.model = model_from(cfg.init_from, tokenizer.vocab_size, max_seq, arch=run.exp.arch).to(run.device)
     else:
         run.model = run.exp.build(vocab, max_seq, **model_args).to(run.device)
     # growing experiment (lminspect.grow.schedule): growth events, one param group per generation

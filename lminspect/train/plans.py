@@ -66,6 +66,9 @@ def plan_from_dict(d: dict[str, Any], where: str = "plan") -> Plan:
         if extra:
             raise UserError(f"{where}: step {i} has unknown keys {sorted(extra)} (known: {sorted(known)})")
         s = dict(s)
+        if not isinstance(s.get("data"), str) or not s["data"].strip():  # never a silent builtin corpus
+            raise UserError(f"{where}: step {i} needs 'data' (a file, folder, hub id, or \"builtin\"), got "
+                            f"{s.get('data')!r}")
         s.setdefault("name", f"step{i}")
         for k in ("max_tokens", "seq_len"):
             if s.get(k) is not None and (not isinstance(s[k], int) or s[k] <= 0):

@@ -77,6 +77,11 @@ def load_run(path: str | Path) -> Run:
         p = p.parent
     stats = p / "stats.jsonl"
     if not is_run_dir(p):
+        from lminspect.fsutil import describe_kind
+
+        what = describe_kind(stats)
+        if what not in (None, "a file"):  # a FIFO where the log should be: say so, never wait on it
+            raise UserError(f"{stats}: is {what}, not a regular file")
         raise UserError(f"{path}: not a run directory (no stats.jsonl / config.json)")
     config: dict[str, Any] = {}
     if (p / "config.json").is_file():

@@ -46,6 +46,7 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
 
     ``progress(done, total)`` after each tensor is written."""
     from lminspect.weights.export import tokenizer_side_files
+    from lminspect.weights.families import check_family
     from lminspect.weights.gguf_format import open_gguf, tokenizer_json
     from lminspect.weights.safetensors_format import write_safetensors_lazy
 
@@ -56,6 +57,10 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         raise UserError(f"{src}: only llama-architecture GGUF files can be converted (found {store.arch})")
     g = store.gguf  # type: ignore[attr-defined]
     cfg = dict(store.config)
+    check_family(cfg, str(src))  # nothing the engine would refuse becomes a plain-looking HF dir
+    if (cfg.get("rope_parameters") or {}).get("rope_type") == "freq_factors":
+        raise UserError(f"{src}: its RoPE comes from a rope_freqs table, which a transformers config cannot hold")
+    cfg.pop("gguf:architecture", None)
     cfg["torch_dtype"] = dtype
     cfg["dtype"] = dtype
     items = []
@@ -73,7 +78,9 @@ def convert_gguf(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     cfg[SOURCE_KEY] = config_record(record)
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in cfg}
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    width = {"F32": 4, "F16": 2, "BF16": 2}[DTYPES[dtype]]
+    need = sum(int(np.prod(shape)) * width for _, _, shape, _ in items)  # for a full disk's one line
+    with atomic_dir(out, need=need) as tmp:
         write_safetensors_lazy(tmp / "model.safetensors", items,
                                {"format": "pt", "source": Path(src).name, SOURCE_KEY: json.dumps(record)})
         if progress is not None:

@@ -86,6 +86,10 @@ def hf_state_dict(arch: str, sd: dict[str, Any], hf_cfg: Mapping[str, Any]) -> d
     if table is None or spec is None or not spec.supported:
         raise UserError(f"stitch export supports {supported_names()} models, not {arch}")
     hf_class = spec.architectures[0] if spec.architectures else arch
+    rope = hf_cfg.get("rope_parameters")
+    if isinstance(rope, Mapping) and rope.get("rope_type") == "freq_factors":
+        raise UserError("cannot export: the model's RoPE comes from a GGUF rope_freqs table, which has no "
+                        "transformers config equivalent (export the original HF model instead)")
     fuse = _fuser(arch, hf_cfg) if table.fused_qkv else None
     out: dict[str, Any] = {}
     fused_layers: set[str] = set()
@@ -154,7 +158,8 @@ def write_hf_dir(
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    need = sum(v.numel() * v.element_size() for v in hf_sd.values())  # for a full disk's one line
+    with atomic_dir(out_dir, need=need) as tmp:
         save_file({k: v.contiguous() for k, v in hf_sd.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt", **(metadata or {})})
         (tmp / "config.json").write_text(json.dumps(dict(hf_cfg), indent=2, default=str) + "\n", encoding="utf-8")

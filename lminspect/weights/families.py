@@ -47,9 +47,10 @@ def one_of(*values: Any) -> Check:
     return lambda v, cfg: any(v == x and isinstance(v, bool) == isinstance(x, bool) for x in values)
 
 
-def unset_or(*values: Any) -> Check:
+def none_or(*values: Any) -> Check:
+    """Absent (None: transformers' default) or one of ``values``; false is a value, not "unset"."""
     ok = one_of(*values)
-    return lambda v, cfg: unset(v) or ok(v, cfg)
+    return lambda v, cfg: v is None or ok(v, cfg)
 
 
 def all_full_attention(v: Any, cfg: Mapping[str, Any]) -> bool:
@@ -57,7 +58,7 @@ def all_full_attention(v: Any, cfg: Mapping[str, Any]) -> bool:
     return v is None or (isinstance(v, list) and all(t == "full_attention" for t in v))
 
 
-_NEEDS = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor", "original_max_position_embeddings"),
+_NEEDS = {"freq_factors": ("factors",), "linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor", "original_max_position_embeddings"),
           "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
 
 
@@ -68,7 +69,7 @@ def rope(*types: str, partial: bool = False) -> Check:
     allowed = set(types) | {"default"}
     known = {"rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings",
              "low_freq_factor", "high_freq_factor", "attention_factor", "beta_fast", "beta_slow",
-             "mscale", "mscale_all_dim", "truncate", "partial_rotary_factor"}
+             "mscale", "mscale_all_dim", "truncate", "partial_rotary_factor", "factors"}
 
     def check(v: Any, cfg: Mapping[str, Any]) -> bool:
         if v is None:
@@ -100,6 +101,7 @@ BOOKKEEPING = frozenset({
     "begin_suppress_tokens", "diversity_penalty", "cross_attention_hidden_size", "add_cross_attention",
     "tie_encoder_decoder", "router_aux_loss_coef", "output_router_logits", "pretraining_tp",
     "attn_implementation", "_attn_implementation_autoset", "max_window_layers",
+    "gguf:architecture",  # a GGUF's general.architecture (weights/gguf_format.py): read by family_of
 })
 _DROPOUT = ("dropout", "pdrop")  # key substrings: no effect in eval mode
 
@@ -218,6 +220,11 @@ GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when load
     fused_qkv="attention.query_key_value",  # rows [n_head, 3, head_dim], as Falcon-RW
 )
 
+GGUF_STABLELM = NameTable(  # llama.cpp's converter: q/k not permuted; q/k norms stacked [n_head, head_dim]
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={**GGUF_LLAMA.layer, "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm"},
+)
+
 STABLELM_HF = NameTable(
     top=LLAMA_HF.top,
     block="model.layers.{N}.",
@@ -250,7 +257,8 @@ class FamilySpec:
 
 
 # What the Llama engine computes (models/llama.py); families built on it add their own keys.
-_SCALINGS = ("linear", "dynamic", "yarn", "llama3")  # models/rope.py
+# models/rope.py; freq_factors is a GGUF's rope_freqs table (llama.cpp's form of llama3)
+_SCALINGS = ("linear", "dynamic", "yarn", "llama3", "freq_factors")
 _LLAMA_KEYS: dict[str, Check] = {
     "vocab_size": ANY, "hidden_size": ANY, "num_hidden_layers": ANY, "num_attention_heads": ANY,
     "num_key_value_heads": ANY, "head_dim": ANY, "intermediate_size": ANY, "rms_norm_eps": ANY,
@@ -269,7 +277,11 @@ def _window_types(v: Any, cfg: Mapping[str, Any]) -> bool:
 
 
 # Qwen2-style optional windows: use_sliding_window switches them on, layer_types / max_window_layers say where
-_WINDOWS: dict[str, Check] = {"use_sliding_window": ANY, "sliding_window": ANY, "max_window_layers": ANY,
+def _window(v: Any, cfg: Mapping[str, Any]) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+_WINDOWS: dict[str, Check] = {"use_sliding_window": ANY, "sliding_window": _window, "max_window_layers": ANY,
                               "layer_types": _window_types}
 
 LLAMA = FamilySpec(
@@ -279,7 +291,7 @@ LLAMA = FamilySpec(
 
 MISTRAL = FamilySpec(  # Llama with a sliding attention window in every layer (models/window.py)
     name="mistral", engine="llama", model_types=("mistral",), architectures=("MistralForCausalLM",),
-    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, "attention_bias": unset, "sliding_window": ANY}, hf_names=LLAMA_HF,
+    keys={**_LLAMA_KEYS, **_NO_MLP_BIAS, "attention_bias": unset, "sliding_window": _window}, hf_names=LLAMA_HF,
 )
 
 QWEN2 = FamilySpec(  # q/k/v biases, none on o; optional windowed layers
@@ -294,13 +306,13 @@ QWEN3 = FamilySpec(  # RMSNorm per head on q and k, before RoPE
 
 GRANITE = FamilySpec(  # embedding / residual / attention / logits multipliers
     name="granite", engine="llama", model_types=("granite",), architectures=("GraniteForCausalLM",),
-    keys={**_LLAMA_KEYS, "embedding_multiplier": ANY, "residual_multiplier": ANY, "attention_multiplier": ANY,
+    gguf_archs=("granite",), gguf_names=GGUF_LLAMA, gguf_rope_permuted=True, keys={**_LLAMA_KEYS, "embedding_multiplier": ANY, "residual_multiplier": ANY, "attention_multiplier": ANY,
           "logits_scaling": ANY}, hf_names=LLAMA_HF,
 )
 
 SMOLLM3 = FamilySpec(  # some layers without RoPE
     name="smollm3", engine="llama", model_types=("smollm3",), architectures=("SmolLM3ForCausalLM",),
-    keys={**_LLAMA_KEYS, **_WINDOWS, "no_rope_layers": ANY, "no_rope_layer_interval": ANY}, hf_names=LLAMA_HF,
+    gguf_archs=("smollm3",), gguf_names=GGUF_LLAMA, gguf_rope_permuted=True, keys={**_LLAMA_KEYS, **_WINDOWS, "no_rope_layers": ANY, "no_rope_layer_interval": ANY}, hf_names=LLAMA_HF,
 )
 
 OLMO2 = FamilySpec(  # norms after attention / MLP instead of before, q/k norms over the whole projection
@@ -315,8 +327,8 @@ GPT2 = FamilySpec(
         "vocab_size": ANY, "n_embd": ANY, "n_layer": ANY, "n_head": ANY, "n_inner": ANY, "n_positions": ANY,
         "n_ctx": ANY, "layer_norm_epsilon": ANY,
         "activation_function": one_of("gelu_new", "gelu", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu"),
-        "tie_word_embeddings": unset_or(True),  # the engine always ties GPT-2's head
-        "scale_attn_weights": unset_or(True), "scale_attn_by_inverse_layer_idx": unset,
+        "tie_word_embeddings": none_or(True),  # the engine always ties GPT-2's head
+        "scale_attn_weights": none_or(True), "scale_attn_by_inverse_layer_idx": unset,
         "reorder_and_upcast_attn": ANY,  # float32 either way
         "summary_type": ANY, "summary_use_proj": ANY, "summary_activation": ANY,  # the double-heads model only
         "summary_proj_to_labels": ANY, "summary_first_dropout": ANY,
@@ -360,7 +372,7 @@ def _gemma3_rope(v: Any, cfg: Mapping[str, Any]) -> bool:
 _GEMMA_KEYS: dict[str, Check] = {
     **dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "attention_bias": ANY,
     "rope_scaling": rope(), "rope_parameters": rope(), "use_bidirectional_attention": unset,
-    "hidden_act": _ACTS, "hidden_activation": unset_or("gelu_pytorch_tanh"),
+    "hidden_act": _ACTS, "hidden_activation": none_or("gelu_pytorch_tanh"),
 }
 _GEMMA2_KEYS: dict[str, Check] = {
     **_GEMMA_KEYS, "hidden_act": ANY, "hidden_activation": _ACTS,  # Gemma 2/3 read hidden_activation only
@@ -399,7 +411,7 @@ GPTNEOX = FamilySpec(
 )
 STABLELM = FamilySpec(
     name="stablelm", engine="stablelm", model_types=("stablelm",), architectures=("StableLmForCausalLM",),
-    hf_names=STABLELM_HF,
+    hf_names=STABLELM_HF, gguf_archs=("stablelm",), gguf_names=GGUF_STABLELM,
     keys={**dict.fromkeys(_SIZES, ANY), "layer_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
           "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "use_qkv_bias": ANY,
           "qk_layernorm": ANY, "use_parallel_residual": ANY, "hidden_act": _ACTS},
@@ -431,6 +443,8 @@ def family_of(config: Mapping[str, Any] | None) -> FamilySpec | None:
     cfg = config or {}
     if cfg.get("lminspect_arch"):
         return spec_named(str(cfg["lminspect_arch"]))
+    if cfg.get("gguf:architecture"):
+        return gguf_family(str(cfg["gguf:architecture"]))
     mt = cfg.get("model_type")
     if mt:
         return next((s for s in SPECS if str(mt) in s.model_types), None)
@@ -469,6 +483,9 @@ def unsupported_keys(spec: FamilySpec, config: Mapping[str, Any]) -> list[str]:
     return bad
 
 
+GGUF_ONLY_HF = "gguf:no_name_table"  # set by the GGUF reader when general.architecture has no spec of its own
+
+
 def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     """The family of ``config`` if lminspect computes it exactly, else a one-line ``UserError``.
 
@@ -479,6 +496,8 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     if spec is None:
         if cfg.get("lminspect_arch"):
             what = f"lminspect_arch {cfg['lminspect_arch']!r}"
+        elif cfg.get("gguf:architecture"):
+            what = f"GGUF architecture {cfg['gguf:architecture']!r}"
         elif cfg.get("model_type"):
             what = f"model_type {cfg['model_type']!r}"
         elif cfg.get("architectures"):
@@ -489,6 +508,10 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
         raise UserError(f"{where}: {what} is not supported {also}")
     if spec.refused:
         raise UserError(f"{where}: {spec.name} is a {spec.refused} model, which is not supported {also}")
+    if cfg.get(GGUF_ONLY_HF):  # a GGUF of a family whose llama.cpp layout has no name table here
+        gguf_ok = ", ".join(a for s in SPECS if s.supported and s.gguf_names is not None for a in s.gguf_archs)
+        raise UserError(f"{where}: {spec.name} GGUF files are not supported, only its HF directories "
+                        f"(GGUF architectures supported: {gguf_ok})")
     bad = unsupported_keys(spec, cfg)
     if cfg.get("lminspect_arch"):  # lminspect's own checkpoint: its engine wrote every other key itself
         bad = [b for b in bad if b.partition("=")[0] in spec.keys]
@@ -497,5 +520,5 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     return spec
 
 
-__all__ = ["ANY", "BOOKKEEPING", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
-           "rope", "spec_named", "supported_names", "unset", "unset_or", "unsupported_keys"]
+__all__ = ["ANY", "BOOKKEEPING", "GGUF_ONLY_HF", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family",
+           "none_or", "one_of", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]

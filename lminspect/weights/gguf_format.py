@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.errors import FormatError
-from lminspect.weights.families import gguf_family
+from lminspect.weights.families import GGUF_ONLY_HF, gguf_family, spec_named
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -234,9 +234,22 @@ class GGUFFile:
         from gguf.quants import dequantize
 
         try:
-            return dequantize(a, qt).reshape(shape)
+            with np.errstate(all="ignore"):  # overflow in a mislabelled block: said once below, not by numpy
+                out = dequantize(a, qt).reshape(shape)
         except NotImplementedError:
             raise FormatError(f"{self.path}: tensor {name!r}: cannot dequantize {tname}") from None
+        bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+        if bad and (str(self.path), name) not in _WARNED:
+            _WARNED.add((str(self.path), name))
+            import sys
+
+            print(f"lminspect: warning: {self.path}: tensor {name!r} ({tname}) has {bad:,} NaN/inf values of "
+                  f"{out.size:,} once dequantized (broken block scales?); what is computed with it is not "
+                  "meaningful", file=sys.stderr)
+        return out
+
+
+_WARNED: set[tuple[str, str]] = set()  # (file, tensor) already said to hold NaN/inf
 
 
 # ------------------------------------------------------------------ metadata -> HF
@@ -252,7 +265,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
-    spec = gguf_family(arch)
+    spec = gguf_family(arch) or spec_named(arch)  # (the latter: an HF family whose GGUF layout is not read)
     cfg: dict[str, Any] = {
         "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
         "model_type": spec.model_types[0] if spec else arch,
@@ -273,9 +286,13 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
+    if gguf_family(arch) is None:  # e.g. gemma2: named like an HF family, but its GGUF layout is not read
+        cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
-    if rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
+    if arch == "stablelm":
+        _stablelm_config(g, k, cfg)
+    elif rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
     for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                     ("padding_token_id", "pad_token_id")):
@@ -288,22 +305,50 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     return cfg
 
 
+# GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
+_GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
+                           "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
+
+
+def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """StableLM's keys (LayerNorm, partial rotary, parallel residual, q/k norms) in place of Llama's.
+    llama.cpp's converter writes no RoPE base for StableLM: its default (10000) is what both run."""
+    for key in ("rms_norm_eps", "mlp_bias", "attention_bias"):
+        cfg.pop(key)
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    theta = cfg["rope_theta"]
+    factor = (k("rope.dimension_count") or head_dim) / head_dim
+    cfg.update(layer_norm_eps=float(k("attention.layer_norm_epsilon", 1e-5)), partial_rotary_factor=factor,
+               rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
+               use_parallel_residual=bool(k("use_parallel_residual", False)),
+               use_qkv_bias="blk.0.attn_q.bias" in g.tensors, qk_layernorm="blk.0.attn_q_norm.weight" in g.tensors)
+
+
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
-    """GGUF settings that change the math but have no plain HF key above: carried into ``cfg``
-    under their HF names (or a ``gguf:`` name), so the family check refuses what the engine
-    does not compute instead of the model running without them."""
+    """GGUF settings beyond the plain Llama keys above: the ones the engine computes under their HF
+    names, the others under a ``gguf:`` name, so the family check refuses them instead of the model
+    running without them."""
+    cfg["gguf:architecture"] = arch  # the family comes from here (weights/families.py)
     kind = k("rope.scaling.type")
     if kind not in (None, "none"):
         cfg["rope_scaling"] = {"rope_type": str(kind), "factor": k("rope.scaling.factor"),
                                "original_max_position_embeddings": k("rope.scaling.original_context_length")}
-    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling
-        cfg["gguf:rope_freqs"] = True
+    if "rope_freqs.weight" in g.tensors:  # llama.cpp's form of Llama 3's rope scaling: a divisor per frequency
+        if kind not in (None, "none"):
+            cfg["gguf:rope_freqs"] = True  # both: refused
+        else:
+            factors = np.asarray(g.get("rope_freqs.weight"), dtype=np.float32).reshape(-1)
+            cfg["rope_parameters"] = {"rope_type": "freq_factors", "rope_theta": cfg["rope_theta"],
+                                      "factors": [float(x) for x in factors]}
     if k("expert_count"):
         cfg["num_local_experts"] = int(k("expert_count"))
+    if arch == "smollm3":  # which layers skip RoPE is not in the file (llama.cpp assumes every 4th): refused
+        cfg["gguf:no_rope_layers"] = "not recorded"
+    hf = _GGUF_TO_HF.get(arch, {})
     for key in ("attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
                 "embedding_scale", "residual_scale", "attention.scale", "logit_scale"):
         if k(key) is not None:
-            cfg[f"gguf:{arch}.{key}"] = k(key)
+            cfg[hf.get(key, f"gguf:{arch}.{key}")] = float(k(key)) if key in hf else k(key)
 
 
 # ------------------------------------------------------------------ tokenizer metadata -> HF

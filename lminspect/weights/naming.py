@@ -235,6 +235,11 @@ def build_canonical(
                 cname = f"layers.{layer}.{p}.{kind}"
                 out[cname] = Canon(cname, name, tuple(shp), fn)
             continue
+        if gguf and cmod.endswith((".attn.q_norm", ".attn.k_norm")) and arch == "stablelm" and len(shape) == 2:
+            for h in range(shape[0]):  # llama.cpp stacks StableLM's per-head LayerNorms: one row each
+                cname = f"{cmod}.norms.{h}.{kind}"
+                out[cname] = Canon(cname, name, (shape[1],), lambda a, h=h: a[h])
+            continue
         cname = f"{cmod}.{kind}"
         if permuted:
             out[cname] = Canon(cname, name, tuple(shape), _gguf_rope_fn(cname, config))
