@@ -75,7 +75,7 @@ def resolve_threads(threads: int | None = None) -> int:
     """The thread count a command runs with (``--threads``, env, or the default)."""
     if threads is not None:
         if threads < 1:
-            raise UserError(f"--threads {threads}: need at least one thread")
+            raise UserError(f"--threads {threads}: need at least one thread", option="--threads")
         return _capped(threads, "--threads ")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         n = _env_threads(name)

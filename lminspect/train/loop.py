@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -143,7 +142,8 @@ class RunState:
 
 def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
-    from lminspect.rundir import latest_checkpoint
+    from lminspect.distributed import is_main
+    from lminspect.rundir import has_started, latest_checkpoint
     from lminspect.train.guard import read_saved_config
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
@@ -159,12 +159,12 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
-    elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
+        if ckpt is None and is_main():  # stopped before its first checkpoint
+            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+                  "step 0 with its saved settings", file=sys.stderr)
+    elif has_started(run_dir):
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
     check_config(cfg)
-    if cfg.resume and ckpt is None and int(os.environ.get("RANK", "0")) == 0:  # stopped before a checkpoint
-        print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
-              "step 0 with its saved settings", file=sys.stderr)
     return cfg, run_dir, ckpt
 
 
