@@ -386,9 +386,11 @@ class LM(nn.Module):
         self.norm = norm
         if not c.tie_embeddings:
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self._make_buffers()
+        meta = self.embed.tokens.weight.is_meta  # load_model: tables made and tensors assigned after
+        if not meta:  # (torch's meta kernels for these import torch._dynamo: seconds)
+            self._make_buffers()
         self._finish_init()
-        if not self.embed.tokens.weight.is_meta:  # load_model builds on meta, then assigns the file's tensors
+        if not meta:
             self.init_weights()
 
     def _finish_init(self) -> None:
