@@ -280,7 +280,7 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         print(f"lminspect: {out} is already complete ({start['prog']['tokens_done']} tokens)", file=sys.stderr)
         return load(out)
     prog = start["prog"]
-    lm = load_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
+    lm = load_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world), weights="auto")
     tok = load_tokenizer(store)
     chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
                                    doc=int(prog["doc"]), offset=int(prog["offset"])))

@@ -29,7 +29,7 @@ def _open(model: str, dtype: str) -> tuple[Any, Any]:
     tok = load_tokenizer(store)
     if tok is None:
         raise UserError(f"{model}: no tokenizer found (tokenizer.json or GGUF metadata)")
-    return load_model(store, dtype=dtype), tok
+    return load_model(store, dtype=dtype, weights="auto"), tok  # a 7B bf16 / GGUF stays as stored
 
 
 def _plan(lm: Any, spec: str | None) -> tuple[Any, str]:
