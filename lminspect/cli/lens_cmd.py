@@ -22,7 +22,7 @@ _OUT_SUFFIXES = {".json", ".csv", ".npz"}
 def _open(model: str, dtype: str) -> tuple[Any, Any]:
     from lminspect.models.open import open_model
 
-    _, lm, tok = open_model(model, dtype=dtype)
+    _, lm, tok = open_model(model, dtype=dtype, weights="auto")  # a 7B bf16 / GGUF stays as stored
     return lm, tok
 
 

@@ -377,9 +377,11 @@ class LM(nn.Module):
         self.norm = norm
         if not c.tie_embeddings:
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self._make_buffers()
+        meta = self.embed.tokens.weight.is_meta  # load_model: tables made and tensors assigned after
+        if not meta:  # (torch's meta kernels for these import torch._dynamo: seconds)
+            self._make_buffers()
         self._finish_init()
-        if not self.embed.tokens.weight.is_meta:  # load_model builds on meta, then assigns the file's tensors
+        if not meta:
             self.init_weights()
 
     def _finish_init(self) -> None:
@@ -459,11 +461,6 @@ class LM(nn.Module):
         plan = self._check_plan(plan)
         shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
         cap = max_len if max_len is not None else min(256, self.context_length)
-        if max_len is not None:
-            from lminspect.limits import check_memory
-
-            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(self.dtype).bits // 8
-            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(plan)} layer calls", per_token * cap)
         return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
 
     # ---- family-specific pieces
