@@ -269,7 +269,7 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("safetensors-header-deep", lambda b: ["inspect", b.file("deep.safetensors", DEEP_HEADER)], "deeper than"),
     ("plot-stats-fifo", lambda b: ["plot", b.run_with_fifo_stats()], "FIFO"),
     ("model-config-fifo", lambda b: ["generate", b.model_with_fifo_config(), "hi"], "FIFO"),
-    ("lens-top-k-huge", lambda b: ["lens", b.model, "--prompt", "hi", "--top-k", "1000000000"], "--top-k"),
+    ("lens-top-k-huge", lambda b: ["lens", b.model, "hi", "--top-k", "1000000000"], "--top-k"),
     ("stitch-show-empty-plan", lambda b: ["stitch", "show", "--plan", "", "--layers", "4"], "empty plan"),
     ("plan-scale-text", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - sources:\n    - "
                                    "layer_range: [0, 2]\n      parameters: {scale: abc}\n"), "--layers", "4"], "scale"),

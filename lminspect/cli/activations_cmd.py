@@ -27,16 +27,19 @@ def _console() -> Any:
 
 def activations(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Results directory (resumed if it holds an unfinished run of the same model and settings).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for the statistics (resumed if it holds an unfinished run of the same model and settings).")],
     data: Annotated[str, typer.Option("--data", "-d", help="'builtin' (shipped corpus), a .txt/.jsonl/.parquet file or dir, or a HF dataset id[:config].")] = "builtin",
-    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens to run through the model.")] = 50_000,
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens to run through the model.")] = 50_000,
+    tokens_opt: Annotated[int | None, typer.Option("-n", hidden=True)] = None,  # -n is --max-new-tokens elsewhere
     sites: Annotated[str, typer.Option("--sites", "-s", help="Comma list of resid (=resid_out), resid_in, resid_out, attn_out, mlp_out, mlp_hidden, or KIND.POS.")] = "resid,attn_out,mlp_out,mlp_hidden",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan (see `lminspect stitch`); positions are plan positions.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward.")] = 8,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Tokens per sequence (documents are cut into chunks of this).")] = 256,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (documents are cut into chunks of this).")] = 256,
+    seq_len_opt: Annotated[int | None, typer.Option("-L", hidden=True)] = None,  # -L is --layers elsewhere
     keep_tokens: Annotated[bool, typer.Option("--keep-tokens", help="Also store every token's activations (np.memmap files under DIR/tokens).")] = False,
     keep_dtype: Annotated[str, typer.Option("--keep-dtype", help="float16 or float32 for --keep-tokens.")] = "float16",
-    outlier_k: Annotated[float, typer.Option("--outlier-k", "-k", help="Outlier: |x| > K * std of the site.")] = 6.0,
+    outlier_k: Annotated[float, typer.Option("--outlier-k", help="Outlier: |x| > K * std of the site.")] = 6.0,
+    outlier_k_opt: Annotated[float | None, typer.Option("-k", hidden=True)] = None,  # -k is --top-k elsewhere
     text_field: Annotated[str, typer.Option("--text-field", help="Column holding the text (jsonl/parquet/HF data).")] = "text",
     split: Annotated[str, typer.Option("--split", help="Dataset split (HF datasets).")] = "train",
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16 (statistics are float64 regardless).")] = "float32",
@@ -64,8 +67,12 @@ def activations(
     """
     import contextlib
 
+    from lminspect.cli.aliases import renamed
     from lminspect.runtime import NOTHING_WRITTEN, interrupted, set_threads, threads_label
 
+    tokens = renamed(tokens, tokens_opt, "-n", "--tokens", 50_000)
+    seq_len = renamed(seq_len, seq_len_opt, "-L", "--seq-len", 256)
+    outlier_k = renamed(outlier_k, outlier_k_opt, "-k", "--outlier-k", 6.0)
     n_threads = set_threads(threads)
     from rich.console import Console
 

@@ -144,7 +144,9 @@ def train(
     describe: bool = typer.Option(False, "--describe", help="Describe the experiment and exit."),
     data: str = typer.Option(None, "--data", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
                                                   "file or directory (default: the shipped corpus)."),
-    plan: str = typer.Option(None, "--plan", help="Training plan: built-in name or JSON file."),
+    plan: str = typer.Option(None, "--train-plan", help="Training plan (not a layer plan): built-in name or JSON "
+                                                      "file."),
+    plan_opt: str = typer.Option(None, "--plan", hidden=True),  # --plan is a layer plan elsewhere
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/EXP)."),
     run_root: Path = typer.Option(None, "--run-root", help="Train each --exp into RUN_ROOT/EXP; run again to "
                                                            "resume the unfinished ones."),
@@ -194,9 +196,11 @@ def train(
 
     Example: lminspect train --exp gpt2ish --exp value_norm --max-steps 200 --run-root runs/cmp
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.errors import UserError
     from lminspect.runtime import set_threads
 
+    plan = renamed(plan, plan_opt, "train --plan", "--train-plan")
     common_threads = set_threads(threads)
     if exp == ["list"]:
         print_experiment_list(no_plugins)
@@ -311,13 +315,14 @@ SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figur
 
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl)."),
-    metric: str = typer.Option("loss", "--metric", "-m", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
+    metric: str = typer.Option("loss", "--metric", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
+    metric_opt: str = typer.Option(None, "-m", hidden=True),  # -m is --model elsewhere
     diff: bool = typer.Option(False, "--diff", help="Plot each run minus the baseline."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline run (default: the one with the most tokens)."),
     smooth_n: int = typer.Option(0, "--smooth", help="Centred smoothing half-width in rows."),
     x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
-    out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
+    out: Path = typer.Option(None, "--out", "-o", help="File: the figure as plain text."),
     save: Path = typer.Option(None, "--save", help=SAVE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out or --save file."),
     width: int = typer.Option(None, "--width"),
@@ -332,6 +337,9 @@ def plot(
     import shutil
 
     from lminspect import figures
+    from lminspect.cli.aliases import renamed
+
+    metric = renamed(metric, metric_opt, "-m", "--metric", "loss")
     from lminspect.fsutil import atomic_write_text, check_output
     from lminspect.plots import curve_data, lines_figure, plot_saturation, saturation_data
     from lminspect.train.runlog import load_run
