@@ -208,7 +208,7 @@ def patch_command(
     site: str = typer.Option("resid", "--site", help="resid | attn | mlp (grid: positions x tokens) or head "
                              "(grid: positions x heads, patched at every token)."),
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", help="Patched runs per batched forward."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Patched runs per batched forward."),
     out: Path | None = typer.Option(None, "--out", "-o", help="File (.json with metadata, .csv or .npz): the grid."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),

@@ -275,7 +275,7 @@ def sweep(
     eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
                               "dataset id, or 'cloze' (built from the shipped corpus)."),
     limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
-    batch_size: str = typer.Option("auto", "--batch-size", help="Items per forward, or 'auto': items of "
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Items per forward, or 'auto': items of "
                                    "nearly equal length on a CPU (padding only costs there), many more on a GPU."),
     separate: bool = typer.Option(False, "--separate", help="Score plans one after another (a time per plan) "
                                   "instead of sharing their common layer calls."),

@@ -142,7 +142,7 @@ def train(
                                   help="Experiment to train, or 'list'. Repeat it (with --run-root) to train "
                                        "several on the same data and seed."),
     describe: bool = typer.Option(False, "--describe", help="Describe the experiment and exit."),
-    data: str = typer.Option(None, "--data", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
+    data: str = typer.Option(None, "--data", "-d", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
                                                   "file or directory (default: the shipped corpus)."),
     plan: str = typer.Option(None, "--train-plan", help="Training plan (not a layer plan): built-in name or JSON "
                                                       "file."),
@@ -156,7 +156,7 @@ def train(
                                                             "checkpoint or a run dir."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     amp: str = typer.Option("auto", "--amp", help="none | bf16 | fp16 autocast (auto: bf16 on CUDA, none on CPU)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step (global)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Sequences per optimizer step (global)."),
     mini_batch_size: int = typer.Option(None, "--mini-batch-size",
                                         help="Sequences per forward pass (gradient accumulation)."),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default 6e-4, or the experiment's)."),
