@@ -83,6 +83,12 @@ def activations(
     from lminspect.runlock import run_dir_lock
 
     check_not_input(out, model, data, plan, option="--out")  # --out MODEL would lose the model
+    if not overwrite and not _typed("tokens", "tokens_opt"):
+        _refuse_silent_extension(out, tokens)
+    from lminspect.runtime import nice_count
+
+    def quick(seconds: float) -> str:
+        return f"--tokens {nice_count(tokens * 60 / seconds)} for a quick look"
     rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
     saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
     with interrupted(saved), contextlib.ExitStack() as owned:
@@ -94,7 +100,7 @@ def activations(
         stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
                         batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
                         outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
-                        overwrite=overwrite, save_every=save_every, max_batches=max_batches)
+                        overwrite=overwrite, save_every=save_every, max_batches=max_batches, quick=quick)
     if stats is None:  # another rank than 0 under torchrun
         return
     err = Console(stderr=True, highlight=False)
@@ -104,6 +110,37 @@ def activations(
     procs = f", {world} processes" if world > 1 else ""
     err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
               f"{threads_label(n_threads)}: {state} -> {out}", markup=False)
+
+
+def _typed(*params: str) -> bool:
+    """Whether the user typed one of these parameters (not left at its default)."""
+    try:  # recent typer ships its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return True
+    return any(getattr(ctx.get_parameter_source(p), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+               for p in params)
+
+
+def _refuse_silent_extension(out: str, tokens: int) -> None:
+    """A finished collection is extended only when asked: the default --tokens must not quietly
+    turn a 5,000-token run into minutes more of work."""
+    from lminspect.activations.store import read_index
+    from lminspect.errors import UserError
+
+    try:
+        index = read_index(Path(out)) if Path(out).is_dir() else None
+    except UserError:
+        return  # the collection itself says what is wrong with it
+    prog = (index or {}).get("progress") or {}
+    done = int(prog.get("tokens_done") or 0)
+    if prog.get("complete") and not prog.get("exhausted") and 0 < done < tokens:
+        raise UserError(f"--out {out} holds a finished collection of {done:,} tokens; continuing it to the default "
+                        f"{tokens:,} takes more time: give --tokens {tokens} to continue, or another --out")
 
 
 def _snapshot_note(out: str) -> str:

@@ -332,8 +332,14 @@ def sweep(
                                       "threads": n_threads, "ppl_data": ppl_data, "n_layers": lm.n_layers},
                          n_plans=len(named))
     main = writer.writes  # under torchrun only rank 0 writes and prints
+    from lminspect.runtime import nice_count
+
+    def quick(seconds: float) -> str:
+        return f"--limit {nice_count(len(items) * 60 / seconds)} for a quick look"
+
     with interrupted(writer.saved), Progress("sweep", len(items) * len(named), "item x plan",
-                                             bar=None if main else False) as prog:
+                                             bar=None if main else False, quick=quick if main else None,
+                                             threads=n_threads) as prog:
         res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
                         ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=writer.on_row)
     if main:
