@@ -149,3 +149,14 @@ def test_renamed_flags_agree_with_their_old_spelling(tiny_llama_dir, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["stitch", "export", d, str(tmp_path / "y"), "--out", str(tmp_path / "z"), "-p", "0"])
     assert r.exit_code == 2 and "two outputs" in r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_keeps_bracketed_words(name):
+    """Rich markup would read '[figures]' or '[pos, head, T, T]' as a style tag and drop it."""
+    r = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "250"})
+    shown = " ".join(r.output.replace("│", " ").split())
+    for p in COMMANDS[name].params:
+        for word in re.findall(r"\\?\[[a-z#/@][^\[\]]*\]", getattr(p, "help", None) or ""):
+            word = word.removeprefix("\\")
+            assert word in shown, f"{name} {p.name}: {word} is missing from --help (escape it as \\{word})"

@@ -159,7 +159,7 @@ def show(
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind (resid_out, mlp_hidden, ...).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
     save: Annotated[Path | None, typer.Option("--save", help="Also save std, |x| max and kurtosis by plan position "
-                                              "as a PNG or SVG figure (needs the [figures] extra).")] = None,
+                                              "as a PNG or SVG figure (needs the \\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
 ) -> None:
     """Summarise collected activation statistics: one row per site (std, |x| max, kurtosis, outliers, dead).

@@ -77,11 +77,11 @@ def attention(
     plan: str = typer.Option("all", "--plan", "-p", help=PLAN_HELP),
     layer: int | None = typer.Option(None, "--layer", "-l", help="Plan position to show (default: the last)."),
     head: int | None = typer.Option(None, "--head", help="Head to show (default: mean over heads)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder: attn_probs.npy [pos, head, T, T], "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder: attn_probs.npy \\[pos, head, T, T], "
                                     "attn_fft.npy (log|fftshift(fft2)|) and tokens.json go there."),
     fft: bool = typer.Option(True, "--fft/--no-fft", help="Also show the 2-D FFT magnitude."),
     save: Path | None = typer.Option(None, "--save", help="Also save the attention heatmap as PNG or SVG "
-                                     "(needs the [figures] extra)."),
+                                     "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
                                    "existing --save file."),
     threads: Threads = None,

@@ -35,7 +35,7 @@ def diff(
                                       "(stable rank, alpha) of matrices; --no-svd is quicker.")] = True,
     changed: Annotated[bool, typer.Option("--changed", help="Only tensors that differ (rel_change > 0).")] = False,
     save: Annotated[Path | None, typer.Option("--save", help="With --by-layer: also save the plot as PNG or SVG "
-                                              "(needs the [figures] extra).")] = None,
+                                              "(needs the \\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
     threads: Threads = None,
 ) -> None:
@@ -170,7 +170,7 @@ def timeline(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also save the data (JSON / .npy) and the "
                                              "text figure in this folder.")] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Also save the figure as PNG or SVG (needs the "
-                                              "[figures] extra).")] = None,
+                                              "\\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier --out folder or --save "
                                             "file.")] = False,
     threads: Threads = None,

@@ -310,7 +310,7 @@ def _print_batch_diff(root: Path, exps: list[str]) -> None:
     print(f"lminspect plot {' '.join(str(r.path) for r in runs)} --diff --baseline {exps[0]}   (to redraw)")
 
 
-SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figures] extra)."
+SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the \\[figures] extra)."
 
 
 def plot(

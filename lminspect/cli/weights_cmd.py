@@ -90,7 +90,7 @@ def stats(
                                  help="One statistic (e.g. alpha, stable_rank, std, kurtosis) as a layers x "
                                       "components table and a per-layer plot, instead of the per-tensor table."),
     save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
-                              "(needs the [figures] extra)."),
+                              "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
     threads: Threads = None,
 ) -> None:
