@@ -24,7 +24,7 @@ test: install
 
 demo: install
 	$(BIN)/lminspect fetch smollm2
-	$(BIN)/lminspect stitch smollm2 --plan "0-23,27-29" --prompt "Once upon a time" --compare --max-new-tokens 40
+	$(BIN)/lminspect stitch smollm2 "Once upon a time" --plan "0-23,27-29" --compare --max-new-tokens 40
 
 # A fresh venv with the newest release of every dependency (no lock; torch stays $(TORCH)), then the
 # whole suite: upstream breakage is found on purpose, not by a newcomer.

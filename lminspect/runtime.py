@@ -152,16 +152,68 @@ def _fmt_s(s: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
+LONG_JOB_S = 120.0  # a job projected to take longer says so early, once, with a quicker variant
+
+
+def nice_count(x: float) -> int:
+    """``x`` rounded down to 1, 2 or 5 times a power of ten (at least 1): a count to suggest."""
+    if x < 2:
+        return 1
+    p = 10 ** (len(str(int(x))) - 1)
+    return next(m * p for m in (5, 2, 1) if m * p <= x)
+
+
+def _about(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"~{seconds / 3600:.1f} h"
+    return f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
+
+
+class Estimate:
+    """One line on stderr, once, early in a long job: how long all of it will take at this rate and
+    how to take a quick look first (``~28 min at 1 thread; --limit 20 for a quick look``).
+
+    ``quick(seconds)`` turns the projected seconds into the quicker variant (the command knows its
+    flag); nothing is said for a job projected under ``LONG_JOB_S``. The projection is made at the
+    first update after ``after`` seconds with some units done (the first batch sets the rate)."""
+
+    def __init__(self, total: int | None, quick: Callable[[float], str], *, threads: int | None = None,
+                 start: int = 0, stream: TextIO | None = None, after: float = 1.0) -> None:
+        self.total, self.quick, self.threads, self.start = total, quick, threads, start
+        self.stream, self.after = stream, after
+        self.t0 = time.perf_counter()
+        self.line: str | None = None
+        self._done = False
+
+    def update(self, done: int, total: int | None = None) -> None:
+        total = total if total is not None else self.total
+        ran, elapsed = done - self.start, time.perf_counter() - self.t0
+        if self._done or total is None or ran <= 0 or elapsed < self.after or done >= total:
+            return
+        self._done = True
+        seconds = elapsed / ran * (total - self.start)
+        if seconds < LONG_JOB_S:
+            return
+        threads = self.threads
+        if threads is None and "torch" in sys.modules:
+            threads = sys.modules["torch"].get_num_threads()
+        at = f" at {threads_label(threads)}" if threads else ""
+        self.line = f"lminspect: note: {_about(seconds)}{at}; {self.quick(seconds)}"
+        print(self.line, file=self.stream or sys.stderr, flush=True)
+
+
 class Progress:
     """Progress of one long job: a rich bar on a terminal, plain periodic lines otherwise.
 
     ``update(done)`` with the units done so far; cheap to call often (plain lines are throttled to
     one per ``every`` seconds, plus the last; a job done within ``every`` seconds prints none). ``total=None`` when the end is not known (no bar
     length, no ETA); ``info`` is a short note shown after the counts (a tensor name, the loss);
-    ``start`` is where a resumed job begins (its ETA counts only the units done in this run)."""
+    ``start`` is where a resumed job begins (its ETA counts only the units done in this run);
+    ``quick`` makes a long job print an :class:`Estimate` early."""
 
     def __init__(self, what: str, total: int | None, unit: str = "items", *, stream: TextIO | None = None,
-                 every: float | None = None, bar: bool | None = None, start: int = 0) -> None:
+                 every: float | None = None, bar: bool | None = None, start: int = 0,
+                 quick: Callable[[float], str] | None = None, threads: int | None = None) -> None:
         self.what, self.unit = what, unit
         self.total = None if total is None else max(0, int(total))
         self.stream = stream if stream is not None else sys.stderr
@@ -173,6 +225,8 @@ class Progress:
         self.start = self.done = start
         self.info = ""
         self._printed = False
+        self._estimate = None if quick is None else Estimate(total, quick, threads=threads, start=start,
+                                                              stream=self.stream)
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar = None
         if bar if bar is not None else is_tty:
@@ -215,6 +269,8 @@ class Progress:
             self.total = total
         if info is not None:
             self.info = info
+        if self._estimate is not None:
+            self._estimate.update(done, self.total)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=self.total, info=self.info)
             return

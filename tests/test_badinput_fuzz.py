@@ -271,7 +271,7 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("model-config-fifo", lambda b: ["generate", b.model_with_fifo_config(), "hi"], "FIFO"),
     ("tokenizer-fifo", lambda b: ["stitch", "export", b.model_with_fifo("tokenizer.json"), b.out(), "--plan", "0-1"],
      "FIFO"),
-    ("lens-top-k-huge", lambda b: ["lens", b.model, "--prompt", "hi", "--top-k", "1000000000"], "--top-k"),
+    ("lens-top-k-huge", lambda b: ["lens", b.model, "hi", "--top-k", "1000000000"], "--top-k"),
     ("stitch-show-empty-plan", lambda b: ["stitch", "show", "--plan", "", "--layers", "4"], "empty plan"),
     ("plan-scale-text", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - sources:\n    - "
                                    "layer_range: [0, 2]\n      parameters: {scale: abc}\n"), "--layers", "4"], "scale"),

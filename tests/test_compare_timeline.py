@@ -123,7 +123,7 @@ def test_cli_timeline_views(run_dir, tmp_path):
     (["{run}", "--stat", "bogus"], "--stat 'bogus'"),
     (["{run}", "--every", "0"], "--every 0"),
     (["{run}", "--layer", "7"], "--layer 7"),
-    (["{run}", "--embeddings", "--tokens", "zqxjkvbw"], "not one token"),
+    (["{run}", "--embeddings", "--token-labels", "zqxjkvbw"], "not one token"),
 ])
 def test_cli_bad_input_is_one_line(run_dir, tmp_path, args, says):
     args = ["timeline", *(a.format(run=run_dir, tmp=tmp_path) for a in args)]

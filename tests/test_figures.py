@@ -50,7 +50,7 @@ def test_bad_suffix_and_missing_matplotlib(tmp_path, monkeypatch):
 def test_attention_piped_ramp_and_save(tiny_llama_dir, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "attn.png"
-    r = runner.invoke(app, ["attention", str(tiny_llama_dir), "--prompt", "hello world", "--layer", "1",
+    r = runner.invoke(app, ["attention", str(tiny_llama_dir), "hello world", "--layer", "1",
                             "--no-fft", "--save", str(png)])
     assert r.exit_code == 0, r.output
     out = r.stdout

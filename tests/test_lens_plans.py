@@ -141,13 +141,13 @@ def _invoke(*args):
 
 def test_cli_lens_dla_patch(tiny_llama_dir, tmp_path):
     d = str(tiny_llama_dir)
-    r = _invoke("lens", d, "--prompt", "Once upon a time", "--target", "id:42", "--compare", "0,1,1*0,2,3",
+    r = _invoke("lens", d, "Once upon a time", "--target", "id:42", "--compare", "0,1,1*0,2,3",
                 "--out", str(tmp_path / "lens.json"))
     assert r.exit_code == 0, r.output
     assert "logit lens: plan all" in r.output and "1#2~" in r.output and "probability of" in r.output
     saved = json.loads((tmp_path / "lens.json").read_text())
     assert set(saved["results"]) == {"all", "0-1,1*0,2-3"}
-    r = _invoke("dla", d, "--prompt", "Once upon a time", "--target", "id:42", "--baseline", "id:7")
+    r = _invoke("dla", d, "Once upon a time", "--target", "id:42", "--baseline", "id:7")
     assert r.exit_code == 0, r.output
     assert "direct logit attribution" in r.output and "per head" in r.output
     out = tmp_path / "grid.csv"
@@ -170,11 +170,11 @@ def test_cli_lens_dla_patch(tiny_llama_dir, tmp_path):
     (("patch", "{d}", "--clean", "Once", "--corrupt", "Once upon", "--metric", "logit: id:1"), "same number of tokens"),
     (("patch", "{d}", "--clean", "Once", "--corrupt", "Upon", "--metric", "diff: a,b"), "bad metric"),
     (("patch", "{d}", "--clean", "Once", "--corrupt", "Upon", "--metric", "logit: id:1", "--site", "x"), "--site"),
-    (("lens", "{d}", "--prompt", "Once", "--target", "id:999"), "out of range"),
-    (("lens", "{d}", "--prompt", "", "--target", "id:9"), "empty prompt"),
-    (("lens", "{d}", "--prompt", "Once", "--plan", "0,9"), "layer 9 is out of range"),
-    (("dla", "{d}", "--prompt", "Once", "--target", "id:1", "--out", "x.txt"), "expected a file ending"),
-    (("lens", "{d}", "--prompt", "Once", "--plan", "0,1*heads[7]=0"), "heads[7] is out of range"),
+    (("lens", "{d}", "Once", "--target", "id:999"), "out of range"),
+    (("lens", "{d}", "", "--target", "id:9"), "empty prompt"),
+    (("lens", "{d}", "Once", "--plan", "0,9"), "layer 9 is out of range"),
+    (("dla", "{d}", "Once", "--target", "id:1", "--out", "x.txt"), "expected a file ending"),
+    (("lens", "{d}", "Once", "--plan", "0,1*heads[7]=0"), "heads[7] is out of range"),
 ])
 def test_cli_errors_are_one_line(tiny_llama_dir, args, needle):
     r = _invoke(*(a.replace("{d}", str(tiny_llama_dir)) for a in args))

@@ -54,13 +54,13 @@ OWN_INPUT = [
     ("export-through-symlink", lambda m: ["stitch", "export", str(m), str(_link(m)), "--plan", "0-1", "--overwrite"],
      "is the input"),
     ("grow-over-itself", lambda m: ["grow", str(m), "--out", str(m), "--layers", "+1", "--overwrite"], "is the input"),
-    ("lens-over-config", lambda m: ["lens", str(m), "--prompt", "hi", "--out", str(m / "config.json"), "--overwrite"],
+    ("lens-over-config", lambda m: ["lens", str(m), "hi", "--out", str(m / "config.json"), "--overwrite"],
      "is inside"),
-    ("dla-over-config", lambda m: ["dla", str(m), "--prompt", "hi", "--target", "a", "--out",
+    ("dla-over-config", lambda m: ["dla", str(m), "hi", "--target", "a", "--out",
                                    str(m / "config.json"), "--overwrite"], "is inside"),
     ("make-mc-over-corpus", lambda m: ["data", "make-mc", str(m / "notes.txt"), "--out", str(m / "notes.txt"),
                                        "--overwrite"], "is the input"),
-    ("attention-into-model", lambda m: ["attention", str(m), "--prompt", "hi", "--out", str(m),
+    ("attention-into-model", lambda m: ["attention", str(m), "hi", "--out", str(m),
                                         "--overwrite"], "is the input"),
     ("activations-over-model", lambda m: ["activations", str(m), "--out", str(m), "--overwrite"], "is the input"),
     ("stats-save-over-model", lambda m: ["stats", str(m), "--by-layer", "std", "--save", str(m / "x.png"),
@@ -116,7 +116,7 @@ def read_only(monkeypatch):
 
 READ_ONLY = [
     ("export", lambda m, o: ["stitch", "export", str(m), str(o), "--plan", "0-1"]),
-    ("lens", lambda m, o: ["lens", str(m), "--prompt", "hi", "--out", str(o / "l.json")]),
+    ("lens", lambda m, o: ["lens", str(m), "hi", "--out", str(o / "l.json")]),
     ("sweep", lambda m, o: ["stitch", "sweep", str(m), "--eval", "cloze", "--out", str(o)]),
     ("convert", lambda m, o: ["convert", str(m / "q.gguf"), str(o)]),
     ("make-mc", lambda m, o: ["data", "make-mc", "builtin", "--out", str(o / "mc.jsonl")]),
@@ -204,9 +204,9 @@ def test_stdout_closed_is_quiet(tiny_llama_dir):
 
 # ---- markup in user text
 @pytest.mark.parametrize("argv", [
-    ["dla", "MODEL", "--prompt", "hi there", "--target", " a", "--baseline", " a"],
-    ["dla", "MODEL", "--prompt", "[/] [bold]", "--target", "[/]"],
-    ["lens", "MODEL", "--prompt", "[/dim] x", "--target", "[/]"],
+    ["dla", "MODEL", "hi there", "--target", " a", "--baseline", " a"],
+    ["dla", "MODEL", "[/] [bold]", "--target", "[/]"],
+    ["lens", "MODEL", "[/dim] x", "--target", "[/]"],
 ])
 def test_markup_in_tokens_and_text_is_text(tiny_llama_dir, argv):
     r = CliRunner().invoke(app, [str(tiny_llama_dir) if a == "MODEL" else a for a in argv])
@@ -249,8 +249,8 @@ def test_prompt_ids_past_the_vocab_are_one_line(tmp_path, tiny_llama_dir):
     tj["added_tokens"].append({"id": vocab + 50, "content": "<big>", "single_word": False, "lstrip": False,
                                "rstrip": False, "normalized": False, "special": True})
     (d / "tokenizer.json").write_text(json.dumps(tj))
-    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "--prompt", "a <big>"],
-                 ["attention", str(d), "--prompt", "a <big>"]):
+    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "a <big>"],
+                 ["attention", str(d), "a <big>"]):
         r = CliRunner().invoke(app, argv)
         _one_line(r, "token id", f"outside the model's vocabulary of {vocab}")
 

@@ -36,9 +36,9 @@ def test_open_store_means_the_latest_checkpoint(run_dir):
     ["inspect", "{run}"],
     ["stats", "{run}", "-t", "layers.0.attn.q*", "--json"],
     ["generate", "{run}", "Once", "-n", "2"],
-    ["stitch", "run", "{run}", "--plan", "0,1,1", "--prompt", "Once", "-n", "2"],
+    ["stitch", "run", "{run}", "--plan", "0,1,1", "Once", "-n", "2"],
     ["stitch", "export", "{run}", "{tmp}/exported", "--plan", "0,1,1"],
-    ["attention", "{run}", "--prompt", "Once upon", "--layer", "1", "--head", "0"],
+    ["attention", "{run}", "Once upon", "--layer", "1", "--head", "0"],
     ["activations", "{run}", "--tokens", "32", "--seq-len", "16", "--out", "{tmp}/acts"],
 ])
 def test_commands_accept_a_run_dir(run_dir, tmp_path, args, monkeypatch):

@@ -51,10 +51,10 @@ def test_bad_plans_exit_2_one_line(args, needle):
 
 
 def test_run_default_command_and_compare(tiny_llama_dir):
-    r = invoke("stitch", str(tiny_llama_dir), "--plan", "0,1r2", "--prompt", "Once", "-n", "4")
+    r = invoke("stitch", str(tiny_llama_dir), "--plan", "0,1r2", "Once", "-n", "4")
     assert r.exit_code == 0, r.output
     assert "Once" in r.output and "3 layer calls of 4" in r.output
-    r = invoke("stitch", "run", str(tiny_llama_dir), "--plan", "skip:2", "--prompt", "Once", "-n", "3", "--compare")
+    r = invoke("stitch", "run", str(tiny_llama_dir), "--plan", "skip:2", "Once", "-n", "3", "--compare")
     assert r.exit_code == 0, r.output
     assert "== baseline" in r.output and "== 0-1,3" in r.output
     r = invoke("stitch", str(tiny_llama_dir), "--plan", "9")
@@ -96,7 +96,7 @@ def test_attention_heatmap_and_fft(tiny_llama_dir, tmp_path):
     import numpy as np
 
     out = tmp_path / "attn"
-    r = invoke("attention", str(tiny_llama_dir), "--prompt", "Once upon a time", "--plan", "0,2", "--layer", "1",
+    r = invoke("attention", str(tiny_llama_dir), "Once upon a time", "--plan", "0,2", "--layer", "1",
                "--head", "2", "--out", str(out))
     assert r.exit_code == 0, r.output
     assert "██" not in r.output and "scale:" in r.output and "fft2" in r.output  # piped: a character ramp

@@ -82,7 +82,7 @@ def test_stitch_run_generates_what_the_mergekit_output_generates(mergekit_run, t
     import shutil
 
     shutil.copy(tiny_llama_dir / "tokenizer.json", tmp_path / "mk" / "tokenizer.json")
-    args = ["--max-new-tokens", "8", "--prompt", "Once upon"]
+    args = ["--max-new-tokens", "8", "Once upon"]
     ours = CliRunner().invoke(app, ["stitch", "run", str(tiny_llama_dir), "--plan", str(path), *args])
     ref = CliRunner().invoke(app, ["stitch", "run", str(tmp_path / "mk"), *args])
     assert ours.exit_code == 0 and ref.exit_code == 0, ours.output + ref.output

@@ -250,13 +250,14 @@ def _clear(out: Path) -> None:
 
 def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *, overwrite: bool = False,
             save_every: float = 30.0, max_batches: int | None = None, progress: bool | None = None,
-            **kw: Any) -> ActivationStats | None:
+            quick: Any = None, **kw: Any) -> ActivationStats | None:
     """Collect activation statistics of ``model`` (anything ``open_store`` takes, or a store) into ``out``.
 
     ``kw`` overrides fields of ``config``. ``max_batches`` stops after that many batches *in this
     call* (interruption for tests; the run resumes on the next call). Returns the loaded results.
     Under torchrun the batches are shared out (``activations.sharded``) and only rank 0 writes and
-    returns the results; the other ranks return None.
+    returns the results; the other ranks return None. ``quick(seconds)`` makes a long collection
+    print an up-front estimate (``runtime.Estimate``) with that quicker variant.
     """
     from lminspect.distributed import join, local_device, on_main
     from lminspect.models.open import open_model
@@ -282,6 +283,9 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
         print(f"lminspect: {out} is already complete ({start['prog']['tokens_done']} tokens)", file=sys.stderr)
         return load(out)
     prog = start["prog"]
+    if rank == 0 and int(prog["tokens_done"]) > 0:
+        print(f"lminspect: {out}: continuing from {int(prog['tokens_done']):,} to {cfg.tokens:,} tokens",
+              file=sys.stderr)
     # weights as stored (a 7B bf16 / GGUF is not copied to float32; exact per-layer dequantization)
     _, lm, tok = open_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world), weights="auto")
     chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
@@ -309,7 +313,8 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
             write_index(out, {**index, "progress": dict(prog), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     show = rank == 0 and (progress if progress is not None else sys.stderr.isatty())
-    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=rank == 0 and progress is None and not show)
+    bar = _Bar(cfg.tokens, int(prog["tokens_done"]), show, plain=rank == 0 and progress is None and not show,
+               quick=quick if rank == 0 else None)
     run = _Pass(lm, plan, chunks, cfg, prog, hook, rank, world)
     try:
         exhausted = run.loop(save, save_every, max_batches, bar)
@@ -536,9 +541,13 @@ class _Bar:
     """rich progress with tokens/s on stderr; plain periodic lines (``runtime.Progress``) when
     stderr is not a terminal and nobody asked for silence."""
 
-    def __init__(self, total: int, done: int, show: bool, plain: bool = False) -> None:
+    def __init__(self, total: int, done: int, show: bool, plain: bool = False, quick: Any = None) -> None:
+        from lminspect.runtime import Estimate
+
         self._p = None
         self._plain = None
+        self._est = Estimate(total, quick, start=done) if quick is not None else None
+        self._seen = done
         if plain:
             from lminspect.runtime import Progress
 
@@ -558,6 +567,9 @@ class _Bar:
         self._task = self._p.add_task("collect", total=total, completed=done, rate="-")
 
     def advance(self, n: int) -> None:
+        self._seen += n
+        if self._est is not None:
+            self._est.update(self._seen)
         if self._plain is not None:
             self._done += n
             self._plain.update(self._done)

@@ -27,16 +27,19 @@ def _console() -> Any:
 
 def activations(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Results directory (resumed if it holds an unfinished run of the same model and settings).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for the statistics (resumed if it holds an unfinished run of the same model and settings).")],
     data: Annotated[str, typer.Option("--data", "-d", help="'builtin' (shipped corpus), a .txt/.jsonl/.parquet file or dir, or a HF dataset id[:config].")] = "builtin",
-    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens to run through the model.")] = 50_000,
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens to run through the model.")] = 50_000,
+    tokens_opt: Annotated[int | None, typer.Option("-n", hidden=True)] = None,  # -n is --max-new-tokens elsewhere
     sites: Annotated[str, typer.Option("--sites", "-s", help="Comma list of resid (=resid_out), resid_in, resid_out, attn_out, mlp_out, mlp_hidden, or KIND.POS.")] = "resid,attn_out,mlp_out,mlp_hidden",
     plan: Annotated[str | None, typer.Option("--plan", "-p", help="Layer plan (see `lminspect stitch`); positions are plan positions.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward.")] = 8,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Tokens per sequence (documents are cut into chunks of this).")] = 256,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (documents are cut into chunks of this).")] = 256,
+    seq_len_opt: Annotated[int | None, typer.Option("-L", hidden=True)] = None,  # -L is --layers elsewhere
     keep_tokens: Annotated[bool, typer.Option("--keep-tokens", help="Also store every token's activations (np.memmap files under DIR/tokens).")] = False,
     keep_dtype: Annotated[str, typer.Option("--keep-dtype", help="float16 or float32 for --keep-tokens.")] = "float16",
-    outlier_k: Annotated[float, typer.Option("--outlier-k", "-k", help="Outlier: |x| > K * std of the site.")] = 6.0,
+    outlier_k: Annotated[float, typer.Option("--outlier-k", help="Outlier: |x| > K * std of the site.")] = 6.0,
+    outlier_k_opt: Annotated[float | None, typer.Option("-k", hidden=True)] = None,  # -k is --top-k elsewhere
     text_field: Annotated[str, typer.Option("--text-field", help="Column holding the text (jsonl/parquet/HF data).")] = "text",
     split: Annotated[str, typer.Option("--split", help="Dataset split (HF datasets).")] = "train",
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16 (statistics are float64 regardless).")] = "float32",
@@ -64,8 +67,12 @@ def activations(
     """
     import contextlib
 
+    from lminspect.cli.aliases import renamed
     from lminspect.runtime import NOTHING_WRITTEN, interrupted, set_threads, threads_label
 
+    tokens = renamed(tokens, tokens_opt, "-n", "--tokens", 50_000)
+    seq_len = renamed(seq_len, seq_len_opt, "-L", "--seq-len", 256)
+    outlier_k = renamed(outlier_k, outlier_k_opt, "-k", "--outlier-k", 6.0)
     n_threads = set_threads(threads)
     from rich.console import Console
 
@@ -76,6 +83,12 @@ def activations(
     from lminspect.runlock import run_dir_lock
 
     check_not_input(out, model, data, plan, option="--out")  # --out MODEL would lose the model
+    if not overwrite and not _typed("tokens", "tokens_opt"):
+        _refuse_silent_extension(out, tokens)
+    from lminspect.runtime import nice_count
+
+    def quick(seconds: float) -> str:
+        return f"--tokens {nice_count(tokens * 60 / seconds)} for a quick look"
     rank, world, _ = join(device)  # under torchrun: only rank 0 locks, reads and writes --out
     saved = (lambda: _snapshot_note(out)) if rank == 0 else (lambda: NOTHING_WRITTEN)
     with interrupted(saved), contextlib.ExitStack() as owned:
@@ -87,7 +100,7 @@ def activations(
         stats = collect(model, out, data=data, tokens=tokens, sites=sites.split(","), plan=plan,
                         batch_size=batch_size, seq_len=seq_len, keep_tokens=keep_tokens, keep_dtype=keep_dtype,
                         outlier_k=outlier_k, text_field=text_field, split=split, dtype=dtype, device=device,
-                        overwrite=overwrite, save_every=save_every, max_batches=max_batches)
+                        overwrite=overwrite, save_every=save_every, max_batches=max_batches, quick=quick)
     if stats is None:  # another rank than 0 under torchrun
         return
     err = Console(stderr=True, highlight=False)
@@ -97,6 +110,37 @@ def activations(
     procs = f", {world} processes" if world > 1 else ""
     err.print(f"{stats.tokens} tokens, {stats.batches} batches, {len(stats)} sites{procs}{rate}, "
               f"{threads_label(n_threads)}: {state} -> {out}", markup=False)
+
+
+def _typed(*params: str) -> bool:
+    """Whether the user typed one of these parameters (not left at its default)."""
+    try:  # recent typer ships its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return True
+    return any(getattr(ctx.get_parameter_source(p), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+               for p in params)
+
+
+def _refuse_silent_extension(out: str, tokens: int) -> None:
+    """A finished collection is extended only when asked: the default --tokens must not quietly
+    turn a 5,000-token run into minutes more of work."""
+    from lminspect.activations.store import read_index
+    from lminspect.errors import UserError
+
+    try:
+        index = read_index(Path(out)) if Path(out).is_dir() else None
+    except UserError:
+        return  # the collection itself says what is wrong with it
+    prog = (index or {}).get("progress") or {}
+    done = int(prog.get("tokens_done") or 0)
+    if prog.get("complete") and not prog.get("exhausted") and 0 < done < tokens:
+        raise UserError(f"--out {out} holds a finished collection of {done:,} tokens; continuing it to the default "
+                        f"{tokens:,} takes more time: give --tokens {tokens} to continue, or another --out")
 
 
 def _snapshot_note(out: str) -> str:
@@ -115,7 +159,7 @@ def show(
     kind: Annotated[str | None, typer.Option("--kind", help="Only this site kind (resid_out, mlp_hidden, ...).")] = None,
     examples: Annotated[int, typer.Option("--examples", help="Outlier dims to list with example tokens per site.")] = 0,
     save: Annotated[Path | None, typer.Option("--save", help="Also save std, |x| max and kurtosis by plan position "
-                                              "as a PNG or SVG figure (needs the [figures] extra).")] = None,
+                                              "as a PNG or SVG figure (needs the \\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
 ) -> None:
     """Summarise collected activation statistics: one row per site (std, |x| max, kurtosis, outliers, dead).

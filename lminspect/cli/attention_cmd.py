@@ -71,15 +71,17 @@ def register(app: typer.Typer) -> None:
 
 def attention(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    prompt: str = typer.Option("Once upon a time", "--prompt", help="Text to look at."),
+    prompt: str | None = typer.Argument(None, help="Text to look at (default 'Once upon a time').",
+                                        show_default=False),
+    prompt_opt: str | None = typer.Option(None, "--prompt", hidden=True),  # the old spelling
     plan: str = typer.Option("all", "--plan", "-p", help=PLAN_HELP),
     layer: int | None = typer.Option(None, "--layer", "-l", help="Plan position to show (default: the last)."),
     head: int | None = typer.Option(None, "--head", help="Head to show (default: mean over heads)."),
-    out: Path | None = typer.Option(None, "--out", help="Save attn_probs.npy [pos, head, T, T], "
-                                    "attn_fft.npy (log|fftshift(fft2)|) and tokens.json here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder: attn_probs.npy \\[pos, head, T, T], "
+                                    "attn_fft.npy (log|fftshift(fft2)|) and tokens.json go there."),
     fft: bool = typer.Option(True, "--fft/--no-fft", help="Also show the 2-D FFT magnitude."),
     save: Path | None = typer.Option(None, "--save", help="Also save the attention heatmap as PNG or SVG "
-                                     "(needs the [figures] extra)."),
+                                     "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier --out, or an "
                                    "existing --save file."),
     threads: Threads = None,
@@ -88,10 +90,13 @@ def attention(
 
     In a terminal the heatmap is coloured; piped, it uses the character ramp ' .:-=+*#%@'.
 
-    Example: lminspect attention smollm2 --prompt "Once upon a time" --layer 20 --head 3 --save attn.png
+    Example: lminspect attention smollm2 "Once upon a time" --layer 20 --head 3 --save attn.png
     """
     import json
 
+    from lminspect.cli.aliases import prompt_of
+
+    prompt = prompt_of(prompt, prompt_opt, 'lminspect attention MODEL "TEXT"', default="Once upon a time")
     import numpy as np
     import torch
 

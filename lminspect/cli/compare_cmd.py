@@ -35,7 +35,7 @@ def diff(
                                       "(stable rank, alpha) of matrices; --no-svd is quicker.")] = True,
     changed: Annotated[bool, typer.Option("--changed", help="Only tensors that differ (rel_change > 0).")] = False,
     save: Annotated[Path | None, typer.Option("--save", help="With --by-layer: also save the plot as PNG or SVG "
-                                              "(needs the [figures] extra).")] = None,
+                                              "(needs the \\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
     threads: Threads = None,
 ) -> None:
@@ -146,9 +146,11 @@ def _print_summary(s: dict) -> None:
 def timeline(
     run_dir: Annotated[str, typer.Argument(help="A training run directory (with checkpoints/).",
                                            show_default=False)],
-    stat: Annotated[str, typer.Option("--stat", "-s", help="Weight statistic: alpha, stable_rank, "
+    stat: Annotated[str, typer.Option("--stat", help="Weight statistic: alpha, stable_rank, "
                                       "effective_rank, spectral_norm, std, rms, kurtosis, absmax, ...")] = "alpha",
-    every: Annotated[int, typer.Option("--every", "-k", help="Every K-th checkpoint (the newest always).")] = 1,
+    stat_opt: Annotated[str | None, typer.Option("-s", hidden=True)] = None,  # -s is --sites elsewhere
+    every: Annotated[int, typer.Option("--every", help="Every K-th checkpoint (the newest always).")] = 1,
+    every_opt: Annotated[int | None, typer.Option("-k", hidden=True)] = None,  # -k is --top-k elsewhere
     layer: Annotated[int | None, typer.Option("--layer", "-l", help="One layer's values instead of the mean "
                                               "over layers; with --attention the layer shown (default: last).")] = None,
     tensor: Annotated[list[str] | None, typer.Option("--tensor", "-t", help="One column per tensor matching "
@@ -156,8 +158,9 @@ def timeline(
     x: Annotated[str, typer.Option("--x", help="Plot against steps or tokens.")] = "steps",
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Token embeddings of every checkpoint in one "
                                              "PCA plane instead of a statistic.")] = False,
-    tokens: Annotated[str | None, typer.Option("--tokens", help="Comma list of tokens to label and trace "
+    tokens: Annotated[str | None, typer.Option("--token-labels", help="Comma list of tokens to label and trace "
                                                "with --embeddings (default: the 6 that moved most).")] = None,
+    tokens_opt: Annotated[str | None, typer.Option("--tokens", hidden=True)] = None,  # --tokens is a count elsewhere
     fit: Annotated[str, typer.Option("--fit", help="PCA fitted on the last checkpoint or jointly on all.")] = "last",
     attention: Annotated[str | None, typer.Option("--attention", metavar="PROMPT", help="Attention maps of this "
                                                   "prompt, per head, across checkpoints (small multiples).")] = None,
@@ -167,7 +170,7 @@ def timeline(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also save the data (JSON / .npy) and the "
                                              "text figure in this folder.")] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Also save the figure as PNG or SVG (needs the "
-                                              "[figures] extra).")] = None,
+                                              "\\[figures] extra).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier --out folder or --save "
                                             "file.")] = False,
     threads: Threads = None,
@@ -181,8 +184,12 @@ def timeline(
 
     Example: lminspect timeline runs/base --stat stable_rank --every 2
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.runtime import set_threads
 
+    stat = renamed(stat, stat_opt, "-s", "--stat", "alpha")
+    every = renamed(every, every_opt, "-k", "--every", 1)
+    tokens = renamed(tokens, tokens_opt, "--tokens", "--token-labels")
     n_threads = set_threads(threads)
     from lminspect.compare.checkpoints import list_checkpoints
     from lminspect.compare.timeline import select_checkpoints

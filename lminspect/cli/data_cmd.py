@@ -22,12 +22,13 @@ def make_mc(
         help="'builtin' (the shipped public-domain corpus), a .txt (documents separated by two blank lines), "
         "a folder of .txt files, a .jsonl/.parquet with a text field, or a HF dataset id.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .jsonl (HellaSwag format: ctx, endings, label)."),
+    out: Path = typer.Option(..., "--out", "-o", help="File (.jsonl, HellaSwag format: ctx, endings, label)."),
     n: int = typer.Option(200, "--n", help="Number of items."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same corpus + seed = same file)."),
     ctx_sentences: int = typer.Option(3, "--ctx-sentences", help="Sentences of context per item."),
     choices: int = typer.Option(4, "--choices", help="Endings per item (1 true + distractors)."),
-    field: str = typer.Option("text", "--field", help="Text field for .jsonl/.parquet/hub corpora."),
+    field: str = typer.Option("text", "--text-field", help="Text field for .jsonl/.parquet/hub corpora."),
+    field_opt: str = typer.Option(None, "--field", hidden=True),  # the old spelling
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
 ) -> None:
@@ -36,9 +37,12 @@ def make_mc(
 
     Example: lminspect data make-mc builtin --out cloze.jsonl
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.documents import read_documents
     from lminspect.evals.cloze import make_cloze, write_jsonl
     from lminspect.fsutil import check_output
+
+    field = renamed(field, field_opt, "--field", "--text-field", "text")
 
     check_output(out, kind="file", overwrite=overwrite, inputs=(corpus,))
     from lminspect.validate import count
@@ -56,13 +60,14 @@ def make_mc(
 def metadata(
     data: str = typer.Argument(..., help="Data source as for `lminspect train --data`: 'builtin', a local "
                                          ".txt/.jsonl/.parquet file or directory, or a HF dataset id."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .parquet (written atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="File (.parquet, written atomically)."),
     model: str = typer.Option(None, "--model", "-m", help="Reference model (any model ref) for per-sample "
                                                           "perplexity; without it: no ppl column."),
     metric: list[str] = typer.Option(None, "--metric", help="Metric(s) to compute (default: all built-ins "
                                                             "and lminspect.metrics plugins)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N documents."),
-    field: str = typer.Option("text", "--field", help="Text field for .jsonl/.parquet/hub data."),
+    field: str = typer.Option("text", "--text-field", help="Text field for .jsonl/.parquet/hub data."),
+    field_opt: str = typer.Option(None, "--field", hidden=True),  # the old spelling
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
@@ -73,8 +78,10 @@ def metadata(
 
     Example: lminspect data metadata builtin --model smollm2 --out meta.parquet
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.runtime import Progress, set_threads, threads_label
 
+    field = renamed(field, field_opt, "--field", "--text-field", "text")
     n_threads = set_threads(threads)
     import time
 

@@ -17,8 +17,9 @@ def generate_command(
     model: Annotated[str, typer.Argument(help="Model: a .gguf/.safetensors file, a HF dir, a fetched name (smollm2) or hf:ORG/NAME.")],
     prompt: Annotated[str, typer.Argument(help="Prompt text.")] = "Once upon a time",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most tokens to generate.")] = 64,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")] = 0.0,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Sample from the k most likely tokens.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
+    temperature_opt: Annotated[float | None, typer.Option("-t", hidden=True)] = None,  # -t is --tensor elsewhere
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Sample from the k most likely tokens.")] = None,
     top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")] = None,
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", help="HF-style; 1 = off.")] = 1.0,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
@@ -37,8 +38,10 @@ def generate_command(
 
     Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.runtime import set_threads, threads_label
 
+    temperature = renamed(temperature, temperature_opt, "-t", "--temperature", 0.0)
     n_threads = set_threads(threads)
     import sys
 

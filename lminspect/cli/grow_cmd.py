@@ -15,8 +15,8 @@ from lminspect.cli.threads import Threads
 def grow(
     checkpoint: str = typer.Argument(..., help="A training checkpoint dir, a run dir (its latest "
                                                 "checkpoint) or any HF model dir the engine loads."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output model directory (written atomically)."),
-    layers: str = typer.Option(None, "--layers", help="+N inserts N identity blocks; N grows to N blocks."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder: the grown model (written atomically)."),
+    layers: str = typer.Option(None, "--layers", "-L", help="+N inserts N identity blocks; N grows to N blocks."),
     at: int = typer.Option(None, "--at", help="Insert the new blocks before this layer (default: the end)."),
     width: int = typer.Option(None, "--width", help="New residual width (hidden size)."),
     ffn: int = typer.Option(None, "--ffn", help="New MLP hidden width."),

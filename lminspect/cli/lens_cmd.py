@@ -82,7 +82,8 @@ def _console() -> Any:
 
 def lens_command(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    prompt: str = typer.Option(..., "--prompt", help="Text whose next token is read out."),
+    prompt: str | None = typer.Argument(None, help="Text whose next token is read out.", show_default=False),
+    prompt_opt: str | None = typer.Option(None, "--prompt", hidden=True),  # the old spelling
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
     target: str | None = typer.Option(None, "--target", help=TOKEN_HELP + " Adds its rank/probability per position."),
     compare: str | None = typer.Option(None, "--compare", help="A second plan, shown beside the first "
@@ -90,7 +91,7 @@ def lens_command(
     top_k: int = typer.Option(5, "--top-k", "-k", help="Tokens shown per position."),
     position: int = typer.Option(-1, "--position", help="Token position read (negative from the end)."),
     plot: str = typer.Option("prob", "--plot", help="prob | rank | none: the target across positions."),
-    out: Path | None = typer.Option(None, "--out", help="Write the result as JSON."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File (.json): the result."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,
@@ -99,11 +100,13 @@ def lens_command(
     head applied to the residual stream), as a top-k table, plus the rank or probability of
     --target across positions.
 
-    Example: lminspect lens smollm2 --prompt "The capital of France is" --target " Paris"
+    Example: lminspect lens smollm2 "The capital of France is" --target " Paris"
     --plan 0-23,27-29 --compare all
     """
+    from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
+    prompt = prompt_of(prompt, prompt_opt, 'lminspect lens MODEL "TEXT"')
     n_threads = set_threads(threads)
     from lminspect.errors import UserError
     from lminspect.lens import lens_of_text
@@ -145,13 +148,14 @@ def lens_command(
 
 def dla_command(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    prompt: str = typer.Option(..., "--prompt", help="Text whose next-token logit is attributed."),
+    prompt: str | None = typer.Argument(None, help="Text whose next-token logit is attributed.", show_default=False),
+    prompt_opt: str | None = typer.Option(None, "--prompt", hidden=True),  # the old spelling
     target: str = typer.Option(..., "--target", help=TOKEN_HELP),
     baseline: str | None = typer.Option(None, "--baseline", help="Attribute logit(target) - logit(baseline) instead."),
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Also show the per-head grid."),
     position: int = typer.Option(-1, "--position", help="Token position read (negative from the end)."),
-    out: Path | None = typer.Option(None, "--out", help="Write the result as JSON."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File (.json): the result."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,
@@ -160,10 +164,12 @@ def dla_command(
     straight to the target's logit, through the final norm with its scale frozen at that position
     (docs/lens.md); the rows sum to the model's logit.
 
-    Example: lminspect dla smollm2 --prompt "The capital of France is" --target " Paris" --baseline " Rome"
+    Example: lminspect dla smollm2 "The capital of France is" --target " Paris" --baseline " Rome"
     """
+    from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
+    prompt = prompt_of(prompt, prompt_opt, 'lminspect dla MODEL "TEXT" --target TOKEN')
     n_threads = set_threads(threads)
     from lminspect.lens import direct_logit_attribution, resolve_token
     from lminspect.lens.readout import encode_prompt
@@ -199,8 +205,8 @@ def patch_command(
     site: str = typer.Option("resid", "--site", help="resid | attn | mlp (grid: positions x tokens) or head "
                              "(grid: positions x heads, patched at every token)."),
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", help="Patched runs per batched forward."),
-    out: Path | None = typer.Option(None, "--out", help="Save the grid: .json (with metadata), .csv or .npz."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Patched runs per batched forward."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File (.json with metadata, .csv or .npz): the grid."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,

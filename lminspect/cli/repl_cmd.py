@@ -96,7 +96,7 @@ def session_run(
     ctx: typer.Context,
     script: str = typer.Argument(..., help="sessions/NAME.py or just NAME."),
     quick: bool = typer.Option(False, "--quick", help="Tiny model and data (sets LMINSPECT_QUICK=1)."),
-    out: str = typer.Option(None, "--out", help="Output folder (default results/sessions/NAME); a non-empty "
+    out: str = typer.Option(None, "--out", "-o", help="Output folder (default results/sessions/NAME); a non-empty "
                                                 "folder that is not a session's needs --overwrite."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
     threads: Threads = None,

@@ -68,10 +68,14 @@ def _console(stderr: bool = False):
 @stitch_app.command("run")
 def run(
     model: str = typer.Argument(..., help=MODEL_HELP),
+    prompt: str | None = typer.Argument(None, help="Text to continue (default 'Once upon a time').",
+                                        show_default=False),
     plan: str = typer.Option("all", "--plan", "-p", help=PLAN_HELP),
-    prompt: str = typer.Option("Once upon a time", "--prompt", help="Text to continue."),
-    max_tokens: int = typer.Option(48, "--max-new-tokens", "--max-tokens", "-n", help="New tokens to generate."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
+    prompt_opt: str | None = typer.Option(None, "--prompt", hidden=True),  # the old spelling
+    max_tokens: int = typer.Option(48, "--max-new-tokens", "-n", help="New tokens to generate."),
+    max_tokens_opt: int | None = typer.Option(None, "--max-tokens", hidden=True),  # the old spelling
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    temperature_opt: float | None = typer.Option(None, "-t", hidden=True),  # -t is --tensor elsewhere
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     compare: bool = typer.Option(False, "--compare", help="Also stream the unstitched baseline."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
@@ -80,15 +84,19 @@ def run(
 ) -> None:
     """Continue a prompt with some layers skipped or repeated; --compare streams the untouched model beside it.
 
-    Example: lminspect stitch smollm2 --plan "0-23,27-29" --prompt "Once upon a time" --compare
+    Example: lminspect stitch smollm2 "Once upon a time" --plan "0-23,27-29" --compare
 
     Plans, scales and --compare run on the stored low-bit weights too (--weights; the stats line says which).
     """
+    from lminspect.cli.aliases import prompt_of, renamed
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
     from lminspect.stitch.export import materialize
     from lminspect.stitch.mergekit import warn_model_mismatch
 
+    prompt = prompt_of(prompt, prompt_opt, 'lminspect stitch MODEL "TEXT" --plan P', default="Once upon a time")
+    max_tokens = renamed(max_tokens, max_tokens_opt, "--max-tokens", "--max-new-tokens", 48)
+    temperature = renamed(temperature, temperature_opt, "-t", "--temperature", 0.0)
     n_threads = set_threads(threads)
     store, lm, tok = _load(model, dtype, weights=weights)
     from lminspect.validate import plan_given
@@ -267,7 +275,7 @@ def sweep(
     eval_: str = typer.Option(..., "--eval", help="Multiple-choice set: .jsonl/.parquet (HellaSwag format), a HF "
                               "dataset id, or 'cloze' (built from the shipped corpus)."),
     limit: int = typer.Option(50, "--limit", help="Items to evaluate."),
-    batch_size: str = typer.Option("auto", "--batch-size", help="Items per forward, or 'auto': items of "
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Items per forward, or 'auto': items of "
                                    "nearly equal length on a CPU (padding only costs there), many more on a GPU."),
     separate: bool = typer.Option(False, "--separate", help="Score plans one after another (a time per plan) "
                                   "instead of sharing their common layer calls."),
@@ -276,7 +284,8 @@ def sweep(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --log-items file."),
     ppl_data: str | None = typer.Option(None, "--ppl-data", help="Also measure perplexity on this text set."),
     ppl_tokens: int = typer.Option(4096, "--ppl-tokens", help="Tokens of --ppl-data to score."),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder for the JSON and CSV results."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Folder for the JSON and CSV results (named "
+                             "by model and time)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,
 ) -> None:
@@ -323,8 +332,14 @@ def sweep(
                                       "threads": n_threads, "ppl_data": ppl_data, "n_layers": lm.n_layers},
                          n_plans=len(named))
     main = writer.writes  # under torchrun only rank 0 writes and prints
+    from lminspect.runtime import nice_count
+
+    def quick(seconds: float) -> str:
+        return f"--limit {nice_count(len(items) * 60 / seconds)} for a quick look"
+
     with interrupted(writer.saved), Progress("sweep", len(items) * len(named), "item x plan",
-                                             bar=None if main else False) as prog:
+                                             bar=None if main else False, quick=quick if main else None,
+                                             threads=n_threads) as prog:
         res = run_sweep(lm, tok, items, named, batch_size=bs, separate=separate, progress=prog.update if main else None,
                         ppl_texts=texts, ppl_tokens=ppl_tokens, on_row=writer.on_row)
     if main:
@@ -367,8 +382,9 @@ def _sweep_table(rows: list[dict[str, Any]], title: str) -> Any:
 @stitch_app.command("export")
 def export(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    out_dir: Path = typer.Argument(..., help="Output HF-style directory."),
+    out_arg: Path | None = typer.Argument(None, metavar="[OUT_DIR]", help="Same as --out.", show_default=False),
     plan: str = typer.Option(..., "--plan", "-p", help=PLAN_HELP),
+    out_opt: Path | None = typer.Option(None, "--out", "-o", help="Folder: the HF-style model directory to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (only once the new "
                                                              "one is complete)."),
     threads: Threads = None,
@@ -384,9 +400,12 @@ def export(
     `parameters: {scale: ...}` (filters, gradients, top level), `dtype` and `out_dtype`
     mean what they mean there; keys lminspect ignores are named in one line each.
 
-    Example: lminspect stitch export smollm2 short_model/ --plan "0-23,27-29"
-             lminspect stitch export smollm2 merged/ --plan mergekit.yaml
+    Example: lminspect stitch export smollm2 --out short_model/ --plan "0-23,27-29"
+             lminspect stitch export smollm2 -o merged/ --plan mergekit.yaml
     """
+    from lminspect.cli.aliases import out_of
+
+    out_dir = out_of(out_arg, out_opt, "lminspect stitch export MODEL --out DIR --plan P")
     from lminspect.fsutil import check_output
     from lminspect.stitch import export_stitched, parse_plan
     from lminspect.stitch.mergekit import warn_model_mismatch

@@ -144,9 +144,11 @@ def train(
                                   help="Experiment to train, or 'list'. Repeat it (with --run-root) to train "
                                        "several on the same data and seed."),
     describe: bool = typer.Option(False, "--describe", help="Describe the experiment and exit."),
-    data: str = typer.Option(None, "--data", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
+    data: str = typer.Option(None, "--data", "-d", help="HF dataset id[:config], or a local .txt/.jsonl/.parquet "
                                                   "file or directory (default: the shipped corpus)."),
-    plan: str = typer.Option(None, "--plan", help="Training plan: built-in name or JSON file."),
+    plan: str = typer.Option(None, "--train-plan", help="Training plan (not a layer plan): built-in name or JSON "
+                                                      "file."),
+    plan_opt: str = typer.Option(None, "--plan", hidden=True),  # --plan is a layer plan elsewhere
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default runs/EXP)."),
     run_root: Path = typer.Option(None, "--run-root", help="Train each --exp into RUN_ROOT/EXP; run again to "
                                                            "resume the unfinished ones."),
@@ -156,7 +158,7 @@ def train(
                                                             "checkpoint or a run dir."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     amp: str = typer.Option("auto", "--amp", help="none | bf16 | fp16 autocast (auto: bf16 on CUDA, none on CPU)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step (global)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Sequences per optimizer step (global)."),
     mini_batch_size: int = typer.Option(None, "--mini-batch-size",
                                         help="Sequences per forward pass (gradient accumulation)."),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default 6e-4, or the experiment's)."),
@@ -196,9 +198,11 @@ def train(
 
     Example: lminspect train --exp gpt2ish --exp value_norm --max-steps 200 --run-root runs/cmp
     """
+    from lminspect.cli.aliases import renamed
     from lminspect.errors import UserError
     from lminspect.runtime import set_threads
 
+    plan = renamed(plan, plan_opt, "train --plan", "--train-plan")
     common_threads = set_threads(threads)
     if exp == ["list"]:
         print_experiment_list(no_plugins)
@@ -308,18 +312,19 @@ def _print_batch_diff(root: Path, exps: list[str]) -> None:
     print(f"lminspect plot {' '.join(str(r.path) for r in runs)} --diff --baseline {exps[0]}   (to redraw)")
 
 
-SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the [figures] extra)."
+SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the \\[figures] extra)."
 
 
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl)."),
-    metric: str = typer.Option("loss", "--metric", "-m", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
+    metric: str = typer.Option("loss", "--metric", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
+    metric_opt: str = typer.Option(None, "-m", hidden=True),  # -m is --model elsewhere
     diff: bool = typer.Option(False, "--diff", help="Plot each run minus the baseline."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline run (default: the one with the most tokens)."),
     smooth_n: int = typer.Option(0, "--smooth", help="Centred smoothing half-width in rows."),
     x: str = typer.Option("tokens", "--x", help="tokens, steps, time or flops."),
     log: bool = typer.Option(False, "--log", help="Plot log10 of the values."),
-    out: Path = typer.Option(None, "--out", help="Write the figure (plain text) to this file."),
+    out: Path = typer.Option(None, "--out", "-o", help="File: the figure as plain text."),
     save: Path = typer.Option(None, "--save", help=SAVE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out or --save file."),
     width: int = typer.Option(None, "--width"),
@@ -334,6 +339,9 @@ def plot(
     import shutil
 
     from lminspect import figures
+    from lminspect.cli.aliases import renamed
+
+    metric = renamed(metric, metric_opt, "-m", "--metric", "loss")
     from lminspect.fsutil import atomic_write_text, check_output
     from lminspect.plots import curve_data, lines_figure, plot_saturation, saturation_data
     from lminspect.train.runlog import load_run

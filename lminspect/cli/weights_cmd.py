@@ -90,7 +90,7 @@ def stats(
                                  help="One statistic (e.g. alpha, stable_rank, std, kurtosis) as a layers x "
                                       "components table and a per-layer plot, instead of the per-tensor table."),
     save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
-                              "(needs the [figures] extra)."),
+                              "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
     threads: Threads = None,
 ) -> None:
@@ -238,7 +238,9 @@ def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | Non
 
 def convert(
     src: Path = typer.Argument(..., help="A llama-architecture .gguf file."),
-    out_dir: Path = typer.Argument(..., help="Directory to write; an existing non-empty one needs --overwrite."),
+    out_arg: Path | None = typer.Argument(None, metavar="[OUT_DIR]", help="Same as --out.", show_default=False),
+    out_opt: Path | None = typer.Option(None, "--out", "-o", help="Folder: the HF-style model directory to write; "
+                                        "an existing non-empty one needs --overwrite."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16 or bfloat16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR (only once the new "
                                                              "one is complete)."),
@@ -249,8 +251,11 @@ def convert(
     Quantized tensors are dequantized and Q/K un-permuted, so HF transformers'
     LlamaForCausalLM.from_pretrained(OUT_DIR) and lminspect load the result.
 
-    Example: lminspect convert model.gguf model_hf/   (add --overwrite to replace model_hf/)
+    Example: lminspect convert model.gguf --out model_hf/   (add --overwrite to replace model_hf/)
     """
+    from lminspect.cli.aliases import out_of
+
+    out_dir = out_of(out_arg, out_opt, "lminspect convert SRC --out DIR")
     from lminspect.runtime import set_threads
 
     n_threads = set_threads(threads)

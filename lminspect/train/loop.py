@@ -293,9 +293,17 @@ def _start_progress(run: RunState) -> None:
 
     by_tokens = cfg.max_steps is None and cfg.max_tokens is not None
     run.progress_key = "tokens" if by_tokens else "step"
-    run.progress = Progress(f"train {run.exp.name}", cfg.max_tokens if by_tokens else cfg.max_steps,
-                            "tokens" if by_tokens else "steps", bar=True if cfg.progress else None,
-                            start=run.state[run.progress_key])
+    total = cfg.max_tokens if by_tokens else cfg.max_steps
+    flag = "--max-tokens" if by_tokens else "--max-steps"
+
+    def quick(seconds: float) -> str:  # the up-front estimate of a long run (runtime.Estimate)
+        from lminspect.runtime import nice_count
+
+        return f"{flag} {nice_count(total * 60 / seconds)} for a quick look"
+
+    run.progress = Progress(f"train {run.exp.name}", total, "tokens" if by_tokens else "steps",
+                            bar=True if cfg.progress else None, start=run.state[run.progress_key],
+                            quick=quick if total else None)
 
 
 def _open_stream(run: RunState, i: int, st: dict[str, Any] | None, part: str = "train") -> Any:
