@@ -159,12 +159,12 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
-        if ckpt is None and is_main():  # stopped before its first checkpoint
-            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
-                  "step 0 with its saved settings", file=sys.stderr)
     elif has_started(run_dir):
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
-    check_config(cfg)
+    check_config(cfg)  # a refused setting is the one line: no warning before it
+    if cfg.resume and ckpt is None and is_main():  # stopped before its first checkpoint
+        print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+              "step 0 with its saved settings", file=sys.stderr)
     return cfg, run_dir, ckpt
 
 
