@@ -113,3 +113,14 @@ def test_fast_step_matches_plain_step(tmp_path, monkeypatch, optimizer):
         if k.endswith("attn.k.bias"):  # its true gradient is 0 (softmax ignores a shift shared by all keys):
             continue  # rounding noise, which Adagrad scales up to +-lr whatever its size
         torch.testing.assert_close(fast[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_tracks_float32(tmp_path, monkeypatch, capsys):
+    import lminspect.train.guard as guard
+
+    monkeypatch.setattr(guard, "cpu_has_bf16", lambda: False)
+    bf16, _ = _run(tmp_path, "bf16", optimizer="adamw", amp="bf16", device="cpu")
+    assert "--amp bf16 on a CPU without AVX512-BF16/AMX" in capsys.readouterr().err
+    fp32, _ = _run(tmp_path, "fp32", optimizer="adamw", amp="none", device="cpu")
+    assert "AVX512-BF16" not in capsys.readouterr().err
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # the loss curve follows float32's

@@ -288,6 +288,10 @@ def _start(run: RunState) -> None:
 
         run.train_model = DDP(run.train_model,
                               device_ids=[torch.device(run.device).index] if run.dev_type == "cuda" else None)
+    if run.is_main:
+        from lminspect.train.guard import warn_cpu_amp
+
+        warn_cpu_amp(run.amp, run.dev_type)
     run.scaler = torch.amp.GradScaler(run.dev_type) if run.amp == "fp16" else None
     run.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp)
     _start_progress(run)
