@@ -112,7 +112,12 @@ def test_fast_step_matches_plain_step(tmp_path, monkeypatch, optimizer):
     for k in plain:
         if k.endswith("attn.k.bias"):  # its true gradient is 0 (softmax ignores a shift shared by all keys):
             continue  # rounding noise, which Adagrad scales up to +-lr whatever its size
-        torch.testing.assert_close(fast[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+        # Adam and Adagrad divide by the gradient's own size, so a single element whose gradient
+        # nearly cancels can move by a sizeable part of lr on rounding alone: bound the whole
+        # tensor's difference tightly and each element by a small share of the 4 steps' lr
+        diff = fast[k] - plain[k]
+        assert float(diff.norm()) <= 1e-4 * float(plain[k].norm()) + 1e-7, k
+        assert float(diff.abs().max()) <= 0.05 * 3e-3, k
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns_and_tracks_float32(tmp_path, monkeypatch, capsys):

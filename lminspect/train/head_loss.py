@@ -4,9 +4,9 @@ logits' gradient together.
 ``F.cross_entropy(h @ W.T, y)`` walks the ``[N, vocab]`` logits (412 MB at batch 8 x 256 tokens x
 50304) about ten times: the log-softmax writes a copy, the accuracy's argmax reads it, the backward
 zero-fills a buffer for the NLL gradient and then reads two of them. :class:`HeadLoss` multiplies
-once, then, a few rows at a time while they sit in cache, takes the max, argmax, log-sum-exp and
-target logit and turns the rows *in place* into the gradient ``softmax - onehot``; the backward is
-two matrix products. The result equals ``F.cross_entropy`` to float rounding (tests check both
+once, then, a few rows at a time while they sit in cache, takes the max, log-sum-exp, target logit
+and accuracy and turns the rows *in place* into ``exp(logit - max)``; the backward is two matrix
+products with the softmax's row scale and the one-hot part applied to their small sides. The result equals ``F.cross_entropy`` to float rounding (tests check both
 the loss and the gradients).
 """
 
@@ -47,32 +47,44 @@ class HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, v = h.shape[0], w.shape[0]
-        logits = _take_buffer((n, v), h)  # [N, V]; becomes the gradient below
+        logits = _take_buffer((n, v), h)  # [N, V]; becomes exp(logits - max) below
         torch.mm(h, w.t(), out=logits)
         rows = max(1, _CHUNK_BYTES // (v * logits.element_size()))
         loss = torch.zeros((), dtype=torch.float64, device=h.device)
         correct = torch.zeros((), dtype=torch.long, device=h.device)
+        inv_total = torch.empty((n, 1), dtype=logits.dtype, device=h.device)  # 1 / sum(exp): the softmax's scale
         for r0 in range(0, n, rows):
             blk, yc = logits[r0:r0 + rows], y[r0:r0 + rows, None]
-            correct += (blk.argmax(1, keepdim=True) == yc).sum()
             top = blk.amax(1, keepdim=True)
             target = blk.gather(1, yc)
+            if blk.is_cuda:  # (a data-dependent branch would wait for the GPU)
+                correct += (blk.argmax(1, keepdim=True) == yc).sum()
+            else:  # argmax costs six max passes on a CPU: run it only on rows whose target holds the max
+                hit = (target >= top).squeeze(1).nonzero().squeeze(1)  # (an earlier tie would still win)
+                if hit.numel():
+                    correct += (blk[hit].argmax(1) == yc[hit, 0]).sum()
             blk.sub_(top).exp_()
             total = blk.sum(1, keepdim=True)
             loss += (total.log() + top - target).sum(dtype=torch.float64)
-            blk.div_(total)  # softmax
-            blk.scatter_add_(1, yc, torch.full_like(target, -1.0))  # - onehot
-        ctx.save_for_backward(h, w, logits)
+            torch.reciprocal(total, out=inv_total[r0:r0 + rows])
+        ctx.save_for_backward(h, w, logits, y, inv_total)
         ctx.mark_non_differentiable(correct)
         return (loss / n).to(h.dtype), correct
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
-        h, w, dlogits = ctx.saved_tensors
-        scale = grad_loss / dlogits.shape[0]
-        grad_h = (dlogits @ w) * scale if ctx.needs_input_grad[0] else None
-        grad_w = dlogits.t() @ (h * scale) if ctx.needs_input_grad[1] else None
-        _spare[_key(dlogits)] = dlogits  # free again: the next step writes its logits here
+        # d loss / d logits = (softmax - onehot) / N, with softmax = E * inv_total row by row: the row
+        # scale and the one-hot part are applied to the small [N, D] sides, never to E itself
+        h, w, e, y, inv_total = ctx.saved_tensors
+        scale = grad_loss / e.shape[0]
+        grad_h = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_h = ((e @ w) * inv_total - w[y]) * scale
+        if ctx.needs_input_grad[1]:
+            hs = h * scale
+            grad_w = e.t() @ (hs * inv_total)
+            grad_w.index_add_(0, y, hs, alpha=-1)
+        _spare[_key(e)] = e  # free again: the next step writes its logits here
         return grad_h, grad_w, None
 
 
