@@ -65,3 +65,15 @@ def test_pack_merges_writers_and_sees_new_results(tmp_path):
     assert one.get("y") == 2  # re-read: the file changed since one last read it
     with cache_batch():
         assert json.loads(path.read_text()) == {"x": {"v": 1}, "y": 2}
+
+
+@pytest.mark.parametrize("shape", [(700, 300), (300, 300), (90, 40)])
+def test_blocked_gram_equals_the_full_product(shape):
+    import torch
+
+    from lminspect.weights.stats import gram64
+
+    t = torch.randn(*shape, dtype=torch.float64)
+    g = gram64(t, width=64)
+    torch.testing.assert_close(g, t.T @ t, rtol=1e-12, atol=1e-10)
+    assert torch.equal(g, g.T) or shape[1] < 128
