@@ -369,16 +369,19 @@ class LM(nn.Module):
         (+ learned positions), the blocks from ``make_block``, the final norm, an untied head
         when the config asks for one; then derived tables and the training init."""
         c = self.config
+        # load_model builds on the meta device: no random init there, no tables (it makes them after),
+        # since normal_ and div on meta tensors import torch._dynamo (a second of every model load)
+        meta = torch.empty(0).is_meta
         self.embed = nn.Module()
-        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
+        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim, _weight=torch.empty(c.vocab_size, c.dim) if meta else None)
         if positions:
-            self.embed.positions = nn.Embedding(c.context_length, c.dim)
+            self.embed.positions = nn.Embedding(c.context_length, c.dim,
+                                                _weight=torch.empty(c.context_length, c.dim) if meta else None)
         self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
         self.norm = norm
         if not c.tie_embeddings:
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        meta = self.embed.tokens.weight.is_meta  # load_model: tables made and tensors assigned after
-        if not meta:  # (torch's meta kernels for these import torch._dynamo: seconds)
+        if not meta:
             self._make_buffers()
         self._finish_init()
         if not meta:
