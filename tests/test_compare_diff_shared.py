@@ -25,10 +25,10 @@ def test_uncached_diff_writes_packs_and_reads_them_back(tiny_llama_dir, scaled_c
     pack = json.loads((cache_dir() / "diff" / diff_files[0]).read_text())
     assert len(pack) == len(rows)
     # a new process (fresh packs) answers from the files: nothing is computed again
-    import lminspect.fsutil as fs
+    import lminspect.cachepack as packs
     import lminspect.weights.stats as st
 
-    fs.forget_cache_packs()
+    packs.forget_cache_packs()
     monkeypatch.setattr(d, "array_diff", lambda *x, **k: pytest.fail("diff recomputed"))
     monkeypatch.setattr(st, "array_stats", lambda *x, **k: pytest.fail("stats recomputed"))
     again, _ = d.diff_models(a, b)
