@@ -219,7 +219,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
 def pick_checkpoint(run_dir: Path, which: str | None) -> Checkpoint:
     """``which``: None / ``last`` (the newest complete), ``first``, or a step number."""
     if which is not None and not which.strip():
-        raise UserError(f"{run_dir}@: say a step number, first or last after the @")
+        raise UserError(f"{run_dir}@: nothing after the '@'; say a step number, first or last")
     cks = list_checkpoints(run_dir)
     if which in (None, "last", "latest"):
         return cks[-1]

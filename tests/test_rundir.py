@@ -38,7 +38,7 @@ def test_run_at_last_skips_a_damaged_checkpoint_like_open_store(run):
 
 
 def test_run_at_nothing_is_refused(run):
-    with pytest.raises(UserError, match="after the @"):
+    with pytest.raises(UserError, match="nothing after the '@'"):
         rundir.resolve_ref(f"{run}@")
     assert rundir.resolve_ref(f"{run}@first").endswith("step_0000002")
 
