@@ -425,7 +425,11 @@ def _grad_norm(run: RunState) -> Any:
     params = [p for p in run.model.parameters() if p.grad is not None]
     if run.cfg.grad_clip > 0:
         return torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in params])
+    grads = [p.grad for p in params]
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads)
+    zero = torch.zeros((), device=run.device)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else zero
 
 
 def _optimizer_step(run: RunState) -> None:
