@@ -231,7 +231,9 @@ def presets(
     t.add_column("name", no_wrap=True)
     t.add_column(f"plan on {n} layers", overflow="fold", max_width=22)
     t.add_column("calls", justify="right")
-    t.add_column("what", overflow="fold", ratio=1)
+    # the descriptions name layers of the 32-layer definition: say so beside a rescaled plan
+    t.add_column("what" if n == SEED_DEPTH else f"what (layer numbers of the {SEED_DEPTH}-layer plan)",
+                 overflow="fold", ratio=1)
     for name, (spec, desc) in PRESETS.items():
         shown = spec if n == SEED_DEPTH else preset_spec(name, n)
         t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), desc)
