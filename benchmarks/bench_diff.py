@@ -10,12 +10,13 @@ folder): rel_change, cosine, max |diff|, std, kurtosis, and for matrices the sin
   torch ops (``b - a``, norms, one float64 Gram + ``eigh`` per matrix side; alpha by
   lminspect's ``weights.powerlaw.powerlaw_fit`` on the eigenvalues, weightwatcher's fit).
 
-Each runs in its own subprocess, one after the other in the same run, one thread
-(``torch.set_num_threads(1)``); reported: wall seconds, peak RSS (VmHWM, includes the
+Each runs in its own subprocess with its own empty cache, alternating (``--repeats``), one thread
+(``torch.set_num_threads(1)``); ``--tensors N`` limits both to the first N tensors of the file.
+Reported: medians of wall and CPU seconds (CPU: the steadier figure on a loaded machine), peak RSS (VmHWM, includes the
 memory-mapped file pages read) and peak anonymous memory (RssAnon sampled every 5 ms: what
 the process allocated itself), and the largest difference between the two tools' numbers.
 
-Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_diff.py [--model DIR] [--keep DIR]
+Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_diff.py [--model DIR] [--keep DIR] [--tensors N] [--repeats R]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,8 @@ from pathlib import Path
 
 CHILD = r"""
 import json, os, sys, threading, time
-mode, a_dir, b_dir = sys.argv[1:4]
+mode, a_dir, b_dir, names_file = sys.argv[1:5]
+SELECTED = json.load(open(names_file))  # {"hf": [...], "canonical": [...]}: the tensors to compare
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -50,20 +53,19 @@ torch.set_num_threads(1)
 from lminspect.weights.powerlaw import powerlaw_fit
 base_anon = status("RssAnon")
 threading.Thread(target=sample, daemon=True).start()
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 rows = {}
 if mode == "lminspect":
     from lminspect.compare.diff import diff_models
     from lminspect.weights import open_store
     a, b = open_store(a_dir), open_store(b_dir)
-    out, _ = diff_models(a, b)
+    out, _ = diff_models(a, b, names=SELECTED["canonical"])
     for r in out:
         rows[r["name"]] = {k: r.get(k) for k in ("rel_change", "cosine", "max_abs_diff", "std_b", "kurtosis_b",
                                                  "stable_rank_b", "alpha_b", "subspace_overlap")}
 else:
-    from safetensors.torch import load_file
-    A = load_file(os.path.join(a_dir, "model.safetensors"))
-    B = load_file(os.path.join(b_dir, "model.safetensors"))
+    from safetensors import safe_open
+    A, B = (safe_open(os.path.join(d, "model.safetensors"), "pt") for d in (a_dir, b_dir))
 
     def moments(x):
         x = x.double()
@@ -78,8 +80,8 @@ else:
         s = ev.sqrt()
         return float((ev.sum() / ev[0])), powerlaw_fit(ev.numpy()).get("alpha"), vec[:, -8:].flip(1)
 
-    for name in A:
-        a, b = A[name].float(), B[name].float()
+    for name in SELECTED["hf"]:
+        a, b = A.get_tensor(name).float(), B.get_tensor(name).float()
         d = b - a
         na, nb = float(a.norm()), float(b.norm())
         r = {"rel_change": float(d.norm()) / na, "cosine": float((a * b).sum()) / (na * nb),
@@ -91,9 +93,9 @@ else:
             m = va.T @ vb
             r["subspace_overlap"] = float((m * m).sum() / m.shape[0])
         rows[name] = r
-dt = time.perf_counter() - t0
+dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 stop = True
-print(json.dumps({"mode": mode, "seconds": dt, "hwm": status("VmHWM"), "anon": peak["anon"] - base_anon,
+print(json.dumps({"mode": mode, "seconds": dt, "cpu": cpu, "hwm": status("VmHWM"), "anon": peak["anon"] - base_anon,
                   "rows": rows}))
 """
 
@@ -122,10 +124,10 @@ def canonical_map(model_dir: Path) -> dict[str, str]:
     return {s.canonical_source(c): c for c in s.canonical_names()}
 
 
-def run(mode: str, a: Path, b: Path, cache: str) -> dict:
+def run(mode: str, a: Path, b: Path, cache: str, names_file: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", LMINSPECT_CACHE=cache)
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b), names_file], env=env,
+                         capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,6 +137,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="fp32 HF dir (default: the fetched SmolLM2's)")
     ap.add_argument("--keep", help="folder for the perturbed copy (reused if present)")
+    ap.add_argument("--tensors", type=int, default=0, help="only the first N tensors (file order; 0: all)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each tool, alternating, each uncached")
     args = ap.parse_args()
     if args.model:
         a = Path(args.model)
@@ -142,25 +146,39 @@ def main() -> None:
         from lminspect.weights.fetch import fetch
 
         a = Path(fetch("smollm2").hf_dir)
+    names = canonical_map(a)
+    from safetensors import safe_open
+
+    with safe_open(str(a / "model.safetensors"), "np") as f:
+        hf = [n for n in f.keys() if n in names]  # noqa: SIM118 - safe_open has no iteration
+    hf = hf[: args.tensors] if args.tensors else hf
+    print(f"{len(hf)} tensors, one thread, {args.repeats} uncached run(s) of each tool, alternating; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    res: dict[str, list[dict]] = {"lminspect": [], "torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         b = Path(args.keep) if args.keep else Path(tmp) / "perturbed"
         if not (b / "model.safetensors").is_file():
             make_copy(a, b)
-        res = {m: run(m, a, b, str(Path(tmp) / f"cache-{m}")) for m in ("lminspect", "torch")}
-    names = canonical_map(a)
+        names_file = Path(tmp) / "names.json"
+        names_file.write_text(json.dumps({"hf": hf, "canonical": [names[n] for n in hf]}))
+        for i in range(args.repeats):
+            for m in res:
+                res[m].append(run(m, a, b, str(Path(tmp) / f"cache-{m}-{i}"), str(names_file)))
     worst: dict[str, float] = {}  # per number: the largest relative difference over the tensors
-    for hf, r in res["torch"]["rows"].items():
-        mine = res["lminspect"]["rows"][names[hf]]
+    for hf_name, r in res["torch"][0]["rows"].items():
+        mine = res["lminspect"][0]["rows"][names[hf_name]]
         for k, v in r.items():
             if v is not None and mine.get(k) is not None:
                 worst[k] = max(worst.get(k, 0.0), abs(v - mine[k]) / max(abs(v), 1e-6))
     mb = 1 << 20
-    for m in ("lminspect", "torch"):
-        r = res[m]
-        print(f"{m:10s} {r['seconds']:7.1f} s   peak RSS {r['hwm'] / mb:7.0f} MB   peak anonymous "
-              f"{r['anon'] / mb:7.0f} MB   {len(r['rows'])} tensors")
-    ratio = res["lminspect"]["seconds"] / res["torch"]["seconds"]
-    print(f"time lminspect / torch: {ratio:.2f}x")
+    med = {}
+    for m, rs in res.items():
+        med[m] = (statistics.median(r["seconds"] for r in rs), statistics.median(r["cpu"] for r in rs))
+        walls = " ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"{m:10s} wall {med[m][0]:7.1f} s  CPU {med[m][1]:7.1f} s   peak RSS {max(r['hwm'] for r in rs) / mb:6.0f} MB"
+              f"   peak anonymous {max(r['anon'] for r in rs) / mb:6.0f} MB   (wall: {walls})")
+    print(f"time lminspect / torch: {med['lminspect'][0] / med['torch'][0]:.2f}x wall, "
+          f"{med['lminspect'][1] / med['torch'][1]:.2f}x CPU; load average at the end {os.getloadavg()[0]:.2f}")
     print("largest relative difference per number: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
 
 

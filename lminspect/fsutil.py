@@ -26,8 +26,35 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(base) / "lminspect"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from lminspect.errors import UserError
+
+        raise UserError(f"cache folder {root}: cannot be created ({e.strerror}); set LMINSPECT_CACHE to a "
+                        "writable folder") from None
     return root
+
+
+def cache_file(*parts: str) -> Path | None:
+    """A file in the cache (``cache_dir()/parts...``), or None when the cache cannot be used (a
+    read-only home): caches only save time, so a command goes on without one."""
+    from lminspect.errors import UserError
+
+    try:
+        return cache_dir().joinpath(*parts)
+    except UserError:
+        return None
+
+
+def cache_write_text(path: Path, text: str) -> None:
+    """Write a cache entry atomically, or skip it when the cache folder cannot take it."""
+    from lminspect.errors import UserError
+
+    try:
+        atomic_write_text(path, text)
+    except (OSError, UserError):
+        pass
 
 
 def describe_kind(path: Path) -> str | None:
@@ -134,6 +161,11 @@ def check_output(path: str | os.PathLike[str], *, kind: str, overwrite: bool, op
     from lminspect.errors import UserError
 
     path = Path(path)
+    if kind == "dir" and not allow_nonempty:  # replacing "." or ".." would pull the floor away
+        here = Path(os.getcwd()).resolve()
+        if here.is_relative_to(Path(os.path.realpath(path))):
+            raise UserError(f"{option} {path}: is the current folder or one above it; give the name of a folder "
+                            "to write (e.g. ./out)")
     check_not_input(path, *inputs, option=option, additive=kind == "dir" and allow_nonempty,
                     new_file=kind == "file" and not os.path.lexists(path))
     for parent in path.parents:  # the first existing ancestor must be a folder
@@ -509,7 +541,7 @@ def atomic_path(path: str | os.PathLike[str], *, need: int | None = None) -> Ite
     is fsync'd before the rename. Refuses to replace a folder (``check_output`` says so earlier).
     A full disk is one line naming ``path`` (``need``: the bytes it should take, when known).
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -555,7 +587,7 @@ def atomic_dir(path: str | os.PathLike[str], *, need: int | None = None) -> Iter
     (old -> ``.NAME.PID.old``, new -> NAME), and a writer killed between them leaves the old copy
     that the next writer (``remove_stale_temps``) puts back: no instant loses both.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "out/." and "out/" name the folder itself, not "."
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))

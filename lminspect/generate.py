@@ -112,16 +112,10 @@ class Sampler:
 
 
 def check_ids(ids: Sequence[int], vocab: Any, tokenizer: Any = None, what: str = "prompt") -> None:
-    """Every id inside the model's vocabulary: a tokenizer of another model (ids past the
-    embedding) is one line, not an IndexError from the embedding."""
-    if not isinstance(vocab, int) or not ids:
-        return
-    hi, lo = max(ids), min(ids)
-    if hi >= vocab or lo < 0:
-        size = getattr(tokenizer, "vocab_size", None)
-        has = f" (the tokenizer has {size} tokens)" if isinstance(size, int) else ""
-        raise UserError(f"{what}: token id {hi if hi >= vocab else lo} is outside the model's vocabulary of {vocab}"
-                        f"{has}; the tokenizer does not match the model")
+    """Every id inside the model's vocabulary (``validate.token_ids``)."""
+    from lminspect.validate import token_ids
+
+    token_ids(list(ids), vocab, tokenizer, what)
 
 
 def length_note(max_new_tokens: int, context: int, prompt_tokens: int) -> str | None:

@@ -260,8 +260,10 @@ def saturation_rows(run: Any) -> list[int]:
     """Row indices at the run's checkpoint steps (every ``save_every``, plus the last row); all
     rows when that gives fewer than 3 points."""
     steps = run.columns.get("step", [])
-    every = int((run.config.get("train") or {}).get("save_every") or 0)
-    rows = [i for i, s in enumerate(steps) if every and int(s) % every == 0]
+    every = (run.config.get("train") or {}).get("save_every") or 0
+    every = every if isinstance(every, int) and not isinstance(every, bool) else 0
+    rows = [i for i, s in enumerate(steps)  # a row without a usable step (NaN, text) is no checkpoint
+            if every and isinstance(s, int | float) and math.isfinite(s) and int(s) % every == 0]
     if steps and (not rows or rows[-1] != len(steps) - 1):
         rows.append(len(steps) - 1)
     return rows if len(rows) >= 3 else list(range(len(steps)))

@@ -55,6 +55,13 @@ def is_run_dir(path: str | Path) -> bool:
                            or ((p / "config.json").is_file() and (p / "checkpoints").is_dir()))
 
 
+def has_started(path: str | Path) -> bool:
+    """Whether a run took its first step here (a non-empty ``stats.jsonl``): a new run refuses
+    such a folder, the ``--run-root`` batch resumes it."""
+    stats = Path(path) / "stats.jsonl"
+    return stats.is_file() and stats.stat().st_size > 0
+
+
 def holds_checkpoints(path: str | Path) -> bool:
     """Whether ``path`` means a checkpoint wherever a model is expected: a run with
     ``checkpoints/``, or a bare folder of checkpoints (no config.json of a model of its own)."""
@@ -96,7 +103,7 @@ def checkpoint_problem(path: Path, *, resumable: bool = True) -> str | None:
     return None
 
 
-def _step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``checkpoints/step_*`` folder, complete or not, oldest first."""
     ckdir = Path(run_dir) / "checkpoints"
     if not ckdir.is_dir():
@@ -137,7 +144,7 @@ def latest_checkpoint(run_dir: Path, *, warn: bool = False, resumable: bool = Tr
         return None
     if warn:
         _warn_latest_pointer(ckdir)
-    cands = [p for _, p in reversed(_step_dirs(run_dir))]
+    cands = [p for _, p in reversed(checkpoint_dirs(run_dir))]
     for k, p in enumerate(cands):
         problem = checkpoint_problem(p, resumable=resumable)
         if problem is None:
@@ -201,7 +208,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     ckdir = run / "checkpoints"
     if not ckdir.is_dir():
         raise UserError(f"{run_dir}: not a run directory with checkpoints (no {ckdir.name}/ folder)")
-    found = [(s, p) for s, p in _step_dirs(run) if checkpoint_problem(p, resumable=False) is None]
+    found = [(s, p) for s, p in checkpoint_dirs(run) if checkpoint_problem(p, resumable=False) is None]
     if not found:
         raise UserError(f"{ckdir}: no complete checkpoints (readable model.safetensors and config.json)")
     tokens = {r["step"]: int(r["tokens"]) for r in read_stats(run / "stats.jsonl")
@@ -270,7 +277,8 @@ def run_state(path: str | Path, config: dict[str, Any] | None = None) -> str:
 
 
 __all__ = [
-    "CHECKPOINT_FILES", "LOCK_NAME", "Checkpoint", "checkpoint_problem", "holds_checkpoints", "is_run_dir",
+    "CHECKPOINT_FILES", "LOCK_NAME", "Checkpoint", "checkpoint_dirs", "checkpoint_problem", "has_started",
+    "holds_checkpoints", "is_run_dir",
     "latest_checkpoint", "list_checkpoints", "pick_checkpoint", "read_stats", "read_stats_counted",
     "resolve_ref", "run_checkpoint", "run_dir_lock", "run_state", "run_status",
 ]

@@ -46,24 +46,24 @@ def run_dir_lock(path: str | os.PathLike[str], *, option: str = "--run-dir") -> 
     path = Path(path)
     what = describe_kind(path)
     if what is not None and what != "a folder":
-        raise UserError(f"{option} {path}: is {what}, a folder is wanted")
+        raise UserError(f"{option} {path}: is {what}, a folder is wanted", option=option)
     created = what is None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{option} {path}: cannot create the folder ({e.strerror})") from e
+        raise UserError(f"{option} {path}: cannot create the folder ({e.strerror})", option=option) from e
     lock = path / LOCK_NAME
     new_lock = not lock.exists()
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise UserError(f"{option} {path}: cannot create its lock file ({e.strerror})") from e
+        raise UserError(f"{option} {path}: cannot create its lock file ({e.strerror})", option=option) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{option} {path}: in use by {_holder(lock)}; wait for it to finish or "
-                            "use another folder") from None
+                            "use another folder", option=option) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {' '.join(sys.argv)[:200]}\n".encode())
         try:

@@ -75,7 +75,7 @@ def resolve_threads(threads: int | None = None) -> int:
     """The thread count a command runs with (``--threads``, env, or the default)."""
     if threads is not None:
         if threads < 1:
-            raise UserError(f"--threads {threads}: need at least one thread")
+            raise UserError(f"--threads {threads}: need at least one thread", option="--threads")
         return _capped(threads, "--threads ")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         n = _env_threads(name)
@@ -243,8 +243,10 @@ class Progress:
         )
         from rich.progress import Progress as RichProgress
 
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        # markup=False: the info is a tensor name, a loss, a path: text, never rich tags
+        self._bar = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}", markup=False),
                                  console=Console(file=self.stream), transient=True)
         self._task = self._bar.add_task(self.what, total=self.total, completed=self.done, info="")
         self._bar.start()

@@ -21,15 +21,15 @@ def finite(option: str, value: float | None, *, positive: bool = False, minimum:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UserError(f"{option} {value!r}: expected a number")
+        raise UserError(f"{option} {value!r}: expected a number", option=option)
     if not math.isfinite(value):
-        raise UserError(f"{option} {value}: expected a finite number")
+        raise UserError(f"{option} {value}: expected a finite number", option=option)
     if positive and not value > 0:
-        raise UserError(f"{option} {value}: must be positive")
+        raise UserError(f"{option} {value}: must be positive", option=option)
     if minimum is not None and value < minimum:
-        raise UserError(f"{option} {value}: must be at least {minimum:g}")
+        raise UserError(f"{option} {value}: must be at least {minimum:g}", option=option)
     if maximum is not None and value > maximum:
-        raise UserError(f"{option} {value}: must be at most {maximum:g}")
+        raise UserError(f"{option} {value}: must be at most {maximum:g}", option=option)
 
 
 def count(option: str, value: int | None, *, minimum: int = 1, maximum: int | None = None) -> None:
@@ -37,26 +37,26 @@ def count(option: str, value: int | None, *, minimum: int = 1, maximum: int | No
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{option} {value!r}: expected a whole number")
+        raise UserError(f"{option} {value!r}: expected a whole number", option=option)
     if value < minimum:
-        raise UserError(f"{option} {value}: must be at least {minimum}")
+        raise UserError(f"{option} {value}: must be at least {minimum}", option=option)
     if maximum is not None and value > maximum:
-        raise UserError(f"{option} {value}: must be at most {maximum}")
+        raise UserError(f"{option} {value}: must be at most {maximum}", option=option)
 
 
 def device(name: str, option: str = "--device") -> str:
     """A device name torch understands (cpu, cuda, cuda:N, mps, or auto), or one line."""
     if not isinstance(name, str) or not _DEVICE.match(name.strip()):
-        raise UserError(f"{option} {name!r}: expected cpu, cuda, cuda:N or auto")
+        raise UserError(f"{option} {name!r}: expected cpu, cuda, cuda:N or auto", option=option)
     name = name.strip()
     if name.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError(f"{option} {name}: CUDA is not available on this machine (hint: {option} cpu)")
+            raise UserError(f"{option} {name}: CUDA is not available on this machine (hint: {option} cpu)", option=option)
         idx = int(name.split(":")[1]) if ":" in name else 0
         if idx >= torch.cuda.device_count():
-            raise UserError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)", option=option)
     if name == "mps":
         import torch
 
@@ -159,3 +159,25 @@ def plan_given(plan: str | None, option: str = "--plan") -> None:
     if plan is not None and isinstance(plan, str) and not plan.strip():
         raise UserError(f"{option} '': empty plan; give layers (e.g. 0-23,27-29), a plan file, or 'all' for the "
                         "whole model")
+
+
+def token_ids(ids: Any, vocab: Any, tokenizer: Any = None, what: str = "prompt") -> Any:
+    """``ids``, once every token id is inside the model's vocabulary: a tokenizer of another model
+    (ids past the embedding) is one line, not an IndexError. A list, or a tensor on the CPU (a GPU
+    tensor is not checked here: reading its max would cost a device sync per forward)."""
+    if not isinstance(vocab, int):
+        return ids
+    if isinstance(ids, list | tuple):
+        if not ids:
+            return ids
+        hi, lo = max(ids), min(ids)
+    else:
+        if not ids.numel() or ids.device.type != "cpu":
+            return ids
+        hi, lo = int(ids.max()), int(ids.min())
+    if hi >= vocab or lo < 0:
+        size = getattr(tokenizer, "vocab_size", None)
+        has = f" (the tokenizer has {size} tokens)" if isinstance(size, int) else ""
+        raise UserError(f"{what}: token id {hi if hi >= vocab else lo} is outside the model's vocabulary of {vocab}"
+                        f"{has}; the tokenizer does not match the model")
+    return ids

@@ -90,13 +90,15 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "gpt2": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
                                     bos_token_id=0, eos_token_id=0),
     "gpt2_relu_inner": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128, n_inner=80,
-                                               activation_function="relu", reorder_and_upcast_attn=True),
+                                               activation_function="relu", reorder_and_upcast_attn=True,
+                                               bos_token_id=0, eos_token_id=0),
     "gpt2_unscaled": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
-                                             scale_attn_weights=False),
+                                             scale_attn_weights=False, bos_token_id=0, eos_token_id=0),
     "gpt2_layer_scaled": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
-                                                 scale_attn_by_inverse_layer_idx=True),
+                                                 scale_attn_by_inverse_layer_idx=True, bos_token_id=0,
+                                                 eos_token_id=0),
     "gpt2_untied": lambda: _t().GPT2Config(vocab_size=V, n_embd=D, n_layer=L, n_head=4, n_positions=128,
-                                           tie_word_embeddings=False),
+                                           tie_word_embeddings=False, bos_token_id=0, eos_token_id=0),
     "falcon_rw": lambda: _t().FalconConfig(vocab_size=V, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
                                            alibi=True, multi_query=False, new_decoder_architecture=False,
                                            parallel_attn=False, bias=True, bos_token_id=0, eos_token_id=0),
@@ -198,6 +200,8 @@ def convert_with_llama_cpp(src: Path, out: Path, outtype: str = "f32") -> Path:
     import subprocess
     import sys
 
+    if json.loads((Path(src) / "config.json").read_text()).get("model_type") == "phi3":  # its BPE path, not SentencePiece
+        (Path(src) / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
     r = subprocess.run([sys.executable, "-c", _CONVERT, str(llama_cpp_dir()), str(src), str(out), outtype],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -184,7 +184,7 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("plot-not-a-run", lambda b: ["plot", str(b.root)], "not a run directory"),
     ("plot-config-not-object", lambda b: ["plot", b.run_dir("[1]", b'{"step": 1, "tokens": 1, "loss": 1}\n')], "not a JSON object"),
     ("plot-only-nan", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": NaN}\n')], "no 'loss'"),
-    ("plot-unknown-metric", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": 1}\n'), "-m", "x"],
+    ("plot-unknown-metric", lambda b: ["plot", b.run_dir("{}", b'{"step": 1, "tokens": 1, "loss": 1}\n'), "--metric", "x"],
      "no metric"),
     ("acts-show-not-results", lambda b: ["activations-show", str(b.root)], "not an activations results dir"),
     ("acts-show-corrupt-npz", lambda b: ["activations-show", str(Path(b.file(
@@ -269,6 +269,8 @@ CASES: list[tuple[str, Callable[[B], list[str]], str]] = [
     ("safetensors-header-deep", lambda b: ["inspect", b.file("deep.safetensors", DEEP_HEADER)], "deeper than"),
     ("plot-stats-fifo", lambda b: ["plot", b.run_with_fifo_stats()], "FIFO"),
     ("model-config-fifo", lambda b: ["generate", b.model_with_fifo_config(), "hi"], "FIFO"),
+    ("tokenizer-fifo", lambda b: ["stitch", "export", b.model_with_fifo("tokenizer.json"), b.out(), "--plan", "0-1"],
+     "FIFO"),
     ("lens-top-k-huge", lambda b: ["lens", b.model, "hi", "--top-k", "1000000000"], "--top-k"),
     ("stitch-show-empty-plan", lambda b: ["stitch", "show", "--plan", "", "--layers", "4"], "empty plan"),
     ("plan-scale-text", lambda b: ["stitch", "show", "--plan", b.file("p.yaml", "slices:\n  - sources:\n    - "
@@ -313,6 +315,14 @@ def _model_with_fifo_config(self: B) -> str:
     return str(d)
 
 
+def _model_with_fifo(self: B, name: str) -> str:
+    d = Path(self.model_with())
+    (d / name).unlink(missing_ok=True)
+    os.mkfifo(d / name)
+    return str(d)
+
+
+B.model_with_fifo = _model_with_fifo  # type: ignore[attr-defined]
 B.run_with_fifo_stats = _run_with_fifo_stats  # type: ignore[attr-defined]
 B.model_with_fifo_config = _model_with_fifo_config  # type: ignore[attr-defined]
 

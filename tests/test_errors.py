@@ -34,3 +34,11 @@ def test_cli_prints_one_line_and_exits_2(tiny_llama_dir):
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lminspect: error:") and "column 5" in lines[0]
+
+
+def test_option_checks_say_which_option():
+    from lminspect import validate
+
+    with pytest.raises(UserError) as info:
+        validate.count("--limit", 0)
+    assert info.value.option == "--limit" and info.value.message.startswith("--limit 0")

@@ -21,8 +21,8 @@ EXACT = {"llama", "llama_tied_odd_head", "llama_bias", "llama_mha", "llama_rope_
          "qwen3_bias_odd_head", "qwen2_yarn", "qwen3_sliding", "smollm3_window", "granite_tied_bias",
          "falcon_mq_serial", "falcon_alibi_parallel", "mistral_nowindow", "llama_gelu_mqa", "mistral_window_1_tied",
          "olmo2_bias_tied_mha", "gpt2_relu_inner", "mistral_window", "granite", "smollm3", "smollm3_layers",
-         "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3",
-         "gpt_neox", "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
+         "olmo2", "gpt2", "falcon_rw", "falcon_7b_like", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox",
+         "gpt_neox_serial", "stablelm", "stablelm_qk_norm"}
 # Variants that must be refused whatever else lands.
 REFUSED = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
 
@@ -153,7 +153,7 @@ def test_gguf_unsupported_architecture_refused(tmp_path):
     w.close()
     with pytest.raises(UserError) as ei:
         load_model(path)
-    assert "model_type 'mamba' is not supported (supported families:" in _one_line(ei.value)
+    assert f"{path}: GGUF architecture 'mamba' is not supported (supported families:" in _one_line(ei.value)
 
 
 # ---------------------------------------------------------------- the Llama engine's families in depth
@@ -341,7 +341,7 @@ def test_window_in_token_trees(variant, family_dirs):
 @pytest.mark.parametrize("variant, verdict", [
     ("llama", "exact"), ("llama_tied_odd_head", "exact"), ("llama_rope_llama3", "exact"), ("qwen2", "exact"),
     ("qwen2_tied", "exact"), ("qwen3", "exact"), ("olmo2", "exact"), ("granite", "exact"),
-    ("smollm3", "refused"), ("mixtral", "refused"),
+    ("smollm3", "refused"), ("mixtral", "refused"), ("stablelm", "exact"), ("phi3", "exact"),
 ])
 def test_llama_cpp_converted_gguf(variant, verdict, family_dirs, tmp_path):
     """GGUF files written by llama.cpp's own convert_hf_to_gguf.py: the HF model's logits, or one line."""

@@ -156,3 +156,14 @@ def test_mc_token_trees_equal_one_forward_per_ending(name, tmp_path):
     got = evaluate_mc(ours, tok, ITEMS, batch_size=3)
     for a, b in zip(got.items, full.items, strict=True):
         assert a.lls == pytest.approx(b.lls, abs=1e-4)
+
+
+@torch.inference_mode()
+def test_forward_from_continues_a_forward(pair):
+    """Activation patching branches a shared prefix with ``forward_from``: sliding layers keep their
+    window and Gemma 3's local RoPE there too."""
+    _, _, ours = pair
+    ids = torch.tensor([IDS])
+    full, acts = ours.run_with_cache(ids, ["resid_in"])
+    for p in range(ours.n_layers):
+        torch.testing.assert_close(ours.forward_from(p, acts[f"resid_in.{p}"]), full, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,9 @@ batch. Windows are shorter than the prompts, so sliding layers really slide.
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -230,6 +233,64 @@ def _write_stablelm_gguf(src_dir, path):
     return path
 
 
+def _write_phi3_gguf(src_dir, path, **extra):
+    """A Phi-3 GGUF laid out as llama.cpp's converter writes it (checked against its output): the
+    fused ``attn_qkv`` / ``ffn_up`` as they are, the window in ``attention.sliding_window`` (0: none)."""
+    import gguf
+    import numpy as np
+    import safetensors.numpy
+
+    c = json.loads((src_dir / "config.json").read_text())
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_rope_dimension_count(int(c["rope_parameters"]["partial_rotary_factor"] * c["hidden_size"])
+                               // c["num_attention_heads"])
+    w.add_rope_freq_base(c["rope_parameters"]["rope_theta"])
+    w.add_sliding_window(c.get("sliding_window") or 0)
+    for name, a in extra.items():
+        w.add_tensor(name, a)
+    top = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+    blk = {"input_layernorm": "attn_norm", "self_attn.qkv_proj": "attn_qkv", "self_attn.o_proj": "attn_output",
+           "post_attention_layernorm": "ffn_norm", "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, a in safetensors.numpy.load_file(str(src_dir / "model.safetensors")).items():
+        mod, kind = name.rsplit(".", 1)
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", mod)
+        w.add_tensor(f"blk.{m[1]}.{blk[m[2]]}.{kind}" if m else f"{top[mod]}.{kind}", np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["phi3", "phi3-window-partial-tied", "phi3-odd-rotary"])
+def test_phi3_gguf_matches_hf(tmp_path, name):
+    hf, _ = build(tmp_path, name)
+    model = load_model(_write_phi3_gguf(tmp_path / name, tmp_path / f"{name}.gguf"))
+    ids = torch.randint(0, V, (2, 15), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        assert (model(ids) - hf(ids).logits).abs().max().item() < TOL
+
+
+def test_phi3_gguf_with_longrope_factors_is_refused(tmp_path):
+    import numpy as np
+
+    from lminspect.errors import UserError
+
+    build(tmp_path, "phi3")
+    f = np.ones(8, np.float32)
+    path = _write_phi3_gguf(tmp_path / "phi3", tmp_path / "long.gguf", **{"rope_factors_long.weight": f,
+                                                                           "rope_factors_short.weight": f})
+    with pytest.raises(UserError, match="phi3 with gguf:rope_factors_long_short=True is not supported"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("name", ["stablelm", "stablelm-qkbias-qknorm", "stablelm-parallel-tied"])
 def test_stablelm_gguf_matches_hf(tmp_path, name):
     hf, _ = build(tmp_path, name)
@@ -239,7 +300,7 @@ def test_stablelm_gguf_matches_hf(tmp_path, name):
         assert (model(ids) - hf(ids).logits).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3", "gptneox"])
+@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "gptneox"])
 def test_gguf_of_these_families_is_refused_in_one_line(tmp_path, arch):
     """llama.cpp's layouts of these families are not read yet: a GGUF says so, never half-loads."""
     import gguf

@@ -249,7 +249,8 @@ def test_prompt_ids_past_the_vocab_are_one_line(tmp_path, tiny_llama_dir):
     tj["added_tokens"].append({"id": vocab + 50, "content": "<big>", "single_word": False, "lstrip": False,
                                "rstrip": False, "normalized": False, "special": True})
     (d / "tokenizer.json").write_text(json.dumps(tj))
-    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "a <big>"]):
+    for argv in (["generate", str(d), "<big>", "-n", "2"], ["lens", str(d), "a <big>"],
+                 ["attention", str(d), "a <big>"]):
         r = CliRunner().invoke(app, argv)
         _one_line(r, "token id", f"outside the model's vocabulary of {vocab}")
 
@@ -269,3 +270,27 @@ def test_refused_folder_keeps_no_lock_file(tmp_path, tiny_llama_dir):
                                  "--seq-len", "32"])
     _one_line(r, str(d))
     assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
+
+
+def test_unusable_cache_folder(tmp_path, tiny_llama_dir, monkeypatch):
+    """Caches only save time: stats and diff go on without one; fetch, which needs it, says so."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("LMINSPECT_CACHE", str(blocker / "cache"))  # mkdir under a file fails
+    for argv in (["stats", str(tiny_llama_dir), "--no-svd"], ["diff", str(tiny_llama_dir), str(tiny_llama_dir)]):
+        r = CliRunner().invoke(app, argv)
+        assert r.exit_code == 0, (r.output, r.exception)
+    r = CliRunner().invoke(app, ["fetch", "smollm2"])
+    _one_line(r, "cache folder", "LMINSPECT_CACHE")
+
+
+@pytest.mark.parametrize("out", [".", "..", "./"])
+def test_the_current_folder_is_never_swapped(tmp_path, tiny_llama_dir, monkeypatch, out):
+    """``stitch export m . --overwrite`` would replace the folder the command runs in: refused."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "keep.txt").write_text("mine\n")
+    monkeypatch.chdir(here)
+    r = CliRunner().invoke(app, ["stitch", "export", str(tiny_llama_dir), out, "--plan", "0-1", "--overwrite"])
+    _one_line(r, "current folder")
+    assert sorted(p.name for p in here.iterdir()) == ["keep.txt"]

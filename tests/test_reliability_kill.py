@@ -150,3 +150,15 @@ def test_cli_export_overwrite_killed(tmp_path, tiny_llama_dir, mode, step):
         assert after == before
     assert export("0,1,1").returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_exchange_really_swaps(tmp_path):
+    """The exchange mode above is the real renameat2 (not a silent fallback): a folder and a file
+    trade names in one call."""
+    from lminspect.fsutil import exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").write_text("x")
+    assert exchange(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a").read_text() == "x" and (tmp_path / "b").is_dir()

@@ -107,7 +107,7 @@ def test_init_from_another_family_is_refused(gpt2_run, tmp_path):
 def test_run_at_nothing_is_one_line(gpt2_run):
     from lminspect.compare.checkpoints import resolve_ref
 
-    with pytest.raises(UserError, match="nothing after the '@'"):
+    with pytest.raises(UserError, match="step number"):
         resolve_ref(f"{gpt2_run}@")
 
 
@@ -146,3 +146,12 @@ def test_convert_of_an_unloadable_gguf_is_refused(tmp_path, tiny_llama_dir):
     assert r.exit_code == 2, r.output
     assert "could not be loaded" in r.output and f"layers.{c['num_hidden_layers'] - 1}." in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_saturation_with_a_row_without_step(gpt2_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(gpt2_run, run)
+    with open(run / "stats.jsonl", "a") as f:
+        f.write('{"step": "x", "loss": [1]}\n')
+    r = CliRunner().invoke(app, ["plot", str(run), "--saturation"])
+    assert r.exit_code == 0, (r.output, r.exception)

@@ -111,14 +111,14 @@ def test_ctrl_c_fallback_says_nothing_written(tiny_llama_dir, tmp_path, monkeypa
 
 def test_ctrl_c_in_train_setup_names_what_is_on_disk(tmp_path, monkeypatch):
     """Ctrl-C before the first step: the line says what the run dir holds, and how to go on."""
-    import lminspect.train as train_pkg
+    import lminspect.train.runner as runner_mod
 
-    def setup_then_ctrl_c(cfg):
+    def setup_then_ctrl_c(cfg, on_step=None):
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.run_dir) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_pkg, "train", setup_then_ctrl_c)
+    monkeypatch.setattr(runner_mod, "train_loop", setup_then_ctrl_c)  # the loop the CLI's runner calls
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", "--exp", "gpt2ish", "--run-dir", str(run), "--max-steps", "2"])
     assert r.exit_code == 130, r.output

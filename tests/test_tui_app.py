@@ -65,7 +65,8 @@ async def test_open_navigate_tree_and_see_statistics(tiny_llama_dir, tmp_path):
                           and str(tree.cursor_node.label) == "layers", what='the cursor on "layers"')
         await pilot.press("space", "down", "space", "down", "space", "down", "enter")
         await wait_until(pilot, lambda: tree.cursor_node.data == "layers.0.attn.q.weight", what="the cursor on q")
-        await wait_until(pilot, lambda: "layers.0.attn.q.weight" in pane.cache and pane.current == "layers.0.attn.q.weight"
+        await wait_until(pilot, lambda: "layers.0.attn.q.weight" in pane.cache
+                         and pane.current == "layers.0.attn.q.weight"
                          and "figures" in pane.timings, what="q statistics and figures")
         heads = app.query_one("#plot-heads", PlotView)
         assert heads.display and "per-head norm" in heads.text
@@ -210,7 +211,8 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
         await press_until(pilot, "down", "down", "down", until=lambda: str(tree.cursor_node.label) == "layers",
                           what='the cursor on "layers"')
         await pilot.press("enter")  # a group: its overview (and the node opens)
-        await wait_until(pilot, lambda: pane.group is not None and "overview" in pane.timings, what="the layers overview")
+        await wait_until(pilot, lambda: pane.group is not None and "overview" in pane.timings,
+                         what="the layers overview")
         view = app.query_one("#tensor-view")
         assert view.has_class("-group")
         assert not app.query_one("#stats-table").display and not app.query_one("#plot-hist").display
@@ -267,7 +269,8 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
 
         # a part of a layer: layers/0/attn
         await pilot.press("down", "enter")
-        await wait_until(pilot, lambda: _text(header).startswith("layers/0/attn: 4 tensors") and "overview" in pane.timings,
+        await wait_until(pilot, lambda: _text(header).startswith("layers/0/attn: 4 tensors")
+                         and "overview" in pane.timings,
                          what="layers/0/attn's table")
         assert [row[0] for row in _table_rows(table)] == ["q.weight", "k.weight", "v.weight", "o.weight"]
 
@@ -319,7 +322,8 @@ async def _overview_fills_in(app, pilot, pane, gated: _Gated) -> None:
             return cond()
         return check
 
-    await wait_until(pilot, counting(lambda: table.row_count >= 2 and _GROUP_LINE.match(_text(status)).group(2) == names[18]),
+    await wait_until(pilot, counting(lambda: table.row_count >= 2
+                                     and _GROUP_LINE.match(_text(status)).group(2) == names[18]),
                      what="layers 0 and 1 in the table, the overview on layer 2")
     assert "overview" not in pane.timings  # still computing: layers 2 and 3 to go
     assert table.row_count < 4 and len(gated.started) == 19
@@ -481,7 +485,8 @@ async def test_bad_plan_shows_inline_error_with_column(tiny_llama_dir, tmp_path)
         text = _text(err)
         assert "column 5" in text and "out of range" in text
         assert "    ^" in text  # caret under the bad item
-        await press_until(pilot, "backspace", "3", "r", "2", until=lambda: plan.value == "0-2,3r2", what="the fix typed")
+        await press_until(pilot, "backspace", "3", "r", "2", until=lambda: plan.value == "0-2,3r2",
+                          what="the fix typed")
         await wait_until(pilot, lambda: err.has_class("valid"), what="the plan to check out", detail=lambda: _text(err))
         assert "ok: 5 layer calls: 0 1 2 3 3" in _text(err)
         await press_until(pilot, *",x", until=lambda: plan.value == "0-2,3r2,x", what="a bad item typed")
@@ -581,7 +586,8 @@ async def test_runs_tab_plots_loss_acc_and_diff(tmp_path):
         assert sl.option_count == 2
         pane = app.query_one("#runs-pane")
         await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="the first run ticked")  # "trained"
-        await wait_until(pilot, lambda: len(pane.loaded) == 1 and "train loss" in app.query_one("#plot-loss", PlotView).text,
+        await wait_until(pilot, lambda: len(pane.loaded) == 1
+                         and "train loss" in app.query_one("#plot-loss", PlotView).text,
                          what="loss plot")
         assert "accuracy" in app.query_one("#plot-acc", PlotView).text
         assert "tick a second run" in app.query_one("#plot-diff", PlotView).text

@@ -116,8 +116,8 @@ def test_snapshot_activations(tiny, tmp_path, snap_compare):
 
     async def show_activations(pilot):
         await opened(pilot)
-        await press_until(pilot, "a", until=lambda: app.query_one("#tabs").active == "acts" and bool(app.query("#acts-pane")),
-                          what="the Activations tab")
+        await press_until(pilot, "a", until=lambda: app.query_one("#tabs").active == "acts"
+                          and bool(app.query("#acts-pane")), what="the Activations tab")
         pane = app.query_one("#acts-pane")
         sl = app.query_one("#acts-list")
         await wait_until(pilot, lambda: pane.profile is not None and pane.identity is not None and app.focused is sl

@@ -75,9 +75,11 @@ async def test_runs_list_columns_and_metric_and_x_choice(tmp_path):
         from lminspect.tui.screens.picker import PickerScreen
 
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="the picker to close")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen),
+                          what="the picker to close")
         sl = app.query_one("#runs-list", SelectionList)
-        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 3, what="the Runs tab's list")
+        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 3,
+                          what="the Runs tab's list")
         labels = {str(sl.get_option_at_index(i).value).rsplit("/", 1)[-1]: str(sl.get_option_at_index(i).prompt)
                   for i in range(sl.option_count)}
         assert "run · experiment · steps · last loss · status" in str(app.query_one("#runs-columns").render())
@@ -87,8 +89,10 @@ async def test_runs_list_columns_and_metric_and_x_choice(tmp_path):
         pane = app.query_one("#runs-pane")
         await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="base ticked")
         await press_until(pilot, "down", until=lambda: sl.highlighted == 1, what="the cursor on the second run")
-        await press_until(pilot, "space", until=lambda: len(sl.selected) == 2, what="cut ticked")  # base is the baseline
-        await wait_until(pilot, lambda: len(pane.loaded) == 2 and "train loss" in app.query_one("#plot-loss", PlotView).text,
+        # base (ticked first) is the baseline
+        await press_until(pilot, "space", until=lambda: len(sl.selected) == 2, what="cut ticked")
+        await wait_until(pilot, lambda: len(pane.loaded) == 2
+                         and "train loss" in app.query_one("#plot-loss", PlotView).text,
                          what="both runs' loss plot")
         metric = app.query_one("#metric", Select)
         assert {"lr", "grad_norm", "tok_s"} <= set(pane._metric_names)
@@ -147,9 +151,11 @@ async def test_save_key_writes_the_runs_figure_as_png(tmp_path, monkeypatch):
     app = LMInspectApp(None, runs_dir=runs, remember=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="the picker")
-        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="the picker to close")
+        await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen),
+                          what="the picker to close")
         sl = app.query_one("#runs-list", SelectionList)
-        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 1, what="the Runs tab's list")
+        await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 1,
+                          what="the Runs tab's list")
         await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="the run ticked")
         await wait_until(pilot, lambda: "train loss" in app.query_one("#plot-loss", PlotView).text, what="loss plot")
         await pilot.press("ctrl+s")

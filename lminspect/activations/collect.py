@@ -286,7 +286,8 @@ def collect(model: Any, out: str | Path, config: CollectConfig | None = None, *,
     if rank == 0 and int(prog["tokens_done"]) > 0:
         print(f"lminspect: {out}: continuing from {int(prog['tokens_done']):,} to {cfg.tokens:,} tokens",
               file=sys.stderr)
-    _, lm, tok = open_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world))
+    # weights as stored (a 7B bf16 / GGUF is not copied to float32; exact per-layer dequantization)
+    _, lm, tok = open_model(store, dtype=cfg.dtype, device=local_device(cfg.device, rank, world), weights="auto")
     chunks = _Peekable(iter_chunks(cfg.data, tok, cfg.seq_len, split=cfg.split, text_field=cfg.text_field,
                                    doc=int(prog["doc"]), offset=int(prog["offset"])))
     first = chunks.peek()  # data errors (missing file, no text field) surface before anything is written

@@ -38,11 +38,10 @@ class LensMethods:
     def lens(self, prompt: Any, target: Any = None, k: int = 5, position: int = -1, plan: Any = None) -> Any:
         """Logit lens: the top-``k`` next tokens read after every plan position (``LensResult``);
         with ``target`` (``" Paris"``, ``"id:42"``) also its rank and probability per position."""
-        from lminspect.lens import logit_lens
+        from lminspect.lens import lens_of_text
 
-        p, text = self._plan_for(plan)
-        return logit_lens(self.engine, self._token_ids(prompt), p, k=k, target=self._target(target),
-                          position=position, tok=self.tokenizer, plan_text=text)
+        p, _ = self._plan_for(plan)
+        return lens_of_text(self.engine, self.tokenizer, prompt, p, target=target, k=k, position=position)[0]
 
     def dla(self, prompt: Any, target: Any, baseline: Any = None, position: int = -1, plan: Any = None) -> Any:
         """Direct logit attribution of ``target`` (minus ``baseline``) per plan position and head

@@ -23,7 +23,7 @@ _OUT_SUFFIXES = {".json", ".csv", ".npz"}
 def _open(model: str, dtype: str) -> tuple[Any, Any]:
     from lminspect.models.open import open_model
 
-    _, lm, tok = open_model(model, dtype=dtype)
+    _, lm, tok = open_model(model, dtype=dtype, weights="auto")  # a 7B bf16 / GGUF stays as stored
     return lm, tok
 
 
@@ -110,8 +110,7 @@ def lens_command(
     prompt = prompt_of(prompt, prompt_opt, 'lminspect lens MODEL "TEXT"')
     n_threads = set_threads(threads)
     from lminspect.errors import UserError
-    from lminspect.lens import logit_lens, resolve_token
-    from lminspect.lens.readout import encode_prompt
+    from lminspect.lens import lens_of_text
     from lminspect.lens.render import lens_figure, lens_table
 
     if plot not in ("prob", "rank", "none"):
@@ -123,17 +122,16 @@ def lens_command(
     lm, tok = _open(model, dtype)
     if top_k > lm.vocab_size:
         raise UserError(f"--top-k {top_k}: the model has only {lm.vocab_size} tokens")
-    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
     from lminspect.lens.readout import target_text
 
-    tgt = resolve_token(tok, target_text(target), lm.vocab_size) if target is not None else None
+    target = target_text(target) if target is not None else None  # one rule for typed tokens (TOKEN_HELP)
     plans = {"plan": _plan(lm, plan)}
     if compare is not None:
         plans["compare"] = _plan(lm, compare)
-    results = {}
+    results, tgt = {}, None
     for p, text in plans.values():
         name = text if text not in results else f"{text} (2)"
-        results[name] = logit_lens(lm, ids, p, k=top_k, target=tgt, position=position, tok=tok, plan_text=text)
+        results[name], tgt = lens_of_text(lm, tok, prompt, p, target=target, k=top_k, position=position)
     con = _console()
     if tgt is not None and tgt.note:
         con.print(f"note: {tgt.note}", style="dim", markup=False)
@@ -149,7 +147,7 @@ def lens_command(
     if out is not None:
         _write(out, {"prompt": prompt, "results": {k: v.to_dict() for k, v in results.items()}})
         con.print(f"wrote {out}", style="dim", markup=False)
-    _summary(f"logit lens of {len(ids)} tokens, {len(results)} plan(s)", n_threads)
+    _summary(f"logit lens of {len(next(iter(results.values())).tokens)} tokens, {len(results)} plan(s)", n_threads)
 
 
 def dla_command(

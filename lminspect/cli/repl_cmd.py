@@ -86,7 +86,9 @@ def session_list(
     t.add_column("session")
     t.add_column("what")
     for p in find_sessions(directory):
-        t.add_row(p.stem, summary(p))
+        from rich.markup import escape
+
+        t.add_row(escape(p.stem), escape(summary(p)))
     Console().print(t)
 
 
@@ -118,7 +120,7 @@ def session_run(
         from lminspect.fsutil import check_output
 
         ours = (Path(out) / "manifest.json").is_file()  # an earlier session's results: rewritten in place
-        check_output(out, kind="dir", overwrite=overwrite or ours)
+        check_output(out, kind="dir", overwrite=overwrite or ours, inputs=(script,))
         argv = ["--out", out, *argv]
     where = out or "the session's output folder (default results/sessions/NAME)"
     t0 = time.perf_counter()

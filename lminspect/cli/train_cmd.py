@@ -50,12 +50,14 @@ def print_experiment_list(no_plugins: bool = False, check: bool = False) -> None
     table = Table(box=None, pad_edge=False)
     for col in ("experiment", "from", "description"):
         table.add_column(col)
-    for i in infos:
-        desc = i.summary
+    from rich.markup import escape
+
+    for i in infos:  # plugin names, summaries and errors are text from outside: escaped
+        desc = escape(i.summary)
         if i.error:
-            desc = f"[red]broken:[/red] {i.error}" if not i.error.startswith("not available") else \
-                f"[yellow]{i.error}[/yellow]"
-        table.add_row(i.name, f"{i.dist} {i.version}", desc)
+            desc = f"[red]broken:[/red] {escape(i.error)}" if not i.error.startswith("not available") else \
+                f"[yellow]{escape(i.error)}[/yellow]"
+        table.add_row(escape(i.name), escape(f"{i.dist} {i.version}"), desc)
     console.print(table)
 
 

@@ -267,6 +267,12 @@ def convert(
 
     check_input_file(src, option="SRC")
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR", inputs=(src,))
+    from lminspect.weights.convert import DTYPES
+
+    if dtype not in DTYPES:
+        from lminspect.errors import UserError
+
+        raise UserError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     _check_loadable(src)
     t0 = time.perf_counter()
     with Progress("convert", None, "tensors") as prog:

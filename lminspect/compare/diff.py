@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.fsutil import cache_file, cache_write_text
 
 CHUNK = 1 << 18  # elements per streamed chunk (1 MiB of float32 per side)
 TOP_K = 8  # singular directions compared per matrix
@@ -94,26 +94,75 @@ def match_tensors(a: Any, b: Any) -> Matching:
     return Matching(pairs, [n for n in na if n not in nb], [n for n in nb if n not in na])
 
 
-def _cache_file(a: Any, b: Any, name: str, directions: bool) -> Path:
+def _pair_identity(a: Any, b: Any, name: str) -> str:
     ids = []
     for store in (a, b):
         f = Path(store.file_of(name)).resolve()
         st = f.stat()
         ids.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
-    key = f"v{VERSION}|{ids[0]}|{ids[1]}|{name}|dirs={int(directions)}"
-    return cache_dir() / "diff" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    return f"v{VERSION}|{ids[0]}|{ids[1]}"
 
 
-def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache: bool = True) -> dict[str, Any]:
-    """The numbers of one matched tensor (see the module docstring), cached on disk."""
-    path = _cache_file(a, b, pair.name, directions) if use_cache else None
+def _cache_file(a: Any, b: Any, name: str, directions: bool) -> Path | None:
+    key = f"{_pair_identity(a, b, name)}|{name}|dirs={int(directions)}"
+    return cache_file("diff", hashlib.sha1(key.encode()).hexdigest() + ".json")
+
+
+def _pack(a: Any, b: Any, name: str) -> Any:
+    """The pack of rows for this pair of files (filled inside ``cachepack.cache_batch``); None when the
+    cache cannot be used."""
+    from lminspect.cachepack import cache_pack
+
+    ident = _pair_identity(a, b, name)
+    path = cache_file("diff", hashlib.sha1(ident.encode()).hexdigest() + ".pack.json")
+    return None if path is None else cache_pack(path)
+
+
+def _cached_row(a: Any, b: Any, name: str, directions: bool) -> dict[str, Any] | None:
+    path = _cache_file(a, b, name, directions)
     if path is not None and path.is_file():
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             pass
+    pack = _pack(a, b, name)
+    return None if pack is None else pack.get(f"{name}|dirs={int(directions)}")
+
+
+def _save_row(a: Any, b: Any, name: str, directions: bool, out: dict[str, Any]) -> None:
+    from lminspect.cachepack import flush_cache_packs, in_cache_batch
+
+    pack = _pack(a, b, name) if in_cache_batch() else None
+    if pack is not None:
+        pack.put(f"{name}|dirs={int(directions)}", out)
+        flush_cache_packs()
+        return
+    path = _cache_file(a, b, name, directions)
+    if path is not None:
+        cache_write_text(path, json.dumps(out))
+
+
+def _side_stats(a: Any, b: Any, pair: Pair, directions: bool) -> tuple[tuple[dict, dict] | None, list]:
+    """Both sides' single-model statistics and, where they are computed now from a Gram matrix, the
+    top singular directions of the same eigendecomposition ([None, None] otherwise): a same-shape
+    matrix's diff then costs one Gram + eigh per side, not two."""
+    if not (directions and pair.block is None and len(pair.shape_a) == 2 and min(pair.shape_a) > 1):
+        return None, [None, None]
+    from lminspect.weights.stats import stats_and_directions
+
+    (sa, va), (sb, vb) = (stats_and_directions(s, pair.name, svd=True, k=TOP_K) for s in (a, b))
+    return (sa, sb), [va, vb]
+
+
+def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache: bool = True) -> dict[str, Any]:
+    """The numbers of one matched tensor (see the module docstring), cached on disk."""
+    if use_cache:
+        hit = _cached_row(a, b, pair.name, directions)
+        if hit is not None:
+            return hit
     out: dict[str, Any] = {"name": pair.name, "canonical": pair.name, "match": pair.match,
                            "shape": list(pair.block or pair.shape_a)}
+    side_stats, vecs = _side_stats(a, b, pair, directions)
     if pair.block is None and pair.shape_a != pair.shape_b:
         out.update(shape_a=list(pair.shape_a), shape_b=list(pair.shape_b))
     else:
@@ -123,11 +172,11 @@ def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache:
             xa, xb = xa[sl], xb[sl]
         out.update(array_diff(xa, xb))
         if directions and xa.ndim == 2 and min(xa.shape) > 1:
-            out.update(direction_overlap(xa, xb))
+            out.update(direction_overlap(xa, xb, vectors=vecs))
         del xa, xb
-    out.update(stat_deltas(a, b, pair.name, svd=directions))
-    if path is not None:
-        atomic_write_text(path, json.dumps(out))
+    out.update(stat_deltas(a, b, pair.name, svd=directions, stats=side_stats))
+    if use_cache:
+        _save_row(a, b, pair.name, directions, out)
     return out
 
 
@@ -209,9 +258,11 @@ def top_directions(x: np.ndarray, k: int = TOP_K) -> np.ndarray:
     return v[:, :k].double().numpy()
 
 
-def direction_overlap(xa: np.ndarray, xb: np.ndarray, k: int = TOP_K) -> dict[str, Any]:
-    """Principal-angle overlap of the two matrices' top-k singular subspaces, and top-vector |cos|."""
-    va, vb = top_directions(xa, k), top_directions(xb, k)
+def direction_overlap(xa: np.ndarray, xb: np.ndarray, k: int = TOP_K,
+                      vectors: list[np.ndarray | None] | None = None) -> dict[str, Any]:
+    """Principal-angle overlap of the two matrices' top-k singular subspaces, and top-vector |cos|.
+    ``vectors``: either side's top directions when already known (None: computed here)."""
+    va, vb = (v if v is not None else top_directions(x, k) for x, v in zip((xa, xb), vectors or [None, None], strict=True))
     m = va.T @ vb  # cosines between directions; its singular values are cos(principal angles)
     kk = va.shape[1]
     cos = np.clip(np.linalg.svd(m, compute_uv=False), 0.0, 1.0)
@@ -223,9 +274,9 @@ def direction_overlap(xa: np.ndarray, xb: np.ndarray, k: int = TOP_K) -> dict[st
     }
 
 
-def stat_deltas(a: Any, b: Any, name: str, *, svd: bool = True) -> dict[str, Any]:
-    """B's minus A's single-model statistics (cached ones reused), with both values."""
-    sa, sb = a.stats(name, svd=svd), b.stats(name, svd=svd)
+def stat_deltas(a: Any, b: Any, name: str, *, svd: bool = True, stats: tuple[dict, dict] | None = None) -> dict[str, Any]:
+    """B's minus A's single-model statistics (cached ones reused, or ``stats`` when given), with both values."""
+    sa, sb = stats if stats is not None else (a.stats(name, svd=svd), b.stats(name, svd=svd))
     out: dict[str, Any] = {}
     for s in STAT_DELTAS:
         va, vb = sa.get(s), sb.get(s)
@@ -239,11 +290,14 @@ def diff_models(a: Any, b: Any, *, names: list[str] | None = None, directions: b
     """Every matched tensor's numbers (``names``: only these), one pair of tensors at a time."""
     m = match_tensors(a, b)
     pairs = m.pairs if names is None else [p for p in m.pairs if p.name in set(names)]
+    from lminspect.cachepack import cache_batch
+
     rows = []
-    for i, p in enumerate(pairs):
-        if progress is not None:
-            progress(i, len(pairs), p.name)
-        rows.append(diff_pair(a, b, p, directions=directions))
+    with cache_batch():  # a few pack files, not three fsync'd files per tensor
+        for i, p in enumerate(pairs):
+            if progress is not None:
+                progress(i, len(pairs), p.name)
+            rows.append(diff_pair(a, b, p, directions=directions))
     return rows, m
 
 

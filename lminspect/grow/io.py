@@ -49,7 +49,8 @@ def save_model_dir(model: LM, out: str | Path, *, tokenizer_json: str | None = N
     cfg["lminspect_arch"] = model.arch
     cfg.update(extra_config or {})
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    need = sum(v.numel() * v.element_size() for v in sd.values())  # for a full disk's one line
+    with atomic_dir(out, need=need) as tmp:
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         if tokenizer_json:

@@ -111,3 +111,19 @@ def logit_lens(lm: LM, ids: Sequence[int], plan: list[LayerCall] | None = None, 
         res.target_prob = probs[:, target.id].numpy()
         res.target_rank = ((logits > tl[:, None]).sum(-1) + 1).numpy()
     return res
+
+
+def lens_of_text(lm: LM, tok: Any, prompt: str | Sequence[int], plan: list[LayerCall] | None = None, *,
+                 target: str | int | None = None, k: int = 5, position: int = -1) -> tuple[LensResult, Target | None]:
+    """The logit lens of a prompt (text or ids) under ``plan``, with ``target`` (``" Paris"``,
+    ``"id:42"``) resolved by the tokenizer: what the CLI (``lens``), the REPL (``m.lens``) and the
+    TUI's lens view all show. Returns the result and the resolved target (its ``note`` says when
+    only the first of several tokens is used)."""
+    from lminspect.lens.readout import encode_prompt, resolve_token
+    from lminspect.stitch import plan_to_string
+
+    ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
+    tgt = resolve_token(tok, target, lm.vocab_size) if target is not None else None
+    text = plan_to_string(plan, lm.n_layers) if plan is not None else "all"
+    return logit_lens(lm, ids, plan, k=k, target=tgt, position=position, tok=tok, plan_text=text), tgt
+

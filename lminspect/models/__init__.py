@@ -7,6 +7,8 @@ training. See docs/engine.md for forward / plans / caches / hooks.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from lminspect.errors import UserError
@@ -138,7 +140,7 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     arch = arch_of(config, getattr(store, "arch", None), str(getattr(store, "path", None) or name))
     model_cls, cfg_cls = FAMILIES[arch]
     cfg = config_from_dict(cfg_cls, config, f"{name}: config")
-    with torch.device("meta"):
+    with torch.device("meta"), _no_meta_init():
         model = model_cls(cfg)
         if config.get("lminspect_value_norm"):
             add_value_norm(model)
@@ -181,6 +183,26 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     if mode != "stored":
         model.weights_label = str(tdtype).removeprefix("torch.")
     return model
+
+
+@contextlib.contextmanager
+def _no_meta_init() -> Iterator[None]:
+    """torch's layers skip their random init while built on the meta device: load_model assigns
+    the file's tensors anyway, and ``normal_`` on meta imports torch._dynamo (2-8 s here)."""
+    from torch import nn
+
+    saved = {cls: cls.reset_parameters for cls in (nn.Linear, nn.Embedding, nn.LayerNorm)}
+
+    def skip(orig: Any) -> Any:
+        return lambda self: None if self.weight is None or self.weight.is_meta else orig(self)
+
+    for cls, orig in saved.items():
+        cls.reset_parameters = skip(orig)
+    try:
+        yield
+    finally:
+        for cls, orig in saved.items():
+            cls.reset_parameters = orig
 
 
 def _check_fits(model: LM, store: Any, name: str, stored: bool, itemsize: int, device: str) -> None:

@@ -26,7 +26,8 @@ def config_from_dict(cfg_cls: type, config: dict, where: str) -> Any:
     for key in _HF_SIZE_KEYS:
         v = config.get(key) if isinstance(config, dict) else None
         if isinstance(v, str | bool | list | dict) or (isinstance(v, float) and not v.is_integer()):
-            raise UserError(f"{where}: {key} = {v!r}; must be an integer (a JSON number without quotes)")
+            raise UserError(f"{where}: config has a bad value: {key} = {v!r}; must be an integer (a JSON number "
+                            "without quotes)")
     try:
         cfg = cfg_cls.from_hf(config)
     except UserError as e:

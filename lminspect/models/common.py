@@ -30,6 +30,7 @@ from lminspect.models.hooks import _NAMED_ONLY, SITE_KINDS, HookCallback, _Hooks
 from lminspect.models.kvcache import KVCache
 from lminspect.models.layercall import LayerCall, full_plan
 from lminspect.models.window import window_bias
+from lminspect.validate import token_ids
 
 # --------------------------------------------------------------------------- norms / activations
 
@@ -368,17 +369,22 @@ class LM(nn.Module):
         (+ learned positions), the blocks from ``make_block``, the final norm, an untied head
         when the config asks for one; then derived tables and the training init."""
         c = self.config
+        # load_model builds on the meta device: no random init there, no tables (it makes them after),
+        # since normal_ and div on meta tensors import torch._dynamo (a second of every model load)
+        meta = torch.empty(0).is_meta
         self.embed = nn.Module()
-        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim)
+        self.embed.tokens = nn.Embedding(c.vocab_size, c.dim, _weight=torch.empty(c.vocab_size, c.dim) if meta else None)
         if positions:
-            self.embed.positions = nn.Embedding(c.context_length, c.dim)
+            self.embed.positions = nn.Embedding(c.context_length, c.dim,
+                                                _weight=torch.empty(c.context_length, c.dim) if meta else None)
         self.layers = nn.ModuleList(self.make_block(i) for i in range(c.n_layer))
         self.norm = norm
         if not c.tie_embeddings:
             self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self._make_buffers()
+        if not meta:
+            self._make_buffers()
         self._finish_init()
-        if not self.embed.tokens.weight.is_meta:  # load_model builds on meta, then assigns the file's tensors
+        if not meta:
             self.init_weights()
 
     def _finish_init(self) -> None:
@@ -458,11 +464,6 @@ class LM(nn.Module):
         plan = self._check_plan(plan)
         shapes = [(self.layers[c.index].attn.n_kv_head, self.layers[c.index].attn.head_dim) for c in plan]
         cap = max_len if max_len is not None else min(256, self.context_length)
-        if max_len is not None:
-            from lminspect.limits import check_memory
-
-            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(self.dtype).bits // 8
-            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(plan)} layer calls", per_token * cap)
         return KVCache(plan, shapes, batch_size, cap, self.context_length, self.dtype, self.device)
 
     # ---- family-specific pieces
@@ -498,7 +499,7 @@ class LM(nn.Module):
         rows = None
         if pad is not None:
             rows = (torch.arange(start, L, device=input_ids.device)[None] - pad[:, None]).clamp(min=0)
-        x = self._embed(input_ids, start, rows)
+        x = self._embed(token_ids(input_ids, self.vocab_size, what="input"), start, rows)  # ids past the vocab: 1 line
         return x, self._context(start, T, x.dtype, cache, pad, rows)
 
     def prepare_tree(self, input_ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
@@ -514,7 +515,7 @@ class LM(nn.Module):
         if int(positions.max()) >= self.context_length:
             raise UserError(f"sequence of {int(positions.max()) + 1} tokens exceeds the model's context of "
                             f"{self.context_length} tokens")
-        x = self._embed(input_ids, 0, positions)
+        x = self._embed(token_ids(input_ids, self.vocab_size, what="input"), 0, positions)
         cos, sin, _ = self._extras(0, T, T, positions)
         if cos is not None and cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)

@@ -30,6 +30,11 @@ class KVCache:
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         cap = max(1, min(capacity, limit))
+        if device is not None and torch.device(device).type == "cpu":
+            from lminspect.limits import check_memory
+
+            per_token = sum(2 * kv * hd for kv, hd in shapes) * batch_size * torch.finfo(dtype).bits // 8
+            check_memory(f"a KV cache of {batch_size} x {cap:,} tokens over {len(shapes)} layer calls", per_token * cap)
         for n_kv, hd in shapes:
             self.k.append(torch.zeros(batch_size, n_kv, cap, hd, dtype=dtype, device=device))
             self.v.append(torch.zeros(batch_size, n_kv, cap, hd, dtype=dtype, device=device))

@@ -80,10 +80,8 @@ def family_hf(c: Any, base: dict) -> dict:
     if c.rope_scaling:
         out["rope_parameters"] = {**c.rope_scaling, "rope_theta": c.rope_theta}
         out["rope_scaling"] = dict(out["rope_parameters"])
-    if fam in ("qwen2", "olmo2"):
-        del out["attention_bias"]
-        if fam == "qwen2":
-            out["attention_bias"] = True  # read by older transformers only; Qwen2 always has q/k/v biases
+    if fam == "qwen2":
+        out["attention_bias"] = True  # not a Qwen2 key (its q/k/v always have biases); said for readers
     if fam in ("qwen2", "mistral", "olmo2", "qwen3"):
         out.pop("mlp_bias", None)
     if fam == "mistral":

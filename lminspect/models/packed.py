@@ -203,7 +203,7 @@ class PackedWeight:
             k = kernels()
             if k is not None and self.kind in KIND_IDS:
                 _threads()
-                k.q_dequant(KIND_IDS[self.kind], np.ascontiguousarray(raw), dst)
+                k.dequant(KIND_IDS[self.kind], np.ascontiguousarray(raw), dst)
             else:
                 from gguf.constants import GGMLQuantizationType
                 from gguf.quants import dequantize

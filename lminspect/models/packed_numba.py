@@ -35,6 +35,8 @@ BLOCK_BYTES = np.array([34, 18, 20, 22, 24, 144, 176, 210], np.int64)
 
 # 2 ** (e - 25) for a float16 exponent field e (1..30): (1024 + mantissa) * it is the value
 _P2 = np.array([2.0 ** (max(e, 1) - 25) for e in range(32)], np.float32)
+_SIXTEENTH = np.float32(0.0625)
+_SIXTEEN = np.float32(16)
 
 
 @njit(nogil=True, cache=True)
@@ -140,6 +142,81 @@ def q_dequant(kind: int, raw: np.ndarray, out: np.ndarray) -> None:
             deq_block(kind, row, b * bb, orow[b * qk:(b + 1) * qk])
 
 
+@njit(nogil=True, cache=True, parallel=True)
+def qk_dequant(kind: int, raw: np.ndarray, out: np.ndarray) -> None:
+    """``q_dequant`` for Q4_K / Q5_K / Q6_K in vector lanes: bytes widened to float32, nibbles and
+    bit fields split with exact float arithmetic, then ``d*sc * q - dmin*m`` (two roundings, as
+    numpy: no fastmath here). The same numbers as ``deq_block``, bit for bit."""
+    rows = raw.shape[0]
+    nb = out.shape[1] // 256
+    for r in prange(rows):
+        row = raw[r]
+        orow = out[r]
+        for b in range(nb):
+            e0 = b * 256
+            if kind == Q6_K:
+                o = b * 210
+                d = _h2f(row[o + 208], row[o + 209])
+                for half in range(2):
+                    ql = o + half * 64
+                    qh = o + 128 + half * 32
+                    base = e0 + half * 128
+                    for h in range(2):  # k < 16 and k >= 16: the sub-blocks' scales
+                        sb = o + 192 + half * 8 + h
+                        s0 = d * np.float32(np.int8(row[sb]))
+                        s1 = d * np.float32(np.int8(row[sb + 2]))
+                        s2 = d * np.float32(np.int8(row[sb + 4]))
+                        s3 = d * np.float32(np.int8(row[sb + 6]))
+                        for kk in range(16):
+                            k = h * 16 + kk
+                            a = np.float32(row[ql + k])
+                            a2 = np.float32(row[ql + 32 + k])
+                            t = np.float32(row[qh + k])
+                            ah = np.floor(a * _SIXTEENTH)
+                            a2h = np.floor(a2 * _SIXTEENTH)
+                            t3 = np.floor(t * np.float32(1 / 64))
+                            t = t - np.float32(64) * t3
+                            t2 = np.floor(t * _SIXTEENTH)
+                            t = t - _SIXTEEN * t2
+                            t1 = np.floor(t * np.float32(0.25))
+                            t0 = t - np.float32(4) * t1
+                            orow[base + k] = s0 * ((a - _SIXTEEN * ah) + _SIXTEEN * t0 - np.float32(32))
+                            orow[base + 32 + k] = s1 * ((a2 - _SIXTEEN * a2h) + _SIXTEEN * t1 - np.float32(32))
+                            orow[base + 64 + k] = s2 * (ah + _SIXTEEN * t2 - np.float32(32))
+                            orow[base + 96 + k] = s3 * (a2h + _SIXTEEN * t3 - np.float32(32))
+            else:
+                five = kind == Q5_K
+                o = b * (176 if five else 144)
+                qs0 = o + (48 if five else 16)
+                d = _h2f(row[o], row[o + 1])
+                dmin = _h2f(row[o + 2], row[o + 3])
+                for jp in range(4):
+                    sc0, mn0 = _scale_min_k4(row, o + 4, 2 * jp)
+                    sc1, mn1 = _scale_min_k4(row, o + 4, 2 * jp + 1)
+                    ds0, dm0, ds1, dm1 = d * sc0, dmin * mn0, d * sc1, dmin * mn1
+                    base = e0 + jp * 64
+                    hb = np.float32(2.0 ** (-2 * jp))
+                    for i in range(32):
+                        a = np.float32(row[qs0 + jp * 32 + i])
+                        hi = np.floor(a * _SIXTEENTH)
+                        lo = a - _SIXTEEN * hi
+                        if five:
+                            t = np.floor(np.float32(row[o + 16 + i]) * hb)
+                            t2 = np.floor(t * np.float32(0.5))
+                            lo = lo + _SIXTEEN * (t - np.float32(2) * t2)
+                            hi = hi + _SIXTEEN * (t2 - np.float32(2) * np.floor(t2 * np.float32(0.5)))
+                        orow[base + i] = ds0 * lo - dm0
+                        orow[base + 32 + i] = ds1 * hi - dm1
+
+
+def dequant(kind: int, raw: np.ndarray, out: np.ndarray) -> None:
+    """The exact float32 values of GGUF block rows (the vector-lane kernel where there is one)."""
+    if kind == Q4_K or kind == Q5_K or kind == Q6_K:
+        qk_dequant(kind, raw, out)
+    else:
+        q_dequant(kind, raw, out)
+
+
 @njit(fastmath=_FM, nogil=True, cache=True, parallel=True)
 def q_matmul(kind: int, raw: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """out[M, rows] = x[M, in] @ W.T for GGUF block rows ``raw [rows, row_bytes]``."""
@@ -172,8 +249,6 @@ def q_matmul(kind: int, raw: np.ndarray, x: np.ndarray, out: np.ndarray) -> None
 # exact float arithmetic (numba widens integer & and >> to int64, which AVX2 cannot convert to
 # float in vector lanes). Per (sub-)block: ``d * sum(q x) - m * sum(x)``.
 
-_SIXTEENTH = np.float32(0.0625)
-_SIXTEEN = np.float32(16)
 
 
 @njit(fastmath=_FM, nogil=True, cache=True)
@@ -483,7 +558,7 @@ def warm_up() -> None:
     compile on first use (loading all of them costs seconds a process does not need)."""
     x = np.ones((1, 256), np.float32)
     raw = np.zeros((2, 144), np.uint8)
-    q_dequant(Q4_K, raw, np.empty((2, 256), np.float32))
+    dequant(Q4_K, raw, np.empty((2, 256), np.float32))
     bf16_matmul(np.zeros((2, 256), np.int16), x, np.empty((1, 2), np.float32))
 
 
@@ -496,6 +571,7 @@ def warm_up_all() -> None:
         q_matmul(kind, raw, x, out)
         matmul(kind, raw, x, out)
         q_dequant(kind, raw, np.empty((2, 256), np.float32))
+        dequant(kind, raw, np.empty((2, 256), np.float32))
     f16_matmul(np.zeros((2, 256), np.uint16), x, out)
     x1, out1 = np.ones(32, np.float32), np.empty(8, np.float32)
     q8_matvec(np.ones((1, 1, 32, 8), np.int8), np.ones((1, 1, 8), np.float32), x1, out1)

@@ -16,6 +16,7 @@ from torch import nn
 
 from lminspect.errors import UserError
 from lminspect.models.common import LM, _Run
+from lminspect.models.rope import scaled_rope_tables
 
 
 class OffsetRMSNorm(nn.Module):
@@ -46,17 +47,6 @@ class HeadLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., H, head_dim]``: head h through ``norms[h]``."""
         return torch.cat([n(h) for n, h in zip(self.norms, torch.split(x, 1, dim=-2), strict=True)], dim=-2)
-
-
-def rope_cos_sin(dim: int, theta: float, length: int, factor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``[length, dim]`` (float32) as transformers' default RoPE, the inverse
-    frequencies divided by ``factor`` for its ``linear`` scaling."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    if factor != 1.0:
-        inv_freq = inv_freq / factor
-    freqs = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
 
 
 def rope_params(cfg: dict, family: str, default_theta: float = 10000.0, layer_type: str | None = None,
@@ -98,11 +88,12 @@ class RotaryLM(LM):
     def _make_buffers(self) -> None:
         """RoPE cos/sin ``[context, rotary_dim]`` (and the sliding layers' own), not in state_dict."""
         n = self.config.context_length
-        cos, sin = rope_cos_sin(self.rotary_dim, self.rope_theta, n, self.rope_factor)
+        linear = {"rope_type": "linear", "factor": self.rope_factor} if self.rope_factor != 1.0 else None
+        cos, sin = scaled_rope_tables(self.rotary_dim, self.rope_theta, n, linear, n)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         if self.local_theta is not None:
-            cos, sin = rope_cos_sin(self.rotary_dim, self.local_theta, n)
+            cos, sin = scaled_rope_tables(self.rotary_dim, self.local_theta, n, None, n)
             self.register_buffer("rope_cos_local", cos, persistent=False)
             self.register_buffer("rope_sin_local", sin, persistent=False)
 
@@ -137,4 +128,4 @@ def check_window(family: str, window: Any) -> int | None:
     return int(window)
 
 
-__all__ = ["HeadLayerNorm", "OffsetRMSNorm", "RotaryLM", "check_window", "refuse", "rope_cos_sin", "rope_params"]
+__all__ = ["HeadLayerNorm", "OffsetRMSNorm", "RotaryLM", "check_window", "refuse", "rope_params"]

@@ -116,3 +116,22 @@ def remove_leftovers(run_dir: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set(text.split("flags", 1)[1].split("\n", 1)[0].split()) if "flags" in text else set()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def warn_cpu_amp(amp: str, dev_type: str) -> None:
+    """``--amp bf16`` on a CPU without native bf16 runs, but slower than float32: say so once."""
+    if amp == "bf16" and dev_type == "cpu" and not cpu_has_bf16():
+        import sys
+
+        print("lminspect: warning: --amp bf16 on a CPU without AVX512-BF16/AMX is emulated and slower than "
+              "float32 (--amp none)", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -55,13 +54,24 @@ def _resolve_device(device: str, rank: int, world: int) -> str:
 # ---------------------------------------------------------------- helpers
 
 
+def _fused_ok(params: list, kinds: tuple[str, ...]) -> bool:
+    """Whether every parameter is a float tensor on a device of ``kinds`` (where torch's fused step runs)."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(t.device.type in kinds and t.is_floating_point() for t in tensors)
+
+
 def _make_optimizer(name: str, params, lr: float, weight_decay: float):
+    """torch's fused implementations where they run (AdamW: CPU and CUDA, Adagrad: CPU): one pass over
+    each parameter instead of one per elementwise op; results match the plain loop to float rounding."""
     import torch
 
+    params = list(params)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay,
+                                   fused=_fused_ok(params, ("cpu",)) or None)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
+                                 fused=_fused_ok(params, ("cpu", "cuda")) or None)
     raise UserError(f"--optimizer {name!r}: choose adagrad or adamw")
 
 
@@ -143,7 +153,8 @@ class RunState:
 
 def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     """(config, run dir, checkpoint): on ``--resume`` the saved run's config, else ``cfg`` for a fresh run."""
-    from lminspect.rundir import latest_checkpoint
+    from lminspect.distributed import is_main
+    from lminspect.rundir import has_started, latest_checkpoint
     from lminspect.train.guard import read_saved_config
 
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.exp)
@@ -159,12 +170,12 @@ def _resolve_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
         if ckpt is None and any((run_dir / "checkpoints").glob("step_*")):  # all damaged: never restart silently
             raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
                             "from (start a new --run-dir)")
-        if ckpt is None and int(os.environ.get("RANK", "0")) == 0:  # stopped before its first checkpoint
-            print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
-                  "step 0 with its saved settings", file=sys.stderr)
-    elif (run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").stat().st_size > 0:
+    elif has_started(run_dir):
         raise UserError(f"run directory {run_dir} already holds a run; use --resume or another --run-dir")
-    check_config(cfg)
+    check_config(cfg)  # a refused setting is the one line: no warning before it
+    if cfg.resume and ckpt is None and is_main():  # stopped before its first checkpoint
+        print(f"lminspect: warning: --resume: {run_dir} has no checkpoint yet; training starts again from "
+              "step 0 with its saved settings", file=sys.stderr)
     return cfg, run_dir, ckpt
 
 
@@ -239,7 +250,11 @@ def _build_model(run: RunState) -> None:
     check_state_fits(run.model.state_dict(), loaded["model"], run.ckpt)
     run.model.load_state_dict(loaded["model"])
     try:
+        fused = [g.get("fused") for g in run.optimizer.param_groups]
         run.optimizer.load_state_dict(loaded["optim"])
+        # fused or not is this device's choice, not the checkpoint's (the results agree either way)
+        for g, f in zip(run.optimizer.param_groups, fused, strict=True):
+            g["fused"] = f
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"checkpoint {run.ckpt}: its optimizer state does not fit {run.opt_name} ({e})") from None
     _set_rng_state(loaded["rng"], run.device)
@@ -277,6 +292,10 @@ def _start(run: RunState) -> None:
 
         run.train_model = DDP(run.train_model,
                               device_ids=[torch.device(run.device).index] if run.dev_type == "cuda" else None)
+    if run.is_main:
+        from lminspect.train.guard import warn_cpu_amp
+
+        warn_cpu_amp(run.amp, run.dev_type)
     run.scaler = torch.amp.GradScaler(run.dev_type) if run.amp == "fp16" else None
     run.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp)
     _start_progress(run)
@@ -351,8 +370,19 @@ def _all_mean(run: RunState, values: list[float]) -> list[float]:
     return (t / run.world).tolist()
 
 
-def _forward_backward(run: RunState, local: Any) -> tuple[float, int, Any, Any]:
-    """Gradients of this rank's batch, ``mini`` sequences at a time: (mean loss, correct, last x, last y).
+def _fused_head(run: RunState) -> Any:
+    """The head weight when the step may use the one-pass head loss (:mod:`lminspect.train.head_loss`):
+    one process, no ``torch.compile`` wrapper, full precision and a plain lminspect model; else None."""
+    if run.world > 1 or run.train_model is not run.model or run.amp_dtype is not None:
+        return None
+    from lminspect.train.head_loss import plain_head
+
+    return plain_head(run.model)
+
+
+def _forward_backward(run: RunState, local: Any) -> tuple[Any, Any, Any, Any]:
+    """Gradients of this rank's batch, ``mini`` sequences at a time: (mean loss, correct, last x, last y),
+    the first two as 0-dim tensors (read once per step, not once per chunk).
 
     Each chunk's mean loss is weighted by its share of the batch, so the summed gradient is the
     full batch's mean-loss gradient; DDP syncs gradients on the last chunk only.
@@ -360,46 +390,58 @@ def _forward_backward(run: RunState, local: Any) -> tuple[float, int, Any, Any]:
     import torch
     import torch.nn.functional as F
 
-    loss_sum, correct = 0.0, 0
+    from lminspect.train.head_loss import head_loss, hidden_states
+
+    head = _fused_head(run)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
     chunks = list(torch.split(local, run.mini))
     for ci, chunk in enumerate(chunks):
         x, y = chunk[:, :-1], chunk[:, 1:]
         last = ci == len(chunks) - 1
         with run.train_model.no_sync() if run.world > 1 and not last else contextlib.nullcontext():
-            with _autocast(run):
-                logits = run.train_model(x)
-            logits = logits.float()
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-            corr = (logits.argmax(-1) == y).sum()
-            del logits  # not kept alive through backward
+            if head is not None:
+                loss, corr = head_loss(hidden_states(run.model, x), head, y)
+            else:
+                with _autocast(run):
+                    logits = run.train_model(x)
+                logits = logits.float()
+                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+                corr = (logits.argmax(-1) == y).sum()
+                del logits  # not kept alive through backward
             weight = chunk.size(0) / local.size(0)
             scaled = loss * weight
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
-        loss_sum += loss.item() * weight
-        correct += int(corr)
+        loss_sum += loss.detach() * weight
+        correct += corr
     return loss_sum, correct, x, y
 
 
-def _optimizer_step(run: RunState) -> float:
-    """Clip (the norm is logged either way), step, zero the gradients; returns the gradient norm."""
+def _grad_norm(run: RunState) -> Any:
+    """The gradients' total 2-norm (a 0-dim tensor), clipped to ``grad_clip`` when that is set; without
+    clipping the norm alone (clip_grad_norm_ would also multiply every gradient by 1)."""
     import torch
 
-    apply_schedule(run.optimizer, run.cfg, run.state["step"] + 1)
-    if run.scaler is not None:
-        run.scaler.unscale_(run.optimizer)
-    clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else float("inf")
-    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    if run.cfg.grad_clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, run.cfg.grad_clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+def _optimizer_step(run: RunState) -> None:
+    """Step (after unscaling fp16 gradients and clipping) and zero the gradients."""
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
         run.scaler.update()
     else:
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(gnorm)
 
 
 def _train_step(run: RunState) -> tuple[dict[str, Any], Any, Any]:
     """One optimizer step on the next batch: (stats row, last x, last y). A NaN/inf loss stops before the step."""
+    import torch
+
     from lminspect.rundir import latest_checkpoint
     from lminspect.train.flops import flops_per_token
 
@@ -409,13 +451,19 @@ def _train_step(run: RunState) -> tuple[dict[str, Any], Any, Any]:
     batch = run.stream.next_batch(cfg.batch_size)
     local = batch[run.rank * run.local_bs:(run.rank + 1) * run.local_bs].to(run.device)
     loss_sum, correct, x, y = _forward_backward(run, local)
+    apply_schedule(run.optimizer, cfg, state["step"] + 1)
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    gnorm_t = _grad_norm(run)
+    # the step's one host sync: loss, accuracy and norm together
+    loss_sum, correct, gnorm = torch.stack([loss_sum, correct.double(), gnorm_t.double()]).tolist()
     mean_loss, acc = _all_mean(run, [loss_sum, correct / (local.size(0) * seq)])
     if not math.isfinite(mean_loss):
         run.optimizer.zero_grad(set_to_none=True)
         run.status = "failed"
         raise UserError(f"loss is {mean_loss} at step {state['step'] + 1}; training stopped. "
                         f"Last good checkpoint: {latest_checkpoint(run.run_dir) or 'none'}")
-    gnorm = _optimizer_step(run)
+    _optimizer_step(run)
     if run.exp.on_step is not None:
         run.exp.on_step(run.model, state["step"] + 1)
     ntok = cfg.batch_size * seq
@@ -535,6 +583,7 @@ def _loop(run: RunState, on_step: Callable[[dict[str, Any]], None] | None) -> No
 def _finish(run: RunState) -> Path | None:
     """The final checkpoint (unless the last step was just saved), config.json's status, the process group."""
     from lminspect.rundir import latest_checkpoint
+    from lminspect.train.head_loss import release_buffers
 
     if run.progress is not None:
         run.progress.close()
@@ -547,11 +596,15 @@ def _finish(run: RunState) -> Path | None:
         run.writer.close()
         _write_config(run, run.status)
     leave(run.own_group)
+    release_buffers()
     return path
 
 
 def _abort(run: RunState) -> None:
     """An error mid-run: close the log, mark the run failed (NaN loss) or stopped, leave the group."""
+    from lminspect.train.head_loss import release_buffers
+
+    release_buffers()
     if run.progress is not None:
         run.progress.close()
     if run.is_main:

@@ -74,8 +74,9 @@ def owned_run_dir(cfg: TrainConfig, run_dir: Path, given: dict[str, Any] | None 
 def remove_unstarted_run(run_dir: Path) -> None:
     """The config.json and empty stats.jsonl of a run that never took a step (the lock's exit then
     removes the folder it created)."""
-    stats = run_dir / "stats.jsonl"
-    if (run_dir / "checkpoints").exists() or (stats.is_file() and stats.stat().st_size > 0):
+    from lminspect.rundir import has_started
+
+    if (run_dir / "checkpoints").exists() or has_started(run_dir):
         return
     for name in ("config.json", "stats.jsonl"):
         (run_dir / name).unlink(missing_ok=True)
@@ -107,10 +108,10 @@ def is_finished(run_dir: Path, *, max_steps: int | None = None, max_tokens: int 
 def batch_stage(run_dir: Path, *, max_steps: int | None = None, max_tokens: int | None = None) -> str:
     """What the ``--run-root`` batch does with one run: ``"finished"`` (skip), ``"resume"`` (a
     started run; a damaged one is one line here, before anything else) or ``"new"``."""
+    from lminspect.rundir import has_started
     from lminspect.train.guard import read_saved_config
 
-    stats = run_dir / "stats.jsonl"
-    if not (stats.is_file() and stats.stat().st_size > 0):
+    if not has_started(run_dir):
         return "new"
     if is_finished(run_dir, max_steps=max_steps, max_tokens=max_tokens):
         return "finished"

@@ -212,8 +212,11 @@ class LMInspectApp(App[None]):
             self.call_next(self._show_acts_first_time)
             return
         target = self._focus_target(tab)
+        # focus at once, before the switch (``focus()`` waits a refresh): else the old tab's focused
+        # widget, hidden by the switch, hands focus to a sibling in its pane and TabbedContent
+        # switches back to that tab
+        self.set_focus(target, scroll_visible=False)
         tabs.active = tab
-        target.focus()
 
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Clicking a tab: put focus inside the pane, so keys go where the eyes are."""

@@ -93,20 +93,15 @@ def lens_view(model: LM, tok: Tokenizer, prompt: str, plan: list[LayerCall] | No
     from rich.console import Group
     from rich.text import Text
 
-    from lminspect.lens import logit_lens, resolve_token
-    from lminspect.lens.readout import encode_prompt
+    from lminspect.lens import lens_of_text
     from lminspect.lens.render import lens_figure, lens_table
-    from lminspect.stitch import plan_to_string
 
-    ids = encode_prompt(tok, prompt, model.context_length)
-    tgt = resolve_token(tok, target, model.vocab_size) if target else None
-    text = plan_to_string(plan, model.n_layers) if plan is not None else "all"
-    res = logit_lens(model, ids, plan, k=5, target=tgt, tok=tok, plan_text=text)
+    res, tgt = lens_of_text(model, tok, prompt, plan, target=target or None, k=5)
     parts: list[Any] = [lens_table(res)]
     if tgt is not None:
         if tgt.note:
             parts.append(Text(f"note: {tgt.note}", style="dim"))
-        parts.append(Text(lens_figure({text: res}, width=max(40, width - 4), height=12)))
+        parts.append(Text(lens_figure({res.plan: res}, width=max(40, width - 4), height=12)))
     return Group(*parts)
 
 

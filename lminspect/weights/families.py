@@ -211,6 +211,12 @@ PHI3_HF = NameTable(
     fused_gate_up="mlp.gate_up_proj",  # rows [gate | up]
 )
 
+GGUF_PHI3 = NameTable(  # llama.cpp keeps the fused tensors as they are; q/k not permuted
+    top=GGUF_LLAMA.top, block=GGUF_LLAMA.block,
+    layer={"attn_norm": "attn_norm", "attn_output": "attn.o", "ffn_norm": "mlp_norm", "ffn_down": "mlp.down"},
+    fused_qkv="attn_qkv", fused_gate_up="ffn_up",
+)
+
 GPTNEOX_HF = NameTable(  # transformers 5 renames embed_out to lm_head when loading; both are read
     top={"gpt_neox.embed_in": "embed.tokens", "gpt_neox.final_layer_norm": "norm", "embed_out": "head",
          "lm_head": "head"},
@@ -397,6 +403,7 @@ GEMMA3_VLM = FamilySpec(name="gemma3-vision", engine="", model_types=("gemma3",)
 
 PHI3 = FamilySpec(  # longrope / su / yarn (the 128k models) refused by rope()
     name="phi3", engine="phi3", model_types=("phi3",), architectures=("Phi3ForCausalLM",), hf_names=PHI3_HF,
+    gguf_archs=("phi3",), gguf_names=GGUF_PHI3,
     keys={**dict.fromkeys(_SIZES, ANY), "rms_norm_eps": ANY, "rope_theta": ANY, "partial_rotary_factor": ANY,
           "rope_scaling": rope(partial=True), "rope_parameters": rope(partial=True), "sliding_window": ANY,
           "hidden_act": _ACTS, "original_max_position_embeddings": ANY},  # the last: read by longrope only
@@ -483,9 +490,6 @@ def unsupported_keys(spec: FamilySpec, config: Mapping[str, Any]) -> list[str]:
     return bad
 
 
-GGUF_ONLY_HF = "gguf:no_name_table"  # set by the GGUF reader when general.architecture has no spec of its own
-
-
 def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     """The family of ``config`` if lminspect computes it exactly, else a one-line ``UserError``.
 
@@ -498,6 +502,10 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
             what = f"lminspect_arch {cfg['lminspect_arch']!r}"
         elif cfg.get("gguf:architecture"):
             what = f"GGUF architecture {cfg['gguf:architecture']!r}"
+            if spec_named(str(cfg["gguf:architecture"])) is not None:  # e.g. gemma2: its HF directories run
+                gguf_ok = ", ".join(a for s in SPECS if s.supported for a in s.gguf_archs)
+                raise UserError(f"{where}: {what} is not supported, only its HF directories "
+                                f"(GGUF architectures supported: {gguf_ok})")
         elif cfg.get("model_type"):
             what = f"model_type {cfg['model_type']!r}"
         elif cfg.get("architectures"):
@@ -508,10 +516,6 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
         raise UserError(f"{where}: {what} is not supported {also}")
     if spec.refused:
         raise UserError(f"{where}: {spec.name} is a {spec.refused} model, which is not supported {also}")
-    if cfg.get(GGUF_ONLY_HF):  # a GGUF of a family whose llama.cpp layout has no name table here
-        gguf_ok = ", ".join(a for s in SPECS if s.supported and s.gguf_names is not None for a in s.gguf_archs)
-        raise UserError(f"{where}: {spec.name} GGUF files are not supported, only its HF directories "
-                        f"(GGUF architectures supported: {gguf_ok})")
     bad = unsupported_keys(spec, cfg)
     if cfg.get("lminspect_arch"):  # lminspect's own checkpoint: its engine wrote every other key itself
         bad = [b for b in bad if b.partition("=")[0] in spec.keys]
@@ -520,5 +524,5 @@ def check_family(config: Mapping[str, Any] | None, where: str) -> FamilySpec:
     return spec
 
 
-__all__ = ["ANY", "BOOKKEEPING", "GGUF_ONLY_HF", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family",
-           "none_or", "one_of", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]
+__all__ = ["ANY", "BOOKKEEPING", "FamilySpec", "SPECS", "check_family", "family_of", "gguf_family", "one_of",
+           "none_or", "rope", "spec_named", "supported_names", "unset", "unsupported_keys"]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lminspect.errors import FormatError
-from lminspect.weights.families import GGUF_ONLY_HF, gguf_family, spec_named
+from lminspect.weights.families import gguf_family
 from lminspect.weights.store import RawEntry, TensorStore
 
 # GGUF value types -> struct format (scalars)
@@ -265,7 +265,7 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     vocab = k("vocab_size") or (len(tokens) if tokens is not None else None)
     if vocab is None and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"][1][0]
-    spec = gguf_family(arch) or spec_named(arch)  # (the latter: an HF family whose GGUF layout is not read)
+    spec = gguf_family(arch)
     cfg: dict[str, Any] = {
         "architectures": list(spec.architectures[:1]) if spec and spec.architectures else [arch],
         "model_type": spec.model_types[0] if spec else arch,
@@ -286,12 +286,12 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
         "mlp_bias": False,
         "torch_dtype": "float32",
     }
-    if gguf_family(arch) is None:  # e.g. gemma2: named like an HF family, but its GGUF layout is not read
-        cfg[GGUF_ONLY_HF] = arch
     _untranslated(g, arch, k, cfg)
     rope_dim = k("rope.dimension_count")
     if arch == "stablelm":
         _stablelm_config(g, k, cfg)
+    elif arch == "phi3":
+        _phi3_config(g, k, cfg)
     elif rope_dim and n_embd and n_head and rope_dim != n_embd // n_head:
         cfg["head_dim"] = rope_dim
     for key, hf in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
@@ -305,9 +305,26 @@ def hf_config(g: GGUFFile) -> dict[str, Any]:
     return cfg
 
 
-# GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
-_GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
-                           "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
+def _rotary_factor(k: Callable[..., Any], cfg: dict[str, Any]) -> float:
+    """The ``partial_rotary_factor`` whose ``int(head_dim * f)`` is the GGUF's RoPE width."""
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    dim = int(k("rope.dimension_count") or head_dim)
+    f = dim / head_dim
+    return f if int(head_dim * f) == dim else (dim + 0.5) / head_dim
+
+
+def _phi3_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
+    """Phi-3's keys: partial rotary from the RoPE width, the window (0: none; read under its HF name),
+    and llama.cpp's long-context RoPE factor tables (refused: the engine has no longrope)."""
+    for key in ("mlp_bias", "attention_bias"):
+        cfg.pop(key)
+    factor = _rotary_factor(k, cfg)
+    cfg["partial_rotary_factor"] = factor
+    cfg["rope_parameters"]["partial_rotary_factor"] = factor
+    cfg.pop(f"gguf:{g.get_kv('general.architecture')}.attention.sliding_window", None)
+    cfg["sliding_window"] = int(k("attention.sliding_window", 0)) or None
+    if "rope_factors_long.weight" in g.tensors or "rope_factors_short.weight" in g.tensors:
+        cfg["gguf:rope_factors_long_short"] = True
 
 
 def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) -> None:
@@ -315,13 +332,17 @@ def _stablelm_config(g: GGUFFile, k: Callable[..., Any], cfg: dict[str, Any]) ->
     llama.cpp's converter writes no RoPE base for StableLM: its default (10000) is what both run."""
     for key in ("rms_norm_eps", "mlp_bias", "attention_bias"):
         cfg.pop(key)
-    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
     theta = cfg["rope_theta"]
-    factor = (k("rope.dimension_count") or head_dim) / head_dim
+    factor = _rotary_factor(k, cfg)
     cfg.update(layer_norm_eps=float(k("attention.layer_norm_epsilon", 1e-5)), partial_rotary_factor=factor,
                rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
                use_parallel_residual=bool(k("use_parallel_residual", False)),
                use_qkv_bias="blk.0.attn_q.bias" in g.tensors, qk_layernorm="blk.0.attn_q_norm.weight" in g.tensors)
+
+
+# GGUF keys with an HF twin the engine computes (llama.cpp's granite names its multipliers "scale")
+_GGUF_TO_HF = {"granite": {"embedding_scale": "embedding_multiplier", "residual_scale": "residual_multiplier",
+                           "attention.scale": "attention_multiplier", "logit_scale": "logits_scaling"}}
 
 
 def _untranslated(g: GGUFFile, arch: str, k: Callable[..., Any], cfg: dict[str, Any]) -> None:

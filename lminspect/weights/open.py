@@ -41,7 +41,14 @@ def _tokenizer_files(path: Path | str) -> tuple[Callable[[], str | None], Callab
 
     def tok() -> str | None:
         t = tok_path()
-        return t.read_text(encoding="utf-8") if t.is_file() else None
+        if not (t.exists() or t.is_symlink()):
+            return None
+        from lminspect.fsutil import read_regular
+
+        try:  # a FIFO or a folder named tokenizer.json is one line, never a hang or a silent "none"
+            return read_regular(t, limit=1 << 30).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise FormatError(f"{t}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
 
     def chat() -> str | None:
         t = tok_path()

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import atomic_write_text, cache_dir
+from lminspect.fsutil import cache_dir, cache_file, cache_write_text
 from lminspect.weights.powerlaw import powerlaw_fit
 from lminspect.weights.stats_kernels import CHUNK as KERNEL_CHUNK
 from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_extremes, kernels
@@ -68,11 +68,50 @@ SVD_TOPK = 256
 VERSION = 3  # bump when results change (v2: 32k chunks, finite first-chunk shift; v3: weightwatcher's alpha fit)
 
 
-def _cache_file(store: Any, name: str, svd: bool) -> Path:
+def _identity(store: Any, name: str) -> str:
     f = Path(store.file_of(name)).resolve()
     st = f.stat()
-    key = f"v{VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}|{name}|svd={int(svd)}"
-    return cache_dir() / "stats" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    return f"v{VERSION}|{f}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _cache_file(store: Any, name: str, svd: bool) -> Path | None:
+    key = f"{_identity(store, name)}|{name}|svd={int(svd)}"
+    return cache_file("stats", hashlib.sha1(key.encode()).hexdigest() + ".json")
+
+
+def _pack(store: Any, name: str) -> Any:
+    """The pack of results for ``name``'s file (filled inside ``cachepack.cache_batch``); None when
+    the cache cannot be used."""
+    from lminspect.cachepack import cache_pack
+
+    path = cache_file("stats", hashlib.sha1(_identity(store, name).encode()).hexdigest() + ".pack.json")
+    return None if path is None else cache_pack(path)
+
+
+def _cached(store: Any, name: str, svd: bool) -> dict[str, Any] | None:
+    path = _cache_file(store, name, svd)
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass
+    pack = _pack(store, name)
+    return None if pack is None else pack.get(f"{name}|svd={int(svd)}")
+
+
+def _save(store: Any, name: str, svd: bool, out: dict[str, Any]) -> None:
+    """One fsync'd file per result, or, inside ``cachepack.cache_batch``, the file's pack; nothing
+    when the cache cannot be used (a cache only saves time)."""
+    from lminspect.cachepack import flush_cache_packs, in_cache_batch
+
+    pack = _pack(store, name) if in_cache_batch() else None
+    if pack is not None:
+        pack.put(f"{name}|svd={int(svd)}", out)
+        flush_cache_packs()
+        return
+    path = _cache_file(store, name, svd)
+    if path is not None:
+        cache_write_text(path, json.dumps(out))
 
 
 def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True,
@@ -81,12 +120,18 @@ def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = T
 
     ``progress(stage)`` is called before each stage of a computation (not for a cache
     hit), with a line a person can read, e.g. for a status bar."""
-    path = _cache_file(store, name, svd) if use_cache else None
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            pass
+    return stats_and_directions(store, name, svd=svd, use_cache=use_cache, progress=progress)[0]
+
+
+def stats_and_directions(store: Any, name: str, *, svd: bool = True, use_cache: bool = True, k: int = 0,
+                         progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
+    """:func:`tensor_stats`, and when they are computed now (not cached) for a matrix by its Gram
+    matrix, also its top-``k`` singular directions on the smaller dimension (``[d, k]`` float64)
+    from the same eigendecomposition, which ``compare.diff`` would otherwise compute again."""
+    if use_cache:
+        hit = _cached(store, name, svd)
+        if hit is not None:
+            return hit, None
     info = store.info(name)
     arr = store[name]
     out: dict[str, Any] = {
@@ -99,13 +144,16 @@ def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = T
     if progress is not None:
         progress(f"moments and histogram over {arr.size:,} values")
     out.update(array_stats(arr))
+    vectors = None
     if svd and arr.ndim == 2 and min(arr.shape) > 1:
         if progress is not None:
             progress(spectrum_stage(arr.shape))
-        out.update(spectrum_stats(arr))
-    if path is not None:
-        atomic_write_text(path, json.dumps(out))
-    return out
+        spec = spectrum_stats(arr, k=k)
+        vectors = spec.pop("_top_vectors", None)
+        out.update(spec)
+    if use_cache:
+        _save(store, name, svd, out)
+    return out, vectors
 
 
 def spectrum_stage(shape: tuple[int, ...]) -> str:
@@ -377,16 +425,43 @@ def _array_stats(arr: np.ndarray, workers: int = 1) -> dict[str, Any]:
     return out
 
 
-def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
-    """Singular values, stable rank, effective rank and power-law alpha of a matrix."""
+def gram64(t: Any, width: int = 128) -> Any:
+    """``t.T @ t`` for a float64 ``[n, d]`` tensor, one block of columns against the blocks from it on,
+    the lower blocks mirrored: about (b + 1) / 2b of the multiply's work for b blocks (a float64 Gram
+    of an embedding is the slowest part of its statistics)."""
+    import torch
+
+    d = t.shape[1]
+    nb = min(8, d // width)
+    if nb < 2:
+        return t.T @ t
+    edges = [d * i // nb for i in range(nb + 1)]
+    g = torch.empty((d, d), dtype=t.dtype)
+    for i in range(nb):
+        lo, hi = edges[i], edges[i + 1]
+        rest = t.T[lo:hi] @ t[:, lo:]  # [block, d - lo]: this block's row of the Gram, from the diagonal on
+        g[lo:hi, lo:] = rest
+        g[hi:, lo:hi] = rest[:, hi - lo:].T
+    return g
+
+
+def spectrum_stats(w: np.ndarray, k: int = 0) -> dict[str, Any]:
+    """Singular values, stable rank, effective rank and power-law alpha of a matrix; with ``k``, on
+    the Gram path, also ``_top_vectors``: the top-k singular directions on the smaller dimension."""
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
     small = min(t.shape)
+    top = None
     if small <= SVD_FULL_MAX:  # (spectrum_stage describes these two branches)
         t64 = t.double()  # a float64 Gram: small eigenvalues (the power-law fit's xmin) stay exact
-        g = t64.T @ t64 if t.shape[0] >= t.shape[1] else t64 @ t64.T
-        ev = torch.linalg.eigvalsh(g).clamp_min(0).flip(0).numpy()
+        g = gram64(t64 if t.shape[0] >= t.shape[1] else t64.T)
+        if k:
+            evals, vecs = torch.linalg.eigh(g)
+            top = vecs[:, -min(k, small):].flip(1).numpy()
+        else:
+            evals = torch.linalg.eigvalsh(g)
+        ev = evals.clamp_min(0).flip(0).numpy()
         s = np.sqrt(ev)
         method = "gram-eigh"
     else:
@@ -396,6 +471,8 @@ def spectrum_stats(w: np.ndarray) -> dict[str, Any]:
         ev = s * s
         method = f"svd_lowrank(top {k})"
     out: dict[str, Any] = {"svd_method": method, "singular_values": s[:1024].tolist()}
+    if top is not None:
+        out["_top_vectors"] = top
     if s.size == 0 or s[0] <= 0:
         return out
     out["spectral_norm"] = float(s[0])
@@ -442,16 +519,22 @@ _COMPONENT_ORDER = ("attn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "mlp_no
 
 def scan(store: Any, names: list[str], *, svd: bool = True, progress: Any = None) -> list[dict[str, Any]]:
     """Stats for many tensors; ``progress(i, name)`` is called before each."""
+    from lminspect.cachepack import cache_batch
+
     out = []
-    for i, name in enumerate(names):
-        if progress is not None:
-            progress(i, name)
-        out.append(tensor_stats(store, name, svd=svd))
+    with cache_batch():  # a few pack files, not one fsync'd file per tensor
+        for i, name in enumerate(names):
+            if progress is not None:
+                progress(i, name)
+            out.append(tensor_stats(store, name, svd=svd))
     return out
 
 
 def clear_cache() -> int:
     """Remove cached statistics; return how many files were removed."""
+    from lminspect.cachepack import forget_cache_packs
+
+    forget_cache_packs()
     d = cache_dir() / "stats"
     n = 0
     if d.is_dir():
