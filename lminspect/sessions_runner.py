@@ -174,11 +174,19 @@ def resolve(script: str | Path) -> Path:
     p = Path(script)
     if p.is_file():
         return p
-    if p.suffix != ".py":
-        cand = default_dir() / f"{p.name}.py"
-        if cand.is_file():
-            return cand
-    raise UserError(f"{script}: no such session script (see `lminspect session list`)")
+    # a bare name, or the README's sessions/NAME.py typed outside the checkout: the shipped script
+    cand = default_dir() / (p.name if p.suffix == ".py" else f"{p.name}.py")
+    if cand.is_file():
+        return cand
+    import difflib
+
+    try:
+        names = [s.stem for s in find_sessions()]
+    except UserError:
+        names = []
+    near = difflib.get_close_matches(p.stem, names, n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise UserError(f"{script}: no such session script ({hint}see `lminspect session list`)")
 
 
 def run_session(script: str | Path, argv: Sequence[str] = (), quick: bool = False) -> None:

@@ -159,7 +159,9 @@ def timeline(
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Token embeddings of every checkpoint in one "
                                              "PCA plane instead of a statistic.")] = False,
     tokens: Annotated[str | None, typer.Option("--token-labels", help="Comma list of tokens to label and trace "
-                                               "with --embeddings (default: the 6 that moved most).")] = None,
+                                               "with --embeddings (default: the 6 that moved most). Read as lens "
+                                               "--target is: a bare word means the word after a space (the -> "
+                                               "' the'); quote to keep exact text ('\"the\"').")] = None,
     tokens_opt: Annotated[str | None, typer.Option("--tokens", hidden=True)] = None,  # --tokens is a count elsewhere
     fit: Annotated[str, typer.Option("--fit", help="PCA fitted on the last checkpoint or jointly on all.")] = "last",
     attention: Annotated[str | None, typer.Option("--attention", metavar="PROMPT", help="Attention maps of this "
@@ -275,11 +277,20 @@ def _stats_view(run_dir: str, cks: list, stat: str, layer: int | None, tensor: l
     return data, fig
 
 
+def _label_words(spec: str) -> list[str]:
+    """``--token-labels 'the,and,"cat"'``, read as ``lens --target`` is (``readout.target_text``): a
+    bare word is the word after a space (' the'); quoted text is kept exactly."""
+    from lminspect.lens.readout import target_text
+
+    return [target_text(w) for w in spec.split(",") if w.strip()]
+
+
 def _embeddings_view(cks: list, tokens: str | None, fit: str) -> tuple[dict, str]:
     from lminspect.compare.embeddings import embedding_figure, labelled_pca
 
-    words = [w.strip() for w in tokens.split(",") if w.strip()] if tokens else []
+    words = _label_words(tokens) if tokens else []
     pca, labelled = labelled_pca(cks, words, fit)
+    labelled = [(w.strip() or repr(w), i) for w, i in labelled]  # ' the' is labelled the
     fig = embedding_figure(pca, labelled)
     sys.stdout.write(fig + "\n")
     data = {"steps": pca.steps, "tokens_seen": pca.tokens_seen, "fit": pca.fit, "explained": pca.explained,

@@ -15,7 +15,8 @@ from lminspect.cli.threads import Threads
 
 MODEL_HELP = "Model: a HF directory, .safetensors, .gguf, or a fetched name such as 'smollm2'."
 PLAN_HELP = "Layer plan (see `lminspect stitch show --help`): '0-23,27-29', '15r3', '7*heads[0,3]=0', a preset or a file."
-TOKEN_HELP = "Target token: text such as ' Paris' (its first token if it splits) or id:N."
+TOKEN_HELP = ("Target token (its first token if it splits). A bare word means the word after a space (Paris -> "
+              "' Paris'); quote it to keep the exact text ('\"Paris\"'), or give id:N.")
 _OUT_SUFFIXES = {".json", ".csv", ".npz"}
 
 
@@ -121,6 +122,9 @@ def lens_command(
     lm, tok = _open(model, dtype)
     if top_k > lm.vocab_size:
         raise UserError(f"--top-k {top_k}: the model has only {lm.vocab_size} tokens")
+    from lminspect.lens.readout import target_text
+
+    target = target_text(target) if target is not None else None  # one rule for typed tokens (TOKEN_HELP)
     plans = {"plan": _plan(lm, plan)}
     if compare is not None:
         plans["compare"] = _plan(lm, compare)
@@ -151,7 +155,8 @@ def dla_command(
     prompt: str | None = typer.Argument(None, help="Text whose next-token logit is attributed.", show_default=False),
     prompt_opt: str | None = typer.Option(None, "--prompt", hidden=True),  # the old spelling
     target: str = typer.Option(..., "--target", help=TOKEN_HELP),
-    baseline: str | None = typer.Option(None, "--baseline", help="Attribute logit(target) - logit(baseline) instead."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Attribute logit(target) - logit(baseline) instead "
+                                        "(a token, read as --target is)."),
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Also show the per-head grid."),
     position: int = typer.Option(-1, "--position", help="Token position read (negative from the end)."),
@@ -178,8 +183,10 @@ def dla_command(
     _check_out(out, overwrite, {".json"}, (model, plan))
     lm, tok = _open(model, dtype)
     ids = encode_prompt(tok, prompt, lm.context_length, vocab=lm.vocab_size)
-    tgt = resolve_token(tok, target, lm.vocab_size)
-    base = resolve_token(tok, baseline, lm.vocab_size) if baseline is not None else None
+    from lminspect.lens.readout import target_text
+
+    tgt = resolve_token(tok, target_text(target), lm.vocab_size)
+    base = resolve_token(tok, target_text(baseline), lm.vocab_size) if baseline is not None else None
     p, text = _plan(lm, plan)
     res = direct_logit_attribution(lm, ids, tgt, p, baseline=base, position=position, plan_text=text)
     con = _console()
@@ -200,8 +207,9 @@ def patch_command(
     clean: str = typer.Option(..., "--clean", help="The prompt whose activations are copied in."),
     corrupt: str = typer.Option(..., "--corrupt", help="The prompt that is patched (same number of tokens)."),
     metric: str = typer.Option(..., "--metric", help="'logit_diff: Paris,Rome', 'logit: Paris', 'logprob: Paris' "
-                               "or 'prob: Paris' at the last token; bare words get a leading space, quote to keep "
-                               "exact text ('logit: \" Paris\"'), or id:N."),
+                               "or 'prob: Paris' at the last token. Tokens are read as --target is: a bare word "
+                               "means the word after a space (Paris -> ' Paris'); quote to keep exact text "
+                               "('logit: \"Paris\"'), or id:N."),
     site: str = typer.Option("resid", "--site", help="resid | attn | mlp (grid: positions x tokens) or head "
                              "(grid: positions x heads, patched at every token)."),
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),

@@ -26,7 +26,7 @@ MODEL_HELP = "Model: a HF directory, .safetensors, .gguf, or a fetched name such
 
 
 class _RunByDefault(TyperGroup):
-    """``lminspect stitch MODEL --plan ...`` means ``lminspect stitch run MODEL --plan ...``."""
+    """``lminspect stitch MODEL [TEXT] --plan ...`` means ``lminspect stitch run MODEL [TEXT] --plan ...``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
@@ -38,8 +38,8 @@ stitch_app = typer.Typer(
     name="stitch",
     cls=_RunByDefault,
     no_args_is_help=True,
-    help="Skip, repeat and scale decoder layers and see what changes. 'lminspect stitch MODEL --plan P' "
-    "continues a prompt with that plan.\n\n"
+    help="Skip, repeat and scale decoder layers and see what changes. 'lminspect stitch MODEL \"TEXT\" --plan P' "
+    "continues the prompt TEXT with that plan.\n\n"
     "Plan grammar: 7 | 0-23 (INCLUSIVE) | 15r3 | 14-19r2 | all | even | odd | skip:27-29 or -27-29 | "
     "ITEM*0.5, ITEM*attn=0.5, ITEM*mlp=0.5. mergekit files: layer_range [0, 24] is HALF-OPEN.",
 )
@@ -231,7 +231,9 @@ def presets(
     t.add_column("name", no_wrap=True)
     t.add_column(f"plan on {n} layers", overflow="fold", max_width=22)
     t.add_column("calls", justify="right")
-    t.add_column("what", overflow="fold", ratio=1)
+    # the descriptions name layers of the 32-layer definition: say so beside a rescaled plan
+    t.add_column("what" if n == SEED_DEPTH else f"what (layer numbers of the {SEED_DEPTH}-layer plan)",
+                 overflow="fold", ratio=1)
     for name, (spec, desc) in PRESETS.items():
         shown = spec if n == SEED_DEPTH else preset_spec(name, n)
         t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), desc)

@@ -92,18 +92,22 @@ def project(x: np.ndarray, pca: EmbeddingPCA) -> np.ndarray:
 
 
 def token_ids(tokenizer: Any, words: Sequence[str]) -> list[tuple[str, int]]:
-    """``(label, id)`` per word: the word as one token, else with a leading space (BPE's ``Ġthe``)."""
+    """``(label, id)`` per word: the word as one token, else with a leading space (BPE's ``Ġthe``);
+    a word with its own outer spaces (``" cat"``, typed in quotes) is taken exactly as written."""
     out = []
     for w in words:
         ids = None
-        for text in (w, " " + w):
+        tries = (w,) if w != w.strip() else (w, " " + w)
+        lengths = []
+        for text in tries:
             enc = tokenizer.encode(text, add_special_tokens=False)
+            lengths.append(f"{text!r}: {len(enc)} tokens")
             if len(enc) == 1:
                 ids = enc
                 break
         if ids is None:
-            raise UserError(f"--tokens: {w!r} is not one token of this tokenizer "
-                            f"({len(tokenizer.encode(w, add_special_tokens=False))} tokens)")
+            raise UserError(f"--token-labels: {w!r} is not one token of this tokenizer ({', '.join(lengths)}); "
+                            "pick a word that is")
         out.append((w, ids[0]))
     return out
 

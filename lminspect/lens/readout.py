@@ -110,6 +110,16 @@ def parse_metric(spec: str, tok: Any, vocab_size: int) -> Metric:
     return Metric(kind, targets[0], targets[1] if want == 2 else None)
 
 
+TARGET_RULE = ("A bare word means the word after a space (Paris -> ' Paris'); quote it to keep the exact "
+               "text ('\"Paris\"'), or give id:N.")
+
+
+def target_text(s: str) -> str:
+    """The one rule for a token typed on the command line (``TARGET_RULE``): a bare word gets a
+    leading space, since the word after a prompt usually carries one; quoted text is kept exactly."""
+    return _token_text(s)
+
+
 def _token_text(s: str) -> str:
     s = s.strip()
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":

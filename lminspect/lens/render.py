@@ -18,11 +18,21 @@ if TYPE_CHECKING:  # the result classes import this module for their reprs
     from lminspect.lens.patching import PatchResult
 
 
+SPACE_MARK = "␣"  # a space in a token, visible: ' time' and 'time' differ, a bare space is not blank
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": SPACE_MARK}
+
+
+def visible_token(s: str) -> str:
+    """A token as it reads in a table: spaces as ``␣``, newlines and other control characters
+    escaped once (a label already escaped, ``\\n``, stays as it is)."""
+    return "".join(_ESCAPES.get(ch) or (ch if ch.isprintable() else repr(ch)[1:-1]) for ch in s)
+
+
 def _tok(s: str, width: int = 10) -> str:
-    """A token for a table cell: repr'd, cut to ``width``, markup escaped (a token ``[/]`` is text)."""
+    """A token for a table cell: spaces visible, cut to ``width``, markup escaped (a token ``[/]`` is text)."""
     from rich.markup import escape
 
-    s = repr(s)[1:-1]
+    s = visible_token(s)
     return escape(s if len(s) <= width else s[: width - 1] + "…")
 
 

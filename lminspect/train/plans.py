@@ -81,7 +81,7 @@ def load_plan(spec: str | None, data: str | None = None) -> Plan:
     """``--data`` makes a one-step plan; otherwise a built-in plan name or a JSON file."""
     if data is not None:
         if spec is not None:
-            raise UserError("--plan and --data are exclusive: put the data into the plan's steps")
+            raise UserError("--train-plan and --data are exclusive: put the data into the plan's steps")
         return Plan("data", [PlanStep("data", data)])
     spec = spec or "default"
     if spec in BUILTIN_PLANS:
@@ -91,7 +91,7 @@ def load_plan(spec: str | None, data: str | None = None) -> Plan:
         raise UserError(f"unknown plan {spec!r}; built-in plans: {', '.join(BUILTIN_PLANS)}, or a JSON file")
     from lminspect.fsutil import read_text
 
-    text = read_text(path, option="--plan", max_bytes=1 << 20)
+    text = read_text(path, option="--train-plan", max_bytes=1 << 20)
     try:
         d = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:

@@ -236,4 +236,12 @@ def open_store(ref: str | os.PathLike[str], *, prefer: str = "hf") -> TensorStor
     what = describe_kind(Path(fs)) if s else None
     if what is not None:  # a FIFO, a socket, a symlink loop: say so, not "no such file"
         raise UserError(f"{s}: is {what}, not a model file or folder")
+    if s and os.sep not in s and "." not in s:  # a name, not a path: the nearest fetchable one
+        import difflib
+
+        from lminspect.weights.fetch import KNOWN
+
+        near = difflib.get_close_matches(s.lower(), list(KNOWN), n=1, cutoff=0.6)
+        if near:
+            raise UserError(f"{s}: no such file, directory or fetched model; did you mean '{near[0]}'?")
     raise UserError(f"{s}: no such file or directory")
