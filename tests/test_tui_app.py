@@ -454,8 +454,8 @@ async def test_smallest_terminal_80x24(tiny_llama_dir, tmp_path):
         await _usable(pilot, "#runs-list", "#plot-loss")
 
         await pilot.click("#tabs Tab#--content-tab-acts")
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "acts" and bool(app.query(ActsPane)),
-                         what="the Activations tab")
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "acts" and bool(app.query(ActsPane))
+                         and bool(app.query("#acts-list")), what="the Activations tab and its list")
         acts = app.query_one(ActsPane)
         acts_list = app.query_one("#acts-list", SelectionList)
         await wait_until(pilot, lambda: acts.profile is not None and app.focused is acts_list,
