@@ -6,8 +6,8 @@ logits' gradient together.
 zero-fills a buffer for the NLL gradient and then reads two of them. :class:`HeadLoss` multiplies
 once, then, a few rows at a time while they sit in cache, takes the max, log-sum-exp, target logit
 and accuracy and turns the rows *in place* into ``exp(logit - max)``; the backward is two matrix
-products with the softmax's row scale and the one-hot part applied to their small sides. The result equals ``F.cross_entropy`` to float rounding (tests check both
-the loss and the gradients).
+products with the softmax's row scale and the one-hot part applied to their small sides. The
+result equals ``F.cross_entropy`` to float rounding (tests check the loss and the gradients).
 """
 
 from __future__ import annotations
