@@ -141,12 +141,18 @@ def test_convert_tiny(tiny_gguf, tiny_llama_dir, tmp_path):
     np.testing.assert_allclose(s16["norm.weight"], s["norm.weight"], rtol=1e-2)
 
 
-def test_open_is_fast(tiny_gguf):
-    import time
+def test_open_reads_headers_only(tiny_gguf, monkeypatch):
+    """Opening is lazy: no tensor is read or dequantized until asked for (what keeps it fast;
+    the time itself is benchmarks/bench_open_stats.py's business, not a test's)."""
+    from lminspect.weights.gguf_format import GGUFFile
 
-    t = time.perf_counter()
-    open_store(tiny_gguf)
-    assert time.perf_counter() - t < 0.5
+    def no_read(self, name):
+        raise AssertionError(f"open read tensor {name}")
+
+    monkeypatch.setattr(GGUFFile, "get", no_read)
+    monkeypatch.setattr(GGUFFile, "raw", no_read)
+    s = open_store(tiny_gguf)
+    assert len(s.keys()) > 0 and s.config
 
 
 @pytest.mark.smollm2
