@@ -33,7 +33,7 @@ test-latest:
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q --upgrade pip
 	$(LATEST)/bin/pip install -q "$(TORCH)"
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$(TORCH)"  # torch stays put: an eager upgrade pulls a CUDA build
 	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadgroup
 
 # Refresh the lock: only a set of versions that just passed the whole suite is written (atomically).
