@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from family_oracles import VARIANTS, build, hf_logits
+from family_oracles import VARIANTS, add_gguf_sizes, build, hf_logits
 
 from lminspect.errors import UserError
 
@@ -260,13 +260,7 @@ def _write_family_gguf(src_dir, path, arch: str, **extra_kv):
     src, spec = open_store(src_dir), gguf_family(arch)
     cfg = src.config
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    add_gguf_sizes(w, cfg)
     w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
     w.add_rope_dimension_count(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     for k, v in extra_kv.items():

@@ -14,6 +14,7 @@ import re
 
 import pytest
 import torch
+from family_oracles import add_gguf_sizes
 
 from lminspect.models import load_model
 from lminspect.weights import open_store
@@ -242,13 +243,7 @@ def _write_phi3_gguf(src_dir, path, **extra):
 
     c = json.loads((src_dir / "config.json").read_text())
     w = gguf.GGUFWriter(str(path), "phi3")
-    w.add_context_length(c["max_position_embeddings"])
-    w.add_embedding_length(c["hidden_size"])
-    w.add_feed_forward_length(c["intermediate_size"])
-    w.add_block_count(c["num_hidden_layers"])
-    w.add_head_count(c["num_attention_heads"])
-    w.add_head_count_kv(c["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    add_gguf_sizes(w, c)
     w.add_rope_dimension_count(int(c["rope_parameters"]["partial_rotary_factor"] * c["hidden_size"])
                                // c["num_attention_heads"])
     w.add_rope_freq_base(c["rope_parameters"]["rope_theta"])
