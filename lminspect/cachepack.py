@@ -112,3 +112,28 @@ def cache_batch(flush_every: float = 60.0) -> Iterator[None]:
         _BATCH["depth"] -= 1
         if _BATCH["depth"] == 0:
             flush_cache_packs(force=True)
+
+
+def read_cached(path: Path | None, pack_path: Path | None, key: str) -> dict[str, Any] | None:
+    """A cached result: its own file at ``path``, else entry ``key`` of the pack at ``pack_path``
+    (either None when the cache cannot be used)."""
+    import json
+
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return None if pack_path is None else cache_pack(pack_path).get(key)
+
+
+def save_cached(path: Path | None, pack_path: Path | None, key: str, out: dict[str, Any]) -> None:
+    """Inside :func:`cache_batch`, ``out`` goes to the pack; otherwise to its own fsync'd file;
+    nothing when the cache cannot be used (a cache only saves time)."""
+    import json
+
+    if in_cache_batch() and pack_path is not None:
+        cache_pack(pack_path).put(key, out)
+        flush_cache_packs()
+    elif path is not None:
+        cache_write_text(path, json.dumps(out))

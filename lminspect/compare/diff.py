@@ -25,7 +25,6 @@ mtime) and the tensor names, like the single-model statistics.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -35,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import cache_file, cache_write_text
+from lminspect.cachepack import read_cached, save_cached
+from lminspect.fsutil import cache_file
 
 CHUNK = 1 << 18  # elements per streamed chunk (1 MiB of float32 per side)
 TOP_K = 8  # singular directions compared per matrix
@@ -108,38 +108,9 @@ def _cache_file(a: Any, b: Any, name: str, directions: bool) -> Path | None:
     return cache_file("diff", hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
-def _pack(a: Any, b: Any, name: str) -> Any:
-    """The pack of rows for this pair of files (filled inside ``cachepack.cache_batch``); None when the
-    cache cannot be used."""
-    from lminspect.cachepack import cache_pack
-
-    ident = _pair_identity(a, b, name)
-    path = cache_file("diff", hashlib.sha1(ident.encode()).hexdigest() + ".pack.json")
-    return None if path is None else cache_pack(path)
-
-
-def _cached_row(a: Any, b: Any, name: str, directions: bool) -> dict[str, Any] | None:
-    path = _cache_file(a, b, name, directions)
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            pass
-    pack = _pack(a, b, name)
-    return None if pack is None else pack.get(f"{name}|dirs={int(directions)}")
-
-
-def _save_row(a: Any, b: Any, name: str, directions: bool, out: dict[str, Any]) -> None:
-    from lminspect.cachepack import flush_cache_packs, in_cache_batch
-
-    pack = _pack(a, b, name) if in_cache_batch() else None
-    if pack is not None:
-        pack.put(f"{name}|dirs={int(directions)}", out)
-        flush_cache_packs()
-        return
-    path = _cache_file(a, b, name, directions)
-    if path is not None:
-        cache_write_text(path, json.dumps(out))
+def _pack_path(a: Any, b: Any, name: str) -> Path | None:
+    """The pack of rows for this pair of files (filled inside ``cachepack.cache_batch``)."""
+    return cache_file("diff", hashlib.sha1(_pair_identity(a, b, name).encode()).hexdigest() + ".pack.json")
 
 
 def _side_stats(a: Any, b: Any, pair: Pair, directions: bool) -> tuple[tuple[dict, dict] | None, list]:
@@ -157,7 +128,8 @@ def _side_stats(a: Any, b: Any, pair: Pair, directions: bool) -> tuple[tuple[dic
 def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache: bool = True) -> dict[str, Any]:
     """The numbers of one matched tensor (see the module docstring), cached on disk."""
     if use_cache:
-        hit = _cached_row(a, b, pair.name, directions)
+        hit = read_cached(_cache_file(a, b, pair.name, directions), _pack_path(a, b, pair.name),
+                          f"{pair.name}|dirs={int(directions)}")
         if hit is not None:
             return hit
     out: dict[str, Any] = {"name": pair.name, "canonical": pair.name, "match": pair.match,
@@ -176,7 +148,8 @@ def diff_pair(a: Any, b: Any, pair: Pair, *, directions: bool = True, use_cache:
         del xa, xb
     out.update(stat_deltas(a, b, pair.name, svd=directions, stats=side_stats))
     if use_cache:
-        _save_row(a, b, pair.name, directions, out)
+        save_cached(_cache_file(a, b, pair.name, directions), _pack_path(a, b, pair.name),
+                    f"{pair.name}|dirs={int(directions)}", out)
     return out
 
 

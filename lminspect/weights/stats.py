@@ -40,7 +40,6 @@ tensor, svd flag), so a second call is a file read.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -53,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from lminspect.fsutil import cache_dir, cache_file, cache_write_text
+from lminspect.cachepack import read_cached, save_cached
+from lminspect.fsutil import cache_dir, cache_file
 from lminspect.weights.powerlaw import powerlaw_fit
 from lminspect.weights.stats_kernels import CHUNK as KERNEL_CHUNK
 from lminspect.weights.stats_kernels import NEG_INF_BITS, POS_INF_BITS, float_extremes, kernels
@@ -79,39 +79,9 @@ def _cache_file(store: Any, name: str, svd: bool) -> Path | None:
     return cache_file("stats", hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
-def _pack(store: Any, name: str) -> Any:
-    """The pack of results for ``name``'s file (filled inside ``cachepack.cache_batch``); None when
-    the cache cannot be used."""
-    from lminspect.cachepack import cache_pack
-
-    path = cache_file("stats", hashlib.sha1(_identity(store, name).encode()).hexdigest() + ".pack.json")
-    return None if path is None else cache_pack(path)
-
-
-def _cached(store: Any, name: str, svd: bool) -> dict[str, Any] | None:
-    path = _cache_file(store, name, svd)
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            pass
-    pack = _pack(store, name)
-    return None if pack is None else pack.get(f"{name}|svd={int(svd)}")
-
-
-def _save(store: Any, name: str, svd: bool, out: dict[str, Any]) -> None:
-    """One fsync'd file per result, or, inside ``cachepack.cache_batch``, the file's pack; nothing
-    when the cache cannot be used (a cache only saves time)."""
-    from lminspect.cachepack import flush_cache_packs, in_cache_batch
-
-    pack = _pack(store, name) if in_cache_batch() else None
-    if pack is not None:
-        pack.put(f"{name}|svd={int(svd)}", out)
-        flush_cache_packs()
-        return
-    path = _cache_file(store, name, svd)
-    if path is not None:
-        cache_write_text(path, json.dumps(out))
+def _pack_path(store: Any, name: str) -> Path | None:
+    """The pack of results for ``name``'s file (filled inside ``cachepack.cache_batch``)."""
+    return cache_file("stats", hashlib.sha1(_identity(store, name).encode()).hexdigest() + ".pack.json")
 
 
 def tensor_stats(store: Any, name: str, *, svd: bool = True, use_cache: bool = True,
@@ -129,7 +99,7 @@ def stats_and_directions(store: Any, name: str, *, svd: bool = True, use_cache: 
     matrix, also its top-``k`` singular directions on the smaller dimension (``[d, k]`` float64)
     from the same eigendecomposition, which ``compare.diff`` would otherwise compute again."""
     if use_cache:
-        hit = _cached(store, name, svd)
+        hit = read_cached(_cache_file(store, name, svd), _pack_path(store, name), f"{name}|svd={int(svd)}")
         if hit is not None:
             return hit, None
     info = store.info(name)
@@ -152,7 +122,7 @@ def stats_and_directions(store: Any, name: str, *, svd: bool = True, use_cache: 
         vectors = spec.pop("_top_vectors", None)
         out.update(spec)
     if use_cache:
-        _save(store, name, svd, out)
+        save_cached(_cache_file(store, name, svd), _pack_path(store, name), f"{name}|svd={int(svd)}", out)
     return out, vectors
 
 
