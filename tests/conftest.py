@@ -183,10 +183,10 @@ def torchrun():
     def run(args: list[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
         exe = Path(sys.executable).with_name("torchrun")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
-        cmd += ["--standalone", "--nproc_per_node", str(nproc), "--local-addr", "127.0.0.1", *args]
+        # plain --standalone: pinning gloo to loopback (--local-addr, GLOO_SOCKET_IFNAME=lo) made a rank
+        # abort at exit ("terminate called without an active exception") about one run in three
+        cmd += ["--standalone", "--nproc_per_node", str(nproc), *args]
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        if Path("/sys/class/net/lo").exists():
-            env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own sockets on loopback too
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
         try:
