@@ -21,9 +21,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 import shaped_files as sf  # noqa: E402
+import torch  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:  # noqa: ANN001
@@ -59,10 +58,10 @@ def main() -> None:
     ap.add_argument("--kinds", default="Q4_0,Q4_1,Q8_0,Q4_K,Q5_K,Q6_K")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    import numba
+
     from lminspect.models import packed_int as pi
     from lminspect.models.packed import KIND_IDS, PackedWeight
-
-    import numba
 
     numba.set_num_threads(a.threads)
     flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f.startswith(("avx", "f16c", "fma"))})
@@ -87,9 +86,9 @@ def main() -> None:
         out = np.empty(a.rows, np.float32)
         kid = KIND_IDS[kind]
 
-        def ours(kid=kid, raw=raw) -> None:  # noqa: ANN001
-            pi.quantize_x(x.numpy(), xq, dx, xs)
-            pi.matvec(kid, raw, xq, dx, xs, out)
+        def ours(kid=kid, raw=raw, bufs=(xq, dx, xs), out=out) -> None:  # noqa: ANN001
+            pi.quantize_x(x.numpy(), *bufs)
+            pi.matvec(kid, raw, *bufs, out)
 
         t_int = _median_time(ours, a.repeats)
         err = float(((torch.from_numpy(out).double() - want).abs() / bound).max())

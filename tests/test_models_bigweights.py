@@ -83,8 +83,9 @@ def _steps(model, ids, steps):
     return out
 
 
+@pytest.mark.usefixtures("exact_decode")
 @pytest.mark.parametrize("which", ["kquant_gguf", "bf16_dir"])
-def test_stored_model_is_the_dequantized_model(which, request, exact_decode):
+def test_stored_model_is_the_dequantized_model(which, request):
     """Prefill bit for bit (exact rows, the same F.linear), decode through the kernels close."""
     path = request.getfixturevalue(which)
     dense = load_model(path, weights="float32")
@@ -136,7 +137,8 @@ def test_bf16_is_used_in_place(bf16_dir):
     assert torch.equal(as_bf16.layers[0].attn.q.weight.float(), lin.weight)
 
 
-def test_touching_a_weight_materializes_only_it(kquant_gguf, exact_decode):
+@pytest.mark.usefixtures("exact_decode")
+def test_touching_a_weight_materializes_only_it(kquant_gguf):
     stored = load_model(kquant_gguf, weights="stored")
     dense = load_model(kquant_gguf, weights="float32")
     sd = stored.state_dict()  # export: dequantized on request, nothing kept
