@@ -45,6 +45,9 @@ _BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}  # f16 d [, f16 m], then 32 
 # dense rows made at a time for prefill / batches: 8 MB of float32, so the rows just dequantized
 # are still in cache when the matmul reads them (one pass over memory, not three)
 CHUNK_ELEMENTS = 1 << 21
+# matrices smaller than this run their decode matvec on the calling thread (waking numba's pool
+# for a few hundred KB costs more than it saves)
+PARALLEL_BYTES = 1 << 20
 
 _KERNELS: Any = None  # the packed_numba module, or False without numba
 _INT_KERNELS: Any = None  # the packed_int module, or False
@@ -90,14 +93,15 @@ def _quiet_threads() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _threads() -> None:
-    """numba's kernels use as many threads as torch does (``--threads``, OMP_NUM_THREADS)."""
+def _threads() -> int:
+    """numba's kernels use as many threads as torch does (``--threads``, OMP_NUM_THREADS): that number."""
     import numba
 
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if getattr(_LOCAL, "threads", None) != n:
         numba.set_num_threads(n)
         _LOCAL.threads = n
+    return n
 
 
 def scratch(n: int) -> np.ndarray:
@@ -269,10 +273,10 @@ class PackedWeight:
         if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE:
             k = int_kernels()
             if k is not None:
-                _threads()
                 xq, dx, xs = _quantized_x(x.detach().contiguous().numpy(), k)
                 out = np.empty(self.out_features, np.float32)
-                k.matvec(KIND_IDS[self.kind], self.raw, xq, dx, xs, out)
+                fn = k.matvec if _threads() > 1 and self.raw.nbytes >= PARALLEL_BYTES else k.matvec_serial
+                fn(KIND_IDS[self.kind], self.raw, xq, dx, xs, out)
                 return torch.from_numpy(out)
         return self.matvec_float(x)
 

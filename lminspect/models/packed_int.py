@@ -132,22 +132,33 @@ class _Block:
                 b.fmul(self.half(2), b.uitofp(m, f32)))
 
 
-def _rowdot(kind: int):  # noqa: ANN202
-    """An intrinsic ``rowdot(row, xq, dx, xs, n_chunks) -> float32``: one row of GGUF blocks times
-    the quantized activations. Per 32-element chunk: the integer dot ``sum(q * xq)`` in 8 int32
-    lanes, scaled by the chunk's ``d * dx`` (Q6_K: per 16) into 8 float lanes; one horizontal sum
-    per row, minus the minimum terms."""
+# rows per kernel call: 1 (measured on AVX2: 4 rows sharing the widened activations ran 1.1-3.4x
+# slower than one row at a time, which streams from memory as fast as the float tiles did)
+ROWS = 1  # (the matvecs below have no loop for a last partial group: keep 1, or add one)
+
+
+def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
+    """An intrinsic ``rowsdot(raw, r0, xq, dx, xs, out)``: rows ``r0 .. r0 + n_rows`` of GGUF blocks
+    ``raw [rows, row_bytes]`` times the quantized activations, into ``out``. Per 32-element chunk:
+    the integer dot ``sum(q * xq)`` in 8 int32 lanes (products widened to int32, summed in
+    even/odd pairs: the pmaddwd shape), scaled by the chunk's ``d * dx`` (Q6_K: per 16) into 8
+    float lanes per row; one horizontal sum per row, minus the minimum terms."""
     per16 = kind == Q6_K
 
     @intrinsic
-    def rowdot(typingctx, row, xq, dx, xs, n_chunks):  # noqa: ANN001, ANN202
+    def rowsdot(typingctx, raw, r0, xq, dx, xs, out):  # noqa: ANN001, ANN202
         def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-            rowp, xp, dxp, xsp = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in range(4))
+            arr = context.make_array(sig.args[0])(context, builder, args[0])
+            stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
+            xp, dxp, xsp, outp = (context.make_array(sig.args[i])(context, builder, args[i]).data
+                                  for i in (2, 3, 4, 5))
+            rowps = [builder.gep(arr.data, [builder.mul(builder.add(args[1], ir.Constant(args[1].type, i)), stride)])
+                     for i in range(n_rows)]
             f32 = ir.FloatType()
             v8f = _vec(f32, 8)
             fma = builder.module.declare_intrinsic("llvm.fmuladd.v8f32", fnty=ir.FunctionType(v8f, [v8f] * 3))
-            acc = cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
-            mins = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
+            mins = [cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0)) for _ in range(n_rows)]
             v32, v16, v8 = _vec(_I32, 32), _vec(_I32, 16), _vec(_I32, 8)
 
             def splat(s: ir.Value) -> ir.Value:
@@ -155,44 +166,51 @@ def _rowdot(kind: int):  # noqa: ANN202
                 return builder.shuffle_vector(t, t, ir.Constant(v8, [0] * 8))
 
             n_chunks = _BLOCK[kind][0]
-            n_blocks = builder.udiv(args[4], ir.Constant(args[4].type, n_chunks))
-            with cgutils.for_range(builder, n_blocks) as loop:
-                blk = _Block(kind, builder, rowp, loop.index)
-                a = builder.load(acc)
+            total = builder.udiv(builder.extract_value(context.make_array(sig.args[3])(context, builder, args[3]).shape, 0),
+                                 ir.Constant(ir.IntType(64), n_chunks))
+            with cgutils.for_range(builder, total) as loop:
+                blks = [_Block(kind, builder, rp, loop.index) for rp in rowps]
+                acc = [builder.load(a) for a in accs]
                 for j in range(n_chunks):
-                    t = builder.add(builder.mul(loop.index, blk.c(n_chunks)), blk.c(j))
-                    q, signed = blk.quants(j)
-                    xv = builder.load(builder.bitcast(builder.gep(xp, [builder.shl(t, blk.c(5))]),
+                    t = builder.add(builder.mul(loop.index, blks[0].c(n_chunks)), blks[0].c(j))
+                    xv = builder.load(builder.bitcast(builder.gep(xp, [builder.shl(t, blks[0].c(5))]),
                                                       _vec(_I8, 32).as_pointer()), align=1)
-                    p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), builder.sext(xv, v32))
-                    pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
-                                       builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
-                    lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
-                    hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
-                    scales, mn = blk.scales(j)
+                    xw = builder.sext(xv, v32)
                     dxt = builder.load(builder.gep(dxp, [t]))
-                    if mn is not None:
-                        xst = builder.load(builder.gep(xsp, [t]))
-                        builder.store(builder.fadd(builder.load(mins), builder.fmul(mn, xst)), mins)
-                    if per16:
-                        a = builder.call(fma, [builder.sitofp(lo, v8f), splat(builder.fmul(scales[0], dxt)), a])
-                        a = builder.call(fma, [builder.sitofp(hi, v8f), splat(builder.fmul(scales[1], dxt)), a])
-                    else:
-                        a = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f),
-                                               splat(builder.fmul(scales[0], dxt)), a])
-                builder.store(a, acc)
-            a = builder.load(acc)
-            s = builder.extract_element(a, ir.Constant(_I32, 0))
-            for i in range(1, 8):
-                s = builder.fadd(s, builder.extract_element(a, ir.Constant(_I32, i)))
-            return builder.fsub(s, builder.load(mins))
-        return types.float32(row, xq, dx, xs, n_chunks), codegen
-    return rowdot
+                    xst = builder.load(builder.gep(xsp, [t]))
+                    for i, blk in enumerate(blks):
+                        q, signed = blk.quants(j)
+                        p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
+                        pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
+                                           builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
+                        lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
+                        hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
+                        scales, mn = blk.scales(j)
+                        if mn is not None:
+                            builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
+                        if per16:
+                            a = builder.call(fma, [builder.sitofp(lo, v8f), splat(builder.fmul(scales[0], dxt)), acc[i]])
+                            acc[i] = builder.call(fma, [builder.sitofp(hi, v8f), splat(builder.fmul(scales[1], dxt)), a])
+                        else:
+                            acc[i] = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f),
+                                                        splat(builder.fmul(scales[0], dxt)), acc[i]])
+                for a, v in zip(accs, acc, strict=True):
+                    builder.store(v, a)
+            for i in range(n_rows):
+                a = builder.load(accs[i])
+                s = builder.extract_element(a, ir.Constant(_I32, 0))
+                for k in range(1, 8):
+                    s = builder.fadd(s, builder.extract_element(a, ir.Constant(_I32, k)))
+                s = builder.fsub(s, builder.load(mins[i]))
+                builder.store(s, builder.gep(outp, [builder.add(args[1], ir.Constant(args[1].type, i))]))
+            return context.get_dummy_value()
+        return types.none(raw, r0, xq, dx, xs, out), codegen
+    return rowsdot
 
 
-_ROWDOT = {k: _rowdot(k) for k in INT_KINDS}
-rowdot_q8_0, rowdot_q4_0, rowdot_q4_1 = _ROWDOT[Q8_0], _ROWDOT[Q4_0], _ROWDOT[Q4_1]
-rowdot_q4_k, rowdot_q5_k, rowdot_q6_k = _ROWDOT[Q4_K], _ROWDOT[Q5_K], _ROWDOT[Q6_K]
+_K = {k: _rowsdot(k, ROWS) for k in INT_KINDS}
+rows_q8_0, rows_q4_0, rows_q4_1 = _K[Q8_0], _K[Q4_0], _K[Q4_1]
+rows_q4_k, rows_q5_k, rows_q6_k = _K[Q4_K], _K[Q5_K], _K[Q6_K]
 
 
 # ---------------------------------------------------------------- the activations
@@ -217,26 +235,37 @@ def quantize_x(x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray) ->
 
 # ---------------------------------------------------------------- the matvec
 @njit(nogil=True, cache=True)
-def _rowdot_any(kind: int, row: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray) -> np.float32:
-    n = dx.shape[0]
+def _rows(kind: int, raw: np.ndarray, r0: int, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
+          out: np.ndarray) -> None:
+    """Rows ``r0 .. r0 + ROWS`` into ``out``."""
     if kind == Q8_0:
-        return rowdot_q8_0(row, xq, dx, xs, n)
-    if kind == Q4_0:
-        return rowdot_q4_0(row, xq, dx, xs, n)
-    if kind == Q4_1:
-        return rowdot_q4_1(row, xq, dx, xs, n)
-    if kind == Q4_K:
-        return rowdot_q4_k(row, xq, dx, xs, n)
-    if kind == Q5_K:
-        return rowdot_q5_k(row, xq, dx, xs, n)
-    return rowdot_q6_k(row, xq, dx, xs, n)
+        rows_q8_0(raw, r0, xq, dx, xs, out)
+    elif kind == Q4_0:
+        rows_q4_0(raw, r0, xq, dx, xs, out)
+    elif kind == Q4_1:
+        rows_q4_1(raw, r0, xq, dx, xs, out)
+    elif kind == Q4_K:
+        rows_q4_k(raw, r0, xq, dx, xs, out)
+    elif kind == Q5_K:
+        rows_q5_k(raw, r0, xq, dx, xs, out)
+    else:
+        rows_q6_k(raw, r0, xq, dx, xs, out)
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def matvec(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
-    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``."""
-    for r in prange(raw.shape[0]):
-        out[r] = _rowdot_any(kind, raw[r], xq, dx, xs)
+    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``, groups
+    of rows split over numba's threads."""
+    for g in prange(raw.shape[0] // ROWS):
+        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+
+
+@njit(nogil=True, cache=True)
+def matvec_serial(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
+    """``matvec`` on the calling thread: one thread, or a matrix too small to be worth waking the
+    pool (a wake-up costs far more than a small matvec on a busy machine)."""
+    for g in range(raw.shape[0] // ROWS):
+        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
 
 
 def warm_up() -> None:
@@ -248,3 +277,4 @@ def warm_up() -> None:
     for kind in INT_KINDS:
         row_bytes = {Q8_0: 272, Q4_0: 144, Q4_1: 160, Q4_K: 144, Q5_K: 176, Q6_K: 210}[kind]
         matvec(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
+        matvec_serial(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
