@@ -253,28 +253,25 @@ def _rows(kind: int, raw: np.ndarray, r0: int, xq: np.ndarray, dx: np.ndarray, x
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def matvec(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
-    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``, groups
-    of rows split over numba's threads."""
-    for g in prange(raw.shape[0] // ROWS):
-        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
-
-
-@njit(nogil=True, cache=True)
-def matvec_serial(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
-    """``matvec`` on the calling thread: one thread, or a matrix too small to be worth waking the
-    pool (a wake-up costs far more than a small matvec on a busy machine)."""
-    for g in range(raw.shape[0] // ROWS):
-        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+def matvec(kind: int, raw: np.ndarray, x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
+           out: np.ndarray, parallel: bool) -> None:
+    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``: ``x``
+    quantized into the buffers ``xq, dx, xs``, then the rows, split over numba's threads when
+    ``parallel`` (else on the calling thread: waking the pool costs more than a small matvec)."""
+    quantize_x(x, xq, dx, xs)
+    if parallel:
+        for g in prange(raw.shape[0] // ROWS):
+            _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+    else:
+        for g in range(raw.shape[0] // ROWS):
+            _rows(kind, raw, g * ROWS, xq, dx, xs, out)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels on tiny inputs."""
     x = np.ones(256, np.float32)
     xq, dx, xs = np.empty(256, np.int8), np.empty(8, np.float32), np.empty(8, np.float32)
-    quantize_x(x, xq, dx, xs)
     out = np.empty(2, np.float32)
     for kind in INT_KINDS:
         row_bytes = {Q8_0: 272, Q4_0: 144, Q4_1: 160, Q4_K: 144, Q5_K: 176, Q6_K: 210}[kind]
-        matvec(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
-        matvec_serial(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
+        matvec(kind, np.zeros((2, row_bytes), np.uint8), x, xq, dx, xs, out, False)
