@@ -28,6 +28,21 @@ from numba.extending import intrinsic
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 
+
+def _host_has(feature: str) -> bool:
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get(feature))
+    except Exception:  # no feature map on this platform: the generic code
+        return False
+
+
+# x86 with AVX2 (AVX-512 machines included): unsigned quants times int8 activations with one
+# vpmaddubsw (32 products summed in pairs to int16) instead of widening both to int16 first.
+# Elsewhere the generic vector IR (the same sums).
+_MADDUBS = _host_has("avx2")
+
 # kind ids as in packed_numba / packed.KIND_IDS
 Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K = range(8)
 INT_KINDS = (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)  # the kinds with an integer kernel
@@ -160,6 +175,9 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             accs = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             mins = [cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0)) for _ in range(n_rows)]
             v32, v16, v8 = _vec(_I32, 32), _vec(_I32, 16), _vec(_I32, 8)
+            if _MADDUBS:
+                maddubs = builder.module.declare_intrinsic(
+                    "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vec(_I16, 16), [_vec(_I8, 32)] * 2))
 
             def splat(s: ir.Value) -> ir.Value:
                 t = builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(_I32, 0))
@@ -180,11 +198,17 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
                     xst = builder.load(builder.gep(xsp, [t]))
                     for i, blk in enumerate(blks):
                         q, signed = blk.quants(j)
-                        p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
-                        pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
-                                           builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
-                        lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
-                        hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
+                        if _MADDUBS and not signed:  # u8 x s8 -> 16 pair sums, no saturation (q <= 31)
+                            p = builder.sext(builder.call(maddubs, [q, xv]), v16)
+                            pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v8, list(range(0, 16, 2)))),
+                                               builder.shuffle_vector(p, p, ir.Constant(v8, list(range(1, 16, 2)))))
+                            lo, hi = pair, ir.Constant(v8, [0] * 8)
+                        else:
+                            p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
+                            pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
+                                               builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
+                            lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
+                            hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
                         scales, mn = blk.scales(j)
                         if mn is not None:
                             builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
