@@ -146,6 +146,40 @@ class _Block:
         return ((b.fmul(self.half(0), b.uitofp(s, f32)),),
                 b.fmul(self.half(2), b.uitofp(m, f32)))
 
+    def vec_scales(self, dx: ir.Value, xs: ir.Value, t0: ir.Value) -> tuple[ir.Value, ir.Value | None]:
+        """K-quants: the block's chunk scales times ``dx`` as one vector (Q4_K / Q5_K ``<8 x float>``,
+        Q6_K ``<16 x float>``, one per 16) and the minimum terms ``dmin m xs`` (``<8 x float>``;
+        Q6_K None), from the packed bytes in vector lanes (the 6-bit unpacking of the scalar path)."""
+        b, f32 = self.b, ir.FloatType()
+        v8f, v16f = _vec(f32, 8), _vec(f32, 16)
+
+        def lanes(v: ir.Value, idx: list[int], other: ir.Value | None = None) -> ir.Value:
+            return b.shuffle_vector(v, v if other is None else other, ir.Constant(_vec(_I32, len(idx)), idx))
+
+        def splat(v: ir.Value, n: int) -> ir.Value:
+            t = b.insert_element(ir.Constant(_vec(f32, n), None), v, ir.Constant(_I32, 0))
+            return lanes(t, [0] * n)
+
+        def vload(base: ir.Value, n: int) -> ir.Value:
+            return b.load(b.bitcast(b.gep(base, [t0]), _vec(f32, n).as_pointer()), align=4)
+
+        dxv = vload(dx, 8)
+        if self.kind == Q6_K:
+            sc = b.sitofp(self.load(192, 16), v16f)
+            dx16 = lanes(dxv, [i // 2 for i in range(16)])
+            return b.fmul(b.fmul(splat(self.half(208), 16), sc), dx16), None
+        sc = self.load(4, 16)  # scales[12] (and 4 bytes beyond, unused)
+        a_, m_ = lanes(sc, [0, 1, 2, 3, 8, 9, 10, 11]), lanes(sc, [4, 5, 6, 7, 8, 9, 10, 11])
+        hs, hm = lanes(sc, [0, 0, 0, 0, 0, 1, 2, 3]), lanes(sc, [0, 0, 0, 0, 4, 5, 6, 7])
+        top_s = b.shl(b.lshr(hs, _const(8, 6)), _const(8, 4))
+        top_m = b.shl(b.lshr(hm, _const(8, 6)), _const(8, 4))
+        pick = [0, 1, 2, 3, 12, 13, 14, 15]  # sub-blocks 0-3 from the first, 4-7 from the second
+        s6 = lanes(b.and_(a_, _const(8, 63)), pick, b.or_(b.and_(a_, _const(8, 15)), top_s))
+        m6 = lanes(b.and_(m_, _const(8, 63)), pick, b.or_(b.lshr(m_, _const(8, 4)), top_m))
+        sd = b.fmul(b.fmul(splat(self.half(0), 8), b.uitofp(s6, v8f)), dxv)
+        mn = b.fmul(b.fmul(splat(self.half(2), 8), b.uitofp(m6, v8f)), vload(xs, 8))
+        return sd, mn
+
 
 # rows per kernel call: 1 (measured on AVX2: 4 rows sharing the widened activations ran 1.1-3.4x
 # slower than one row at a time, which streams from memory as fast as the float tiles did)
@@ -174,6 +208,7 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             fma = builder.module.declare_intrinsic("llvm.fmuladd.v8f32", fnty=ir.FunctionType(v8f, [v8f] * 3))
             accs = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             mins = [cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0)) for _ in range(n_rows)]
+            vmins = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             v32, v16, v8 = _vec(_I32, 32), _vec(_I32, 16), _vec(_I32, 8)
             if _MADDUBS:
                 maddubs = builder.module.declare_intrinsic(
@@ -189,6 +224,13 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             with cgutils.for_range(builder, total) as loop:
                 blks = [_Block(kind, builder, rp, loop.index) for rp in rowps]
                 acc = [builder.load(a) for a in accs]
+                vsc = [None] * n_rows
+                if kind in (Q4_K, Q5_K, Q6_K):
+                    t0 = builder.mul(loop.index, blks[0].c(n_chunks))
+                    for i, blk in enumerate(blks):
+                        vsc[i], mnv = blk.vec_scales(dxp, xsp, t0)
+                        if mnv is not None:
+                            builder.store(builder.fadd(builder.load(vmins[i]), mnv), vmins[i])
                 for j in range(n_chunks):
                     t = builder.add(builder.mul(loop.index, blks[0].c(n_chunks)), blks[0].c(j))
                     xv = builder.load(builder.bitcast(builder.gep(xp, [builder.shl(t, blks[0].c(5))]),
@@ -209,19 +251,24 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
                                                builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
                             lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
                             hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
-                        scales, mn = blk.scales(j)
-                        if mn is not None:
-                            builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
-                        if per16:
-                            a = builder.call(fma, [builder.sitofp(lo, v8f), splat(builder.fmul(scales[0], dxt)), acc[i]])
-                            acc[i] = builder.call(fma, [builder.sitofp(hi, v8f), splat(builder.fmul(scales[1], dxt)), a])
+                        if vsc[i] is not None:  # lanes of the block's scale vector
+                            sv = vsc[i]
+                            sc = [builder.shuffle_vector(sv, sv, ir.Constant(v8, [(2 * j + k) if per16 else j] * 8))
+                                  for k in range(2 if per16 else 1)]
                         else:
-                            acc[i] = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f),
-                                                        splat(builder.fmul(scales[0], dxt)), acc[i]])
+                            scales, mn = blk.scales(j)
+                            if mn is not None:
+                                builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
+                            sc = [splat(builder.fmul(v, dxt)) for v in scales]
+                        if per16:
+                            a = builder.call(fma, [builder.sitofp(lo, v8f), sc[0], acc[i]])
+                            acc[i] = builder.call(fma, [builder.sitofp(hi, v8f), sc[1], a])
+                        else:
+                            acc[i] = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f), sc[0], acc[i]])
                 for a, v in zip(accs, acc, strict=True):
                     builder.store(v, a)
             for i in range(n_rows):
-                a = builder.load(accs[i])
+                a = builder.fsub(builder.load(accs[i]), builder.load(vmins[i]))
                 s = builder.extract_element(a, ir.Constant(_I32, 0))
                 for k in range(1, 8):
                     s = builder.fadd(s, builder.extract_element(a, ir.Constant(_I32, k)))
