@@ -124,3 +124,36 @@ def test_model_decode_on_int_kernels(which, request):
     with torch.inference_mode():
         x = torch.tensor([ids])
         assert torch.equal(dense(x), stored(x))
+
+
+def test_generic_ir_gives_the_same_numbers(tmp_path):
+    """The generic vector IR (what non-AVX2 hosts run) against the host's path, in a fresh process
+    with its own numba cache: the same integer sums, floats added in another lane order."""
+    import json
+    import os
+    import subprocess
+
+    code = """
+import json, sys, numpy as np, torch
+sys.path.insert(0, BENCH)
+import shaped_files as sf
+from lminspect.models.packed import INT_KINDS, PackedWeight
+rng = np.random.default_rng(4)
+out = {}
+for kind in INT_KINDS:
+    cols = 512 if kind.endswith("_K") else 64
+    raw = sf.random_blocks(kind, 5, cols, rng)
+    x = torch.from_numpy(rng.standard_normal(cols).astype(np.float32))
+    out[kind] = PackedWeight.from_gguf_blocks(kind, raw, cols, tiles=False).matvec(x).tolist()
+print(json.dumps(out))
+""".replace("BENCH", repr(str(Path(__file__).resolve().parents[1] / "benchmarks")))
+    runs = []
+    for generic in ("", "1"):
+        env = {**os.environ, "LMINSPECT_GENERIC_IR": generic, "NUMBA_CACHE_DIR": str(tmp_path / f"nc{generic}"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    for kind in INT_KINDS:
+        a, b = torch.tensor(runs[0][kind]), torch.tensor(runs[1][kind])
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max())), kind

@@ -20,6 +20,8 @@ from the memory map: no re-laid-out copy.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -38,10 +40,10 @@ def _host_has(feature: str) -> bool:
         return False
 
 
-# x86 with AVX2 (AVX-512 machines included): unsigned quants times int8 activations with one
-# vpmaddubsw (32 products summed in pairs to int16) instead of widening both to int16 first.
-# Elsewhere the generic vector IR (the same sums).
-_MADDUBS = _host_has("avx2")
+# x86 with AVX2 (AVX-512 machines included): quants times int8 activations with one vpmaddubsw
+# (32 products summed in pairs to int16; signed quants as |q| times x with q's sign, vpsignb)
+# instead of widening both to int16 first. Elsewhere the generic vector IR (the same sums).
+_MADDUBS = _host_has("avx2") and not os.environ.get("LMINSPECT_GENERIC_IR")  # (tests: the generic code)
 
 # kind ids as in packed_numba / packed.KIND_IDS
 Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K = range(8)
@@ -211,8 +213,12 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             vmins = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             v32, v16, v8 = _vec(_I32, 32), _vec(_I32, 16), _vec(_I32, 8)
             if _MADDUBS:
+                v32b = _vec(_I8, 32)
                 maddubs = builder.module.declare_intrinsic(
-                    "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vec(_I16, 16), [_vec(_I8, 32)] * 2))
+                    "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vec(_I16, 16), [v32b] * 2))
+                psign = builder.module.declare_intrinsic("llvm.x86.avx2.psign.b", fnty=ir.FunctionType(v32b, [v32b] * 2))
+                absb = builder.module.declare_intrinsic(
+                    "llvm.abs.v32i8", fnty=ir.FunctionType(v32b, [v32b, ir.IntType(1)]))
 
             def splat(s: ir.Value) -> ir.Value:
                 t = builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(_I32, 0))
@@ -240,31 +246,38 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
                     xst = builder.load(builder.gep(xsp, [t]))
                     for i, blk in enumerate(blks):
                         q, signed = blk.quants(j)
-                        if _MADDUBS and not signed:  # u8 x s8 -> 16 pair sums, no saturation (q <= 31)
-                            p = builder.sext(builder.call(maddubs, [q, xv]), v16)
-                            pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v8, list(range(0, 16, 2)))),
+                        if _MADDUBS:  # u8 x s8 -> 16 pair sums (|q| <= 128, |x| <= 127: no saturation)
+                            if signed:  # |q| times x with q's sign (llama.cpp's trick)
+                                xs_ = builder.call(psign, [xv, q])
+                                q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                            else:
+                                xs_ = xv
+                            p = builder.sext(builder.call(maddubs, [q, xs_]), v16)
+                            isum = builder.add(builder.shuffle_vector(p, p, ir.Constant(v8, list(range(0, 16, 2)))),
                                                builder.shuffle_vector(p, p, ir.Constant(v8, list(range(1, 16, 2)))))
-                            lo, hi = pair, ir.Constant(v8, [0] * 8)
+                            per16_lanes = [0, 0, 0, 0, 1, 1, 1, 1]  # lanes 0-3: elements 0-15
                         else:
                             p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
                             pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
                                                builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
-                            lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
-                            hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
-                        if vsc[i] is not None:  # lanes of the block's scale vector
+                            if per16:  # lanes 0-7 of pair: elements 0-15; 8-15: 16-31
+                                isum = builder.shuffle_vector(pair, pair, ir.Constant(v8, [0, 2, 4, 6, 8, 10, 12, 14]))
+                                isum = builder.add(isum, builder.shuffle_vector(
+                                    pair, pair, ir.Constant(v8, [1, 3, 5, 7, 9, 11, 13, 15])))
+                                per16_lanes = [0, 0, 0, 0, 1, 1, 1, 1]
+                            else:
+                                isum = builder.add(builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8)))),
+                                                   builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16)))))
+                        if vsc[i] is not None:  # lanes of the block's scale vector (Q6_K: two per chunk)
                             sv = vsc[i]
-                            sc = [builder.shuffle_vector(sv, sv, ir.Constant(v8, [(2 * j + k) if per16 else j] * 8))
-                                  for k in range(2 if per16 else 1)]
+                            idx = [2 * j + k for k in per16_lanes] if per16 else [j] * 8
+                            sc = builder.shuffle_vector(sv, sv, ir.Constant(v8, idx))
                         else:
                             scales, mn = blk.scales(j)
                             if mn is not None:
                                 builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
-                            sc = [splat(builder.fmul(v, dxt)) for v in scales]
-                        if per16:
-                            a = builder.call(fma, [builder.sitofp(lo, v8f), sc[0], acc[i]])
-                            acc[i] = builder.call(fma, [builder.sitofp(hi, v8f), sc[1], a])
-                        else:
-                            acc[i] = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f), sc[0], acc[i]])
+                            sc = splat(builder.fmul(scales[0], dxt))
+                        acc[i] = builder.call(fma, [builder.sitofp(isum, v8f), sc, acc[i]])
                 for a, v in zip(accs, acc, strict=True):
                     builder.store(v, a)
             for i in range(n_rows):
