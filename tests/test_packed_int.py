@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lminspect.models import load_model, packed
+from lminspect.models import stored as stored_mod
 from lminspect.models.packed import INT_KINDS, PackedWeight
 from lminspect.models.stored import StoredLinear
 
@@ -110,9 +111,10 @@ def test_exact_decode_uses_the_float_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("which", ["quant_gguf", "quant_gguf_tied"])
-def test_model_decode_on_int_kernels(which, request):
+def test_model_decode_on_int_kernels(which, request, monkeypatch):
     """A model's decode steps on the int8 path: the file's rows (no tile copy), logits close to the
     dense model's (int8 activations), prefill still bit for bit."""
+    monkeypatch.setattr(stored_mod, "TILE_IN_MAX", 0)  # these tiny rows would be tiles
     path = request.getfixturevalue(which)
     dense = load_model(path, weights="float32")
     stored = load_model(path, weights="stored")
@@ -157,3 +159,14 @@ print(json.dumps(out))
     for kind in INT_KINDS:
         a, b = torch.tensor(runs[0][kind]), torch.tensor(runs[1][kind])
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max())), kind
+
+
+def test_wide_q4_0_rows_stay_in_the_file(tmp_path):
+    """Q4_0 layers with rows wider than TILE_IN_MAX read the file (a 7B takes about its file in
+    memory); narrow ones are tiles (a copy: faster for short rows)."""
+    s = sf.shape(vocab=300, dim=1280, layers=1, heads=10, kv_heads=2, ffn=512, context=64)
+    path = sf.write_kquant_gguf(tmp_path / "q40.gguf", s, fill="random",
+                                kind_of=lambda name, shp: "F32" if len(shp) == 1 else "Q4_0")
+    m = load_model(path, weights="stored")
+    assert m.layers[0].attn.q.packed.raw is not None and m.layers[0].attn.q.packed.owned_bytes == 0
+    assert m.layers[0].mlp.down.packed.tiled  # 512-value rows
