@@ -82,6 +82,18 @@ def test_int_matvec_special_vectors(kind):
     _check(kind, raw, cols, mixed)
 
 
+@pytest.mark.parametrize("kind", INT_KINDS)
+def test_int_matvec_non_finite_activations_are_not_hidden(kind):
+    """A nan or inf in x makes every output nan (int8 rounding must not turn it into a number)."""
+    cols = 256
+    raw = sf.random_blocks(kind, 6, cols, np.random.default_rng(8))
+    p = PackedWeight.from_gguf_blocks(kind, raw, cols, tiles=False)
+    for bad in (float("nan"), float("inf")):
+        x = torch.ones(cols)
+        x[40] = bad
+        assert torch.isnan(p.matvec(x)).all()
+
+
 @pytest.mark.parametrize("kind", ["Q4_K", "Q4_0"])
 def test_int_matvec_same_numbers_on_any_thread_count(kind):
     """Rows are split over threads, each row's sum in one order: 1 and 2 threads agree bit for bit."""

@@ -310,9 +310,11 @@ def quantize_x(x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray) ->
             s += v
             amax = max(amax, abs(v))
         d = amax / np.float32(127)
+        if not (np.isfinite(s) and np.isfinite(d)):  # a nan / inf: the block's products are nan
+            d = np.float32(np.nan)
         inv = np.float32(1) / d if d > 0 else np.float32(0)
         for i in range(32):
-            xq[b * 32 + i] = np.int8(np.rint(x[b * 32 + i] * inv))
+            xq[b * 32 + i] = np.int8(np.rint(x[b * 32 + i] * inv)) if inv > 0 else np.int8(0)
         dx[b] = d
         xs[b] = s
 
