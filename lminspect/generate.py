@@ -209,6 +209,7 @@ class Generation:
                 ids = torch.tensor([self.prompt_ids], dtype=torch.long, device=dev)
                 logits = model(ids, cache=cache, last_only=True)[0, -1]
                 step = torch.empty(1, 1, dtype=torch.long, device=dev)
+                fast = _fast(model, cache) if budget > 1 else None
                 for i in range(budget):
                     if self._cancel.is_set():
                         reason = "cancelled"
@@ -245,8 +246,11 @@ class Generation:
                         break
                     if need_seen:
                         seen = torch.cat([seen, step.view(1).new_full((1,), tok)])
-                    step.fill_(tok)
-                    logits = model(step, cache=cache)[0, -1]
+                    if fast is not None:
+                        logits = fast.step(tok)
+                    else:
+                        step.fill_(tok)
+                        logits = model(step, cache=cache)[0, -1]
             if reason not in ("stop", "cancelled") and decoder is not None:
                 pending += decoder.flush()
                 if pending:
@@ -325,17 +329,29 @@ def greedy_ids(model: LM, ids: Sequence[int] | torch.Tensor, n: int,
     """The ``n`` greedy continuation ids of ``ids`` (no EOS stop), with the KV cache."""
     ids_t = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(model.device)
     n = min(n, model.context_length - ids_t.shape[1])
-    cache = model.new_cache(plan, batch_size=1, max_len=ids_t.shape[1] + n)
-    logits = model(ids_t, cache=cache, last_only=True)[0, -1]
     out: list[int] = []
-    step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
-    for i in range(n):
-        tok = int(logits.argmax())
-        out.append(tok)
-        if i + 1 < n:
-            step.fill_(tok)
-            logits = model(step, cache=cache)[0, -1]
+    with torch.inference_mode():
+        cache = model.new_cache(plan, batch_size=1, max_len=ids_t.shape[1] + n)
+        logits = model(ids_t, cache=cache, last_only=True)[0, -1]
+        fast = _fast(model, cache) if n > 1 else None
+        step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
+        for i in range(n):
+            tok = int(logits.argmax())
+            out.append(tok)
+            if i + 1 < n:
+                if fast is not None:
+                    logits = fast.step(tok)
+                else:
+                    step.fill_(tok)
+                    logits = model(step, cache=cache)[0, -1]
     return out
+
+
+def _fast(model: LM, cache: Any) -> Any:
+    """The decode fast path on ``cache`` (models/decode.py), or None: the model runs each step."""
+    from lminspect.models.decode import fast_decoder
+
+    return fast_decoder(model, cache)
 
 
 __all__ = ["Generation", "GenerationStats", "Sampler", "generate", "greedy_ids", "interleave"]
