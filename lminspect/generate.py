@@ -96,7 +96,7 @@ class Sampler:
             s = logits.gather(0, seen)
             logits.scatter_(0, seen, torch.where(s < 0, s * self.penalty, s / self.penalty))
         if self.temperature == 0.0:
-            return int(logits.argmax())
+            return greedy_pick(logits)
         logits = logits.float() / self.temperature
         if self.top_k is not None and self.top_k < logits.numel():
             kth = torch.topk(logits, self.top_k).values[-1]
@@ -109,6 +109,15 @@ class Sampler:
             logits = logits.masked_fill(remove.scatter(0, idx, remove), float("-inf"))
         probs = torch.softmax(logits, -1)
         return int(torch.multinomial(probs.cpu(), 1, generator=self.gen))
+
+
+def greedy_pick(logits: torch.Tensor) -> int:
+    """The index of the largest logit (the first one on ties, a nan counting as largest, as
+    ``torch.argmax``): numpy's argmax on a CPU float32 vector, ~20x faster than torch's (measured
+    190 vs 8 us on SmolLM2's 49152 logits, 1 thread: a few percent of a decode step)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.dim() == 1:
+        return int(logits.detach().numpy().argmax())
+    return int(logits.argmax())
 
 
 def check_ids(ids: Sequence[int], vocab: Any, tokenizer: Any = None, what: str = "prompt") -> None:
@@ -336,7 +345,7 @@ def greedy_ids(model: LM, ids: Sequence[int] | torch.Tensor, n: int,
         fast = _fast(model, cache) if n > 1 else None
         step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
         for i in range(n):
-            tok = int(logits.argmax())
+            tok = greedy_pick(logits)
             out.append(tok)
             if i + 1 < n:
                 if fast is not None:

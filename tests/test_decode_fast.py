@@ -172,3 +172,15 @@ def test_off_without_numba(quant_gguf, monkeypatch):
     monkeypatch.setattr(decode, "_HELPERS", False)
     with torch.inference_mode():
         assert fast_decoder(model, model.new_cache(max_len=8)) is None
+
+
+def test_greedy_pick_is_torch_argmax():
+    from lminspect.generate import greedy_pick
+
+    nan, inf = float("nan"), float("inf")
+    for v in ([1.0, 3.0, 3.0], [1.0, nan, 5.0, nan], [-inf, -inf], [0.5], [2.0, inf, inf]):
+        t = torch.tensor(v)
+        assert greedy_pick(t) == int(t.argmax()), v
+        assert greedy_pick(t.double()) == int(t.argmax())
+    t = torch.randn(2, 50)[:, 7]  # a strided view
+    assert greedy_pick(t) == int(t.argmax())
