@@ -124,6 +124,7 @@ class FastDecoder:
         self.h = np.zeros(dim, np.float32)  # its normed form, what the projections read
         self.emb_mult = float(c.embedding_multiplier)
         self.logit_div = float(c.logits_scaling)
+        self.n_head = max(model.layers[call.index].attn.n_head for call in cache.plan)
         blocks: dict[int, tuple] = {}
         for i in sorted({call.index for call in cache.plan}):
             b = self._block(model.layers[i])
@@ -177,7 +178,8 @@ class FastDecoder:
         scale = a.scale if a.scale is not None else 1.0 / math.sqrt(hd)
         return (_f32(blk.attn_norm.weight), float(blk.attn_norm.eps), _f32(blk.mlp_norm.weight),
                 float(blk.mlp_norm.eps), q[0], k[0], v[0], q[1], k[1], v[1], q[2], k[2], bool(a.rope), float(scale),
-                y, o[0], o[1], gate[0], up[0], gate[1], up[1], hidden, down[0], down[1], np.zeros(hd, np.float32))
+                y, o[0], o[1], gate[0], up[0], gate[1], up[1], hidden, down[0], down[1],
+                np.zeros((a.n_head, hd), np.float32))
 
     def _views(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """numpy views of the cache's slots ``[n_kv, capacity, head_dim]`` (remade when it grows)."""
@@ -185,7 +187,7 @@ class FastDecoder:
         key = (id(cache.k), id(cache.k[0]) if cache.k else 0)
         if self._views_of != key:
             self._kv = [(k[0].numpy(), v[0].numpy()) for k, v in zip(cache.k, cache.v, strict=True)]
-            self._scores = np.empty(max(1, cache.capacity), np.float32)
+            self._scores = np.empty((self.n_head, max(1, cache.capacity)), np.float32)
             self._views_of = key
         return self._kv
 

@@ -95,43 +95,54 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, qperm: np.ndarray, kperm
     """One new token's attention over a cache slot: RoPE on its q / k (rows in ``perm`` order),
     k and v written at ``pos`` of ``kc`` / ``vc`` ``[n_kv, capacity, head_dim]``, then for each
     query head softmax(q K^T * scale) V over positions 0..pos, times ``heads[h]`` -> ``y [H * D]``.
-    ``qbuf [D]`` and ``scores [>= pos + 1]`` are scratch."""
+    The query heads that share a K/V head go together, so each cached row is read once.
+    ``qbuf [n_head, D]`` and ``scores [n_head, >= pos + 1]`` are scratch."""
     n_kv, _, hd = kc.shape
     n_head = heads.shape[0]
     rep = n_head // n_kv
+    n = pos + 1
+    sc = np.float32(scale)
     for g in range(n_kv):
         _rope_head(k, kperm, g * hd, cos, sin, kc[g, pos], rope)
         for d in range(hd):
             vc[g, pos, d] = v[g * hd + d]
-    n = pos + 1
-    sc = np.float32(scale)
     for h in range(n_head):
-        _rope_head(q, qperm, h * hd, cos, sin, qbuf, rope)
-        kg = kc[h // rep]
-        vg = vc[h // rep]
-        mx = np.float32(-np.inf)
+        _rope_head(q, qperm, h * hd, cos, sin, qbuf[h], rope)
+    for g in range(n_kv):
+        kg = kc[g]
+        vg = vc[g]
+        h0 = g * rep
         for j in range(n):
-            s = np.float32(0)
+            kj = kg[j]
+            for r in range(rep):
+                qh = qbuf[h0 + r]
+                s = np.float32(0)
+                for d in range(hd):
+                    s += qh[d] * kj[d]
+                scores[h0 + r, j] = s * sc
+        for r in range(rep):
+            row = scores[h0 + r]
+            mx = np.float32(-np.inf)
+            for j in range(n):
+                mx = max(mx, row[j])
+            tot = 0.0
+            for j in range(n):
+                e = np.exp(row[j] - mx)
+                row[j] = e
+                tot += e
+            f = np.float32(heads[h0 + r] / tot)
+            for j in range(n):
+                row[j] *= f
+            o = (h0 + r) * hd
             for d in range(hd):
-                s += qbuf[d] * kg[j, d]
-            s *= sc
-            scores[j] = s
-            mx = max(mx, s)
-        tot = 0.0
+                y[o + d] = 0
         for j in range(n):
-            e = np.exp(scores[j] - mx)
-            scores[j] = e
-            tot += e
-        f = np.float32(heads[h] / tot)
-        o = h * hd
-        for d in range(hd):
-            y[o + d] = 0
-        for j in range(n):
-            p = scores[j]
-            for d in range(hd):
-                y[o + d] += p * vg[j, d]
-        for d in range(hd):
-            y[o + d] *= f
+            vj = vg[j]
+            for r in range(rep):
+                p = scores[h0 + r, j]
+                o = (h0 + r) * hd
+                for d in range(hd):
+                    y[o + d] += p * vj[d]
 
 
 @njit(nogil=True, cache=True)
@@ -156,4 +167,4 @@ def warm_up() -> None:
     perm = np.arange(8, dtype=np.int64)
     kc = np.zeros((1, 2, 8), np.float32)
     attend(x, x, x, perm, perm, x, x, True, kc, kc.copy(), 0, 0.5, np.ones(1, np.float32), out,
-           np.empty(8, np.float32), np.empty(2, np.float32))
+           np.empty((1, 8), np.float32), np.empty((1, 2), np.float32))
