@@ -27,7 +27,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
+# OpenMP threads wait passively, as the CLI sets them (runtime.set_threads): with 2 threads on busy
+# cores, spinning pools (torch's, numba's) made prefill 10x slower; set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 PROMPT = "Once upon a time"
 
