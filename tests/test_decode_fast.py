@@ -184,3 +184,16 @@ def test_greedy_pick_is_torch_argmax():
         assert greedy_pick(t.double()) == int(t.argmax())
     t = torch.randn(2, 50)[:, 7]  # a strided view
     assert greedy_pick(t) == int(t.argmax())
+
+
+@pytest.mark.smollm2
+@pytest.mark.xdist_group("smollm2")
+def test_smollm2_fast_path_greedy_64_identical(smollm2_gguf, monkeypatch):
+    """The real model: 64 greedy tokens through the fast path equal the module tree's, and each
+    step's logits agree within float32 rounding."""
+    model = load_model(smollm2_gguf, weights="stored")
+    ids = load_tokenizer(open_store(smollm2_gguf)).encode("Once upon a time")
+    fast = greedy_ids(model, ids, 64)
+    _close(*_both(model, ids, fast[:12]))
+    monkeypatch.setattr(decode, "ENABLED", False)
+    assert greedy_ids(model, ids, 64) == fast
