@@ -92,15 +92,19 @@ def stats(
     save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
                               "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
+    hist: bool | None = typer.Option(None, "--hist/--no-hist", help="Also print each tensor's value histogram "
+                                     "as text bars (the default when one tensor is selected)."),
     threads: Threads = None,
 ) -> None:
-    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
+    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra, histograms.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
     run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
     weightwatcher view: the power-law alpha of every matrix, layer by layer.
 
     Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
+
+    Example: lminspect stats smollm2 -t layers.3.mlp.down   (one tensor: its histogram too)
     """
     from lminspect.runtime import set_threads
 
@@ -131,6 +135,8 @@ def stats(
             results.append(store.stats(n, svd=svd))
         prog.update(len(names), info="")
     _stats_body(store, results, as_json, by_layer, svd, save, overwrite)
+    if (len(results) == 1 if hist is None else hist) and not as_json and not by_layer:
+        _print_histograms(results)
     print(run_summary(f"stats of {len(names)} tensors", n_threads, t0), file=sys.stderr)
 
 
@@ -167,6 +173,18 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
         console.print(table)
     if svd and any("alpha" in r for r in results):
         _print_alpha_notes(results)
+
+
+def _print_histograms(results: list[dict]) -> None:
+    """Each tensor's value histogram (64 bins over [min, max], shown as 16), as text bars."""
+    from lminspect.plots import histogram_text
+
+    for r in results:
+        counts, edges = r.get("hist"), r.get("hist_edges")
+        if not counts or not edges or len(counts) < 2:
+            continue  # a constant tensor: its one value is in the table
+        where = f"a sample of {sum(counts):,} of {r['numel']:,} values" if r.get("sampled") else f"{sum(counts):,} values"
+        print(histogram_text(counts, edges[0], edges[1], title=f"\n{r.get('canonical') or r['name']}: {where}"))
 
 
 def _stats_table(store: Any, results: list[dict], cols: list[str]) -> Any:
