@@ -80,3 +80,44 @@ async def test_after_run_letters_type_into_the_prompt_not_the_app(tiny_llama_dir
         assert app.focused is prompt
         await wait_until(pilot, lambda: prompt.text == "Once upon a time therec", what="'c' typed into the prompt",
                          detail=lambda: prompt.text)
+
+
+# a vertical scrollbar's thumb ends: exactly two equal partial blocks (a tall border's ▁ run is longer;
+# figures draw with █ ▄ ▀, never these pairs)
+THUMB = re.compile(r"(?<![▁▂▃▅▆▇])([▁▂▃▅▆▇])\1(?![▁▂▃▅▆▇])")
+
+
+def _stray_scrollbars(app) -> list[str]:
+    """Scrollbar thumbs anywhere but the pane's right edge (a table scrolling inside a scrolled view)."""
+    width = app.size.width
+    return [f"row {y} col {m.start()}: {line[max(0, m.start() - 30):m.end()]!r}"
+            for y, line in enumerate(screen_text(app).splitlines()) for m in THUMB.finditer(line)
+            if m.start() < width - 3]
+
+
+@pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
+async def test_no_stray_scrollbar_blocks(tiny_llama_dir, tmp_path, size):
+    from test_tui_helpers import make_acts
+
+    from lminspect.tui.widgets.activations import ActsPane
+
+    write_run(tmp_path / "runs" / "base", steps=30)
+    make_acts(tiny_llama_dir, tmp_path / "acts" / "base")
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", acts=[tmp_path / "acts"], remember=False)
+    async with app.run_test(size=size) as pilot:
+        await opened(pilot)
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="the embedding's statistics and figures")
+        await pilot.pause()
+        assert not _stray_scrollbars(app), _stray_scrollbars(app)
+        sl = app.query_one("#runs-list", SelectionList)
+        await press_until(pilot, "r", until=lambda: app.focused is sl, what="the Runs tab")
+        await press_until(pilot, "space", until=lambda: "train loss" in app.query_one("#plot-loss", PlotView).text,
+                          what="the loss plot")
+        await pilot.pause()
+        assert not _stray_scrollbars(app), _stray_scrollbars(app)
+        await press_until(pilot, "a", until=lambda: bool(app.query(ActsPane))
+                          and app.query_one(ActsPane).profile is not None, what="activation statistics")
+        await pilot.pause()
+        assert not _stray_scrollbars(app), _stray_scrollbars(app)

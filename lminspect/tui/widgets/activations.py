@@ -96,7 +96,7 @@ class ActsPane(Widget):
     ActsPane #acts-controls > Select { width: 1fr; margin-right: 2; }
     ActsPane PlotView { height: 16; margin-bottom: 1; }
     ActsPane PlotView.-message { height: auto; }
-    ActsPane DataTable { height: auto; max-height: 14; margin-bottom: 1; }
+    ActsPane DataTable { height: auto; margin-bottom: 1; }  /* the view scrolls, not each table */
     ActsPane #acts-site, ActsPane #acts-diff-status { height: auto; text-style: bold; }
     """
 
