@@ -38,7 +38,13 @@ from lminspect.models import packed as pk
 from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
-TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the fast tiles (a copy)
+TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the float tiles (a copy)
+
+
+def tiles_wanted() -> bool:
+    """Whether Q8_0/Q4_0/Q4_1 linear layers are re-laid out in tiles: only for float32-activation
+    decoding (``EXACT_DECODE``, or no integer kernels); the integer kernels read the file's rows."""
+    return pk.EXACT_DECODE or pk.int_kernels() is None
 
 
 class StoredLinear(nn.Linear):
@@ -309,7 +315,8 @@ def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool
     elif kind == "F16":
         p = PackedWeight.from_f16(arr)
     elif arr.dtype == np.uint8:
-        p = PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles and shape[0] * shape[1] <= TILE_MAX)
+        tiles = tiles and shape[0] * shape[1] <= TILE_MAX and tiles_wanted()
+        p = PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles)
     else:
         return None
     if (rows, p.in_features) != tuple(shape):
@@ -370,11 +377,12 @@ def load_estimate(model: Any, store: Any, stored: bool, itemsize: int) -> tuple[
     lazy = {f"{n}.weight" for n, m in model.named_modules() if type(m) is nn.Linear} | {"embed.tokens.weight"}
     same = {4: ("F32",), 2: ("BF16", "F16")}.get(4 if stored else itemsize, ())
     copies = working = 0
+    tiles = stored and tiles_wanted()
     for pname, p in model.state_dict().items():
         n = p.numel()
         kind = source.kind(pname) if stored and pname in lazy else None
         if kind is not None and kind not in ("F32", "F64"):
-            if kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX:
+            if tiles and kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX:
                 copies += n * 9 // 8  # the tiles: a byte per value at most, plus float32 scales
                 working = max(working, 4 * n)  # their dense form is made whole
             else:
