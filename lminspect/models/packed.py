@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -324,6 +326,28 @@ class PackedWeight:
                 y = y + self.m[g:g + 16] * xs[:, None]
             parts.append(y.sum(1).reshape(-1))
         return torch.cat(parts)[: self.out_features]
+
+    def bound_matvec(self, x: np.ndarray) -> tuple[Callable[[], None], np.ndarray] | None:
+        """``(call, y)``: each ``call()`` writes ``W @ x`` into ``y [out]`` (owned here), reading the
+        float32 buffer ``x [in]`` as it is then: the kernel ``matvec`` runs, bound once to its
+        buffers, so a decode step (models/decode.py) pays no allocation or argument handling per
+        matrix. None without the compiled kernels for this kind (the caller keeps ``matvec``)."""
+        k = kernels()
+        if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
+            return None
+        if self.tiled:
+            out = np.empty(self.qs.shape[0] * TILE, np.float32)
+            fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec
+            return partial(fn, *self._args, x, out), out[: self.out_features]
+        out = np.empty((1, self.out_features), np.float32)
+        x2 = x.reshape(1, -1)
+        if self.kind == "BF16":
+            call = partial(k.bf16_matmul, self.raw, x2, out)
+        elif self.kind == "F16":
+            call = partial(k.f16_matmul, self.raw, x2, out)
+        else:
+            call = partial(k.matmul, KIND_IDS[self.kind], self.raw, x2, out)
+        return call, out[0]
 
 
 __all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "TILE", "TILED", "PackedWeight", "int_kernels", "kernels", "scratch"]
