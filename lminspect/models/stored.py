@@ -117,21 +117,22 @@ class StoredLinear(nn.Linear):
             return y.view(*x.shape[:-1], self.out_features)
         return self._dense_forward(x, perm)
 
-    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None) -> torch.Tensor:
+    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None, with_bias: bool = True) -> torch.Tensor:
         """F.linear on exact float32 rows made a chunk at a time (all at once when they fit)."""
         p = self.packed
+        bias = self.bias if with_bias else None
         reuse = not (torch.is_grad_enabled() and x.requires_grad)  # autograd keeps w: no shared buffer
         n_in, n_out = self.in_features, self.out_features
         step = n_out if p.tiled else p.chunk_rows()
         if step >= n_out:
             w = p.dense(perm, out=scratch(n_out * n_in) if reuse else None)
-            return F.linear(x, w, self.bias)
+            return F.linear(x, w, bias)
         y = x.new_empty(*x.shape[:-1], n_out)
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
             rows = slice(r0, r1) if perm is None else perm[r0:r1]
             w = p.dense(rows, out=scratch((r1 - r0) * n_in) if reuse else None)
-            b = None if self.bias is None else self.bias[r0:r1]
+            b = None if bias is None else bias[r0:r1]
             y[..., r0:r1] = F.linear(x, w, b)
         return y
 
@@ -178,6 +179,25 @@ class StoredEmbedding(nn.Embedding):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, stored={self.packed.kind}"
+
+
+def weight_rows(mod: nn.Module, rows: Any) -> torch.Tensor:
+    """Rows (indices) of a linear layer's or embedding's weight; a stored weight is
+    dequantized for those rows only, never made a float32 Parameter (the lens's unembedding)."""
+    idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if isinstance(mod, StoredLinear) and mod.kernel_ready or (
+            isinstance(mod, StoredEmbedding) and mod._parameters["weight"] is None):
+        perm = mod.__dict__["_perm"]
+        return mod.packed.dense(idx if perm is None else perm[idx])
+    return mod.weight[torch.from_numpy(idx)]
+
+
+def linear_no_bias(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x @ mod.weight.T`` without the bias; a stored weight is read a chunk at a time, not
+    materialized (DLA's per-head outputs through ``attn.o``)."""
+    if isinstance(mod, StoredLinear) and mod.kernel_ready:
+        return mod._dense_forward(x, mod.__dict__["_perm"], with_bias=False)
+    return F.linear(x, mod.weight)
 
 
 # --------------------------------------------------------------------------- finding the stored form
@@ -435,4 +455,5 @@ def resolve_weights(weights: str | None, dtype: str = "float32", device: str = "
     return w
 
 
-__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "load_estimate", "resolve_weights"]
+__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "linear_no_bias",
+           "load_estimate", "resolve_weights", "weight_rows"]
