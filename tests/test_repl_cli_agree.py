@@ -122,3 +122,11 @@ def test_figures_numbers_agree(deep_dir):
     b = _json_rows(["stats", str(deep_dir), "-t", "layers.3.attn.q", "--json"])[0]
     for k in ("mean", "std", "kurtosis", "frac_near_zero", "stable_rank", "alpha"):
         assert np.isclose(a[k], b[k]), k
+
+
+def test_repl_histogram_is_the_cli_histogram(deep_dir):
+    m = li.open(deep_dir)
+    fig = m.layers[2].mlp.down.hist()
+    r = CliRunner().invoke(app, ["stats", str(deep_dir), "-t", "layers.2.mlp.down", "--no-svd"])
+    assert r.exit_code == 0 and fig.text.splitlines()[0] == "layers.2.mlp.down.weight: 2,560 values"
+    assert fig.text in r.stdout  # the same bars, line for line

@@ -177,14 +177,12 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
 
 def _print_histograms(results: list[dict]) -> None:
     """Each tensor's value histogram (64 bins over [min, max], shown as 16), as text bars."""
-    from lminspect.plots import histogram_text
+    from lminspect.plots import stats_histogram
 
     for r in results:
-        counts, edges = r.get("hist"), r.get("hist_edges")
-        if not counts or not edges or len(counts) < 2:
-            continue  # a constant tensor: its one value is in the table
-        where = f"a sample of {sum(counts):,} of {r['numel']:,} values" if r.get("sampled") else f"{sum(counts):,} values"
-        print(histogram_text(counts, edges[0], edges[1], title=f"\n{r.get('canonical') or r['name']}: {where}"))
+        text = stats_histogram(r)
+        if text is not None:
+            print("\n" + text)
 
 
 def _stats_table(store: Any, results: list[dict], cols: list[str]) -> Any:
