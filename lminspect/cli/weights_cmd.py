@@ -83,7 +83,7 @@ def inspect(
 
 def stats(
     model: str = typer.Argument(..., help="Model file, dir or name (as for `inspect`)."),
-    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (own or canonical name); repeatable."),
+    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (stored or canonical name, .weight optional: layers.*.mlp.down); repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (one object per tensor) instead of a table."),
     svd: bool = typer.Option(True, "--svd/--no-svd", help="Singular values, stable/effective rank and power-law alpha of 2-D tensors."),
     by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
