@@ -72,7 +72,8 @@ def test_by_layer_alpha_has_layer_and_warning_columns(deep_dir):
     assert flagged  # random weights: some matrices are flagged under-trained
     f = flagged[0]
     part = f["name"].removesuffix(".weight").split(".", 2)[2]
-    assert f"{part} {f['alpha_warning']}" in df.loc[df["layer"] == f["layer"], "warning"].item()
+    cell = df.loc[df["layer"] == f["layer"], "warning"].item()  # "under-trained: attn.q, mlp.up"
+    assert f"{f['alpha_warning']}: " in cell and part in cell.split(f"{f['alpha_warning']}: ")[1].split(";")[0]
     r = CliRunner().invoke(app, ["stats", str(deep_dir), "--by-layer", "alpha"])
     assert r.exit_code == 0 and "warning" in r.stdout and f["alpha_warning"] in r.stdout
 
