@@ -75,6 +75,8 @@ class LMInspectApp(App[None]):
         self.acts = [Path(p) for p in acts]
         self.store: Any = None
         self.remember = remember  # tests and benchmarks don't touch recent.json
+        self._opening = model or ""  # the reference being opened, and the title of the one open
+        self._opened_title = "no model"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -101,6 +103,7 @@ class LMInspectApp(App[None]):
     # -- opening a model ----------------------------------------------------------
 
     def open_model(self, ref: str) -> None:
+        self._opening = ref  # for the error: model_ref is still the model open before
         self.sub_title = f"opening {ref}..."
         self._open_store(ref)
 
@@ -112,11 +115,11 @@ class LMInspectApp(App[None]):
     def on_store_opened(self, message: StoreOpened) -> None:
         self.store = message.store
         self.model_ref = message.ref
-        # a fetched name ("smollm2") says more than the store's directory stem ("hf")
-        name = message.ref if not os.path.exists(message.ref) else (getattr(message.store, "name", None) or message.ref)
+        name = backend.model_label(message.ref, message.store)  # "smollm2", not its folder's "hf"
         quant = source_quantization(message.store)  # "F32 (dequantized from Q4_1)" when converted
         weights = f", {model_dtype_label(message.store)}" if quant else ""
-        self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')}{weights})"
+        self.sub_title = self._opened_title = (
+            f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')}{weights})")
         self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
         for pane in self.query(ActsPane):  # none until the tab is first shown
@@ -128,8 +131,8 @@ class LMInspectApp(App[None]):
         if event.worker.group == "open-other" and event.state == WorkerState.ERROR:
             self.report_error("Could not open the model to compare with", event.worker.error)
         if event.worker.group == "open" and event.state == WorkerState.ERROR:
-            self.sub_title = "no model"
-            self.report_error(f"Could not open {self.model_ref}", event.worker.error)
+            self.sub_title = self._opened_title  # the model still open, if any
+            self.report_error(f"Could not open {self._opening}", event.worker.error)
 
     def report_error(self, title: str, error: BaseException | None) -> None:
         """Show a worker's error in a modal; the app keeps running."""
@@ -175,12 +178,16 @@ class LMInspectApp(App[None]):
         if choice is None:
             return
         kind, value = choice
-        if kind == "model":
-            self.open_model(value)
-            self.action_show_tab("weights")
-        else:
-            self.action_show_tab("runs")
+        if kind == "run":  # its curves ticked in the Runs tab, and its weights opened when it has some
             self.query_one(RunsPane).select_run(value)
+            if not backend.has_checkpoints(value):
+                self.action_show_tab("runs")
+                self.push_screen(ErrorScreen(f"Could not open {value}",
+                                             "This run has no checkpoints yet, so no weights to open "
+                                             "(train with --save-every). Its curves are ticked in the Runs tab."))
+                return
+        self.open_model(value)
+        self.action_show_tab("weights")
 
     # the widget that takes focus when a tab is shown (moving focus first also keeps
     # TabbedContent from switching back to the tab that held the old focus)
@@ -296,7 +303,9 @@ class LMInspectApp(App[None]):
     def action_open_tensor(self, name: str) -> None:
         """The command palette's tensor hits: show ``name`` in the Weights tab."""
         self.action_show_tab("weights")
-        self.query_one(WeightsPane).show_tensor(name)
+        pane = self.query_one(WeightsPane)
+        pane.show_tensor(name)
+        pane.reveal(name)
 
     def action_open_plan(self, name: str) -> None:
         """The command palette's preset hits: the preset in the Stitch tab's plan field."""

@@ -36,6 +36,13 @@ def open_store(ref: str) -> TensorStore:
     return open_model(ref, lazy=True).store
 
 
+def tensor_names(store: TensorStore) -> list[str]:
+    """The names the Weights tree shows: canonical ones (``layers.2.mlp.up.weight``), then the
+    stored names that have none (``model.layers.2.mlp.up_proj.weight`` is found as its canonical)."""
+    names = list(store.canonical_names())
+    return names + [k for k in store.keys() if store.info(k).canonical is None]
+
+
 def n_layers(store: TensorStore) -> int | None:
     return store.n_layers
 
@@ -128,16 +135,27 @@ def plots_module() -> ModuleType:
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Run directories under ``root`` (``train.runlog.is_run_dir``: the root itself, or its
-    subdirectories), in name order. Only names are looked at here; reading a run is ``load_run``'s job.
-    """
+    """Run directories under ``root`` (``rundir.is_run_dir``): the root itself, its subdirectories,
+    and one level further down in a subdirectory that is not a run itself (``--run-root`` batches:
+    ``runs/cmp/gpt2ish``), in name order. Only names are looked at here; reading a run is
+    ``load_run``'s job."""
     from lminspect.rundir import is_run_dir
+
+    def subdirs(p: Path) -> list[Path]:
+        try:
+            return [c for c in sorted(p.iterdir()) if not c.name.startswith(".") and c.is_dir()]
+        except OSError:  # unreadable: nothing to list there
+            return []
 
     root = Path(root)
     if not root.is_dir():
         return []
     found: list[Path] = [root] if is_run_dir(root) else []
-    found += [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and is_run_dir(p)]
+    for child in subdirs(root):
+        if is_run_dir(child):
+            found.append(child)
+        elif child.name != "checkpoints":
+            found += [g for g in subdirs(child) if is_run_dir(g)]
     return found
 
 
@@ -312,6 +330,33 @@ def known_models() -> list[KnownModel]:
         seen.add(ref)
         out.append(KnownModel(ref, f"{ref}  (recent)", "recent"))
     return out
+
+
+# folder names that say nothing about the model: the title shows what holds them instead
+GENERIC_NAMES = frozenset({"hf", "model", "weights", "snapshot", "final", "latest"})
+
+
+def model_label(ref: str, store: TensorStore) -> str:
+    """The model's name for the title and the tree: a name as typed (``smollm2``); for a path the
+    store's name, except a generic folder name: a fetched model's ``models/smollm2/hf`` (how
+    recent.json keeps it) is ``smollm2``, any other ``.../run7/hf`` is ``run7/hf``."""
+    if not os.path.exists(ref):
+        return ref
+    path = Path(ref).resolve()
+    name = getattr(store, "name", None) or path.name
+    if name.lower() not in GENERIC_NAMES:
+        return name
+    try:
+        return path.relative_to((_cache_dir() / "models").resolve()).parts[0]
+    except (ValueError, IndexError):
+        return f"{path.parent.name}/{name}" if path.parent.name else name
+
+
+def has_checkpoints(run: str | os.PathLike[str]) -> bool:
+    """Whether a run has checkpoints to open as a model (its weights), not only its curves."""
+    from lminspect.rundir import holds_checkpoints
+
+    return holds_checkpoints(run)
 
 
 def user_message(exc: BaseException) -> str:
