@@ -269,32 +269,38 @@ class LMInspectApp(App[None]):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
-    def _figure_to_save(self) -> Any:
-        """The first figure of the shown tab that can be saved (the Runs tab: the chosen metric)."""
+    def _figures_here(self) -> tuple[list[Any], int]:
+        """The figures shown in the current tab (or its modal-free screen), and the one to offer
+        first: the focused figure, else the first."""
         from lminspect.tui.widgets.plot import PlotView
 
-        if isinstance(self.focused, PlotView) and self.focused.save is not None:
-            return self.focused
         active = self.query_one(TabbedContent).active
         pane = self.query_one(f"#{active}", TabPane)
-        return next((p for p in pane.query(PlotView) if p.save is not None and p.display), None)
+        plots = [p for p in pane.query(PlotView) if p.has_figure and p.display]
+        chosen = plots.index(self.focused) if self.focused in plots else 0
+        return plots, chosen
 
     def action_save_figure(self) -> None:
+        """ctrl+s: one of the tab's figures as PNG/SVG (the figures extra) or as text (.txt)."""
         if isinstance(self.screen, ModalScreen):
             return
-        plot = self._figure_to_save()
-        if plot is None:
-            self.notify("No figure to save here (tick a run, or pick a statistic first).", severity="warning")
+        plots, chosen = self._figures_here()
+        if not plots:
+            self.notify("No figure to save here (tick a run, select a tensor, or run the lens first).",
+                        severity="warning")
             return
         from lminspect.tui.screens.save_figure import SaveFigureScreen
 
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in plot.title_hint).strip("_") or "figure"
-        self.push_screen(SaveFigureScreen(f"{name}.png"), lambda path: path and self._save_figure(plot.save, path))
+        def picked(answer: tuple[int, Path] | None) -> None:
+            if answer is not None:
+                self._save_figure(plots[answer[0]], answer[1])
+
+        self.push_screen(SaveFigureScreen([p.title_hint for p in plots], chosen), picked)
 
     @work(thread=True, exit_on_error=False, group="save")
-    def _save_figure(self, save: Any, path: Path) -> None:
+    def _save_figure(self, plot: Any, path: Path) -> None:
         try:
-            saved = save(path)
+            saved = plot.save_as(path)
         except Exception as exc:  # a bad path, no matplotlib: say so, keep running
             self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8)
             return

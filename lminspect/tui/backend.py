@@ -93,23 +93,54 @@ def parse_plan(text: str, layers: int) -> list[LayerCall]:
     return parse(text, layers)
 
 
-def lens_view(model: LM, tok: Tokenizer, prompt: str, plan: list[LayerCall] | None, target: str | None,
-              width: int) -> Any:
-    """The logit lens of ``plan`` for ``prompt`` as a rich renderable (table, plus the target's
-    probability across positions when a target is given)."""
+def lens_results(model: LM, tok: Tokenizer, prompt: str, plans: dict[str, list[LayerCall] | None],
+                 target: str | None) -> tuple[dict[str, Any], Any]:
+    """The logit lens of ``prompt`` under each plan (``{"plan": ..., "baseline": None}`` with
+    Compare ticked), keyed by the plan as text; the target typed as on the command line
+    (``readout.target_text``: ``Paris`` means ``' Paris'``). Returns (results, resolved target)."""
+    from lminspect.lens import lens_of_text
+    from lminspect.lens.readout import target_text
+
+    typed = target_text(target) if target and target.strip() else None
+    results: dict[str, Any] = {}
+    tgt = None
+    for plan in plans.values():
+        res, tgt = lens_of_text(model, tok, prompt, plan, target=typed, k=5)
+        results[res.plan if res.plan not in results else f"{res.plan} (2)"] = res
+    return results, tgt
+
+
+def lens_tables(results: dict[str, Any], tgt: Any) -> Any:
+    """The top-k table of each plan (and the target's note) as one rich renderable."""
     from rich.console import Group
     from rich.text import Text
 
-    from lminspect.lens import lens_of_text
-    from lminspect.lens.render import lens_figure, lens_table
+    from lminspect.lens.render import lens_table
 
-    res, tgt = lens_of_text(model, tok, prompt, plan, target=target or None, k=5)
-    parts: list[Any] = [lens_table(res)]
-    if tgt is not None:
-        if tgt.note:
-            parts.append(Text(f"note: {tgt.note}", style="dim"))
-        parts.append(Text(lens_figure({res.plan: res}, width=max(40, width - 4), height=12)))
+    parts: list[Any] = [lens_table(res) for res in results.values()]
+    if tgt is not None and tgt.note:
+        parts.insert(0, Text(f"note: {tgt.note}", style="dim"))
     return Group(*parts)
+
+
+def lens_figure(results: dict[str, Any], width: int, height: int) -> str:
+    """The target's probability across plan positions, a line per plan ('' without a target)."""
+    from lminspect.lens.render import lens_figure as figure
+
+    return figure(results, width=width, height=height)
+
+
+def save_lens(results: dict[str, Any], path: Path) -> Path:
+    """The lens figure as PNG/SVG (``figures.save_lines``, the same lines as the terminal one)."""
+    from lminspect.figures import save_lines
+    from lminspect.lens.render import lens_lines
+
+    d = lens_lines(results)
+    if d is None:
+        from lminspect.errors import UserError
+
+        raise UserError("the lens has no target: nothing to plot")
+    return save_lines(path, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel)
 
 
 # -- training runs -----------------------------------------------------------
