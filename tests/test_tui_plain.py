@@ -121,3 +121,15 @@ async def test_no_stray_scrollbar_blocks(tiny_llama_dir, tmp_path, size):
                           and app.query_one(ActsPane).profile is not None, what="activation statistics")
         await pilot.pause()
         assert not _stray_scrollbars(app), _stray_scrollbars(app)
+
+
+async def test_heatmap_in_shades_without_colour(tiny_llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")  # colour half-blocks would all read alike: shades instead
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="the embedding's figures")
+        text = app.query_one("#plot-heatmap", PlotView).text
+        assert "▀" not in text and len({c for c in text if c in "░▒▓█"}) >= 2, text

@@ -171,7 +171,8 @@ class TensorDetail(Widget):
         blocks = result.get("heatmap")
         if blocks is not None:
             shape = tuple(info.shape)
-            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h),
+            mono = self.app.no_color  # NO_COLOR: shades, since colours would not show
+            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h, mono=mono),
                                   save=_heatmap_saver(name, blocks, shape), name=f"{name}_heatmap")
         else:
             heat_view.show_message("heatmap: scalar tensor")
