@@ -343,3 +343,25 @@ def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None
             parts.append(line + " " * max(0, pw - len(_ANSI.sub("", line))))
         out.append("".join(parts).rstrip())
     return "\n".join(out)
+
+
+def histogram_text(counts: Sequence[float], lo: float, hi: float, *, rows: int = 16, width: int = 40,
+                   title: str = "") -> str:
+    """Equal-width bins over ``[lo, hi]`` as horizontal bars, one line per bin: its range, a bar
+    (eighth-block steps) and the count. Plain text: it reads without colour and in a pipe.
+    ``rows``: adjacent bins are summed down to at most this many lines."""
+    n = len(counts)
+    if n == 0:
+        return f"{title}: no values" if title else "no values"
+    group = max(1, math.ceil(n / rows))
+    merged = [sum(counts[i:i + group]) for i in range(0, n, group)]
+    step = (hi - lo) / n * group
+    top = max(merged) or 1
+    eighths = " ▏▎▍▌▋▊▉"
+    lines = [title] if title else []
+    for k, c in enumerate(merged):
+        a, b = lo + k * step, min(hi, lo + (k + 1) * step)
+        full, part = divmod(round(c / top * width * 8), 8)
+        bar = "█" * full + (eighths[part] if part else "")
+        lines.append(f"{a:>10.3g} .. {b:<10.3g} {bar:<{width}} {int(c):,}")
+    return "\n".join(lines)

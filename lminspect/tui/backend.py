@@ -166,28 +166,12 @@ def plots_module() -> ModuleType:
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Run directories under ``root`` (``rundir.is_run_dir``): the root itself, its subdirectories,
-    and one level further down in a subdirectory that is not a run itself (``--run-root`` batches:
-    ``runs/cmp/gpt2ish``), in name order. Only names are looked at here; reading a run is
-    ``load_run``'s job."""
-    from lminspect.rundir import is_run_dir
+    """Run directories under ``root`` (``rundir.find_runs``: the root itself, or its folders and
+    ``--run-root`` batches below them, ``runs/cmp/gpt2ish``), in name order. Only names are looked
+    at here; reading a run is ``load_run``'s job."""
+    from lminspect.rundir import find_runs as find
 
-    def subdirs(p: Path) -> list[Path]:
-        try:
-            return [c for c in sorted(p.iterdir()) if not c.name.startswith(".") and c.is_dir()]
-        except OSError:  # unreadable: nothing to list there
-            return []
-
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found: list[Path] = [root] if is_run_dir(root) else []
-    for child in subdirs(root):
-        if is_run_dir(child):
-            found.append(child)
-        elif child.name != "checkpoints":
-            found += [g for g in subdirs(child) if is_run_dir(g)]
-    return found
+    return [path for path, _ in find(root)]
 
 
 def run_mtime(path: Path) -> float:

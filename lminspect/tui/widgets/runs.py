@@ -190,7 +190,7 @@ class RunsPane(Widget):
         self._offer_metrics()
         if message.errors:
             for path, err in message.errors.items():
-                self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8)
+                self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8, markup=False)
         self._draw()
 
     def _draw(self) -> None:
