@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
 
 def _row(text: str, name: str) -> str:
-    return next(line for line in text.splitlines() if f"{name} · gpt2ish" in line)
+    """The Runs list's row of run ``name`` ('' while it is not drawn yet)."""
+    return next((line for line in text.splitlines() if f"{name} · gpt2ish" in line), "")
 
 
 async def test_ticks_and_legends_read_without_colour(tmp_path, monkeypatch):
@@ -35,8 +36,9 @@ async def test_ticks_and_legends_read_without_colour(tmp_path, monkeypatch):
         await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="no picker")
         sl = app.query_one("#runs-list", SelectionList)
         await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 2, what="the runs list")
-        text = screen_text(app)
-        assert "▐ ▌ base" in _row(text, "base") and "▐ ▌ vn" in _row(text, "vn")
+        await wait_until(pilot, lambda: "▐ ▌ base" in _row(screen_text(app), "base")
+                         and "▐ ▌ vn" in _row(screen_text(app), "vn"), what="both rows, unticked",
+                         detail=lambda: screen_text(app))
         await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="base ticked")
         await wait_until(pilot, lambda: "▐X▌ base" in _row(screen_text(app), "base"), what="base's tick drawn")
         assert "▐ ▌ vn" in _row(screen_text(app), "vn")
