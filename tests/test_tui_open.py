@@ -90,3 +90,17 @@ async def test_palette_tensor_hit_is_canonical_and_revealed_in_the_tree(tiny_lla
             assert parent.is_expanded, parent
             parent = parent.parent
         assert tree.scroll_offset.y <= tree.cursor_line < tree.scroll_offset.y + tree.scrollable_content_region.height
+
+
+def test_picker_lists_a_fetched_model_once(tiny_llama_dir, tmp_path):
+    """Opened by its path once, a fetched model's folder is not listed again beside its name."""
+    import json
+
+    from lminspect.tui import backend
+
+    hf = tmp_path / "cache" / "models" / "tiny" / "hf"
+    shutil.copytree(tiny_llama_dir, hf)
+    other = tmp_path / "elsewhere"
+    shutil.copytree(tiny_llama_dir, other)
+    (tmp_path / "cache" / "recent.json").write_text(json.dumps([str(hf), str(other)]))
+    assert [k.ref for k in backend.known_models()] == ["tiny", str(other)]

@@ -326,6 +326,15 @@ def remember_model(ref: str) -> None:
         pass
 
 
+def _fetched_name(ref: str) -> str | None:
+    """``smollm2`` for ``cache_dir()/models/smollm2/hf`` (what the name opens), else None."""
+    try:
+        rel = Path(ref).resolve().relative_to((_cache_dir() / "models").resolve())
+    except (ValueError, OSError):
+        return None
+    return rel.parts[0] if len(rel.parts) == 2 and rel.parts[1] == "hf" else None
+
+
 def known_models() -> list[KnownModel]:
     """Fetched models (``cache_dir()/models/*``) then recently opened paths, without duplicates."""
     out: list[KnownModel] = []
@@ -338,7 +347,7 @@ def known_models() -> list[KnownModel]:
             out.append(KnownModel(p.name, f"{p.name}  (fetched)", "cache"))
             seen.add(p.name)
     for ref in recent_models():
-        if ref in seen:
+        if ref in seen or _fetched_name(ref) in seen:  # a fetched model's own folder: listed by its name
             continue
         if "/" in ref and not ref.startswith("hf:") and not os.path.exists(ref):
             continue
