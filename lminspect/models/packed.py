@@ -335,6 +335,18 @@ class PackedWeight:
         k = kernels()
         if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
             return None
+        ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
+        if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
+            n = self.in_features
+            xq, dx, xs = np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32)
+            out = np.empty(self.out_features, np.float32)
+            parallel = self.raw.nbytes >= PARALLEL_BYTES
+            kid, raw = KIND_IDS[self.kind], self.raw
+
+            def call() -> None:
+                ik.quantize_x(x, xq, dx, xs)
+                (ik.matvec if parallel and _threads() > 1 else ik.matvec_serial)(kid, raw, xq, dx, xs, out)
+            return call, out
         if self.tiled:
             out = np.empty(self.qs.shape[0] * TILE, np.float32)
             fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec
