@@ -54,12 +54,14 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _bind(lin: nn.Module, x: np.ndarray, keep_perm: bool) -> tuple[Callable[[], None], np.ndarray, Any] | None:
+def _bind(lin: nn.Module, x: np.ndarray, keep_perm: bool, preps: dict[int, Callable[[], None]]
+          ) -> tuple[Callable[[], None], np.ndarray, Any] | None:
     """``(call, y, perm)``: ``call()`` writes ``lin(x)`` into ``y``, rows in ``perm`` order (canonical row
-    i is ``y[perm[i]]``; None: in order); ``keep_perm`` False asks for canonical rows. None: not bindable."""
+    i is ``y[perm[i]]``; None: in order); ``keep_perm`` False asks for canonical rows. None: not bindable.
+    ``preps``: the int8 quantization of each input buffer, shared (``PackedWeight.bound_matvec``)."""
     perm = None
     if type(lin) is StoredLinear and lin.kernel_ready:
-        got = lin.packed.bound_matvec(x)
+        got = lin.packed.bound_matvec(x, preps)
         if got is None:
             return None
         call, y = got
@@ -85,6 +87,10 @@ def _bind(lin: nn.Module, x: np.ndarray, keep_perm: bool) -> tuple[Callable[[], 
     if perm is None and keep_perm:
         perm = np.arange(len(y), dtype=np.int64)
     return call, y, None if perm is None else np.ascontiguousarray(perm, dtype=np.int64)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _then_add(call: Callable[[], None], y: np.ndarray, b: np.ndarray) -> None:
@@ -122,6 +128,7 @@ class FastDecoder:
         dim = c.dim
         self.x = np.zeros(dim, np.float32)  # the residual stream
         self.h = np.zeros(dim, np.float32)  # its normed form, what the projections read
+        self.preps: dict[int, Callable[[], None]] = {}  # input buffer id -> its int8 quantization
         self.emb_mult = float(c.embedding_multiplier)
         self.logit_div = float(c.logits_scaling)
         self.n_head = max(model.layers[call.index].attn.n_head for call in cache.plan)
@@ -140,7 +147,7 @@ class FastDecoder:
                                float(call.mlp_scale * blk.residual_scale)))
         self.norm = (_f32(model.norm.weight), float(model.norm.eps))
         head = getattr(model, "head", None) or model.__dict__.get("_tied_head")
-        got = _bind(head, self.h, False) if head is not None else None
+        got = _bind(head, self.h, False, self.preps) if head is not None else None
         if got is None:
             if head is not None:
                 raise _NotPlain
@@ -149,6 +156,7 @@ class FastDecoder:
             got = (partial(torch.mv, w.detach(), torch.from_numpy(self.h), out=torch.from_numpy(y)), y, None)
         self.head, self.logits_np = got[0], got[1]
         self.logits = torch.from_numpy(self.logits_np)
+        self.prep_h = self.preps.get(id(self.h)) or _nothing  # bound last: every reader of h is known
         self.cos, self.sin = _f32(model.rope_cos), _f32(model.rope_sin)
         if self.cos.shape[1] != model.layers[0].attn.head_dim:
             raise _NotPlain  # partial rotary: not this path
@@ -165,21 +173,22 @@ class FastDecoder:
     def _block(self, blk: Block) -> tuple | None:
         a, m = blk.attn, blk.mlp
         hd = a.head_dim
-        q, k, v = _bind(a.q, self.h, True), _bind(a.k, self.h, True), _bind(a.v, self.h, False)
+        pr = self.preps
+        q, k, v = _bind(a.q, self.h, True, pr), _bind(a.k, self.h, True, pr), _bind(a.v, self.h, False, pr)
         y = np.zeros(a.n_head * hd, np.float32)
-        o = _bind(a.o, y, False)
-        gate, up = _bind(m.gate, self.h, False), _bind(m.up, self.h, False)
+        o = _bind(a.o, y, False, pr)
+        gate, up = _bind(m.gate, self.h, False, pr), _bind(m.up, self.h, False, pr)
         if None in (q, k, v, o, gate, up) or len(q[2]) != a.n_head * hd or len(k[2]) != a.n_kv_head * hd:
             return None
         hidden = np.zeros(len(gate[1]), np.float32)
-        down = _bind(m.down, hidden, False)
+        down = _bind(m.down, hidden, False, pr)
         if down is None:
             return None
         scale = a.scale if a.scale is not None else 1.0 / math.sqrt(hd)
         return (_f32(blk.attn_norm.weight), float(blk.attn_norm.eps), _f32(blk.mlp_norm.weight),
                 float(blk.mlp_norm.eps), q[0], k[0], v[0], q[1], k[1], v[1], q[2], k[2], bool(a.rope), float(scale),
                 y, o[0], o[1], gate[0], up[0], gate[1], up[1], hidden, down[0], down[1],
-                np.zeros((a.n_head, hd), np.float32))
+                np.zeros((a.n_head, hd), np.float32), pr.get(id(y)) or _nothing, pr.get(id(hidden)) or _nothing)
 
     def _views(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """numpy views of the cache's slots ``[n_kv, capacity, head_dim]`` (remade when it grows)."""
@@ -210,24 +219,29 @@ class FastDecoder:
             x *= np.float32(self.emb_mult)
         cos, sin = self.cos[pos], self.sin[pos]
         rmsnorm, add_rmsnorm, attend, silu_mul = fns.rmsnorm, fns.add_rmsnorm, fns.attend, fns.silu_mul
+        prep_h = self.prep_h
         prev = None
         for p, blk, heads, s_attn, s_mlp in self.steps:
             (wa, ea, wm, em, q, k, v, qy, ky, vy, qperm, kperm, rope, scale,
-             y, o, oy, gate, up, gy, uy, hidden, down, dy, qbuf) = blk
+             y, o, oy, gate, up, gy, uy, hidden, down, dy, qbuf, prep_y, prep_hidden) = blk
             if prev is None:
                 rmsnorm(x, wa, ea, h)
             else:
                 add_rmsnorm(x, prev[0], prev[1], wa, ea, h)
+            prep_h()
             q()
             k()
             v()
             kc, vc = kv[p]
             attend(qy, ky, vy, qperm, kperm, cos, sin, rope, kc, vc, pos, scale, heads, y, qbuf, scores)
+            prep_y()
             o()
             add_rmsnorm(x, oy, s_attn, wm, em, h)
+            prep_h()
             gate()
             up()
             silu_mul(gy, uy, hidden)
+            prep_hidden()
             down()
             prev = (dy, s_mlp)
         wn, en = self.norm
@@ -235,6 +249,7 @@ class FastDecoder:
             rmsnorm(x, wn, en, h)
         else:
             add_rmsnorm(x, prev[0], prev[1], wn, en, h)
+        prep_h()
         self.head()
         if self.logit_div != 1.0:
             self.logits_np /= np.float32(self.logit_div)

@@ -125,6 +125,11 @@ def _quantized_x(x: np.ndarray, k: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     return bufs
 
 
+def _in_turn(a: Callable[[], None], b: Callable[[], None]) -> None:
+    a()
+    b()
+
+
 def _tiles(a: np.ndarray, rows: int) -> np.ndarray:
     """[rows, ...] -> [G, ..., T]: pad rows to whole tiles, move the row index innermost."""
     pad = -rows % TILE
@@ -327,26 +332,34 @@ class PackedWeight:
             parts.append(y.sum(1).reshape(-1))
         return torch.cat(parts)[: self.out_features]
 
-    def bound_matvec(self, x: np.ndarray) -> tuple[Callable[[], None], np.ndarray] | None:
+    def bound_matvec(self, x: np.ndarray, preps: dict[int, Callable[[], None]] | None = None
+                     ) -> tuple[Callable[[], None], np.ndarray] | None:
         """``(call, y)``: each ``call()`` writes ``W @ x`` into ``y [out]`` (owned here), reading the
         float32 buffer ``x [in]`` as it is then: the kernel ``matvec`` runs, bound once to its
-        buffers, so a decode step (models/decode.py) pays no allocation or argument handling per
-        matrix. None without the compiled kernels for this kind (the caller keeps ``matvec``)."""
+        buffers (and to the thread count of now), so a decode step (models/decode.py) pays no
+        allocation or argument handling per matrix. None without the compiled kernels for this kind.
+
+        ``preps``: the integer-dot kernels read x quantized to int8; bindings given the same dict
+        share that form for the same ``x``: ``preps[id(x)]`` is then the call that quantizes x, the
+        returned calls do not, and the caller runs ``preps[id(x)]()`` each time x changes, before them."""
         k = kernels()
         if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
             return None
         ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
         if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
             n = self.in_features
-            xq, dx, xs = np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32)
+            got = preps.get(id(x)) if preps is not None else None
+            if got is None:
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                got = partial(ik.quantize_x, x, *bufs)
+                if preps is not None:
+                    preps[id(x)] = got
             out = np.empty(self.out_features, np.float32)
-            parallel = self.raw.nbytes >= PARALLEL_BYTES
-            kid, raw = KIND_IDS[self.kind], self.raw
-
-            def call() -> None:
-                ik.quantize_x(x, xq, dx, xs)
-                (ik.matvec if parallel and _threads() > 1 else ik.matvec_serial)(kid, raw, xq, dx, xs, out)
-            return call, out
+            fn = ik.matvec if self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1 else ik.matvec_serial
+            mv = partial(fn, KIND_IDS[self.kind], self.raw, *got.args[1:], out)
+            if preps is not None:
+                return mv, out
+            return partial(_in_turn, got, mv), out
         if self.tiled:
             out = np.empty(self.qs.shape[0] * TILE, np.float32)
             fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec
