@@ -222,3 +222,30 @@ def test_smollm2_fast_path_greedy_64_identical(smollm2_gguf, monkeypatch):
     _close(*_both(model, ids, fast[:12]))
     monkeypatch.setattr(decode, "ENABLED", False)
     assert greedy_ids(model, ids, 64) == fast
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_bound_matvec_is_matvec(exact, monkeypatch):
+    """A bound kernel gives ``matvec``'s numbers exactly; bindings on one buffer share its int8 form."""
+    import numpy as np
+
+    from lminspect.models import packed
+    from lminspect.models.packed import PackedWeight
+
+    monkeypatch.setattr(packed, "EXACT_DECODE", exact)
+    rng = np.random.default_rng(0)
+    ws = [PackedWeight.from_gguf_blocks(kind, sf.random_blocks(kind, 40, 512, rng), 512, tiles=tiles)
+          for kind, tiles in (("Q4_1", False), ("Q4_K", False), ("Q6_K", False), ("Q8_0", True))]
+    ws.append(PackedWeight.from_bf16(sf._bf16_bits(rng.standard_normal((24, 512)).astype(np.float32))))
+    x = rng.standard_normal(512).astype(np.float32)
+    preps: dict = {}
+    shared = [w.bound_matvec(x, preps) for w in ws]
+    alone = [w.bound_matvec(x) for w in ws]
+    assert len(preps) == (0 if exact else 1)
+    for v in preps.values():
+        v()
+    for w, (c1, y1), (c2, y2) in zip(ws, shared, alone, strict=True):
+        c1()
+        c2()
+        want = w.matvec(torch.from_numpy(x)).numpy()
+        assert np.array_equal(y1, want) and np.array_equal(y2, want), w.kind
