@@ -80,11 +80,15 @@ def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) ->
 # -- stitching ---------------------------------------------------------------
 
 
-def stitch_presets() -> dict[str, str]:
-    """Preset name -> what it does (for the command palette)."""
+def stitch_presets(layers: int | None = None) -> dict[str, str]:
+    """Preset name -> what it does (for the command palette), in the layer numbers of the plan the
+    preset rescales to on a ``layers``-layer model (as ``lminspect stitch presets`` prints them)."""
     from lminspect.stitch import PRESETS
+    from lminspect.stitch.presets import preset_description
 
-    return {name: desc for name, (_, desc) in PRESETS.items()}
+    if not layers:
+        return {name: desc for name, (_, desc) in PRESETS.items()}
+    return {name: preset_description(name, layers) for name in PRESETS}
 
 
 def parse_plan(text: str, layers: int) -> list[LayerCall]:

@@ -57,7 +57,7 @@ class TensorAndPlanCommands(Provider):
         if store is not None:
             items += [(f"Tensor {name}", "tensor", name) for name in backend.tensor_names(store)]
         try:
-            presets = backend.stitch_presets()
+            presets = backend.stitch_presets(backend.n_layers(store) if store is not None else None)
         except Exception:  # noqa: BLE001 - the palette must never fail
             presets = {}
         items += [(f"Plan {name}: {desc}", "plan", name) for name, desc in presets.items()]
