@@ -348,15 +348,19 @@ class PackedWeight:
         ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
         if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
             n = self.in_features
+            kid = KIND_IDS[self.kind]
+            parallel = self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
+            out = np.empty(self.out_features, np.float32)
+            if not hasattr(ik, "matvec_serial"):  # a packed_int.matvec that quantizes x itself: one call
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
             got = preps.get(id(x)) if preps is not None else None
             if got is None:
                 bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
                 got = partial(ik.quantize_x, x, *bufs)
                 if preps is not None:
                     preps[id(x)] = got
-            out = np.empty(self.out_features, np.float32)
-            fn = ik.matvec if self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1 else ik.matvec_serial
-            mv = partial(fn, KIND_IDS[self.kind], self.raw, *got.args[1:], out)
+            mv = partial(ik.matvec if parallel else ik.matvec_serial, kid, self.raw, *got.args[1:], out)
             if preps is not None:
                 return mv, out
             return partial(_in_turn, got, mv), out
