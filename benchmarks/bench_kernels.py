@@ -87,8 +87,7 @@ def main() -> None:
         kid = KIND_IDS[kind]
 
         def ours(kid=kid, raw=raw, bufs=(xq, dx, xs), out=out) -> None:  # noqa: ANN001
-            pi.quantize_x(x.numpy(), *bufs)
-            pi.matvec(kid, raw, *bufs, out)
+            pi.matvec(kid, raw, x.numpy(), *bufs, out, a.threads > 1)
 
         t_int = _median_time(ours, a.repeats)
         err = float(((torch.from_numpy(out).double() - want).abs() / bound).max())

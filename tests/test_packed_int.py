@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lminspect.models import load_model, packed
+from lminspect.models import stored as stored_mod
 from lminspect.models.packed import INT_KINDS, PackedWeight
 from lminspect.models.stored import StoredLinear
 
@@ -110,9 +111,10 @@ def test_exact_decode_uses_the_float_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("which", ["quant_gguf", "quant_gguf_tied"])
-def test_model_decode_on_int_kernels(which, request):
+def test_model_decode_on_int_kernels(which, request, monkeypatch):
     """A model's decode steps on the int8 path: the file's rows (no tile copy), logits close to the
     dense model's (int8 activations), prefill still bit for bit."""
+    monkeypatch.setattr(stored_mod, "TILE_IN_MAX", 0)  # these tiny rows would be tiles
     path = request.getfixturevalue(which)
     dense = load_model(path, weights="float32")
     stored = load_model(path, weights="stored")
@@ -124,3 +126,47 @@ def test_model_decode_on_int_kernels(which, request):
     with torch.inference_mode():
         x = torch.tensor([ids])
         assert torch.equal(dense(x), stored(x))
+
+
+def test_generic_ir_gives_the_same_numbers(tmp_path):
+    """The generic vector IR (what non-AVX2 hosts run) against the host's path, in a fresh process
+    with its own numba cache: the same integer sums, floats added in another lane order."""
+    import json
+    import os
+    import subprocess
+
+    code = """
+import json, sys, numpy as np, torch
+sys.path.insert(0, BENCH)
+import shaped_files as sf
+from lminspect.models.packed import INT_KINDS, PackedWeight
+rng = np.random.default_rng(4)
+out = {}
+for kind in INT_KINDS:
+    cols = 512 if kind.endswith("_K") else 64
+    raw = sf.random_blocks(kind, 5, cols, rng)
+    x = torch.from_numpy(rng.standard_normal(cols).astype(np.float32))
+    out[kind] = PackedWeight.from_gguf_blocks(kind, raw, cols, tiles=False).matvec(x).tolist()
+print(json.dumps(out))
+""".replace("BENCH", repr(str(Path(__file__).resolve().parents[1] / "benchmarks")))
+    runs = []
+    for generic in ("", "1"):
+        env = {**os.environ, "LMINSPECT_GENERIC_IR": generic, "NUMBA_CACHE_DIR": str(tmp_path / f"nc{generic}"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    for kind in INT_KINDS:
+        a, b = torch.tensor(runs[0][kind]), torch.tensor(runs[1][kind])
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max())), kind
+
+
+def test_wide_q4_0_rows_stay_in_the_file(tmp_path):
+    """Q4_0 layers with rows wider than TILE_IN_MAX read the file (a 7B takes about its file in
+    memory); narrow ones are tiles (a copy: faster for short rows)."""
+    s = sf.shape(vocab=300, dim=1280, layers=1, heads=10, kv_heads=2, ffn=512, context=64)
+    path = sf.write_kquant_gguf(tmp_path / "q40.gguf", s, fill="random",
+                                kind_of=lambda name, shp: "F32" if len(shp) == 1 else "Q4_0")
+    m = load_model(path, weights="stored")
+    assert m.layers[0].attn.q.packed.raw is not None and m.layers[0].attn.q.packed.owned_bytes == 0
+    assert m.layers[0].mlp.down.packed.tiled  # 512-value rows

@@ -114,14 +114,12 @@ def scratch(n: int) -> np.ndarray:
     return buf[:n]
 
 
-def _quantized_x(x: np.ndarray, k: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x`` as int8 with a scale and a float sum per 32 values (``packed_int.quantize_x``), in
-    buffers this thread reuses."""
-    n = x.shape[0]
+def _x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Buffers this thread reuses for an activation vector of ``n`` quantized to int8 (values,
+    a scale and a float sum per 32: ``packed_int.quantize_x``)."""
     bufs = getattr(_LOCAL, "xq", None)
     if bufs is None or bufs[0].shape[0] != n:
         bufs = _LOCAL.xq = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
-    k.quantize_x(x, *bufs)
     return bufs
 
 
@@ -280,10 +278,9 @@ class PackedWeight:
         if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE:
             k = int_kernels()
             if k is not None:
-                xq, dx, xs = _quantized_x(x.detach().contiguous().numpy(), k)
                 out = np.empty(self.out_features, np.float32)
-                fn = k.matvec if _threads() > 1 and self.raw.nbytes >= PARALLEL_BYTES else k.matvec_serial
-                fn(KIND_IDS[self.kind], self.raw, xq, dx, xs, out)
+                k.matvec(KIND_IDS[self.kind], self.raw, x.detach().contiguous().numpy(),
+                         *_x_buffers(self.in_features), out, _threads() > 1 and self.raw.nbytes >= PARALLEL_BYTES)
                 return torch.from_numpy(out)
         return self.matvec_float(x)
 

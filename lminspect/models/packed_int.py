@@ -20,6 +20,8 @@ from the memory map: no re-laid-out copy.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -27,6 +29,21 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+
+
+def _host_has(feature: str) -> bool:
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get(feature))
+    except Exception:  # no feature map on this platform: the generic code
+        return False
+
+
+# x86 with AVX2 (AVX-512 machines included): quants times int8 activations with one vpmaddubsw
+# (32 products summed in pairs to int16; signed quants as |q| times x with q's sign, vpsignb)
+# instead of widening both to int16 first. Elsewhere the generic vector IR (the same sums).
+_MADDUBS = _host_has("avx2") and not os.environ.get("LMINSPECT_GENERIC_IR")  # (tests: the generic code)
 
 # kind ids as in packed_numba / packed.KIND_IDS
 Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K = range(8)
@@ -131,6 +148,40 @@ class _Block:
         return ((b.fmul(self.half(0), b.uitofp(s, f32)),),
                 b.fmul(self.half(2), b.uitofp(m, f32)))
 
+    def vec_scales(self, dx: ir.Value, xs: ir.Value, t0: ir.Value) -> tuple[ir.Value, ir.Value | None]:
+        """K-quants: the block's chunk scales times ``dx`` as one vector (Q4_K / Q5_K ``<8 x float>``,
+        Q6_K ``<16 x float>``, one per 16) and the minimum terms ``dmin m xs`` (``<8 x float>``;
+        Q6_K None), from the packed bytes in vector lanes (the 6-bit unpacking of the scalar path)."""
+        b, f32 = self.b, ir.FloatType()
+        v8f, v16f = _vec(f32, 8), _vec(f32, 16)
+
+        def lanes(v: ir.Value, idx: list[int], other: ir.Value | None = None) -> ir.Value:
+            return b.shuffle_vector(v, v if other is None else other, ir.Constant(_vec(_I32, len(idx)), idx))
+
+        def splat(v: ir.Value, n: int) -> ir.Value:
+            t = b.insert_element(ir.Constant(_vec(f32, n), None), v, ir.Constant(_I32, 0))
+            return lanes(t, [0] * n)
+
+        def vload(base: ir.Value, n: int) -> ir.Value:
+            return b.load(b.bitcast(b.gep(base, [t0]), _vec(f32, n).as_pointer()), align=4)
+
+        dxv = vload(dx, 8)
+        if self.kind == Q6_K:
+            sc = b.sitofp(self.load(192, 16), v16f)
+            dx16 = lanes(dxv, [i // 2 for i in range(16)])
+            return b.fmul(b.fmul(splat(self.half(208), 16), sc), dx16), None
+        sc = self.load(4, 16)  # scales[12] (and 4 bytes beyond, unused)
+        a_, m_ = lanes(sc, [0, 1, 2, 3, 8, 9, 10, 11]), lanes(sc, [4, 5, 6, 7, 8, 9, 10, 11])
+        hs, hm = lanes(sc, [0, 0, 0, 0, 0, 1, 2, 3]), lanes(sc, [0, 0, 0, 0, 4, 5, 6, 7])
+        top_s = b.shl(b.lshr(hs, _const(8, 6)), _const(8, 4))
+        top_m = b.shl(b.lshr(hm, _const(8, 6)), _const(8, 4))
+        pick = [0, 1, 2, 3, 12, 13, 14, 15]  # sub-blocks 0-3 from the first, 4-7 from the second
+        s6 = lanes(b.and_(a_, _const(8, 63)), pick, b.or_(b.and_(a_, _const(8, 15)), top_s))
+        m6 = lanes(b.and_(m_, _const(8, 63)), pick, b.or_(b.lshr(m_, _const(8, 4)), top_m))
+        sd = b.fmul(b.fmul(splat(self.half(0), 8), b.uitofp(s6, v8f)), dxv)
+        mn = b.fmul(b.fmul(splat(self.half(2), 8), b.uitofp(m6, v8f)), vload(xs, 8))
+        return sd, mn
+
 
 # rows per kernel call: 1 (measured on AVX2: 4 rows sharing the widened activations ran 1.1-3.4x
 # slower than one row at a time, which streams from memory as fast as the float tiles did)
@@ -159,7 +210,15 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             fma = builder.module.declare_intrinsic("llvm.fmuladd.v8f32", fnty=ir.FunctionType(v8f, [v8f] * 3))
             accs = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             mins = [cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0)) for _ in range(n_rows)]
+            vmins = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8)) for _ in range(n_rows)]
             v32, v16, v8 = _vec(_I32, 32), _vec(_I32, 16), _vec(_I32, 8)
+            if _MADDUBS:
+                v32b = _vec(_I8, 32)
+                maddubs = builder.module.declare_intrinsic(
+                    "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vec(_I16, 16), [v32b] * 2))
+                psign = builder.module.declare_intrinsic("llvm.x86.avx2.psign.b", fnty=ir.FunctionType(v32b, [v32b] * 2))
+                absb = builder.module.declare_intrinsic(
+                    "llvm.abs.v32i8", fnty=ir.FunctionType(v32b, [v32b, ir.IntType(1)]))
 
             def splat(s: ir.Value) -> ir.Value:
                 t = builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(_I32, 0))
@@ -171,6 +230,13 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
             with cgutils.for_range(builder, total) as loop:
                 blks = [_Block(kind, builder, rp, loop.index) for rp in rowps]
                 acc = [builder.load(a) for a in accs]
+                vsc = [None] * n_rows
+                if kind in (Q4_K, Q5_K, Q6_K):
+                    t0 = builder.mul(loop.index, blks[0].c(n_chunks))
+                    for i, blk in enumerate(blks):
+                        vsc[i], mnv = blk.vec_scales(dxp, xsp, t0)
+                        if mnv is not None:
+                            builder.store(builder.fadd(builder.load(vmins[i]), mnv), vmins[i])
                 for j in range(n_chunks):
                     t = builder.add(builder.mul(loop.index, blks[0].c(n_chunks)), blks[0].c(j))
                     xv = builder.load(builder.bitcast(builder.gep(xp, [builder.shl(t, blks[0].c(5))]),
@@ -180,24 +246,42 @@ def _rowsdot(kind: int, n_rows: int):  # noqa: ANN202
                     xst = builder.load(builder.gep(xsp, [t]))
                     for i, blk in enumerate(blks):
                         q, signed = blk.quants(j)
-                        p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
-                        pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
-                                           builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
-                        lo = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8))))
-                        hi = builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16))))
-                        scales, mn = blk.scales(j)
-                        if mn is not None:
-                            builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
-                        if per16:
-                            a = builder.call(fma, [builder.sitofp(lo, v8f), splat(builder.fmul(scales[0], dxt)), acc[i]])
-                            acc[i] = builder.call(fma, [builder.sitofp(hi, v8f), splat(builder.fmul(scales[1], dxt)), a])
+                        if _MADDUBS:  # u8 x s8 -> 16 pair sums (|q| <= 128, |x| <= 127: no saturation)
+                            if signed:  # |q| times x with q's sign (llama.cpp's trick)
+                                xs_ = builder.call(psign, [xv, q])
+                                q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                            else:
+                                xs_ = xv
+                            p = builder.sext(builder.call(maddubs, [q, xs_]), v16)
+                            isum = builder.add(builder.shuffle_vector(p, p, ir.Constant(v8, list(range(0, 16, 2)))),
+                                               builder.shuffle_vector(p, p, ir.Constant(v8, list(range(1, 16, 2)))))
+                            per16_lanes = [0, 0, 0, 0, 1, 1, 1, 1]  # lanes 0-3: elements 0-15
                         else:
-                            acc[i] = builder.call(fma, [builder.sitofp(builder.add(lo, hi), v8f),
-                                                        splat(builder.fmul(scales[0], dxt)), acc[i]])
+                            p = builder.mul(builder.sext(q, v32) if signed else builder.zext(q, v32), xw)
+                            pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(v16, list(range(0, 32, 2)))),
+                                               builder.shuffle_vector(p, p, ir.Constant(v16, list(range(1, 32, 2)))))
+                            if per16:  # lanes 0-7 of pair: elements 0-15; 8-15: 16-31
+                                isum = builder.shuffle_vector(pair, pair, ir.Constant(v8, [0, 2, 4, 6, 8, 10, 12, 14]))
+                                isum = builder.add(isum, builder.shuffle_vector(
+                                    pair, pair, ir.Constant(v8, [1, 3, 5, 7, 9, 11, 13, 15])))
+                                per16_lanes = [0, 0, 0, 0, 1, 1, 1, 1]
+                            else:
+                                isum = builder.add(builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8)))),
+                                                   builder.shuffle_vector(pair, pair, ir.Constant(v8, list(range(8, 16)))))
+                        if vsc[i] is not None:  # lanes of the block's scale vector (Q6_K: two per chunk)
+                            sv = vsc[i]
+                            idx = [2 * j + k for k in per16_lanes] if per16 else [j] * 8
+                            sc = builder.shuffle_vector(sv, sv, ir.Constant(v8, idx))
+                        else:
+                            scales, mn = blk.scales(j)
+                            if mn is not None:
+                                builder.store(builder.fadd(builder.load(mins[i]), builder.fmul(mn, xst)), mins[i])
+                            sc = splat(builder.fmul(scales[0], dxt))
+                        acc[i] = builder.call(fma, [builder.sitofp(isum, v8f), sc, acc[i]])
                 for a, v in zip(accs, acc, strict=True):
                     builder.store(v, a)
             for i in range(n_rows):
-                a = builder.load(accs[i])
+                a = builder.fsub(builder.load(accs[i]), builder.load(vmins[i]))
                 s = builder.extract_element(a, ir.Constant(_I32, 0))
                 for k in range(1, 8):
                     s = builder.fadd(s, builder.extract_element(a, ir.Constant(_I32, k)))
@@ -253,28 +337,25 @@ def _rows(kind: int, raw: np.ndarray, r0: int, xq: np.ndarray, dx: np.ndarray, x
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def matvec(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
-    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``, groups
-    of rows split over numba's threads."""
-    for g in prange(raw.shape[0] // ROWS):
-        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
-
-
-@njit(nogil=True, cache=True)
-def matvec_serial(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
-    """``matvec`` on the calling thread: one thread, or a matrix too small to be worth waking the
-    pool (a wake-up costs far more than a small matvec on a busy machine)."""
-    for g in range(raw.shape[0] // ROWS):
-        _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+def matvec(kind: int, raw: np.ndarray, x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
+           out: np.ndarray, parallel: bool) -> None:
+    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``: ``x``
+    quantized into the buffers ``xq, dx, xs``, then the rows, split over numba's threads when
+    ``parallel`` (else on the calling thread: waking the pool costs more than a small matvec)."""
+    quantize_x(x, xq, dx, xs)
+    if parallel:
+        for g in prange(raw.shape[0] // ROWS):
+            _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+    else:
+        for g in range(raw.shape[0] // ROWS):
+            _rows(kind, raw, g * ROWS, xq, dx, xs, out)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels on tiny inputs."""
     x = np.ones(256, np.float32)
     xq, dx, xs = np.empty(256, np.int8), np.empty(8, np.float32), np.empty(8, np.float32)
-    quantize_x(x, xq, dx, xs)
     out = np.empty(2, np.float32)
     for kind in INT_KINDS:
         row_bytes = {Q8_0: 272, Q4_0: 144, Q4_1: 160, Q4_K: 144, Q5_K: 176, Q6_K: 210}[kind]
-        matvec(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
-        matvec_serial(kind, np.zeros((2, row_bytes), np.uint8), xq, dx, xs, out)
+        matvec(kind, np.zeros((2, row_bytes), np.uint8), x, xq, dx, xs, out, False)
