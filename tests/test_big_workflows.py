@@ -194,3 +194,14 @@ def test_7b_shaped_lens_dla_attention_in_file_size(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         peak = int(out.stdout.split("MAXRSS")[-1]) * 1024
         assert peak < path.stat().st_size + 1.5e9, (argv[0], peak)
+
+
+def test_eval_batch_memory_is_checked(kquant_gguf, monkeypatch):
+    """A multiple-choice batch whose activations and attention scores would not fit is refused
+    with the estimate (the weights' mapped file is not in it)."""
+    import lminspect.limits as limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 50_000_000)
+    r = CliRunner().invoke(app, ["eval", str(kquant_gguf), "--limit", "2", "--batch-size", "2"])
+    assert r.exit_code == 2
+    assert "a batch of 2 items x" in r.output and "more than the" in r.output, r.output
