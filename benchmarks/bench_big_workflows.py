@@ -79,9 +79,6 @@ def commands(model: str, n_layers: int, work: Path, new_tokens: int, limit: int)
         ("stitch run --compare", ["stitch", "run", model, "Once upon a time", "--plan", plan, "--compare",
                                   "-n", str(new_tokens)]),
         # one inline plan instead of the 13 presets: each preset costs a 7B forward per item
-        ("stitch sweep", ["stitch", "sweep", model, "--eval", "cloze", "--limit", str(limit), "--plan", f"rep={plan}",
-                          "--out", str(work / "sweep")]),
-        ("eval", ["eval", model, "--limit", str(limit)]),
         ("lens", ["lens", model, prompt]),
         ("dla", ["dla", model, prompt, "--target", "id:80"]),
         ("patch", ["patch", model, "--clean", prompt, "--corrupt", "The capital of Greece is",
@@ -90,6 +87,10 @@ def commands(model: str, n_layers: int, work: Path, new_tokens: int, limit: int)
         ("activations", ["activations", model, "--out", str(work / "acts"), "--tokens", "256", "--overwrite"]),
         # one layer's tensors: the float64 Gram spectra of a 7B model's 226 matrices take hours on 2 cores
         ("stats", ["stats", model, "--tensor", "layers.0.*"]),
+        # last: a cloze item is ~1000 tokens of this byte-level tokenizer, a 7B forward each
+        ("eval", ["eval", model, "--limit", str(limit)]),
+        ("stitch sweep", ["stitch", "sweep", model, "--eval", "cloze", "--limit", str(limit), "--plan", f"rep={plan}",
+                          "--out", str(work / "sweep")]),
     ]
 
 
