@@ -69,7 +69,8 @@ print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.std
 
 
 def commands(model: str, n_layers: int, work: Path, new_tokens: int, limit: int) -> list[tuple[str, list[str]]]:
-    """(name, argv) of each workflow on ``model``, defaults plus what each command requires."""
+    """(name, argv) of each workflow on ``model``: defaults, what each command requires, and the
+    bounds that keep a 7B run to minutes (none of them changes the memory a command needs)."""
     last = n_layers - 1
     plan = f"0-{last},{last}" if n_layers > 1 else "0,0"  # repeat the last layer
     prompt = "The capital of France is"
@@ -77,16 +78,19 @@ def commands(model: str, n_layers: int, work: Path, new_tokens: int, limit: int)
         ("generate", ["generate", model, "Once upon a time", "-n", str(new_tokens)]),
         ("stitch run --compare", ["stitch", "run", model, "Once upon a time", "--plan", plan, "--compare",
                                   "-n", str(new_tokens)]),
-        ("stitch sweep", ["stitch", "sweep", model, "--eval", "cloze", "--limit", str(limit),
-                          "--out", str(work / "sweep")]),
-        ("eval", ["eval", model, "--limit", str(limit)]),
+        # one inline plan instead of the 13 presets: each preset costs a 7B forward per item
         ("lens", ["lens", model, prompt]),
         ("dla", ["dla", model, prompt, "--target", "id:80"]),
         ("patch", ["patch", model, "--clean", prompt, "--corrupt", "The capital of Greece is",
                    "--metric", "logit_diff: id:80,id:82"]),
         ("attention", ["attention", model, "Once upon a time"]),
-        ("activations", ["activations", model, "--out", str(work / "acts"), "--tokens", "512", "--overwrite"]),
-        ("stats", ["stats", model]),
+        ("activations", ["activations", model, "--out", str(work / "acts"), "--tokens", "256", "--overwrite"]),
+        # one layer's tensors: the float64 Gram spectra of a 7B model's 226 matrices take hours on 2 cores
+        ("stats", ["stats", model, "--tensor", "layers.0.*"]),
+        # last: a cloze item is ~1000 tokens of this byte-level tokenizer, a 7B forward each
+        ("eval", ["eval", model, "--limit", str(limit)]),
+        ("stitch sweep", ["stitch", "sweep", model, "--eval", "cloze", "--limit", str(limit), "--plan", f"rep={plan}",
+                          "--out", str(work / "sweep")]),
     ]
 
 
@@ -130,7 +134,7 @@ def main() -> None:
     ap.add_argument("--falcon-layers", type=int, default=None, help="Falcon layers (default: 24, or --layers when smaller)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=6, help="-n of generate / stitch run")
-    ap.add_argument("--limit", type=int, default=4, help="--limit of eval / stitch sweep (items)")
+    ap.add_argument("--limit", type=int, default=1, help="--limit of eval / stitch sweep (items)")
     ap.add_argument("--acts-tokens", type=int, nargs="*", default=[2048, 8192],
                     help="Falcon activations runs (token counts: flat memory means the same peak)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/lminspect-bench-big"), help="where the files are built")
