@@ -52,12 +52,12 @@ def diff(
     from lminspect.runtime import set_threads
 
     n_threads = set_threads(threads)
-    import fnmatch
     import json
 
     from lminspect.compare.checkpoints import open_ref
     from lminspect.compare.diff import diff_models, match_tensors, overall
     from lminspect.errors import UserError
+    from lminspect.weights.naming import glob_matches
 
     if save is not None:
         if not by_layer:
@@ -71,8 +71,7 @@ def diff(
         raise UserError(f"{a} and {b} share no tensor names (is one of them a different architecture?)")
     names = [p.name for p in m.pairs]
     if tensor:
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(n.removesuffix(".weight"), g)
-                                         for g in tensor)]
+        names = [n for n in names if glob_matches(tensor, n)]
         if not names:
             raise UserError(f"no tensor of both models matches {', '.join(tensor)}")
     with _progress("diff", len(names), "tensor pairs") as prog:

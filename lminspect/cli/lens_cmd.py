@@ -104,6 +104,10 @@ def lens_command(
     Example: lminspect lens smollm2 "The capital of France is" --target " Paris"
     --plan 0-23,27-29 --compare all
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
+    check_plan_early(compare, "--compare")
     from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
@@ -171,6 +175,9 @@ def dla_command(
 
     Example: lminspect dla smollm2 "The capital of France is" --target " Paris" --baseline " Rome"
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
@@ -226,6 +233,9 @@ def patch_command(
     Example: lminspect patch smollm2 --clean "The capital of France is" --corrupt "The capital of Italy is"
     --metric "logit_diff: Paris,Rome" --site resid --out patch.json
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.runtime import Progress, set_threads
 
     n_threads = set_threads(threads)

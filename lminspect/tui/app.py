@@ -243,7 +243,7 @@ class LMInspectApp(App[None]):
         store = backend.open_ref(ref)
         label = os.path.basename(os.path.normpath(ref)) or ref
         self.call_from_thread(self.query_one(DiffPanel).set_other, store, label)
-        self.call_from_thread(self.notify, f"comparing with {label}: select a tensor", timeout=4)
+        self.call_from_thread(self.notify, f"comparing with {label}: select a tensor", timeout=4, markup=False)
 
     def action_timeline(self) -> None:
         """The timeline of the first ticked (else the highlighted) run of the Runs tab."""
@@ -289,9 +289,10 @@ class LMInspectApp(App[None]):
         try:
             saved = save(path)
         except Exception as exc:  # a bad path, no matplotlib: say so, keep running
-            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8)
+            # markup off: "pip install 'lminspect[figures]'" would lose its "[figures]"
+            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8, markup=False)
             return
-        self.call_from_thread(self.notify, f"saved {saved}")
+        self.call_from_thread(self.notify, f"saved {saved}", markup=False)
 
     def action_open_tensor(self, name: str) -> None:
         """The command palette's tensor hits: show ``name`` in the Weights tab."""

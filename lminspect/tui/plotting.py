@@ -228,12 +228,13 @@ def series_figure(
         if pos.size == 0:
             return f"{title}: nothing positive to plot on a log scale"
         floor = float(pos.min())
-    from lminspect.plots import legend_lines
+    from lminspect.plots import legend_lines, line_markers
 
     colours = ["cyan", "blue", "orange", "red", "green", "magenta"]
+    markers = line_markers(len(ys), distinct=True)  # lines differ without colour too
     lo, hi = math.inf, -math.inf
     # a short figure (80x24) or many lines: the legend goes under the figure, off the data
-    legend = legend_lines([lb for lb, _ in ys], ["braille"], colours, width) if len(ys) > 1 and (
+    legend = legend_lines([lb for lb, _ in ys], markers, colours, width) if len(ys) > 1 and (
         len(ys) > 3 or height < 20) else []
     with PLOT_LOCK:
         if log:
@@ -246,7 +247,7 @@ def series_figure(
             y = np.log10(np.maximum(v[keep], floor)) if log else v[keep]
             lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
             plt.plot(xs[keep].tolist(), y.tolist(), label=None if legend else label, color=colours[i % len(colours)],
-                     marker="braille")
+                     marker=markers[i % len(markers)])
         ticks = _ticks_for([int(t) for t in xs])
         plt.xticks(ticks, [str(t) for t in ticks])
         if log:
@@ -300,4 +301,5 @@ def by_layer_figure(
         return f"{title}: nothing to plot"
     width, height = max(width, 20), max(height, 6)
     with PLOT_LOCK:
-        return figure(layers, columns, stat, title=_fit(title, width), width=width, height=height, color=True)
+        return figure(layers, columns, stat, title=_fit(title, width), width=width, height=height, color=True,
+                      marks=True)

@@ -456,6 +456,35 @@ def spectrum_stats(w: np.ndarray, k: int = 0) -> dict[str, Any]:
 
 _LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.(.+?)(\.weight)?$")
 
+# One vocabulary: the keys of ``tensor_stats`` are the column names of the CLI's table and its
+# --json, the REPL's Tables and the docs; ``frac_near_zero`` is a fraction (0 to 1) everywhere.
+# The short headers the tables once used are accepted wherever a statistic is typed.
+STAT_ALIASES = {"kurt": "kurtosis", "~0": "frac_near_zero", "near_zero": "frac_near_zero",
+                "stable r": "stable_rank", "stable_r": "stable_rank", "eff r": "effective_rank",
+                "eff_r": "effective_rank", "D": "alpha_D", "tail": "alpha_tail"}
+
+
+def stat_key(name: str) -> str:
+    """A statistic's name as ``tensor_stats`` spells it (``kurt`` -> ``kurtosis``)."""
+    return STAT_ALIASES.get(name, name)
+
+
+def layer_of(name: str) -> int | None:
+    """The block number of a canonical ``layers.N....`` name, None outside the blocks."""
+    m = _LAYER_TENSOR.match(name)
+    return int(m.group(1)) if m else None
+
+
+def layer_warnings(results: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """weightwatcher's alpha flags per block, for the by-layer views:
+    ``{3: "mlp.down under-trained; attn.q over-trained"}`` (blocks without a flag left out)."""
+    flags: dict[int, list[str]] = {}
+    for r in results:
+        m = _LAYER_TENSOR.match(r.get("canonical") or r.get("name", ""))
+        if m and r.get("alpha_warning"):
+            flags.setdefault(int(m.group(1)), []).append(f"{m.group(2)} {r['alpha_warning']}")
+    return {i: "; ".join(f) for i, f in flags.items()}
+
 
 def by_layer(results: Sequence[dict[str, Any]], stat: str) -> tuple[list[int], dict[str, list[float | None]]]:
     """One statistic of every layer's weights, by component, for a per-layer view (the
@@ -464,6 +493,7 @@ def by_layer(results: Sequence[dict[str, Any]], stat: str) -> tuple[list[int], d
     a missing value is None. ``results`` are ``tensor_stats`` dicts."""
     from lminspect.errors import UserError
 
+    stat = stat_key(stat)
     numeric = {k for r in results for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if stat not in numeric:
         raise UserError(f"--by-layer {stat!r}: not a statistic of these tensors "

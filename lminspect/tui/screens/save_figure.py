@@ -29,7 +29,8 @@ class SaveFigureScreen(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Save the figure (PNG or SVG, by the file name; needs the [figures] extra)")
+            # markup off: Textual would read "[figures]" as a style tag and drop it
+            yield Label("Save the figure (PNG or SVG, by the file name; needs the [figures] extra)", markup=False)
             yield Input(self._proposed, id="save-path")
             yield Label("Enter saves, Escape cancels; an existing file is not replaced.")
 

@@ -22,6 +22,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import Focus
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -29,6 +30,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from lminspect.tui import backend
 from lminspect.tui.messages import GenerationPiece, GenerationStatus
 from lminspect.tui.widgets.stream import StreamView
+from lminspect.tui.widgets.ticks import TickBox
 
 DEFAULT_PROMPT = "Once upon a time"
 LABEL_WIDTH = 13
@@ -53,13 +55,14 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
     return " ".join(parts) + more
 
 
-class TickBox(Checkbox):
-    """A checkbox that reads without colour: an X when ticked, a blank when not (Textual's
-    draws the X either way and tells the states apart only by colour)."""
+class PromptArea(TextArea):
+    """The prompt field. Focused from the keyboard (Tab, a tab switch) the cursor goes to the end,
+    so typed text follows the old prompt instead of landing in front of it; a click still puts it
+    where clicked (Textual delivers the click after the focus)."""
 
-    @property
-    def BUTTON_INNER(self) -> str:  # noqa: N802 - overrides Textual's class constant
-        return "X" if self.value else " "
+    def on_focus(self, event: Focus) -> None:
+        if not event.from_app_focus:  # the terminal window regaining focus: leave the cursor be
+            self.move_cursor(self.document.end)
 
 
 class StitchPane(Widget):
@@ -120,7 +123,7 @@ class StitchPane(Widget):
         yield Static("Open a model to check plans.", id="plan-error", markup=False)
         with Horizontal(classes="row"):
             yield Label("prompt")
-            yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False, compact=True)
+            yield PromptArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False, compact=True)
         with Horizontal(classes="row"):
             yield Label("max tokens")
             yield Input("48", id="max-tokens", type="integer", compact=True)
@@ -257,9 +260,17 @@ class StitchPane(Widget):
             "plan: " + (plan_summary(self.plan, 20) if self.plan is not None else "every layer once")
         )
         self.timings = {"run_pressed": time.perf_counter()}
-        self.query_one("#run", Button).disabled = True
-        self.query_one("#stop", Button).disabled = False
+        self._buttons_for(True)
         self._worker = self._generate(prompt, self.plan, params[0], params[1], compare)
+
+    def _buttons_for(self, running: bool) -> None:
+        """Run off and Stop on while generating (and back). A button that goes off while it has
+        focus would drop it, and the app's letter keys would then fire on what the user types
+        next (``c`` opened the compare picker): the prompt takes focus instead."""
+        run, stop = self.query_one("#run", Button), self.query_one("#stop", Button)
+        if (run if running else stop).has_focus:
+            self.query_one("#prompt", TextArea).focus()
+        run.disabled, stop.disabled = running, not running
 
     def action_stop(self) -> None:
         """Cancel the worker and the generations; the engine checks between tokens."""
@@ -360,8 +371,7 @@ class StitchPane(Widget):
     def on_generation_status(self, message: GenerationStatus) -> None:
         self.query_one("#gen-status", Static).update(message.text)
         if message.done:
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "lens" and event.state == WorkerState.ERROR:
@@ -372,9 +382,7 @@ class StitchPane(Widget):
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#gen-status", Static).update("generation failed (see the error)")
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)
             self.app.report_error("Generation failed", event.worker.error)
         elif event.state == WorkerState.CANCELLED:
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)

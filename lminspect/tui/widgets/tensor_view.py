@@ -43,7 +43,9 @@ class TensorView(VerticalScroll):
     TensorView { width: 1fr; padding: 0 1; }
     TensorView #tensor-header { height: auto; text-style: bold; }
     TensorView #tensor-status { height: auto; color: $text-muted; }
-    TensorView DataTable { height: auto; max-height: 16; margin: 1 0; }
+    /* tables grow with their rows, the view scrolls: a table scrolling inside it showed its
+       scrollbar's ends as stray blocks mid-pane (80x24 caps them in app.tcss) */
+    TensorView DataTable { height: auto; margin: 1 0; }
     TensorView PlotView { margin-bottom: 1; }
     TensorView PlotView.tall { height: 22; }
     TensorView PlotView.short { height: 14; }
