@@ -182,3 +182,17 @@ def test_gguf_type_table_is_gguf_pys():
     for tid, (name, block, size) in _GGML_TYPES.items():
         qt = GGMLQuantizationType(tid)
         assert (qt.name, *GGML_QUANT_SIZES[qt]) == (name, block, size)
+
+
+def test_converted_dir_parses_its_gguf_once(model_file, monkeypatch):
+    """The memory check and the load share one parse of the GGUF a fetched dir is served from."""
+    from lminspect.weights import gguf_format
+    from lminspect.weights.convert import convert_gguf
+
+    convert_gguf(model_file, model_file.parent / "hf")
+    parses = []
+    real = gguf_format.GGUFFile.__init__
+    monkeypatch.setattr(gguf_format.GGUFFile, "__init__", lambda self, p: parses.append(p) or real(self, p))
+    m = load_model(model_file.parent / "hf", weights="stored")
+    assert m.weights_label == "stored Q4_0+Q4_1+Q8_0"
+    assert len(parses) == 1

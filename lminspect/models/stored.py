@@ -25,6 +25,7 @@ fetch`` converts, the GGUF beside it (its safetensors metadata names it): the sa
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from lminspect.models.packcache import PackCache
 from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
+_UNSET = object()
 TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the fast tiles (a copy)
 
 
@@ -242,9 +244,12 @@ def _gguf_of(store: Any) -> Any:
     once per store (the memory check and the load both ask)."""
     if store.format == "gguf":
         return getattr(store, "gguf", None)
-    if "source_gguf" not in vars(store):
-        store.source_gguf = _source_gguf(store)
-    return store.source_gguf
+    cached = getattr(store, "__dict__", {}).get("source_gguf", _UNSET)
+    if cached is _UNSET:
+        cached = _source_gguf(store)
+        with contextlib.suppress(AttributeError):
+            store.source_gguf = cached
+    return cached
 
 
 def _source_gguf(store: Any) -> Any:
