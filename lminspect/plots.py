@@ -365,3 +365,15 @@ def histogram_text(counts: Sequence[float], lo: float, hi: float, *, rows: int =
         bar = "█" * full + (eighths[part] if part else "")
         lines.append(f"{a:>10.3g} .. {b:<10.3g} {bar:<{width}} {int(c):,}")
     return "\n".join(lines)
+
+
+def stats_histogram(stats: dict[str, Any]) -> str | None:
+    """A weight tensor's value histogram (``weights.stats``: 64 bins over [min, max]) as
+    :func:`histogram_text` under its name and sample size; None for a constant tensor. The
+    CLI's ``stats`` prints it and the REPL's ``Tensor.hist()`` returns it."""
+    counts, edges = stats.get("hist"), stats.get("hist_edges")
+    if not counts or not edges or len(counts) < 2:
+        return None  # a constant tensor: its one value is in the table
+    total = int(sum(counts))
+    where = f"a sample of {total:,} of {stats['numel']:,} values" if stats.get("sampled") else f"{total:,} values"
+    return histogram_text(counts, edges[0], edges[1], title=f"{stats.get('canonical') or stats['name']}: {where}")

@@ -86,6 +86,10 @@ def test_preset_descriptions_follow_the_rescaled_plan():
     r = CliRunner().invoke(app, ["stitch", "presets", "--layers", "30"], env={"COLUMNS": "200"})
     row = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("0-23_27-31"))
     assert "0-22,25-29" in row and "skips layers 23-24" in row and "32-layer" not in r.stdout.split("Presets")[0]
+    from lminspect.tui.backend import stitch_presets
+
+    assert stitch_presets(30)["0-23_27-31"] == "skips layers 23-24"  # the TUI palette says the same
+    assert stitch_presets(None) == {name: desc for name, (_, desc) in PRESETS.items()}
 
 
 # --- stats prints a histogram ---------------------------------------------------------------

@@ -26,6 +26,7 @@ def model_file(qgguf, tmp_path, monkeypatch):
     monkeypatch.setenv("LMINSPECT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LMINSPECT_PACK_CACHE", raising=False)
     monkeypatch.setattr(packcache, "MIN_BYTES", 0)
+    monkeypatch.setattr(packed, "EXACT_DECODE", True)  # float32-activation decode: the tiled layers
     d = tmp_path / "models"
     d.mkdir()
     return shutil.copy(qgguf, d / qgguf.name)
@@ -163,6 +164,14 @@ def test_user_cache_is_bounded(model_file, tmp_path, monkeypatch):
 
 def test_small_packs_are_not_cached(model_file, monkeypatch):
     monkeypatch.setattr(packcache, "MIN_BYTES", 1 << 40)
+    _logits(model_file)
+    assert not _pack_beside(model_file).exists()
+
+
+def test_int_decode_reads_the_file_and_writes_no_pack(model_file, monkeypatch):
+    if packed.int_kernels() is None:
+        pytest.skip("no integer kernels here: the tiles are the default")
+    monkeypatch.setattr(packed, "EXACT_DECODE", False)
     _logits(model_file)
     assert not _pack_beside(model_file).exists()
 

@@ -72,7 +72,8 @@ def test_by_layer_alpha_has_layer_and_warning_columns(deep_dir):
     assert flagged  # random weights: some matrices are flagged under-trained
     f = flagged[0]
     part = f["name"].removesuffix(".weight").split(".", 2)[2]
-    assert f"{part} {f['alpha_warning']}" in df.loc[df["layer"] == f["layer"], "warning"].item()
+    cell = df.loc[df["layer"] == f["layer"], "warning"].item()  # "under-trained: attn.q, mlp.up"
+    assert f"{f['alpha_warning']}: " in cell and part in cell.split(f"{f['alpha_warning']}: ")[1].split(";")[0]
     r = CliRunner().invoke(app, ["stats", str(deep_dir), "--by-layer", "alpha"])
     assert r.exit_code == 0 and "warning" in r.stdout and f["alpha_warning"] in r.stdout
 
@@ -122,3 +123,11 @@ def test_figures_numbers_agree(deep_dir):
     b = _json_rows(["stats", str(deep_dir), "-t", "layers.3.attn.q", "--json"])[0]
     for k in ("mean", "std", "kurtosis", "frac_near_zero", "stable_rank", "alpha"):
         assert np.isclose(a[k], b[k]), k
+
+
+def test_repl_histogram_is_the_cli_histogram(deep_dir):
+    m = li.open(deep_dir)
+    fig = m.layers[2].mlp.down.hist()
+    r = CliRunner().invoke(app, ["stats", str(deep_dir), "-t", "layers.2.mlp.down", "--no-svd"])
+    assert r.exit_code == 0 and fig.text.splitlines()[0] == "layers.2.mlp.down.weight: 2,560 values"
+    assert fig.text in r.stdout  # the same bars, line for line

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("private_cache")]
 
 
 def _row(text: str, name: str) -> str:
-    return next(line for line in text.splitlines() if f"{name} · gpt2ish" in line)
+    """The Runs list's row of run ``name`` ('' while it is not drawn yet)."""
+    return next((line for line in text.splitlines() if f"{name} · gpt2ish" in line), "")
 
 
 async def test_ticks_and_legends_read_without_colour(tmp_path, monkeypatch):
@@ -35,8 +36,9 @@ async def test_ticks_and_legends_read_without_colour(tmp_path, monkeypatch):
         await press_until(pilot, "escape", until=lambda: not isinstance(app.screen, PickerScreen), what="no picker")
         sl = app.query_one("#runs-list", SelectionList)
         await press_until(pilot, "r", until=lambda: app.focused is sl and sl.option_count == 2, what="the runs list")
-        text = screen_text(app)
-        assert "▐ ▌ base" in _row(text, "base") and "▐ ▌ vn" in _row(text, "vn")
+        await wait_until(pilot, lambda: "▐ ▌ base" in _row(screen_text(app), "base")
+                         and "▐ ▌ vn" in _row(screen_text(app), "vn"), what="both rows, unticked",
+                         detail=lambda: screen_text(app))
         await press_until(pilot, "space", until=lambda: len(sl.selected) == 1, what="base ticked")
         await wait_until(pilot, lambda: "▐X▌ base" in _row(screen_text(app), "base"), what="base's tick drawn")
         assert "▐ ▌ vn" in _row(screen_text(app), "vn")
@@ -121,3 +123,15 @@ async def test_no_stray_scrollbar_blocks(tiny_llama_dir, tmp_path, size):
                           and app.query_one(ActsPane).profile is not None, what="activation statistics")
         await pilot.pause()
         assert not _stray_scrollbars(app), _stray_scrollbars(app)
+
+
+async def test_heatmap_in_shades_without_colour(tiny_llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")  # colour half-blocks would all read alike: shades instead
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="the embedding's figures")
+        text = app.query_one("#plot-heatmap", PlotView).text
+        assert "▀" not in text and len({c for c in text if c in "░▒▓█"}) >= 2, text

@@ -101,6 +101,13 @@ class Tensor:
         """Moments, histogram and (2-D) spectrum, cached on disk; see lminspect.weights.stats."""
         return TensorStats(self._store.stats(self.lookup, svd=svd))
 
+    def hist(self) -> Figure:
+        """The value histogram as text bars, as ``lminspect stats -t NAME`` prints it."""
+        from lminspect.plots import stats_histogram
+
+        text = stats_histogram(self._store.stats(self.lookup, svd=False))
+        return Figure(text or f"{self.name}: constant, no histogram", title=f"{self.name} histogram")
+
     def heads(self) -> np.ndarray:
         """Per-head view of an attention projection: q/k/v ``[heads, head_dim, in]``, o ``[heads, out, head_dim]``."""
         return self._store.heads(self.lookup)

@@ -26,7 +26,7 @@ def diff(
     b: Annotated[str, typer.Argument(help="The model to compare with A (same kinds of reference).",
                                      show_default=False)],
     tensor: Annotated[list[str] | None, typer.Option(
-        "--tensor", "-t", help="Only tensors matching this glob (canonical names); repeatable.")] = None,
+        "--tensor", "-t", help="Only tensors matching this glob (canonical names, .weight optional); repeatable.")] = None,
     by_layer: Annotated[str | None, typer.Option(
         "--by-layer", metavar="STAT", help="One column (rel_change, cosine, max_abs_diff, subspace_overlap, "
         "top_cos, d_std, d_kurtosis, d_stable_rank, d_alpha) as a layers x components table and plot.")] = None,

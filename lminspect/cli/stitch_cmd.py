@@ -49,7 +49,8 @@ stitch_app = typer.Typer(
 
 
 def _load(model: str, dtype: str = "float32", need_tokenizer: bool = True,
-          weights: str | None = None) -> tuple[Any, Any, Any]:
+          weights: str | None = "auto") -> tuple[Any, Any, Any]:
+    """Open a model for a command; ``weights`` auto keeps a 7B bf16 / GGUF in its stored form."""
     from lminspect.models.open import open_model
 
     store, lm, tok = open_model(model, dtype=dtype, weights=weights, tokenizer=need_tokenizer)
@@ -425,7 +426,7 @@ def export(
     check_output(out_dir, kind="dir", overwrite=overwrite, option="OUT_DIR", inputs=(model, plan))
     n_threads = set_threads(threads)
     t0 = time.perf_counter()
-    store, lm, _ = _load(model, need_tokenizer=False)
+    store, lm, _ = _load(model, need_tokenizer=False, weights=None)  # export dequantizes every tensor anyway
     from lminspect.validate import plan_given
 
     plan_given(plan)

@@ -405,8 +405,9 @@ def _load_runs(paths: list[Path]) -> list:
 
     loaded = []
     for p in paths:
-        if is_run_dir(p) or not p.is_dir():
-            loaded.append(load_run(p))  # not a folder: load_run says what it is
+        log = p / "stats.jsonl"
+        if is_run_dir(p) or not p.is_dir() or log.exists() or log.is_symlink():
+            loaded.append(load_run(p))  # a run, or not one: load_run says what it is (a FIFO log, ...)
             continue
         hits = find_runs(p)
         if not hits:

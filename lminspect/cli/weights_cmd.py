@@ -83,7 +83,7 @@ def inspect(
 
 def stats(
     model: str = typer.Argument(..., help="Model file, dir or name (as for `inspect`)."),
-    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (own or canonical name); repeatable."),
+    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (stored or canonical name, .weight optional: layers.*.mlp.down); repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (one object per tensor) instead of a table."),
     svd: bool = typer.Option(True, "--svd/--no-svd", help="Singular values, stable/effective rank and power-law alpha of 2-D tensors."),
     by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
@@ -177,14 +177,12 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
 
 def _print_histograms(results: list[dict]) -> None:
     """Each tensor's value histogram (64 bins over [min, max], shown as 16), as text bars."""
-    from lminspect.plots import histogram_text
+    from lminspect.plots import stats_histogram
 
     for r in results:
-        counts, edges = r.get("hist"), r.get("hist_edges")
-        if not counts or not edges or len(counts) < 2:
-            continue  # a constant tensor: its one value is in the table
-        where = f"a sample of {sum(counts):,} of {r['numel']:,} values" if r.get("sampled") else f"{sum(counts):,} values"
-        print(histogram_text(counts, edges[0], edges[1], title=f"\n{r.get('canonical') or r['name']}: {where}"))
+        text = stats_histogram(r)
+        if text is not None:
+            print("\n" + text)
 
 
 def _stats_table(store: Any, results: list[dict], cols: list[str]) -> Any:

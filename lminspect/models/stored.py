@@ -41,7 +41,13 @@ from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
 _UNSET = object()
-TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the fast tiles (a copy)
+TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the float tiles (a copy)
+
+
+def tiles_wanted() -> bool:
+    """Whether Q8_0/Q4_0/Q4_1 linear layers are re-laid out in tiles: only for float32-activation
+    decoding (``EXACT_DECODE``, or no integer kernels); the integer kernels read the file's rows."""
+    return pk.EXACT_DECODE or pk.int_kernels() is None
 
 
 class StoredLinear(nn.Linear):
@@ -114,21 +120,22 @@ class StoredLinear(nn.Linear):
             return y.view(*x.shape[:-1], self.out_features)
         return self._dense_forward(x, perm)
 
-    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None) -> torch.Tensor:
+    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None, with_bias: bool = True) -> torch.Tensor:
         """F.linear on exact float32 rows made a chunk at a time (all at once when they fit)."""
         p = self.packed
+        bias = self.bias if with_bias else None
         reuse = not (torch.is_grad_enabled() and x.requires_grad)  # autograd keeps w: no shared buffer
         n_in, n_out = self.in_features, self.out_features
         step = n_out if p.tiled else p.chunk_rows()
         if step >= n_out:
             w = p.dense(perm, out=scratch(n_out * n_in) if reuse else None)
-            return F.linear(x, w, self.bias)
+            return F.linear(x, w, bias)
         y = x.new_empty(*x.shape[:-1], n_out)
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
             rows = slice(r0, r1) if perm is None else perm[r0:r1]
             w = p.dense(rows, out=scratch((r1 - r0) * n_in) if reuse else None)
-            b = None if self.bias is None else self.bias[r0:r1]
+            b = None if bias is None else bias[r0:r1]
             y[..., r0:r1] = F.linear(x, w, b)
         return y
 
@@ -175,6 +182,25 @@ class StoredEmbedding(nn.Embedding):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, stored={self.packed.kind}"
+
+
+def weight_rows(mod: nn.Module, rows: Any) -> torch.Tensor:
+    """Rows (indices) of a linear layer's or embedding's weight; a stored weight is
+    dequantized for those rows only, never made a float32 Parameter (the lens's unembedding)."""
+    idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if isinstance(mod, StoredLinear) and mod.kernel_ready or (
+            isinstance(mod, StoredEmbedding) and mod._parameters["weight"] is None):
+        perm = mod.__dict__["_perm"]
+        return mod.packed.dense(idx if perm is None else perm[idx])
+    return mod.weight[torch.from_numpy(idx)]
+
+
+def linear_no_bias(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x @ mod.weight.T`` without the bias; a stored weight is read a chunk at a time, not
+    materialized (DLA's per-head outputs through ``attn.o``)."""
+    if isinstance(mod, StoredLinear) and mod.kernel_ready:
+        return mod._dense_forward(x, mod.__dict__["_perm"], with_bias=False)
+    return F.linear(x, mod.weight)
 
 
 # --------------------------------------------------------------------------- finding the stored form
@@ -322,7 +348,7 @@ def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool, pa
     elif kind == "F16":
         p = PackedWeight.from_f16(arr)
     elif arr.dtype == np.uint8:
-        tiles = tiles and shape[0] * shape[1] <= TILE_MAX
+        tiles = tiles and shape[0] * shape[1] <= TILE_MAX and tiles_wanted()
         p = (packs.pack(kind, arr, shape[1], tiles) if packs is not None
              else PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles))
     else:
@@ -388,11 +414,12 @@ def load_estimate(model: Any, store: Any, stored: bool, itemsize: int) -> tuple[
     lazy = {f"{n}.weight" for n, m in model.named_modules() if type(m) is nn.Linear} | {"embed.tokens.weight"}
     same = {4: ("F32",), 2: ("BF16", "F16")}.get(4 if stored else itemsize, ())
     copies = working = 0
+    tiles = stored and tiles_wanted()
     for pname, p in model.state_dict().items():
         n = p.numel()
         kind = source.kind(pname) if stored and pname in lazy else None
         if kind is not None and kind not in ("F32", "F64"):
-            if kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX:
+            if tiles and kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX:
                 copies += n * 9 // 8  # the tiles: a byte per value at most, plus float32 scales
                 working = max(working, 4 * n)  # their dense form is made whole
             else:
@@ -445,4 +472,5 @@ def resolve_weights(weights: str | None, dtype: str = "float32", device: str = "
     return w
 
 
-__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "load_estimate", "resolve_weights"]
+__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "linear_no_bias",
+           "load_estimate", "resolve_weights", "weight_rows"]

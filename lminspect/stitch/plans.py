@@ -364,13 +364,17 @@ def check_plan_early(spec: Any, option: str = "--plan", *, sweep: Any = None) ->
     after seconds of loading. Whether the layers exist waits for the model's depth
     (:func:`parse_plan`), so the check parses as if the model had ``MAX_LAYERS`` blocks.
     ``sweep``: the ``--plans`` of ``stitch sweep``, with ``spec`` its inline ``NAME=SPEC`` list."""
+    import contextlib
+    import io
+
     from lminspect.limits import MAX_LAYERS
     from lminspect.validate import plan_given
 
-    if sweep is not None:
-        sweep_plans(sweep, spec, MAX_LAYERS)
-        return
     if isinstance(spec, str):
         plan_given(spec, option)
-    if spec is not None:
-        parse_plan(spec, MAX_LAYERS)
+    # quiet: a plan file's warnings (an ignored mergekit key) come once, from the real parse
+    with contextlib.redirect_stderr(io.StringIO()):
+        if sweep is not None:
+            sweep_plans(sweep, spec, MAX_LAYERS)
+        elif spec is not None:
+            parse_plan(spec, MAX_LAYERS)

@@ -111,8 +111,14 @@ def _colours(values: np.ndarray) -> np.ndarray:
     return (_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).round().astype(int)
 
 
-def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height: int, title: str = "|W| heatmap") -> str:
-    """Block-mean |W| as coloured half-blocks (two matrix rows per text line), axes in real indices.
+# without colour: |W| as shades, light to dark (a cell per matrix row and column)
+SHADES = " ░▒▓█"
+
+
+def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height: int, title: str = "|W| heatmap",
+                   *, mono: bool = False) -> str:
+    """Block-mean |W| as coloured half-blocks (two matrix rows per text line), axes in real indices;
+    ``mono`` (a terminal without colour): shade characters instead, one matrix row per line.
 
     Drawn directly rather than with plotext's matrix_plot, whose column mapping leaves gaps
     and labels axes in block numbers; same ANSI-text interface as the plotext figures.
@@ -125,12 +131,14 @@ def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height:
     n_cols = shape[-1]
     label_w = len(str(n_rows)) + 1
     text_rows = max(2, height - 3)
-    rows = min(blocks.shape[0], 2 * text_rows)
+    rows = min(blocks.shape[0], text_rows if mono else 2 * text_rows)
     cols = min(blocks.shape[1], max(4, width - label_w - 2))
     if (rows, cols) != blocks.shape:
         blocks = _rebin(blocks, rows, cols)
     finite = blocks[np.isfinite(blocks)]
     hi = float(finite.max()) if finite.size else 1.0
+    if mono:
+        return _shaded(blocks / (hi or 1.0), shape, title, hi, n_rows, n_cols, label_w)
     rgb = _colours(blocks / (hi or 1.0))
     if rows % 2:  # pad to an even number of rows: the last line shows a top half only
         rgb = np.concatenate([rgb, np.full((1, cols, 3), -1)], axis=0)
@@ -149,14 +157,31 @@ def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height:
                     f"\x1b[38;2;{top[0]};{top[1]};{top[2]};48;2;{bot[0]};{bot[1]};{bot[2]}m\u2580\x1b[0m"
                 )
         lines.append(f"{label} " + "".join(cells))
-    ticks = [0, n_cols // 2, n_cols]
+    lines.append(_column_axis(cols, n_cols, label_w))
+    return "\n".join(lines)
+
+
+def _column_axis(cols: int, n_cols: int, label_w: int) -> str:
     axis = [" "] * (cols + 1)
-    for tick in ticks:
+    for tick in (0, n_cols // 2, n_cols):
         pos = min(cols, int(round(tick * cols / max(n_cols, 1))))
         txt = str(tick)
         pos = min(pos, cols + 1 - len(txt))
         axis[pos : pos + len(txt)] = list(txt)
-    lines.append(" " * label_w + "".join(axis).rstrip() + "  (columns)")
+    return " " * label_w + "".join(axis).rstrip() + "  (columns)"
+
+
+def _shaded(scaled: np.ndarray, shape: tuple[int, ...], title: str, hi: float, n_rows: int, n_cols: int,
+            label_w: int) -> str:
+    """The heatmap as shade characters (``SHADES``: blank = 0, █ = the max), for no colour."""
+    rows, cols = scaled.shape
+    idx = np.clip(np.round(np.nan_to_num(scaled) * (len(SHADES) - 1)), 0, len(SHADES) - 1).astype(int)
+    dims = " x ".join(str(s) for s in shape)
+    lines = [f"{title}  {dims}, {rows}x{cols} blocks of mean |W|, max {hi:.3g} ({SHADES[-1]}), shades {SHADES[1:]}"]
+    for r in range(rows):
+        label = str(int(round(r * n_rows / rows))).rjust(label_w - 1) if r % 4 == 0 else " " * (label_w - 1)
+        lines.append(f"{label} " + "".join(SHADES[i] for i in idx[r]))
+    lines.append(_column_axis(cols, n_cols, label_w))
     return "\n".join(lines)
 
 

@@ -461,14 +461,20 @@ def layer_of(name: str) -> int | None:
 
 
 def layer_warnings(results: Sequence[dict[str, Any]]) -> dict[int, str]:
-    """weightwatcher's alpha flags per block, for the by-layer views:
-    ``{3: "mlp.down under-trained; attn.q over-trained"}`` (blocks without a flag left out)."""
-    flags: dict[int, list[str]] = {}
-    for r in results:
+    """weightwatcher's alpha flags per block, for the by-layer views, components in block order:
+    ``{3: "under-trained: attn.q, mlp.down; over-trained: attn.o"}`` (blocks without one left out)."""
+    flags: dict[int, dict[str, list[str]]] = {}
+    order = {c: k for k, c in enumerate(_COMPONENT_ORDER)}
+    for r in sorted(results, key=lambda r: order.get(_component(r), len(order))):
         m = _LAYER_TENSOR.match(r.get("canonical") or r.get("name", ""))
         if m and r.get("alpha_warning"):
-            flags.setdefault(int(m.group(1)), []).append(f"{m.group(2)} {r['alpha_warning']}")
-    return {i: "; ".join(f) for i, f in flags.items()}
+            flags.setdefault(int(m.group(1)), {}).setdefault(r["alpha_warning"], []).append(m.group(2))
+    return {i: "; ".join(f"{w}: {', '.join(parts)}" for w, parts in f.items()) for i, f in flags.items()}
+
+
+def _component(r: dict[str, Any]) -> str:
+    m = _LAYER_TENSOR.match(r.get("canonical") or r.get("name", ""))
+    return m.group(2) if m else ""
 
 
 def by_layer(results: Sequence[dict[str, Any]], stat: str) -> tuple[list[int], dict[str, list[float | None]]]:

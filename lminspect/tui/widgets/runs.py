@@ -93,7 +93,7 @@ class RunsPane(Widget):
             runs.append(Path(select))
         sl.clear_options()
         for run in runs:
-            label = run.name if run.parent == self.runs_dir else _display_path(run)
+            label = _run_name(run, self.runs_dir)
             sl.add_option((_run_label(label, backend.run_summary(run)), str(run), str(run) in keep))
         if runs and sl.highlighted is None:
             sl.highlighted = 0  # so space ticks the first run straight away
@@ -232,6 +232,14 @@ def _display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
     except ValueError:
         return str(path)
+
+
+def _run_name(run: Path, runs_dir: Path) -> str:
+    """``gpt2ish``, ``cmp/gpt2ish`` one level down (a batch's folder says which batch), else the path."""
+    try:
+        return str(run.relative_to(runs_dir)) if run != runs_dir else run.name
+    except ValueError:
+        return _display_path(run)
 
 
 def _run_label(label: str, s: dict[str, Any]) -> str:

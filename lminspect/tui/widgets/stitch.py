@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from lminspect.tui import backend
 from lminspect.tui.messages import GenerationPiece, GenerationStatus
+from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stream import StreamView
 from lminspect.tui.widgets.ticks import TickBox
 
@@ -118,7 +119,9 @@ class StitchPane(Widget):
             yield Input(placeholder="empty = every layer once; e.g. 0-3,2,3  15r3  skip:2  all*0.9", id="plan-input",
                         compact=True)
             yield Label("lens target", classes="narrow")
-            yield Input(placeholder="' Paris' or id:N", id="lens-target", compact=True)
+            yield Input(placeholder="Paris or id:N", id="lens-target", compact=True,
+                        tooltip="A bare word means the word after a space (Paris is ' Paris'); quote it for the "
+                                "exact text ('\"Paris\"'), or give id:N")
             yield Button("Lens", id="lens", variant="primary", compact=True)
         yield Static("Open a model to check plans.", id="plan-error", markup=False)
         with Horizontal(classes="row"):
@@ -141,7 +144,8 @@ class StitchPane(Widget):
                 yield Label("plan", id="plan-label")
                 yield StreamView(id="out-plan")
         with VerticalScroll(id="lens-panel"):
-            yield Static("", id="lens-view")
+            yield Static("", id="lens-view", markup=False)
+            yield PlotView("", id="lens-plot")  # the target's probability; ctrl+s saves it
 
     # -- the model ---------------------------------------------------------------
 
@@ -310,22 +314,43 @@ class StitchPane(Widget):
             self.app.notify("Type a prompt first.", severity="warning")
             return
         target = self.query_one("#lens-target", Input).value or None
+        # Compare ticked: the baseline (every layer once) beside the plan, as Run shows them
+        plans: dict[str, list[Any] | None] = {"plan": self.plan}
+        if self.query_one("#compare", Checkbox).value and self.plan is not None:
+            plans = {"baseline": None, "plan": self.plan}
         self.add_class("lens")
         self.query_one("#lens-view", Static).update("computing...")
-        self._lens_worker = self._lens(prompt, self.plan, target, max(60, self.size.width))
+        self.query_one("#lens-plot", PlotView).show_message("")
+        self._lens_worker = self._lens(prompt, plans, target)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="lens")
-    def _lens(self, prompt: str, plan: list[Any] | None, target: str | None, width: int) -> None:
+    def _lens(self, prompt: str, plans: dict[str, list[Any] | None], target: str | None) -> None:
         from lminspect.errors import UserError
 
         self._ensure_model("reading the lens")
         try:
-            view: Any = backend.lens_view(self.model, self.tokenizer, prompt, plan, target, width)
-            status = "lens done"
+            results, tgt = backend.lens_results(self.model, self.tokenizer, prompt, plans, target)
         except UserError as exc:  # a bad target or an over-long prompt: said in the panel
-            view = status = f"lens: {exc.message}"
-        self.app.call_from_thread(self.query_one("#lens-view", Static).update, view)
-        self._status(status, done=True)
+            self.app.call_from_thread(self._show_lens, None, None, f"lens: {exc.message}")
+            self._status(f"lens: {exc.message}", done=True)
+            return
+        self.app.call_from_thread(self._show_lens, results, tgt, "")
+        self._status("lens done" + (" (baseline and plan)" if len(results) > 1 else ""), done=True)
+
+    def _show_lens(self, results: dict[str, Any] | None, tgt: Any, error: str) -> None:
+        """The tables in the panel, and the target's probability as a figure that ctrl+s saves."""
+        view, plot = self.query_one("#lens-view", Static), self.query_one("#lens-plot", PlotView)
+        if results is None:
+            view.update(error)
+            plot.show_message("")
+            return
+        view.update(backend.lens_tables(results, tgt))
+        if tgt is None:
+            plot.show_message("type a lens target (Paris, '\"Paris\"' exact, or id:N) for its probability "
+                              "after each plan position")
+            return
+        plot.show_figure(lambda w, h: backend.lens_figure(results, w, h),
+                         save=lambda path: backend.save_lens(results, path), name="lens")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def _generate(self, prompt: str, plan: list[Any] | None, max_new: int, temperature: float, compare: bool) -> None:
