@@ -37,6 +37,7 @@ import torch
 from lminspect.compiled import load_kernels
 
 TILE = 64  # rows per tile: 8 AVX2 registers of lanes, divides every SmolLM2/Llama width
+PACK_FORMAT = 1  # version of the tiles' layout: packcache keys its files on it (bump on a change)
 TILED = ("Q8_0", "Q4_0", "Q4_1")  # kinds that linear layers re-lay out in tiles
 NATIVE = ("BF16", "F16", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1")  # kernels on the file's rows
 KINDS = TILED + NATIVE
@@ -376,4 +377,5 @@ class PackedWeight:
         return call, out[0]
 
 
-__all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "TILE", "TILED", "PackedWeight", "int_kernels", "kernels", "scratch"]
+__all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "PACK_FORMAT", "TILE", "TILED", "PackedWeight", "int_kernels",
+           "kernels", "scratch"]
