@@ -1,7 +1,8 @@
 """The packed (tiled) weights of a GGUF, cached beside it so the next start does not pack again.
 
-``PackedWeight.from_gguf_blocks`` re-lays a Q8_0/Q4_0/Q4_1 linear layer out in tiles at load
-time (SmolLM2: ~0.3 s of a 2 s start, on every start). ``PackCache.pack`` wraps that one call:
+``PackedWeight.from_gguf_blocks`` re-lays a Q8_0/Q4_0/Q4_1 linear layer out in tiles at load time
+when decoding with float32 activations (``packed.EXACT_DECODE``, or no integer kernels; SmolLM2:
+~0.2-0.3 CPU s on every start). ``PackCache.pack`` wraps that one call:
 the first load packs and, at the end of the load (``save``), writes every tile array into one
 file; the next load memory-maps that file (copy-on-write, so the tiles are shared, evictable
 file pages, not a copy) and checks it instead of packing.
