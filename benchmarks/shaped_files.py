@@ -201,3 +201,66 @@ def write_kquant_gguf(path: Path, s: dict[str, int], fill: str = "zeros", seed: 
                 f.write(a.tobytes())
                 f.write(b"\0" * (-n % align))
     return path
+
+
+# Falcon-RW-1B's shape (seed 000's model): ALiBi, LayerNorm with biases, GeLU MLP, tied head
+FALCON_RW_1B = {"vocab": 50304, "dim": 2048, "layers": 24, "heads": 32, "ffn": 8192, "context": 2048}
+
+
+def falcon_shape(**over: Any) -> dict[str, int]:
+    """FALCON_RW_1B with some sizes replaced (``layers=2`` for a quick run)."""
+    return {**FALCON_RW_1B, **over}
+
+
+def falcon_config(s: dict[str, int]) -> dict[str, Any]:
+    return {
+        "architectures": ["FalconForCausalLM"], "model_type": "falcon", "vocab_size": s["vocab"],
+        "hidden_size": s["dim"], "num_hidden_layers": s["layers"], "num_attention_heads": s["heads"],
+        "alibi": True, "bias": True, "multi_query": False, "new_decoder_architecture": False,
+        "parallel_attn": False, "layer_norm_epsilon": 1e-5, "max_position_embeddings": s["context"],
+        "tie_word_embeddings": True, "bos_token_id": BOS, "eos_token_id": EOS, "torch_dtype": "bfloat16",
+    }
+
+
+def _falcon_tensors(s: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
+    d, f = s["dim"], s["ffn"]
+    out = [("transformer.word_embeddings.weight", (s["vocab"], d))]
+    for i in range(s["layers"]):
+        p = f"transformer.h.{i}."
+        out += [(p + "input_layernorm.weight", (d,)), (p + "input_layernorm.bias", (d,)),
+                (p + "self_attention.query_key_value.weight", (3 * d, d)),
+                (p + "self_attention.query_key_value.bias", (3 * d,)),
+                (p + "self_attention.dense.weight", (d, d)), (p + "self_attention.dense.bias", (d,)),
+                (p + "post_attention_layernorm.weight", (d,)), (p + "post_attention_layernorm.bias", (d,)),
+                (p + "mlp.dense_h_to_4h.weight", (f, d)), (p + "mlp.dense_h_to_4h.bias", (f,)),
+                (p + "mlp.dense_4h_to_h.weight", (d, f)), (p + "mlp.dense_4h_to_h.bias", (d,))]
+    return out + [("transformer.ln_f.weight", (d,)), ("transformer.ln_f.bias", (d,))]
+
+
+def write_falcon_dir(out: Path, s: dict[str, int], fill: str = "zeros", seed: int = 0) -> Path:
+    """A Falcon-RW HF directory in bfloat16 (sparse zeros, or random values), tied head."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(falcon_config(s), indent=1))
+    write_tokenizer(out)
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    off = 0
+    tensors = _falcon_tensors(s)
+    for name, shp in tensors:
+        n = 2 * int(np.prod(shp))
+        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + n]}
+        off += n
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-(len(hb) + 8) % 8)
+    rng = np.random.default_rng(seed)
+    with open(out / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(hb)) + hb)
+        if fill == "zeros":
+            f.truncate(8 + len(hb) + off)
+        else:
+            for name, shp in tensors:
+                vals = _random(rng, name, shp)
+                if name.endswith("bias"):
+                    vals = vals - 1.0  # _random gives norm weights around 1; biases around 0
+                f.write(_bf16_bits(vals).tobytes())
+    return out

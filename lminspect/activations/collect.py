@@ -453,7 +453,9 @@ class _Pass:
             flat = np.concatenate([np.arange(i * T, i * T + n) for i, n in enumerate(lens)])
             ctx["idx"] = torch.from_numpy(flat).to(device)
         ctx["rows"], ctx["row0"] = pos, row0
-        self.lm(ids_t.to(device), plan=self.plan)
+        # no site reads the logits: the head runs on the last column only (a [B, T, vocab] block
+        # and its matmul were a third of a Falcon-RW-1B batch's memory)
+        self.lm(ids_t.to(device), plan=self.plan, last_only=True)
         if writer is not None:
             writer.write("ids", row0, np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows]), dtype=np.int32)
             writer.write("pos", row0, pos, dim=2, dtype=np.int64)
@@ -505,15 +507,18 @@ class _Pass:
 
 
 def _check_batch_memory(store: Any, cfg: CollectConfig) -> None:
-    """One forward of --batch-size x --seq-len: the MLP hidden states and the logits dominate."""
+    """One forward of --batch-size x --seq-len: the MLP hidden states dominate (the logits are
+    of the last column only), beside the model's per-layer buffers (its load check)."""
     from lminspect.limits import check_count, check_memory
     from lminspect.models import config_from_hf
 
     check_count("--seq-len", cfg.seq_len, 1 << 20)
     check_count("--batch-size", cfg.batch_size, 1 << 20)
     mcfg = config_from_hf(dict(store.config or {}), getattr(store, "arch", None))
-    per_token = 4 * (4 * int(mcfg.ffn_dim) + int(mcfg.vocab_size) + 8 * int(mcfg.dim))
-    check_memory(f"a batch of {cfg.batch_size} x {cfg.seq_len} tokens", cfg.batch_size * cfg.seq_len * per_token)
+    per_token = 4 * (4 * int(mcfg.ffn_dim) + 8 * int(mcfg.dim))
+    logits = 4 * cfg.batch_size * int(mcfg.vocab_size)
+    check_memory(f"a batch of {cfg.batch_size} x {cfg.seq_len} tokens",
+                 cfg.batch_size * cfg.seq_len * per_token + logits)
 
 
 def _check_keep_disk(store: Any, sites: list[str], cfg: CollectConfig, out: Path) -> None:

@@ -247,6 +247,22 @@ class _Batch:
         return out
 
 
+def check_batch_memory(model: LM, lengths: Sequence[int]) -> None:
+    """Refuse a batch whose working set would not fit (the weights are the model's load check):
+    a layer's activations (MLP hidden states, q/k/v, residuals) for every padded token, the
+    tree mask and one layer's attention scores per head, and the head's ``[chunk, vocab]`` logits."""
+    from lminspect import limits
+
+    cfg = model.config
+    B, T = len(lengths), max(lengths)
+    dim = int(getattr(cfg, "dim", 0))
+    ffn = int(getattr(cfg, "ffn_dim", 0) or 4 * dim)
+    n_head = int(getattr(cfg, "n_head", 1))
+    need = 4 * B * T * (3 * ffn + 8 * dim) + B * T * T * (1 + 4 * n_head) + 8 * HEAD_CHUNK * int(model.vocab_size)
+    limits.check_memory(f"a batch of {B} items x {T} tokens (activations, attention scores, logits; "
+                        "hint: --batch-size 1)", need)
+
+
 def _share(secs: dict[str, float], names: list[str], t0: float) -> None:
     """Split the time since ``t0`` evenly between the plans ``names``."""
     dt = (time.perf_counter() - t0) / len(names)
@@ -300,6 +316,7 @@ def score_requests(model: LM, reqs: Sequence[Request], plans: dict[str, list[Lay
     with torch.inference_mode():
         auto = AUTO_CPU if torch.device(model.device).type == "cpu" else AUTO_ACCEL
         for idx in plan_batches(trees, batch_size, auto):
+            check_batch_memory(model, [len(trees[i]) for i in idx])
             batch = _Batch(model, [trees[i] for i in idx])
 
             def emit(name: str, lls: list[list[float]], idx: list[int] = idx) -> None:

@@ -41,6 +41,7 @@ from lminspect.errors import UserError
 from lminspect.lens.readout import Target, plan_labels
 from lminspect.models.layercall import LayerCall
 from lminspect.models.sites import site_name
+from lminspect.models.stored import linear_no_bias, weight_rows
 
 
 @dataclass
@@ -102,6 +103,16 @@ def _norm_map(norm: nn.Module, x: torch.Tensor) -> tuple[Any, float, float]:
     return (lambda c: w * c * scale), scale, None
 
 
+def _through_o(att: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Each head's output ``z [H, hd]`` mapped alone through ``attn.o`` (no bias): ``[H, D]``.
+    Row h of the input holds head h's slice and zeros elsewhere, so a stored ``attn.o`` is read a
+    chunk at a time instead of being made a float32 Parameter (2 GB over a 7B model's layers)."""
+    n_head, hd = z.shape
+    x = z.new_zeros(n_head, n_head, hd)
+    x[torch.arange(n_head), torch.arange(n_head)] = z
+    return linear_no_bias(att.o, x.view(n_head, n_head * hd))
+
+
 @torch.inference_mode()
 def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: list[LayerCall] | None = None, *,
                              baseline: Target | None = None, position: int = -1, plan_text: str = "all") -> DLAResult:
@@ -113,8 +124,10 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
         raise UserError(f"token position {position} is out of range for a prompt of {T} tokens")
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
     logits, acts = lm.run_with_cache(x, [site_name("resid_in", 0), "attn_out", "mlp_out", "attn_z"], plan=plan)
-    w_u = lm.unembed_weight() * getattr(lm, "logit_scale", 1.0)  # Granite divides the logits
-    d = w_u[target.id] - (w_u[baseline.id] if baseline is not None else 0)
+    head = getattr(lm, "head", None) or lm.__dict__.get("_tied_head") or lm.embed.tokens
+    ids_u = [target.id] if baseline is None else [target.id, baseline.id]
+    w_u = weight_rows(head, ids_u) * getattr(lm, "logit_scale", 1.0)  # Granite divides the logits
+    d = w_u[0] - (w_u[1] if baseline is not None else 0)  # two rows: a 7B head is never made float32 whole
     final = acts[site_name("resid_in", 0)][0, pos] + sum(acts[site_name("attn_out", p)][0, pos] + acts[site_name("mlp_out", p)][0, pos]
                                              for p in range(len(plan)))
     nmap, scale, nbias = _norm_map(lm.norm, final)
@@ -126,10 +139,9 @@ def direct_logit_attribution(lm: Any, ids: Sequence[int], target: Target, plan: 
     for p, call in enumerate(plan):
         att = lm.layers[call.index].attn
         z = acts[site_name("attn_z", p)][0, pos]  # [H, hd]
-        wo = att.o.weight.view(att.o.out_features, att.n_head, att.head_dim)  # [D, H, hd]
         block = lm.layers[call.index]
         k = call.attn_scale * getattr(block, "residual_scale", 1.0)
-        per_head = torch.einsum("hk,dhk->hd", z, wo)  # [H, D] in residual space
+        per_head = _through_o(att, z)  # [H, D] in residual space
         bias = att.o.bias if att.o.bias is not None else torch.zeros_like(d)
         post = getattr(block, "attn_post_norm", None)
         if post is not None:  # normed before the residual add (OLMo 2, Gemma 2/3): its scale frozen, like the final norm

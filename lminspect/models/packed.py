@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ import torch
 from lminspect.compiled import load_kernels
 
 TILE = 64  # rows per tile: 8 AVX2 registers of lanes, divides every SmolLM2/Llama width
+PACK_FORMAT = 1  # version of the tiles' layout: packcache keys its files on it (bump on a change)
 TILED = ("Q8_0", "Q4_0", "Q4_1")  # kinds that linear layers re-lay out in tiles
 NATIVE = ("BF16", "F16", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1")  # kernels on the file's rows
 KINDS = TILED + NATIVE
@@ -119,6 +122,11 @@ def _x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if bufs is None or bufs[0].shape[0] != n:
         bufs = _LOCAL.xq = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
     return bufs
+
+
+def _in_turn(a: Callable[[], None], b: Callable[[], None]) -> None:
+    a()
+    b()
 
 
 def _tiles(a: np.ndarray, rows: int) -> np.ndarray:
@@ -322,5 +330,52 @@ class PackedWeight:
             parts.append(y.sum(1).reshape(-1))
         return torch.cat(parts)[: self.out_features]
 
+    def bound_matvec(self, x: np.ndarray, preps: dict[int, Callable[[], None]] | None = None
+                     ) -> tuple[Callable[[], None], np.ndarray] | None:
+        """``(call, y)``: each ``call()`` writes ``W @ x`` into ``y [out]`` (owned here), reading the
+        float32 buffer ``x [in]`` as it is then: the kernel ``matvec`` runs, bound once to its
+        buffers (and to the thread count of now), so a decode step (models/decode.py) pays no
+        allocation or argument handling per matrix. None without the compiled kernels for this kind.
 
-__all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "TILE", "TILED", "PackedWeight", "int_kernels", "kernels", "scratch"]
+        ``preps``: the integer-dot kernels read x quantized to int8; bindings given the same dict
+        share that form for the same ``x``: ``preps[id(x)]`` is then the call that quantizes x, the
+        returned calls do not, and the caller runs ``preps[id(x)]()`` each time x changes, before them."""
+        k = kernels()
+        if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
+            return None
+        ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
+        if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
+            n = self.in_features
+            kid = KIND_IDS[self.kind]
+            parallel = self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
+            out = np.empty(self.out_features, np.float32)
+            if not hasattr(ik, "matvec_serial"):  # a packed_int.matvec that quantizes x itself: one call
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
+            got = preps.get(id(x)) if preps is not None else None
+            if got is None:
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                got = partial(ik.quantize_x, x, *bufs)
+                if preps is not None:
+                    preps[id(x)] = got
+            mv = partial(ik.matvec if parallel else ik.matvec_serial, kid, self.raw, *got.args[1:], out)
+            if preps is not None:
+                return mv, out
+            return partial(_in_turn, got, mv), out
+        if self.tiled:
+            out = np.empty(self.qs.shape[0] * TILE, np.float32)
+            fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec
+            return partial(fn, *self._args, x, out), out[: self.out_features]
+        out = np.empty((1, self.out_features), np.float32)
+        x2 = x.reshape(1, -1)
+        if self.kind == "BF16":
+            call = partial(k.bf16_matmul, self.raw, x2, out)
+        elif self.kind == "F16":
+            call = partial(k.f16_matmul, self.raw, x2, out)
+        else:
+            call = partial(k.matmul, KIND_IDS[self.kind], self.raw, x2, out)
+        return call, out[0]
+
+
+__all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "PACK_FORMAT", "TILE", "TILED", "PackedWeight", "int_kernels",
+           "kernels", "scratch"]

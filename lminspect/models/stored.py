@@ -25,6 +25,7 @@ fetch`` converts, the GGUF beside it (its safetensors metadata names it): the sa
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ from torch import nn
 
 from lminspect.errors import UserError
 from lminspect.models import packed as pk
+from lminspect.models.packcache import PackCache
 from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
+_UNSET = object()
 TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the float tiles (a copy)
 
 
@@ -124,21 +127,22 @@ class StoredLinear(nn.Linear):
             return y.view(*x.shape[:-1], self.out_features)
         return self._dense_forward(x, perm)
 
-    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None) -> torch.Tensor:
+    def _dense_forward(self, x: torch.Tensor, perm: np.ndarray | None, with_bias: bool = True) -> torch.Tensor:
         """F.linear on exact float32 rows made a chunk at a time (all at once when they fit)."""
         p = self.packed
+        bias = self.bias if with_bias else None
         reuse = not (torch.is_grad_enabled() and x.requires_grad)  # autograd keeps w: no shared buffer
         n_in, n_out = self.in_features, self.out_features
         step = n_out if p.tiled else p.chunk_rows()
         if step >= n_out:
             w = p.dense(perm, out=scratch(n_out * n_in) if reuse else None)
-            return F.linear(x, w, self.bias)
+            return F.linear(x, w, bias)
         y = x.new_empty(*x.shape[:-1], n_out)
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
             rows = slice(r0, r1) if perm is None else perm[r0:r1]
             w = p.dense(rows, out=scratch((r1 - r0) * n_in) if reuse else None)
-            b = None if self.bias is None else self.bias[r0:r1]
+            b = None if bias is None else bias[r0:r1]
             y[..., r0:r1] = F.linear(x, w, b)
         return y
 
@@ -185,6 +189,25 @@ class StoredEmbedding(nn.Embedding):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, stored={self.packed.kind}"
+
+
+def weight_rows(mod: nn.Module, rows: Any) -> torch.Tensor:
+    """Rows (indices) of a linear layer's or embedding's weight; a stored weight is
+    dequantized for those rows only, never made a float32 Parameter (the lens's unembedding)."""
+    idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if isinstance(mod, StoredLinear) and mod.kernel_ready or (
+            isinstance(mod, StoredEmbedding) and mod._parameters["weight"] is None):
+        perm = mod.__dict__["_perm"]
+        return mod.packed.dense(idx if perm is None else perm[idx])
+    return mod.weight[torch.from_numpy(idx)]
+
+
+def linear_no_bias(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x @ mod.weight.T`` without the bias; a stored weight is read a chunk at a time, not
+    materialized (DLA's per-head outputs through ``attn.o``)."""
+    if isinstance(mod, StoredLinear) and mod.kernel_ready:
+        return mod._dense_forward(x, mod.__dict__["_perm"], with_bias=False)
+    return F.linear(x, mod.weight)
 
 
 # --------------------------------------------------------------------------- finding the stored form
@@ -250,9 +273,19 @@ def row_map(transform: Any, rows: int) -> np.ndarray | None | bool:
 
 def _gguf_of(store: Any) -> Any:
     """The parsed GGUF whose blocks this store's tensors are: its own, or the file a float32
-    HF directory was converted from (``lminspect fetch`` / ``convert`` record its name)."""
+    HF directory was converted from (``lminspect fetch`` / ``convert`` record its name), parsed
+    once per store (the memory check and the load both ask)."""
     if store.format == "gguf":
         return getattr(store, "gguf", None)
+    cached = getattr(store, "__dict__", {}).get("source_gguf", _UNSET)
+    if cached is _UNSET:
+        cached = _source_gguf(store)
+        with contextlib.suppress(AttributeError):
+            store.source_gguf = cached
+    return cached
+
+
+def _source_gguf(store: Any) -> Any:
     source = str((store.metadata or {}).get("source", ""))
     if not source.endswith(".gguf") or Path(source).name != source:
         return None
@@ -301,7 +334,7 @@ def _gguf_transform(store: Any, cname: str) -> Any:
     return None
 
 
-def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool
+def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool, packs: PackCache | None = None
             ) -> tuple[PackedWeight, np.ndarray | None] | None:
     """The stored form of a canonical ``[out, in]`` matrix with its row permutation, or None
     when it has none worth keeping (float32: used in place as a dense Parameter instead)."""
@@ -323,7 +356,8 @@ def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool
         p = PackedWeight.from_f16(arr)
     elif arr.dtype == np.uint8:
         tiles = tiles and shape[0] * shape[1] <= TILE_MAX and tiles_wanted(shape[1])
-        p = PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles)
+        p = (packs.pack(kind, arr, shape[1], tiles) if packs is not None
+             else PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles))
     else:
         return None
     if (rows, p.in_features) != tuple(shape):
@@ -342,12 +376,13 @@ def attach_stored(model: Any, store: Any) -> tuple[set[str], list[str]]:
     Returns the parameter names now held in stored form (the caller loads the rest) and the
     kinds attached (e.g. ``["Q4_K", "Q6_K"]``); sets ``model.weights_label`` for the stats line."""
     source = _Source(store)
+    packs = PackCache(source.gguf)  # the tiles of the last load, when the GGUF has not changed since
     taken: set[str] = set()
     kinds: set[str] = set()
     for name, mod in list(model.named_modules()):
         if type(mod) is nn.Linear:
             cname = f"{name}.weight"
-            got = _packed(source, cname, tuple(mod.weight.shape), tiles=True)
+            got = _packed(source, cname, tuple(mod.weight.shape), tiles=True, packs=packs)
             if got is not None:
                 _swap(model, name, StoredLinear(got[0], mod.bias, got[1]))
                 taken.add(cname)
@@ -359,9 +394,11 @@ def attach_stored(model: Any, store: Any) -> tuple[set[str], list[str]]:
         taken.add("embed.tokens.weight")
         kinds.add(got[0].kind)
         if getattr(model, "head", None) is None:  # tied: the head multiplies by the same matrix
-            head = _packed(source, "embed.tokens.weight", (emb.num_embeddings, emb.embedding_dim), tiles=True)
+            head = _packed(source, "embed.tokens.weight", (emb.num_embeddings, emb.embedding_dim), tiles=True,
+                           packs=packs)
             model.__dict__["_tied_head"] = StoredLinear(head[0] if head else got[0], None, tied=emb)
     model.weights_label = f"stored {'+'.join(sorted(kinds))}" if kinds else "float32 (no low-bit form stored)"
+    packs.save()
     return taken, sorted(kinds)
 
 
@@ -442,4 +479,5 @@ def resolve_weights(weights: str | None, dtype: str = "float32", device: str = "
     return w
 
 
-__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "load_estimate", "resolve_weights"]
+__all__ = ["WEIGHTS", "StoredEmbedding", "StoredLinear", "attach_stored", "in_place_tensor", "linear_no_bias",
+           "load_estimate", "resolve_weights", "weight_rows"]
