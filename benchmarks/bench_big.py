@@ -129,6 +129,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/lminspect-bench-big"), help="where the files are built")
     ap.add_argument("--skip", nargs="*", default=[], choices=["bf16", "hf", "gguf", "llama.cpp"])
+    ap.add_argument("--q4-0", action="store_true",
+                    help="also a Q4_0 GGUF (every matrix Q4_0): lminspect and llama.cpp on it")
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
 
@@ -145,6 +147,9 @@ def main() -> None:
         sf.write_bf16_dir(bf16, s)
     if not gg.is_file():
         sf.write_kquant_gguf(gg, s)
+    q40 = args.dir / f"llama7b-{args.layers}L-q4_0.gguf"
+    if args.q4_0 and not q40.is_file():
+        sf.write_kquant_gguf(q40, s, kind_of=lambda name, shp: "F32" if len(shp) == 1 else "Q4_0")
     build_s = time.perf_counter() - t
     flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f.startswith(("avx", "amx", "fma"))})
     print(f"# Llama-2-7B shape, {args.layers} layers: bf16 dir {_gb((bf16 / 'model.safetensors').stat().st_size)}, "
@@ -166,6 +171,10 @@ def main() -> None:
             engines.append(("llama.cpp Q4_K_M gguf", _LLAMA_CPP.format(path=str(gg), **fmt)))
         except ImportError:
             print("# llama.cpp: llama-cpp-python is not installed (it builds from source); row skipped")
+    if args.q4_0:
+        engines.append(("lminspect Q4_0 gguf", _LMINSPECT.format(path=str(q40), **fmt)))
+        if "llama.cpp" not in args.skip and any(n.startswith("llama.cpp") for n, _ in engines):
+            engines.append(("llama.cpp Q4_0 gguf", _LLAMA_CPP.format(path=str(q40), **fmt)))
     rows: dict[str, list[dict]] = {name: [] for name, _ in engines}
     for _ in range(args.repeats):
         for name, code in engines:
@@ -190,6 +199,14 @@ def main() -> None:
         lc = rows.get("llama.cpp Q4_K_M gguf")
         if lc:
             print(f"Q4_K_M decode vs llama.cpp: {_median(q, 'tok_s') / _median(lc, 'tok_s'):.2f}x (target >= 0.5)")
+    q = rows.get("lminspect Q4_0 gguf")
+    if q:
+        print(f"Q4_0 gguf: peak RSS = {_median(q, 'rss') / q40.stat().st_size:.2f}x the file "
+              f"({_gb(q40.stat().st_size)})")
+        lc = rows.get("llama.cpp Q4_0 gguf")
+        if lc:
+            print(f"Q4_0 decode vs llama.cpp: {_median(q, 'tok_s') / _median(lc, 'tok_s'):.2f}x; "
+                  f"llama.cpp peak RSS {_median(lc, 'rss') / q40.stat().st_size:.2f}x the file")
 
 
 if __name__ == "__main__":

@@ -20,27 +20,36 @@ the README table; ``--device cuda`` for the dense paths on a GPU).
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
+# OpenMP threads wait passively, as the CLI sets them (runtime.set_threads): with 2 threads on busy
+# cores, spinning pools (torch's, numba's) made prefill 10x slower; set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 PROMPT = "Once upon a time"
 
 
-def _ours_decode(model: Any, tok: Any, n_new: int) -> tuple[float, float]:
+def _ours_decode(model: Any, tok: Any, n_new: int, fast: bool = True) -> tuple[float, float]:
     from lminspect.generate import generate
+    from lminspect.models import decode
 
     eos = tok.eos_ids
     tok.eos_ids = []  # always generate the full n_new tokens (HF: min_new_tokens)
+    decode.ENABLED = fast  # False: every step through the module tree (what the fast path replaces)
     try:
         g = generate(model, tok, PROMPT, max_new_tokens=n_new)
         for _piece in g:
             pass
     finally:
         tok.eos_ids = eos
+        decode.ENABLED = True
     assert g.stats.new_tokens == n_new, g.stats
     return g.stats.ttft_s, g.stats.tokens_per_s
 
@@ -103,8 +112,10 @@ def _forward(fn: Callable[[torch.Tensor], Any], ids: torch.Tensor) -> float:
     return ids.numel() / (time.perf_counter() - t)
 
 
-def load_engines(fetched: Any, device: str, threads: int, with_llama_cpp: bool) -> tuple[dict, dict, list[str]]:
-    """name -> (decode fn, forward fn or None), name -> load seconds, notes."""
+def load_engines(fetched: Any, device: str, threads: int, with_llama_cpp: bool,
+                 only: tuple[str, ...] = ()) -> tuple[dict, dict, list[str]]:
+    """name -> (decode fn, forward fn or None), name -> load seconds, notes. ``only``: keep the
+    engines whose name contains one of these (all when empty)."""
     from transformers import AutoModelForCausalLM
 
     from lminspect.models import load_model
@@ -120,19 +131,29 @@ def load_engines(fetched: Any, device: str, threads: int, with_llama_cpp: bool) 
     paths = ["stored", "float32", "bfloat16"] if device == "cpu" else ["float32", "bfloat16"]
     if device != "cpu":
         notes.append("lminspect stored: a CPU path (on CUDA the dense weights are used)")
+    def wanted(name: str) -> bool:
+        return not only or any(o in name for o in only)
+
     for w in paths:
+        if not wanted(f"lminspect {w}"):
+            continue
         t0 = time.perf_counter()
         # the stored path reads the GGUF blocks (found beside the fetched HF dir)
         m = load_model(open_store(str(fetched.hf_dir)), weights=w, device=device)
         load_s[f"lminspect {w}"] = time.perf_counter() - t0
         engines[f"lminspect {w}"] = ((lambda n, m=m: _ours_decode(m, tok, n)),
                                      m if w != "bfloat16" else None)
+        if w == "stored" and wanted("lminspect stored, module tree"):  # the same model, each step through its modules
+            engines["lminspect stored, module tree"] = ((lambda n, m=m: _ours_decode(m, tok, n, fast=False)), None)
+            load_s["lminspect stored, module tree"] = load_s["lminspect stored"]
     for name, dt in (("HF fp32", torch.float32), ("HF bf16", torch.bfloat16)):
+        if not wanted(name):
+            continue
         t0 = time.perf_counter()
         hf = AutoModelForCausalLM.from_pretrained(fetched.hf_dir, dtype=dt).to(device).eval()
         load_s[name] = time.perf_counter() - t0
         engines[name] = ((lambda n, hf=hf: _hf_decode(hf, ids, n, device)), hf if dt == torch.float32 else None)
-    if with_llama_cpp and device == "cpu" and fetched.gguf_path is not None:
+    if with_llama_cpp and device == "cpu" and fetched.gguf_path is not None and wanted("llama.cpp"):
         t0 = time.perf_counter()
         llm, why = _llama_cpp(str(fetched.gguf_path), threads)
         if llm is None:
@@ -143,8 +164,9 @@ def load_engines(fetched: Any, device: str, threads: int, with_llama_cpp: bool) 
     return engines, load_s, notes
 
 
-def run(fetched: Any, n_new: int, repeats: int, device: str, threads: int, with_llama_cpp: bool) -> tuple[dict, list[str]]:
-    engines, load_s, notes = load_engines(fetched, device, threads, with_llama_cpp)
+def run(fetched: Any, n_new: int, repeats: int, device: str, threads: int, with_llama_cpp: bool,
+        only: tuple[str, ...] = (), forward: bool = True) -> tuple[dict, list[str]]:
+    engines, load_s, notes = load_engines(fetched, device, threads, with_llama_cpp, only)
     res: dict[str, dict[str, list[float]]] = {k: {"ttft_s": [], "tok_s": [], "fwd_tok_s": []} for k in engines}
     fwd_ids = torch.randint(0, 49152, (8, 256), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
@@ -155,7 +177,7 @@ def run(fetched: Any, n_new: int, repeats: int, device: str, threads: int, with_
                 a, b = decode(n_new)
                 res[name]["ttft_s"].append(a)
                 res[name]["tok_s"].append(b)
-                if fwd is not None:
+                if fwd is not None and forward:
                     res[name]["fwd_tok_s"].append(_forward(fwd, fwd_ids))
     med = {k: {m: (statistics.median(v) if v else float("nan")) for m, v in r.items()} for k, r in res.items()}
     for k in med:
@@ -181,6 +203,18 @@ def table(med: dict, markdown: bool) -> str:
     return "\n".join([fmt(head), *[fmt(r) for r in rows]])
 
 
+def _cpu_flags() -> str:
+    """The CPU model and its vector extensions that matter to the kernels."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    vec = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(vec) or 'no AVX2'}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", help="a fetched name (default smollm2)")
@@ -190,16 +224,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--only", default="", help="comma-separated parts of engine names to run (e.g. 'stored,llama.cpp')")
+    ap.add_argument("--no-forward", action="store_true", help="skip the 8 x 256 forward")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from lminspect.weights.fetch import fetch
 
     fetched = fetch(args.model)
-    med, notes = run(fetched, args.new_tokens, args.repeats, args.device, args.threads, not args.no_llama_cpp)
+    only = tuple(o.strip() for o in args.only.split(",") if o.strip())
+    med, notes = run(fetched, args.new_tokens, args.repeats, args.device, args.threads, not args.no_llama_cpp,
+                     only, not args.no_forward)
     print(f"SmolLM2-135M-Instruct ({fetched.gguf_path.name if fetched.gguf_path else args.model}), {args.device}, "
           f"{args.threads} thread(s), torch {torch.__version__}, {args.new_tokens} new tokens, "
           f"median of {args.repeats}")
+    print(f"CPU: {_cpu_flags()}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(table(med, args.markdown))
     for n in notes:
         print(f"note: {n}")

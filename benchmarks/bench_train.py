@@ -18,6 +18,16 @@ nanoGPT is not part of lminspect; get its model.py from https://github.com/karpa
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train.py --nanogpt /tmp/nanoGPT/model.py \\
         [--steps 6] [--warmup 1] [--threads 1] [--hf]
 
+Ablations (``--ablate``): the run is repeated with one optimisation turned off at a time, each
+interleaved with nanoGPT again, and one table says what each buys: ``no-fused-adamw`` (torch's
+foreach AdamW instead of the fused one), ``no-head-loss`` (logits materialized, then
+``F.cross_entropy``, instead of the one-pass head loss), ``compile`` (``--compile``: torch.compile
+of the model; the head loss is off under it), ``autocast-bf16`` (``--amp bf16``). The data draw
+(``PackedStream.next_batch``) is timed inside every step (its share says what moving it off the
+critical path could buy). ``--autocast bf16`` alone trains with bf16 autocast instead of fp32.
+``--loss-curve N`` trains a tiny model N steps in float32 and in bf16 autocast and prints both
+loss curves side by side.
+
 (``--nanogpt`` defaults to $NANOGPT_MODEL.) Each step is timed in wall and in process CPU time; on a
 shared, loaded machine the CPU time is the steadier figure (the header and footer print the load
 average). Compare ratios from one run.
@@ -124,11 +134,55 @@ class HFPeer:
         self.times.append((time.perf_counter() - t0, time.process_time() - c0))
 
 
-def run(steps: int, warmup: int, peers: list) -> list[tuple[float, float]]:
+VARIANTS = ("full", "no-fused-adamw", "no-head-loss", "compile", "autocast-bf16")
+
+
+def _variant(name: str) -> tuple[dict, list]:
+    """(TrainConfig overrides, [(object, attribute, replacement)] patches) of an ablation."""
+    from lminspect.train import loop
+
+    if name == "no-fused-adamw":
+        return {}, [(loop, "_fused_ok", lambda params, kinds: False)]
+    if name == "no-head-loss":
+        return {}, [(loop, "_fused_head", lambda run: None)]
+    if name == "compile":
+        return {"compile": True}, []
+    if name == "autocast-bf16":
+        return {"amp": "bf16"}, []
+    return {}, []
+
+
+class _DataClock:
+    """Process seconds spent drawing batches (PackedStream.next_batch), summed per step."""
+
+    def __init__(self) -> None:
+        from lminspect.train.data import PackedStream
+
+        self.real = PackedStream.next_batch
+        self.seconds = 0.0
+        clock = self
+
+        def timed(stream, n):  # noqa: ANN001, ANN202
+            c0 = time.process_time()
+            try:
+                return clock.real(stream, n)
+            finally:
+                clock.seconds += time.process_time() - c0
+        self.timed = timed
+
+
+def run(steps: int, warmup: int, peers: list, variant: str = "full",
+        data: list[float] | None = None) -> list[tuple[float, float]]:
     """Train lminspect for warmup + steps steps, one step of every peer after each; lminspect's
     (wall, CPU) seconds per step, measured from the end of one ``on_step`` callback to the start of
-    the next: the whole loop, its stats row and checks included."""
+    the next: the whole loop, its stats row and checks included. ``data`` collects each step's
+    CPU seconds in the data draw."""
     from lminspect.train import TrainConfig, train
+    from lminspect.train.data import PackedStream
+
+    overrides, patches = _variant(variant)
+    clock = _DataClock()
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
 
     times: list[tuple[float, float]] = []
     mark: list[float] = []
@@ -136,16 +190,29 @@ def run(steps: int, warmup: int, peers: list) -> list[tuple[float, float]]:
     def after_step(_row: dict) -> None:
         if mark:
             times.append((time.perf_counter() - mark[0], time.process_time() - mark[1]))
+            if data is not None:
+                data.append(clock.seconds)
+        PackedStream.next_batch = clock.real  # the peers' draws are not counted
         for p in peers:
             p.step()
+        PackedStream.next_batch = clock.timed
+        clock.seconds = 0.0
         mark[:] = [time.perf_counter(), time.process_time()]
 
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(exp="gpt2ish", run_dir=f"{d}/run", seq_len=SEQ, batch_size=BATCH, optimizer="adamw",
                           lr=LR, weight_decay=WD, grad_clip=CLIP, max_steps=warmup + steps, eval_every=0,
-                          save_every=0, keep_checkpoints=1, model_args=dict(SHAPE), amp="none", device="cpu",
-                          progress=False)
-        train(cfg, on_step=after_step)
+                          save_every=0, keep_checkpoints=1, model_args=dict(SHAPE), device="cpu",
+                          progress=False, **{"amp": "none", **overrides})
+        for obj, attr, new in patches:
+            setattr(obj, attr, new)
+        PackedStream.next_batch = clock.timed
+        try:
+            train(cfg, on_step=after_step)
+        finally:
+            PackedStream.next_batch = clock.real
+            for obj, attr, old in saved:
+                setattr(obj, attr, old)
     return times  # steps 2..: the first step has no start mark (it is part of the warm-up anyway)
 
 
@@ -156,6 +223,31 @@ def _report(name: str, ts: list[tuple[float, float]]) -> tuple[float, float]:
     return wall, cpu
 
 
+def loss_curves(steps: int) -> None:
+    """A tiny gpt2ish trained ``steps`` steps in float32 and in bf16 autocast, same data and seed."""
+    from lminspect.train import TrainConfig, train
+
+    curves = {}
+    for amp in ("none", "bf16"):
+        losses: list[float] = []
+        t0 = time.process_time()
+        with tempfile.TemporaryDirectory() as d:
+            cfg = TrainConfig(exp="gpt2ish", run_dir=f"{d}/run", seq_len=64, batch_size=8, optimizer="adamw",
+                              lr=1e-3, weight_decay=WD, grad_clip=CLIP, max_steps=steps, eval_every=0, save_every=0,
+                              keep_checkpoints=1, model_args={"n_layer": 2, "n_head": 2, "dim": 64,
+                                                              "vocab_size": SHAPE["vocab_size"]},
+                              amp=amp, device="cpu", progress=False, seed=0)
+            train(cfg, on_step=lambda row, out=losses: out.append(float(row["loss"])))
+        curves[amp] = losses, time.process_time() - t0
+    (f32, c32), (b16, cb) = curves["none"], curves["bf16"]
+    print(f"loss curve, tiny gpt2ish (2x64, seq 64, batch 8, lr 1e-3), {steps} steps: float32 {c32:.1f} CPU s, "
+          f"bf16 autocast {cb:.1f} CPU s ({cb / c32:.2f}x)")
+    print("step  float32   bf16   diff")
+    for i, (a, b) in enumerate(zip(f32, b16, strict=True)):
+        if i < 5 or (i + 1) % max(1, steps // 10) == 0 or i == steps - 1:
+            print(f"{i + 1:4d}  {a:7.4f} {b:7.4f} {b - a:+.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nanogpt", default=os.environ.get("NANOGPT_MODEL"),
@@ -164,24 +256,50 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1, help="untimed first steps (at least 1)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ablate", nargs="?", const=",".join(VARIANTS),
+                    help=f"comma-separated variants to time in turn (default all: {', '.join(VARIANTS)})")
+    ap.add_argument("--autocast", choices=("none", "bf16"), default="none", help="bf16: lminspect with --amp bf16")
+    ap.add_argument("--loss-curve", type=int, metavar="STEPS", help="only the float32 vs bf16 loss curves")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.loss_curve:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU flags: {_cpu_flags()}")
+        return loss_curves(args.loss_curve)
     if args.warmup < 1:
         ap.error("--warmup must be at least 1 (lminspect's first step has no start mark)")
     if not args.nanogpt or not Path(args.nanogpt).is_file():
         ap.error("--nanogpt PATH (nanoGPT's model.py) is needed; see this script's docstring for how to get it")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    variants = args.ablate.split(",") if args.ablate else ["autocast-bf16" if args.autocast == "bf16" else "full"]
+    if bad := [v for v in variants if v not in VARIANTS]:
+        ap.error(f"--ablate: unknown {', '.join(bad)} (choose from {', '.join(VARIANTS)})")
     peers = [NanoGPTPeer(args.nanogpt)] + ([HFPeer()] if args.hf else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU flags: {_cpu_flags()}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"shape {SHAPE}, seq {SEQ}, batch {BATCH}, AdamW wd {WD}, clip {CLIP}, fp32; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved")
-    li = run(args.steps, args.warmup, peers)[args.warmup - 1:]
-    li_wall, li_cpu = _report("lminspect train --exp gpt2ish", li)
-    for p in peers:
-        wall, cpu = _report(p.name, p.times[args.warmup:])
-        print(f"  ratio lminspect / {p.name.split()[0]}: {wall / li_wall:.2f}x wall, {cpu / li_cpu:.2f}x CPU time")
+    table = []
+    for v in variants:
+        for p in peers:
+            p.times.clear()
+        data: list[float] = []
+        li = run(args.steps, args.warmup, peers, v, data)[args.warmup - 1:]
+        data = data[args.warmup - 1:]
+        li_wall, li_cpu = _report(f"lminspect train --exp gpt2ish [{v}]", li)
+        ratios = []
+        for p in peers:
+            wall, cpu = _report(p.name, p.times[args.warmup:])
+            ratios.append(cpu / li_cpu)
+            print(f"  ratio lminspect / {p.name.split()[0]}: {wall / li_wall:.2f}x wall, {cpu / li_cpu:.2f}x CPU time")
+        table.append((v, li_cpu, statistics.median(data) if data else 0.0, ratios[0]))
+    if len(table) > 1:
+        full = dict((v, c) for v, c, _, _ in table).get("full")
+        print("\n| variant | lminspect CPU s/step | data draw CPU s/step | vs full | nanoGPT / lminspect (CPU, same segment) |")
+        print("|---|---|---|---|---|")
+        for v, c, d, r in table:
+            vs = f"{c / full:.2f}x time" if full else "-"
+            print(f"| {v} | {c:.2f} | {d:.3f} ({100 * d / c:.1f}%) | {vs} | {r:.2f}x |")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -158,9 +158,12 @@ def write_kquant_gguf(path: Path, s: dict[str, int], fill: str = "zeros", seed: 
     w.add_vocab_size(s["vocab"])
     alphabet = sorted(__import__("tokenizers").pre_tokenizers.ByteLevel.alphabet())
     tokens = alphabet + ["<|endoftext|>", "<s>"] + [f"<unused{i}>" for i in range(s["vocab"] - 258)]
+    # one merge (two spaces): llama.cpp refuses a BPE vocabulary without merges
+    if len(tokens) > 258:
+        tokens[258] = "\u0120\u0120"
     w.add_tokenizer_model("gpt2")
     w.add_token_list(tokens)
-    w.add_token_merges([])
+    w.add_token_merges(["\u0120 \u0120"])
     w.add_token_types([3 if i in (EOS, BOS) else 1 for i in range(len(tokens))])
     w.add_bos_token_id(BOS)
     w.add_eos_token_id(EOS)

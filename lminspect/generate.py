@@ -96,7 +96,7 @@ class Sampler:
             s = logits.gather(0, seen)
             logits.scatter_(0, seen, torch.where(s < 0, s * self.penalty, s / self.penalty))
         if self.temperature == 0.0:
-            return int(logits.argmax())
+            return greedy_pick(logits)
         logits = logits.float() / self.temperature
         if self.top_k is not None and self.top_k < logits.numel():
             kth = torch.topk(logits, self.top_k).values[-1]
@@ -109,6 +109,15 @@ class Sampler:
             logits = logits.masked_fill(remove.scatter(0, idx, remove), float("-inf"))
         probs = torch.softmax(logits, -1)
         return int(torch.multinomial(probs.cpu(), 1, generator=self.gen))
+
+
+def greedy_pick(logits: torch.Tensor) -> int:
+    """The index of the largest logit (the first one on ties, a nan counting as largest, as
+    ``torch.argmax``): numpy's argmax on a CPU float32 vector, ~20x faster than torch's (measured
+    190 vs 8 us on SmolLM2's 49152 logits, 1 thread: a few percent of a decode step)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.dim() == 1:
+        return int(logits.detach().numpy().argmax())
+    return int(logits.argmax())
 
 
 def check_ids(ids: Sequence[int], vocab: Any, tokenizer: Any = None, what: str = "prompt") -> None:
@@ -209,6 +218,7 @@ class Generation:
                 ids = torch.tensor([self.prompt_ids], dtype=torch.long, device=dev)
                 logits = model(ids, cache=cache, last_only=True)[0, -1]
                 step = torch.empty(1, 1, dtype=torch.long, device=dev)
+                fast = _fast(model, cache) if budget > 1 else None
                 for i in range(budget):
                     if self._cancel.is_set():
                         reason = "cancelled"
@@ -245,8 +255,11 @@ class Generation:
                         break
                     if need_seen:
                         seen = torch.cat([seen, step.view(1).new_full((1,), tok)])
-                    step.fill_(tok)
-                    logits = model(step, cache=cache)[0, -1]
+                    if fast is not None:
+                        logits = fast.step(tok)
+                    else:
+                        step.fill_(tok)
+                        logits = model(step, cache=cache)[0, -1]
             if reason not in ("stop", "cancelled") and decoder is not None:
                 pending += decoder.flush()
                 if pending:
@@ -325,17 +338,29 @@ def greedy_ids(model: LM, ids: Sequence[int] | torch.Tensor, n: int,
     """The ``n`` greedy continuation ids of ``ids`` (no EOS stop), with the KV cache."""
     ids_t = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(model.device)
     n = min(n, model.context_length - ids_t.shape[1])
-    cache = model.new_cache(plan, batch_size=1, max_len=ids_t.shape[1] + n)
-    logits = model(ids_t, cache=cache, last_only=True)[0, -1]
     out: list[int] = []
-    step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
-    for i in range(n):
-        tok = int(logits.argmax())
-        out.append(tok)
-        if i + 1 < n:
-            step.fill_(tok)
-            logits = model(step, cache=cache)[0, -1]
+    with torch.inference_mode():
+        cache = model.new_cache(plan, batch_size=1, max_len=ids_t.shape[1] + n)
+        logits = model(ids_t, cache=cache, last_only=True)[0, -1]
+        fast = _fast(model, cache) if n > 1 else None
+        step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
+        for i in range(n):
+            tok = greedy_pick(logits)
+            out.append(tok)
+            if i + 1 < n:
+                if fast is not None:
+                    logits = fast.step(tok)
+                else:
+                    step.fill_(tok)
+                    logits = model(step, cache=cache)[0, -1]
     return out
+
+
+def _fast(model: LM, cache: Any) -> Any:
+    """The decode fast path on ``cache`` (models/decode.py), or None: the model runs each step."""
+    from lminspect.models.decode import fast_decoder
+
+    return fast_decoder(model, cache)
 
 
 __all__ = ["Generation", "GenerationStats", "Sampler", "generate", "greedy_ids", "interleave"]

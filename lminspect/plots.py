@@ -153,10 +153,11 @@ def curve_data(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", 
 
 def plot_runs(runs: Sequence[Any], metric: str = "loss", *, x: str = "tokens", diff: bool = False,
               baseline: Any = None, smooth_n: int = 0, log: bool = False, width: int = 100,
-              height: int = 25, color: bool = True, title: str | None = None) -> str:
+              height: int = 25, color: bool = True, title: str | None = None, marks: bool | None = None) -> str:
     """The figure as text: one line per run (or per run minus the baseline with ``diff``)."""
     d = curve_data(runs, metric, x=x, diff=diff, baseline=baseline, smooth_n=smooth_n, log=log, title=title)
-    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color)
+    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color,
+                        marks=marks)
 
 
 _PLAIN_MARKERS = "ox+*#%@=&~"
@@ -183,6 +184,13 @@ def _nice_ticks(lo: float, hi: float, n: int) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step) + 1)]
 
 
+def line_markers(n_lines: int, distinct: bool) -> list[str]:
+    """The marker of each line, cycled: ``braille`` (the finest) for one line, else with
+    ``distinct`` one character per line (``o``, ``x``, ``+``...), so lines and their legend
+    entries differ without colour too."""
+    return list(_PLAIN_MARKERS) if distinct and n_lines > 1 else ["braille"]
+
+
 def legend_lines(labels: list[str], markers: list[str], colors: list[str] | None, width: int) -> list[str]:
     """``oo name  xx other ...`` wrapped to ``width``: the legend beside the data, not on it."""
     import plotext as plt
@@ -200,14 +208,15 @@ def legend_lines(labels: list[str], markers: list[str], colors: list[str] | None
 
 
 def lines_figure(series: dict[str, Any], *, title: str = "", xlabel: str = "", xs: Sequence[float] | None = None,
-                 width: int = 100, height: int = 25, color: bool = False) -> str:
+                 width: int = 100, height: int = 25, color: bool = False, marks: bool | None = None) -> str:
     """A plotext line plot of ``{label: ys}`` (or ``{label: (xs, ys)}``) as text; NaNs are
-    left out of their line. Without colour each line has its own marker character; with
-    more than three lines the legend goes under the figure; large x values get short ticks."""
+    left out of their line. Each line has its own marker character when ``marks`` (default:
+    without colour, where braille lines all look alike; the TUI asks for them in colour too,
+    since a terminal may show none); with more than three lines the legend goes under the
+    figure; large x values get short ticks."""
     import plotext as plt
 
-    # without colour, braille lines all look alike: one character per line instead
-    markers = ["braille"] if color or len(series) < 2 else list(_PLAIN_MARKERS)
+    markers = line_markers(len(series), not color if marks is None else marks)
     colors = _COLORS if color else None
     labels = [str(k) for k in series]
     legend = legend_lines(labels, markers, colors, width) if len(series) > LEGEND_INSIDE_MAX else []
@@ -249,11 +258,13 @@ def by_layer_data(layers: Sequence[int], columns: dict[str, Sequence[float | Non
 
 
 def by_layer_figure(layers: Sequence[int], columns: dict[str, Sequence[float | None]], stat: str, *,
-                    title: str | None = None, width: int = 100, height: int = 25, color: bool = False) -> str:
+                    title: str | None = None, width: int = 100, height: int = 25, color: bool = False,
+                    marks: bool | None = None) -> str:
     """One line per component over the layers (a None leaves a gap): ``stats --by-layer``,
     the REPL's ``plot_by_layer`` and the TUI's layers overview."""
     d = by_layer_data(layers, columns, stat, title)
-    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color)
+    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color,
+                        marks=marks)
 
 
 def saturation_rows(run: Any) -> list[int]:
@@ -332,3 +343,37 @@ def plot_saturation(runs: Sequence[Any], *, metrics: Sequence[str] | None = None
             parts.append(line + " " * max(0, pw - len(_ANSI.sub("", line))))
         out.append("".join(parts).rstrip())
     return "\n".join(out)
+
+
+def histogram_text(counts: Sequence[float], lo: float, hi: float, *, rows: int = 16, width: int = 40,
+                   title: str = "") -> str:
+    """Equal-width bins over ``[lo, hi]`` as horizontal bars, one line per bin: its range, a bar
+    (eighth-block steps) and the count. Plain text: it reads without colour and in a pipe.
+    ``rows``: adjacent bins are summed down to at most this many lines."""
+    n = len(counts)
+    if n == 0:
+        return f"{title}: no values" if title else "no values"
+    group = max(1, math.ceil(n / rows))
+    merged = [sum(counts[i:i + group]) for i in range(0, n, group)]
+    step = (hi - lo) / n * group
+    top = max(merged) or 1
+    eighths = " ▏▎▍▌▋▊▉"
+    lines = [title] if title else []
+    for k, c in enumerate(merged):
+        a, b = lo + k * step, min(hi, lo + (k + 1) * step)
+        full, part = divmod(round(c / top * width * 8), 8)
+        bar = "█" * full + (eighths[part] if part else "")
+        lines.append(f"{a:>10.3g} .. {b:<10.3g} {bar:<{width}} {int(c):,}")
+    return "\n".join(lines)
+
+
+def stats_histogram(stats: dict[str, Any]) -> str | None:
+    """A weight tensor's value histogram (``weights.stats``: 64 bins over [min, max]) as
+    :func:`histogram_text` under its name and sample size; None for a constant tensor. The
+    CLI's ``stats`` prints it and the REPL's ``Tensor.hist()`` returns it."""
+    counts, edges = stats.get("hist"), stats.get("hist_edges")
+    if not counts or not edges or len(counts) < 2:
+        return None  # a constant tensor: its one value is in the table
+    total = int(sum(counts))
+    where = f"a sample of {total:,} of {stats['numel']:,} values" if stats.get("sampled") else f"{total:,} values"
+    return histogram_text(counts, edges[0], edges[1], title=f"{stats.get('canonical') or stats['name']}: {where}")

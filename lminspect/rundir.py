@@ -55,6 +55,29 @@ def is_run_dir(path: str | Path) -> bool:
                            or ((p / "config.json").is_file() and (p / "checkpoints").is_dir()))
 
 
+def find_runs(root: str | Path, depth: int = 3) -> list[tuple[Path, str]]:
+    """The runs under ``root`` (itself, or folders up to ``depth`` levels down: a ``--run-root``
+    batch keeps its runs one level below), in name order, each with its label: the path from
+    ``root`` (``cmp/gpt2ish``, so two batches' ``base`` runs stay apart), or the run's own folder
+    name when ``root`` is the run. The REPL's ``li.runs``, ``plot`` and the TUI's Runs tab ask here."""
+    root = Path(root)
+    if is_run_dir(root):
+        return [(root, root.resolve().name or str(root))]
+
+    def walk(d: Path, left: int) -> list[Path]:
+        if is_run_dir(d):
+            return [d]
+        if left == 0 or not d.is_dir():
+            return []
+        try:
+            children = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
+        except OSError:  # unreadable folder: nothing to list there
+            return []
+        return [r for c in children for r in walk(c, left - 1)]
+
+    return [(p, p.relative_to(root).as_posix()) for p in walk(root, depth)]
+
+
 def has_started(path: str | Path) -> bool:
     """Whether a run took its first step here (a non-empty ``stats.jsonl``): a new run refuses
     such a folder, the ``--run-root`` batch resumes it."""

@@ -208,13 +208,17 @@ def convert_with_llama_cpp(src: Path, out: Path, outtype: str = "f32") -> Path:
     return out
 
 
-def add_gguf_sizes(w: Any, cfg: dict) -> None:
+def add_gguf_sizes(w: Any, cfg: dict, layer_norm: bool = False) -> None:
     """The size keys every llama.cpp-layout test GGUF writes from an HF config (layers, context,
-    widths, heads, RMSNorm epsilon); the family's own keys follow at the caller."""
+    widths, heads, the RMSNorm epsilon or with ``layer_norm`` the LayerNorm one); the family's own
+    keys follow at the caller."""
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(cfg["num_attention_heads"])
     w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    if layer_norm:
+        w.add_layer_norm_eps(cfg["layer_norm_eps"])
+    else:
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])

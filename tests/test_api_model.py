@@ -103,14 +103,14 @@ def test_stats_table(m, monkeypatch):
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=200).print(tab)
+    Console(file=buf, width=260).print(tab)
     assert "layers.0.attn.q.weight" in buf.getvalue() and "stable_rank" in buf.getvalue()
     df = tab.to_pandas()
     assert list(df["name"]) == tab["name"]
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(UserError, match="pandas"):
         tab.to_pandas()
-    assert tab.to_csv().splitlines()[0].startswith("name,shape,dtype")
+    assert tab.to_csv().splitlines()[0].startswith("name,layer,shape,dtype")
     with pytest.raises(UserError, match="no tensor matches"):
         m.stats("zzz*")
     assert len(m.layers[1].stats()) == 9

@@ -32,12 +32,12 @@ def runs_dir(tmp_path):
 
 def test_runs_collection(runs_dir):
     rs = li.runs(runs_dir)
-    assert len(rs) == 2 and sorted(rs.names) == ["base", "exp"]
-    assert rs["exp"].name == "exp" and rs[0].name in ("base", "exp")
+    assert len(rs) == 2 and sorted(rs.names) == ["base", "nested/exp"]  # a nested run keeps its folder
+    assert rs["exp"].name == "nested/exp" and rs[0].name in ("base", "nested/exp")
     tab = rs.table()
     rows = {r["name"]: r for r in tab.to_list()}
     assert rows["base"]["steps"] == 6 and rows["base"]["tokens"] == 600 and rows["base"]["loss"] == 2.0
-    assert rows["exp"]["exp"] == "exp" and rows["base"]["best_val_loss"] == pytest.approx(2.1)
+    assert rows["nested/exp"]["exp"] == "exp" and rows["base"]["best_val_loss"] == pytest.approx(2.1)
     assert "base" in repr(rs) and "best_val_loss" in repr(rs)
     fig = rs.plot(width=80, height=20)
     assert "base" in repr(fig) and "exp" in str(fig) and "\x1b[" not in fig.text

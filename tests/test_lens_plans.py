@@ -181,3 +181,24 @@ def test_cli_errors_are_one_line(tiny_llama_dir, args, needle):
     assert r.exit_code == 2, r.output
     out = r.output.strip()
     assert needle in out and out.count("\n") == 0 and "Traceback" not in out
+
+
+def test_cli_lens_and_patch_save_their_figures(tiny_llama_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    d = str(tiny_llama_dir)
+    lens_svg = tmp_path / "lens.svg"
+    r = _invoke("lens", d, "Once upon a time", "--target", "id:42", "--compare", "0,1,3", "--save", str(lens_svg))
+    assert r.exit_code == 0, r.output
+    assert "<svg" in lens_svg.read_text() and f"saved {lens_svg}" in r.output
+    r = _invoke("lens", d, "Once upon a time", "--target", "id:42", "--save", str(lens_svg))
+    assert r.exit_code == 2 and "exists" in r.output  # never replaced without --overwrite
+    r = _invoke("lens", d, "Once upon a time", "--save", str(tmp_path / "l2.png"))
+    assert r.exit_code == 2 and "--target" in r.output and not (tmp_path / "l2.png").exists()
+    grid = tmp_path / "patch.png"
+    r = _invoke("patch", d, "--clean", "Once upon a time there is", "--corrupt", "Once upon a day there was",
+                "--metric", "logit_diff: id:42,id:7", "--save", str(grid))
+    assert r.exit_code == 0, r.output
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _invoke("patch", d, "--clean", "Once", "--corrupt", "Upon", "--metric", "logit: id:1", "--save",
+                str(tmp_path / "p.jpg"))
+    assert r.exit_code == 2 and ".png or .svg" in r.output

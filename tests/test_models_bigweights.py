@@ -22,6 +22,7 @@ from lminspect.models.stored import StoredEmbedding, StoredLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import shaped_files as sf  # noqa: E402
+from test_models_stored import exact_decode  # noqa: E402, F401 (a fixture)
 
 gguf = pytest.importorskip("gguf")
 QT = gguf.GGMLQuantizationType
@@ -58,7 +59,7 @@ def test_matvec_on_the_file_layout_is_the_dense_product(kind):
     x = torch.from_numpy(rng.standard_normal(512).astype(np.float32))
     want = dense @ x.double()
     tol = 1e-5 * float(dense.abs().sum(1).max() * x.abs().max())
-    for y in (p.matvec(x), p.matvec_torch(x)):
+    for y in (p.matvec_float(x), p.matvec_torch(x)):
         assert y.shape == (40,)
         assert float((y.double() - want).abs().max()) <= tol
 
@@ -82,6 +83,7 @@ def _steps(model, ids, steps):
     return out
 
 
+@pytest.mark.usefixtures("exact_decode")
 @pytest.mark.parametrize("which", ["kquant_gguf", "bf16_dir"])
 def test_stored_model_is_the_dequantized_model(which, request):
     """Prefill bit for bit (exact rows, the same F.linear), decode through the kernels close."""
@@ -135,6 +137,7 @@ def test_bf16_is_used_in_place(bf16_dir):
     assert torch.equal(as_bf16.layers[0].attn.q.weight.float(), lin.weight)
 
 
+@pytest.mark.usefixtures("exact_decode")
 def test_touching_a_weight_materializes_only_it(kquant_gguf):
     stored = load_model(kquant_gguf, weights="stored")
     dense = load_model(kquant_gguf, weights="float32")

@@ -208,16 +208,10 @@ def _write_stablelm_gguf(src_dir, path):
     src = open_store(src_dir)
     c = src.config
     w = gguf.GGUFWriter(str(path), "stablelm")
-    w.add_context_length(c["max_position_embeddings"])
-    w.add_embedding_length(c["hidden_size"])
-    w.add_block_count(c["num_hidden_layers"])
-    w.add_feed_forward_length(c["intermediate_size"])
+    add_gguf_sizes(w, c, layer_norm=True)
     hd = c["hidden_size"] // c["num_attention_heads"]
     w.add_rope_dimension_count(int(c["rope_parameters"]["partial_rotary_factor"] * hd))
-    w.add_head_count(c["num_attention_heads"])
-    w.add_head_count_kv(c["num_key_value_heads"])
     w.add_parallel_residual(c["use_parallel_residual"])
-    w.add_layer_norm_eps(c["layer_norm_eps"])
     stacked: dict[str, list] = {}
     for name in src.canonical_names():
         m = re.fullmatch(r"(layers\.\d+\.attn\.[qk]_norm)\.norms\.(\d+)\.weight", name)

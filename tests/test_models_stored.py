@@ -19,6 +19,14 @@ gguf = pytest.importorskip("gguf")
 QT = gguf.GGMLQuantizationType
 
 
+@pytest.fixture
+def exact_decode(monkeypatch):
+    """Decode with float32 activations (the float kernels, tiles for Q8_0/Q4_0/Q4_1): the numbers
+    of the dense model up to the order of additions. The default int8-activation path is checked
+    against its error bound in tests/test_packed_int.py."""
+    monkeypatch.setattr(packed, "EXACT_DECODE", True)
+
+
 def _quantized(kind: str, rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(GGUF block bytes [rows, row_bytes], gguf's own dequantization [rows, cols])."""
     a = np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
@@ -92,7 +100,7 @@ def _decode_logits(model, ids: list[int], steps: list[int], plan=None) -> list[t
 
 
 @pytest.mark.parametrize("which", ["quant_gguf", "quant_gguf_tied"])
-def test_stored_model_equals_dequantized_model(which, request):
+def test_stored_model_equals_dequantized_model(which, request, exact_decode):
     path = request.getfixturevalue(which)
     dense = load_model(path, weights="float32")
     stored = load_model(path, weights="stored")
@@ -127,7 +135,7 @@ def test_stored_decode_is_the_packed_kernel(quant_gguf, monkeypatch):
     assert len(calls) - n_prefill == 7 * stored.n_layers + 1
 
 
-def test_stored_with_plans_scales_and_hooks(quant_gguf):
+def test_stored_with_plans_scales_and_hooks(quant_gguf, exact_decode):
     dense = load_model(quant_gguf, weights="float32")
     stored = load_model(quant_gguf, weights="stored")
     plan = [LayerCall(0), LayerCall(1, attn_scale=0.5), LayerCall(1, mlp_scale=1.5), LayerCall(3)]
@@ -291,7 +299,7 @@ def test_auto_on_cuda_is_dense(quant_gguf):
 
 
 @pytest.mark.smollm2
-def test_smollm2_stored_greedy_64_identical(smollm2_gguf):
+def test_smollm2_stored_greedy_64_identical(smollm2_gguf, exact_decode):
     dense = load_model(smollm2_gguf, weights="float32")
     stored = load_model(smollm2_gguf, weights="stored")
     assert stored.weights_label == "stored Q4_1+Q8_0"

@@ -255,7 +255,8 @@ async def test_layers_overview_statistic_select_and_layer_tables(tiny_llama_dir,
         assert not select.display and not plot.display
         assert pane.overview is None
         assert [str(c.label) for c in table.ordered_columns] == [
-            "tensor", "shape", "mean", "std", "absmax", "kurt", "~0", "stable r", "eff r", "alpha"]
+            "tensor", "shape", "mean", "std", "absmax", "kurtosis", "frac_near_zero", "stable_rank",
+            "effective_rank", "alpha"]
         by_name = dict(zip(names, results, strict=True))
         layer0 = [n for n in names if n.startswith("layers.0.")]
         expected = []

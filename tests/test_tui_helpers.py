@@ -94,3 +94,9 @@ def make_acts(model_dir: Path, out: Path, **kw):
 
     kw = {"tokens": 256, "seq_len": 32, "batch_size": 4, "progress": False, **kw}
     return collect(str(model_dir), out, **kw)
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, one line per row, as a monochrome terminal shows it (no styles:
+    what is left must carry the meaning)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())

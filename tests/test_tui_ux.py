@@ -178,3 +178,42 @@ def test_activation_profile_saver_writes_an_svg(tmp_path):
                          "resid_out: std and |x| max over dims", "layer")
     text = save(tmp_path / "p.svg").read_text()
     assert "<svg" in text and "resid_out: std and |x| max over dims" in text
+
+
+async def test_save_key_offers_the_tensor_figures(tiny_llama_dir, tmp_path, monkeypatch):
+    """The Weights tab's histogram, heatmap and spectrum: each can be saved, PNG/SVG or text."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    app = LMInspectApp(str(tiny_llama_dir), runs_dir=tmp_path / "runs", remember=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("down", "down", "enter")
+        pane = app.query_one("#weights-pane")
+        await wait_until(pilot, lambda: "figures" in pane.timings, what="the embedding's figures")
+        for which, suffix, check in (("spectrum", ".svg", "<svg"), ("hist", ".txt", "histogram")):
+            await _save_tensor_figure(pilot, tmp_path, which, suffix)
+            assert check in (tmp_path / f"{which}{suffix}").read_text()
+
+
+async def _save_tensor_figure(pilot, tmp_path, which: str, suffix: str) -> None:
+    """ctrl+s, pick the embedding's ``which`` figure, save it as ``which + suffix``."""
+    from textual.widgets import Select
+
+    from lminspect.tui.screens.save_figure import SaveFigureScreen
+
+    app = pilot.app
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(app.screen, SaveFigureScreen) and bool(app.screen.query("#save-which")),
+                     what="the save dialog")
+    dialog = app.screen
+    choice = dialog.query_one("#save-which", Select)
+    names = [str(o[0]) for o in choice._options]
+    assert names == ["embed.tokens.weight_hist", "embed.tokens.weight_heatmap", "embed.tokens.weight_spectrum"], names
+    choice.value = names.index(f"embed.tokens.weight_{which}")
+    field = dialog.query_one("#save-path", Input)
+    await wait_until(pilot, lambda: field.value.startswith(f"embed.tokens.weight_{which}."), what="the proposed name")
+    field.value = f"{which}{suffix}"
+    field.focus()
+    await wait_until(pilot, lambda: app.focused is field, what="the path field")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: (tmp_path / f"{which}{suffix}").exists(), what=f"the {which} file")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from family_oracles import add_gguf_sizes
 
 from lminspect.weights import open_store
 from lminspect.weights.naming import permute_rope, unpermute_rope
@@ -36,13 +37,7 @@ def write_llama_gguf(src_dir, path, quant_q8: bool = True, add_tokenizer=add_gpt
     src = open_store(src_dir)
     cfg = src.config
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    add_gguf_sizes(w, cfg)
     w.add_rope_freq_base(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
     if add_tokenizer is not None:
         add_tokenizer(w, src)

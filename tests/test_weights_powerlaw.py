@@ -127,7 +127,7 @@ def test_cli_stats_shows_fit_quality_and_warnings(tiny_llama_dir):
     fitted = [x for x in rows if "alpha" in x]
     assert len(fitted) == 7 and all({"alpha_D", "alpha_xmin", "alpha_tail", "alpha_warning"} <= set(x) for x in fitted)
     r = CliRunner().invoke(app, ["stats", str(tiny_llama_dir), "-t", "layers.0.*"])
-    assert r.exit_code == 0 and " D " in r.output and "tail" in r.output
+    assert r.exit_code == 0 and " alpha_D " in r.output and "alpha_tail" in r.output
     flagged = [x for x in fitted if x["alpha_warning"]]
     assert flagged  # random init: several matrices fall outside weightwatcher's 2..6
     for x in flagged:

@@ -12,7 +12,6 @@ Navigation follows the canonical names of docs/ARCHITECTURE.md: ``m["layers.3.at
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,8 +33,10 @@ if TYPE_CHECKING:  # annotations only: opening a model imports neither torch nor
     from lminspect.tokenizer import Tokenizer
     from lminspect.weights import TensorStore
 
-STAT_COLUMNS = ("name", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
-                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail")
+# the names of lminspect.weights.stats (and of `lminspect stats`' columns); layer: the block number
+# (None outside the blocks), alpha_warning: weightwatcher's under-/over-trained flag ("" when fine)
+STAT_COLUMNS = ("name", "layer", "shape", "dtype", "mean", "std", "rms", "absmax", "kurtosis", "frac_near_zero",
+                "spectral_norm", "stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail", "alpha_warning")
 
 
 # display order of canonical children (the order data flows through a block)
@@ -99,6 +100,13 @@ class Tensor:
     def stats(self, svd: bool = True) -> TensorStats:
         """Moments, histogram and (2-D) spectrum, cached on disk; see lminspect.weights.stats."""
         return TensorStats(self._store.stats(self.lookup, svd=svd))
+
+    def hist(self) -> Figure:
+        """The value histogram as text bars, as ``lminspect stats -t NAME`` prints it."""
+        from lminspect.plots import stats_histogram
+
+        text = stats_histogram(self._store.stats(self.lookup, svd=False))
+        return Figure(text or f"{self.name}: constant, no histogram", title=f"{self.name} histogram")
 
     def heads(self) -> np.ndarray:
         """Per-head view of an attention projection: q/k/v ``[heads, head_dim, in]``, o ``[heads, out, head_dim]``."""
@@ -228,10 +236,12 @@ class Tensors(Mapping):
         return list(self._store.keys()) + list(self._store.canonical_names())
 
     def table(self, pattern: str = "*") -> Table:
+        from lminspect.weights.naming import select_tensors
+
         rows = []
-        for i in self._store.infos():
-            if fnmatch.fnmatchcase(i.name, pattern) or (i.canonical and fnmatch.fnmatchcase(i.canonical, pattern)):
-                rows.append({"name": i.name, "shape": list(i.shape), "dtype": i.dtype,
+        for n in select_tensors(self._store, [pattern]):
+            i = self._store.info(n)
+            rows.append({"name": i.name, "shape": list(i.shape), "dtype": i.dtype,
                              "size": int(np.prod(i.shape, dtype=np.int64)), "canonical": i.canonical or ""})
         return Table(rows, title=f"{self._store.name}: {len(rows)} tensors ({human_bytes(self._store.total_bytes)})")
 
@@ -433,27 +443,36 @@ class Model(LensMethods):
     # ---- weights
     def stats(self, pattern: str = "*", svd: bool = True, columns: tuple[str, ...] = STAT_COLUMNS) -> Table:
         """Statistics of every tensor matching a glob (canonical names, else stored names), as a Table."""
-        names = [n for n in self._canon if fnmatch.fnmatchcase(n, pattern) or
-                 (n.endswith(".weight") and fnmatch.fnmatchcase(n[:-7], pattern))]
-        if not names:
-            names = [n for n in self.store.keys() if fnmatch.fnmatchcase(n, pattern)]
+        from lminspect.weights.naming import select_tensors
+
+        names = select_tensors(self.store, [pattern], canonical=True)  # as `lminspect stats -t` selects
         if not names:
             raise UserError(f"{self.name}: no tensor matches {pattern!r}")
+        from lminspect.weights.stats import layer_of, stat_key
+
+        columns = tuple(stat_key(c) for c in columns)
         rows = []
         for n in names:
-            st = self.store.stats(n, svd=svd)
-            row = {"name": n, **{c: st.get(c) for c in columns if c != "name"}}
-            rows.append(row)
+            st = {**self.store.stats(n, svd=svd), "name": n, "layer": layer_of(n)}
+            if "alpha" in st:
+                st.setdefault("alpha_warning", "")
+            rows.append({c: st.get(c) for c in columns})
         return Table(rows, columns=list(columns), title=f"{self.name}: {pattern} ({len(rows)} tensors)")
 
     def by_layer(self, stat: str = "alpha", svd: bool = True) -> Table:
         """One statistic of every layer's weights: a row per layer, a column per component
         (``m.by_layer("alpha")`` is weightwatcher's alpha-per-layer view)."""
-        from lminspect.weights.stats import by_layer
+        from lminspect.weights.stats import by_layer, layer_warnings, stat_key
 
-        layers, cols = by_layer(self._layer_stats(svd), stat)
+        results = self._layer_stats(svd)
+        layers, cols = by_layer(results, stat)
         rows = [{"layer": i, **{c: v[k] for c, v in cols.items()}} for k, i in enumerate(layers)]
-        return Table(rows, columns=["layer", *cols], title=f"{self.name}: {stat} by layer")
+        if stat_key(stat) != "alpha":
+            return Table(rows, columns=["layer", *cols], title=f"{self.name}: {stat} by layer")
+        flags = layer_warnings(results)  # weightwatcher's flags beside the values, as the CLI prints them
+        for row in rows:
+            row["warning"] = flags.get(row["layer"], "")
+        return Table(rows, columns=["layer", *cols, "warning"], title=f"{self.name}: alpha by layer")
 
     def plot_by_layer(self, stat: str = "alpha", svd: bool = True, width: int = 100, height: int = 25) -> Figure:
         """:meth:`by_layer` as a line plot, one line per component."""
@@ -469,12 +488,12 @@ class Model(LensMethods):
         (see docs/compare.md). ``by_layer="rel_change"``: one column as a layers x components Table."""
         from lminspect.compare.checkpoints import open_ref
         from lminspect.compare.diff import DIFF_COLUMNS, diff_models
+        from lminspect.weights.naming import glob_matches
         from lminspect.weights.stats import by_layer as layer_view
 
         b = other.store if isinstance(other, Model) else open_ref(other)
         rows, m = diff_models(self.store, b, directions=svd)
-        rows = [r for r in rows if fnmatch.fnmatchcase(r["name"], pattern)
-                or fnmatch.fnmatchcase(r["name"].removesuffix(".weight"), pattern)]
+        rows = [r for r in rows if glob_matches([pattern], r["name"])]
         if not rows:
             raise UserError(f"{self.name} vs {b.name}: no shared tensor matches {pattern!r}")
         title = f"{self.name} -> {b.name}"

@@ -9,19 +9,7 @@ from typing import Any
 
 from lminspect.api.table import Figure, Table
 from lminspect.errors import UserError
-from lminspect.rundir import is_run_dir
-
-
-def _find_runs(root: Path, depth: int = 3) -> list[Path]:
-    if is_run_dir(root):
-        return [root]
-    if depth == 0 or not root.is_dir():
-        return []
-    out: list[Path] = []
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and not child.name.startswith("."):
-            out.extend(_find_runs(child, depth - 1))
-    return out
+from lminspect.rundir import find_runs
 
 
 class Runs(Sequence):
@@ -131,16 +119,23 @@ def runs(*paths: str | Path) -> Runs:
 
     if not paths:
         paths = ("runs",)
-    found: list[Path] = []
+    found: dict[Path, str] = {}
     for p in paths:
         root = Path(p).expanduser()
         if not root.exists():
             raise UserError(f"{p}: no such directory")
-        hits = _find_runs(root)
+        hits = find_runs(root)
         if not hits:
             raise UserError(f"{p}: no run directories (with stats.jsonl) found")
-        found.extend(h for h in hits if h not in found)
-    return Runs([load_run(p) for p in found])
+        for path, label in hits:
+            found.setdefault(path, label)
+    out = []
+    for path, label in found.items():
+        run = load_run(path)
+        if "/" in label:  # cmp/gpt2ish under runs/ keeps its folder (two batches' runs stay apart)
+            run.name = label
+        out.append(run)
+    return Runs(out)
 
 
 def experiments(load_plugins: bool | None = None, check: bool = False) -> Table:

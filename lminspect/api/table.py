@@ -60,6 +60,10 @@ class Table:
         """``table[3]`` is a row dict, ``table["mean"]`` a column list."""
         if isinstance(key, str):
             if key not in self.columns:
+                from lminspect.weights.stats import stat_key  # `kurt`, `~0`: the CLI's old headers
+
+                key = stat_key(key)
+            if key not in self.columns:
                 raise KeyError(f"no column {key!r} (columns: {', '.join(self.columns)})")
             return [r.get(key) for r in self.rows]
         return self.rows[key]
@@ -126,7 +130,8 @@ class Table:
 
         t = RichTable(title=escape(str(self.title)) if self.title else None, header_style="bold")
         for c in self.columns:
-            t.add_column(c, justify="right" if self.rows and _numeric(self.rows[0].get(c)) else "left")
+            t.add_column(c, justify="right" if self.rows and _numeric(self.rows[0].get(c)) else "left",
+                         overflow="fold")  # a narrow console wraps a cell, never cuts it
         for r in self.rows[:MAX_ROWS]:
             t.add_row(*[escape(fmt(r.get(c))) for c in self.columns])
         if len(self.rows) > MAX_ROWS:

@@ -92,6 +92,9 @@ def attention(
 
     Example: lminspect attention smollm2 "Once upon a time" --layer 20 --head 3 --save attn.png
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     import json
 
     from lminspect.cli.aliases import prompt_of

@@ -26,7 +26,7 @@ def diff(
     b: Annotated[str, typer.Argument(help="The model to compare with A (same kinds of reference).",
                                      show_default=False)],
     tensor: Annotated[list[str] | None, typer.Option(
-        "--tensor", "-t", help="Only tensors matching this glob (canonical names); repeatable.")] = None,
+        "--tensor", "-t", help="Only tensors matching this glob (canonical names, .weight optional); repeatable.")] = None,
     by_layer: Annotated[str | None, typer.Option(
         "--by-layer", metavar="STAT", help="One column (rel_change, cosine, max_abs_diff, subspace_overlap, "
         "top_cos, d_std, d_kurtosis, d_stable_rank, d_alpha) as a layers x components table and plot.")] = None,
@@ -52,12 +52,12 @@ def diff(
     from lminspect.runtime import set_threads
 
     n_threads = set_threads(threads)
-    import fnmatch
     import json
 
     from lminspect.compare.checkpoints import open_ref
     from lminspect.compare.diff import diff_models, match_tensors, overall
     from lminspect.errors import UserError
+    from lminspect.weights.naming import glob_matches
 
     if save is not None:
         if not by_layer:
@@ -71,8 +71,7 @@ def diff(
         raise UserError(f"{a} and {b} share no tensor names (is one of them a different architecture?)")
     names = [p.name for p in m.pairs]
     if tensor:
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(n.removesuffix(".weight"), g)
-                                         for g in tensor)]
+        names = [n for n in names if glob_matches(tensor, n)]
         if not names:
             raise UserError(f"no tensor of both models matches {', '.join(tensor)}")
     with _progress("diff", len(names), "tensor pairs") as prog:

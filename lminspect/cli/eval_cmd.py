@@ -81,6 +81,9 @@ def eval_command(
 
     Example: lminspect eval smollm2 -d cloze -d hellaswag.jsonl --plan 0-23,27-29 --out eval.json
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     import json
     import time
 

@@ -38,6 +38,10 @@ def generate_command(
 
     Example: lminspect generate smollm2 "Once upon a time" -n 64
     """
+    if plan is not None and plan.strip().lower() not in ("", "all"):
+        from lminspect.stitch.plans import check_plan_early
+
+        check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.cli.aliases import renamed
     from lminspect.runtime import set_threads, threads_label
 

@@ -49,6 +49,14 @@ def _check_out(out: Path | None, overwrite: bool, allowed: set[str], inputs: tup
     check_output(out, kind="file", overwrite=overwrite, inputs=inputs)
 
 
+def _check_save(save: Path | None, overwrite: bool, inputs: tuple[str | None, ...]) -> None:
+    """A bad --save (suffix, existing file, no matplotlib) fails before any compute."""
+    if save is not None:
+        from lminspect.figures import check_figure_path
+
+        check_figure_path(save, overwrite, inputs)
+
+
 def _write(out: Path, data: dict[str, Any], grid: Any = None) -> None:
     import json
 
@@ -93,7 +101,9 @@ def lens_command(
     position: int = typer.Option(-1, "--position", help="Token position read (negative from the end)."),
     plot: str = typer.Option("prob", "--plot", help="prob | rank | none: the target across positions."),
     out: Path | None = typer.Option(None, "--out", "-o", help="File (.json): the result."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    save: Path | None = typer.Option(None, "--save", help="Also save the figure as PNG or SVG (by the suffix; the "
+                                     "figures extra): the --target's probability (or rank, --plot rank) per position, a line per plan."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out or --save if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,
 ) -> None:
@@ -104,6 +114,10 @@ def lens_command(
     Example: lminspect lens smollm2 "The capital of France is" --target " Paris"
     --plan 0-23,27-29 --compare all
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
+    check_plan_early(compare, "--compare")
     from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
@@ -119,6 +133,9 @@ def lens_command(
 
     count("--top-k", top_k, maximum=1000)  # columns of a table: more than a screen holds is a mistake
     _check_out(out, overwrite, {".json"}, (model, plan))
+    _check_save(save, overwrite, (model, plan))
+    if save is not None and target is None:
+        raise UserError(f"--save {save}: the lens figure plots --target; give one")
     lm, tok = _open(model, dtype)
     if top_k > lm.vocab_size:
         raise UserError(f"--top-k {top_k}: the model has only {lm.vocab_size} tokens")
@@ -147,6 +164,14 @@ def lens_command(
     if out is not None:
         _write(out, {"prompt": prompt, "results": {k: v.to_dict() for k, v in results.items()}})
         con.print(f"wrote {out}", style="dim", markup=False)
+    if save is not None:
+        from lminspect.figures import save_lines
+        from lminspect.lens.render import lens_lines
+
+        d = lens_lines(results, what="rank" if plot == "rank" else "prob")
+        if d is not None:
+            save_lines(save, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel, overwrite=overwrite)
+            con.print(f"saved {save}", style="dim", markup=False)
     _summary(f"logit lens of {len(next(iter(results.values())).tokens)} tokens, {len(results)} plan(s)", n_threads)
 
 
@@ -171,6 +196,9 @@ def dla_command(
 
     Example: lminspect dla smollm2 "The capital of France is" --target " Paris" --baseline " Rome"
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.cli.aliases import prompt_of
     from lminspect.runtime import set_threads
 
@@ -215,7 +243,9 @@ def patch_command(
     plan: str | None = typer.Option(None, "--plan", "-p", help=PLAN_HELP),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Patched runs per batched forward."),
     out: Path | None = typer.Option(None, "--out", "-o", help="File (.json with metadata, .csv or .npz): the grid."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    save: Path | None = typer.Option(None, "--save", help="Also save the figure as PNG or SVG (by the suffix; the "
+                                     "figures extra): the recovered-fraction grid as a heatmap."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out or --save if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     threads: Threads = None,
 ) -> None:
@@ -226,6 +256,9 @@ def patch_command(
     Example: lminspect patch smollm2 --clean "The capital of France is" --corrupt "The capital of Italy is"
     --metric "logit_diff: Paris,Rome" --site resid --out patch.json
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.runtime import Progress, set_threads
 
     n_threads = set_threads(threads)
@@ -239,6 +272,7 @@ def patch_command(
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     _check_out(out, overwrite, _OUT_SUFFIXES, (model, plan))
+    _check_save(save, overwrite, (model, plan))
     lm, tok = _open(model, dtype)
     c = encode_prompt(tok, clean, lm.context_length, "clean prompt", lm.vocab_size)
     x = encode_prompt(tok, corrupt, lm.context_length, "corrupted prompt", lm.vocab_size)
@@ -258,6 +292,13 @@ def patch_command(
     if out is not None:
         _write(out, res.to_dict(), res.recovered)
         con.print(f"wrote {out}", style="dim", markup=False)
+    if save is not None:
+        from lminspect.figures import save_heatmap
+
+        save_heatmap(save, res.recovered, title=f"patching {res.site}, plan {res.plan}: recovered fraction of "
+                     f"{res.metric}", xlabels=res.cols, ylabels=res.rows,
+                     xlabel="head" if res.site == "head" else "token", ylabel="plan position", overwrite=overwrite)
+        con.print(f"saved {save}", style="dim", markup=False)
     _summary(f"patching: {res.forwards} patched runs", n_threads, prog.t0)
 
 

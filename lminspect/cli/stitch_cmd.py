@@ -89,6 +89,9 @@ def run(
 
     Plans, scales and --compare run on the stored low-bit weights too (--weights; the stats line says which).
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.cli.aliases import prompt_of, renamed
     from lminspect.generate import generate
     from lminspect.stitch import describe_plan, parse_plan
@@ -224,6 +227,7 @@ def presets(
     from rich.table import Table
 
     from lminspect.stitch import PRESETS, SEED_DEPTH, describe_plan, parse_plan, preset_spec
+    from lminspect.stitch.presets import preset_description
 
     model = model or model_opt
     n = _depth(layers, model) if (layers or model) else SEED_DEPTH
@@ -232,12 +236,10 @@ def presets(
     t.add_column("name", no_wrap=True)
     t.add_column(f"plan on {n} layers", overflow="fold", max_width=22)
     t.add_column("calls", justify="right")
-    # the descriptions name layers of the 32-layer definition: say so beside a rescaled plan
-    t.add_column("what" if n == SEED_DEPTH else f"what (layer numbers of the {SEED_DEPTH}-layer plan)",
-                 overflow="fold", ratio=1)
-    for name, (spec, desc) in PRESETS.items():
+    t.add_column("what", overflow="fold", ratio=1)  # in the layer numbers of the plan beside it
+    for name, (spec, _) in PRESETS.items():
         shown = spec if n == SEED_DEPTH else preset_spec(name, n)
-        t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), desc)
+        t.add_row(name, shown, str(describe_plan(parse_plan(name, n), n).calls), preset_description(name, n))
     con = _console()
     con.print(t)
     con.print("[dim]Presets are defined on 32 layers (lminspect stitch presets) and rescaled: range "
@@ -306,6 +308,9 @@ def sweep(
     Several machines: run on each torchrun --nnodes 2 --node_rank {0|1} --nproc_per_node 2
     --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lminspect stitch sweep ...
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan, sweep=plans)  # a typo is one line at once, before torch and the model load
     from lminspect.evals.datasets import mc_items
     from lminspect.evals.sweep import SweepWriter, run_sweep
     from lminspect.fsutil import check_output
@@ -406,6 +411,9 @@ def export(
     Example: lminspect stitch export smollm2 --out short_model/ --plan "0-23,27-29"
              lminspect stitch export smollm2 -o merged/ --plan mergekit.yaml
     """
+    from lminspect.stitch.plans import check_plan_early
+
+    check_plan_early(plan)  # a typo is one line at once, before torch and the model load
     from lminspect.cli.aliases import out_of
 
     out_dir = out_of(out_arg, out_opt, "lminspect stitch export MODEL --out DIR --plan P")

@@ -316,7 +316,8 @@ SAVE_HELP = "Also save the figure as PNG or SVG (by the suffix; needs the \\[fig
 
 
 def plot(
-    runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl)."),
+    runs: list[Path] = typer.Argument(..., help="Run directories (with stats.jsonl), or folders of runs "
+                                      "(runs/ plots every run under it, up to 3 levels down)."),
     metric: str = typer.Option("loss", "--metric", help="loss, acc, val_loss, val_acc, lr, grad_norm, tok_s."),
     metric_opt: str = typer.Option(None, "-m", hidden=True),  # -m is --model elsewhere
     diff: bool = typer.Option(False, "--diff", help="Plot each run minus the baseline."),
@@ -344,7 +345,6 @@ def plot(
     metric = renamed(metric, metric_opt, "-m", "--metric", "loss")
     from lminspect.fsutil import atomic_write_text, check_output
     from lminspect.plots import curve_data, lines_figure, plot_saturation, saturation_data
-    from lminspect.train.runlog import load_run
 
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite, inputs=tuple(runs))
@@ -357,9 +357,9 @@ def plot(
     count("--height", height, minimum=5, maximum=1000)
     from lminspect.errors import UserError
 
-    if diff and len(runs) < 2:
+    loaded = _load_runs(runs)
+    if diff and len(loaded) < 2:
         raise UserError("--diff plots each run minus a baseline: give at least two runs")
-    loaded = [load_run(p) for p in runs]
     if saturation and not any(len(r) for r in loaded):
         raise UserError(f"--saturation: {', '.join(map(str, runs))} has no logged steps yet; nothing to draw")
     warnings = []  # plot what is finite, and say (after the figure) what was left out
@@ -394,6 +394,31 @@ def plot(
         print(f"saved {save}", file=sys.stderr)
     for w in warnings:
         print(w, file=sys.stderr)
+
+
+def _load_runs(paths: list[Path]) -> list:
+    """``plot``'s runs: each path a run, or a folder of runs (every run under it, named by its
+    path from there, and said on stderr so the figure's lines are accounted for)."""
+    from lminspect.errors import UserError
+    from lminspect.rundir import find_runs, is_run_dir
+    from lminspect.train.runlog import load_run
+
+    loaded = []
+    for p in paths:
+        log = p / "stats.jsonl"
+        if is_run_dir(p) or not p.is_dir() or log.exists() or log.is_symlink():
+            loaded.append(load_run(p))  # a run, or not one: load_run says what it is (a FIFO log, ...)
+            continue
+        hits = find_runs(p)
+        if not hits:
+            raise UserError(f"{p}: not a run directory, and no run (with stats.jsonl) under it")
+        print(f"plot: {len(hits)} run{'s' * (len(hits) != 1)} under {p}: {', '.join(lab for _, lab in hits)}",
+              file=sys.stderr)
+        for path, label in hits:
+            run = load_run(path)
+            run.name = label
+            loaded.append(run)
+    return loaded
 
 
 def register(app: typer.Typer) -> None:

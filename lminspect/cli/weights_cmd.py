@@ -83,7 +83,7 @@ def inspect(
 
 def stats(
     model: str = typer.Argument(..., help="Model file, dir or name (as for `inspect`)."),
-    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (own or canonical name); repeatable."),
+    tensor: list[str] = typer.Option(None, "--tensor", "-t", help="Only tensors matching this glob (stored or canonical name, .weight optional: layers.*.mlp.down); repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (one object per tensor) instead of a table."),
     svd: bool = typer.Option(True, "--svd/--no-svd", help="Singular values, stable/effective rank and power-law alpha of 2-D tensors."),
     by_layer: str = typer.Option(None, "--by-layer", metavar="STAT",
@@ -92,26 +92,29 @@ def stats(
     save: Path = typer.Option(None, "--save", help="With --by-layer: also save the plot as PNG or SVG "
                               "(needs the \\[figures] extra)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
+    hist: bool | None = typer.Option(None, "--hist/--no-hist", help="Also print each tensor's value histogram "
+                                     "as text bars (the default when one tensor is selected)."),
     threads: Threads = None,
 ) -> None:
-    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra.
+    """Weight statistics per tensor: mean, std, extremes, kurtosis, near-zero share, spectra, histograms.
 
     Streamed in cache-sized chunks (memory stays flat) and cached on disk: the second
     run is instant. Definitions are in docs/weights.md. `--by-layer alpha` is the
     weightwatcher view: the power-law alpha of every matrix, layer by layer.
 
     Example: lminspect stats smollm2 --tensor 'layers.3.attn.*'   or   lminspect stats smollm2 --by-layer alpha --save alpha.png
+
+    Example: lminspect stats smollm2 -t layers.3.mlp.down   (one tensor: its histogram too)
     """
     from lminspect.runtime import set_threads
 
     n_threads = set_threads(threads)
-    import fnmatch
     import time
 
     from lminspect.errors import UserError
     from lminspect.runtime import Progress, run_summary
     from lminspect.weights import open_store
-    from lminspect.weights.naming import natural_key
+    from lminspect.weights.naming import select_tensors
 
     if save is not None:
         if not by_layer:
@@ -120,13 +123,8 @@ def stats(
 
         check_figure_path(save, overwrite, (model,))
     store = open_store(model)
-    names = sorted(store.keys(), key=lambda n: natural_key(store.info(n).canonical or n))
+    names = select_tensors(store, tensor)  # layers in number order; `.weight` optional, as in the REPL
     if tensor:
-        def match(n: str) -> bool:
-            cn = store.info(n).canonical or ""
-            return any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(cn, g) for g in tensor)
-
-        names = [n for n in names if match(n)]
         if not names:
             raise UserError(f"{model}: no tensor matches {', '.join(tensor)}")
     results = []
@@ -137,6 +135,8 @@ def stats(
             results.append(store.stats(n, svd=svd))
         prog.update(len(names), info="")
     _stats_body(store, results, as_json, by_layer, svd, save, overwrite)
+    if (len(results) == 1 if hist is None else hist) and not as_json and not by_layer:
+        _print_histograms(results)
     print(run_summary(f"stats of {len(names)} tensors", n_threads, t0), file=sys.stderr)
 
 
@@ -144,8 +144,6 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
                 save: Path | None, overwrite: bool) -> None:
     """``stats``' output: JSON lines, the --by-layer view or the table with the alpha notes."""
     import json
-
-    from rich.table import Table
 
     from lminspect.weights.provenance import source_dtype, source_quantization
 
@@ -158,29 +156,49 @@ def _stats_body(store: Any, results: list[dict], as_json: bool, by_layer: str | 
     if by_layer:
         _print_by_layer(store.name, results, by_layer, save, overwrite)
         return
-    from rich.markup import escape
+    from rich.measure import Measurement
 
-    table = Table(title=escape(f"{store.name} statistics"), caption=_source_caption(store))
-    cols = ["name", "shape", "mean", "std", "absmax", "kurt", "~0"]
+    # the headers are the statistics' own names (as in --json and the REPL's m.stats());
+    # frac_near_zero is a fraction, as there
+    groups = [["mean", "std", "absmax", "kurtosis", "frac_near_zero"]]
     if svd:
-        cols += ["stable r", "eff r", "alpha", "D", "tail"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("name", "shape") else "right",
-                         overflow="fold" if c == "name" else "ellipsis")
-
-    def f(v, fmt="{:.3g}") -> str:
-        return "-" if v is None else fmt.format(v)
-
-    for r in results:
-        row = [escape(r.get("canonical") or r["name"]), "x".join(map(str, r["shape"])), f(r.get("mean")), f(r.get("std")),
-               f(r.get("absmax")), f(r.get("kurtosis")), f(r.get("frac_near_zero"), "{:.1%}")]
-        if svd:
-            row += [f(r.get("stable_rank")), f(r.get("effective_rank")), f(r.get("alpha")), f(r.get("alpha_D")),
-                    f(r.get("alpha_tail"), "{:d}")]
-        table.add_row(*row)
-    _wide_console().print(table)
+        groups.append(["stable_rank", "effective_rank", "alpha", "alpha_D", "alpha_tail"])
+    console = _wide_console()
+    table = _stats_table(store, results, [c for g in groups for c in g])
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if len(groups) > 1 and natural > console.width:
+        for g in groups:  # too wide for the terminal: moments, then spectra, each with the names
+            console.print(_stats_table(store, results, g))
+    else:
+        console.print(table)
     if svd and any("alpha" in r for r in results):
         _print_alpha_notes(results)
+
+
+def _print_histograms(results: list[dict]) -> None:
+    """Each tensor's value histogram (64 bins over [min, max], shown as 16), as text bars."""
+    from lminspect.plots import stats_histogram
+
+    for r in results:
+        text = stats_histogram(r)
+        if text is not None:
+            print("\n" + text)
+
+
+def _stats_table(store: Any, results: list[dict], cols: list[str]) -> Any:
+    """Rows of ``stats``: name, shape and the named statistics (values fold, never cut)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"{store.name} statistics"), caption=_source_caption(store))
+    table.add_column("name", overflow="fold", min_width=16)
+    table.add_column("shape", overflow="fold")
+    for c in cols:
+        table.add_column(c, justify="right", overflow="fold")
+    for r in results:
+        table.add_row(escape(r.get("canonical") or r["name"]), "x".join(map(str, r["shape"])),
+                      *("-" if r.get(c) is None else format(r[c], "d" if c == "alpha_tail" else ".3g") for c in cols))
+    return table
 
 
 def _source_caption(store) -> str | None:
@@ -194,12 +212,12 @@ def _source_caption(store) -> str | None:
 
 def _print_alpha_notes(results: list[dict]) -> None:
     """What alpha, D and tail are, and weightwatcher's warnings, one line per flagged matrix."""
-    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; D: its KS distance; tail: eigenvalues "
-          ">= xmin (docs/weights.md)")
+    print("alpha: weightwatcher's power-law fit of the eigenvalues s^2; alpha_D: its KS distance; alpha_tail: "
+          "eigenvalues >= xmin; frac_near_zero: the fraction with |x| <= 1e-6 absmax (docs/weights.md)")
     flagged = [r for r in results if r.get("alpha_warning")]
     for r in flagged:
         print(f"  {r.get('canonical') or r['name']}: {r['alpha_warning']} (alpha {r['alpha']:.3g} "
-              f"{'< 2' if r['alpha'] < 2 else '> 6'}; D {r['alpha_D']:.3g}, tail {r['alpha_tail']})")
+              f"{'< 2' if r['alpha'] < 2 else '> 6'}; alpha_D {r['alpha_D']:.3g}, alpha_tail {r['alpha_tail']})")
 
 
 def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | None = None,
@@ -210,20 +228,27 @@ def _print_by_layer(model: str, results: list[dict], stat: str, save: Path | Non
     from rich.table import Table
 
     from lminspect.plots import by_layer_data, lines_figure
-    from lminspect.weights.stats import by_layer
+    from lminspect.weights.stats import by_layer, layer_warnings, stat_key
 
     layers, cols = by_layer(results, stat)
+    stat = stat_key(stat)
     from rich.markup import escape
 
+    # alpha: weightwatcher's flags in a last column, as the REPL's m.by_layer("alpha") has them
+    flags = layer_warnings(results) if stat == "alpha" else {}
     table = Table(title=escape(f"{model}: {stat} by layer"), box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("layer", justify="right")
     for c in cols:
         table.add_column(c, justify="right", overflow="fold", min_width=min(len(c), 9))  # fold, never cut
+    if flags:
+        table.add_column("warning", overflow="fold")
     for k, i in enumerate(layers):
-        table.add_row(str(i), *("-" if v[k] is None else f"{v[k]:.3g}" for v in cols.values()))
+        table.add_row(str(i), *("-" if v[k] is None else f"{v[k]:.3g}" for v in cols.values()),
+                      *([flags.get(i, "")] if flags else []))
     out = Console()
     if not out.is_terminal:  # a file or a pipe: as wide as the table needs, so nothing folds
-        out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)))
+        out = Console(width=max(80, 12 + sum(max(len(c), 6) + 3 for c in cols)
+                                + max((len(f) + 3 for f in flags.values()), default=0)))
     out.print(table)
     fig = by_layer_data(layers, cols, stat, title=f"{model}: {stat} by layer")
     if len(layers) > 1:  # by_layer keeps only components with a value

@@ -12,7 +12,6 @@ column per matching tensor instead (e.g. ``embed.tokens.weight``).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,15 +37,18 @@ def select_checkpoints(cks: Sequence[Checkpoint], every: int = 1) -> list[Checkp
 def _wanted(names: Sequence[str], tensors: Sequence[str] | None) -> list[str]:
     if not tensors:  # layer weight matrices and norms: what the component view shows
         return [n for n in names if n.startswith("layers.") and n.endswith(".weight")]
-    return [n for n in names if any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(n.removesuffix(".weight"), g)
-                                    for g in tensors)]
+    from lminspect.weights.naming import glob_matches
+
+    return [n for n in names if glob_matches(tensors, n)]
 
 
 def stat_records(cks: Sequence[Checkpoint], stat: str, *, tensors: Sequence[str] | None = None,
                  progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """``{"step", "tokens", "tensor", "value"}`` for every checkpoint and selected tensor."""
     from lminspect.weights import open_store
+    from lminspect.weights.stats import stat_key
 
+    stat = stat_key(stat)
     if stat not in SPECTRAL | MOMENTS:
         raise UserError(f"--stat {stat!r}: choose one of {', '.join(sorted(SPECTRAL | MOMENTS))}")
     out: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the result classes import this module for their reprs
     from lminspect.lens.attribution import DLAResult
     from lminspect.lens.logit_lens import LensResult
     from lminspect.lens.patching import PatchResult
+    from lminspect.plots import LineData
 
 
 SPACE_MARK = "␣"  # a space in a token, visible: ' time' and 'time' differ, a bare space is not blank
@@ -65,11 +66,10 @@ def lens_table(res: LensResult, title: str | None = None) -> Any:
     return t
 
 
-def lens_figure(results: dict[str, LensResult], what: str = "prob", width: int = 100, height: int = 20,
-                color: bool = False) -> str:
-    """The target's probability (``what="prob"``) or log10 rank (``"rank"``) per read-out row, one
-    line per plan; x = read-out row (0 = embedding, p + 1 = after plan position p)."""
-    from lminspect.plots import lines_figure
+def lens_lines(results: dict[str, LensResult], what: str = "prob") -> LineData | None:
+    """What :func:`lens_figure` draws (and a saved figure, ``figures.save_lines``): one line per
+    plan; None without a target."""
+    from lminspect.plots import LineData
 
     series: dict[str, Any] = {}
     target = None
@@ -80,10 +80,21 @@ def lens_figure(results: dict[str, LensResult], what: str = "prob", width: int =
         ys = res.target_prob if what == "prob" else np.log10(res.target_rank.astype(float))
         series[name] = (list(range(len(ys))), [float(y) for y in ys])
     if not series:
-        return ""
+        return None
     label = "probability" if what == "prob" else "log10 rank (0 = top)"
-    return lines_figure(series, title=f"{label} of {target.text!r} after each plan position", xlabel="read-out row",
-                        width=width, height=height, color=color)
+    return LineData(series, f"{label} of {target.text!r} after each plan position", "read-out row", label)
+
+
+def lens_figure(results: dict[str, LensResult], what: str = "prob", width: int = 100, height: int = 20,
+                color: bool = False) -> str:
+    """The target's probability (``what="prob"``) or log10 rank (``"rank"``) per read-out row, one
+    line per plan; x = read-out row (0 = embedding, p + 1 = after plan position p)."""
+    from lminspect.plots import lines_figure
+
+    d = lens_lines(results, what)
+    if d is None:
+        return ""
+    return lines_figure(d.series, title=d.title, xlabel=d.xlabel, width=width, height=height, color=color)
 
 
 def _cell_style(v: float, lim: float) -> str:

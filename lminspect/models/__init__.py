@@ -8,29 +8,64 @@ training. See docs/engine.md for forward / plans / caches / hooks.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lminspect.errors import UserError
-from lminspect.models.common import LM, MLP, Attention, Block, KVCache, RMSNorm
-from lminspect.models.falcon import Falcon, FalconConfig
-from lminspect.models.gemma import Gemma, GemmaConfig
-from lminspect.models.gpt2 import GPT2, GPT2Config
-from lminspect.models.hooks import SITE_KINDS
-from lminspect.models.layercall import LayerCall, full_plan
-from lminspect.models.llama import Llama, LlamaConfig
-from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
-from lminspect.models.phi3 import Phi3, Phi3Config
 
-FAMILIES: dict[str, tuple[type, type]] = {
-    "llama": (Llama, LlamaConfig),
-    "gpt2": (GPT2, GPT2Config),
-    "falcon": (Falcon, FalconConfig),
-    "gemma": (Gemma, GemmaConfig),  # Gemma 1, 2 and 3 (text)
-    "phi3": (Phi3, Phi3Config),
-    "gptneox": (GPTNeoX, GPTNeoXConfig),
-    "stablelm": (StableLM, StableLMConfig),
+# The modules (and torch) load on first use (PEP 562): ``lminspect.models.layercall`` is plain
+# data, so a plan can be parsed and checked before torch is imported.
+_HOME = {
+    "LM": "common", "MLP": "common", "Attention": "common", "Block": "common", "KVCache": "common",
+    "RMSNorm": "common", "Falcon": "falcon", "FalconConfig": "falcon", "Gemma": "gemma", "GemmaConfig": "gemma",
+    "GPT2": "gpt2", "GPT2Config": "gpt2", "SITE_KINDS": "hooks", "LayerCall": "layercall", "full_plan": "layercall",
+    "Llama": "llama", "LlamaConfig": "llama", "GPTNeoX": "neox", "GPTNeoXConfig": "neox", "StableLM": "neox",
+    "StableLMConfig": "neox", "Phi3": "phi3", "Phi3Config": "phi3",
 }
+
+if TYPE_CHECKING:
+    from lminspect.models.common import LM, MLP, Attention, Block, KVCache, RMSNorm
+    from lminspect.models.falcon import Falcon, FalconConfig
+    from lminspect.models.gemma import Gemma, GemmaConfig
+    from lminspect.models.gpt2 import GPT2, GPT2Config
+    from lminspect.models.hooks import SITE_KINDS
+    from lminspect.models.layercall import LayerCall, full_plan
+    from lminspect.models.llama import Llama, LlamaConfig
+    from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
+    from lminspect.models.phi3 import Phi3, Phi3Config
+
+
+def _families() -> dict[str, tuple[type, type]]:
+    """The engine of each family: ``{name: (model class, config dataclass)}`` (``FAMILIES``)."""
+    from lminspect.models.falcon import Falcon, FalconConfig
+    from lminspect.models.gemma import Gemma, GemmaConfig
+    from lminspect.models.gpt2 import GPT2, GPT2Config
+    from lminspect.models.llama import Llama, LlamaConfig
+    from lminspect.models.neox import GPTNeoX, GPTNeoXConfig, StableLM, StableLMConfig
+    from lminspect.models.phi3 import Phi3, Phi3Config
+
+    return {
+        "llama": (Llama, LlamaConfig),
+        "gpt2": (GPT2, GPT2Config),
+        "falcon": (Falcon, FalconConfig),
+        "gemma": (Gemma, GemmaConfig),  # Gemma 1, 2 and 3 (text)
+        "phi3": (Phi3, Phi3Config),
+        "gptneox": (GPTNeoX, GPTNeoXConfig),
+        "stablelm": (StableLM, StableLMConfig),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAMILIES":
+        value: Any = _families()
+    elif name in _HOME:
+        value = getattr(importlib.import_module(f"lminspect.models.{_HOME[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # once: later lookups are plain
+    return value
+
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -60,14 +95,14 @@ def config_from_hf(config: dict, arch: str | None = None) -> Any:
     """The family config dataclass for a HF-style config dict (checked: see models/checks.py)."""
     from lminspect.models.checks import config_from_dict
 
-    return config_from_dict(FAMILIES[arch_of(config, arch)][1], config, "model config")
+    return config_from_dict(__getattr__("FAMILIES")[arch_of(config, arch)][1], config, "model config")
 
 
 def build_model(config: Any) -> LM:
     """A randomly initialised model for a family config dataclass."""
     from lminspect.models.checks import check_config
 
-    for model_cls, cfg_cls in FAMILIES.values():
+    for model_cls, cfg_cls in __getattr__("FAMILIES").values():
         if isinstance(config, cfg_cls):
             check_config(config, "model config")
             return model_cls(config)
@@ -138,7 +173,7 @@ def load_model(store_or_ref: Any, dtype: Any = "float32", device: str = "cpu", w
     config = dict(store.config or {})
     name = getattr(store, "name", None) or str(getattr(store, "path", "model"))
     arch = arch_of(config, getattr(store, "arch", None), str(getattr(store, "path", None) or name))
-    model_cls, cfg_cls = FAMILIES[arch]
+    model_cls, cfg_cls = __getattr__("FAMILIES")[arch]
     cfg = config_from_dict(cfg_cls, config, f"{name}: config")
     with torch.device("meta"), _no_meta_init():
         model = model_cls(cfg)
@@ -228,5 +263,10 @@ def _check_fits(model: LM, store: Any, name: str, stored: bool, itemsize: int, d
 __all__ = [
     "FAMILIES", "LM", "SITE_KINDS", "add_value_norm", "Attention", "Block", "Falcon", "FalconConfig", "GPT2", "GPT2Config",
     "KVCache", "LayerCall", "Llama", "LlamaConfig", "MLP", "RMSNorm", "arch_of", "build_model",
-    "config_from_hf", "family_spec", "full_plan", "load_model",
+    "config_from_hf", "family_spec", "full_plan", "load_model", "Gemma", "GemmaConfig", "GPTNeoX", "GPTNeoXConfig",
+    "StableLM", "StableLMConfig", "Phi3", "Phi3Config",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME) | {"FAMILIES"})

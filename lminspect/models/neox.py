@@ -21,6 +21,26 @@ from lminspect.models.phi3 import rotary_dim_of
 from lminspect.models.rotary import HeadLayerNorm, RotaryLM, rope_params
 
 
+def _shared_fields(cfg: dict, family: str, act: str, context: int, n_head: int, dim: int) -> dict:
+    """The config.json fields GPT-NeoX and StableLM read alike (same keys, their own defaults)."""
+    if dim % n_head:
+        raise UserError(f"{family} config: hidden_size {dim} is not a multiple of {n_head} heads")
+    return dict(
+        vocab_size=int(_need(cfg, family, "vocab_size")),
+        dim=dim,
+        n_layer=int(_need(cfg, family, "num_hidden_layers")),
+        n_head=n_head,
+        ffn_dim=int(_need(cfg, family, "intermediate_size")),
+        norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),
+        context_length=int(_first(cfg, "max_position_embeddings", default=context)),
+        tie_embeddings=bool(_first(cfg, "tie_word_embeddings", default=False)),
+        act=str(_first(cfg, "hidden_act", default=act)),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"),
+    )
+
+
+
 @dataclass
 class GPTNeoXConfig:
     vocab_size: int = 50432  # tokens in the embedding / head
@@ -48,26 +68,15 @@ class GPTNeoXConfig:
         """Read a HF ``config.json`` dict (transformers 4 or 5 spelling)."""
         dim = int(_need(cfg, "gptneox", "hidden_size"))
         n_head = int(_need(cfg, "gptneox", "num_attention_heads"))
+        shared = _shared_fields(cfg, "gptneox", "gelu", 2048, n_head, dim)
         theta, _, params = rope_params(cfg, "gptneox", float(cfg.get("rotary_emb_base") or cfg.get("rope_theta")
                                                              or 1e4))
-        if dim % n_head:
-            raise UserError(f"gptneox config: hidden_size {dim} is not a multiple of {n_head} heads")
         return cls(
-            vocab_size=int(_need(cfg, "gptneox", "vocab_size")),
-            dim=dim,
-            n_layer=int(_need(cfg, "gptneox", "num_hidden_layers")),
-            n_head=n_head,
+            **shared,
             rotary_dim=rotary_dim_of(cfg, params, dim // n_head, "gptneox", 0.25),
-            ffn_dim=int(_need(cfg, "gptneox", "intermediate_size")),
-            norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),
             rope_theta=theta,
-            context_length=int(_first(cfg, "max_position_embeddings", default=2048)),
             parallel=bool(_first(cfg, "use_parallel_residual", default=True)),
             attn_bias=bool(_first(cfg, "attention_bias", default=True)),
-            tie_embeddings=bool(_first(cfg, "tie_word_embeddings", default=False)),
-            act=str(_first(cfg, "hidden_act", default="gelu")),
-            bos_token_id=cfg.get("bos_token_id"),
-            eos_token_id=cfg.get("eos_token_id"),
         )
 
     def to_hf(self) -> dict:
@@ -134,27 +143,16 @@ class StableLMConfig:
         """Read a HF ``config.json`` dict (transformers 4 or 5 spelling)."""
         dim = int(_need(cfg, "stablelm", "hidden_size"))
         n_head = int(_need(cfg, "stablelm", "num_attention_heads"))
-        if dim % n_head:
-            raise UserError(f"stablelm config: hidden_size {dim} is not a multiple of {n_head} heads")
+        shared = _shared_fields(cfg, "stablelm", "silu", 4096, n_head, dim)
         theta, _, params = rope_params(cfg, "stablelm", float(cfg.get("rope_theta") or 1e4))
         return cls(
-            vocab_size=int(_need(cfg, "stablelm", "vocab_size")),
-            dim=dim,
-            n_layer=int(_need(cfg, "stablelm", "num_hidden_layers")),
-            n_head=n_head,
+            **shared,
             n_kv_head=int(_first(cfg, "num_key_value_heads", default=32)),  # transformers' default
             rotary_dim=rotary_dim_of(cfg, params, dim // n_head, "stablelm", 0.25, odd_ok=False),
-            ffn_dim=int(_need(cfg, "stablelm", "intermediate_size")),
-            norm_eps=float(_first(cfg, "layer_norm_eps", default=1e-5)),
             rope_theta=theta,
-            context_length=int(_first(cfg, "max_position_embeddings", default=4096)),
             qkv_bias=bool(_first(cfg, "use_qkv_bias", default=False)),
             qk_norm=bool(_first(cfg, "qk_layernorm", default=False)),
             parallel=bool(_first(cfg, "use_parallel_residual", default=False)),
-            tie_embeddings=bool(_first(cfg, "tie_word_embeddings", default=False)),
-            act=str(_first(cfg, "hidden_act", default="silu")),
-            bos_token_id=cfg.get("bos_token_id"),
-            eos_token_id=cfg.get("eos_token_id"),
         )
 
     def to_hf(self) -> dict:

@@ -12,16 +12,23 @@ A ``PackedWeight`` holds one ``[out, in]`` matrix as it is stored, in one of two
   float32 ``[G, nb, T]``. Q4_0 (``(q - 8) * d``) is kept as Q4_1 with ``m = -8 d``, exact in
   float32. This copy costs about the tensor's stored size.
 
-``matvec`` (a decode step: one vector) runs the numba kernels of ``packed_numba`` on either
-layout, or torch / gguf-py code without numba. ``dense(rows)`` gives exact float32 rows (equal
+``matvec`` (a decode step: one vector) runs, for GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K rows, the
+integer-dot kernels of ``packed_int`` (the vector quantized to int8 per 32 values, as llama.cpp
+does: the error bound is in that module's doc); for the other kinds, with ``EXACT_DECODE``
+(``LMINSPECT_EXACT_DECODE=1``), or for tiles, the float kernels of ``packed_numba`` (float32
+activations: the dequantized matrix times x up to the order of additions); torch / gguf-py code
+without numba. ``dense(rows)`` gives exact float32 rows (equal
 bit for bit to gguf-py's ``dequantize``), which is how prefill and batches use the weight: a
 chunk of rows at a time, never the whole model.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,17 +37,25 @@ import torch
 from lminspect.compiled import load_kernels
 
 TILE = 64  # rows per tile: 8 AVX2 registers of lanes, divides every SmolLM2/Llama width
+PACK_FORMAT = 1  # version of the tiles' layout: packcache keys its files on it (bump on a change)
 TILED = ("Q8_0", "Q4_0", "Q4_1")  # kinds that linear layers re-lay out in tiles
 NATIVE = ("BF16", "F16", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1")  # kernels on the file's rows
 KINDS = TILED + NATIVE
 # GGUF kinds the numba kernels read in the file's layout (packed_numba's kind ids)
 KIND_IDS = {"Q8_0": 0, "Q4_0": 1, "Q4_1": 2, "Q5_0": 3, "Q5_1": 4, "Q4_K": 5, "Q5_K": 6, "Q6_K": 7}
+INT_KINDS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")  # GGUF kinds with integer-dot kernels
 _BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}  # f16 d [, f16 m], then 32 or 16 bytes of quants
 # dense rows made at a time for prefill / batches: 8 MB of float32, so the rows just dequantized
 # are still in cache when the matmul reads them (one pass over memory, not three)
 CHUNK_ELEMENTS = 1 << 21
+# matrices smaller than this run their decode matvec on the calling thread (waking numba's pool
+# for a few hundred KB costs more than it saves)
+PARALLEL_BYTES = 1 << 20
 
 _KERNELS: Any = None  # the packed_numba module, or False without numba
+_INT_KERNELS: Any = None  # the packed_int module, or False
+# float32 activations in every decode matvec (no int8 rounding of x): slower, for comparisons
+EXACT_DECODE = os.environ.get("LMINSPECT_EXACT_DECODE", "") not in ("", "0")
 _LOCAL = threading.local()
 
 
@@ -51,6 +66,18 @@ def kernels() -> Any:
         _quiet_threads()
         _KERNELS = load_kernels("lminspect.models.packed_numba", lambda m: m.warm_up(), "matvec", "torch")
     return _KERNELS or None
+
+
+def int_kernels() -> Any:
+    """The integer-dot decode kernels (``packed_int``), or None without numba / when they fail to compile."""
+    global _INT_KERNELS
+    if _INT_KERNELS is None:
+        if kernels() is None:
+            _INT_KERNELS = False
+        else:
+            _INT_KERNELS = load_kernels("lminspect.models.packed_int", lambda m: m.warm_up(),
+                                        "integer matvec", "the float kernels")
+    return _INT_KERNELS or None
 
 
 def _quiet_threads() -> None:
@@ -69,14 +96,15 @@ def _quiet_threads() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _threads() -> None:
-    """numba's kernels use as many threads as torch does (``--threads``, OMP_NUM_THREADS)."""
+def _threads() -> int:
+    """numba's kernels use as many threads as torch does (``--threads``, OMP_NUM_THREADS): that number."""
     import numba
 
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if getattr(_LOCAL, "threads", None) != n:
         numba.set_num_threads(n)
         _LOCAL.threads = n
+    return n
 
 
 def scratch(n: int) -> np.ndarray:
@@ -85,6 +113,20 @@ def scratch(n: int) -> np.ndarray:
     if buf is None or buf.size < n:
         buf = _LOCAL.buf = np.empty(n, np.float32)
     return buf[:n]
+
+
+def _x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Buffers this thread reuses for an activation vector of ``n`` quantized to int8 (values,
+    a scale and a float sum per 32: ``packed_int.quantize_x``)."""
+    bufs = getattr(_LOCAL, "xq", None)
+    if bufs is None or bufs[0].shape[0] != n:
+        bufs = _LOCAL.xq = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+    return bufs
+
+
+def _in_turn(a: Callable[[], None], b: Callable[[], None]) -> None:
+    a()
+    b()
 
 
 def _tiles(a: np.ndarray, rows: int) -> np.ndarray:
@@ -232,7 +274,19 @@ class PackedWeight:
 
     # ------------------------------------------------------------------ use
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
-        """``W @ x`` for a float32 CPU vector ``x [in]`` -> ``[out]`` (numba, or the torch path)."""
+        """``W @ x`` for a float32 CPU vector ``x [in]`` -> ``[out]``: the integer-dot kernels on GGUF
+        rows (int8 activations), else the float kernels (see the module doc)."""
+        if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE:
+            k = int_kernels()
+            if k is not None:
+                out = np.empty(self.out_features, np.float32)
+                k.matvec(KIND_IDS[self.kind], self.raw, x.detach().contiguous().numpy(),
+                         *_x_buffers(self.in_features), out, _threads() > 1 and self.raw.nbytes >= PARALLEL_BYTES)
+                return torch.from_numpy(out)
+        return self.matvec_float(x)
+
+    def matvec_float(self, x: torch.Tensor) -> torch.Tensor:
+        """``W @ x`` with float32 activations (numba's float kernels, or the torch path)."""
         fn = self._kernel
         if fn is None:
             k = kernels()
@@ -276,5 +330,52 @@ class PackedWeight:
             parts.append(y.sum(1).reshape(-1))
         return torch.cat(parts)[: self.out_features]
 
+    def bound_matvec(self, x: np.ndarray, preps: dict[int, Callable[[], None]] | None = None
+                     ) -> tuple[Callable[[], None], np.ndarray] | None:
+        """``(call, y)``: each ``call()`` writes ``W @ x`` into ``y [out]`` (owned here), reading the
+        float32 buffer ``x [in]`` as it is then: the kernel ``matvec`` runs, bound once to its
+        buffers (and to the thread count of now), so a decode step (models/decode.py) pays no
+        allocation or argument handling per matrix. None without the compiled kernels for this kind.
 
-__all__ = ["CHUNK_ELEMENTS", "KINDS", "NATIVE", "TILE", "TILED", "PackedWeight", "kernels", "scratch"]
+        ``preps``: the integer-dot kernels read x quantized to int8; bindings given the same dict
+        share that form for the same ``x``: ``preps[id(x)]`` is then the call that quantizes x, the
+        returned calls do not, and the caller runs ``preps[id(x)]()`` each time x changes, before them."""
+        k = kernels()
+        if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
+            return None
+        ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
+        if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
+            n = self.in_features
+            kid = KIND_IDS[self.kind]
+            parallel = self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
+            out = np.empty(self.out_features, np.float32)
+            if not hasattr(ik, "matvec_serial"):  # a packed_int.matvec that quantizes x itself: one call
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
+            got = preps.get(id(x)) if preps is not None else None
+            if got is None:
+                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                got = partial(ik.quantize_x, x, *bufs)
+                if preps is not None:
+                    preps[id(x)] = got
+            mv = partial(ik.matvec if parallel else ik.matvec_serial, kid, self.raw, *got.args[1:], out)
+            if preps is not None:
+                return mv, out
+            return partial(_in_turn, got, mv), out
+        if self.tiled:
+            out = np.empty(self.qs.shape[0] * TILE, np.float32)
+            fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec
+            return partial(fn, *self._args, x, out), out[: self.out_features]
+        out = np.empty((1, self.out_features), np.float32)
+        x2 = x.reshape(1, -1)
+        if self.kind == "BF16":
+            call = partial(k.bf16_matmul, self.raw, x2, out)
+        elif self.kind == "F16":
+            call = partial(k.f16_matmul, self.raw, x2, out)
+        else:
+            call = partial(k.matmul, KIND_IDS[self.kind], self.raw, x2, out)
+        return call, out[0]
+
+
+__all__ = ["CHUNK_ELEMENTS", "INT_KINDS", "KINDS", "NATIVE", "PACK_FORMAT", "TILE", "TILED", "PackedWeight", "int_kernels",
+           "kernels", "scratch"]

@@ -25,6 +25,7 @@ fetch`` converts, the GGUF beside it (its safetensors metadata names it): the sa
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,25 @@ from torch import nn
 
 from lminspect.errors import UserError
 from lminspect.models import packed as pk
+from lminspect.models.packcache import PackCache
 from lminspect.models.packed import TILED, PackedWeight, kernels, scratch
 
 WEIGHTS = ("auto", "stored", "float32", "bfloat16")
-TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the fast tiles (a copy)
+_UNSET = object()
+TILE_MAX = 1 << 26  # Q8_0/Q4_0/Q4_1 matrices up to this many values get the float tiles (a copy)
+
+
+# rows up to this many values: Q8_0/Q4_0/Q4_1 tiles even with the integer kernels (measured on
+# AVX2, one thread: 576-value rows ran 1.4-1.7x faster as tiles, whose per-row cost is nil, while
+# 4096-value rows ran 1.65x faster on the integer kernels); wider models keep the file's rows
+TILE_IN_MAX = 1024
+
+
+def tiles_wanted(in_features: int) -> bool:
+    """Whether a Q8_0/Q4_0/Q4_1 linear layer is re-laid out in tiles (a copy of about its stored
+    size): for float32-activation decoding (``EXACT_DECODE``, or no integer kernels), or narrow
+    rows; otherwise the integer kernels read the file's rows."""
+    return in_features <= TILE_IN_MAX or pk.EXACT_DECODE or pk.int_kernels() is None
 
 
 class StoredLinear(nn.Linear):
@@ -257,9 +273,19 @@ def row_map(transform: Any, rows: int) -> np.ndarray | None | bool:
 
 def _gguf_of(store: Any) -> Any:
     """The parsed GGUF whose blocks this store's tensors are: its own, or the file a float32
-    HF directory was converted from (``lminspect fetch`` / ``convert`` record its name)."""
+    HF directory was converted from (``lminspect fetch`` / ``convert`` record its name), parsed
+    once per store (the memory check and the load both ask)."""
     if store.format == "gguf":
         return getattr(store, "gguf", None)
+    cached = getattr(store, "__dict__", {}).get("source_gguf", _UNSET)
+    if cached is _UNSET:
+        cached = _source_gguf(store)
+        with contextlib.suppress(AttributeError):
+            store.source_gguf = cached
+    return cached
+
+
+def _source_gguf(store: Any) -> Any:
     source = str((store.metadata or {}).get("source", ""))
     if not source.endswith(".gguf") or Path(source).name != source:
         return None
@@ -308,7 +334,7 @@ def _gguf_transform(store: Any, cname: str) -> Any:
     return None
 
 
-def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool
+def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool, packs: PackCache | None = None
             ) -> tuple[PackedWeight, np.ndarray | None] | None:
     """The stored form of a canonical ``[out, in]`` matrix with its row permutation, or None
     when it has none worth keeping (float32: used in place as a dense Parameter instead)."""
@@ -329,7 +355,9 @@ def _packed(source: _Source, cname: str, shape: tuple[int, ...], tiles: bool
     elif kind == "F16":
         p = PackedWeight.from_f16(arr)
     elif arr.dtype == np.uint8:
-        p = PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles and shape[0] * shape[1] <= TILE_MAX)
+        tiles = tiles and shape[0] * shape[1] <= TILE_MAX and tiles_wanted(shape[1])
+        p = (packs.pack(kind, arr, shape[1], tiles) if packs is not None
+             else PackedWeight.from_gguf_blocks(kind, arr, shape[1], tiles=tiles))
     else:
         return None
     if (rows, p.in_features) != tuple(shape):
@@ -348,12 +376,13 @@ def attach_stored(model: Any, store: Any) -> tuple[set[str], list[str]]:
     Returns the parameter names now held in stored form (the caller loads the rest) and the
     kinds attached (e.g. ``["Q4_K", "Q6_K"]``); sets ``model.weights_label`` for the stats line."""
     source = _Source(store)
+    packs = PackCache(source.gguf)  # the tiles of the last load, when the GGUF has not changed since
     taken: set[str] = set()
     kinds: set[str] = set()
     for name, mod in list(model.named_modules()):
         if type(mod) is nn.Linear:
             cname = f"{name}.weight"
-            got = _packed(source, cname, tuple(mod.weight.shape), tiles=True)
+            got = _packed(source, cname, tuple(mod.weight.shape), tiles=True, packs=packs)
             if got is not None:
                 _swap(model, name, StoredLinear(got[0], mod.bias, got[1]))
                 taken.add(cname)
@@ -365,9 +394,11 @@ def attach_stored(model: Any, store: Any) -> tuple[set[str], list[str]]:
         taken.add("embed.tokens.weight")
         kinds.add(got[0].kind)
         if getattr(model, "head", None) is None:  # tied: the head multiplies by the same matrix
-            head = _packed(source, "embed.tokens.weight", (emb.num_embeddings, emb.embedding_dim), tiles=True)
+            head = _packed(source, "embed.tokens.weight", (emb.num_embeddings, emb.embedding_dim), tiles=True,
+                           packs=packs)
             model.__dict__["_tied_head"] = StoredLinear(head[0] if head else got[0], None, tied=emb)
     model.weights_label = f"stored {'+'.join(sorted(kinds))}" if kinds else "float32 (no low-bit form stored)"
+    packs.save()
     return taken, sorted(kinds)
 
 
@@ -394,7 +425,8 @@ def load_estimate(model: Any, store: Any, stored: bool, itemsize: int) -> tuple[
         n = p.numel()
         kind = source.kind(pname) if stored and pname in lazy else None
         if kind is not None and kind not in ("F32", "F64"):
-            if kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX:
+            if (kind in TILED and pname != "embed.tokens.weight" and n <= TILE_MAX
+                    and tiles_wanted(p.shape[-1])):
                 copies += n * 9 // 8  # the tiles: a byte per value at most, plus float32 scales
                 working = max(working, 4 * n)  # their dense form is made whole
             else:

@@ -20,13 +20,46 @@ Every public name is importable from ``lminspect.stitch`` itself.
 
 from __future__ import annotations
 
-from lminspect.models.layercall import LayerCall, full_plan
-from lminspect.stitch.export import export_stitched, stitched_state_dict
-from lminspect.stitch.grammar import GRAMMAR_HELP, plan_to_string
-from lminspect.stitch.plans import load_plan_file, load_plans, parse_plan, sweep_plans
-from lminspect.stitch.presets import PRESETS, SEED_DEPTH, preset_spec
-from lminspect.stitch.summary import PlanSummary, describe_plan
-from lminspect.stitch.view import StitchedModel, stitch
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use (PEP 562): parsing a plan (grammar, plans, presets) needs no torch, so a
+# command can check its --plan before torch and the model load (a typo is reported at once).
+_HOME = {
+    "LayerCall": "lminspect.models.layercall", "full_plan": "lminspect.models.layercall",
+    "export_stitched": "lminspect.stitch.export", "stitched_state_dict": "lminspect.stitch.export",
+    "GRAMMAR_HELP": "lminspect.stitch.grammar", "plan_to_string": "lminspect.stitch.grammar",
+    "load_plan_file": "lminspect.stitch.plans", "load_plans": "lminspect.stitch.plans",
+    "parse_plan": "lminspect.stitch.plans", "sweep_plans": "lminspect.stitch.plans",
+    "check_plan_early": "lminspect.stitch.plans",
+    "PRESETS": "lminspect.stitch.presets", "SEED_DEPTH": "lminspect.stitch.presets",
+    "preset_spec": "lminspect.stitch.presets",
+    "PlanSummary": "lminspect.stitch.summary", "describe_plan": "lminspect.stitch.summary",
+    "StitchedModel": "lminspect.stitch.view", "stitch": "lminspect.stitch.view",
+}
+
+if TYPE_CHECKING:
+    from lminspect.models.layercall import LayerCall, full_plan
+    from lminspect.stitch.export import export_stitched, stitched_state_dict
+    from lminspect.stitch.grammar import GRAMMAR_HELP, plan_to_string
+    from lminspect.stitch.plans import check_plan_early, load_plan_file, load_plans, parse_plan, sweep_plans
+    from lminspect.stitch.presets import PRESETS, SEED_DEPTH, preset_spec
+    from lminspect.stitch.summary import PlanSummary, describe_plan
+    from lminspect.stitch.view import StitchedModel, stitch
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later lookups are plain
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "GRAMMAR_HELP",
@@ -35,6 +68,7 @@ __all__ = [
     "LayerCall",
     "PlanSummary",
     "StitchedModel",
+    "check_plan_early",
     "describe_plan",
     "export_stitched",
     "full_plan",

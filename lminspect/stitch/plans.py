@@ -356,3 +356,25 @@ def load_plans(spec: str | Path | Mapping[str, Any] | None, n_layers: int) -> di
     if not plans:
         raise UserError(f"{where}: no plans found")
     return plans
+
+
+def check_plan_early(spec: Any, option: str = "--plan", *, sweep: Any = None) -> None:
+    """A command's plan checked before torch and the model load (this module needs neither): an
+    empty plan, a grammar typo, an unknown preset or a bad plan file is reported at once, not
+    after seconds of loading. Whether the layers exist waits for the model's depth
+    (:func:`parse_plan`), so the check parses as if the model had ``MAX_LAYERS`` blocks.
+    ``sweep``: the ``--plans`` of ``stitch sweep``, with ``spec`` its inline ``NAME=SPEC`` list."""
+    import contextlib
+    import io
+
+    from lminspect.limits import MAX_LAYERS
+    from lminspect.validate import plan_given
+
+    if isinstance(spec, str):
+        plan_given(spec, option)
+    # quiet: a plan file's warnings (an ignored mergekit key) come once, from the real parse
+    with contextlib.redirect_stderr(io.StringIO()):
+        if sweep is not None:
+            sweep_plans(sweep, spec, MAX_LAYERS)
+        elif spec is not None:
+            parse_plan(spec, MAX_LAYERS)

@@ -75,6 +75,8 @@ class LMInspectApp(App[None]):
         self.acts = [Path(p) for p in acts]
         self.store: Any = None
         self.remember = remember  # tests and benchmarks don't touch recent.json
+        self._opening = model or ""  # the reference being opened, and the title of the one open
+        self._opened_title = "no model"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -101,6 +103,7 @@ class LMInspectApp(App[None]):
     # -- opening a model ----------------------------------------------------------
 
     def open_model(self, ref: str) -> None:
+        self._opening = ref  # for the error: model_ref is still the model open before
         self.sub_title = f"opening {ref}..."
         self._open_store(ref)
 
@@ -112,11 +115,11 @@ class LMInspectApp(App[None]):
     def on_store_opened(self, message: StoreOpened) -> None:
         self.store = message.store
         self.model_ref = message.ref
-        # a fetched name ("smollm2") says more than the store's directory stem ("hf")
-        name = message.ref if not os.path.exists(message.ref) else (getattr(message.store, "name", None) or message.ref)
+        name = backend.model_label(message.ref, message.store)  # "smollm2", not its folder's "hf"
         quant = source_quantization(message.store)  # "F32 (dequantized from Q4_1)" when converted
         weights = f", {model_dtype_label(message.store)}" if quant else ""
-        self.sub_title = f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')}{weights})"
+        self.sub_title = self._opened_title = (
+            f"{name} ({getattr(message.store, 'arch', '?')}, {getattr(message.store, 'format', '?')}{weights})")
         self.query_one(WeightsPane).set_store(message.store, label=name)
         self.query_one(StitchPane).set_store(message.store)
         for pane in self.query(ActsPane):  # none until the tab is first shown
@@ -128,8 +131,8 @@ class LMInspectApp(App[None]):
         if event.worker.group == "open-other" and event.state == WorkerState.ERROR:
             self.report_error("Could not open the model to compare with", event.worker.error)
         if event.worker.group == "open" and event.state == WorkerState.ERROR:
-            self.sub_title = "no model"
-            self.report_error(f"Could not open {self.model_ref}", event.worker.error)
+            self.sub_title = self._opened_title  # the model still open, if any
+            self.report_error(f"Could not open {self._opening}", event.worker.error)
 
     def report_error(self, title: str, error: BaseException | None) -> None:
         """Show a worker's error in a modal; the app keeps running."""
@@ -175,12 +178,16 @@ class LMInspectApp(App[None]):
         if choice is None:
             return
         kind, value = choice
-        if kind == "model":
-            self.open_model(value)
-            self.action_show_tab("weights")
-        else:
-            self.action_show_tab("runs")
+        if kind == "run":  # its curves ticked in the Runs tab, and its weights opened when it has some
             self.query_one(RunsPane).select_run(value)
+            if not backend.has_checkpoints(value):
+                self.action_show_tab("runs")
+                self.push_screen(ErrorScreen(f"Could not open {value}",
+                                             "This run has no checkpoints yet, so no weights to open "
+                                             "(train with --save-every). Its curves are ticked in the Runs tab."))
+                return
+        self.open_model(value)
+        self.action_show_tab("weights")
 
     # the widget that takes focus when a tab is shown (moving focus first also keeps
     # TabbedContent from switching back to the tab that held the old focus)
@@ -243,7 +250,7 @@ class LMInspectApp(App[None]):
         store = backend.open_ref(ref)
         label = os.path.basename(os.path.normpath(ref)) or ref
         self.call_from_thread(self.query_one(DiffPanel).set_other, store, label)
-        self.call_from_thread(self.notify, f"comparing with {label}: select a tensor", timeout=4)
+        self.call_from_thread(self.notify, f"comparing with {label}: select a tensor", timeout=4, markup=False)
 
     def action_timeline(self) -> None:
         """The timeline of the first ticked (else the highlighted) run of the Runs tab."""
@@ -262,41 +269,50 @@ class LMInspectApp(App[None]):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
-    def _figure_to_save(self) -> Any:
-        """The first figure of the shown tab that can be saved (the Runs tab: the chosen metric)."""
+    def _figures_here(self) -> tuple[list[Any], int]:
+        """The figures shown in the current tab (or its modal-free screen), and the one to offer
+        first: the focused figure, else the first."""
         from lminspect.tui.widgets.plot import PlotView
 
-        if isinstance(self.focused, PlotView) and self.focused.save is not None:
-            return self.focused
         active = self.query_one(TabbedContent).active
         pane = self.query_one(f"#{active}", TabPane)
-        return next((p for p in pane.query(PlotView) if p.save is not None and p.display), None)
+        plots = [p for p in pane.query(PlotView) if p.has_figure and p.display]
+        chosen = plots.index(self.focused) if self.focused in plots else 0
+        return plots, chosen
 
     def action_save_figure(self) -> None:
+        """ctrl+s: one of the tab's figures as PNG/SVG (the figures extra) or as text (.txt)."""
         if isinstance(self.screen, ModalScreen):
             return
-        plot = self._figure_to_save()
-        if plot is None:
-            self.notify("No figure to save here (tick a run, or pick a statistic first).", severity="warning")
+        plots, chosen = self._figures_here()
+        if not plots:
+            self.notify("No figure to save here (tick a run, select a tensor, or run the lens first).",
+                        severity="warning")
             return
         from lminspect.tui.screens.save_figure import SaveFigureScreen
 
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in plot.title_hint).strip("_") or "figure"
-        self.push_screen(SaveFigureScreen(f"{name}.png"), lambda path: path and self._save_figure(plot.save, path))
+        def picked(answer: tuple[int, Path] | None) -> None:
+            if answer is not None:
+                self._save_figure(plots[answer[0]], answer[1])
+
+        self.push_screen(SaveFigureScreen([p.title_hint for p in plots], chosen), picked)
 
     @work(thread=True, exit_on_error=False, group="save")
-    def _save_figure(self, save: Any, path: Path) -> None:
+    def _save_figure(self, plot: Any, path: Path) -> None:
         try:
-            saved = save(path)
+            saved = plot.save_as(path)
         except Exception as exc:  # a bad path, no matplotlib: say so, keep running
-            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8)
+            # markup off: "pip install 'lminspect[figures]'" would lose its "[figures]"
+            self.call_from_thread(self.notify, backend.user_message(exc), severity="error", timeout=8, markup=False)
             return
-        self.call_from_thread(self.notify, f"saved {saved}")
+        self.call_from_thread(self.notify, f"saved {saved}", markup=False)
 
     def action_open_tensor(self, name: str) -> None:
         """The command palette's tensor hits: show ``name`` in the Weights tab."""
         self.action_show_tab("weights")
-        self.query_one(WeightsPane).show_tensor(name)
+        pane = self.query_one(WeightsPane)
+        pane.show_tensor(name)
+        pane.reveal(name)
 
     def action_open_plan(self, name: str) -> None:
         """The command palette's preset hits: the preset in the Stitch tab's plan field."""

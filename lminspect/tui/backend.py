@@ -36,6 +36,13 @@ def open_store(ref: str) -> TensorStore:
     return open_model(ref, lazy=True).store
 
 
+def tensor_names(store: TensorStore) -> list[str]:
+    """The names the Weights tree shows: canonical ones (``layers.2.mlp.up.weight``), then the
+    stored names that have none (``model.layers.2.mlp.up_proj.weight`` is found as its canonical)."""
+    names = list(store.canonical_names())
+    return names + [k for k in store.keys() if store.info(k).canonical is None]
+
+
 def n_layers(store: TensorStore) -> int | None:
     return store.n_layers
 
@@ -73,11 +80,15 @@ def interleave(gens: dict[str, Generation], *, cancelled: Callable[[], bool]) ->
 # -- stitching ---------------------------------------------------------------
 
 
-def stitch_presets() -> dict[str, str]:
-    """Preset name -> what it does (for the command palette)."""
+def stitch_presets(layers: int | None = None) -> dict[str, str]:
+    """Preset name -> what it does (for the command palette), in the layer numbers of the plan the
+    preset rescales to on a ``layers``-layer model (as ``lminspect stitch presets`` prints them)."""
     from lminspect.stitch import PRESETS
+    from lminspect.stitch.presets import preset_description
 
-    return {name: desc for name, (_, desc) in PRESETS.items()}
+    if not layers:
+        return {name: desc for name, (_, desc) in PRESETS.items()}
+    return {name: preset_description(name, layers) for name in PRESETS}
 
 
 def parse_plan(text: str, layers: int) -> list[LayerCall]:
@@ -86,23 +97,54 @@ def parse_plan(text: str, layers: int) -> list[LayerCall]:
     return parse(text, layers)
 
 
-def lens_view(model: LM, tok: Tokenizer, prompt: str, plan: list[LayerCall] | None, target: str | None,
-              width: int) -> Any:
-    """The logit lens of ``plan`` for ``prompt`` as a rich renderable (table, plus the target's
-    probability across positions when a target is given)."""
+def lens_results(model: LM, tok: Tokenizer, prompt: str, plans: dict[str, list[LayerCall] | None],
+                 target: str | None) -> tuple[dict[str, Any], Any]:
+    """The logit lens of ``prompt`` under each plan (``{"plan": ..., "baseline": None}`` with
+    Compare ticked), keyed by the plan as text; the target typed as on the command line
+    (``readout.target_text``: ``Paris`` means ``' Paris'``). Returns (results, resolved target)."""
+    from lminspect.lens import lens_of_text
+    from lminspect.lens.readout import target_text
+
+    typed = target_text(target) if target and target.strip() else None
+    results: dict[str, Any] = {}
+    tgt = None
+    for plan in plans.values():
+        res, tgt = lens_of_text(model, tok, prompt, plan, target=typed, k=5)
+        results[res.plan if res.plan not in results else f"{res.plan} (2)"] = res
+    return results, tgt
+
+
+def lens_tables(results: dict[str, Any], tgt: Any) -> Any:
+    """The top-k table of each plan (and the target's note) as one rich renderable."""
     from rich.console import Group
     from rich.text import Text
 
-    from lminspect.lens import lens_of_text
-    from lminspect.lens.render import lens_figure, lens_table
+    from lminspect.lens.render import lens_table
 
-    res, tgt = lens_of_text(model, tok, prompt, plan, target=target or None, k=5)
-    parts: list[Any] = [lens_table(res)]
-    if tgt is not None:
-        if tgt.note:
-            parts.append(Text(f"note: {tgt.note}", style="dim"))
-        parts.append(Text(lens_figure({res.plan: res}, width=max(40, width - 4), height=12)))
+    parts: list[Any] = [lens_table(res) for res in results.values()]
+    if tgt is not None and tgt.note:
+        parts.insert(0, Text(f"note: {tgt.note}", style="dim"))
     return Group(*parts)
+
+
+def lens_figure(results: dict[str, Any], width: int, height: int) -> str:
+    """The target's probability across plan positions, a line per plan ('' without a target)."""
+    from lminspect.lens.render import lens_figure as figure
+
+    return figure(results, width=width, height=height)
+
+
+def save_lens(results: dict[str, Any], path: Path) -> Path:
+    """The lens figure as PNG/SVG (``figures.save_lines``, the same lines as the terminal one)."""
+    from lminspect.figures import save_lines
+    from lminspect.lens.render import lens_lines
+
+    d = lens_lines(results)
+    if d is None:
+        from lminspect.errors import UserError
+
+        raise UserError("the lens has no target: nothing to plot")
+    return save_lines(path, d.series, title=d.title, xlabel=d.xlabel, ylabel=d.ylabel)
 
 
 # -- training runs -----------------------------------------------------------
@@ -128,17 +170,12 @@ def plots_module() -> ModuleType:
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Run directories under ``root`` (``train.runlog.is_run_dir``: the root itself, or its
-    subdirectories), in name order. Only names are looked at here; reading a run is ``load_run``'s job.
-    """
-    from lminspect.rundir import is_run_dir
+    """Run directories under ``root`` (``rundir.find_runs``: the root itself, or its folders and
+    ``--run-root`` batches below them, ``runs/cmp/gpt2ish``), in name order. Only names are looked
+    at here; reading a run is ``load_run``'s job."""
+    from lminspect.rundir import find_runs as find
 
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found: list[Path] = [root] if is_run_dir(root) else []
-    found += [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and is_run_dir(p)]
-    return found
+    return [path for path, _ in find(root)]
 
 
 def run_mtime(path: Path) -> float:
@@ -293,6 +330,15 @@ def remember_model(ref: str) -> None:
         pass
 
 
+def _fetched_name(ref: str) -> str | None:
+    """``smollm2`` for ``cache_dir()/models/smollm2/hf`` (what the name opens), else None."""
+    try:
+        rel = Path(ref).resolve().relative_to((_cache_dir() / "models").resolve())
+    except (ValueError, OSError):
+        return None
+    return rel.parts[0] if len(rel.parts) == 2 and rel.parts[1] == "hf" else None
+
+
 def known_models() -> list[KnownModel]:
     """Fetched models (``cache_dir()/models/*``) then recently opened paths, without duplicates."""
     out: list[KnownModel] = []
@@ -305,13 +351,40 @@ def known_models() -> list[KnownModel]:
             out.append(KnownModel(p.name, f"{p.name}  (fetched)", "cache"))
             seen.add(p.name)
     for ref in recent_models():
-        if ref in seen:
+        if ref in seen or _fetched_name(ref) in seen:  # a fetched model's own folder: listed by its name
             continue
         if "/" in ref and not ref.startswith("hf:") and not os.path.exists(ref):
             continue
         seen.add(ref)
         out.append(KnownModel(ref, f"{ref}  (recent)", "recent"))
     return out
+
+
+# folder names that say nothing about the model: the title shows what holds them instead
+GENERIC_NAMES = frozenset({"hf", "model", "weights", "snapshot", "final", "latest"})
+
+
+def model_label(ref: str, store: TensorStore) -> str:
+    """The model's name for the title and the tree: a name as typed (``smollm2``); for a path the
+    store's name, except a generic folder name: a fetched model's ``models/smollm2/hf`` (how
+    recent.json keeps it) is ``smollm2``, any other ``.../run7/hf`` is ``run7/hf``."""
+    if not os.path.exists(ref):
+        return ref
+    path = Path(ref).resolve()
+    name = getattr(store, "name", None) or path.name
+    if name.lower() not in GENERIC_NAMES:
+        return name
+    try:
+        return path.relative_to((_cache_dir() / "models").resolve()).parts[0]
+    except (ValueError, IndexError):
+        return f"{path.parent.name}/{name}" if path.parent.name else name
+
+
+def has_checkpoints(run: str | os.PathLike[str]) -> bool:
+    """Whether a run has checkpoints to open as a model (its weights), not only its curves."""
+    from lminspect.rundir import holds_checkpoints
+
+    return holds_checkpoints(run)
 
 
 def user_message(exc: BaseException) -> str:

@@ -45,7 +45,8 @@ MAX_TENSOR_HITS = 40  # a 1B model has hundreds of tensors: the best matches onl
 
 
 class TensorAndPlanCommands(Provider):
-    """``Tensor layers.12.attn.q.weight`` opens it in the Weights tab; ``Plan <preset>`` puts the
+    """``Tensor layers.12.attn.q.weight`` (the canonical names the tree shows) opens it in the
+    Weights tab, revealed in the tree; ``Plan <preset>`` puts the
     preset into the Stitch tab's plan field."""
 
     def _items(self) -> list[tuple[str, str, str]]:
@@ -54,9 +55,9 @@ class TensorAndPlanCommands(Provider):
         items: list[tuple[str, str, str]] = []
         store = getattr(self.app, "store", None)
         if store is not None:
-            items += [(f"Tensor {name}", "tensor", name) for name in store.keys()]
+            items += [(f"Tensor {name}", "tensor", name) for name in backend.tensor_names(store)]
         try:
-            presets = backend.stitch_presets()
+            presets = backend.stitch_presets(backend.n_layers(store) if store is not None else None)
         except Exception:  # noqa: BLE001 - the palette must never fail
             presets = {}
         items += [(f"Plan {name}: {desc}", "plan", name) for name, desc in presets.items()]

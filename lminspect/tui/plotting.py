@@ -111,8 +111,14 @@ def _colours(values: np.ndarray) -> np.ndarray:
     return (_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).round().astype(int)
 
 
-def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height: int, title: str = "|W| heatmap") -> str:
-    """Block-mean |W| as coloured half-blocks (two matrix rows per text line), axes in real indices.
+# without colour: |W| as shades, light to dark (a cell per matrix row and column)
+SHADES = " ░▒▓█"
+
+
+def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height: int, title: str = "|W| heatmap",
+                   *, mono: bool = False) -> str:
+    """Block-mean |W| as coloured half-blocks (two matrix rows per text line), axes in real indices;
+    ``mono`` (a terminal without colour): shade characters instead, one matrix row per line.
 
     Drawn directly rather than with plotext's matrix_plot, whose column mapping leaves gaps
     and labels axes in block numbers; same ANSI-text interface as the plotext figures.
@@ -125,12 +131,14 @@ def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height:
     n_cols = shape[-1]
     label_w = len(str(n_rows)) + 1
     text_rows = max(2, height - 3)
-    rows = min(blocks.shape[0], 2 * text_rows)
+    rows = min(blocks.shape[0], text_rows if mono else 2 * text_rows)
     cols = min(blocks.shape[1], max(4, width - label_w - 2))
     if (rows, cols) != blocks.shape:
         blocks = _rebin(blocks, rows, cols)
     finite = blocks[np.isfinite(blocks)]
     hi = float(finite.max()) if finite.size else 1.0
+    if mono:
+        return _shaded(blocks / (hi or 1.0), shape, title, hi, n_rows, n_cols, label_w)
     rgb = _colours(blocks / (hi or 1.0))
     if rows % 2:  # pad to an even number of rows: the last line shows a top half only
         rgb = np.concatenate([rgb, np.full((1, cols, 3), -1)], axis=0)
@@ -149,14 +157,31 @@ def heatmap_figure(blocks: np.ndarray, shape: Sequence[int], width: int, height:
                     f"\x1b[38;2;{top[0]};{top[1]};{top[2]};48;2;{bot[0]};{bot[1]};{bot[2]}m\u2580\x1b[0m"
                 )
         lines.append(f"{label} " + "".join(cells))
-    ticks = [0, n_cols // 2, n_cols]
+    lines.append(_column_axis(cols, n_cols, label_w))
+    return "\n".join(lines)
+
+
+def _column_axis(cols: int, n_cols: int, label_w: int) -> str:
     axis = [" "] * (cols + 1)
-    for tick in ticks:
+    for tick in (0, n_cols // 2, n_cols):
         pos = min(cols, int(round(tick * cols / max(n_cols, 1))))
         txt = str(tick)
         pos = min(pos, cols + 1 - len(txt))
         axis[pos : pos + len(txt)] = list(txt)
-    lines.append(" " * label_w + "".join(axis).rstrip() + "  (columns)")
+    return " " * label_w + "".join(axis).rstrip() + "  (columns)"
+
+
+def _shaded(scaled: np.ndarray, shape: tuple[int, ...], title: str, hi: float, n_rows: int, n_cols: int,
+            label_w: int) -> str:
+    """The heatmap as shade characters (``SHADES``: blank = 0, █ = the max), for no colour."""
+    rows, cols = scaled.shape
+    idx = np.clip(np.round(np.nan_to_num(scaled) * (len(SHADES) - 1)), 0, len(SHADES) - 1).astype(int)
+    dims = " x ".join(str(s) for s in shape)
+    lines = [f"{title}  {dims}, {rows}x{cols} blocks of mean |W|, max {hi:.3g} ({SHADES[-1]}), shades {SHADES[1:]}"]
+    for r in range(rows):
+        label = str(int(round(r * n_rows / rows))).rjust(label_w - 1) if r % 4 == 0 else " " * (label_w - 1)
+        lines.append(f"{label} " + "".join(SHADES[i] for i in idx[r]))
+    lines.append(_column_axis(cols, n_cols, label_w))
     return "\n".join(lines)
 
 
@@ -228,12 +253,13 @@ def series_figure(
         if pos.size == 0:
             return f"{title}: nothing positive to plot on a log scale"
         floor = float(pos.min())
-    from lminspect.plots import legend_lines
+    from lminspect.plots import legend_lines, line_markers
 
     colours = ["cyan", "blue", "orange", "red", "green", "magenta"]
+    markers = line_markers(len(ys), distinct=True)  # lines differ without colour too
     lo, hi = math.inf, -math.inf
     # a short figure (80x24) or many lines: the legend goes under the figure, off the data
-    legend = legend_lines([lb for lb, _ in ys], ["braille"], colours, width) if len(ys) > 1 and (
+    legend = legend_lines([lb for lb, _ in ys], markers, colours, width) if len(ys) > 1 and (
         len(ys) > 3 or height < 20) else []
     with PLOT_LOCK:
         if log:
@@ -246,7 +272,7 @@ def series_figure(
             y = np.log10(np.maximum(v[keep], floor)) if log else v[keep]
             lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
             plt.plot(xs[keep].tolist(), y.tolist(), label=None if legend else label, color=colours[i % len(colours)],
-                     marker="braille")
+                     marker=markers[i % len(markers)])
         ticks = _ticks_for([int(t) for t in xs])
         plt.xticks(ticks, [str(t) for t in ticks])
         if log:
@@ -300,4 +326,5 @@ def by_layer_figure(
         return f"{title}: nothing to plot"
     width, height = max(width, 20), max(height, 6)
     with PLOT_LOCK:
-        return figure(layers, columns, stat, title=_fit(title, width), width=width, height=height, color=True)
+        return figure(layers, columns, stat, title=_fit(title, width), width=width, height=height, color=True,
+                      marks=True)

@@ -63,6 +63,16 @@ class StrArray:
         return f"<{self.count} strings>"
 
 
+# ggml type id -> (name, values per block, bytes per block), as gguf-py's GGML_QUANT_SIZES: parsing
+# a header needs only these (importing gguf-py costs ~0.1 s of a start); rarer types ask gguf-py
+_GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+               7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
+               11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+               15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+               28: ("F64", 1, 8), 30: ("BF16", 1, 2)}
+_ggml_type = _GGML_TYPES.get
+
+
 class GGUFFile:
     """Parsed header, metadata and tensor table of one GGUF file."""
 
@@ -160,8 +170,6 @@ class GGUFFile:
             (vtype,) = struct.unpack_from("<I", buf, pos)
             val, pos = self._value(vtype, pos + 4)
             self.kv[key] = val
-        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
         raw: list[tuple[str, tuple[int, ...], int, int]] = []
         for _ in range(n_tensors):
             name, pos = self._str(pos)
@@ -178,16 +186,12 @@ class GGUFFile:
         self.data_start = pos + (-pos % align)
         self.tensors: dict[str, tuple[str, tuple[int, ...], int, int, Any]] = {}
         for name, dims, ttype, off in raw:
-            try:
-                qt = GGMLQuantizationType(ttype)
-            except ValueError:
-                raise self._fail(f"tensor {name!r}: unknown ggml type {ttype}") from None
-            block, tsize = GGML_QUANT_SIZES[qt]
+            tname, block, tsize = _ggml_type(ttype) or self._rare_type(name, ttype)
             numel = 1
             for d in dims:
                 numel *= d
             if dims and dims[0] % block:
-                raise self._fail(f"tensor {name!r}: row of {dims[0]} is not a multiple of {qt.name} blocks")
+                raise self._fail(f"tensor {name!r}: row of {dims[0]} is not a multiple of {tname} blocks")
             nbytes = numel // block * tsize
             start = self.data_start + off
             if start + nbytes > self.size:
@@ -196,7 +200,17 @@ class GGUFFile:
                     f"({self.size} bytes; truncated?)"
                 )
             shape = tuple(reversed(dims))  # numpy order
-            self.tensors[name] = (qt.name, shape, start, nbytes, qt)
+            self.tensors[name] = (tname, shape, start, nbytes, ttype)
+
+    def _rare_type(self, name: str, ttype: int) -> tuple[str, int, int]:
+        """(name, block, bytes) of a ggml type the table above leaves to gguf-py (IQ*, TQ*, ...)."""
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        try:
+            qt = GGMLQuantizationType(ttype)
+        except ValueError:
+            raise self._fail(f"tensor {name!r}: unknown ggml type {ttype}") from None
+        return (qt.name, *GGML_QUANT_SIZES[qt])
 
     # -------------------------------------------------------------- access
     def get_kv(self, key: str, default: Any = None) -> Any:
@@ -207,6 +221,14 @@ class GGUFFile:
         if self._mm is None:
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="c")
         return self._mm
+
+    def offset_of(self, a: np.ndarray) -> int | None:
+        """The file offset of the first byte of ``a`` when it is a view of this file's map (as
+        ``raw`` returns), else None: where a tensor's bytes came from, for caches keyed by it."""
+        if self._mm is None:
+            return None
+        off = a.__array_interface__["data"][0] - self._mm.__array_interface__["data"][0]
+        return off if 0 <= off and off + a.nbytes <= self.size else None
 
     def raw(self, name: str) -> np.ndarray:
         """Stored bytes: typed view for F32/F16/ints, ``[..., row_bytes]`` uint8 for quantized."""
@@ -231,11 +253,12 @@ class GGUFFile:
             from lminspect.weights.safetensors_format import bf16_to_f32
 
             return bf16_to_f32(a)
+        from gguf.constants import GGMLQuantizationType
         from gguf.quants import dequantize
 
         try:
             with np.errstate(all="ignore"):  # overflow in a mislabelled block: said once below, not by numpy
-                out = dequantize(a, qt).reshape(shape)
+                out = dequantize(a, GGMLQuantizationType(qt)).reshape(shape)
         except NotImplementedError:
             raise FormatError(f"{self.path}: tensor {name!r}: cannot dequantize {tname}") from None
         bad = out.size - int(np.count_nonzero(np.isfinite(out)))

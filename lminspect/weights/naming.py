@@ -15,8 +15,9 @@ transform of the stored tensor:
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,3 +301,33 @@ def natural_key(name: str) -> tuple[Any, ...]:
     """Sort key that orders numbers by value: ``layers.2`` before ``layers.10`` (a plain string
     sort puts 10, 11, ... between 1 and 2)."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p)
+
+
+def glob_matches(patterns: Sequence[str], *names: str | None) -> bool:
+    """Whether any of a tensor's names (stored, canonical) matches any glob. ``.weight`` is
+    optional, so ``layers.*.mlp.down`` finds ``layers.3.mlp.down.weight`` (the CLI, the REPL,
+    diff and timeline all select tensors through here and agree on what a glob means)."""
+    for n in names:
+        if n and any(fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(n.removesuffix(".weight"), g)
+                     for g in patterns):
+            return True
+    return False
+
+
+def select_tensors(store: Any, patterns: Sequence[str] | None, *, canonical: bool = False) -> list[str]:
+    """The tensors of ``store`` matching any glob (all without ``patterns``), layers in number
+    order (0, 1, 2, ..., 10; a file's order is often 0, 1, 10, 11, ...). ``canonical``: canonical
+    names (GPT-2's split q/k/v), plus stored tensors without one; else the stored names."""
+    if canonical:
+        other = {n: store.canonical_source(n) for n in store.canonical_names()}  # canonical -> stored
+        covered = set(other.values())
+        other.update({n: None for n in store.keys() if n not in covered})
+        names = list(other)
+        key = {n: n for n in names}
+    else:
+        names = list(store.keys())
+        other = {n: store.info(n).canonical for n in names}
+        key = {n: other[n] or n for n in names}
+    if patterns:
+        names = [n for n in names if glob_matches(patterns, n, other[n])]
+    return sorted(names, key=lambda n: natural_key(key[n]))

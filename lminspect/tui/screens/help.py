@@ -25,7 +25,9 @@ the background; the interface stays live while statistics and tokens arrive.
 * **Stitch**: type a layer plan (checked as you type; the error names the
   column), a prompt and generation settings. **Run** streams tokens with tok/s;
   **Compare** streams the unstitched baseline beside the plan; **Stop** cancels
-  within one token. The model is loaded on the first run.
+  within one token. The model is loaded on the first run. **Lens** (`ctrl+l`)
+  reads the next token out after every plan position (with Compare ticked, for
+  the baseline too) and plots the lens target's probability.
 * **Runs**: each run shows its experiment, steps, last loss and status. Tick
   runs to plot a metric (loss, val_loss, lr, ...) over tokens, steps or FLOPs,
   accuracy, and the difference against the first ticked run (the baseline).
@@ -45,13 +47,14 @@ the background; the interface stays live while statistics and tokens arrive.
 | `w` / `s` / `r` / `a` | Weights / Stitch / Runs / Activations tab |
 | `o` | open another model |
 | `ctrl+p` | command palette: actions, tensors by name (`layers.12`), plan presets |
-| `ctrl+s` | save the tab's figure as PNG or SVG (the `[figures]` extra) |
+| `ctrl+s` | save one of the tab's figures: PNG or SVG (the `[figures]` extra) or text (`.txt`) |
 | `ctrl+t` | dark / light theme |
 | `F1` or `?` | this help |
 | `q` or `ctrl+q` | quit |
 | `escape` | close this help; in a text field: leave it (letter keys work again) |
 
-In the Stitch tab, `ctrl+r` runs and `ctrl+x` stops.
+In the Stitch tab, `ctrl+r` runs, `ctrl+x` stops and `ctrl+l` reads the lens.
+A run picked with `o` opens its newest checkpoint's weights and ticks its curves.
 """
 
 

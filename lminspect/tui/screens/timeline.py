@@ -38,7 +38,7 @@ class TimelineScreen(Screen[None]):
     TimelineScreen VerticalScroll { padding: 0 1; }
     TimelineScreen #timeline-title { text-style: bold; height: auto; }
     TimelineScreen #timeline-stat { width: 32; margin: 1 0; }
-    TimelineScreen DataTable { height: auto; max-height: 14; margin-bottom: 1; }
+    TimelineScreen DataTable { height: auto; margin-bottom: 1; }  /* the screen scrolls, not the table */
     TimelineScreen PlotView { height: 20; margin-bottom: 1; }
     TimelineScreen #timeline-embeddings { height: 26; }
     """

@@ -51,6 +51,7 @@ from lminspect.tui.acts_data import (  # noqa: F401 - identity_mark, top_dims: t
 )
 from lminspect.tui.messages import ActsFound, ActsLoaded, ModelIdentity
 from lminspect.tui.widgets.plot import PlotView
+from lminspect.tui.widgets.ticks import TickList
 
 # the per-dimension statistic shown for a site (label, SiteStats attribute)
 METRICS = [("std", "std"), ("|x| max", "absmax"), ("mean", "mean"), ("kurtosis", "kurtosis")]
@@ -95,7 +96,7 @@ class ActsPane(Widget):
     ActsPane #acts-controls > Select { width: 1fr; margin-right: 2; }
     ActsPane PlotView { height: 16; margin-bottom: 1; }
     ActsPane PlotView.-message { height: auto; }
-    ActsPane DataTable { height: auto; max-height: 14; margin-bottom: 1; }
+    ActsPane DataTable { height: auto; margin-bottom: 1; }  /* the view scrolls, not each table */
     ActsPane #acts-site, ActsPane #acts-diff-status { height: auto; text-style: bold; }
     """
 
@@ -122,7 +123,7 @@ class ActsPane(Widget):
             yield Label("results (tick 1, or 2: diff)")
             yield Input(placeholder="add a results dir (Enter)", id="acts-path", compact=True)
             yield Static("", id="acts-error", markup=False)
-            yield SelectionList[str](id="acts-list")
+            yield TickList(id="acts-list")
         with VerticalScroll(id="acts-view"):
             yield Static(HINT, id="acts-status", markup=False)
             with Vertical(id="acts-body"):

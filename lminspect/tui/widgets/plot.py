@@ -22,8 +22,8 @@ SaveFn = Callable[[Path], Path]  # writes the figure's data as PNG/SVG (lminspec
 class PlotView(Static):
     """Shows one plotext figure, or a one-line message when there is nothing to plot.
 
-    A figure shown with a ``save`` function can be kept as PNG/SVG: the app's save key
-    (ctrl+s) saves the first figure of the shown tab that can be saved."""
+    The app's save key (ctrl+s) offers the shown tab's figures: any as text (``.txt``), and one
+    shown with a ``save`` function as PNG/SVG too."""
 
     DEFAULT_CSS = """
     PlotView {
@@ -51,6 +51,25 @@ class PlotView(Static):
     def text(self) -> str:
         """The plain text currently shown (for tests and benchmarks)."""
         return self._plain
+
+    @property
+    def has_figure(self) -> bool:
+        return self._figure is not None
+
+    def save_as(self, path: Path) -> Path:
+        """Write the figure: ``.txt`` as the text shown (always possible), else PNG/SVG through
+        ``save`` (``lminspect.figures``, the figures extra). An existing file is refused."""
+        from lminspect.errors import UserError
+
+        if path.suffix.lower() == ".txt":
+            from lminspect.fsutil import atomic_write_text, check_output
+
+            check_output(path, kind="file", overwrite=False, option="save")
+            atomic_write_text(path, self._plain.rstrip("\n") + "\n")
+            return path
+        if self.save is None:
+            raise UserError(f"{path}: this figure saves as text only; give a name ending in .txt")
+        return self.save(path)
 
     def show_message(self, message: str) -> None:
         self._figure = None

@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 from lminspect.tui import backend
 from lminspect.tui.messages import RunsLoaded
 from lminspect.tui.widgets.plot import PlotView
+from lminspect.tui.widgets.ticks import TickList
 
 # half-width of lminspect.plots.smooth's centred triangular window, in logged steps
 SMOOTHING = [("none", 0), ("2 steps", 2), ("5 steps", 5), ("10 steps", 10), ("25 steps", 25), ("100 steps", 100)]
@@ -63,7 +64,7 @@ class RunsPane(Widget):
         with Vertical(id="runs-side"):
             yield Label(f"runs in {_display_path(self.runs_dir)}")
             yield Static(RUN_COLUMNS, id="runs-columns", markup=False)
-            yield SelectionList[str](id="runs-list")
+            yield TickList(id="runs-list")
             yield Label("metric")
             yield Select([("loss", "loss")], value="loss", allow_blank=False, id="metric", compact=True)
             yield Label("x axis")
@@ -92,7 +93,7 @@ class RunsPane(Widget):
             runs.append(Path(select))
         sl.clear_options()
         for run in runs:
-            label = run.name if run.parent == self.runs_dir else _display_path(run)
+            label = _run_name(run, self.runs_dir)
             sl.add_option((_run_label(label, backend.run_summary(run)), str(run), str(run) in keep))
         if runs and sl.highlighted is None:
             sl.highlighted = 0  # so space ticks the first run straight away
@@ -189,7 +190,7 @@ class RunsPane(Widget):
         self._offer_metrics()
         if message.errors:
             for path, err in message.errors.items():
-                self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8)
+                self.app.notify(f"{Path(path).name}: {err}", severity="error", timeout=8, markup=False)
         self._draw()
 
     def _draw(self) -> None:
@@ -233,6 +234,14 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+def _run_name(run: Path, runs_dir: Path) -> str:
+    """``gpt2ish``, ``cmp/gpt2ish`` one level down (a batch's folder says which batch), else the path."""
+    try:
+        return str(run.relative_to(runs_dir)) if run != runs_dir else run.name
+    except ValueError:
+        return _display_path(run)
+
+
 def _run_label(label: str, s: dict[str, Any]) -> str:
     """One line per run (a selection shows one line) under the RUN_COLUMNS header."""
     loss = f"{s['loss']:.3g}" if isinstance(s.get("loss"), int | float) else "-"
@@ -259,6 +268,6 @@ def _figure(plots: Any, metric: str, runs: list[Any], smooth: int, width: int, h
     with PLOT_LOCK:
         try:
             return plots.plot_runs(runs, metric, diff=diff, baseline=runs[0] if diff else None, x=x,
-                                   smooth_n=smooth, width=width, height=height)
+                                   smooth_n=smooth, width=width, height=height, marks=True)
         except Exception as exc:  # e.g. a run with no accuracy column: say so in place of the figure
             return f"{metric}: {backend.user_message(exc)}"

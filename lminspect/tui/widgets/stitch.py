@@ -22,13 +22,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import Focus
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lminspect.tui import backend
 from lminspect.tui.messages import GenerationPiece, GenerationStatus
+from lminspect.tui.widgets.plot import PlotView
 from lminspect.tui.widgets.stream import StreamView
+from lminspect.tui.widgets.ticks import TickBox
 
 DEFAULT_PROMPT = "Once upon a time"
 LABEL_WIDTH = 13
@@ -53,13 +56,14 @@ def plan_summary(plan: list[Any], limit: int = 40) -> str:
     return " ".join(parts) + more
 
 
-class TickBox(Checkbox):
-    """A checkbox that reads without colour: an X when ticked, a blank when not (Textual's
-    draws the X either way and tells the states apart only by colour)."""
+class PromptArea(TextArea):
+    """The prompt field. Focused from the keyboard (Tab, a tab switch) the cursor goes to the end,
+    so typed text follows the old prompt instead of landing in front of it; a click still puts it
+    where clicked (Textual delivers the click after the focus)."""
 
-    @property
-    def BUTTON_INNER(self) -> str:  # noqa: N802 - overrides Textual's class constant
-        return "X" if self.value else " "
+    def on_focus(self, event: Focus) -> None:
+        if not event.from_app_focus:  # the terminal window regaining focus: leave the cursor be
+            self.move_cursor(self.document.end)
 
 
 class StitchPane(Widget):
@@ -115,12 +119,14 @@ class StitchPane(Widget):
             yield Input(placeholder="empty = every layer once; e.g. 0-3,2,3  15r3  skip:2  all*0.9", id="plan-input",
                         compact=True)
             yield Label("lens target", classes="narrow")
-            yield Input(placeholder="' Paris' or id:N", id="lens-target", compact=True)
+            yield Input(placeholder="Paris or id:N", id="lens-target", compact=True,
+                        tooltip="A bare word means the word after a space (Paris is ' Paris'); quote it for the "
+                                "exact text ('\"Paris\"'), or give id:N")
             yield Button("Lens", id="lens", variant="primary", compact=True)
         yield Static("Open a model to check plans.", id="plan-error", markup=False)
         with Horizontal(classes="row"):
             yield Label("prompt")
-            yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False, compact=True)
+            yield PromptArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, show_line_numbers=False, compact=True)
         with Horizontal(classes="row"):
             yield Label("max tokens")
             yield Input("48", id="max-tokens", type="integer", compact=True)
@@ -138,7 +144,8 @@ class StitchPane(Widget):
                 yield Label("plan", id="plan-label")
                 yield StreamView(id="out-plan")
         with VerticalScroll(id="lens-panel"):
-            yield Static("", id="lens-view")
+            yield Static("", id="lens-view", markup=False)
+            yield PlotView("", id="lens-plot")  # the target's probability; ctrl+s saves it
 
     # -- the model ---------------------------------------------------------------
 
@@ -257,9 +264,17 @@ class StitchPane(Widget):
             "plan: " + (plan_summary(self.plan, 20) if self.plan is not None else "every layer once")
         )
         self.timings = {"run_pressed": time.perf_counter()}
-        self.query_one("#run", Button).disabled = True
-        self.query_one("#stop", Button).disabled = False
+        self._buttons_for(True)
         self._worker = self._generate(prompt, self.plan, params[0], params[1], compare)
+
+    def _buttons_for(self, running: bool) -> None:
+        """Run off and Stop on while generating (and back). A button that goes off while it has
+        focus would drop it, and the app's letter keys would then fire on what the user types
+        next (``c`` opened the compare picker): the prompt takes focus instead."""
+        run, stop = self.query_one("#run", Button), self.query_one("#stop", Button)
+        if (run if running else stop).has_focus:
+            self.query_one("#prompt", TextArea).focus()
+        run.disabled, stop.disabled = running, not running
 
     def action_stop(self) -> None:
         """Cancel the worker and the generations; the engine checks between tokens."""
@@ -299,22 +314,43 @@ class StitchPane(Widget):
             self.app.notify("Type a prompt first.", severity="warning")
             return
         target = self.query_one("#lens-target", Input).value or None
+        # Compare ticked: the baseline (every layer once) beside the plan, as Run shows them
+        plans: dict[str, list[Any] | None] = {"plan": self.plan}
+        if self.query_one("#compare", Checkbox).value and self.plan is not None:
+            plans = {"baseline": None, "plan": self.plan}
         self.add_class("lens")
         self.query_one("#lens-view", Static).update("computing...")
-        self._lens_worker = self._lens(prompt, self.plan, target, max(60, self.size.width))
+        self.query_one("#lens-plot", PlotView).show_message("")
+        self._lens_worker = self._lens(prompt, plans, target)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="lens")
-    def _lens(self, prompt: str, plan: list[Any] | None, target: str | None, width: int) -> None:
+    def _lens(self, prompt: str, plans: dict[str, list[Any] | None], target: str | None) -> None:
         from lminspect.errors import UserError
 
         self._ensure_model("reading the lens")
         try:
-            view: Any = backend.lens_view(self.model, self.tokenizer, prompt, plan, target, width)
-            status = "lens done"
+            results, tgt = backend.lens_results(self.model, self.tokenizer, prompt, plans, target)
         except UserError as exc:  # a bad target or an over-long prompt: said in the panel
-            view = status = f"lens: {exc.message}"
-        self.app.call_from_thread(self.query_one("#lens-view", Static).update, view)
-        self._status(status, done=True)
+            self.app.call_from_thread(self._show_lens, None, None, f"lens: {exc.message}")
+            self._status(f"lens: {exc.message}", done=True)
+            return
+        self.app.call_from_thread(self._show_lens, results, tgt, "")
+        self._status("lens done" + (" (baseline and plan)" if len(results) > 1 else ""), done=True)
+
+    def _show_lens(self, results: dict[str, Any] | None, tgt: Any, error: str) -> None:
+        """The tables in the panel, and the target's probability as a figure that ctrl+s saves."""
+        view, plot = self.query_one("#lens-view", Static), self.query_one("#lens-plot", PlotView)
+        if results is None:
+            view.update(error)
+            plot.show_message("")
+            return
+        view.update(backend.lens_tables(results, tgt))
+        if tgt is None:
+            plot.show_message("type a lens target (Paris, '\"Paris\"' exact, or id:N) for its probability "
+                              "after each plan position")
+            return
+        plot.show_figure(lambda w, h: backend.lens_figure(results, w, h),
+                         save=lambda path: backend.save_lens(results, path), name="lens")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def _generate(self, prompt: str, plan: list[Any] | None, max_new: int, temperature: float, compare: bool) -> None:
@@ -360,8 +396,7 @@ class StitchPane(Widget):
     def on_generation_status(self, message: GenerationStatus) -> None:
         self.query_one("#gen-status", Static).update(message.text)
         if message.done:
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "lens" and event.state == WorkerState.ERROR:
@@ -372,9 +407,7 @@ class StitchPane(Widget):
             return
         if event.state == WorkerState.ERROR:
             self.query_one("#gen-status", Static).update("generation failed (see the error)")
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)
             self.app.report_error("Generation failed", event.worker.error)
         elif event.state == WorkerState.CANCELLED:
-            self.query_one("#run", Button).disabled = False
-            self.query_one("#stop", Button).disabled = True
+            self._buttons_for(False)

@@ -43,7 +43,9 @@ class TensorView(VerticalScroll):
     TensorView { width: 1fr; padding: 0 1; }
     TensorView #tensor-header { height: auto; text-style: bold; }
     TensorView #tensor-status { height: auto; color: $text-muted; }
-    TensorView DataTable { height: auto; max-height: 16; margin: 1 0; }
+    /* tables grow with their rows, the view scrolls: a table scrolling inside it showed its
+       scrollbar's ends as stray blocks mid-pane (80x24 caps them in app.tcss) */
+    TensorView DataTable { height: auto; margin: 1 0; }
     TensorView PlotView { margin-bottom: 1; }
     TensorView PlotView.tall { height: 22; }
     TensorView PlotView.short { height: 14; }
@@ -161,20 +163,24 @@ class TensorDetail(Widget):
         hist_view = self.query_one("#plot-hist", PlotView)
         if hist:
             counts, edges = hist
-            hist_view.show_figure(lambda w, h: plotting.histogram_figure(counts, edges, w, h))
+            hist_view.show_figure(lambda w, h: plotting.histogram_figure(counts, edges, w, h),
+                                  save=_hist_saver(name, counts, edges), name=f"{name}_hist")
         else:
             hist_view.show_message("histogram: not in the statistics")
         heat_view = self.query_one("#plot-heatmap", PlotView)
         blocks = result.get("heatmap")
         if blocks is not None:
             shape = tuple(info.shape)
-            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h))
+            mono = self.app.no_color  # NO_COLOR: shades, since colours would not show
+            heat_view.show_figure(lambda w, h: plotting.heatmap_figure(blocks, shape, w, h, mono=mono),
+                                  save=_heatmap_saver(name, blocks, shape), name=f"{name}_heatmap")
         else:
             heat_view.show_message("heatmap: scalar tensor")
         sv_view = self.query_one("#plot-spectrum", PlotView)
         sv = singular_values_of(stats)
         if sv:
-            sv_view.show_figure(lambda w, h: plotting.spectrum_figure(sv, w, h))
+            sv_view.show_figure(lambda w, h: plotting.spectrum_figure(sv, w, h),
+                                save=_spectrum_saver(name, sv), name=f"{name}_spectrum")
         else:
             sv_view.show_message("singular values: only for matrices" if len(info.shape) < 2 else "singular values: not computed")
         heads_view = self.query_one("#plot-heads", PlotView)
@@ -182,7 +188,42 @@ class TensorDetail(Widget):
         if heads:
             which, norms = heads
             heads_view.display = True
-            heads_view.show_figure(lambda w, h: plotting.heads_figure(norms, w, h, title=f"per-head norm ({which} projection)"))
+            heads_view.show_figure(lambda w, h: plotting.heads_figure(norms, w, h, title=f"per-head norm ({which} projection)"),
+                                   name=f"{name}_heads")  # bars: saved as text
         else:
             heads_view.display = False
         self._mark("figures")
+
+
+# savers for the save key (ctrl+s): the data each terminal figure draws, through lminspect.figures
+
+
+def _hist_saver(name: str, counts: Any, edges: Any) -> Any:
+    def save(path: Any) -> Any:
+        from lminspect.figures import save_histograms
+
+        return save_histograms(path, {name: (list(edges), list(counts))}, title=f"{name}: histogram", xlabel="value")
+
+    return save
+
+
+def _spectrum_saver(name: str, sv: Any) -> Any:
+    def save(path: Any) -> Any:
+        from lminspect.figures import save_lines
+
+        ranks = list(range(1, len(sv) + 1))
+        return save_lines(path, {name: (ranks, list(sv))}, title=f"{name}: singular values", xlabel="rank",
+                          ylabel="singular value", ylog=True)
+
+    return save
+
+
+def _heatmap_saver(name: str, blocks: Any, shape: tuple[int, ...]) -> Any:
+    def save(path: Any) -> Any:
+        from lminspect.figures import save_heatmap
+
+        dims = " x ".join(str(s) for s in shape)
+        return save_heatmap(path, blocks, title=f"{name} ({dims}): mean |W| per block",
+                            xlabel=f"column block ({blocks.shape[1]})", ylabel=f"row block ({blocks.shape[0]})")
+
+    return save

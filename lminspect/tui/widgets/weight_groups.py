@@ -32,9 +32,9 @@ BY_LAYER_STATS = ("alpha", "stable_rank", "effective_rank", "spectral_norm", "st
                   "frac_near_zero")
 
 # columns of a layer's (or a part's) table of tensors: (statistic, column label)
-GROUP_COLUMNS = (("mean", "mean"), ("std", "std"), ("absmax", "absmax"), ("kurtosis", "kurt"),
-                 ("frac_near_zero", "~0"), ("stable_rank", "stable r"), ("effective_rank", "eff r"),
-                 ("alpha", "alpha"))
+# the statistics' own names, the column headers of ``lminspect stats`` and ``m.stats()``
+GROUP_COLUMNS = tuple((k, k) for k in ("mean", "std", "absmax", "kurtosis", "frac_near_zero", "stable_rank",
+                                        "effective_rank", "alpha"))
 
 
 class GroupState:

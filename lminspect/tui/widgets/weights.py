@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.timer import Timer
@@ -118,7 +119,8 @@ class WeightsPane(GroupOverview, TensorDetail):
         tree = self.query_one("#weights-tree", Tree)
         tree.clear()
         label = label or getattr(store, "name", "model")
-        tree.root.set_label(f"{label} [{getattr(store, 'arch', '?')}]")
+        # Text, not a string: a string label is markup, and "[llama]" would vanish as a tag
+        tree.root.set_label(Text(f"{label} [{getattr(store, 'arch', '?')}]"))
         try:
             grouping = store.tree()
         except Exception:  # no grouping: fall back to the flat key list
@@ -214,6 +216,30 @@ class WeightsPane(GroupOverview, TensorDetail):
             names = self._leaves(node)
             if names:
                 self.show_group(self._node_path(node), names)
+
+    def reveal(self, name: str) -> None:
+        """Put the tree's cursor on ``name``'s leaf, its groups expanded and scrolled into view (a
+        tensor chosen elsewhere, in the command palette, shows where it sits)."""
+        tree = self.query_one("#weights-tree", Tree)
+        if tree.cursor_node is not None and tree.cursor_node.data == name:
+            return
+        stack = list(tree.root.children)
+        while stack:
+            node = stack.pop()
+            if node.data == name:
+                parent = node.parent
+                while parent is not None:
+                    parent.expand()
+                    parent = parent.parent
+                # the cursor moves once the expanded groups are laid out (line numbers change)
+                self.call_after_refresh(self._cursor_to, node)
+                return
+            stack.extend(node.children)
+
+    def _cursor_to(self, node: TreeNode[str]) -> None:
+        tree = self.query_one("#weights-tree", Tree)
+        tree.move_cursor(node)
+        tree.scroll_to_node(node, animate=False)
 
     def show_tensor(self, name: str) -> None:
         """Paint the header now; statistics from the cache or a worker."""
