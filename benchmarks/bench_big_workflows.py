@@ -135,8 +135,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=6, help="-n of generate / stitch run")
     ap.add_argument("--limit", type=int, default=1, help="--limit of eval / stitch sweep (items)")
-    ap.add_argument("--acts-tokens", type=int, nargs="*", default=[2048, 8192],
+    ap.add_argument("--acts-tokens", type=int, nargs="*", default=[2048, 4096],
                     help="Falcon activations runs (token counts: flat memory means the same peak)")
+    ap.add_argument("--acts-batch", type=int, default=None,
+                    help="--batch-size of the Falcon runs (default 8; compare counts of whole batches)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/lminspect-bench-big"), help="where the files are built")
     ap.add_argument("--only", nargs="*", default=None, help="command names to run (default: all)")
     ap.add_argument("--models", nargs="*", default=["bf16", "gguf", "falcon"], choices=["bf16", "gguf", "falcon"])
@@ -181,7 +183,8 @@ def main() -> None:
         if "falcon" in args.models:
             for n in args.acts_tokens:
                 jobs.append(("falcon", f"activations {n} tokens",
-                             ["activations", str(falcon), "--out", str(work / f"facts{n}"), "--tokens", str(n)],
+                             ["activations", str(falcon), "--out", str(work / f"facts{n}"), "--tokens", str(n)]
+                             + ([] if args.acts_batch is None else ["--batch-size", str(args.acts_batch)]),
                              None, _size(falcon)))
         seen_diff = False
         for label, name, argv, code, size in jobs:

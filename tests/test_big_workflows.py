@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lminspect.cli import app
@@ -205,3 +206,15 @@ def test_eval_batch_memory_is_checked(kquant_gguf, monkeypatch):
     r = CliRunner().invoke(app, ["eval", str(kquant_gguf), "--limit", "2", "--batch-size", "2"])
     assert r.exit_code == 2
     assert "a batch of 2 items x" in r.output and "more than the" in r.output, r.output
+
+
+def test_falcon_rw_fused_qkv_stays_stored(tmp_path):
+    """Falcon-RW's per-head interleaved query_key_value: q, k and v read rows of the stored
+    matrix (a float32 copy of them was 1.2 GB at Falcon-RW-1B), and compute as the dense model."""
+    path = sf.write_falcon_dir(tmp_path / "falcon", sf.falcon_shape(vocab=300, dim=128, layers=2, heads=4, ffn=512,
+                                                                      context=256), fill="random")
+    stored, dense = load_model(path, weights="stored"), load_model(path, weights="float32")
+    assert all(isinstance(getattr(b.attn, n), StoredLinear) for b in stored.layers for n in "qkv")
+    ids = torch.tensor([[5, 80, 81, 32, 101, 7]])
+    with torch.inference_mode():
+        assert torch.equal(stored(ids), dense(ids))

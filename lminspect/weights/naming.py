@@ -148,8 +148,8 @@ def _falcon_qkv(shape: tuple[int, ...], config: dict[str, Any]) -> list[tuple[st
         g = nh // nkv
         hd = out // (nkv * (g + 2))
 
-        def part(sl: slice) -> Transform:
-            return lambda a: a.reshape(nkv, g + 2, hd, *rest)[:, sl].reshape(-1, *rest)
+        def part(sl: slice) -> Transform:  # a's own trailing shape: stored.row_map probes with [rows, 1]
+            return lambda a: a.reshape(nkv, g + 2, hd, *a.shape[1:])[:, sl].reshape(-1, *a.shape[1:])
 
         return [("q", part(slice(0, g)), (nkv * g * hd, *rest)),
                 ("k", part(slice(g, g + 1)), (nkv * hd, *rest)),
@@ -161,8 +161,8 @@ def _falcon_qkv(shape: tuple[int, ...], config: dict[str, Any]) -> list[tuple[st
                 ("v", lambda a: a[(nh + 1) * hd :], (hd, *rest))]
     hd = out // (3 * nh)
 
-    def rw(i: int) -> Transform:
-        return lambda a: a.reshape(nh, 3, hd, *rest)[:, i].reshape(nh * hd, *rest)
+    def rw(i: int) -> Transform:  # (a row selection: the stored form keeps it as a row map, no copy)
+        return lambda a: a.reshape(nh, 3, hd, *a.shape[1:])[:, i].reshape(nh * hd, *a.shape[1:])
 
     return [(p, rw(i), (nh * hd, *rest)) for i, p in enumerate("qkv")]
 
