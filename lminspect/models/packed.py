@@ -124,11 +124,6 @@ def _x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bufs
 
 
-def _in_turn(a: Callable[[], None], b: Callable[[], None]) -> None:
-    a()
-    b()
-
-
 def _tiles(a: np.ndarray, rows: int) -> np.ndarray:
     """[rows, ...] -> [G, ..., T]: pad rows to whole tiles, move the row index innermost."""
     pad = -rows % TILE
@@ -349,19 +344,13 @@ class PackedWeight:
             kid = KIND_IDS[self.kind]
             parallel = self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
             out = np.empty(self.out_features, np.float32)
-            if not hasattr(ik, "matvec_serial"):  # a packed_int.matvec that quantizes x itself: one call
-                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
-                return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
             got = preps.get(id(x)) if preps is not None else None
             if got is None:
                 bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
-                got = partial(ik.quantize_x, x, *bufs)
-                if preps is not None:
-                    preps[id(x)] = got
-            mv = partial(ik.matvec if parallel else ik.matvec_serial, kid, self.raw, *got.args[1:], out)
-            if preps is not None:
-                return mv, out
-            return partial(_in_turn, got, mv), out
+                if preps is None:  # x quantized by this call itself
+                    return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
+                got = preps[id(x)] = partial(ik.quantize_x, x, *bufs)
+            return partial(ik.matvec_quantized, kid, self.raw, *got.args[1:], out, parallel), out
         if self.tiled:
             out = np.empty(self.qs.shape[0] * TILE, np.float32)
             fn = k.q8_matvec if self.kind == "Q8_0" else k.q4_matvec

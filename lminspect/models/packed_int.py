@@ -339,18 +339,27 @@ def _rows(kind: int, raw: np.ndarray, r0: int, xq: np.ndarray, dx: np.ndarray, x
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def matvec(kind: int, raw: np.ndarray, x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
-           out: np.ndarray, parallel: bool) -> None:
-    """out[rows] = W x (see the module doc) for GGUF block rows ``raw [rows, row_bytes]``: ``x``
-    quantized into the buffers ``xq, dx, xs``, then the rows, split over numba's threads when
-    ``parallel`` (else on the calling thread: waking the pool costs more than a small matvec)."""
-    quantize_x(x, xq, dx, xs)
+def matvec_quantized(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
+                     out: np.ndarray, parallel: bool) -> None:
+    """out[rows] = W x for GGUF block rows ``raw [rows, row_bytes]`` and an ``x`` already quantized
+    by ``quantize_x`` (several matrices reading one x share that form), the rows split over numba's
+    threads when ``parallel`` (else on the calling thread: waking the pool costs more than a small
+    matvec)."""
     if parallel:
         for g in prange(raw.shape[0] // ROWS):
             _rows(kind, raw, g * ROWS, xq, dx, xs, out)
     else:
         for g in range(raw.shape[0] // ROWS):
             _rows(kind, raw, g * ROWS, xq, dx, xs, out)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def matvec(kind: int, raw: np.ndarray, x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
+           out: np.ndarray, parallel: bool) -> None:
+    """out[rows] = W x (see the module doc): ``x`` quantized into the buffers ``xq, dx, xs``, then
+    ``matvec_quantized``."""
+    quantize_x(x, xq, dx, xs)
+    matvec_quantized(kind, raw, xq, dx, xs, out, parallel)
 
 
 def warm_up() -> None:
