@@ -99,29 +99,37 @@ def _bf16_bits(a: np.ndarray) -> np.ndarray:
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def write_bf16_dir(out: Path, s: dict[str, int], fill: str = "zeros", seed: int = 0) -> Path:
-    """A Llama HF directory in bfloat16 (sparse zeros, or random values)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config(s), indent=1))
-    write_tokenizer(out)
+def _write_bf16_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...]]], fill: str, seed: int) -> None:
+    """One bfloat16 safetensors file of ``tensors`` (name, shape): a sparse hole of zeros, or random
+    values (norm weights around 1, biases around 0)."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     off = 0
-    tensors = _tensors(s)
-    for name, _, shp in tensors:
+    for name, shp in tensors:
         n = 2 * int(np.prod(shp))
         header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + n]}
         off += n
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-(len(hb) + 8) % 8)
     rng = np.random.default_rng(seed)
-    with open(out / "model.safetensors", "wb") as f:
+    with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hb)) + hb)
         if fill == "zeros":
             f.truncate(8 + len(hb) + off)
-        else:
-            for name, _, shp in tensors:
-                f.write(_bf16_bits(_random(rng, name, shp)).tobytes())
+            return
+        for name, shp in tensors:
+            vals = _random(rng, name, shp)
+            if name.endswith("bias"):
+                vals = vals - 1.0  # _random gives norm weights around 1; biases around 0
+            f.write(_bf16_bits(vals).tobytes())
+
+
+def write_bf16_dir(out: Path, s: dict[str, int], fill: str = "zeros", seed: int = 0) -> Path:
+    """A Llama HF directory in bfloat16 (sparse zeros, or random values)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(hf_config(s), indent=1))
+    write_tokenizer(out)
+    _write_bf16_safetensors(out / "model.safetensors", [(name, shp) for name, _, shp in _tensors(s)], fill, seed)
     return out
 
 
@@ -243,24 +251,5 @@ def write_falcon_dir(out: Path, s: dict[str, int], fill: str = "zeros", seed: in
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(falcon_config(s), indent=1))
     write_tokenizer(out)
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    off = 0
-    tensors = _falcon_tensors(s)
-    for name, shp in tensors:
-        n = 2 * int(np.prod(shp))
-        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + n]}
-        off += n
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-(len(hb) + 8) % 8)
-    rng = np.random.default_rng(seed)
-    with open(out / "model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(hb)) + hb)
-        if fill == "zeros":
-            f.truncate(8 + len(hb) + off)
-        else:
-            for name, shp in tensors:
-                vals = _random(rng, name, shp)
-                if name.endswith("bias"):
-                    vals = vals - 1.0  # _random gives norm weights around 1; biases around 0
-                f.write(_bf16_bits(vals).tobytes())
+    _write_bf16_safetensors(out / "model.safetensors", _falcon_tensors(s), fill, seed)
     return out
