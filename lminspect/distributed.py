@@ -14,6 +14,7 @@ plumbing. Work unit ``i`` belongs to rank ``i % world`` (``shard``).
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -56,7 +57,20 @@ def join(device: str = "cpu") -> tuple[int, int, bool]:
         dist.init_process_group(backend="nccl")
     else:
         dist.init_process_group(backend="gloo")
+    # a group still alive when the interpreter finalizes tears down gloo's threads in C++ static
+    # destruction, and a rank aborts at exit ("terminate called without an active exception") about
+    # one run in three: the REPL's eval_mc / perplexity join and never leave, so close it first
+    atexit.register(_destroy_at_exit)
     return dist.get_rank(), dist.get_world_size(), True
+
+
+def _destroy_at_exit() -> None:
+    """Destroy the process group if it is still there (no barrier: a rank that failed must not
+    make the others wait at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device(device: str, rank: int, world: int) -> str:
