@@ -353,7 +353,7 @@ def matvec_quantized(kind: int, raw: np.ndarray, xq: np.ndarray, dx: np.ndarray,
             _rows(kind, raw, g * ROWS, xq, dx, xs, out)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)  # the rows' parallel loop is matvec_quantized's (a dispatcher of its own)
 def matvec(kind: int, raw: np.ndarray, x: np.ndarray, xq: np.ndarray, dx: np.ndarray, xs: np.ndarray,
            out: np.ndarray, parallel: bool) -> None:
     """out[rows] = W x (see the module doc): ``x`` quantized into the buffers ``xq, dx, xs``, then
