@@ -115,12 +115,17 @@ def scratch(n: int) -> np.ndarray:
     return buf[:n]
 
 
+def _new_x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Buffers for an activation vector of ``n`` quantized to int8: the values, a scale and a
+    float sum per 32 (``packed_int.quantize_x``)."""
+    return np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32)
+
+
 def _x_buffers(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Buffers this thread reuses for an activation vector of ``n`` quantized to int8 (values,
-    a scale and a float sum per 32: ``packed_int.quantize_x``)."""
+    """``_new_x_buffers(n)`` this thread reuses."""
     bufs = getattr(_LOCAL, "xq", None)
     if bufs is None or bufs[0].shape[0] != n:
-        bufs = _LOCAL.xq = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+        bufs = _LOCAL.xq = _new_x_buffers(n)
     return bufs
 
 
@@ -271,14 +276,24 @@ class PackedWeight:
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``W @ x`` for a float32 CPU vector ``x [in]`` -> ``[out]``: the integer-dot kernels on GGUF
         rows (int8 activations), else the float kernels (see the module doc)."""
-        if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE:
-            k = int_kernels()
-            if k is not None:
-                out = np.empty(self.out_features, np.float32)
-                k.matvec(KIND_IDS[self.kind], self.raw, x.detach().contiguous().numpy(),
-                         *_x_buffers(self.in_features), out, _threads() > 1 and self.raw.nbytes >= PARALLEL_BYTES)
-                return torch.from_numpy(out)
+        k = self._int_kernels()
+        if k is not None:
+            out = np.empty(self.out_features, np.float32)
+            k.matvec(KIND_IDS[self.kind], self.raw, x.detach().contiguous().numpy(),
+                     *_x_buffers(self.in_features), out, self._parallel())
+            return torch.from_numpy(out)
         return self.matvec_float(x)
+
+    def _int_kernels(self) -> Any:
+        """``packed_int`` when this weight decodes on the integer-dot kernels (``matvec`` and
+        ``bound_matvec`` alike, so both give the same numbers), else None."""
+        if self.raw is None or self.kind not in INT_KINDS or EXACT_DECODE:
+            return None
+        return int_kernels()
+
+    def _parallel(self) -> bool:
+        """Split the rows over numba's threads (only matrices worth waking the pool for)."""
+        return self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
 
     def matvec_float(self, x: torch.Tensor) -> torch.Tensor:
         """``W @ x`` with float32 activations (numba's float kernels, or the torch path)."""
@@ -338,15 +353,13 @@ class PackedWeight:
         k = kernels()
         if k is None or (self.raw is not None and self.kind not in KIND_IDS and self.kind not in ("BF16", "F16")):
             return None
-        ik = int_kernels() if self.raw is not None and self.kind in INT_KINDS and not EXACT_DECODE else None
-        if ik is not None:  # the same integer-dot kernels as ``matvec``, so both paths give the same numbers
-            n = self.in_features
-            kid = KIND_IDS[self.kind]
-            parallel = self.raw.nbytes >= PARALLEL_BYTES and _threads() > 1
+        ik = self._int_kernels()
+        if ik is not None:
+            kid, parallel = KIND_IDS[self.kind], self._parallel()
             out = np.empty(self.out_features, np.float32)
             got = preps.get(id(x)) if preps is not None else None
             if got is None:
-                bufs = (np.empty(n, np.int8), np.empty(n // 32, np.float32), np.empty(n // 32, np.float32))
+                bufs = _new_x_buffers(self.in_features)
                 if preps is None:  # x quantized by this call itself
                     return partial(ik.matvec, kid, self.raw, x, *bufs, out, parallel), out
                 got = preps[id(x)] = partial(ik.quantize_x, x, *bufs)
