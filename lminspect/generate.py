@@ -217,8 +217,7 @@ class Generation:
                 cache = model.new_cache(self.plan, batch_size=1, max_len=n_prompt + budget)
                 ids = torch.tensor([self.prompt_ids], dtype=torch.long, device=dev)
                 logits = model(ids, cache=cache, last_only=True)[0, -1]
-                step = torch.empty(1, 1, dtype=torch.long, device=dev)
-                fast = _fast(model, cache) if budget > 1 else None
+                next_logits = _stepper(model, cache, budget)
                 for i in range(budget):
                     if self._cancel.is_set():
                         reason = "cancelled"
@@ -254,12 +253,8 @@ class Generation:
                     if i + 1 == budget:
                         break
                     if need_seen:
-                        seen = torch.cat([seen, step.view(1).new_full((1,), tok)])
-                    if fast is not None:
-                        logits = fast.step(tok)
-                    else:
-                        step.fill_(tok)
-                        logits = model(step, cache=cache)[0, -1]
+                        seen = torch.cat([seen, seen.new_full((1,), tok)])
+                    logits = next_logits(tok)
             if reason not in ("stop", "cancelled") and decoder is not None:
                 pending += decoder.flush()
                 if pending:
@@ -342,25 +337,31 @@ def greedy_ids(model: LM, ids: Sequence[int] | torch.Tensor, n: int,
     with torch.inference_mode():
         cache = model.new_cache(plan, batch_size=1, max_len=ids_t.shape[1] + n)
         logits = model(ids_t, cache=cache, last_only=True)[0, -1]
-        fast = _fast(model, cache) if n > 1 else None
-        step = torch.empty(1, 1, dtype=torch.long, device=ids_t.device)
+        next_logits = _stepper(model, cache, n)
         for i in range(n):
             tok = greedy_pick(logits)
             out.append(tok)
             if i + 1 < n:
-                if fast is not None:
-                    logits = fast.step(tok)
-                else:
-                    step.fill_(tok)
-                    logits = model(step, cache=cache)[0, -1]
+                logits = next_logits(tok)
     return out
 
 
-def _fast(model: LM, cache: Any) -> Any:
-    """The decode fast path on ``cache`` (models/decode.py), or None: the model runs each step."""
-    from lminspect.models.decode import fast_decoder
+def _stepper(model: LM, cache: Any, steps: int) -> Any:
+    """``next_logits(token) -> [vocab]``: one decode step on ``cache``, through the decode fast
+    path (models/decode.py) when it applies and there is more than one step to pay for building
+    it, else through the model."""
+    if steps > 1:
+        from lminspect.models.decode import fast_decoder
 
-    return fast_decoder(model, cache)
+        fast = fast_decoder(model, cache)
+        if fast is not None:
+            return fast.step
+    step = torch.empty(1, 1, dtype=torch.long, device=model.device)
+
+    def through_model(tok: int) -> torch.Tensor:
+        step.fill_(tok)
+        return model(step, cache=cache)[0, -1]
+    return through_model
 
 
 __all__ = ["Generation", "GenerationStats", "Sampler", "generate", "greedy_ids", "interleave"]
