@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 __version__ = "0.1.0"
@@ -34,14 +35,32 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'lminspect' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
+def lazy_exports(module_name: str, table: dict[str, str], made: dict[str, Callable[[], Any]] | None = None
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` (PEP 562) for a package whose public names load on first use, so
+    importing it pulls in nothing heavy: ``table`` maps a name to ``"module:attribute"`` (or just
+    ``"module"``: the same name there), ``made`` to a function that makes the value. Each value is
+    stored on the package once resolved, so later lookups are plain."""
+    module = sys.modules[module_name]
+
+    def __getattr__(name: str) -> Any:
+        if made is not None and name in made:
+            value = made[name]()
+        elif name in table:
+            home, _, attr = table[name].partition(":")
+            value = getattr(importlib.import_module(home), attr or name)
+        else:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        setattr(module, name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(module)) | set(table) | set(made or ()))
+
+    return __getattr__, __dir__
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 class _CallableSubpackage(types.ModuleType):
@@ -61,7 +80,3 @@ class _CallableSubpackage(types.ModuleType):
 def _make_callable(module_name: str) -> None:
     """Called by such a subpackage's ``__init__`` with its own ``__name__``."""
     sys.modules[module_name].__class__ = _CallableSubpackage
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))

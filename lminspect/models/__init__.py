@@ -8,10 +8,10 @@ training. See docs/engine.md for forward / plans / caches / hooks.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from lminspect import lazy_exports
 from lminspect.errors import UserError
 
 # The modules (and torch) load on first use (PEP 562): ``lminspect.models.layercall`` is plain
@@ -56,15 +56,8 @@ def _families() -> dict[str, tuple[type, type]]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name == "FAMILIES":
-        value: Any = _families()
-    elif name in _HOME:
-        value = getattr(importlib.import_module(f"lminspect.models.{_HOME[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # once: later lookups are plain
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"lminspect.models.{home}" for name, home in _HOME.items()},
+                                     {"FAMILIES": _families})
 
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -266,7 +259,3 @@ __all__ = [
     "config_from_hf", "family_spec", "full_plan", "load_model", "Gemma", "GemmaConfig", "GPTNeoX", "GPTNeoXConfig",
     "StableLM", "StableLMConfig", "Phi3", "Phi3Config",
 ]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME) | {"FAMILIES"})

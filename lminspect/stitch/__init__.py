@@ -20,8 +20,9 @@ Every public name is importable from ``lminspect.stitch`` itself.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lminspect import lazy_exports
 
 # Loaded on first use (PEP 562): parsing a plan (grammar, plans, presets) needs no torch, so a
 # command can check its --plan before torch and the model load (a typo is reported at once).
@@ -48,17 +49,7 @@ if TYPE_CHECKING:
     from lminspect.stitch.view import StitchedModel, stitch
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # once: later lookups are plain
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)
 
 
 __all__ = [
